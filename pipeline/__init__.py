@@ -1,0 +1,3 @@
+"""The imagerecords Beam job: options, graph assembly and entry point (``python -m pipeline.run``)."""
+
+__version__ = '0.1.0'

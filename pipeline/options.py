@@ -1,0 +1,237 @@
+"""The job's command-line options, as Beam ``PipelineOptions``, and their validation.
+
+Every flag is snake_case with help text; Beam's own flags (``--runner``, ``--project``,
+``--temp_location``, ``--job_endpoint``, ...) pass through to Beam unchanged.
+"""
+
+import argparse
+import os
+from typing import Dict, List, Sequence, Tuple
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from imagerecords import contract
+
+from transforms import codec
+from transforms.listing import IMAGE_EXTENSIONS
+from transforms.splits import SPLIT_FOLDER_NAMES
+
+DEFAULT_SPLITS = 'train=0.8,validation=0.2'
+LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
+
+
+class ConvertOptions(PipelineOptions):
+  """Options of ``python -m pipeline.run``."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        '--input_dir', required=True,
+        help='Root folder of the images: a local path, gs://bucket/dir or s3://bucket/dir.')
+    parser.add_argument(
+        '--output_dir', required=True,
+        help='Folder to write the TFRecord shards and metadata files into (local, gs://, s3://).')
+    parser.add_argument(
+        '--splits', default='auto',
+        help="'auto' (default): the input's split folders (train/, val/, validation/, test/) "
+        f"when it has them, else {DEFAULT_SPLITS}. 'folders': require split folders. "
+        "'NAME=FRACTION,...' (fractions summing to 1): assign each image by a stable hash of its "
+        'path relative to the input root.')
+    parser.add_argument(
+        '--num_shards', default='4',
+        help="Shards per split: one number for every split ('4'), or per split "
+        "('train=8,validation=2'). Fixed, so the file set is the same whatever the data size.")
+    parser.add_argument(
+        '--image_size', type=int, default=256,
+        help='Target size in pixels (see --resize_mode). Default 256.')
+    parser.add_argument(
+        '--resize_mode', default='shorter_side', choices=codec.RESIZE_MODES,
+        help="'shorter_side' (default): keep the aspect ratio, shorter side = image_size. "
+        "'center_crop': image_size x image_size central square. 'none': keep the source size.")
+    parser.add_argument(
+        '--image_format', default='jpeg', choices=codec.IMAGE_FORMATS,
+        help="Format of the stored images: 'jpeg' (default) or 'png' (lossless, larger).")
+    parser.add_argument(
+        '--jpeg_quality', type=int, default=90, help='JPEG quality, 1-100. Default 90.')
+    parser.add_argument(
+        '--max_pixels', type=int, default=codec.DEFAULT_MAX_PIXELS,
+        help='Refuse images whose header claims more pixels than this (decompression bombs). '
+        f'Default {codec.DEFAULT_MAX_PIXELS:,}, as Pillow.')
+    parser.add_argument(
+        '--extensions', default=','.join(IMAGE_EXTENSIONS),
+        help='Comma-separated file extensions taken for images, matched case-insensitively. '
+        'Other files are reported in failures.jsonl as skipped. Default: %(default)s.')
+    parser.add_argument(
+        '--max_failure_fraction', type=float, default=0.05,
+        help='Fail the run (no _SUCCESS) when more than this fraction of the image inputs '
+        'cannot be converted. Default 0.05.')
+    parser.add_argument(
+        '--compression', default='none', choices=('none', 'gzip'),
+        help="'gzip' writes .tfrecord.gz shards (JPEG data barely compresses). Default 'none'.")
+    parser.add_argument(
+        '--shuffle_seed', type=int, default=0,
+        help='Seed of the record order inside the shards (the split assignment does not use it).')
+    parser.add_argument(
+        '--overwrite', action='store_true', default=False,
+        help='Replace the files of an earlier run in --output_dir instead of refusing to run.')
+
+
+def parse_fractions(text: str) -> List[Tuple[str, float]]:
+  """'train=0.8,validation=0.2' -> [('train', 0.8), ('validation', 0.2)].
+
+  Raises:
+    ValueError: malformed entries, bad split names, non-positive fractions, or a sum that is
+      not 1 (within 1e-6).
+  """
+  fractions = []
+  for item in text.split(','):
+    name, sep, value = item.strip().partition('=')
+    if not sep:
+      raise ValueError(f'--splits: expected NAME=FRACTION, got {item!r}')
+    name = _split_name(name.strip(), '--splits')
+    try:
+      fraction = float(value)
+    except ValueError:
+      raise ValueError(f'--splits: {value!r} is not a number (in {item!r})') from None
+    if not 0 < fraction <= 1:
+      raise ValueError(f'--splits: fraction of {name} must be in (0, 1], got {fraction}')
+    fractions.append((name, fraction))
+  names = [name for name, _ in fractions]
+  if len(set(names)) != len(names):
+    raise ValueError(f'--splits: a split is named twice in {text!r}')
+  total = sum(f for _, f in fractions)
+  if abs(total - 1) > 1e-6:
+    raise ValueError(f'--splits: fractions must sum to 1, they sum to {total:g}')
+  return fractions
+
+
+def parse_num_shards(text: str, splits: Sequence[str]) -> Dict[str, int]:
+  """'4' or 'train=8,validation=2' -> {split: shards} for exactly the given splits.
+
+  Raises:
+    ValueError: malformed text, a count below 1, a split named that the data does not have, or
+      a split of the data left without a count.
+  """
+  text = text.strip()
+  if '=' not in text:
+    return {split: _positive_int(text, '--num_shards') for split in splits}
+  counts = {}
+  for item in text.split(','):
+    name, _, value = item.strip().partition('=')
+    counts[name.strip()] = _positive_int(value, f'--num_shards ({name.strip()})')
+  unknown = sorted(set(counts) - set(splits))
+  missing = sorted(set(splits) - set(counts))
+  if unknown or missing:
+    raise ValueError(
+        f'--num_shards must name exactly the splits {sorted(splits)}: '
+        + ', '.join(filter(None, [unknown and f'unknown {unknown}',
+                                  missing and f'missing {missing}'])))
+  return counts
+
+
+def resolve_splits(splits_flag: str, found_folders: Sequence[str]
+                   ) -> Tuple[Tuple[str, ...], List[Tuple[str, float]]]:
+  """(split folders, fractions): which of the two layouts this run uses, from ``--splits``.
+
+  Exactly one of the two is non-empty.
+
+  Raises:
+    ValueError: ``--splits=folders`` without split folders, or a malformed ``--splits``.
+  """
+  if splits_flag == 'auto':
+    return (tuple(found_folders), []) if found_folders else ((), parse_fractions(DEFAULT_SPLITS))
+  if splits_flag == 'folders':
+    if not found_folders:
+      raise ValueError('--splits=folders, but the input has none of the split folders '
+                       + ', '.join(f + '/' for f in SPLIT_FOLDER_NAMES))
+    return tuple(found_folders), []
+  return (), parse_fractions(splits_flag)
+
+
+def image_spec(options: ConvertOptions) -> codec.ImageSpec:
+  """The ImageSpec of the options (validated by ImageSpec itself)."""
+  return codec.ImageSpec(
+      image_size=options.image_size, resize_mode=options.resize_mode,
+      image_format=options.image_format, jpeg_quality=options.jpeg_quality,
+      max_pixels=options.max_pixels)
+
+
+def extensions(options: ConvertOptions) -> Tuple[str, ...]:
+  """--extensions as a tuple of lower-case '.ext' strings."""
+  items = [e.strip().lower() for e in options.extensions.split(',') if e.strip()]
+  return tuple(e if e.startswith('.') else '.' + e for e in items)
+
+
+def absolute_dir(path: str) -> str:
+  """A local path made absolute (workers may run elsewhere); URLs are kept as they are."""
+  if '://' in path:
+    return path.rstrip('/')
+  return os.path.abspath(path)
+
+
+def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -> None:
+  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per core.
+
+  Only what the user did not set is set. ``FnApiRunner`` rather than ``DirectRunner``: Beam
+  2.77's DirectRunner first tries to download the Prism runner, which hangs offline.
+  """
+  standard = options.view_as(StandardOptions)
+  if standard.runner is None:
+    standard.runner = 'FnApiRunner'
+  if standard.runner not in LOCAL_RUNNERS:
+    return
+  direct = options.view_as(DirectOptions)
+  if not any(arg.startswith('--direct_running_mode') for arg in argv):
+    direct.direct_running_mode = 'multi_processing'
+  if not any(arg.startswith('--direct_num_workers') for arg in argv):
+    direct.direct_num_workers = os.cpu_count() or 1
+
+
+def validate(options: ConvertOptions) -> None:
+  """Checks what argparse cannot; raises ValueError with the flag's name."""
+  if not 0 <= options.max_failure_fraction <= 1:
+    raise ValueError('--max_failure_fraction must be within [0, 1]')
+  if options.max_pixels < 1:
+    raise ValueError('--max_pixels must be positive')
+  if not extensions(options):
+    raise ValueError('--extensions names no extension')
+  image_spec(options)
+
+
+def _split_name(name: str, flag: str) -> str:
+  if not contract.SPLIT_NAME_RE.match(name):
+    raise ValueError(f'{flag}: split name {name!r} may hold only letters, digits and _')
+  return name
+
+
+def _positive_int(text: str, flag: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise ValueError(f'{flag}: {text!r} is not a whole number') from None
+  if value < 1:
+    raise ValueError(f'{flag}: must be at least 1, got {value}')
+  return value
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m pipeline.run',
+      description='Convert a folder of images into sharded TFRecord files of tf.train.Example.',
+      epilog='Beam options (--runner, --project, --region, --temp_location, --job_endpoint, '
+      '--environment_type, ...) pass through to Beam. Locally the default runner is FnApiRunner '
+      'in multi-process mode with one worker per core.')
+  ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
+def help_text() -> str:
+  """The --help text of the job's own options."""
+  return _parser().format_help()
+
+
+def job_options(options: ConvertOptions) -> Dict[str, object]:
+  """This job's own options (not Beam's) and their values, for the manifest."""
+  values = options.get_all_options()
+  return {action.dest: values.get(action.dest)
+          for action in _parser()._actions  # pylint: disable=protected-access
+          if action.dest != 'help'}

@@ -1,0 +1,116 @@
+"""What the launcher does around the pipeline: guard the output directory, read the manifest
+back, print the summary, and keep the console readable."""
+
+import json
+import logging
+import re
+from typing import List, Optional
+
+from apache_beam.io.filesystems import FileSystems
+from imagerecords import contract
+
+_LOG = logging.getLogger('imagerecords')
+
+
+class OutputNotEmpty(RuntimeError):
+  """The output directory holds files and ``--overwrite`` was not given."""
+
+
+def existing_outputs(output_dir: str) -> List[str]:
+  """Paths of the files directly in ``output_dir`` that a run writes (shards and metadata)."""
+  names = (contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
+           contract.SUCCESS_FILE)
+  found = []
+  for result in FileSystems.match([FileSystems.join(output_dir, '*')]):
+    for metadata in result.metadata_list:
+      base = metadata.path.replace('\\', '/').rsplit('/', 1)[-1]
+      if base in names or contract.parse_shard_file_name(base):
+        found.append(metadata.path)
+  return sorted(found)
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
+  """Refuses to mix two runs' files: an earlier run's files are an error, or, with
+  ``overwrite``, deleted (``_SUCCESS`` first, so no reader trusts a half-deleted directory).
+
+  Raises:
+    OutputNotEmpty: files of an earlier run exist and ``overwrite`` is False.
+  """
+  found = existing_outputs(output_dir)
+  if not found:
+    return
+  if not overwrite:
+    raise OutputNotEmpty(
+        f'{output_dir} already holds {len(found)} files of an earlier run '
+        f'(e.g. {found[0]}); pass --overwrite to replace them')
+  success = [p for p in found if p.endswith(contract.SUCCESS_FILE)]
+  FileSystems.delete(success)
+  FileSystems.delete([p for p in found if p not in success])
+  _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)
+
+
+def read_manifest(output_dir: str) -> Optional[dict]:
+  """The manifest.json of ``output_dir``, or None when there is none."""
+  path = FileSystems.join(output_dir, contract.MANIFEST_FILE)
+  if not FileSystems.exists(path):
+    return None
+  with FileSystems.open(path) as handle:
+    return json.loads(handle.read().decode('utf-8'))
+
+
+def summary(manifest: dict) -> str:
+  """A few lines for people: examples per split and class, failures, where the output is."""
+  classes = manifest[contract.MANIFEST_CLASSES]
+  shown = classes[:8]
+  header = f'  {"split":<12}{"examples":>9}{"shards":>8}' + ''.join(
+      f'{name[:12]:>13}' for name in shown)
+  lines = [header]
+  for split, info in manifest[contract.MANIFEST_SPLITS].items():
+    counts = info['class_counts']
+    lines.append(f'  {split:<12}{info[contract.MANIFEST_NUM_EXAMPLES]:>9}'
+                 f'{info[contract.MANIFEST_NUM_SHARDS]:>8}'
+                 + ''.join(f'{counts.get(name, 0):>13}' for name in shown))
+  if len(classes) > len(shown):
+    lines.append(f'  ... {len(classes) - len(shown)} more classes: see manifest.json')
+  failures = manifest['num_failures']
+  by_stage = ', '.join(f'{n} at {stage}' for stage, n in manifest['failures_by_stage'].items())
+  lines.append(f'  {failures} inputs failed, {manifest["num_skipped"]} files skipped'
+               + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
+  verdict = ('wrote' if manifest['status'] == 'complete' else 'FAILED:')
+  title = (f'imagerecords {verdict} {manifest["num_examples"]} examples in '
+           f'{len(classes)} classes to {manifest["output_dir"]} '
+           f'in {manifest["timings"]["wall_time_s"]:.1f} s')
+  return '\n'.join([title] + lines)
+
+
+_WORKER_LOG = re.compile(r'message: "(?P<message>(?:[^"\\]|\\.)*)".*log_location: "(?P<where>[^"]*)"')
+
+
+class _WorkerLogFilter(logging.Filter):
+  """Unwraps the local runner's forwarded worker logs of this job into plain lines.
+
+  In multi-process mode Beam forwards each worker's log entry as one long protobuf text line.
+  This filter keeps the entries logged by this job's own modules (progress lines), rewritten as
+  ``worker: <message>``, and drops the runner's routine worker chatter below ERROR.
+  """
+
+  def filter(self, record):
+    text = record.getMessage()
+    if not text.startswith('Worker: '):
+      return True
+    match = _WORKER_LOG.search(text)
+    if match and '/transforms/' in match['where'].replace('\\', '/'):
+      record.msg, record.args = 'worker: %s', (match['message'],)
+      return True
+    return record.levelno >= logging.ERROR
+
+
+def configure_logging() -> None:
+  """INFO lines from this job, warnings and errors from everything else."""
+  logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s',
+                      datefmt='%H:%M:%S')
+  for name in ('imagerecords', 'pipeline', 'transforms'):
+    logging.getLogger(name).setLevel(logging.INFO)
+  forwarded = logging.getLogger('apache_beam.runners.portability.local_job_service')
+  forwarded.setLevel(logging.INFO)
+  forwarded.addFilter(_WorkerLogFilter())

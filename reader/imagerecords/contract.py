@@ -1,0 +1,109 @@
+"""The contract between the imagerecords writer (the Beam job) and its readers.
+
+Defined once, here, in the reader distribution; the Beam job imports it. Changing anything in
+this module changes the on-disk format, so ``FORMAT_VERSION`` goes up with it.
+
+An output directory looks like this::
+
+    OUT/
+      train-00000-of-00008.tfrecord     one file set per split, a fixed number of shards each
+      ...
+      validation-00000-of-00002.tfrecord
+      labels.txt                        class names, line i = class id i (0-based)
+      manifest.json                     options, counts per split/class/shard, failures, timings
+      failures.jsonl                    one JSON object per input that did not become an example
+      _SUCCESS                          written last; nothing is trusted without it
+
+Record keys follow the TF-slim / TF Model Garden convention
+(``research/slim/datasets/build_imagenet_data.py``,
+``official/vision/data/tfrecord_lib.py``), so existing readers work unchanged.
+"""
+
+import re
+from typing import NamedTuple, Optional
+
+FORMAT_VERSION = 1
+
+# --- tf.train.Example feature keys ------------------------------------------------------------
+IMAGE_ENCODED = 'image/encoded'  # bytes: the encoded image (JPEG or PNG)
+IMAGE_FORMAT = 'image/format'  # bytes: 'jpeg', 'png', ... (lower case)
+IMAGE_HEIGHT = 'image/height'  # int64: height of the encoded image, pixels
+IMAGE_WIDTH = 'image/width'  # int64: width of the encoded image, pixels
+IMAGE_CHANNELS = 'image/channels'  # int64: 3 (RGB) or 1 (grayscale)
+CLASS_LABEL = 'image/class/label'  # int64: 0-based class id, index into labels.txt
+CLASS_TEXT = 'image/class/text'  # bytes: class name
+FILENAME = 'image/filename'  # bytes: path relative to the input root, '/'-separated
+SOURCE_SHA256 = 'image/key/sha256'  # bytes: hex SHA-256 digest of the source file's bytes
+MASK_ENCODED = 'image/segmentation/class/encoded'  # bytes: PNG of class indices
+MASK_FORMAT = 'image/segmentation/class/format'  # bytes: 'png'
+
+# --- files of an output directory -------------------------------------------------------------
+LABELS_FILE = 'labels.txt'
+MANIFEST_FILE = 'manifest.json'
+FAILURES_FILE = 'failures.jsonl'
+SUCCESS_FILE = '_SUCCESS'
+
+SHARD_NAME_TEMPLATE = '-SSSSS-of-NNNNN'  # Beam's shard_name_template syntax
+SHARD_SUFFIX = '.tfrecord'
+GZIP_SUFFIX = '.gz'
+
+_SHARD_RE = re.compile(
+    r'^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})'
+    r'\.tfrecord(?P<gz>\.gz)?$')
+
+
+class ShardName(NamedTuple):
+  """A parsed shard file name: ``<split>-<index>-of-<count>.tfrecord[.gz]``."""
+  split: str
+  index: int
+  count: int
+  compressed: bool
+
+
+def shard_file_name(split: str, index: int, count: int, compressed: bool = False) -> str:
+  """The file name of shard ``index`` (0-based) of ``count`` for ``split``.
+
+  >>> shard_file_name('train', 3, 8)
+  'train-00003-of-00008.tfrecord'
+  """
+  suffix = SHARD_SUFFIX + (GZIP_SUFFIX if compressed else '')
+  return f'{split}-{index:05d}-of-{count:05d}{suffix}'
+
+
+def parse_shard_file_name(name: str) -> Optional[ShardName]:
+  """Parses a base name written by :func:`shard_file_name`; None for any other name."""
+  match = _SHARD_RE.match(name)
+  if not match:
+    return None
+  return ShardName(
+      match['split'], int(match['index']), int(match['count']), match['gz'] is not None)
+
+
+def shard_glob(split: str) -> str:
+  """A glob matching every shard file of ``split`` (compressed or not)."""
+  return f'{split}-?????-of-?????{SHARD_SUFFIX}*'
+
+
+SPLIT_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
+"""What a split name may be: it becomes part of file names, so no '-', '/', '.' or spaces."""
+
+# --- manifest.json ----------------------------------------------------------------------------
+# The keys a reader relies on (the writer adds more: options, failures, timings, statistics):
+#
+#   {"format_version": 1,
+#    "tool": {"name": "imagerecords", "version": "0.1.0"},
+#    "classes": ["ants", "bees"],                       # same as labels.txt; [] when unlabeled
+#    "image": {"format": "jpeg", "channels": 3, "image_size": 256, "resize_mode": "center_crop"},
+#    "splits": {"train": {"num_examples": 244, "num_shards": 4, "compressed": false,
+#                         "class_counts": {"ants": 124, "bees": 120},
+#                         "fingerprint": "<64 hex digits>",
+#                         "shards": [{"file": "train-00000-of-00004.tfrecord",
+#                                     "num_examples": 61, "bytes": 1234567}, ...]},
+#               ...}}
+MANIFEST_SPLITS = 'splits'
+MANIFEST_CLASSES = 'classes'
+MANIFEST_IMAGE = 'image'
+MANIFEST_NUM_EXAMPLES = 'num_examples'
+MANIFEST_NUM_SHARDS = 'num_shards'
+MANIFEST_SHARDS = 'shards'
+MANIFEST_SHARD_FILE = 'file'  # in each entry of a split's 'shards' list: the shard's base name

@@ -1,0 +1,316 @@
+"""Reads one split of an imagerecords output directory into a batched ``tf.data.Dataset``.
+
+The input pipeline follows TensorFlow's tf.data performance guide
+(https://www.tensorflow.org/guide/data_performance): read shards in parallel, shuffle, parse and
+decode in parallel, batch, prefetch; every degree of parallelism and the prefetch depth are
+``tf.data.AUTOTUNE``, so the runtime sizes them to the machine::
+
+    shard files              sorted file names from manifest.json
+      | shard(pipelines, id)        (tf.distribute, when there are enough files)
+      | shuffle files               (training)
+    serialized tf.train.Example     interleave(TFRecordDataset), parallel, AUTOTUNE
+      | shard(pipelines, id)        (tf.distribute, when there are fewer files than pipelines)
+      | shuffle records             (training; a new order every epoch)
+      | repeat                      (optional)
+    (image [S, S, 3] float, label int32 [])      map(parse + decode + crop + resize), AUTOTUNE
+    (images [B, S, S, 3] float, labels int32 [B])   batch
+      | prefetch(AUTOTUNE)
+
+Preprocessing, per example (``S`` = ``image_size``):
+
+* training: an Inception-style random crop -- a window covering 8% to 100% of the image's
+  area with aspect ratio 3/4 to 4/3, drawn by ``tf.image.sample_distorted_bounding_box`` (the
+  parameters of Szegedy et al., *Going deeper with convolutions*, 2015, as in TF-slim's
+  ``inception_preprocessing.py`` and Model Garden's ``official/vision/ops/preprocess_ops.py``),
+  resized to ``S x S``, flipped left-right with probability 1/2. JPEG records decode only the
+  crop window (``tf.io.decode_and_crop_jpeg``) after reading the size from the header
+  (``tf.io.extract_jpeg_shape``); other formats (PNG) are decoded whole, then cropped.
+* evaluation: the central square of side ``min(height, width)`` (decoded alone, for JPEG),
+  resized to ``S x S`` -- the same as resizing the shorter side to ``S`` and cropping the
+  centre. Images already ``S x S`` (the Beam job's ``center_crop`` output at that size) are
+  decoded and passed through unchanged.
+
+Every image is decoded to 3 channels (grayscale records become RGB) and scaled to [0, 1].
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from imagerecords import contract
+from imagerecords import metadata
+
+# Inception-style crop parameters (TF-slim inception_preprocessing.distorted_bounding_box_crop).
+_MIN_OBJECT_COVERED = 0.1
+_ASPECT_RATIO_RANGE = (3. / 4., 4. / 3.)
+_AREA_RANGE = (0.08, 1.0)
+_MAX_ATTEMPTS = 10
+
+
+def load(data_dir: str,
+         split: str,
+         batch_size: int,
+         image_size: int = 224,
+         training: bool = False,
+         *,
+         shuffle_buffer: int = 10_000,
+         seed: Optional[int] = None,
+         input_context: Optional[tf.distribute.InputContext] = None,
+         drop_remainder: Optional[bool] = None,
+         dtype: tf.dtypes.DType = tf.float32,
+         repeat: bool = False,
+         return_filenames: bool = False) -> tf.data.Dataset:
+  """A ``tf.data.Dataset`` of batches of ``split`` of the imagerecords directory ``data_dir``.
+
+  Each element is ``(images, labels)``:
+
+  * ``images``: ``dtype`` (float32 by default), shape ``[B, image_size, image_size, 3]``, RGB,
+    values in [0, 1] (pixel value / 255).
+  * ``labels``: int32, shape ``[B]``, class ids indexing :func:`imagerecords.class_names`.
+
+  ``B`` is the (per-pipeline) batch size; the last batch of an evaluation epoch may be smaller.
+  A dataset whose manifest lists no classes (unlabeled data) yields ``images`` alone, not a
+  tuple. The result goes straight into ``model.fit``/``model.evaluate``/``model.predict``.
+
+  Training (``training=True``) shuffles shard files and records, with a new order every epoch
+  (every new iterator, e.g. every ``model.fit`` epoch), applies the Inception-style random crop
+  and random left-right flip described in the module docstring, and reads files in whatever
+  order is ready first. Evaluation (``training=False``) is deterministic: no shuffling, no
+  randomness, files in sorted order, each example exactly once per epoch.
+
+  Args:
+    data_dir: the output directory of the Beam job (local path or ``gs://`` URL).
+    split: a split name from the manifest, e.g. ``'train'``.
+    batch_size: the *global* batch size. Without ``input_context`` it is the batch size of the
+      dataset; with one, each input pipeline batches
+      ``input_context.get_per_replica_batch_size(batch_size)`` examples (the convention of
+      ``tf.distribute.Strategy.distribute_datasets_from_function``), which raises ValueError
+      unless ``batch_size`` is divisible by the number of replicas.
+    image_size: ``S``, the side of the square output images, in pixels.
+    training: training (shuffled, augmented) or evaluation (deterministic) preprocessing.
+    shuffle_buffer: records held in the training shuffle buffer. Records are shuffled still
+      serialized, so memory is about ``shuffle_buffer`` times the mean record size (the
+      manifest's shard ``bytes / num_examples``). Ignored in evaluation.
+    seed: seed for the file shuffle, the record shuffle and the augmentation; the order still
+      changes every epoch, reproducibly. None: a fresh random seed. Ignored in evaluation.
+    input_context: a ``tf.distribute.InputContext`` to read only this input pipeline's part of
+      the split. Shards by file (``Dataset.shard`` on the file list, the tf.distribute
+      recommendation) when there are at least as many files as input pipelines; otherwise by
+      record, after a deterministic read, which still gives every example to exactly one
+      pipeline but reads every file in every pipeline.
+    drop_remainder: drop the last, smaller batch. None: True in training (static batch shape,
+      as ``tf.distribute`` and XLA prefer), False in evaluation (every example is seen).
+    dtype: floating dtype of the images, e.g. ``tf.bfloat16`` or ``tf.float16`` for mixed
+      precision.
+    repeat: repeat the split indefinitely (then pass ``steps_per_epoch`` to ``model.fit``;
+      see :func:`imagerecords.num_examples`). Each pass is shuffled anew in training.
+    return_filenames: also yield the records' ``image/filename`` (the path relative to the
+      input root) as a third element, tf.string ``[B]``: ``(images, labels, filenames)``, or
+      ``(images, filenames)`` when unlabeled. For matching predictions to files; not for
+      ``model.fit``, which would take the third element for sample weights.
+
+  Returns:
+    A batched, prefetched ``tf.data.Dataset`` as described above. Its cardinality (``len``)
+    is known from the manifest's per-shard counts unless ``repeat`` is set (then infinite).
+    Pipelines sharded by file may get different numbers of batches; for multi-worker training
+    use ``repeat=True`` and ``steps_per_epoch``.
+
+  Raises:
+    IncompleteDatasetError: ``data_dir`` has no ``_SUCCESS`` marker (checked before anything
+      else is read).
+    ValueError: ``split`` is unknown (the message lists the available splits), or an argument
+      is out of range.
+    tf.errors.FailedPreconditionError: while iterating, if the shards hold a different number
+      of records than the manifest says.
+  """
+  manifest = metadata.read_manifest(data_dir)  # IncompleteDatasetError without _SUCCESS
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
+  if image_size < 1:
+    raise ValueError(f'image_size must be at least 1, got {image_size}.')
+  if training and shuffle_buffer < 1:
+    raise ValueError(f'shuffle_buffer must be at least 1, got {shuffle_buffer}.')
+  dtype = tf.as_dtype(dtype)
+  if not dtype.is_floating:
+    raise ValueError(f'dtype must be a floating dtype, got {dtype.name}.')
+
+  shards = metadata.split_shards(manifest, data_dir, split)
+  files = [shard.path for shard in shards]
+  labeled = bool(manifest[contract.MANIFEST_CLASSES])
+  if drop_remainder is None:
+    drop_remainder = training
+
+  num_pipelines, pipeline_id = 1, 0
+  if input_context is not None:
+    num_pipelines = input_context.num_input_pipelines
+    pipeline_id = input_context.input_pipeline_id
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  shard_by_record = num_pipelines > 1 and len(files) < num_pipelines
+
+  # --- shard files -> serialized records ------------------------------------------------------
+  dataset = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+  if num_pipelines > 1 and not shard_by_record:
+    dataset = dataset.shard(num_pipelines, pipeline_id)
+  if training and not shard_by_record:
+    dataset = dataset.shuffle(max(len(files), 1), seed=_sub_seed(seed, 0),
+                              reshuffle_each_iteration=True)
+  dataset = dataset.interleave(
+      _read_records,
+      # Sharding by record needs the same record order in every pipeline, on any machine:
+      # a fixed cycle over all (fewer than num_pipelines) files, deterministic.
+      cycle_length=max(len(files), 1) if shard_by_record else None,
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=shard_by_record or not training)
+  if training:
+    dataset = dataset.shuffle(shuffle_buffer, seed=_sub_seed(seed, 1), reshuffle_each_iteration=True)
+  num_records = _pipeline_num_examples(shards, num_pipelines, pipeline_id, shard_by_record)
+  if num_records is not None:
+    # Known size: len(dataset) and Keras progress bars work, and a shard holding a different
+    # number of records than the manifest says fails loudly instead of skewing an epoch.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_records))
+  if repeat:
+    dataset = dataset.repeat()
+
+  # --- serialized records -> (image [S, S, 3], label []) --------------------------------------
+  decode = _make_decode_fn(image_size, training, labeled, dtype, return_filenames)
+  if training:
+    # One stateless-op seed per example, new every epoch: tf.data's recommended way to
+    # randomize inside a parallel map (https://www.tensorflow.org/tutorials/images/data_augmentation).
+    seeds = tf.data.Dataset.random(seed=_sub_seed(seed, 2), rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
+  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+
+  # --- batches ---------------------------------------------------------------------------------
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _read_records(path: tf.Tensor) -> tf.data.Dataset:
+  """The serialized records of one shard file; GZIP when the name ends in ``.tfrecord.gz``."""
+  compression = tf.where(
+      tf.strings.regex_full_match(path, '.*' + contract.SHARD_SUFFIX + contract.GZIP_SUFFIX),
+      'GZIP', '')
+  return tf.data.TFRecordDataset(path, compression_type=compression)
+
+
+def _pipeline_num_examples(shards, num_pipelines, pipeline_id, shard_by_record):
+  """The number of records one input pipeline reads per epoch; None if the manifest can't say.
+
+  Mirrors the sharding in :func:`load`: ``Dataset.shard`` keeps elements ``pipeline_id``,
+  ``pipeline_id + num_pipelines``, ... of the sorted files, or of the records.
+  """
+  counts = [shard.num_examples for shard in shards]
+  if any(count is None for count in counts):
+    return None
+  if num_pipelines == 1:
+    return sum(counts)
+  if shard_by_record:
+    return len(range(pipeline_id, sum(counts), num_pipelines))
+  return sum(counts[pipeline_id::num_pipelines])
+
+
+def _sub_seed(seed: Optional[int], index: int) -> Optional[int]:
+  """A distinct seed for each random op of the pipeline, all derived from ``seed``."""
+  return None if seed is None else seed * 3 + index
+
+
+def _make_decode_fn(image_size, training, labeled, dtype, return_filenames):
+  """The per-example map function: serialized record (+ seed) -> (image[, label][, filename])."""
+  spec = {contract.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+  if labeled:
+    spec[contract.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
+  if return_filenames:
+    spec[contract.FILENAME] = tf.io.FixedLenFeature([], tf.string, default_value='')
+
+  def decode(serialized, seed=None):
+    features = tf.io.parse_single_example(serialized, spec)
+    image = preprocess_image(
+        features[contract.IMAGE_ENCODED], image_size, training, seed=seed, dtype=dtype)
+    outputs = [image]
+    if labeled:
+      outputs.append(tf.cast(features[contract.CLASS_LABEL], tf.int32))
+    if return_filenames:
+      outputs.append(features[contract.FILENAME])
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+  return decode
+
+
+def preprocess_image(encoded: tf.Tensor,
+                     image_size: int,
+                     training: bool,
+                     seed: Optional[tf.Tensor] = None,
+                     dtype: tf.dtypes.DType = tf.float32) -> tf.Tensor:
+  """Decodes, crops and resizes one encoded image (JPEG, PNG, ...) as :func:`load` does.
+
+  Args:
+    encoded: scalar tf.string, the encoded image (``image/encoded`` of a record).
+    image_size: ``S``, the side of the output image, in pixels.
+    training: Inception-style random crop + random flip (True), or central square crop (False).
+    seed: shape ``[2]`` int32/int64 seed of the stateless random ops; required in training.
+    dtype: floating output dtype.
+
+  Returns:
+    ``dtype`` tensor of shape ``[S, S, 3]``, RGB, values in [0, 1].
+  """
+  if training:
+    if seed is None:
+      raise ValueError('preprocess_image(training=True) needs a seed of shape [2].')
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = _decode_window(encoded, lambda shape: _random_window(shape, crop_seed))
+  else:
+    image = _decode_window(encoded, _central_square)
+  image = _resize(image, image_size)
+  if training:
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  image = tf.clip_by_value(image / 255., 0., 1.)
+  return tf.cast(image, dtype)
+
+
+def _decode_window(encoded: tf.Tensor, window_fn) -> tf.Tensor:
+  """Decodes the window ``window_fn(shape)`` of an image as uint8 ``[h, w, 3]``.
+
+  ``window_fn`` maps the image's ``[height, width, channels]`` to ``[y, x, h, w]``. JPEG
+  decodes only that window, its shape read from the header; anything else decodes whole.
+  """
+  def jpeg():
+    window = window_fn(tf.image.extract_jpeg_shape(encoded))
+    return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+
+  def other():
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
+    return tf.image.crop_to_bounding_box(image, y, x, h, w)
+
+  return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def _central_square(shape: tf.Tensor) -> tf.Tensor:
+  """``[y, x, s, s]``: the centred square window of side ``s = min(height, width)``."""
+  height, width = shape[0], shape[1]
+  side = tf.minimum(height, width)
+  return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+
+
+def _random_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """``[y, x, h, w]``: an Inception-style random crop window of an image of ``shape``."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape,
+      bounding_boxes=tf.constant([0., 0., 1., 1.], shape=[1, 1, 4]),
+      seed=seed,
+      min_object_covered=_MIN_OBJECT_COVERED,
+      aspect_ratio_range=_ASPECT_RATIO_RANGE,
+      area_range=_AREA_RANGE,
+      max_attempts=_MAX_ATTEMPTS,
+      use_image_if_no_bounding_boxes=True)
+  return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def _resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """float32 ``[S, S, 3]`` in [0, 255]: bilinear, antialiased; a plain cast if already S x S."""
+  already = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_size))
+  resized = tf.cond(
+      already,
+      lambda: tf.cast(image, tf.float32),
+      lambda: tf.image.resize(image, [image_size, image_size], antialias=True))
+  return tf.ensure_shape(resized, [image_size, image_size, 3])

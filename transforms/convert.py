@@ -1,0 +1,117 @@
+"""Read, decode, resize and re-encode each image into a ``tf.train.Example``, in one ParDo.
+
+Image bytes are read inside the DoFn through Beam's ``FileSystems`` (local, ``gs://``,
+``s3://``): only paths travel through the graph. An input that cannot be read or decoded
+becomes a ``Failure`` on the ``failures`` output with a reason, and the run goes on.
+"""
+
+import hashlib
+import logging
+import time
+from typing import Dict, Iterable, List
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import codec
+from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
+                                 Failure, LabeledImage)
+from transforms.example import build_example
+
+_NAMESPACE = 'imagerecords'
+_LOG = logging.getLogger(__name__)
+_PROGRESS_EVERY_S = 10.0
+
+
+def read_bytes(path: str) -> bytes:
+  """All bytes of ``path`` (any filesystem Beam knows)."""
+  with FileSystems.open(path) as handle:
+    return handle.read()
+
+
+class _ConvertImageFn(beam.DoFn):
+  """LabeledImage -> ConvertedExample, or Failure at stage ``read`` or ``decode``.
+
+  Side input ``class_names``: the sorted list of class names (class id = index).
+  Logs progress (images, rate, failures) every 10 s of work in each worker.
+  """
+
+  def __init__(self, spec: codec.ImageSpec):
+    self._spec = spec
+    self._converted = beam.metrics.Metrics.counter(_NAMESPACE, 'images_converted')
+    self._failed = {stage: beam.metrics.Metrics.counter(_NAMESPACE, f'images_failed_{stage}')
+                    for stage in (STAGE_READ, STAGE_DECODE)}
+    self._bytes_read = beam.metrics.Metrics.counter(_NAMESPACE, 'source_bytes_read')
+    self._bytes_out = beam.metrics.Metrics.counter(_NAMESPACE, 'record_bytes_out')
+
+  def setup(self):
+    self._class_ids: Dict[str, int] = {}
+    self._class_names_seen = None
+    self._started = time.monotonic()
+    self._last_log = self._started
+    self._done = 0
+    self._failures = 0
+
+  def _class_id(self, label: str, class_names: List[str]) -> int:
+    if class_names is not self._class_names_seen:
+      self._class_ids = {name: i for i, name in enumerate(class_names)}
+      self._class_names_seen = class_names
+    return self._class_ids[label]
+
+  def _fail(self, image: LabeledImage, stage: str, reason: str):
+    self._failed[stage].inc()
+    self._failures += 1
+    return beam.pvalue.TaggedOutput(
+        FAILURES_TAG, Failure(image.path, image.relpath, stage, reason))
+
+  def process(self, image: LabeledImage, class_names: List[str]) -> Iterable:
+    try:
+      data = read_bytes(image.path)
+    except Exception as error:  # any filesystem's error: the file, not the run, has failed
+      yield self._fail(image, STAGE_READ, f'cannot read: {type(error).__name__}: {error}')
+      return
+    self._bytes_read.inc(len(data))
+    try:
+      encoded = codec.convert(data, self._spec)
+    except codec.ImageError as error:
+      yield self._fail(image, STAGE_DECODE, str(error))
+      return
+    except Exception as error:  # a decoder bug must not stop the run: report it with its type
+      yield self._fail(image, STAGE_DECODE, f'decoder error: {type(error).__name__}: {error}')
+      return
+    source_sha256 = hashlib.sha256(data).hexdigest()
+    class_id = None if image.label is None else self._class_id(image.label, class_names)
+    serialized = build_example(encoded, image.relpath, source_sha256, image.label, class_id)
+    self._converted.inc()
+    self._bytes_out.inc(len(serialized))
+    self._done += 1
+    self._log_progress()
+    yield ConvertedExample(image.split, image.label, image.relpath, serialized,
+                           hashlib.sha256(serialized).digest(), source_sha256)
+
+  def _log_progress(self):
+    now = time.monotonic()
+    if now - self._last_log >= _PROGRESS_EVERY_S:
+      self._last_log = now
+      rate = self._done / max(now - self._started, 1e-9)
+      _LOG.info('worker progress: %d images converted (%.1f images/s), %d failed',
+                self._done, rate, self._failures)
+
+
+class ConvertImages(beam.PTransform):
+  """PCollection[LabeledImage] -> PCollection[ConvertedExample], and ``failures``.
+
+  ``class_names``: a one-element PCollection holding the sorted class names (see
+  ``transforms.labels.ClassNames``), used as a side input to number the classes.
+  """
+
+  def __init__(self, spec: codec.ImageSpec, class_names):
+    super().__init__()
+    self._spec = spec
+    self._class_names = class_names
+
+  def expand(self, images):
+    return images | 'decode, resize, encode' >> beam.ParDo(
+        _ConvertImageFn(self._spec),
+        class_names=beam.pvalue.AsSingleton(self._class_names, default_value=[]),
+    ).with_outputs(FAILURES_TAG, main='examples')

@@ -1,0 +1,63 @@
+"""The element types that flow between the job's PTransforms.
+
+Small, picklable NamedTuples: paths and names travel through the graph, never image bytes
+(those are read inside the DoFn that converts them).
+"""
+
+import json
+from typing import NamedTuple, Optional
+
+# The stages an input can fail at, in pipeline order; each is a value of Failure.stage.
+STAGE_LIST = 'list'  # listed, but not an image file extension
+STAGE_LABEL = 'label'  # no label could be assigned
+STAGE_SPLIT = 'split'  # no split could be assigned
+STAGE_READ = 'read'  # the file could not be read
+STAGE_DECODE = 'decode'  # the bytes are not a decodable image
+STAGES = (STAGE_LIST, STAGE_LABEL, STAGE_SPLIT, STAGE_READ, STAGE_DECODE)
+
+FAILURES_TAG = 'failures'
+"""The tag of every transform's dead-letter output (a PCollection of Failure)."""
+
+
+class SourceFile(NamedTuple):
+  """A listed input file.
+
+  path: the full path or URL, as FileSystems takes it.
+  relpath: the path relative to the input root, '/'-separated (stored as image/filename).
+  """
+  path: str
+  relpath: str
+
+
+class LabeledImage(NamedTuple):
+  """An image file with its class name (None for unlabeled data) and its split."""
+  path: str
+  relpath: str
+  label: Optional[str]
+  split: str
+
+
+class ConvertedExample(NamedTuple):
+  """One serialized tf.train.Example and what the statistics need to know about it.
+
+  record_sha256: raw 32-byte SHA-256 digest of ``serialized`` (for the split's fingerprint).
+  source_sha256: hex SHA-256 digest of the source file's bytes.
+  """
+  split: str
+  label: Optional[str]
+  relpath: str
+  serialized: bytes
+  record_sha256: bytes
+  source_sha256: str
+
+
+class Failure(NamedTuple):
+  """An input that did not become an example: where it stopped and why, in words."""
+  path: str
+  relpath: str
+  stage: str
+  reason: str
+
+  def to_json(self) -> str:
+    """One line of failures.jsonl."""
+    return json.dumps(self._asdict(), ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,96 @@
+"""List the image files under an input root, inside the pipeline.
+
+Listing runs on the workers through Beam's ``fileio`` (so ``gs://`` and ``s3://`` roots list
+exactly as local ones do) and never in the launching process: a bucket of millions of files is
+not listed on a laptop.
+
+    input_dir/
+      ants/0013035.jpg            -> SourceFile(path='/data/hym/ants/0013035.jpg',
+      bees/abeja.JPG                            relpath='ants/0013035.jpg')
+      .DS_Store                   -> ignored (hidden)
+      notes.txt                   -> Failure(stage='list'): not an image file extension
+"""
+
+import posixpath
+from typing import Iterable, Tuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.elements import FAILURES_TAG, STAGE_LIST, Failure, SourceFile
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.webp', '.tif',
+                    '.tiff', '.mpo', '.pgm', '.ppm', '.pbm', '.pnm')
+"""File extensions (matched case-insensitively) that are taken for images by default."""
+
+_NAMESPACE = 'imagerecords'
+
+
+def relative_path(path: str, root: str) -> str:
+  """``path`` relative to ``root``, '/'-separated; ``path`` must lie under ``root``.
+
+  Raises:
+    ValueError: when ``path`` is not under ``root``.
+  """
+  root = root.rstrip('/\\')
+  if not path.startswith(root) or path[len(root):len(root) + 1] not in ('/', '\\'):
+    raise ValueError(f'{path} is not under the input root {root}')
+  return path[len(root) + 1:].replace('\\', '/')
+
+
+def is_hidden(relpath: str) -> bool:
+  """True for dot-files and anything inside a dot-folder (.DS_Store, .git/, ._AppleDouble)."""
+  return any(part.startswith('.') for part in relpath.split('/'))
+
+
+class _ClassifyListedFile(beam.DoFn):
+  """FileMetadata -> SourceFile, or Failure(stage='list') for a non-image extension."""
+
+  def __init__(self, root: str, extensions: Tuple[str, ...], exclude: Tuple[str, ...]):
+    self._root = root
+    self._extensions = tuple(e.lower() for e in extensions)
+    self._exclude = frozenset(exclude)
+    self._listed = beam.metrics.Metrics.counter(_NAMESPACE, 'files_listed')
+    self._hidden = beam.metrics.Metrics.counter(_NAMESPACE, 'hidden_files_ignored')
+
+  def process(self, metadata: FileMetadata) -> Iterable:
+    relpath = relative_path(metadata.path, self._root)
+    if is_hidden(relpath) or metadata.path in self._exclude:
+      self._hidden.inc()
+      return
+    self._listed.inc()
+    extension = posixpath.splitext(relpath)[1].lower()
+    if extension in self._extensions:
+      yield SourceFile(metadata.path, relpath)
+    else:
+      shown = extension or '(no extension)'
+      yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+          metadata.path, relpath, STAGE_LIST,
+          f'skipped: {shown} is not an image file extension (--extensions)'))
+
+
+class ListImageFiles(beam.PTransform):
+  """PBegin -> PCollection[SourceFile], with a ``failures`` output of PCollection[Failure].
+
+  Lists every file below ``input_dir`` recursively. Hidden files are ignored; files whose
+  extension is not in ``extensions`` (case-insensitive) become failures at stage ``list``, so
+  that every listed file is accounted for.
+  """
+
+  def __init__(self, input_dir: str, extensions=IMAGE_EXTENSIONS, exclude=()):
+    super().__init__()
+    self._input_dir = input_dir.rstrip('/\\')
+    self._extensions = tuple(extensions)
+    self._exclude = tuple(exclude)
+
+  def expand(self, pbegin):
+    pattern = FileSystems.join(self._input_dir, '**')
+    return (
+        pbegin
+        | 'match files' >> fileio.MatchFiles(
+            pattern, empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+        | 'keep image files' >> beam.ParDo(
+            _ClassifyListedFile(self._input_dir, self._extensions, self._exclude)
+        ).with_outputs(FAILURES_TAG, main='files'))

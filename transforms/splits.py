@@ -1,0 +1,128 @@
+"""Assign each image to a split: from split folders, or by a stable hash of its path.
+
+Two layouts:
+
+* split folders: the input's top level holds ``train/``, ``val/`` or ``validation/``,
+  ``test/``; each image belongs to the split its top folder names (hymenoptera's layout).
+* hash split: ``--splits=train=0.8,validation=0.2``. Each image's split is decided by the
+  SHA-256 of its path relative to the input root, mapped to [0, 1) and compared with the
+  cumulative fractions. It depends on nothing but that path, so a file keeps its split when
+  other files are added or removed, on any runner, on any machine, every night.
+"""
+
+import hashlib
+from typing import Iterable, Sequence, Tuple
+
+import apache_beam as beam
+
+from transforms.elements import FAILURES_TAG, STAGE_SPLIT, Failure, LabeledImage
+
+SPLIT_FOLDER_NAMES = ('train', 'val', 'validation', 'test')
+"""Top-level folder names taken for splits (exact, lower case)."""
+
+
+def unit_interval_hash(text: str, salt: str = '') -> float:
+  """A stable, uniform value in [0, 1) from the SHA-256 of ``salt + text`` (UTF-8)."""
+  digest = hashlib.sha256((salt + text).encode('utf-8')).digest()
+  return int.from_bytes(digest[:8], 'big') / 2.0**64
+
+
+def hash_split(relpath: str, fractions: Sequence[Tuple[str, float]]) -> str:
+  """The split of ``relpath`` for ``fractions``: [(name, fraction), ...] summing to 1.
+
+  The order of ``fractions`` matters: it lays the splits out along [0, 1).
+  """
+  point = unit_interval_hash(relpath)
+  cumulative = 0.0
+  for name, fraction in fractions:
+    cumulative += fraction
+    if point < cumulative:
+      return name
+  return fractions[-1][0]  # only when rounding leaves the sum a hair under 1
+
+
+class _AssignSplit(beam.DoFn):
+  """(SourceFile, label) -> LabeledImage, or Failure(stage='split')."""
+
+  def __init__(self, split_folders, fractions):
+    self._split_folders = tuple(split_folders)
+    self._fractions = tuple(fractions)
+
+  def process(self, element) -> Iterable:
+    source, label = element
+    if self._split_folders:
+      split = source.relpath.split('/', 1)[0]
+      if split not in self._split_folders or '/' not in source.relpath:
+        folders = ', '.join(f + '/' for f in self._split_folders)
+        yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+            source.path, source.relpath, STAGE_SPLIT,
+            f'outside the split folders ({folders}) of the input'))
+        return
+    else:
+      split = hash_split(source.relpath, self._fractions)
+    yield LabeledImage(source.path, source.relpath, label, split)
+
+
+class AssignSplits(beam.PTransform):
+  """PCollection[(SourceFile, label)] -> PCollection[LabeledImage], and ``failures``.
+
+  Exactly one of ``split_folders`` (folder layout) or ``fractions`` (hash split) is non-empty.
+  """
+
+  def __init__(self, split_folders: Sequence[str] = (),
+               fractions: Sequence[Tuple[str, float]] = ()):
+    super().__init__()
+    if bool(split_folders) == bool(fractions):
+      raise ValueError('give either split_folders or fractions')
+    self._split_folders = tuple(split_folders)
+    self._fractions = tuple(fractions)
+
+  def expand(self, labeled):
+    return labeled | 'split by folder or path hash' >> beam.ParDo(
+        _AssignSplit(self._split_folders, self._fractions)).with_outputs(
+            FAILURES_TAG, main='split')
+
+
+class ShuffleOrder(beam.PTransform):
+  """PCollection[LabeledImage] -> the same elements in a pseudo-random, seeded order.
+
+  Beam's fixed-shard writer deals elements to shards round-robin in the order it sees them, and
+  the local runner keeps the listing order (sorted, so class by class). Shuffling the paths here,
+  before any pixel is decoded, is cheap (paths only) and makes every shard, and every stretch of
+  a shard, a mix of classes. Paths are grouped into ``num_buckets`` groups by a seeded hash and
+  each group is emitted in hash order; a Reshuffle then spreads the work over all workers again.
+  """
+
+  def __init__(self, seed: int = 0, num_buckets: int = 16):
+    super().__init__()
+    self._salt = f'shuffle:{seed}:'
+    self._num_buckets = num_buckets
+
+  def expand(self, images):
+    salt, buckets = self._salt, self._num_buckets
+
+    def sort_key(image: LabeledImage) -> float:
+      return unit_interval_hash(image.relpath, salt)
+
+    return (
+        images
+        | 'key by bucket' >> beam.Map(lambda image: (int(sort_key(image) * buckets), image))
+        | 'group buckets' >> beam.GroupByKey()
+        | 'emit in hash order' >> beam.FlatMap(lambda kv: sorted(kv[1], key=sort_key))
+        | 'spread over workers' >> beam.Reshuffle())
+
+
+def probe_split_folders(input_dir: str) -> Tuple[str, ...]:
+  """The split folders present at the top of ``input_dir``, found without listing it.
+
+  One bounded look-up per candidate name (``FileSystems.match`` with a limit of one file), so
+  the launcher learns the layout in a handful of requests even for a bucket of millions of
+  files; the listing itself happens in the pipeline.
+  """
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  found = []
+  for name in SPLIT_FOLDER_NAMES:
+    pattern = FileSystems.join(input_dir, name, '**')
+    if FileSystems.match([pattern], limits=[1])[0].metadata_list:
+      found.append(name)
+  return tuple(found)
