@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from imagerecords import contract
 
 from transforms import codec
+from transforms.labels import LABEL_SOURCES
 from transforms.listing import IMAGE_EXTENSIONS
 from transforms.splits import SPLIT_FOLDER_NAMES
 
@@ -25,11 +26,15 @@ class ConvertOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     parser.add_argument(
-        '--input_dir', required=True,
+        '--input_dir',
         help='Root folder of the images: a local path, gs://bucket/dir or s3://bucket/dir.')
     parser.add_argument(
-        '--output_dir', required=True,
+        '--output_dir',
         help='Folder to write the TFRecord shards and metadata files into (local, gs://, s3://).')
+    parser.add_argument(
+        '--label_source', default='directory', choices=LABEL_SOURCES,
+        help="Where labels come from. 'directory' (default): the image's parent folder name. "
+        "'none': unlabeled images; records carry no class keys.")
     parser.add_argument(
         '--splits', default='auto',
         help="'auto' (default): the input's split folders (train/, val/, validation/, test/) "
@@ -187,7 +192,14 @@ def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -
 
 
 def validate(options: ConvertOptions) -> None:
-  """Checks what argparse cannot; raises ValueError with the flag's name."""
+  """Checks what argparse cannot; raises ValueError with the flag's name.
+
+  (--input_dir and --output_dir are checked here, not by argparse's ``required``: every
+  PipelineOptions subclass is parsed whenever any options are, a TestPipeline's too.)
+  """
+  for flag in ('input_dir', 'output_dir'):
+    if not getattr(options, flag):
+      raise ValueError(f'--{flag} is required (see --help)')
   if not 0 <= options.max_failure_fraction <= 1:
     raise ValueError('--max_failure_fraction must be within [0, 1]')
   if options.max_pixels < 1:
@@ -221,6 +233,9 @@ def _parser() -> argparse.ArgumentParser:
       '--environment_type, ...) pass through to Beam. Locally the default runner is FnApiRunner '
       'in multi-process mode with one worker per core.')
   ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  for action in parser._actions:  # pylint: disable=protected-access
+    if action.dest in ('input_dir', 'output_dir'):
+      action.required = True  # for the usage line of --help
   return parser
 
 

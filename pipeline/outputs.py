@@ -102,7 +102,8 @@ class _WorkerLogFilter(logging.Filter):
     if match and '/transforms/' in match['where'].replace('\\', '/'):
       record.msg, record.args = 'worker: %s', (match['message'],)
       return True
-    return record.levelno >= logging.ERROR
+    # A run that fails on its own verdict (RunFailed) is reported by the launcher in one line.
+    return record.levelno >= logging.ERROR and 'RunFailed' not in text
 
 
 def configure_logging() -> None:

@@ -24,7 +24,7 @@ from pipeline import options as opts
 from pipeline import outputs
 from transforms.convert import ConvertImages
 from transforms.elements import FAILURES_TAG
-from transforms.labels import ClassNames, LabelFromDirectory
+from transforms.labels import AssignLabels, ClassNames
 from transforms.listing import ListImageFiles
 from transforms.metadata import WriteMetadata
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
@@ -45,17 +45,15 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   listed = p | 'list image files' >> ListImageFiles(
       config['input_dir'], config['extensions'])
   # SourceFile -> (SourceFile, class name)
-  labeled = listed.files | 'label from directory' >> LabelFromDirectory(config['split_folders'])
+  labeled = listed.files | 'assign labels' >> AssignLabels(
+      config['label_source'], config['split_folders'])
   # (SourceFile, class name) -> LabeledImage(path, relpath, label, split), in shuffled order
   images = (
       labeled.labeled
       | 'assign splits' >> AssignSplits(config['split_folders'], config['fractions']))
   shuffled = images.split | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # one element: the sorted class names, class id = index
-  class_names = (
-      labeled.labeled
-      | 'class name' >> beam.MapTuple(lambda unused_source, label: label)
-      | 'class names' >> ClassNames())
+  class_names = labeled.labeled | 'class names' >> ClassNames()
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   converted = shuffled | 'convert images' >> ConvertImages(spec, class_names)
 
@@ -90,6 +88,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'input_dir': input_dir,
       'output_dir': output_dir,
       'options': opts.job_options(options),
+      'label_source': options.label_source,
       'image': {'format': spec.image_format, 'channels': 3, 'image_size': spec.image_size,
                 'resize_mode': spec.resize_mode},
       'split_source': 'folders' if split_folders else 'hash',
@@ -100,7 +99,8 @@ def job_config(options: opts.ConvertOptions) -> dict:
   }
   return {
       'input_dir': input_dir, 'output_dir': output_dir, 'spec': spec,
-      'extensions': opts.extensions(options), 'split_folders': split_folders,
+      'extensions': opts.extensions(options), 'label_source': options.label_source,
+      'split_folders': split_folders,
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
       'shuffle_seed': options.shuffle_seed, 'manifest': manifest,
   }
@@ -139,10 +139,11 @@ def run(argv: Optional[List[str]] = None) -> int:
   if manifest is not None:
     print(outputs.summary(manifest), file=sys.stderr)
   if failure is not None:
-    reason = (manifest or {}).get('error') or f'{type(failure).__name__}: {failure}'
-    _LOG.error('run failed: %s', reason.splitlines()[0] if reason else reason)
-    if not (manifest or {}).get('error'):
-      _LOG.debug('pipeline error', exc_info=failure)
+    reason = (manifest or {}).get('error')
+    if reason:  # a verdict of the run (too many failures, ...): the one line says it all
+      _LOG.error('run failed: %s', reason)
+    else:  # anything else is unexpected: the traceback is what a bug report needs
+      _LOG.error('run failed: %s: %s', type(failure).__name__, failure, exc_info=failure)
     return 1
   _LOG.info('done: %s', config['output_dir'])
   return 0

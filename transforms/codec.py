@@ -203,7 +203,9 @@ def _describe_unknown(data: bytes) -> str:
 def _exif_orientation(image: Image.Image) -> int:
   """EXIF orientation 1-8; 1 (upright) when absent or unreadable."""
   try:
-    value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')  # 'Corrupt EXIF data' and the like: handled below
+      value = image.getexif().get(_EXIF_ORIENTATION, 1)
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
   except Exception:  # malformed EXIF: treat as upright, as browsers do
     return 1

@@ -1,24 +1,66 @@
-"""Build ``tf.train.Example`` records with the contract's feature keys.
+"""Serialize ``tf.train.Example`` records with the contract's feature keys, without TensorFlow.
 
 The keys are defined once in the reader distribution (``imagerecords.contract``) and follow the
 TF-slim / TF Model Garden image-classification convention.
+
+The bytes are written directly in protobuf's wire format for ``tensorflow/core/example/
+example.proto`` (``Example { Features features = 1 }``, ``Features { map<string, Feature>
+feature = 1 }``, ``Feature { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
+Int64List int64_list = 3 } }``, packed int64 lists). That keeps TensorFlow, its import time and
+its memory out of every Beam worker, and makes serialization deterministic (features sorted by
+key), so the same image gives the same record bytes on every runner. The tests parse these
+bytes with TensorFlow's own ``tf.train.Example``.
 """
 
-from typing import Optional
+from typing import Dict, Optional, Union
 
 from imagerecords import contract
 
 from transforms.codec import EncodedImage
 
-
-def _bytes(value: bytes):
-  from tensorflow.core.example import feature_pb2  # pylint: disable=import-outside-toplevel
-  return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+_LEN = 2  # protobuf wire type: length-delimited
 
 
-def _int64(value: int):
-  from tensorflow.core.example import feature_pb2  # pylint: disable=import-outside-toplevel
-  return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+def _varint(value: int) -> bytes:
+  """Protobuf base-128 varint of a non-negative integer."""
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    if value:
+      out.append(byte | 0x80)
+    else:
+      out.append(byte)
+      return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited field: key, length, payload."""
+  return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
+
+
+def _feature(value: Union[bytes, int]) -> bytes:
+  """A ``Feature`` holding one bytes value (BytesList) or one int64 value (packed Int64List)."""
+  if isinstance(value, bytes):
+    return _field(1, _field(1, value))
+  if value < 0:
+    raise ValueError(f'negative int64 features are not written here: {value}')
+  return _field(3, _field(1, _varint(value)))
+
+
+def serialize_example(features: Dict[str, Union[bytes, int]]) -> bytes:
+  """A serialized ``tf.train.Example`` of single-valued bytes / non-negative int64 features.
+
+  Args:
+    features: feature key -> value; ``bytes`` become a BytesList, ``int`` an Int64List.
+
+  Returns:
+    Wire-format bytes that ``tf.train.Example.FromString`` parses; features sorted by key.
+  """
+  entries = b''.join(
+      _field(1, _field(1, key.encode('utf-8')) + _field(2, _feature(value)))
+      for key, value in sorted(features.items()))
+  return _field(1, entries)
 
 
 def build_example(image: EncodedImage, relpath: str, source_sha256: str,
@@ -35,18 +77,18 @@ def build_example(image: EncodedImage, relpath: str, source_sha256: str,
   Returns:
     The serialized proto (bytes), as ``WriteToTFRecord`` writes it.
   """
-  from tensorflow.core.example import example_pb2, feature_pb2  # pylint: disable=import-outside-toplevel
-  feature = {
-      contract.IMAGE_ENCODED: _bytes(image.data),
-      contract.IMAGE_FORMAT: _bytes(image.format.encode()),
-      contract.IMAGE_HEIGHT: _int64(image.height),
-      contract.IMAGE_WIDTH: _int64(image.width),
-      contract.IMAGE_CHANNELS: _int64(image.channels),
-      contract.FILENAME: _bytes(relpath.encode('utf-8')),
-      contract.SOURCE_SHA256: _bytes(source_sha256.encode('ascii')),
+  features = {
+      contract.IMAGE_ENCODED: image.data,
+      contract.IMAGE_FORMAT: image.format.encode('ascii'),
+      contract.IMAGE_HEIGHT: image.height,
+      contract.IMAGE_WIDTH: image.width,
+      contract.IMAGE_CHANNELS: image.channels,
+      contract.FILENAME: relpath.encode('utf-8'),
+      contract.SOURCE_SHA256: source_sha256.encode('ascii'),
   }
   if label is not None:
-    feature[contract.CLASS_LABEL] = _int64(class_id)
-    feature[contract.CLASS_TEXT] = _bytes(label.encode('utf-8'))
-  example = example_pb2.Example(features=feature_pb2.Features(feature=feature))
-  return example.SerializeToString()
+    if class_id is None:
+      raise ValueError(f'{relpath}: a label needs its class id')
+    features[contract.CLASS_LABEL] = class_id
+    features[contract.CLASS_TEXT] = label.encode('utf-8')
+  return serialize_example(features)

@@ -127,9 +127,10 @@ class _WriteMetadataFn(beam.DoFn):
                                       'fingerprint': None})
       shards = []
       for shard in sorted(by_split.get(split, [])):
-        shards.append({'file': posixpath.basename(shard.replace('\\', '/')),
-                       'num_examples': count_records(shard),
-                       'bytes': sizes.get(shard)})
+        shards.append({
+            contract.MANIFEST_SHARD_FILE: posixpath.basename(shard.replace('\\', '/')),
+            'num_examples': count_records(shard),
+            'bytes': sizes.get(shard)})
       counted = sum(s['num_examples'] for s in shards)
       if len(shards) != num_shards:
         problems.append(f'split {split}: {len(shards)} shards written, {num_shards} expected')

@@ -41,4 +41,4 @@ def __getattr__(name):
 
 
 def __dir__():
-  return sorted(set(globals()) | set(_LAZY))
+  return sorted(__all__)

@@ -33,6 +33,7 @@ Preprocessing, per example (``S`` = ``image_size``):
 Every image is decoded to 3 channels (grayscale records become RGB) and scaled to [0, 1].
 """
 
+import re
 from typing import Optional
 
 import tensorflow as tf
@@ -76,7 +77,8 @@ def load(data_dir: str,
   (every new iterator, e.g. every ``model.fit`` epoch), applies the Inception-style random crop
   and random left-right flip described in the module docstring, and reads files in whatever
   order is ready first. Evaluation (``training=False``) is deterministic: no shuffling, no
-  randomness, files in sorted order, each example exactly once per epoch.
+  randomness, records interleaved from the sorted files in a fixed order, each example exactly
+  once per epoch.
 
   Args:
     data_dir: the output directory of the Beam job (local path or ``gs://`` URL).
@@ -161,8 +163,11 @@ def load(data_dir: str,
       cycle_length=max(len(files), 1) if shard_by_record else None,
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=shard_by_record or not training)
+  if shard_by_record:
+    dataset = dataset.shard(num_pipelines, pipeline_id)
   if training:
-    dataset = dataset.shuffle(shuffle_buffer, seed=_sub_seed(seed, 1), reshuffle_each_iteration=True)
+    dataset = dataset.shuffle(shuffle_buffer, seed=_sub_seed(seed, 1),
+                              reshuffle_each_iteration=True)
   num_records = _pipeline_num_examples(shards, num_pipelines, pipeline_id, shard_by_record)
   if num_records is not None:
     # Known size: len(dataset) and Keras progress bars work, and a shard holding a different
@@ -175,7 +180,8 @@ def load(data_dir: str,
   decode = _make_decode_fn(image_size, training, labeled, dtype, return_filenames)
   if training:
     # One stateless-op seed per example, new every epoch: tf.data's recommended way to
-    # randomize inside a parallel map (https://www.tensorflow.org/tutorials/images/data_augmentation).
+    # randomize inside a parallel map
+    # (https://www.tensorflow.org/tutorials/images/data_augmentation, stateless random ops).
     seeds = tf.data.Dataset.random(seed=_sub_seed(seed, 2), rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
   dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
@@ -187,9 +193,8 @@ def load(data_dir: str,
 
 def _read_records(path: tf.Tensor) -> tf.data.Dataset:
   """The serialized records of one shard file; GZIP when the name ends in ``.tfrecord.gz``."""
-  compression = tf.where(
-      tf.strings.regex_full_match(path, '.*' + contract.SHARD_SUFFIX + contract.GZIP_SUFFIX),
-      'GZIP', '')
+  gzip_name = '.*' + re.escape(contract.SHARD_SUFFIX + contract.GZIP_SUFFIX)
+  compression = tf.where(tf.strings.regex_full_match(path, gzip_name), 'GZIP', '')
   return tf.data.TFRecordDataset(path, compression_type=compression)
 
 

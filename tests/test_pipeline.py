@@ -1,0 +1,192 @@
+"""End-to-end runs of the job on real photos, on the local runner."""
+
+import collections
+import hashlib
+import json
+import pathlib
+import shutil
+
+import pytest
+from PIL import Image, ImageOps
+
+from tests.helpers import SAMPLES, convert, manifest_of, read_records, shared_data
+
+
+def _longest_run(values):
+  longest = run = 0
+  previous = object()
+  for value in values:
+    run = run + 1 if value == previous else 1
+    previous = value
+    longest = max(longest, run)
+  return longest
+
+
+@pytest.fixture(scope='module')
+def hymenoptera(tmp_path_factory):
+  source = shared_data('hymenoptera')
+  out = tmp_path_factory.mktemp('hymenoptera') / 'out'
+  assert convert(source, out, '--num_shards=train=4,val=2', '--image_size=96') == 0
+  return source, out
+
+
+def test_hymenoptera_every_file_once_in_its_split_with_its_folder_class(hymenoptera):
+  source, out = hymenoptera
+  expected = {}  # relpath -> (split, class)
+  for path in source.rglob('*'):
+    if path.is_file():
+      relpath = path.relative_to(source).as_posix()
+      split, label = relpath.split('/')[:2]
+      expected[relpath] = (split, label)
+  assert len(expected) == 398
+  assert any(p.endswith('.gif') for p in expected) and any(' ' in p for p in expected)
+
+  manifest = manifest_of(out)
+  assert manifest['status'] == 'complete' and (out / '_SUCCESS').exists()
+  assert (out / 'labels.txt').read_text().split('\n') == ['ants', 'bees', '']
+  seen = collections.Counter()
+  for split in ('train', 'val'):
+    for records in read_records(out, split).values():
+      for record in records:
+        relpath = record['image/filename'].decode()
+        seen[relpath] += 1
+        assert expected[relpath] == (split, record['image/class/text'].decode())
+        assert record['image/class/label'] == ['ants', 'bees'].index(expected[relpath][1])
+  assert seen == collections.Counter(expected.keys())  # each exactly once
+  assert manifest['splits']['train']['class_counts'] == {'ants': 124, 'bees': 121}
+  assert manifest['splits']['val']['class_counts'] == {'ants': 70, 'bees': 83}
+
+
+def test_hymenoptera_shards_and_sizes(hymenoptera):
+  _, out = hymenoptera
+  manifest = manifest_of(out)
+  for split, count in (('train', 4), ('val', 2)):
+    files = sorted(p.name for p in out.glob(f'{split}-*'))
+    assert files == [f'{split}-{i:05d}-of-{count:05d}.tfrecord' for i in range(count)]
+    shards = read_records(out, split)
+    assert [s['num_examples'] for s in manifest['splits'][split]['shards']] == [
+        len(shards[name]) for name in files]
+    for records in shards.values():
+      labels = [r['image/class/label'] for r in records]
+      assert set(labels) == {0, 1}, 'a shard holds one class only'
+      assert _longest_run(labels) <= 12, f'a run of {_longest_run(labels)} records of one class'
+      for record in records:
+        assert min(record['image/height'], record['image/width']) == 96  # shorter_side
+        assert record['image/channels'] == 3 and record['image/format'] == b'jpeg'
+
+
+def test_hash_split_fractions_and_stability(tmp_path):
+  source = shared_data('tiny_imagenet_val') / 'images'
+  images = tmp_path / 'images'
+  shutil.copytree(source, images)
+  flags = ('--label_source=none', '--splits=train=0.7,validation=0.2,test=0.1',
+           '--num_shards=1', '--resize_mode=none')
+  assert convert(images, tmp_path / 'night1', *flags) == 0
+  first = _split_of_each_file(tmp_path / 'night1', ('train', 'validation', 'test'))
+  assert len(first) == 1000
+  counts = collections.Counter(first.values())
+  for split, fraction in (('train', 0.7), ('validation', 0.2), ('test', 0.1)):
+    assert abs(counts[split] / 1000 - fraction) < 0.04, counts
+
+  removed = sorted(first)[::7]
+  for name in removed:
+    (images / pathlib.Path(name).name).unlink()
+  assert convert(images, tmp_path / 'night2', *flags) == 0
+  second = _split_of_each_file(tmp_path / 'night2', ('train', 'validation', 'test'))
+  assert set(second) == set(first) - set(removed)
+  assert all(second[name] == first[name] for name in second)
+
+
+def _split_of_each_file(out, splits):
+  result = {}
+  for split in splits:
+    for records in read_records(out, split).values():
+      for record in records:
+        result[record['image/filename'].decode()] = split
+  return result
+
+
+def _messy_manifest():
+  """{file name: True when Pillow decodes it} from messy/MANIFEST.txt."""
+  outcome = {}
+  for line in (shared_data('messy') / 'MANIFEST.txt').read_text().splitlines():
+    parts = [p.strip() for p in line.split(' | ')]
+    if len(parts) == 5 and parts[1].isdigit():
+      outcome[parts[0]] = parts[3] == 'decodes'
+  return outcome
+
+
+def test_messy_every_file_is_an_example_or_a_failure_with_a_reason(tmp_path):
+  source = shared_data('messy')
+  decodes = _messy_manifest()
+  assert len(decodes) == 89 and sum(not ok for ok in decodes.values()) == 17
+  out = tmp_path / 'out'
+  assert convert(source, out, '--label_source=none', '--max_failure_fraction=1',
+                 '--num_shards=2') == 0
+  examples = set(_split_of_each_file(out, ('train', 'validation')))
+  failures = {}
+  for line in (out / 'failures.jsonl').read_text().splitlines():
+    failure = json.loads(line)
+    assert failure['reason'] and failure['stage'] in ('list', 'decode')
+    failures[failure['relpath']] = failure
+  assert not examples & set(failures), 'a file is both an example and a failure'
+  for name, ok in decodes.items():
+    if ok:
+      assert name in examples, (name, failures.get(name))
+    else:
+      assert name in failures, f'{name} is neither an example nor a failure'
+  assert set(examples) | set(failures) == set(decodes) | {'MANIFEST.txt'}
+  reasons = {name: failures[name]['reason'] for name in failures}
+  assert 'HTML' in reasons['constructed__html_error_page_saved_as.jpg']
+  assert '0 bytes' in reasons['constructed__zero_bytes.jpg']
+  assert 'truncated' in reasons['pillow__truncated_jpeg.jpg']
+  assert 'not an image file extension' in reasons['gnome__blobs-d.svg']
+
+
+def test_too_many_failures_fail_the_run_without_success(tmp_path):
+  out = tmp_path / 'out'
+  assert convert(shared_data('messy'), out, '--label_source=none') == 1
+  manifest = manifest_of(out)
+  assert manifest['status'] == 'failed'
+  assert 'more than --max_failure_fraction=0.05' in manifest['error']
+  assert not (out / '_SUCCESS').exists()
+
+
+def test_refuses_an_earlier_runs_output_unless_overwrite(tmp_path, sample_dataset):
+  out = tmp_path / 'out'
+  shutil.copytree(sample_dataset, out)
+  stale = out / 'train-00007-of-00008.tfrecord'
+  stale.write_bytes(b'')
+  assert convert(SAMPLES, out, '--num_shards=2') == 2
+  assert (out / '_SUCCESS').exists()  # untouched
+  assert convert(SAMPLES, out, '--num_shards=2', '--overwrite') == 0
+  assert not stale.exists()
+  assert sorted(p.name for p in out.glob('train-*')) == [
+      'train-00000-of-00002.tfrecord', 'train-00001-of-00002.tfrecord']
+
+
+def test_sample_dataset_center_crop_and_manifest(sample_dataset):
+  out = pathlib.Path(sample_dataset)
+  manifest = manifest_of(out)
+  assert manifest['num_examples'] == 48 and manifest['num_failures'] == 0
+  assert sum(s['num_examples'] for s in manifest['splits'].values()) == 48
+  for split in ('train', 'validation'):
+    for records in read_records(out, split).values():
+      for record in records:
+        assert (record['image/height'], record['image/width']) == (64, 64)
+        relpath = record['image/filename'].decode()
+        source = (SAMPLES / relpath).read_bytes()
+        assert record['image/key/sha256'].decode() == hashlib.sha256(source).hexdigest()
+  assert manifest['options']['image_size'] == 64
+  assert manifest['tool']['name'] == 'imagerecords'
+
+
+def test_resize_mode_none_keeps_the_upright_source_size(tmp_path):
+  out = tmp_path / 'out'
+  assert convert(SAMPLES, out, '--resize_mode=none', '--num_shards=1') == 0
+  for split in ('train', 'validation'):
+    for records in read_records(out, split).values():
+      for record in records:
+        with Image.open(SAMPLES / record['image/filename'].decode()) as source:
+          upright = ImageOps.exif_transpose(source)
+          assert (record['image/width'], record['image/height']) == upright.size

@@ -1,0 +1,92 @@
+"""The PTransforms one by one, on TestPipeline(runner='FnApiRunner'), and option parsing."""
+
+import shutil
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import options as opts
+from tests.helpers import SAMPLES
+from transforms.elements import FAILURES_TAG, LabeledImage, SourceFile
+from transforms.labels import AssignLabels, ClassNames
+from transforms.listing import ListImageFiles
+from transforms.splits import AssignSplits, ShuffleOrder, hash_split
+
+
+def _pipeline():
+  return TestPipeline(runner='FnApiRunner')
+
+
+def test_list_image_files_recursive_case_insensitive_hidden_ignored(tmp_path):
+  root = tmp_path / 'in'
+  (root / 'ants' / 'deep').mkdir(parents=True)
+  photo = next(SAMPLES.glob('ants/*.jpg'))
+  shutil.copy(photo, root / 'ants' / 'UPPER.JPG')
+  shutil.copy(photo, root / 'ants' / 'deep' / 'a b.jpeg')
+  shutil.copy(photo, root / 'ants' / '.hidden.jpg')
+  (root / '.DS_Store').write_bytes(b'\0\0\0\1Bud1')
+  (root / 'ants' / 'notes.txt').write_text('not an image')
+  with _pipeline() as p:
+    listed = p | ListImageFiles(str(root))
+    assert_that(listed.files | beam.Map(lambda f: f.relpath),
+                equal_to(['ants/UPPER.JPG', 'ants/deep/a b.jpeg']), label='files')
+    assert_that(listed[FAILURES_TAG] | beam.Map(lambda f: (f.relpath, f.stage)),
+                equal_to([('ants/notes.txt', 'list')]), label='skipped')
+
+
+def test_labels_and_splits_from_folders():
+  sources = [SourceFile(f'/in/{r}', r) for r in (
+      'train/ants/1.jpg', 'val/bees/2.jpg', 'train/3.jpg', 'other/ants/4.jpg')]
+  with _pipeline() as p:
+    labeled = p | beam.Create(sources) | AssignLabels('directory', ('train', 'val'))
+    split = labeled.labeled | AssignSplits(split_folders=('train', 'val'))
+    assert_that(split.split | beam.Map(lambda i: (i.relpath, i.label, i.split)), equal_to([
+        ('train/ants/1.jpg', 'ants', 'train'), ('val/bees/2.jpg', 'bees', 'val')]),
+                label='images')
+    assert_that(labeled[FAILURES_TAG] | beam.Map(lambda f: (f.relpath, f.stage)),
+                equal_to([('train/3.jpg', 'label')]), label='label failures')
+    assert_that(split[FAILURES_TAG] | beam.Map(lambda f: (f.relpath, f.stage)),
+                equal_to([('other/ants/4.jpg', 'split')]), label='split failures')
+    assert_that(labeled.labeled | ClassNames(), equal_to([['ants', 'bees']]), label='classes')
+
+
+def test_shuffle_order_keeps_every_element():
+  images = [LabeledImage(f'/in/{i}', f'c{i % 2}/{i}.jpg', f'c{i % 2}', 'train')
+            for i in range(200)]
+  with _pipeline() as p:
+    shuffled = p | beam.Create(images) | ShuffleOrder(seed=3)
+    assert_that(shuffled, equal_to(images))
+
+
+def test_hash_split_depends_only_on_the_path():
+  fractions = [('train', 0.5), ('test', 0.5)]
+  assert hash_split('a/b.jpg', fractions) == hash_split('a/b.jpg', list(fractions))
+  assert {hash_split(f'{i}.jpg', fractions) for i in range(50)} == {'train', 'test'}
+
+
+def test_split_and_shard_options():
+  assert opts.parse_fractions('train=0.8,validation=0.2') == [('train', 0.8),
+                                                              ('validation', 0.2)]
+  for bad, words in (('train=0.8,val=0.3', 'sum to 1'), ('train', 'NAME=FRACTION'),
+                     ('a-b=1', 'letters, digits'), ('t=x', 'not a number')):
+    with pytest.raises(ValueError, match=words):
+      opts.parse_fractions(bad)
+  assert opts.parse_num_shards('3', ['train', 'val']) == {'train': 3, 'val': 3}
+  assert opts.parse_num_shards('train=8,val=2', ['train', 'val']) == {'train': 8, 'val': 2}
+  with pytest.raises(ValueError, match=r"missing \['val'\]"):
+    opts.parse_num_shards('train=8', ['train', 'val'])
+  with pytest.raises(ValueError, match='at least 1'):
+    opts.parse_num_shards('0', ['train'])
+  assert opts.resolve_splits('auto', ('train', 'val')) == (('train', 'val'), [])
+  assert opts.resolve_splits('auto', ())[1] == [('train', 0.8), ('validation', 0.2)]
+  with pytest.raises(ValueError, match='none of the split folders'):
+    opts.resolve_splits('folders', ())
+
+
+def test_bad_flags_exit_with_status_2_before_running(tmp_path, capsys):
+  from pipeline.run import run  # pylint: disable=import-outside-toplevel
+  assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o', '--splits=a=0.5']) == 2
+  assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o', '--jpeg_quality=0']) == 2
+  assert not (tmp_path / 'o').exists()
