@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from imagerecords import contract
 
 from transforms import codec
-from transforms.labels import LABEL_SOURCES
+from transforms.labels import filename_regex
 from transforms.listing import IMAGE_EXTENSIONS
 from transforms.splits import SPLIT_FOLDER_NAMES
 
@@ -32,9 +32,19 @@ class ConvertOptions(PipelineOptions):
         '--output_dir',
         help='Folder to write the TFRecord shards and metadata files into (local, gs://, s3://).')
     parser.add_argument(
-        '--label_source', default='directory', choices=LABEL_SOURCES,
+        '--label_source', default='directory',
         help="Where labels come from. 'directory' (default): the image's parent folder name. "
-        "'none': unlabeled images; records carry no class keys.")
+        "'filename:REGEX': the regex's group 'label' (or first group) in the file name, e.g. "
+        r"'filename:^([a-z]+)\.\d+\.jpg$'. 'file:PATH': a CSV label file with a header "
+        "(filename,label) or 'FILENAME LABEL' lines (ImageNet val.txt, Tiny ImageNet "
+        "val_annotations.txt). 'none': unlabeled images, records carry no class keys.")
+    parser.add_argument(
+        '--label_map', default=None,
+        help='labels.txt of an earlier run: its class ids are kept, new classes are appended '
+        'after them, so nightly runs never renumber a class.')
+    parser.add_argument(
+        '--strict_labels', action='store_true', default=False,
+        help='With --label_map: images of a class the map lacks fail instead of adding a class.')
     parser.add_argument(
         '--splits', default='auto',
         help="'auto' (default): the input's split folders (train/, val/, validation/, test/) "
@@ -187,7 +197,8 @@ def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -
   direct = options.view_as(DirectOptions)
   if not any(arg.startswith('--direct_running_mode') for arg in argv):
     direct.direct_running_mode = 'multi_processing'
-  if not any(arg.startswith('--direct_num_workers') for arg in argv):
+  if (direct.direct_running_mode != 'in_memory'
+      and not any(arg.startswith('--direct_num_workers') for arg in argv)):
     direct.direct_num_workers = os.cpu_count() or 1
 
 
@@ -206,6 +217,14 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--max_pixels must be positive')
   if not extensions(options):
     raise ValueError('--extensions names no extension')
+  source = options.label_source
+  if source.startswith('filename:'):
+    filename_regex(source)
+  elif not (source in ('directory', 'none') or source.startswith('file:')):
+    raise ValueError(f"--label_source must be directory, filename:REGEX, file:PATH or none, "
+                     f"got {source!r}")
+  if options.strict_labels and not options.label_map:
+    raise ValueError('--strict_labels needs --label_map')
   image_spec(options)
 
 

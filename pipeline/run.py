@@ -24,7 +24,8 @@ from pipeline import options as opts
 from pipeline import outputs
 from transforms.convert import ConvertImages
 from transforms.elements import FAILURES_TAG
-from transforms.labels import AssignLabels, ClassNames
+from transforms.label_file import LabelsFromFile, sniff_format
+from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.listing import ListImageFiles
 from transforms.metadata import WriteMetadata
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
@@ -43,17 +44,28 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
 
   # PBegin -> SourceFile(path, relpath)
   listed = p | 'list image files' >> ListImageFiles(
-      config['input_dir'], config['extensions'])
+      config['input_dir'], config['extensions'],
+      exclude=[config['label_file']] if config['label_file'] else [])
   # SourceFile -> (SourceFile, class name)
-  labeled = listed.files | 'assign labels' >> AssignLabels(
-      config['label_source'], config['split_folders'])
+  if config['label_file']:
+    labeled = listed.files | 'labels from file' >> LabelsFromFile(
+        config['label_file'], config['label_file_format'])
+  else:
+    labeled = listed.files | 'assign labels' >> AssignLabels(
+        config['label_source'], config['split_folders'])
+  label_failures = [labeled[FAILURES_TAG]]
+  labeled = labeled.labeled
+  if config['strict_labels']:
+    strict = labeled | 'strict labels' >> RefuseUnknownClasses(config['label_map'])
+    labeled = strict.labeled
+    label_failures.append(strict[FAILURES_TAG])
   # (SourceFile, class name) -> LabeledImage(path, relpath, label, split), in shuffled order
-  images = (
-      labeled.labeled
-      | 'assign splits' >> AssignSplits(config['split_folders'], config['fractions']))
+  images = labeled | 'assign splits' >> AssignSplits(
+      config['split_folders'], config['fractions'])
   shuffled = images.split | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # one element: the sorted class names, class id = index
-  class_names = labeled.labeled | 'class names' >> ClassNames()
+  class_names = labeled | 'class names' >> ClassNames(
+      config['label_map'], integer_ids=bool(config['label_file']))
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   converted = shuffled | 'convert images' >> ConvertImages(spec, class_names)
 
@@ -61,8 +73,7 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
       config['output_dir'], config['num_shards'], config['compressed'])
   split_stats = converted.examples | 'split statistics' >> SplitStatistics()
   failures = (
-      [listed[FAILURES_TAG], labeled[FAILURES_TAG], images[FAILURES_TAG],
-       converted[FAILURES_TAG]]
+      [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], converted[FAILURES_TAG]]
       | 'all failures' >> beam.Flatten())
   _ = p | 'write metadata' >> WriteMetadata(
       config['manifest'], shard_paths, class_names, split_stats, failures)
@@ -78,6 +89,10 @@ def job_config(options: opts.ConvertOptions) -> dict:
   opts.validate(options)
   input_dir = opts.absolute_dir(options.input_dir)
   output_dir = opts.absolute_dir(options.output_dir)
+  label_file = None
+  if options.label_source.startswith('file:'):
+    label_file = opts.absolute_dir(options.label_source.split(':', 1)[1])
+  label_map = read_label_map(options.label_map) if options.label_map else ()
   split_folders, fractions = opts.resolve_splits(options.splits, probe_split_folders(input_dir))
   splits = list(split_folders) or [name for name, _ in fractions]
   num_shards = opts.parse_num_shards(options.num_shards, splits)
@@ -100,6 +115,9 @@ def job_config(options: opts.ConvertOptions) -> dict:
   return {
       'input_dir': input_dir, 'output_dir': output_dir, 'spec': spec,
       'extensions': opts.extensions(options), 'label_source': options.label_source,
+      'label_file': label_file,
+      'label_file_format': sniff_format(label_file) if label_file else None,
+      'label_map': label_map, 'strict_labels': options.strict_labels,
       'split_folders': split_folders,
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
       'shuffle_seed': options.shuffle_seed, 'manifest': manifest,
@@ -123,7 +141,7 @@ def run(argv: Optional[List[str]] = None) -> int:
   try:
     config = job_config(convert_options)
     outputs.prepare_output_dir(config['output_dir'], convert_options.overwrite)
-  except (ValueError, outputs.OutputNotEmpty) as error:
+  except (ValueError, OSError, outputs.OutputNotEmpty) as error:
     _LOG.error('%s', error)
     return 2
   _LOG.info('converting %s -> %s (%s splits: %s)', config['input_dir'], config['output_dir'],

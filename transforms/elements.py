@@ -8,12 +8,17 @@ import json
 from typing import NamedTuple, Optional
 
 # The stages an input can fail at, in pipeline order; each is a value of Failure.stage.
+# 'list' and 'missing' are reported but are not failed image inputs (see NOT_INPUTS).
 STAGE_LIST = 'list'  # listed, but not an image file extension
 STAGE_LABEL = 'label'  # no label could be assigned
+STAGE_MISSING = 'missing'  # named in the label file, but no such image (not an input)
 STAGE_SPLIT = 'split'  # no split could be assigned
 STAGE_READ = 'read'  # the file could not be read
 STAGE_DECODE = 'decode'  # the bytes are not a decodable image
-STAGES = (STAGE_LIST, STAGE_LABEL, STAGE_SPLIT, STAGE_READ, STAGE_DECODE)
+STAGES = (STAGE_LIST, STAGE_MISSING, STAGE_LABEL, STAGE_SPLIT, STAGE_READ, STAGE_DECODE)
+
+NOT_INPUTS = (STAGE_LIST, STAGE_MISSING)
+"""Stages whose reports are not image inputs: not counted against --max_failure_fraction."""
 
 FAILURES_TAG = 'failures'
 """The tag of every transform's dead-letter output (a PCollection of Failure)."""

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import record_spans
 
-from transforms.elements import STAGE_LIST, Failure
+from transforms.elements import NOT_INPUTS, Failure
 
 
 class RunFailed(RuntimeError):
@@ -77,7 +77,7 @@ class _WriteMetadataFn(beam.DoFn):
 
     splits, problems = self._describe_splits(shard_paths, split_stats)
     by_stage = collections.Counter(f.stage for f in failures)
-    num_skipped = by_stage.get(STAGE_LIST, 0)
+    num_skipped = sum(by_stage.get(stage, 0) for stage in NOT_INPUTS)
     num_failed = len(failures) - num_skipped
     num_examples = sum(s[contract.MANIFEST_NUM_EXAMPLES] for s in splits.values())
     num_inputs = num_examples + num_failed

@@ -1,0 +1,109 @@
+"""Label sources end to end on real data sets: file names, label files, pinned label maps."""
+
+import collections
+import json
+import shutil
+
+from tests.helpers import SAMPLES, convert, manifest_of, read_records, shared_data
+
+
+def _all_records(out):
+  manifest = manifest_of(out)
+  result = []
+  for split in manifest['splits']:
+    for records in read_records(out, split).values():
+      result.extend(records)
+  return result
+
+
+def test_labels_from_file_names_catdog(tmp_path):
+  out = tmp_path / 'out'
+  assert convert(shared_data('catdog_filenames'), out,
+                 r'--label_source=filename:^([a-z]+)\.\d+\.jpg$', '--num_shards=2') == 0
+  records = _all_records(out)
+  assert len(records) == 300
+  for record in records:
+    name = record['image/filename'].decode().split('/')[-1]
+    assert record['image/class/text'].decode() == name.split('.')[0]
+  assert (out / 'labels.txt').read_text() == 'cat\ndog\n'
+
+
+def test_file_name_not_matching_the_regex_is_a_failure(tmp_path):
+  out = tmp_path / 'out'
+  assert convert(SAMPLES, out, r'--label_source=filename:^(?P<label>\d)\d*_[0-9a-f]+\.jpg$',
+                 '--max_failure_fraction=1', '--num_shards=1') == 0
+  failures = [json.loads(l) for l in (out / 'failures.jsonl').read_text().splitlines()]
+  matched = {r['image/filename'].decode() for r in _all_records(out)}
+  assert failures and all(f['stage'] == 'label' and 'does not match' in f['reason']
+                          for f in failures)
+  assert len(failures) + len(matched) == 48
+
+
+def test_labels_from_tiny_imagenet_annotation_file(tmp_path):
+  source = shared_data('tiny_imagenet_val')
+  expected = {}
+  for line in (source / 'val_annotations.txt').read_text().splitlines():
+    name, wnid = line.split('\t')[:2]
+    expected[name] = wnid
+  out = tmp_path / 'out'
+  assert convert(source, out, f'--label_source=file:{source}/val_annotations.txt',
+                 '--resize_mode=none', '--num_shards=2') == 0
+  records = _all_records(out)
+  assert len(records) == 1000
+  names = (out / 'labels.txt').read_text().split()
+  assert names == sorted(set(expected.values()))
+  for record in records:
+    wnid = expected[record['image/filename'].decode().split('/')[-1]]
+    assert record['image/class/text'].decode() == wnid
+    assert names[record['image/class/label']] == wnid
+  assert manifest_of(out)['failures_by_stage'] == {'list': 2}  # wnids.txt, words.txt
+
+
+def test_label_file_gaps_are_reported_both_ways(tmp_path):
+  root = tmp_path / 'in'
+  shutil.copytree(SAMPLES, root)
+  photos = sorted(p.relative_to(root).as_posix() for p in root.rglob('*.jpg'))
+  rows = ['filename,label'] + [f'{p},{p.split("/")[0]}' for p in photos[2:]]
+  rows.append('ants/not_there.jpg,ants')
+  labels = tmp_path / 'labels.csv'
+  labels.write_text('\n'.join(rows) + '\n')
+  out = tmp_path / 'out'
+  assert convert(root, out, f'--label_source=file:{labels}', '--max_failure_fraction=0.1',
+                 '--num_shards=1') == 0
+  failures = {(f['relpath'], f['stage']) for f in map(
+      json.loads, (out / 'failures.jsonl').read_text().splitlines())}
+  assert failures == {(photos[0], 'label'), (photos[1], 'label'),
+                      ('ants/not_there.jpg', 'missing')}
+  manifest = manifest_of(out)
+  assert manifest['num_examples'] == 46 and manifest['num_failures'] == 2
+
+
+def test_integer_labels_are_kept_as_class_ids(tmp_path):
+  root = tmp_path / 'in'
+  shutil.copytree(SAMPLES, root)
+  lines = [f'{p.name} {3 if p.parent.name == "ants" else 5}' for p in root.rglob('*.jpg')]
+  (tmp_path / 'val.txt').write_text('\n'.join(lines) + '\n')
+  out = tmp_path / 'out'
+  assert convert(root, out, f'--label_source=file:{tmp_path}/val.txt', '--num_shards=1') == 0
+  assert (out / 'labels.txt').read_text().split() == ['0', '1', '2', '3', '4', '5']
+  for record in _all_records(out):
+    folder = record['image/filename'].decode().split('/')[0]
+    assert record['image/class/label'] == (3 if folder == 'ants' else 5)
+
+
+def test_label_map_pins_ids_and_strict_labels_refuses_new_classes(tmp_path):
+  pinned = tmp_path / 'labels.txt'
+  pinned.write_text('bees\nwasps\n')
+  out = tmp_path / 'out'
+  assert convert(SAMPLES, out, f'--label_map={pinned}', '--num_shards=1') == 0
+  assert (out / 'labels.txt').read_text() == 'bees\nwasps\nants\n'
+  ids = collections.Counter((r['image/class/text'], r['image/class/label'])
+                            for r in _all_records(out))
+  assert ids == {(b'bees', 0): 24, (b'ants', 2): 24}
+
+  strict = tmp_path / 'strict'
+  assert convert(SAMPLES, strict, f'--label_map={pinned}', '--strict_labels',
+                 '--num_shards=1') == 1
+  manifest = manifest_of(strict)
+  assert manifest['failures_by_stage'] == {'label': 24} and manifest['status'] == 'failed'
+  assert (strict / 'labels.txt').read_text() == 'bees\nwasps\n'

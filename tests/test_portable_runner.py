@@ -1,0 +1,190 @@
+"""The job through Beam's portable submission path, offline on loopback.
+
+``PortableRunner`` submits the pipeline to a job service
+(``apache_beam.runners.portability.local_job_service_main``), which asks a worker pool
+(``apache_beam.runners.worker.worker_pool_main``, ``--environment_type=EXTERNAL``) to start SDK
+workers: the same path as a Flink job server with a Python worker-pool sidecar. Each piece runs
+in its own process and working directory, so the job must pickle its DoFns, carry no module
+state from the launcher and hand absolute paths to the workers::
+
+    tmp/launch/   pipeline.run (cwd), --output_dir=portable (relative to the launcher only)
+    tmp/servers/  job service + worker pool (cwd); the SDK workers inherit it
+    tmp/local/    the same conversion on the local runner, for comparison
+
+Both outputs must hold the same records: the manifests' fingerprints are order-independent
+hashes of the records' bytes.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import pytest
+
+from tests.helpers import SAMPLES
+
+START_TIMEOUT_S = 60
+JOB_TIMEOUT_S = 300
+FLAGS = ['--num_shards=train=2,validation=1', '--image_size=64', '--resize_mode=center_crop']
+
+
+def _free_ports(count: int) -> List[int]:
+  """Distinct loopback ports that were free a moment ago (all held open until all are picked)."""
+  sockets = []
+  try:
+    for _ in range(count):
+      sock = socket.socket()
+      sock.bind(('localhost', 0))
+      sockets.append(sock)
+    return [sock.getsockname()[1] for sock in sockets]
+  finally:
+    for sock in sockets:
+      sock.close()
+
+
+def _tail(path: pathlib.Path, chars: int = 4000) -> str:
+  return path.read_text(errors='replace')[-chars:] if path.exists() else '(no log)'
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: pathlib.Path) -> None:
+  """Returns once ``localhost:port`` accepts connections; fails the test when the process dies
+  or START_TIMEOUT_S passes first."""
+  deadline = time.monotonic() + START_TIMEOUT_S
+  while time.monotonic() < deadline:
+    if process.poll() is not None:
+      pytest.fail(f'{process.args} exited with {process.returncode}:\n{_tail(log)}')
+    try:
+      with socket.create_connection(('localhost', port), timeout=1):
+        return
+    except OSError:
+      time.sleep(0.2)
+  pytest.fail(f'{process.args} did not listen on port {port} within {START_TIMEOUT_S} s:\n'
+              f'{_tail(log)}')
+
+
+def _stop(process: subprocess.Popen, first_signal: int) -> None:
+  """Sends ``first_signal`` to the process (by its id), then SIGKILL if it is still there
+  after 10 s."""
+  if process.poll() is None:
+    process.send_signal(first_signal)
+    try:
+      process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait(timeout=10)
+
+
+@pytest.fixture(scope='module')
+def portable_services(tmp_path_factory):
+  """A local job service and an external worker pool on free loopback ports.
+
+  Yields {'job_endpoint', 'worker_pool', 'job_log', 'pool_log'}; both processes are stopped by
+  their ids at the end of the module, whatever happened.
+  """
+  workdir = tmp_path_factory.mktemp('servers')
+  job_port, pool_port = _free_ports(2)
+  env = dict(os.environ)
+  # The worker pool starts each SDK worker as a plain `python -c ...` found on PATH (Beam 2.77,
+  # worker_pool_main): that must be this interpreter, with Beam and the job installed.
+  env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+  job_log, pool_log = workdir / 'job_service.log', workdir / 'worker_pool.log'
+  started = []  # (process, signal that stops it cleanly)
+  try:
+    with open(job_log, 'wb') as log:
+      job_service = subprocess.Popen(
+          [sys.executable, '-m', 'apache_beam.runners.portability.local_job_service_main',
+           f'--port={job_port}'],
+          cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # SIGTERM: the job service exits through sys.exit and stops its gRPC server.
+    started.append((job_service, signal.SIGTERM))
+    with open(pool_log, 'wb') as log:
+      worker_pool = subprocess.Popen(
+          [sys.executable, '-m', 'apache_beam.runners.worker.worker_pool_main',
+           f'--service_port={pool_port}'],
+          cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # SIGINT: the pool stops on KeyboardInterrupt and its atexit hook stops the SDK workers it
+    # started (a plain SIGTERM would leave them behind).
+    started.append((worker_pool, signal.SIGINT))
+    _wait_for_port(job_port, job_service, job_log)
+    _wait_for_port(pool_port, worker_pool, pool_log)
+    yield {'job_endpoint': f'localhost:{job_port}', 'worker_pool': f'localhost:{pool_port}',
+           'job_log': job_log, 'pool_log': pool_log}
+  finally:
+    for process, first_signal in reversed(started):
+      _stop(process, first_signal)
+
+
+def _convert(cwd: pathlib.Path, output_dir: str, *flags: str) -> subprocess.CompletedProcess:
+  """``python -m pipeline.run`` on the samples (absolute path) from ``cwd``, bounded in time."""
+  command = [sys.executable, '-m', 'pipeline.run', f'--input_dir={SAMPLES}',
+             f'--output_dir={output_dir}', *FLAGS, *flags]
+  try:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                          timeout=JOB_TIMEOUT_S, check=False)
+  except subprocess.TimeoutExpired as error:
+    pytest.fail(f'{command} ran past {JOB_TIMEOUT_S} s:\n{error.stderr}')
+
+
+@pytest.fixture(scope='module')
+def runs(portable_services, tmp_path_factory) -> Dict[str, dict]:
+  """The samples converted twice: {'portable' | 'local': {'result', 'output_dir', 'seconds'}}."""
+  launch = tmp_path_factory.mktemp('launch')
+  started = time.monotonic()
+  portable = _convert(
+      launch, 'portable',  # relative to the launcher's cwd only: the workers run elsewhere
+      '--runner=PortableRunner', f'--job_endpoint={portable_services["job_endpoint"]}',
+      '--environment_type=EXTERNAL', f'--environment_config={portable_services["worker_pool"]}',
+      '--job_server_timeout=60')
+  portable_seconds = time.monotonic() - started
+  local_dir = tmp_path_factory.mktemp('local') / 'out'
+  started = time.monotonic()
+  local = _convert(launch, str(local_dir), '--runner=FnApiRunner')
+  local_seconds = time.monotonic() - started
+  return {
+      'portable': {'result': portable, 'output_dir': launch / 'portable',
+                   'seconds': portable_seconds},
+      'local': {'result': local, 'output_dir': local_dir, 'seconds': local_seconds},
+  }
+
+
+def _manifest(output_dir: pathlib.Path) -> dict:
+  return json.loads((output_dir / 'manifest.json').read_text())
+
+
+def test_both_runs_publish_their_output(runs, portable_services):
+  for name, run in runs.items():
+    result = run['result']
+    assert result.returncode == 0, (
+        f'{name} run exited with {result.returncode}:\n{result.stderr[-6000:]}\n'
+        f'--- job service log:\n{_tail(portable_services["job_log"])}\n'
+        f'--- worker pool log:\n{_tail(portable_services["pool_log"])}')
+    assert (run['output_dir'] / '_SUCCESS').is_file(), f'{name}: no _SUCCESS'
+    manifest = _manifest(run['output_dir'])
+    assert manifest['num_examples'] == 48 and manifest['num_failures'] == 0, name
+
+
+def test_portable_run_went_through_the_job_service_and_the_worker_pool(runs, portable_services):
+  assert runs['portable']['result'].returncode == 0
+  assert 'with state DONE' in portable_services['job_log'].read_text(errors='replace')
+  # the SDK workers came from the external pool, not from the job service itself
+  assert 'Starting worker with command' in portable_services['pool_log'].read_text(
+      errors='replace')
+
+
+def test_portable_and_local_runs_write_the_same_records(runs):
+  portable, local = (_manifest(runs[name]['output_dir']) for name in ('portable', 'local'))
+  assert sorted(portable['splits']) == sorted(local['splits']) == ['train', 'validation']
+  for split, expected in local['splits'].items():
+    got = portable['splits'][split]
+    for key in ('num_examples', 'class_counts', 'fingerprint'):
+      assert got[key] == expected[key], (split, key)
+    assert ([shard['file'] for shard in got['shards']]
+            == [shard['file'] for shard in expected['shards']]), split
+  assert (sorted(os.listdir(runs['portable']['output_dir']))
+          == sorted(os.listdir(runs['local']['output_dir'])))
