@@ -94,7 +94,7 @@ class _ConvertImageFn(beam.DoFn):
     if now - self._last_log >= _PROGRESS_EVERY_S:
       self._last_log = now
       rate = self._done / max(now - self._started, 1e-9)
-      _LOG.info('worker progress: %d images converted (%.1f images/s), %d failed',
+      _LOG.info('%d images converted in this worker (%.1f images/s), %d failed',
                 self._done, rate, self._failures)
 
 
