@@ -17,6 +17,7 @@ import time
 from typing import List, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import pipeline
@@ -85,6 +86,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
 
   Raises:
     ValueError: a flag's value is wrong, or the input directory holds no file.
+    OSError: the label file or label map cannot be read.
   """
   opts.validate(options)
   input_dir = opts.absolute_dir(options.input_dir)
@@ -93,6 +95,8 @@ def job_config(options: opts.ConvertOptions) -> dict:
   if options.label_source.startswith('file:'):
     label_file = opts.absolute_dir(options.label_source.split(':', 1)[1])
   label_map = read_label_map(options.label_map) if options.label_map else ()
+  if not FileSystems.match([FileSystems.join(input_dir, '**')], limits=[1])[0].metadata_list:
+    raise ValueError(f'--input_dir={input_dir} does not exist or holds no file')
   split_folders, fractions = opts.resolve_splits(options.splits, probe_split_folders(input_dir))
   splits = list(split_folders) or [name for name, _ in fractions]
   num_shards = opts.parse_num_shards(options.num_shards, splits)
@@ -103,7 +107,6 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'input_dir': input_dir,
       'output_dir': output_dir,
       'options': opts.job_options(options),
-      'label_source': options.label_source,
       'image': {'format': spec.image_format, 'channels': 3, 'image_size': spec.image_size,
                 'resize_mode': spec.resize_mode},
       'split_source': 'folders' if split_folders else 'hash',
@@ -125,10 +128,12 @@ def job_config(options: opts.ConvertOptions) -> dict:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-  """Runs the job to completion; returns the process exit status (0 = published).
+  """Runs the job to completion; returns the process exit status.
 
-  On failure, logs a one-line reason (a bad flag, an earlier run's files in the way, too many
-  failed inputs) and returns 1; the output then has no ``_SUCCESS``.
+  0: the output is published (``_SUCCESS`` written). 1: the run failed (too many failed inputs,
+  no image, a pipeline error); the reason is logged last and the output has no ``_SUCCESS``.
+  2: nothing ran: a bad flag, an unreadable input or label file, or an earlier run's files in
+  ``--output_dir`` without ``--overwrite``.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:

@@ -90,3 +90,9 @@ def test_bad_flags_exit_with_status_2_before_running(tmp_path, capsys):
   assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o', '--splits=a=0.5']) == 2
   assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o', '--jpeg_quality=0']) == 2
   assert not (tmp_path / 'o').exists()
+
+
+def test_missing_input_dir_is_refused_at_launch(tmp_path):
+  from pipeline.run import run  # pylint: disable=import-outside-toplevel
+  assert run([f'--input_dir={tmp_path}/nothing', f'--output_dir={tmp_path}/o']) == 2
+  assert not (tmp_path / 'o').exists()

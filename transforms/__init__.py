@@ -1,0 +1,1 @@
+"""The PTransforms and DoFns of the imagerecords job, one module per concern."""
