@@ -80,6 +80,13 @@ def _stop(process: subprocess.Popen, first_signal: int) -> None:
       process.wait(timeout=10)
 
 
+def _spawn(module_args, cwd, env, log_path) -> subprocess.Popen:
+  """``python -m MODULE ARGS...`` in ``cwd``, its output in ``log_path``."""
+  with open(log_path, 'wb') as log:
+    return subprocess.Popen([sys.executable, '-m', *module_args], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope='module')
 def portable_services(tmp_path_factory):
   """A local job service and an external worker pool on free loopback ports.
@@ -96,18 +103,12 @@ def portable_services(tmp_path_factory):
   job_log, pool_log = workdir / 'job_service.log', workdir / 'worker_pool.log'
   started = []  # (process, signal that stops it cleanly)
   try:
-    with open(job_log, 'wb') as log:
-      job_service = subprocess.Popen(
-          [sys.executable, '-m', 'apache_beam.runners.portability.local_job_service_main',
-           f'--port={job_port}'],
-          cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    job_service = _spawn(['apache_beam.runners.portability.local_job_service_main',
+                          f'--port={job_port}'], workdir, env, job_log)
     # SIGTERM: the job service exits through sys.exit and stops its gRPC server.
     started.append((job_service, signal.SIGTERM))
-    with open(pool_log, 'wb') as log:
-      worker_pool = subprocess.Popen(
-          [sys.executable, '-m', 'apache_beam.runners.worker.worker_pool_main',
-           f'--service_port={pool_port}'],
-          cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    worker_pool = _spawn(['apache_beam.runners.worker.worker_pool_main',
+                          f'--service_port={pool_port}'], workdir, env, pool_log)
     # SIGINT: the pool stops on KeyboardInterrupt and its atexit hook stops the SDK workers it
     # started (a plain SIGTERM would leave them behind).
     started.append((worker_pool, signal.SIGINT))
