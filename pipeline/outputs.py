@@ -83,7 +83,8 @@ def summary(manifest: dict) -> str:
   return '\n'.join([title] + lines)
 
 
-_WORKER_LOG = re.compile(r'message: "(?P<message>(?:[^"\\]|\\.)*)".*log_location: "(?P<where>[^"]*)"')
+_WORKER_LOG = re.compile(
+    r'message: "(?P<message>(?:[^"\\]|\\.)*)".*log_location: "(?P<where>[^"]*)"')
 
 
 class _WorkerLogFilter(logging.Filter):

@@ -26,7 +26,7 @@ from typing import Iterable, NamedTuple, Optional, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.elements import FAILURES_TAG, STAGE_LABEL, STAGE_MISSING, Failure, SourceFile
+from transforms.elements import FAILURES_TAG, STAGE_LABEL, STAGE_MISSING, Failure
 
 
 class LabelFileFormat(NamedTuple):

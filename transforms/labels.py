@@ -218,7 +218,8 @@ class ClassNames(beam.PTransform):
   """PCollection[(SourceFile, str or None)] -> a one-element PCollection[List[str]].
 
   Class id = index in the list (see ``merge_class_names``; ``pinned`` is the class list of
-  ``--label_map``; ``integer_ids`` keeps integer labels of a label file as their ids). Use it as ``beam.pvalue.AsSingleton``; it has no element for unlabeled data.
+  ``--label_map``; ``integer_ids`` keeps integer labels of a label file as their ids). Use it
+  as ``beam.pvalue.AsSingleton``; it has no element for unlabeled data.
   """
 
   def __init__(self, pinned: Sequence[str] = (), integer_ids: bool = False):
