@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from imagerecords import contract
 
 from transforms import codec
-from transforms.labels import filename_regex
+from transforms.labels import check_label_source
 from transforms.listing import IMAGE_EXTENSIONS
 from transforms.splits import SPLIT_FOLDER_NAMES
 
@@ -217,12 +217,7 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--max_pixels must be positive')
   if not extensions(options):
     raise ValueError('--extensions names no extension')
-  source = options.label_source
-  if source.startswith('filename:'):
-    filename_regex(source)
-  elif not (source in ('directory', 'none') or source.startswith('file:')):
-    raise ValueError(f"--label_source must be directory, filename:REGEX, file:PATH or none, "
-                     f"got {source!r}")
+  check_label_source(options.label_source)
   if options.strict_labels and not options.label_map:
     raise ValueError('--strict_labels needs --label_map')
   image_spec(options)

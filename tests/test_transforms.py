@@ -89,6 +89,9 @@ def test_bad_flags_exit_with_status_2_before_running(tmp_path, capsys):
   from pipeline.run import run  # pylint: disable=import-outside-toplevel
   assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o', '--splits=a=0.5']) == 2
   assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o', '--jpeg_quality=0']) == 2
+  for source in ('dir', 'file', 'filename:^no_group$', 'filename:('):
+    assert run([f'--input_dir={SAMPLES}', f'--output_dir={tmp_path}/o',
+                f'--label_source={source}']) == 2
   assert not (tmp_path / 'o').exists()
 
 

@@ -60,6 +60,17 @@ def filename_regex(label_source: str) -> 're.Pattern':
   return regex
 
 
+def check_label_source(label_source: str, allowed=LABEL_SOURCES) -> None:
+  """Raises ValueError unless ``label_source`` has one of the ``allowed`` forms (a
+  ``filename:REGEX`` must also compile, with a group), so a bad flag fails at launch."""
+  kind = label_source.split(':', 1)[0] if ':' in label_source else label_source
+  forms = {form.split(':', 1)[0]: form for form in allowed}
+  if kind not in forms or (':' in forms[kind]) != (':' in label_source):
+    raise ValueError(f'--label_source must be {", ".join(allowed)}; got {label_source!r}')
+  if kind == 'filename':
+    filename_regex(label_source)
+
+
 def filename_label(relpath: str, regex: 're.Pattern') -> Optional[str]:
   """The class from the file's base name by ``regex`` (group ``label``, else group 1)."""
   match = regex.search(posixpath.basename(relpath))
@@ -116,11 +127,8 @@ class AssignLabels(beam.PTransform):
 
   def __init__(self, label_source: str = 'directory', split_folders=()):
     super().__init__()
-    if label_source not in ('directory', 'none') and not label_source.startswith('filename:'):
-      raise ValueError(f'label_source must be directory, filename:REGEX or none, got '
-                       f'{label_source!r}')
-    if label_source.startswith('filename:'):
-      filename_regex(label_source)  # fail at construction, not on a worker
+    # file:PATH is LabelsFromFile's; checked here so a bad regex fails before any worker runs
+    check_label_source(label_source, ('directory', 'filename:REGEX', 'none'))
     self._label_source = label_source
     self._split_folders = tuple(split_folders)
 
