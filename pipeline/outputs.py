@@ -9,6 +9,8 @@ from typing import List, Optional
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from transforms.metadata import read_text
+
 _LOG = logging.getLogger('imagerecords')
 
 
@@ -54,8 +56,7 @@ def read_manifest(output_dir: str) -> Optional[dict]:
   path = FileSystems.join(output_dir, contract.MANIFEST_FILE)
   if not FileSystems.exists(path):
     return None
-  with FileSystems.open(path) as handle:
-    return json.loads(handle.read().decode('utf-8'))
+  return json.loads(read_text(path))
 
 
 def summary(manifest: dict) -> str:

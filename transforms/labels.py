@@ -25,6 +25,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, Failure, SourceFile
+from transforms.metadata import read_text
 
 
 def directory_label(relpath: str, split_folder: Optional[str] = None) -> Optional[str]:
@@ -174,9 +175,7 @@ def read_label_map(path: str) -> Tuple[str, ...]:
   Raises:
     ValueError: the file has a blank line inside or names a class twice.
   """
-  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-  with FileSystems.open(path) as handle:
-    names = handle.read().decode('utf-8').split('\n')
+  names = read_text(path).split('\n')
   if names and names[-1] == '':
     names.pop()
   if any(not name for name in names) or len(set(names)) != len(names):

@@ -40,6 +40,12 @@ def write_text(path: str, text: str) -> None:
     handle.write(text.encode('utf-8'))
 
 
+def read_text(path: str) -> str:
+  """All of ``path`` as UTF-8 text, on any filesystem Beam knows."""
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    return handle.read().decode('utf-8')
+
+
 def count_records(path: str) -> int:
   """The number of records in one TFRecord shard (``.gz`` shards are decompressed)."""
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
