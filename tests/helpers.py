@@ -3,7 +3,7 @@
 import json
 import os
 import pathlib
-from typing import Dict, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -45,7 +45,7 @@ def read_records(output_dir, split: str) -> Dict[str, List[dict]]:
   Each record is a dict of the contract's keys to Python values (bytes, int).
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  manifest = json.loads((pathlib.Path(output_dir) / 'manifest.json').read_text())
+  manifest = manifest_of(output_dir)
   shards = {}
   for shard in manifest['splits'][split]['shards']:
     path = str(pathlib.Path(output_dir) / shard['file'])
@@ -61,5 +61,19 @@ def read_records(output_dir, split: str) -> Dict[str, List[dict]]:
   return shards
 
 
+def all_records(output_dir) -> Iterator[Tuple[str, dict]]:
+  """(split, record) for every record of every split in the manifest (see read_records)."""
+  for split in manifest_of(output_dir)['splits']:
+    for records in read_records(output_dir, split).values():
+      for record in records:
+        yield split, record
+
+
+def filename_splits(output_dir) -> Dict[str, str]:
+  """image/filename -> split, over every record of the output."""
+  return {record['image/filename'].decode(): split for split, record in all_records(output_dir)}
+
+
 def manifest_of(output_dir) -> dict:
+  """The output's manifest.json."""
   return json.loads((pathlib.Path(output_dir) / 'manifest.json').read_text())

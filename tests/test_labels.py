@@ -4,23 +4,14 @@ import collections
 import json
 import shutil
 
-from tests.helpers import SAMPLES, convert, manifest_of, read_records, shared_data
-
-
-def _all_records(out):
-  manifest = manifest_of(out)
-  result = []
-  for split in manifest['splits']:
-    for records in read_records(out, split).values():
-      result.extend(records)
-  return result
+from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
 
 
 def test_labels_from_file_names_catdog(tmp_path):
   out = tmp_path / 'out'
   assert convert(shared_data('catdog_filenames'), out,
                  r'--label_source=filename:^([a-z]+)\.\d+\.jpg$', '--num_shards=2') == 0
-  records = _all_records(out)
+  records = [record for _, record in all_records(out)]
   assert len(records) == 300
   for record in records:
     name = record['image/filename'].decode().split('/')[-1]
@@ -33,7 +24,7 @@ def test_file_name_not_matching_the_regex_is_a_failure(tmp_path):
   assert convert(SAMPLES, out, r'--label_source=filename:^(?P<label>\d)\d*_[0-9a-f]+\.jpg$',
                  '--max_failure_fraction=1', '--num_shards=1') == 0
   failures = [json.loads(l) for l in (out / 'failures.jsonl').read_text().splitlines()]
-  matched = {r['image/filename'].decode() for r in _all_records(out)}
+  matched = {r['image/filename'].decode() for r in [record for _, record in all_records(out)]}
   assert failures and all(f['stage'] == 'label' and 'does not match' in f['reason']
                           for f in failures)
   assert len(failures) + len(matched) == 48
@@ -48,7 +39,7 @@ def test_labels_from_tiny_imagenet_annotation_file(tmp_path):
   out = tmp_path / 'out'
   assert convert(source, out, f'--label_source=file:{source}/val_annotations.txt',
                  '--resize_mode=none', '--num_shards=2') == 0
-  records = _all_records(out)
+  records = [record for _, record in all_records(out)]
   assert len(records) == 1000
   names = (out / 'labels.txt').read_text().split()
   assert names == sorted(set(expected.values()))
@@ -86,7 +77,7 @@ def test_integer_labels_are_kept_as_class_ids(tmp_path):
   out = tmp_path / 'out'
   assert convert(root, out, f'--label_source=file:{tmp_path}/val.txt', '--num_shards=1') == 0
   assert (out / 'labels.txt').read_text().split() == ['0', '1', '2', '3', '4', '5']
-  for record in _all_records(out):
+  for record in [record for _, record in all_records(out)]:
     folder = record['image/filename'].decode().split('/')[0]
     assert record['image/class/label'] == (3 if folder == 'ants' else 5)
 
@@ -98,7 +89,7 @@ def test_label_map_pins_ids_and_strict_labels_refuses_new_classes(tmp_path):
   assert convert(SAMPLES, out, f'--label_map={pinned}', '--num_shards=1') == 0
   assert (out / 'labels.txt').read_text() == 'bees\nwasps\nants\n'
   ids = collections.Counter((r['image/class/text'], r['image/class/label'])
-                            for r in _all_records(out))
+                            for r in [record for _, record in all_records(out)])
   assert ids == {(b'bees', 0): 24, (b'ants', 2): 24}
 
   strict = tmp_path / 'strict'

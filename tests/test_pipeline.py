@@ -9,7 +9,8 @@ import shutil
 import pytest
 from PIL import Image, ImageOps
 
-from tests.helpers import SAMPLES, convert, manifest_of, read_records, shared_data
+from tests.helpers import (SAMPLES, all_records, convert, filename_splits, manifest_of,
+                           read_records, shared_data)
 
 
 def _longest_run(values):
@@ -82,7 +83,7 @@ def test_hash_split_fractions_and_stability(tmp_path):
   flags = ('--label_source=none', '--splits=train=0.7,validation=0.2,test=0.1',
            '--num_shards=1', '--resize_mode=none')
   assert convert(images, tmp_path / 'night1', *flags) == 0
-  first = _split_of_each_file(tmp_path / 'night1', ('train', 'validation', 'test'))
+  first = filename_splits(tmp_path / 'night1')
   assert len(first) == 1000
   counts = collections.Counter(first.values())
   for split, fraction in (('train', 0.7), ('validation', 0.2), ('test', 0.1)):
@@ -92,18 +93,9 @@ def test_hash_split_fractions_and_stability(tmp_path):
   for name in removed:
     (images / pathlib.Path(name).name).unlink()
   assert convert(images, tmp_path / 'night2', *flags) == 0
-  second = _split_of_each_file(tmp_path / 'night2', ('train', 'validation', 'test'))
+  second = filename_splits(tmp_path / 'night2')
   assert set(second) == set(first) - set(removed)
   assert all(second[name] == first[name] for name in second)
-
-
-def _split_of_each_file(out, splits):
-  result = {}
-  for split in splits:
-    for records in read_records(out, split).values():
-      for record in records:
-        result[record['image/filename'].decode()] = split
-  return result
 
 
 def _messy_manifest():
@@ -123,7 +115,7 @@ def test_messy_every_file_is_an_example_or_a_failure_with_a_reason(tmp_path):
   out = tmp_path / 'out'
   assert convert(source, out, '--label_source=none', '--max_failure_fraction=1',
                  '--num_shards=2') == 0
-  examples = set(_split_of_each_file(out, ('train', 'validation')))
+  examples = set(filename_splits(out))
   failures = {}
   for line in (out / 'failures.jsonl').read_text().splitlines():
     failure = json.loads(line)
@@ -170,13 +162,10 @@ def test_sample_dataset_center_crop_and_manifest(sample_dataset):
   manifest = manifest_of(out)
   assert manifest['num_examples'] == 48 and manifest['num_failures'] == 0
   assert sum(s['num_examples'] for s in manifest['splits'].values()) == 48
-  for split in ('train', 'validation'):
-    for records in read_records(out, split).values():
-      for record in records:
-        assert (record['image/height'], record['image/width']) == (64, 64)
-        relpath = record['image/filename'].decode()
-        source = (SAMPLES / relpath).read_bytes()
-        assert record['image/key/sha256'].decode() == hashlib.sha256(source).hexdigest()
+  for _, record in all_records(out):
+    assert (record['image/height'], record['image/width']) == (64, 64)
+    source = (SAMPLES / record['image/filename'].decode()).read_bytes()
+    assert record['image/key/sha256'].decode() == hashlib.sha256(source).hexdigest()
   assert manifest['options']['image_size'] == 64
   assert manifest['tool']['name'] == 'imagerecords'
 
@@ -184,9 +173,7 @@ def test_sample_dataset_center_crop_and_manifest(sample_dataset):
 def test_resize_mode_none_keeps_the_upright_source_size(tmp_path):
   out = tmp_path / 'out'
   assert convert(SAMPLES, out, '--resize_mode=none', '--num_shards=1') == 0
-  for split in ('train', 'validation'):
-    for records in read_records(out, split).values():
-      for record in records:
-        with Image.open(SAMPLES / record['image/filename'].decode()) as source:
-          upright = ImageOps.exif_transpose(source)
-          assert (record['image/width'], record['image/height']) == upright.size
+  for _, record in all_records(out):
+    with Image.open(SAMPLES / record['image/filename'].decode()) as source:
+      upright = ImageOps.exif_transpose(source)
+      assert (record['image/width'], record['image/height']) == upright.size
