@@ -12,8 +12,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from imagerecords import contract
 
 from transforms import codec
+from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.labels import check_label_source
 from transforms.listing import IMAGE_EXTENSIONS
+from transforms.segmentation import parse_masks
 from transforms.splits import SPLIT_FOLDER_NAMES
 
 DEFAULT_SPLITS = 'train=0.8,validation=0.2'
@@ -61,16 +63,24 @@ class ConvertOptions(PipelineOptions):
     parser.add_argument(
         '--resize_mode', default='shorter_side', choices=codec.RESIZE_MODES,
         help="'shorter_side' (default): keep the aspect ratio, shorter side = image_size. "
-        "'center_crop': image_size x image_size central square. 'none': keep the source size.")
+        "'center_crop': image_size x image_size central square. 'pad': fit inside image_size x "
+        "image_size keeping the aspect ratio, pad to the square with --background. 'stretch': "
+        "scale to image_size x image_size ignoring the aspect ratio. 'none': keep the source "
+        'size.')
     parser.add_argument(
         '--image_format', default='jpeg', choices=codec.IMAGE_FORMATS,
-        help="Format of the stored images: 'jpeg' (default) or 'png' (lossless, larger).")
+        help="Format of the stored images: 'jpeg' (default, re-encoded); 'png' (lossless, "
+        "larger); 'raw' (uint8 pixels, row-major HxWxC: 196,608 bytes for 256x256x3, about 10x "
+        "a JPEG); 'original' (the source file's bytes untouched, shape read from the header "
+        'without decoding: the fastest mode; only JPEG, PNG, GIF and BMP sources, others fail; '
+        'EXIF orientation, resizing, --channels and colour conversion are NOT applied).')
     parser.add_argument(
         '--jpeg_quality', type=int, default=90, help='JPEG quality, 1-100. Default 90.')
     parser.add_argument(
         '--max_pixels', type=int, default=codec.DEFAULT_MAX_PIXELS,
         help='Refuse images whose header claims more pixels than this (decompression bombs). '
-        f'Default {codec.DEFAULT_MAX_PIXELS:,}, as Pillow.')
+        f'Default {codec.DEFAULT_MAX_PIXELS:,}, as Pillow; at most twice that (Pillow\'s own '
+        'hard limit).')
     parser.add_argument(
         '--extensions', default=','.join(IMAGE_EXTENSIONS),
         help='Comma-separated file extensions taken for images, matched case-insensitively. '
@@ -88,6 +98,53 @@ class ConvertOptions(PipelineOptions):
     parser.add_argument(
         '--overwrite', action='store_true', default=False,
         help='Replace the files of an earlier run in --output_dir instead of refusing to run.')
+    parser.add_argument(
+        '--run_date', default=None,
+        help="Nightly mode: the run's date, YYYY-MM-DD (a scheduler's logical date). The run is "
+        'staged in OUTPUT/_staging/dt=DATE/ and published to OUTPUT/dt=DATE/ only when it '
+        'succeeded (_SUCCESS last, then OUTPUT/LATEST names it). The previous published run '
+        "pins class ids (its labels.txt, unless --label_map is given) and the manifest holds "
+        'the diff against it. A published date is refused without --overwrite.')
+    parser.add_argument(
+        '--dali_index', action='store_true', default=False,
+        help="Write an NVIDIA DALI index file '<shard>.idx' beside each shard (one "
+        "'offset size' line per record, as DALI's tfrecord2idx), computed while writing. "
+        'Needs uncompressed shards (not with --compression=gzip).')
+    parser.add_argument(
+        '--dedup', default=DEFAULT_DEDUP, choices=DEDUP_MODES,
+        help="Byte-identical source files (same SHA-256): 'keep_all' (default) writes every "
+        "file; 'keep_first' hashes the files before converting and writes only the first of "
+        "each group by sorted path, the others reported at stage 'duplicate'. Either way the "
+        'groups, and those spanning two splits (leakage), are reported in manifest.json.')
+    parser.add_argument(
+        '--masks', default='none',
+        help="Segmentation: pair each image with a mask of class indices, stored as "
+        "image/segmentation/class/encoded (PNG, same size as the image; no class label). "
+        "'none' (default): classification. 'voc': JPEGImages/*.jpg + SegmentationClass/*.png "
+        'under the input root, with ImageSets/Segmentation/NAME.txt as the split lists when '
+        "present. 'folders': [SPLIT/]image/X.jpg + [SPLIT/]label/X.png. 'pattern:TEMPLATE': "
+        "the mask's path relative to the image's folder, with {stem} for the image's name "
+        "without extension, e.g. 'pattern:{stem}_mask.png' or 'pattern:../masks/{stem}.png'. "
+        "Class names: --label_map (line i = class id i), or class_names.txt at a VOC root.")
+    parser.add_argument(
+        '--chroma_subsampling', default='420', choices=codec.CHROMA_SUBSAMPLINGS,
+        help="JPEG chroma subsampling: '420' (default, smaller files) or '444' (colour at full "
+        'resolution: crisp colour edges, about 1.3x larger).')
+    parser.add_argument(
+        '--channels', type=int, default=3, choices=codec.CHANNELS,
+        help='3 (default): RGB, grayscale sources become 3 equal channels. 1: grayscale '
+        '(ITU-R 601-2 luma), image/channels = 1, and the reader yields 1-channel images.')
+    parser.add_argument(
+        '--background', default='255,255,255',
+        help="Colour that transparent pixels (alpha, palette or tRNS transparency) are "
+        "composited on, and the fill of --resize_mode=pad: 'R,G,B' or '#rrggbb'. Default white.")
+    parser.add_argument(
+        '--stats', type=_boolean, nargs='?', const=True, default=True,
+        help="'true' (default): a tensorflow-transform analysis of the training split ('train', "
+        'else the first split by name) writes its exact per-channel pixel mean and standard '
+        'deviation and class frequencies into manifest.json, and the normalising transform into '
+        "transform_fn/ (imagerecords.load(normalize=True)). 'false': skip it. Not for "
+        '--image_format=raw.')
 
 
 def parse_fractions(text: str) -> List[Tuple[str, float]]:
@@ -167,7 +224,8 @@ def image_spec(options: ConvertOptions) -> codec.ImageSpec:
   return codec.ImageSpec(
       image_size=options.image_size, resize_mode=options.resize_mode,
       image_format=options.image_format, jpeg_quality=options.jpeg_quality,
-      max_pixels=options.max_pixels)
+      max_pixels=options.max_pixels, chroma_subsampling=options.chroma_subsampling,
+      channels=options.channels, background=codec.parse_background(options.background))
 
 
 def extensions(options: ConvertOptions) -> Tuple[str, ...]:
@@ -218,8 +276,17 @@ def validate(options: ConvertOptions) -> None:
   if not extensions(options):
     raise ValueError('--extensions names no extension')
   check_label_source(options.label_source)
-  if options.strict_labels and not options.label_map:
-    raise ValueError('--strict_labels needs --label_map')
+  if options.strict_labels and not (options.label_map or options.run_date):
+    raise ValueError('--strict_labels needs --label_map (or --run_date: the previous run\'s)')
+  if options.stats and options.output_dir.startswith('s3://'):
+    raise ValueError('--stats writes its transform with TensorFlow, which has no s3:// '
+                     'filesystem in 2.21; pass --stats=false for an s3:// --output_dir')
+  if options.dali_index and options.compression == 'gzip':
+    raise ValueError('--dali_index needs uncompressed shards: DALI reads records at byte '
+                     'offsets of the uncompressed file; drop --compression=gzip')
+  if parse_masks(options.masks) and (options.label_source != 'directory' or options.strict_labels):
+    raise ValueError('--masks: segmentation records carry no class label; drop --label_source '
+                     'and --strict_labels (--label_map names the mask classes)')
   image_spec(options)
 
 
@@ -237,6 +304,16 @@ def _positive_int(text: str, flag: str) -> int:
   if value < 1:
     raise ValueError(f'{flag}: must be at least 1, got {value}')
   return value
+
+
+def _boolean(text: str) -> bool:
+  """'true'/'false' (also 1/0, yes/no, any case) -> bool, for flags like --stats=false."""
+  value = text.strip().lower()
+  if value in ('true', '1', 'yes'):
+    return True
+  if value in ('false', '0', 'no'):
+    return False
+  raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
 def _parser() -> argparse.ArgumentParser:

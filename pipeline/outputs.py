@@ -3,15 +3,19 @@ back, print the summary, and keep the console readable."""
 
 import json
 import logging
+import os
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
-from transforms.metadata import read_text
+from transforms import dedup
+from transforms.metadata import read_text, write_text
 
 _LOG = logging.getLogger('imagerecords')
+_NAMESPACE = 'imagerecords'  # of the job's Beam counters
 
 
 class OutputNotEmpty(RuntimeError):
@@ -21,11 +25,17 @@ class OutputNotEmpty(RuntimeError):
 def existing_outputs(output_dir: str) -> List[str]:
   """Paths of the files directly in ``output_dir`` that a run writes (shards and metadata)."""
   names = (contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
-           contract.SUCCESS_FILE)
+           contract.SUCCESS_FILE, contract.IMAGES_INDEX_FILE,
+           # --stats (folders, deleted whole on local disk) and the TFDS metadata
+           contract.TRANSFORM_FN_DIR, contract.TRANSFORMED_METADATA_DIR,
+           contract.TFDS_DATASET_INFO_FILE, contract.TFDS_FEATURES_FILE,
+           contract.TFDS_CLASS_NAMES_FILE)
   found = []
   for result in FileSystems.match([FileSystems.join(output_dir, '*')]):
     for metadata in result.metadata_list:
       base = metadata.path.replace('\\', '/').rsplit('/', 1)[-1]
+      if base.endswith(contract.DALI_INDEX_SUFFIX):  # a shard's DALI index (--dali_index)
+        base = base[:-len(contract.DALI_INDEX_SUFFIX)]
       if base in names or contract.parse_shard_file_name(base):
         found.append(metadata.path)
   return sorted(found)
@@ -59,10 +69,42 @@ def read_manifest(output_dir: str) -> Optional[dict]:
   return json.loads(read_text(path))
 
 
+def write_manifest(output_dir: str, manifest: dict) -> None:
+  """Replaces ``output_dir``'s manifest.json; a reader never sees half of it (locally a
+  temporary file renamed over it, on object stores one object write)."""
+  path = FileSystems.join(output_dir, contract.MANIFEST_FILE)
+  text = json.dumps(manifest, indent=2, ensure_ascii=False)
+  if '://' in output_dir:
+    write_text(path, text)
+    return
+  temporary = path + '.tmp'
+  write_text(temporary, text)
+  os.replace(temporary, path)
+
+
+def beam_counters(result) -> Dict[str, int]:
+  """The job's Beam counters (namespace ``imagerecords``: files listed, images read,
+  converted, failed per stage, bytes read and written), as the runner reports them at the end:
+  committed values where the runner has them, else attempted ones. {} when it reports none."""
+  counters = {}
+  try:
+    queried = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE))['counters']
+  except Exception as error:  # pylint: disable=broad-except
+    _LOG.warning('the runner reported no metrics: %s: %s', type(error).__name__, error)
+    return counters
+  for counter in queried:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    name = counter.key.metric.name
+    counters[name] = counters.get(name, 0) + (value or 0)
+  return dict(sorted(counters.items()))
+
+
 def summary(manifest: dict) -> str:
   """A few lines for people: examples per split and class, failures, where the output is."""
   classes = manifest[contract.MANIFEST_CLASSES]
-  shown = classes[:8]
+  # segmentation records have no class label: no per-class example counts to show
+  segmentation = manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION
+  shown = [] if segmentation else classes[:8]
   header = f'  {"split":<12}{"examples":>9}{"shards":>8}' + ''.join(
       f'{name[:12]:>13}' for name in shown)
   lines = [header]
@@ -71,12 +113,13 @@ def summary(manifest: dict) -> str:
     lines.append(f'  {split:<12}{info[contract.MANIFEST_NUM_EXAMPLES]:>9}'
                  f'{info[contract.MANIFEST_NUM_SHARDS]:>8}'
                  + ''.join(f'{counts.get(name, 0):>13}' for name in shown))
-  if len(classes) > len(shown):
+  if len(classes) > len(shown) and not segmentation:
     lines.append(f'  ... {len(classes) - len(shown)} more classes: see manifest.json')
   failures = manifest['num_failures']
   by_stage = ', '.join(f'{n} at {stage}' for stage, n in manifest['failures_by_stage'].items())
   lines.append(f'  {failures} inputs failed, {manifest["num_skipped"]} files skipped'
                + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
+  lines.extend(dedup.summary_lines(manifest.get('duplicates')))  # duplicates and leakage
   verdict = ('wrote' if manifest['status'] == 'complete' else 'FAILED:')
   title = (f'imagerecords {verdict} {manifest["num_examples"]} examples in '
            f'{len(classes)} classes to {manifest["output_dir"]} '

@@ -5,9 +5,14 @@
 The graph, top to bottom (every step is a PTransform from ``transforms/``)::
 
     list files ─> label ─> split ─> shuffle ─> decode/resize/encode ─> write shards per split
-                    │                                 │      └─> count + fingerprint per split
+                    │                                 │      ├─> count + fingerprint per split
+                    │                                 │      └─> training split's pixel stats
+                    │                                 │          (TFT; --stats) ─> transform_fn/
                     └─> class names (side input) ─────┘
     every step's failures ───────────────────────────────────> labels, failures, manifest, _SUCCESS
+
+With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" (which splits
+too) and the class names are the masks' (``transforms.segmentation``).
 """
 
 import logging
@@ -19,18 +24,26 @@ from typing import List, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+from imagerecords import contract
 
 import pipeline
 from pipeline import options as opts
-from pipeline import outputs
+from pipeline import nightly, outputs
 from transforms.convert import ConvertImages
+from transforms.dedup import DropDuplicates, ReportDuplicates
 from transforms.elements import FAILURES_TAG
-from transforms.label_file import LabelsFromFile, sniff_format
+from transforms.label_file import LabelsFromFile, label_file_splits, sniff_format
 from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.listing import ListImageFiles
+from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.metadata import WriteMetadata
+from transforms import segmentation
+from transforms.publish import PublishRun
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
 from transforms.statistics import SplitStatistics
+from transforms.statistics_tft import AnalyzeTrainingSplit, training_split
 from transforms.write import WriteSplits
 
 _LOG = logging.getLogger('imagerecords')
@@ -46,38 +59,70 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   # PBegin -> SourceFile(path, relpath)
   listed = p | 'list image files' >> ListImageFiles(
       config['input_dir'], config['extensions'],
-      exclude=[config['label_file']] if config['label_file'] else [])
-  # SourceFile -> (SourceFile, class name)
-  if config['label_file']:
-    labeled = listed.files | 'labels from file' >> LabelsFromFile(
-        config['label_file'], config['label_file_format'])
+      exclude=[config['label_file']] if config['label_file'] else [],
+      folders=config['masks'].listed_folders if config['masks'] else ())
+  if config['masks']:
+    # segmentation: SourceFile -> LabeledImage(..., label=None, mask=its mask's SourceFile),
+    # split by the VOC split lists, the split folders or the path hash
+    images = listed.files | 'pair images with masks' >> segmentation.PairImagesWithMasks(
+        config['masks'], config['input_dir'], config['split_lists'], config['split_folders'],
+        config['fractions'])
+    label_failures = []
+    # one element: the masks' class names (--label_map, or a VOC root's class_names.txt)
+    class_names = p | 'mask class names' >> beam.Create([list(config['label_map'])])
   else:
-    labeled = listed.files | 'assign labels' >> AssignLabels(
-        config['label_source'], config['split_folders'])
-  label_failures = [labeled[FAILURES_TAG]]
-  labeled = labeled.labeled
-  if config['strict_labels']:
-    strict = labeled | 'strict labels' >> RefuseUnknownClasses(config['label_map'])
-    labeled = strict.labeled
-    label_failures.append(strict[FAILURES_TAG])
-  # (SourceFile, class name) -> LabeledImage(path, relpath, label, split), in shuffled order
-  images = labeled | 'assign splits' >> AssignSplits(
-      config['split_folders'], config['fractions'])
-  shuffled = images.split | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
-  # one element: the sorted class names, class id = index
-  class_names = labeled | 'class names' >> ClassNames(
-      config['label_map'], integer_ids=bool(config['label_file']))
+    # SourceFile -> (SourceFile, class name)
+    if config['label_file']:
+      labeled = listed.files | 'labels from file' >> LabelsFromFile(
+          config['label_file'], config['label_file_format'])
+    else:
+      labeled = listed.files | 'assign labels' >> AssignLabels(
+          config['label_source'], config['split_folders'])
+    label_failures = [labeled[FAILURES_TAG]]
+    labeled = labeled.labeled
+    if config['strict_labels']:
+      strict = labeled | 'strict labels' >> RefuseUnknownClasses(config['label_map'])
+      labeled = strict.labeled
+      label_failures.append(strict[FAILURES_TAG])
+    # (SourceFile, class name) -> LabeledImage(path, relpath, label, split), in shuffled order
+    images = labeled | 'assign splits' >> AssignSplits(
+        config['split_folders'], config['fractions'], config['file_splits'])
+    # one element: the sorted class names, class id = index
+    class_names = labeled | 'class names' >> ClassNames(
+        config['label_map'], integer_ids=bool(config['label_file']))
+  # --dedup=keep_first: hashed, one LabeledImage per group of byte-identical files
+  deduped = images.split | 'drop duplicates' >> DropDuplicates(config['dedup'])
+  shuffled = deduped['images'] | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   converted = shuffled | 'convert images' >> ConvertImages(spec, class_names)
 
   shard_paths = converted.examples | 'write shards' >> WriteSplits(
-      config['output_dir'], config['num_shards'], config['compressed'])
+      config['output_dir'], config['num_shards'], config['compressed'],
+      dali_index=config['dali_index'])
   split_stats = converted.examples | 'split statistics' >> SplitStatistics()
   failures = (
-      [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], converted[FAILURES_TAG]]
+      [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
+       converted[FAILURES_TAG]]
       | 'all failures' >> beam.Flatten())
-  _ = p | 'write metadata' >> WriteMetadata(
-      config['manifest'], shard_paths, class_names, split_stats, failures)
+  # one element: the manifest's duplicates section (groups of identical files, leakage)
+  duplicates = converted.examples | 'report duplicates' >> ReportDuplicates(deduped['groups'])
+  # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
+  index = converted.examples | 'image index' >> WriteImageIndex(config['output_dir'])
+  diff = None
+  if config['previous_index']:
+    diff = converted.examples | 'diff against the previous run' >> DiffAgainstPrevious(
+        config['previous_index'], config['previous_run'])
+  statistics = None
+  if config['stats']:  # --stats: pixel mean/std of the training split, OUT/transform_fn/ (TFT)
+    statistics = converted.examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
+        config['output_dir'], training_split(list(config['num_shards'])), spec.image_size,
+        spec.channels)
+  manifest = p | 'write metadata' >> WriteMetadata(
+      config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
+      diff=diff, written=index, statistics=statistics)
+  if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
+    _ = manifest | 'publish the run' >> PublishRun(
+        config['output_root'], config['output_dir'], config['publish_dir'])
 
 
 def job_config(options: opts.ConvertOptions) -> dict:
@@ -94,46 +139,89 @@ def job_config(options: opts.ConvertOptions) -> dict:
   label_file = None
   if options.label_source.startswith('file:'):
     label_file = opts.absolute_dir(options.label_source.split(':', 1)[1])
-  label_map = read_label_map(options.label_map) if options.label_map else ()
   if not FileSystems.match([FileSystems.join(input_dir, '**')], limits=[1])[0].metadata_list:
     raise ValueError(f'--input_dir={input_dir} does not exist or holds no file')
-  split_folders, fractions = opts.resolve_splits(options.splits, probe_split_folders(input_dir))
-  splits = list(split_folders) or [name for name, _ in fractions]
+  layout = nightly.plan_run(output_dir, options.run_date, options.overwrite) if (
+      options.run_date) else None
+  previous = layout.previous_dir if layout else None
+  label_map_path = options.label_map
+  if (not label_map_path and previous and options.label_source != 'none'
+      and FileSystems.exists(FileSystems.join(previous, contract.LABELS_FILE))):
+    label_map_path = FileSystems.join(previous, contract.LABELS_FILE)  # ids stay across nights
+  masks = segmentation.parse_masks(options.masks)
+  if masks and masks.layout == 'voc' and not label_map_path:
+    label_map_path = segmentation.voc_class_names_path(input_dir)  # labelme's VOC export
+  label_map = read_label_map(label_map_path) if label_map_path else ()
+  previous_index = previous and FileSystems.join(previous, contract.IMAGES_INDEX_FILE)
+  if previous_index and not FileSystems.exists(previous_index):
+    previous_index = None  # written by a version without images.jsonl: no diff this night
+  label_file_format = sniff_format(label_file) if label_file else None
+  # a label file's split column assigns the splits (--splits must stay auto)
+  file_splits = (label_file_splits(label_file, label_file_format, options.splits)
+                 if label_file else ())
+  # VOC's ImageSets/Segmentation/NAME.txt lists are the splits (with --splits=auto)
+  split_lists = (segmentation.read_split_lists(input_dir)
+                 if masks and masks.layout == 'voc' and options.splits == 'auto' else {})
+  split_folders, fractions = ((), []) if file_splits or split_lists else opts.resolve_splits(
+      options.splits, probe_split_folders(input_dir))
+  splits = list(file_splits or split_lists or split_folders) or [name for name, _ in fractions]
   num_shards = opts.parse_num_shards(options.num_shards, splits)
   spec = opts.image_spec(options)
   compressed = options.compression == 'gzip'
   manifest = {
       'tool': {'name': 'imagerecords', 'version': pipeline.__version__},
       'input_dir': input_dir,
-      'output_dir': output_dir,
+      'output_dir': layout.publish_dir if layout else output_dir,
+      'write_dir': layout.staging_dir if layout else output_dir,
+      'write_success': layout is None,
+      'run_date': options.run_date,
+      'required_classes': list(label_map) if options.strict_labels else [],
       'options': opts.job_options(options),
-      'image': {'format': spec.image_format, 'channels': 3, 'image_size': spec.image_size,
+      'image': {'format': spec.image_format, 'channels': spec.channels,
+                'image_size': spec.image_size,
                 'resize_mode': spec.resize_mode},
-      'split_source': 'folders' if split_folders else 'hash',
+      'split_source': ('label_file' if file_splits else 'split_lists' if split_lists
+                       else 'folders' if split_folders else 'hash'),
+      contract.MANIFEST_TASK: (contract.TASK_SEGMENTATION if masks
+                               else contract.TASK_CLASSIFICATION),
       'num_shards': num_shards,
       'compressed': compressed,
       'max_failure_fraction': options.max_failure_fraction,
       'start_time': time.time(),
   }
+  if masks:
+    manifest['image']['mask'] = {
+        'format': segmentation.MASK_FORMAT, 'void': contract.MASK_VOID, 'layout': masks.layout}
   return {
-      'input_dir': input_dir, 'output_dir': output_dir, 'spec': spec,
+      'input_dir': input_dir, 'spec': spec,
+      # where the pipeline writes; a dated run stages, then publishes to publish_dir
+      'output_dir': layout.staging_dir if layout else output_dir,
+      'output_root': output_dir, 'publish_dir': layout.publish_dir if layout else None,
+      'previous_run': previous, 'previous_index': previous_index,
       'extensions': opts.extensions(options), 'label_source': options.label_source,
       'label_file': label_file,
-      'label_file_format': sniff_format(label_file) if label_file else None,
+      'label_file_format': label_file_format, 'file_splits': file_splits,
+      'dedup': options.dedup,
       'label_map': label_map, 'strict_labels': options.strict_labels,
       'split_folders': split_folders,
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
       'shuffle_seed': options.shuffle_seed, 'manifest': manifest,
+      'dali_index': options.dali_index,
+      # --stats: not for raw pixels (the transform decodes encoded images)
+      'stats': options.stats and spec.image_format != contract.RAW_FORMAT,
+      'masks': masks, 'split_lists': split_lists,
   }
 
 
 def run(argv: Optional[List[str]] = None) -> int:
   """Runs the job to completion; returns the process exit status.
 
-  0: the output is published (``_SUCCESS`` written). 1: the run failed (too many failed inputs,
-  no image, a pipeline error); the reason is logged last and the output has no ``_SUCCESS``.
-  2: nothing ran: a bad flag, an unreadable input or label file, or an earlier run's files in
-  ``--output_dir`` without ``--overwrite``.
+  0: the output is published (``_SUCCESS`` written; with ``--run_date``, moved into
+  ``dt=DATE/`` and named by ``LATEST``). 1: the run failed (too many failed inputs, no image,
+  a class of the label map vanished under ``--strict_labels``, a pipeline error); the reason is
+  logged last in one line and nothing is published. 2: nothing ran: a bad flag, an empty or
+  unreadable input, an unreadable label file, or an earlier run's files in ``--output_dir``
+  (or a published ``--run_date``) without ``--overwrite``.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:
@@ -143,10 +231,11 @@ def run(argv: Optional[List[str]] = None) -> int:
   options = PipelineOptions(argv)
   convert_options = options.view_as(opts.ConvertOptions)
   opts.apply_local_runner_defaults(options, argv)
+  FileSystems.set_options(options)  # the launcher's own look-ups (s3:// needs its options)
   try:
     config = job_config(convert_options)
     outputs.prepare_output_dir(config['output_dir'], convert_options.overwrite)
-  except (ValueError, OSError, outputs.OutputNotEmpty) as error:
+  except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished) as error:
     _LOG.error('%s', error)
     return 2
   _LOG.info('converting %s -> %s (%s splits: %s)', config['input_dir'], config['output_dir'],
@@ -158,7 +247,17 @@ def run(argv: Optional[List[str]] = None) -> int:
       build_pipeline(p, config)
   except Exception as error:  # pylint: disable=broad-except
     failure = error
-  manifest = outputs.read_manifest(config['output_dir'])
+  if failure is None and getattr(p.result, 'state', None) != PipelineState.DONE:
+    # submitted, not run: a template launch (Dataflow Flex Template) or an asynchronous
+    # runner; the job's own last steps write the manifest, _SUCCESS and LATEST.
+    _LOG.info('job submitted (state %s); it publishes its output when it finishes',
+              getattr(p.result, 'state', None))
+    return 0
+  published = failure is None and config['publish_dir'] or config['output_dir']
+  manifest = outputs.read_manifest(published)
+  if manifest is not None and failure is None:
+    manifest['metrics'] = outputs.beam_counters(p.result)  # as every runner reports them
+    outputs.write_manifest(published, manifest)
   if manifest is not None:
     print(outputs.summary(manifest), file=sys.stderr)
   if failure is not None:
@@ -168,7 +267,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     else:  # anything else is unexpected: the traceback is what a bug report needs
       _LOG.error('run failed: %s: %s', type(failure).__name__, failure, exc_info=failure)
     return 1
-  _LOG.info('done: %s', config['output_dir'])
+  _LOG.info('done: %s', published)
   return 0
 
 

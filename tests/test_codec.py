@@ -1,12 +1,17 @@
 """The per-image conversion on real files: orientation, resize modes, errors, serialization."""
 
 import io
+import re
+import struct
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.helpers import SAMPLES, shared_data
+from tests.helpers import REPO, SAMPLES, shared_data
 from transforms import codec
 from transforms.example import build_example
 
@@ -98,3 +103,296 @@ def test_example_bytes_parse_with_tensorflow():
   assert example.SerializeToString(deterministic=True) == serialized
   unlabeled = tf.train.Example.FromString(build_example(image, 'x.jpg', 'cd' * 32))
   assert 'image/class/label' not in unlabeled.features.feature
+
+
+# --- resize geometry (shared with segmentation masks) ------------------------------------------
+
+@pytest.mark.parametrize('mode, crop_box, size, pad', [
+    ('center_crop', (62, 0, 437, 375), (100, 100), (0, 0, 0, 0)),
+    ('shorter_side', (0, 0, 500, 375), (133, 100), (0, 0, 0, 0)),
+    ('pad', (0, 0, 500, 375), (100, 75), (0, 12, 0, 13)),
+    ('stretch', (0, 0, 500, 375), (100, 100), (0, 0, 0, 0)),
+    ('none', (0, 0, 500, 375), (500, 375), (0, 0, 0, 0)),
+])
+def test_resize_geometry_of_each_mode(mode, crop_box, size, pad):
+  geometry = codec.resize_geometry(500, 375, codec.ImageSpec(image_size=100, resize_mode=mode))
+  assert geometry == (crop_box, size, pad)
+  expected = (100, 100) if mode in ('center_crop', 'pad', 'stretch') else size
+  assert geometry.output_size == expected
+
+
+@pytest.mark.parametrize('mode', ['center_crop', 'pad', 'stretch', 'shorter_side'])
+def test_a_mask_given_the_same_geometry_lines_up_with_its_image(mode):
+  """A 'mask' whose value is the source column index, cropped and resized with nearest-
+  neighbour by resize_geometry, stays aligned with the image's own crop of a column ramp."""
+  spec = codec.ImageSpec(image_size=64, resize_mode=mode, image_format='png')
+  width, height = 500, 375
+  ramp = np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
+  image = codec.resize(np.repeat(ramp[..., None], 3, axis=-1), 64, mode, background=(0, 0, 0))
+  geometry = codec.resize_geometry(width, height, spec)
+  mask = codec.apply_geometry(ramp, geometry, nearest=True, background=0)
+  assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+  inside = np.zeros(mask.shape, bool)
+  left, top, right, bottom = geometry.pad
+  inside[top:mask.shape[0] - bottom, left:mask.shape[1] - right] = True
+  assert np.abs(mask[inside].astype(int) - image[..., 0][inside].astype(int)).mean() < 3
+  assert (image[~inside] == 0).all() and (mask[~inside] == 0).all()
+
+
+def test_pad_and_stretch_on_a_real_photo():
+  data = next(SAMPLES.glob('ants/*.jpg')).read_bytes()
+  height, width = codec.decode(data, NONE).shape[:2]
+  assert width != height
+  red = (255, 0, 0)
+  padded = codec.decode(codec.convert(data, codec.ImageSpec(
+      image_size=80, resize_mode='pad', image_format='png', background=red)).data, NONE)
+  assert padded.shape == (80, 80, 3)
+  geometry = codec.resize_geometry(width, height, codec.ImageSpec(80, 'pad'))
+  band = padded[:geometry.pad[1]] if geometry.pad[1] else padded[:, :geometry.pad[0]]
+  assert band.size and (band == red).all()
+  stretched = codec.convert(data, codec.ImageSpec(image_size=80, resize_mode='stretch'))
+  assert (stretched.height, stretched.width) == (80, 80)
+  gray = codec.convert(data, codec.ImageSpec(image_size=80, resize_mode='pad', channels=1,
+                                             image_format='raw', background=red))
+  pixels = np.frombuffer(gray.data, np.uint8).reshape(80, 80, 1)
+  band = pixels[:geometry.pad[1]] if geometry.pad[1] else pixels[:, :geometry.pad[0]]
+  assert (band == codec.luma(red)).all() and codec.luma(red) == 76
+
+
+# --- encoding options ---------------------------------------------------------------------------
+
+def test_chroma_subsampling_444_keeps_colour_edges():
+  import simplejpeg  # pylint: disable=import-outside-toplevel
+  # a lossless source with sharp colour edges (a JPEG source has lost its colour detail already)
+  data = (shared_data('messy') / 'pillow__pil123rgba.png').read_bytes()
+  truth = codec.decode(data, NONE).astype(int)
+  errors = {}
+  for subsampling in ('420', '444'):
+    spec = codec.ImageSpec(resize_mode='none', chroma_subsampling=subsampling, jpeg_quality=95)
+    encoded = codec.convert(data, spec)
+    assert simplejpeg.decode_jpeg_header(encoded.data)[3] == subsampling
+    stored = codec.decode(encoded.data, NONE).astype(int)
+    errors[subsampling] = np.abs(stored - truth).mean()
+  assert errors['444'] < errors['420'] * 0.7, errors
+
+
+def test_channels_1_is_luma_and_channels_3_repeats_gray():
+  color = next(SAMPLES.glob('bees/*.jpg')).read_bytes()
+  gray = codec.decode(color, codec.ImageSpec(resize_mode='none', channels=1))
+  with Image.open(io.BytesIO(color)) as image:
+    expected = np.asarray(ImageOps.exif_transpose(image).convert('L')).astype(int)
+  assert gray.shape == expected.shape + (1,)
+  assert np.abs(gray[..., 0].astype(int) - expected).mean() < 1.5
+  encoded = codec.convert(color, codec.ImageSpec(image_size=48, channels=1))
+  assert encoded.channels == 1
+  with Image.open(io.BytesIO(encoded.data)) as stored:
+    assert stored.mode == 'L' and stored.size == (48, 48)
+  source = (shared_data('messy') / 'pillow__hopper_gray.jpg').read_bytes()
+  rgb = codec.decode(source, NONE)
+  assert rgb.shape == (128, 128, 3) and (rgb == rgb[..., :1]).all()
+  assert np.array_equal(codec.decode(source, codec.ImageSpec(resize_mode='none', channels=1)),
+                        rgb[..., :1])
+
+
+def test_raw_format_is_the_pixels_row_major():
+  data = next(SAMPLES.glob('ants/*.jpg')).read_bytes()
+  spec = codec.ImageSpec(image_size=40, resize_mode='shorter_side', image_format='raw')
+  encoded = codec.convert(data, spec)
+  full = codec.decode(data, NONE)  # the geometry is the full-size source's (a DCT-scaled
+  source_size = full.shape[1], full.shape[0]  # decode is smaller)
+  expected = codec.resize(codec.decode(data, spec), 40, 'shorter_side', source_size=source_size)
+  assert expected.shape[:2] == codec.resize(full, 40, 'shorter_side').shape[:2]
+  assert encoded.format == 'raw' and len(encoded.data) == expected.size
+  assert (encoded.height, encoded.width, encoded.channels) == expected.shape
+  assert np.array_equal(np.frombuffer(encoded.data, np.uint8).reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize('text, rgb', [
+    ('255,255,255', (255, 255, 255)), ('0, 128,255', (0, 128, 255)), ('#FF8000', (255, 128, 0)),
+])
+def test_background_forms(text, rgb):
+  assert codec.parse_background(text) == rgb
+
+
+@pytest.mark.parametrize('text', ['255,255', '256,0,0', '#12345', 'red', '#ff00zz'])
+def test_background_errors(text):
+  with pytest.raises(ValueError, match='R,G,B'):
+    codec.parse_background(text)
+
+
+# --- odd sources ---------------------------------------------------------------------------------
+
+def test_transparency_is_composited_on_the_background():
+  data = (shared_data('messy') / 'pillow__transparent.png').read_bytes()
+  with Image.open(io.BytesIO(data)) as image:
+    alpha = np.asarray(image)[..., 3]
+  assert (alpha == 0).any()
+  for background in ((255, 255, 255), (0, 0, 255)):
+    pixels = codec.decode(data, codec.ImageSpec(resize_mode='none', background=background))
+    assert (pixels[alpha == 0] == background).all()
+
+
+def test_cmyk_jpeg_has_the_colours_of_its_rgb_twin():
+  messy = shared_data('messy')
+  cmyk = codec.decode((messy / 'pillow__pil_sample_cmyk.jpg').read_bytes(), NONE).astype(float)
+  rgb = codec.decode((messy / 'pillow__pil_sample_rgb.jpg').read_bytes(), NONE).astype(float)
+  assert cmyk.shape == rgb.shape == (100, 100, 3)
+  # the same picture: per-channel means within 5 levels, pixels within 6 on average
+  assert np.abs(cmyk.mean(axis=(0, 1)) - rgb.mean(axis=(0, 1))).max() < 5
+  assert np.abs(cmyk - rgb).mean() < 6
+  naive = 255 - np.asarray(Image.open(messy / 'pillow__pil_sample_cmyk.jpg'))[..., :3]
+  assert np.abs(naive - rgb).mean() > 3 * np.abs(cmyk - rgb).mean()  # not the naive 255 - C
+
+
+def test_lab_tiff_through_its_embedded_icc_profile(tmp_path):
+  from PIL import ImageCms  # pylint: disable=import-outside-toplevel
+  messy = shared_data('messy')
+  rgb = codec.decode((messy / 'pillow__hopper.tif').read_bytes(), NONE).astype(int)
+  plain = (messy / 'pillow__hopper.Lab.tif').read_bytes()
+  with Image.open(io.BytesIO(plain)) as lab:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile('LAB')).tobytes()
+    lab.save(tmp_path / 'with_icc.tif', icc_profile=profile)
+  for data in (plain, (tmp_path / 'with_icc.tif').read_bytes()):
+    pixels = codec.decode(data, NONE).astype(int)
+    assert np.abs(pixels - rgb).mean() < 3
+
+
+def test_16_bit_samples_are_scaled_not_clipped():
+  messy = shared_data('messy')
+  for name in ('pillow__16bit.cropped.tif', 'ljt__monkey16.pgm'):
+    with Image.open(messy / name) as image:
+      samples = np.asarray(image, dtype=np.float64)
+    assert samples.max() > 255  # Pillow's convert('L') would clip these to 255
+    pixels = codec.decode((messy / name).read_bytes(), NONE)
+    assert np.array_equal(pixels[..., 0], np.rint(samples * 255 / 65535).astype(np.uint8))
+
+
+def test_mpo_and_animations_give_their_first_frame():
+  messy = shared_data('messy')
+  for name in ('pillow__sugarshack.mpo', 'pillow__iss634.gif', 'pillow__iss634.webp'):
+    with Image.open(messy / name) as image:
+      frames = []
+      for index in range(image.n_frames):
+        image.seek(index)
+        frames.append(np.asarray(image.convert('RGB')).astype(int))
+    assert len(frames) > 1
+    pixels = codec.decode((messy / name).read_bytes(), NONE).astype(int)
+    differences = [np.abs(pixels - frame).mean() for frame in frames]
+    assert differences[0] < 2 < max(differences[1:]), (name, differences)
+
+
+# --- --image_format=original --------------------------------------------------------------------
+
+def test_original_keeps_the_bytes_and_tensorflow_decodes_the_stated_shape():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  spec = codec.ImageSpec(image_format='original')
+  kept = refused = 0
+  for path in sorted(shared_data('messy').iterdir()):
+    data = path.read_bytes()
+    try:
+      encoded = codec.convert(data, spec)
+    except codec.ImageError as error:
+      assert re.search(r'use --image_format=(jpeg|png)|not an image|empty|truncated|corrupt',
+                       str(error)), (path.name, str(error))
+      refused += 1
+      continue
+    kept += 1
+    assert encoded.data is data
+    decoded = tf.io.decode_image(data, expand_animations=False)
+    assert tuple(decoded.shape) == (encoded.height, encoded.width, encoded.channels), path.name
+    assert encoded.format == {b'\xff\xd8': 'jpeg', b'\x89P': 'png', b'GI': 'gif',
+                              b'BM': 'bmp'}[data[:2]]
+  assert kept >= 50 and refused >= 25, (kept, refused)
+
+
+def test_original_reads_only_the_header_and_applies_no_orientation():
+  data = (shared_data('messy') / 'pillow__orientation_rectangle.jpg').read_bytes()
+  encoded = codec.convert(data, codec.ImageSpec(image_format='original'))
+  assert (encoded.width, encoded.height) == (2, 1)  # stored, not upright
+  with pytest.raises(codec.ImageError, match='use --image_format=jpeg or png'):
+    codec.convert((shared_data('messy') / 'pillow__hopper.tif').read_bytes(),
+                  codec.ImageSpec(image_format='original'))
+  with pytest.raises(codec.ImageError, match='truncated'):
+    codec.convert((shared_data('messy') / 'pillow__truncated_jpeg.jpg').read_bytes(),
+                  codec.ImageSpec(image_format='original'))
+
+
+# --- decompression bombs ------------------------------------------------------------------------
+
+def _png_claiming(width: int, height: int) -> bytes:
+  """A small PNG whose IHDR claims ``width`` x ``height`` RGB pixels (only a few rows of data)."""
+  def chunk(kind, payload):
+    return (struct.pack('>I', len(payload)) + kind + payload
+            + struct.pack('>I', zlib.crc32(kind + payload)))
+  rows = zlib.compress(b'\x00' * (1 + 3 * width) * 16, 9)
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0,
+                                                           0, 0))
+          + chunk(b'IDAT', rows) + chunk(b'IEND', b''))
+
+
+_BOMB_SCRIPT = '''
+import resource, sys
+from transforms import codec
+bombs = [open(path, 'rb').read() for path in sys.argv[1:]]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for data in bombs:
+  for image_format in ('jpeg', 'original'):
+    try:
+      codec.convert(data, codec.ImageSpec(image_format=image_format))
+      print('converted')
+    except codec.ImageError as error:
+      print(error)
+print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+'''
+
+
+def test_decompression_bomb_fails_from_its_header_with_bounded_memory(tmp_path):
+  paths = []
+  for side in (40000, 10000):  # 1.6 G pixels (Pillow refuses), 100 M (our max_pixels)
+    path = tmp_path / f'bomb_{side}.png'
+    path.write_bytes(_png_claiming(side, side))
+    assert path.stat().st_size < 20_000
+    paths.append(str(path))
+  result = subprocess.run([sys.executable, '-c', _BOMB_SCRIPT, *paths], cwd=REPO, check=True,
+                          capture_output=True, text=True)
+  lines = result.stdout.splitlines()
+  assert len(lines) == 5 and 'converted' not in lines, lines
+  assert all('decompression bomb' in line for line in lines[:4]), lines
+  assert '10000x10000 = 100,000,000 pixels' in lines[2]
+  grew_kb = int(lines[4].split()[1])
+  assert grew_kb < 100 * 1024, f'max RSS grew by {grew_kb} KB while refusing the bombs'
+
+
+# --- the reader reads what these options write ---------------------------------------------------
+
+@pytest.mark.parametrize('flags, channels', [
+    (('--image_format=raw',), 3),
+    (('--channels=1',), 1),
+])
+def test_reader_reads_raw_and_one_channel_outputs(tmp_path, flags, channels):
+  import imagerecords  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tests.helpers import convert, read_records  # pylint: disable=import-outside-toplevel
+  out = tmp_path / 'out'
+  assert convert(SAMPLES, out, '--image_size=32', '--resize_mode=center_crop', '--num_shards=1',
+                 *flags) == 0
+  stored = {}
+  for records in read_records(out, 'validation').values():
+    for record in records:
+      assert record['image/channels'] == channels
+      if record['image/format'] == b'raw':
+        pixels = np.frombuffer(record['image/encoded'], np.uint8).reshape(32, 32, channels)
+      else:
+        pixels = tf.io.decode_jpeg(record['image/encoded']).numpy()
+      stored[record['image/filename']] = pixels
+  dataset = imagerecords.load(str(out), 'validation', 8, image_size=32, return_filenames=True)
+  seen = 0
+  for images, _, names in dataset:
+    assert images.shape[1:] == (32, 32, channels) and images.dtype == tf.float32
+    for image, name in zip(images.numpy(), names.numpy()):
+      # evaluation passes S x S records through: the stored pixels, scaled to [0, 1]
+      np.testing.assert_allclose(image, stored[name] / 255., atol=1e-6)
+      seen += 1
+  assert seen == len(stored) > 0
+  train = imagerecords.load(str(out), 'train', 4, image_size=24, training=True, seed=3)
+  assert next(iter(train))[0].shape == (4, 24, 24, channels)

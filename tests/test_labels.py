@@ -98,3 +98,61 @@ def test_label_map_pins_ids_and_strict_labels_refuses_new_classes(tmp_path):
   manifest = manifest_of(strict)
   assert manifest['failures_by_stage'] == {'label': 24} and manifest['status'] == 'failed'
   assert (strict / 'labels.txt').read_text() == 'bees\nwasps\n'
+
+
+def _tiny_imagenet_subset_with_splits(tmp_path, count=60):
+  """The first ``count`` Tiny ImageNet val images (symlinked) and a CSV label file with a
+  split column chosen by index: {relpath: (wnid, split)} and the CSV's path."""
+  source = shared_data('tiny_imagenet_val')
+  root = tmp_path / 'in' / 'images'
+  root.mkdir(parents=True)
+  expected = {}
+  for index, line in enumerate((source / 'val_annotations.txt').read_text().splitlines()[:count]):
+    name, wnid = line.split('\t')[:2]
+    (root / name).symlink_to(source / 'images' / name)
+    expected[f'images/{name}'] = (wnid, ('train', 'val', 'test')[index % 3])
+  labels = tmp_path / 'labels.csv'
+  labels.write_text('filename,label,split\n' + ''.join(
+      f'{relpath},{wnid},{split}\n' for relpath, (wnid, split) in expected.items()))
+  return tmp_path / 'in', labels, expected
+
+
+def test_csv_split_column_assigns_each_image_its_split(tmp_path):
+  root, labels, expected = _tiny_imagenet_subset_with_splits(tmp_path)
+  # two lines with a bad split: each is a failure of its image, at stage split
+  rows = labels.read_text().splitlines()
+  bad = {rows[1].split(',')[0]: 'bad-name', rows[2].split(',')[0]: ''}
+  rows[1] = rows[1].rsplit(',', 1)[0] + ',bad-name'
+  rows[2] = rows[2].rsplit(',', 1)[0] + ','
+  labels.write_text('\n'.join(rows) + '\n')
+  out = tmp_path / 'out'
+  assert convert(root, out, f'--label_source=file:{labels}', '--resize_mode=none',
+                 '--num_shards=1') == 0
+
+  manifest = manifest_of(out)
+  assert manifest['split_source'] == 'label_file'
+  assert sorted(manifest['splits']) == ['test', 'train', 'val']
+  names = (out / 'labels.txt').read_text().split()
+  records = list(all_records(out))
+  assert len(records) == len(expected) - len(bad)
+  for split, record in records:
+    wnid, expected_split = expected[record['image/filename'].decode()]
+    assert split == expected_split
+    assert record['image/class/text'].decode() == wnid
+    assert names[record['image/class/label']] == wnid
+  failures = [json.loads(l) for l in (out / 'failures.jsonl').read_text().splitlines()]
+  assert {f['relpath']: f['stage'] for f in failures} == {relpath: 'split' for relpath in bad}
+  assert any("'bad-name'" in f['reason'] for f in failures)
+  assert any('empty' in f['reason'] for f in failures)
+
+
+def test_csv_split_column_is_checked_at_launch(tmp_path, caplog):
+  root, labels, _ = _tiny_imagenet_subset_with_splits(tmp_path, count=6)
+  # --splits contradicts the column; --num_shards must name the column's splits
+  assert convert(root, tmp_path / 'a', f'--label_source=file:{labels}',
+                 '--splits=train=0.5,val=0.5') == 2
+  assert 'has a split column' in caplog.text
+  assert convert(root, tmp_path / 'b', f'--label_source=file:{labels}',
+                 '--num_shards=train=2,val=1') == 2
+  assert "missing ['test']" in caplog.text
+  assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()

@@ -2,7 +2,6 @@
 
 import collections
 import hashlib
-import json
 import pathlib
 import shutil
 
@@ -96,43 +95,6 @@ def test_hash_split_fractions_and_stability(tmp_path):
   second = filename_splits(tmp_path / 'night2')
   assert set(second) == set(first) - set(removed)
   assert all(second[name] == first[name] for name in second)
-
-
-def _messy_manifest():
-  """{file name: True when Pillow decodes it} from messy/MANIFEST.txt."""
-  outcome = {}
-  for line in (shared_data('messy') / 'MANIFEST.txt').read_text().splitlines():
-    parts = [p.strip() for p in line.split(' | ')]
-    if len(parts) == 5 and parts[1].isdigit():
-      outcome[parts[0]] = parts[3] == 'decodes'
-  return outcome
-
-
-def test_messy_every_file_is_an_example_or_a_failure_with_a_reason(tmp_path):
-  source = shared_data('messy')
-  decodes = _messy_manifest()
-  assert len(decodes) == 89 and sum(not ok for ok in decodes.values()) == 17
-  out = tmp_path / 'out'
-  assert convert(source, out, '--label_source=none', '--max_failure_fraction=1',
-                 '--num_shards=2') == 0
-  examples = set(filename_splits(out))
-  failures = {}
-  for line in (out / 'failures.jsonl').read_text().splitlines():
-    failure = json.loads(line)
-    assert failure['reason'] and failure['stage'] in ('list', 'decode')
-    failures[failure['relpath']] = failure
-  assert not examples & set(failures), 'a file is both an example and a failure'
-  for name, ok in decodes.items():
-    if ok:
-      assert name in examples, (name, failures.get(name))
-    else:
-      assert name in failures, f'{name} is neither an example nor a failure'
-  assert set(examples) | set(failures) == set(decodes) | {'MANIFEST.txt'}
-  reasons = {name: failures[name]['reason'] for name in failures}
-  assert 'HTML' in reasons['constructed__html_error_page_saved_as.jpg']
-  assert '0 bytes' in reasons['constructed__zero_bytes.jpg']
-  assert 'truncated' in reasons['pillow__truncated_jpeg.jpg']
-  assert 'not an image file extension' in reasons['gnome__blobs-d.svg']
 
 
 def test_too_many_failures_fail_the_run_without_success(tmp_path):

@@ -19,72 +19,18 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
 from tests.helpers import SAMPLES
+from tests.servers import free_ports, spawn, stop, tail, wait_for_port
 
-START_TIMEOUT_S = 60
 JOB_TIMEOUT_S = 300
 FLAGS = ['--num_shards=train=2,validation=1', '--image_size=64', '--resize_mode=center_crop']
-
-
-def _free_ports(count: int) -> List[int]:
-  """Distinct loopback ports that were free a moment ago (all held open until all are picked)."""
-  sockets = []
-  try:
-    for _ in range(count):
-      sock = socket.socket()
-      sock.bind(('localhost', 0))
-      sockets.append(sock)
-    return [sock.getsockname()[1] for sock in sockets]
-  finally:
-    for sock in sockets:
-      sock.close()
-
-
-def _tail(path: pathlib.Path, chars: int = 4000) -> str:
-  return path.read_text(errors='replace')[-chars:] if path.exists() else '(no log)'
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log: pathlib.Path) -> None:
-  """Returns once ``localhost:port`` accepts connections; fails the test when the process dies
-  or START_TIMEOUT_S passes first."""
-  deadline = time.monotonic() + START_TIMEOUT_S
-  while time.monotonic() < deadline:
-    if process.poll() is not None:
-      pytest.fail(f'{process.args} exited with {process.returncode}:\n{_tail(log)}')
-    try:
-      with socket.create_connection(('localhost', port), timeout=1):
-        return
-    except OSError:
-      time.sleep(0.2)
-  pytest.fail(f'{process.args} did not listen on port {port} within {START_TIMEOUT_S} s:\n'
-              f'{_tail(log)}')
-
-
-def _stop(process: subprocess.Popen, first_signal: int) -> None:
-  """Sends ``first_signal`` to the process (by its id), then SIGKILL if it is still there
-  after 10 s."""
-  if process.poll() is None:
-    process.send_signal(first_signal)
-    try:
-      process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait(timeout=10)
-
-
-def _spawn(module_args, cwd, env, log_path) -> subprocess.Popen:
-  """``python -m MODULE ARGS...`` in ``cwd``, its output in ``log_path``."""
-  with open(log_path, 'wb') as log:
-    return subprocess.Popen([sys.executable, '-m', *module_args], cwd=cwd, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope='module')
@@ -95,7 +41,7 @@ def portable_services(tmp_path_factory):
   their ids at the end of the module, whatever happened.
   """
   workdir = tmp_path_factory.mktemp('servers')
-  job_port, pool_port = _free_ports(2)
+  job_port, pool_port = free_ports(2)
   env = dict(os.environ)
   # The worker pool starts each SDK worker as a plain `python -c ...` found on PATH (Beam 2.77,
   # worker_pool_main): that must be this interpreter, with Beam and the job installed.
@@ -103,22 +49,22 @@ def portable_services(tmp_path_factory):
   job_log, pool_log = workdir / 'job_service.log', workdir / 'worker_pool.log'
   started = []  # (process, signal that stops it cleanly)
   try:
-    job_service = _spawn(['apache_beam.runners.portability.local_job_service_main',
+    job_service = spawn(['apache_beam.runners.portability.local_job_service_main',
                           f'--port={job_port}'], workdir, env, job_log)
     # SIGTERM: the job service exits through sys.exit and stops its gRPC server.
     started.append((job_service, signal.SIGTERM))
-    worker_pool = _spawn(['apache_beam.runners.worker.worker_pool_main',
+    worker_pool = spawn(['apache_beam.runners.worker.worker_pool_main',
                           f'--service_port={pool_port}'], workdir, env, pool_log)
     # SIGINT: the pool stops on KeyboardInterrupt and its atexit hook stops the SDK workers it
     # started (a plain SIGTERM would leave them behind).
     started.append((worker_pool, signal.SIGINT))
-    _wait_for_port(job_port, job_service, job_log)
-    _wait_for_port(pool_port, worker_pool, pool_log)
+    wait_for_port(job_port, job_service, job_log)
+    wait_for_port(pool_port, worker_pool, pool_log)
     yield {'job_endpoint': f'localhost:{job_port}', 'worker_pool': f'localhost:{pool_port}',
            'job_log': job_log, 'pool_log': pool_log}
   finally:
     for process, first_signal in reversed(started):
-      _stop(process, first_signal)
+      stop(process, first_signal)
 
 
 def _convert(cwd: pathlib.Path, output_dir: str, *flags: str) -> subprocess.CompletedProcess:
@@ -163,8 +109,8 @@ def test_both_runs_publish_their_output(runs, portable_services):
     result = run['result']
     assert result.returncode == 0, (
         f'{name} run exited with {result.returncode}:\n{result.stderr[-6000:]}\n'
-        f'--- job service log:\n{_tail(portable_services["job_log"])}\n'
-        f'--- worker pool log:\n{_tail(portable_services["pool_log"])}')
+        f'--- job service log:\n{tail(portable_services["job_log"])}\n'
+        f'--- worker pool log:\n{tail(portable_services["pool_log"])}')
     assert (run['output_dir'] / '_SUCCESS').is_file(), f'{name}: no _SUCCESS'
     manifest = _manifest(run['output_dir'])
     assert manifest['num_examples'] == 48 and manifest['num_failures'] == 0, name

@@ -81,6 +81,16 @@ def test_dtype_option(sample_dataset):
   assert images.dtype == tf.bfloat16
 
 
+@pytest.mark.parametrize('image_size', [64, 40])
+def test_uint8_option_yields_the_pixel_values_of_the_float_output(sample_dataset, image_size):
+  as_float, labels = next(iter(imagerecords.load(sample_dataset, 'validation', 4, image_size)))
+  as_uint8, labels8 = next(iter(imagerecords.load(sample_dataset, 'validation', 4, image_size,
+                                                  dtype=tf.uint8)))
+  assert as_uint8.dtype == tf.uint8 and as_uint8.shape == as_float.shape
+  np.testing.assert_array_equal(labels8, labels)
+  np.testing.assert_allclose(as_uint8.numpy(), as_float.numpy() * 255, atol=0.5 + 1e-3)
+
+
 @pytest.mark.parametrize('split', SPLITS)
 def test_eval_epoch_yields_each_example_exactly_once(sample_dataset, split):
   records = _records(sample_dataset, split)

@@ -9,37 +9,84 @@ format, and any JPEG that libjpeg-turbo refuses in strict mode, goes through Pil
 these machines (DESIGN.md): about 1.5 ms per ~500x375 photo with the fast path, 2.2-3 ms with
 Pillow.
 
-Conventions:
-  * pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, RGB order;
+What every source becomes (``channels`` = ``ImageSpec.channels``, 3 or 1):
+
+  * the file's type is read from its content, never from its extension;
+  * CMYK (Adobe-inverted JPEGs too) and CIE L*a*b* go to sRGB through their embedded ICC profile
+    with Pillow's ImageCms (LittleCMS) when they have one, else Pillow's standard conversion;
+  * grayscale becomes 3 equal channels, or stays 1 channel; RGB becomes 1 channel with ITU-R
+    601-2 luma weights (``L = 0.299 R + 0.587 G + 0.114 B``, Pillow's and libjpeg's);
+  * 16-bit (and 32-bit integer) samples are scaled to 8 bits over their full range
+    (``v * 255 / 65535``, rounded), never clipped;
+  * transparency (alpha bands, palette or single-colour tRNS) is composited on
+    ``ImageSpec.background``;
+  * animated GIF/WebP, multi-page TIFF and MPO give their first frame;
   * EXIF orientation (tag 0x0112, values 1-8, as defined by the EXIF 2.3 standard) is applied
     before resizing, so the stored image is upright and its width/height are the upright ones;
-  * resizing uses area interpolation when shrinking and bicubic when enlarging (OpenCV), the
-    usual choice for photographic downscaling.
+  * resizing follows ``resize_geometry``, with area interpolation when shrinking 2x or more,
+    bilinear when shrinking less (what is left after a JPEG's DCT-domain downscale) and bicubic
+    when enlarging (OpenCV).
+
+Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, RGB order.
 """
 
 import dataclasses
 import io
+import re
 import warnings
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 # OpenCV's own thread pool competes with Beam's workers for the same cores: one image is small,
 # parallelism comes from processing many images at once.
 cv2.setNumThreads(1)
 
-RESIZE_MODES = ('shorter_side', 'center_crop', 'none')
-IMAGE_FORMATS = ('jpeg', 'png')
+RESIZE_MODES = ('shorter_side', 'center_crop', 'pad', 'stretch', 'none')
+IMAGE_FORMATS = ('jpeg', 'png', 'original', 'raw')
+CHROMA_SUBSAMPLINGS = ('420', '444')
+CHANNELS = (3, 1)
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # 89,478,485: Pillow's decompression-bomb limit
+WHITE = (255, 255, 255)
+
+ORIGINAL_FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp'}
+"""Pillow format -> ``image/format`` of the sources ``--image_format=original`` stores as they
+are: those ``tf.io.decode_image`` decodes (an MPO is JPEG data; TensorFlow reads its first
+image)."""
 
 _EXIF_ORIENTATION = 0x0112
+_SRGB = ImageCms.createProfile('sRGB')
 
 
 class ImageError(ValueError):
   """An input that cannot become an example. ``str(error)`` is the reason, for people."""
+
+
+def parse_background(text: str) -> Tuple[int, int, int]:
+  """``'R,G,B'`` (0-255 each) or ``'#rrggbb'`` -> ``(R, G, B)``.
+
+  Raises:
+    ValueError: any other text, or a value outside 0-255.
+  """
+  text = text.strip()
+  match = re.fullmatch(r'#?([0-9a-fA-F]{6})', text)
+  if match and (text.startswith('#') or ',' not in text):
+    return tuple(int(match[1][i:i + 2], 16) for i in (0, 2, 4))
+  parts = [p.strip() for p in text.split(',')]
+  if len(parts) == 3 and all(p.isdigit() for p in parts):
+    values = tuple(int(p) for p in parts)
+    if all(0 <= v <= 255 for v in values):
+      return values
+  raise ValueError(f"--background: expected 'R,G,B' (each 0-255) or '#rrggbb', got {text!r}")
+
+
+def luma(rgb: Tuple[int, int, int]) -> int:
+  """The gray level (0-255) of an RGB colour: ITU-R 601-2 luma, as Pillow's ``convert('L')``."""
+  red, green, blue = rgb
+  return int(round(0.299 * red + 0.587 * green + 0.114 * blue))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,17 +98,32 @@ class ImageSpec:
     resize_mode: ``shorter_side`` keeps the aspect ratio and scales the shorter side to
       ``image_size``; ``center_crop`` scales the shorter side to ``image_size`` and crops the
       central ``image_size`` x ``image_size`` square (the TF-slim / Keras ``TARGET_SIZE`` case);
-      ``none`` keeps the source size.
-    image_format: ``jpeg`` or ``png``: the format of the stored image.
+      ``pad`` fits the whole image inside ``image_size`` x ``image_size`` keeping its aspect
+      ratio and pads it to that square with ``background`` (the crop-or-pad of
+      ``tf.image.resize_with_pad``); ``stretch`` scales to ``image_size`` x ``image_size``
+      ignoring the aspect ratio; ``none`` keeps the source size. See ``resize_geometry``.
+    image_format: the stored image: ``jpeg``; ``png`` (lossless); ``raw`` (uint8 pixels,
+      row-major ``[height, width, channels]``, ``height * width * channels`` bytes);
+      ``original`` (the source file's bytes unchanged, for JPEG/PNG/GIF/BMP sources only; no
+      orientation, resizing, colour or channel conversion; shape read from the header).
     jpeg_quality: libjpeg quality, 1-100.
+    chroma_subsampling: JPEG chroma subsampling, ``420`` (libjpeg's default, smaller files) or
+      ``444`` (full-resolution colour: crisp colour edges, about 1.3x larger files).
+    channels: 3 (RGB) or 1 (grayscale, ITU-R 601-2 luma).
+    background: ``(R, G, B)`` 0-255 that transparent pixels are composited on, and the fill of
+      ``pad``.
     max_pixels: an image whose header claims more pixels than this is refused before any pixel
-      is decoded (decompression-bomb guard, default as Pillow's).
+      is decoded (decompression-bomb guard, default as Pillow's; at most twice that, Pillow's
+      own hard limit).
   """
   image_size: int = 256
   resize_mode: str = 'center_crop'
   image_format: str = 'jpeg'
   jpeg_quality: int = 90
   max_pixels: int = DEFAULT_MAX_PIXELS
+  chroma_subsampling: str = '420'
+  channels: int = 3
+  background: Tuple[int, int, int] = WHITE
 
   def __post_init__(self):
     if self.resize_mode not in RESIZE_MODES:
@@ -72,11 +134,27 @@ class ImageSpec:
       raise ValueError(f'image_size must be a positive number of pixels, got {self.image_size}')
     if not 1 <= self.jpeg_quality <= 100:
       raise ValueError(f'jpeg_quality must be within 1-100, got {self.jpeg_quality}')
+    if self.chroma_subsampling not in CHROMA_SUBSAMPLINGS:
+      raise ValueError(f'chroma_subsampling must be one of {CHROMA_SUBSAMPLINGS}, '
+                       f'got {self.chroma_subsampling!r}')
+    if self.channels not in CHANNELS:
+      raise ValueError(f'channels must be 3 or 1, got {self.channels}')
+    if (len(self.background) != 3
+        or not all(isinstance(v, int) and 0 <= v <= 255 for v in self.background)):
+      raise ValueError(f'background must be 3 integers 0-255, got {self.background!r}')
+    if not 1 <= self.max_pixels <= 2 * DEFAULT_MAX_PIXELS:
+      raise ValueError(f'max_pixels must be within 1-{2 * DEFAULT_MAX_PIXELS:,} (Pillow refuses '
+                       f'larger images itself), got {self.max_pixels:,}')
 
 
 @dataclasses.dataclass(frozen=True)
 class EncodedImage:
-  """An encoded image and the shape of its pixels (height, width in pixels; channels 1 or 3)."""
+  """An encoded image and the shape of its pixels (height, width in pixels; channels).
+
+  ``format`` is the ``image/format`` value: ``jpeg``, ``png``, ``raw``, or with
+  ``--image_format=original`` also ``gif`` or ``bmp``. Channels are 1 or 3, or for ``original``
+  what ``tf.io.decode_image`` gives for the file (1-4).
+  """
   data: bytes
   format: str
   height: int
@@ -87,78 +165,291 @@ class EncodedImage:
 def convert(data: bytes, spec: ImageSpec) -> EncodedImage:
   """Decodes ``data``, applies its EXIF orientation, resizes it and re-encodes it.
 
+  With ``spec.image_format='original'`` nothing is decoded: the bytes are kept and their shape
+  read from the header (see ``original``).
+
   Args:
     data: the bytes of an image file (any format Pillow reads; JPEG takes the fast path).
     spec: the conversion settings.
 
   Returns:
-    The re-encoded RGB image with its upright height and width.
+    The image encoded as ``spec.image_format``, with its upright height and width.
 
   Raises:
     ImageError: with a reason naming what is wrong (empty file, not an image, HTML or SVG
-      content, truncated or corrupt data, too many pixels, unsupported pixel format).
+      content, truncated or corrupt data, too many pixels, unsupported pixel format, a format
+      ``original`` cannot keep).
   """
-  pixels = decode(data, spec)
-  pixels = resize(pixels, spec.image_size, spec.resize_mode)
+  if spec.image_format == 'original':
+    return original(data, spec)
+  pixels, source_size = _decode(data, spec)
+  background = spec.background if spec.channels == 3 else (luma(spec.background),)
+  pixels = resize(pixels, spec.image_size, spec.resize_mode, background=background,
+                  source_size=source_size)
   return encode(pixels, spec)
 
 
 def decode(data: bytes, spec: ImageSpec) -> np.ndarray:
-  """Decodes an image file's bytes to upright RGB pixels, ``uint8 [H, W, 3]``.
+  """Decodes an image file's bytes to upright pixels, ``uint8 [H, W, spec.channels]``.
 
   When ``spec`` allows it, JPEGs are scaled down in the DCT domain while decoding, to no less
   than what ``resize`` needs. Raises ``ImageError`` (see ``convert``).
   """
+  return _decode(data, spec)[0]
+
+
+def original(data: bytes, spec: ImageSpec) -> EncodedImage:
+  """The source bytes unchanged, with the shape ``tf.io.decode_image`` will give them.
+
+  The shape comes from the header alone (libjpeg-turbo's ``decode_jpeg_header`` for JPEG,
+  Pillow's lazy open otherwise), the way TensorFlow's ImageNet converter reads only
+  ``extract_jpeg_shape``: the fastest mode. Height and width are the stored ones (EXIF
+  orientation is not applied); channels are those of the file (1 gray, 2 gray + alpha, 3 RGB,
+  4 RGBA; a GIF decodes to 3).
+
+  Cheap integrity checks stand in for a decode: a JPEG must end with its EOI marker (or decode
+  at 1/8 scale), a PNG's chunks must pass their CRCs up to IEND (Pillow's ``verify``), a BMP
+  must hold all its pixel rows. Corrupt entropy-coded data inside an intact JPEG is not found
+  without decoding it: use ``jpeg`` or ``png`` to validate every pixel.
+
+  Raises:
+    ImageError: not an image, too many pixels, truncated, or a format or pixel type that
+      ``tf.io.decode_image`` cannot decode (TIFF, WebP, PPM, 8-bit or compressed BMP, ...): the
+      reason says to use ``--image_format=jpeg`` or ``png``.
+  """
   image = _open(data)
+  _check_pixels(image.size, spec)
+  kind = ORIGINAL_FORMATS.get(image.format)
+  if kind is None:
+    raise ImageError(f'{image.format} is not kept as is: --image_format=original keeps only '
+                     'JPEG, PNG, GIF and BMP (what every tf.io.decode_image decodes); use '
+                     '--image_format=jpeg or png to re-encode it')
   width, height = image.size
-  if width * height > spec.max_pixels:
-    raise ImageError(
-        f'image claims {width}x{height} = {width * height:,} pixels, more than '
-        f'max_pixels={spec.max_pixels:,} (possible decompression bomb)')
-  pixels = None
-  if image.format == 'JPEG' and image.mode in ('RGB', 'L'):
-    pixels = _decode_jpeg_fast(data, (height, width), spec)
-  if pixels is None:
-    # Pillow must decode before EXIF is read: for PNG, getexif() itself loads the pixels to find
-    # an eXIf chunk after the image data, and would swallow a decode error.
-    pixels = _decode_with_pillow(image, spec)
-  return _apply_orientation(pixels, _exif_orientation(image))
+  if kind == 'jpeg':
+    height, width, channels = _jpeg_header(data)
+  elif kind == 'png':
+    channels = _PNG_CHANNELS.get(image.mode)
+    if image.mode == 'P':
+      channels = 4 if 'transparency' in image.info else 3
+    if channels is None:
+      raise ImageError(f'PNG of pixel mode {image.mode}: use --image_format=png to convert it')
+    try:
+      image.verify()  # every chunk's CRC and the chunk sequence to IEND, without decoding
+    except Exception as error:
+      raise ImageError(f'corrupt or truncated PNG: {error}') from None
+  elif kind == 'gif':
+    channels = 3
+  else:
+    channels = _bmp_channels(data, width, height, image.info.get('compression', 0))
+  return EncodedImage(data, kind, height, width, channels)
 
 
-def resize(pixels: np.ndarray, image_size: int, resize_mode: str) -> np.ndarray:
-  """Resizes ``uint8 [H, W, C]`` pixels as ``resize_mode`` says (see ``ImageSpec``)."""
-  if resize_mode == 'none':
-    return pixels
+def _jpeg_header(data: bytes) -> Tuple[int, int, int]:
+  """(height, width, channels) of a JPEG as ``tf.io.decode_jpeg`` gives them, from its header.
+
+  A file that does not end with the EOI marker is decoded once at 1/8 scale to tell a truncated
+  file (refused) from one with data after its end (kept: decoders stop at EOI).
+  """
+  try:
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data, strict=False)
+  except Exception as error:
+    raise ImageError(f'JPEG header unreadable by libjpeg-turbo: {error}') from None
+  if not data.rstrip(b'\0').endswith(b'\xff\xd9'):
+    try:
+      simplejpeg.decode_jpeg(data, colorspace='GRAY', min_factor=8, strict=True)
+    except Exception as error:
+      raise ImageError(f'truncated or corrupt JPEG (no end-of-image marker): {error}') from None
+  return height, width, 1 if colorspace == 'Gray' else 3  # CMYK/YCCK decode to RGB
+
+
+def _bmp_channels(data: bytes, width: int, height: int, compression: int) -> int:
+  """Channels ``tf.io.decode_bmp`` gives a BMP (3 or 4); ImageError for what it cannot read."""
+  bits = int.from_bytes(data[28:30], 'little') if len(data) >= 30 else 0
+  if compression != 0 or bits not in (24, 32):
+    raise ImageError(f'BMP of {bits} bits per pixel, compression {compression}: '
+                     'tf.io.decode_bmp reads uncompressed 24/32-bit BMPs only; use '
+                     '--image_format=jpeg or png')
+  pixel_offset = int.from_bytes(data[10:14], 'little')
+  if len(data) < pixel_offset + (width * bits + 31) // 32 * 4 * height:
+    raise ImageError('truncated BMP: the file is shorter than its pixel rows')
+  return bits // 8
+
+
+_PNG_CHANNELS = {'1': 1, 'L': 1, 'I': 1, 'I;16': 1, 'I;16B': 1, 'LA': 2, 'RGB': 3, 'RGBA': 4}
+
+
+class Geometry(NamedTuple):
+  """What ``resize`` does to an image, in pixels; see ``resize_geometry``.
+
+  Attributes:
+    crop_box: ``(left, top, right, bottom)`` of the kept region, in source (upright, full-size)
+      pixel coordinates, right/bottom exclusive, as Pillow's ``Image.crop`` box.
+    size: ``(width, height)`` the kept region is resized to.
+    pad: ``(left, top, right, bottom)`` pixels of background added around the resized region
+      (non-zero only with ``resize_mode='pad'``).
+  """
+  crop_box: Tuple[int, int, int, int]
+  size: Tuple[int, int]
+  pad: Tuple[int, int, int, int] = (0, 0, 0, 0)
+
+  @property
+  def output_size(self) -> Tuple[int, int]:
+    """``(width, height)`` of the stored image: the resized region plus its padding."""
+    return (self.size[0] + self.pad[0] + self.pad[2], self.size[1] + self.pad[1] + self.pad[3])
+
+
+def resize_geometry(width: int, height: int, spec: 'ImageSpec') -> Geometry:
+  """The crop, resize and padding that ``resize`` applies to a ``width`` x ``height`` image.
+
+  A pure function of the upright source size and ``spec.image_size`` / ``spec.resize_mode``,
+  so that anything stored beside an image (a segmentation mask, resized with nearest-neighbour)
+  can be given exactly the same crop and size: crop ``crop_box`` from the full-size source,
+  resize the crop to ``size``, then pad by ``pad``.
+
+  Modes (see ``ImageSpec``): ``none`` keeps everything; ``shorter_side`` scales the whole image
+  so its shorter side is ``image_size`` (the longer side rounded to the nearest pixel);
+  ``center_crop`` keeps the central square of side ``min(width, height)`` (offset rounded down,
+  as ``tf.image.resize_with_crop_or_pad``) and scales it to ``image_size`` square; ``pad``
+  scales the whole image to fit inside ``image_size`` square and centres it on the square
+  (offset rounded down, as ``tf.image.resize_with_crop_or_pad``); ``stretch`` scales the whole
+  image to ``image_size`` square, ignoring its aspect ratio.
+
+  Args:
+    width, height: the upright source size in pixels (after EXIF orientation), both >= 1.
+    spec: the conversion settings; only ``image_size`` and ``resize_mode`` are used.
+
+  Returns:
+    A ``Geometry``; ``crop_box`` is in source pixels, ``size`` and ``pad`` in output pixels.
+  """
+  full = (0, 0, width, height)
+  size = spec.image_size
+  mode = spec.resize_mode
+  if mode == 'none':
+    return Geometry(full, (width, height))
+  if mode == 'center_crop':
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return Geometry((left, top, left + side, top + side), (size, size))
+  if mode == 'stretch':
+    return Geometry(full, (size, size))
+  if mode == 'shorter_side':
+    scale = size / min(width, height)
+    return Geometry(full, (size if width <= height else max(1, round(width * scale)),
+                           size if height <= width else max(1, round(height * scale))))
+  if mode == 'pad':
+    scale = size / max(width, height)
+    out_w = size if width >= height else max(1, round(width * scale))
+    out_h = size if height >= width else max(1, round(height * scale))
+    left, top = (size - out_w) // 2, (size - out_h) // 2
+    return Geometry(full, (out_w, out_h), (left, top, size - out_w - left, size - out_h - top))
+  raise ValueError(f'resize_mode must be one of {RESIZE_MODES}, got {mode!r}')
+
+
+def resize(pixels: np.ndarray, image_size: int, resize_mode: str,
+           background: Tuple[int, ...] = (255, 255, 255),
+           source_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+  """Resizes ``uint8 [H, W, C]`` pixels as ``resize_mode`` says (see ``resize_geometry``).
+
+  Args:
+    pixels: the upright image, ``uint8 [H, W, C]``.
+    image_size: target size in pixels.
+    resize_mode: one of ``RESIZE_MODES``.
+    background: fill of the padding (``pad`` mode), one value per channel of ``pixels``.
+    source_size: ``(width, height)`` of the full-size source when ``pixels`` is a smaller
+      (DCT-downscaled) decode of it: the geometry is computed on the source size, as
+      ``resize_geometry`` gives it to masks, and its crop box scaled to ``pixels``.
+
+  Returns:
+    ``uint8 [out_h, out_w, C]``, ``(out_w, out_h)`` = ``resize_geometry(...).output_size``.
+  """
   height, width = pixels.shape[:2]
-  scale = image_size / min(height, width)
-  if resize_mode == 'center_crop':
-    # Crop first, in source pixels, then resize only the square that is kept.
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    pixels = pixels[top:top + side, left:left + side]
-    out_h = out_w = image_size
-  else:  # shorter_side
-    out_h = image_size if height <= width else max(1, round(height * scale))
-    out_w = image_size if width <= height else max(1, round(width * scale))
-  if (out_h, out_w) == pixels.shape[:2]:
-    return pixels
-  interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-  resized = cv2.resize(np.ascontiguousarray(pixels), (out_w, out_h), interpolation=interpolation)
-  return resized.reshape(out_h, out_w, pixels.shape[2])
+  source_w, source_h = source_size or (width, height)
+  geometry = resize_geometry(source_w, source_h, _ResizeSpec(image_size, resize_mode))
+  return apply_geometry(pixels, geometry, background=background,
+                        scale=(width / source_w, height / source_h))
+
+
+def apply_geometry(pixels: np.ndarray, geometry: Geometry, nearest: bool = False,
+                   background=(255, 255, 255),
+                   scale: Tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+  """Crops, resizes and pads ``uint8 [H, W, C]`` (or ``[H, W]``) pixels by ``geometry``.
+
+  Args:
+    pixels: the image (or a mask of class indices) the geometry was computed for.
+    geometry: from ``resize_geometry``.
+    nearest: nearest-neighbour resizing (for masks of class indices); otherwise area
+      interpolation when shrinking 2x or more, bilinear when shrinking less, bicubic when
+      enlarging (OpenCV).
+    background: fill of the padding: one value per channel of ``pixels``, or one for all.
+    scale: ``(x, y)`` size of ``pixels`` relative to the source the crop box is in (below 1
+      for a DCT-downscaled decode); the scaled box is rounded to whole pixels.
+
+  Returns:
+    The result, ``geometry.output_size`` in size, same dtype and channels as ``pixels``.
+  """
+  left, top, right, bottom = geometry.crop_box
+  if scale != (1.0, 1.0):
+    left, right = round(left * scale[0]), round(right * scale[0])
+    top, bottom = round(top * scale[1]), round(bottom * scale[1])
+  height, width = pixels.shape[:2]
+  if (left, top, right, bottom) != (0, 0, width, height):
+    pixels = pixels[top:bottom, left:right]
+  out_w, out_h = geometry.size
+  if (out_h, out_w) != pixels.shape[:2]:
+    if nearest:
+      interpolation = cv2.INTER_NEAREST
+    elif out_w * 2 <= pixels.shape[1] or out_h * 2 <= pixels.shape[0]:
+      interpolation = cv2.INTER_AREA  # shrinking 2x or more: average every source pixel
+    elif out_w * out_h < pixels.shape[0] * pixels.shape[1]:
+      # Shrinking less than 2x (every JPEG after its DCT-domain downscale): bilinear's two taps
+      # still reach every source pixel, at a fifth of INTER_AREA's cost at non-integer factors
+      # (0.16 vs 0.75 ms for a 500x375 photo to 256 px; docs/benchmarks.md).
+      interpolation = cv2.INTER_LINEAR
+    else:
+      interpolation = cv2.INTER_CUBIC
+    resized = cv2.resize(np.ascontiguousarray(pixels), (out_w, out_h), interpolation=interpolation)
+    pixels = resized.reshape((out_h, out_w) + pixels.shape[2:])
+  pad_left, pad_top, pad_right, pad_bottom = geometry.pad
+  if any(geometry.pad):
+    fill = np.asarray(background, dtype=pixels.dtype).reshape(-1)
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    if fill.size not in (1, channels):
+      raise ValueError(f'background {tuple(background)} does not fit {channels} channel(s)')
+    padded = np.empty((out_h + pad_top + pad_bottom, out_w + pad_left + pad_right)
+                      + pixels.shape[2:], pixels.dtype)
+    padded[...] = fill if pixels.ndim == 3 else fill[0]
+    padded[pad_top:pad_top + out_h, pad_left:pad_left + out_w] = pixels
+    pixels = padded
+  return pixels
+
+
+class _ResizeSpec(NamedTuple):
+  """The two fields of ``ImageSpec`` that ``resize_geometry`` reads."""
+  image_size: int
+  resize_mode: str
 
 
 def encode(pixels: np.ndarray, spec: ImageSpec) -> EncodedImage:
-  """Encodes ``uint8 [H, W, 3]`` RGB pixels as ``spec.image_format``."""
+  """Encodes ``uint8 [H, W, C]`` pixels (C = 3 RGB or 1 gray) as ``spec.image_format``.
+
+  ``raw`` is the pixels' bytes, row-major ``[H, W, C]`` (``H * W * C`` bytes).
+  """
   height, width, channels = pixels.shape
   pixels = np.ascontiguousarray(pixels)
-  if spec.image_format == 'jpeg':
+  if spec.image_format == 'raw':
+    data = pixels.tobytes()
+  elif spec.image_format == 'jpeg':
     data = simplejpeg.encode_jpeg(
-        pixels, quality=spec.jpeg_quality, colorspace='RGB', colorsubsampling='420')
-  else:
-    ok, buffer = cv2.imencode('.png', cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+        pixels, quality=spec.jpeg_quality, colorspace='RGB' if channels == 3 else 'GRAY',
+        colorsubsampling=spec.chroma_subsampling if channels == 3 else 'Gray')
+  elif spec.image_format == 'png':
+    ok, buffer = cv2.imencode(
+        '.png', cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if channels == 3 else pixels)
     if not ok:
       raise ImageError('PNG encoding failed')
     data = buffer.tobytes()
+  else:
+    raise ValueError(f'encode() writes jpeg, png or raw, not {spec.image_format!r}')
   return EncodedImage(data, spec.image_format, height, width, channels)
 
 
@@ -176,6 +467,15 @@ def _open(data: bytes) -> Image.Image:
     raise ImageError(f'not an image: {_describe_unknown(data)}') from None
   except Exception as error:  # Pillow raises many types for broken headers
     raise ImageError(f'corrupt image header: {type(error).__name__}: {error}') from None
+
+
+def _check_pixels(size: Tuple[int, int], spec: ImageSpec) -> None:
+  """Refuses a header that claims more than ``spec.max_pixels`` pixels, before any decoding."""
+  width, height = size
+  if width * height > spec.max_pixels:
+    raise ImageError(
+        f'image claims {width}x{height} = {width * height:,} pixels, more than '
+        f'max_pixels={spec.max_pixels:,} (possible decompression bomb)')
 
 
 def _describe_unknown(data: bytes) -> str:
@@ -211,8 +511,30 @@ def _exif_orientation(image: Image.Image) -> int:
     return 1
 
 
+def _decode(data: bytes, spec: ImageSpec) -> Tuple[np.ndarray, Tuple[int, int]]:
+  """(upright pixels ``uint8 [h, w, spec.channels]``, upright source ``(width, height)``).
+
+  The pixels may be smaller than the source (DCT-domain downscaling of JPEGs); the source size
+  is the full one, from the header, that ``resize_geometry`` works in.
+  """
+  image = _open(data)
+  _check_pixels(image.size, spec)
+  width, height = image.size
+  pixels = None
+  if image.format == 'JPEG' and image.mode in ('RGB', 'L'):
+    pixels = _decode_jpeg_fast(data, (height, width), spec)
+  if pixels is None:
+    # Pillow must decode before EXIF is read: for PNG, getexif() itself loads the pixels to find
+    # an eXIf chunk after the image data, and would swallow a decode error.
+    pixels = _decode_with_pillow(image, spec)
+  orientation = _exif_orientation(image)
+  if orientation >= 5:  # 5-8 transpose: the upright image is height x width
+    width, height = height, width
+  return _apply_orientation(pixels, orientation), (width, height)
+
+
 def _decode_jpeg_fast(data: bytes, shape: Tuple[int, int], spec: ImageSpec) -> Optional[np.ndarray]:
-  """libjpeg-turbo decode to RGB, DCT-scaled when the source is >= 2x the target; None on error.
+  """libjpeg-turbo decode, DCT-scaled when the source is >= 2x the target; None on error.
 
   None sends the image to Pillow, which is more lenient (junk before markers, bad EXIF), so
   nothing Pillow can read is lost to libjpeg-turbo's strict mode.
@@ -220,7 +542,8 @@ def _decode_jpeg_fast(data: bytes, shape: Tuple[int, int], spec: ImageSpec) -> O
   min_size = _min_decoded_size(shape, spec)
   try:
     return simplejpeg.decode_jpeg(
-        data, colorspace='RGB', min_height=min_size[0], min_width=min_size[1], strict=True)
+        data, colorspace='RGB' if spec.channels == 3 else 'GRAY',
+        min_height=min_size[0], min_width=min_size[1], strict=True)
   except Exception:
     return None
 
@@ -258,41 +581,104 @@ def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _decode_with_pillow(image: Image.Image, spec: ImageSpec) -> np.ndarray:
-  """Full decode with Pillow, first frame only, converted to RGB ``uint8 [H, W, 3]``."""
+  """Full decode with Pillow, first frame only, as ``uint8 [H, W, spec.channels]``."""
   try:
     image.seek(0)  # animated GIF/WebP, multi-page TIFF, MPO: the first frame
-    if image.format == 'JPEG':
+    if image.format in ('JPEG', 'MPO'):
       height, width = _min_decoded_size((image.height, image.width), spec)
       if height:
-        image.draft('RGB', (width, height))
+        image.draft(None, (width, height))  # DCT-domain downscaling, mode unchanged
     image.load()
   except Exception as error:
-    raise ImageError(f'corrupt or truncated image data ({image.format}): {error}') from None
-  return np.asarray(_to_rgb(image))
+    kind = 'truncated' if 'truncated' in str(error).lower() else 'corrupt'
+    raise ImageError(f'{kind} image data ({image.format}): {error}') from None
+  try:
+    color, alpha = _color_and_alpha(image)
+  except ImageError:
+    raise
+  except Exception as error:
+    raise ImageError(f'unsupported pixel format {image.mode!r} ({image.format}): '
+                     f'{type(error).__name__}: {error}') from None
+  if alpha is not None:
+    color = _composite(color, alpha, spec.background)
+  return _to_channels(color, spec.channels)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-  """Converts any Pillow mode to 8-bit RGB; transparency is composited on white."""
+def _color_and_alpha(image: Image.Image) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """(8-bit colour ``uint8 [H, W]`` gray or ``[H, W, 3]`` sRGB, alpha ``uint8 [H, W]`` or None).
+
+  Alpha comes from an alpha band, or from a tRNS transparent colour (palette entries, or the
+  one gray/RGB/16-bit value that the PNG's tRNS chunk names).
+  """
   mode = image.mode
-  if mode == 'RGB':
-    return image
+  transparency = image.info.get('transparency')
+  if mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (mode == 'P' and transparency is not None):
+    rgba = np.asarray(image.convert('RGBA'))
+    return rgba[..., :3], rgba[..., 3]
+  alpha = None
+  if transparency is not None and mode in ('1', 'L', 'RGB', 'I', 'I;16', 'I;16B', 'I;16L'):
+    samples = np.asarray(image)
+    if mode == '1':
+      samples = samples.astype(np.uint8) * 255
+    if mode == 'RGB' and isinstance(transparency, tuple):
+      opaque = np.any(samples != np.asarray(transparency, samples.dtype), axis=-1)
+    elif isinstance(transparency, int):
+      opaque = samples != transparency
+    else:
+      opaque = None  # a tRNS that does not fit the mode: ignored, as libpng does
+    if opaque is not None:
+      alpha = opaque.astype(np.uint8) * 255
   if mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
     # 16-bit (or 32-bit integer) samples: scale the full range down to 8 bits, never clip.
     samples = np.asarray(image, dtype=np.float64)
     top = 65535.0 if mode.startswith('I;16') or samples.max() <= 65535 else samples.max()
-    gray = np.clip(np.rint(samples * (255.0 / top)), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray, 'L').convert('RGB')
+    return np.clip(np.rint(samples * (255.0 / top)), 0, 255).astype(np.uint8), alpha
   if mode == 'F':
-    gray = np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray, 'L').convert('RGB')
-  if mode == 'P' and 'transparency' in image.info or mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa'):
-    rgba = image.convert('RGBA')
-    background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert('RGB')
-  try:
-    return image.convert('RGB')
-  except Exception as error:
-    raise ImageError(f'unsupported pixel format {mode!r}: {error}') from None
+    return np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8), alpha
+  if mode in ('CMYK', 'LAB'):
+    return np.asarray(_icc_to_srgb(image)), alpha
+  if mode in ('L', 'RGB'):
+    return np.asarray(image), alpha
+  if mode == '1':
+    return np.asarray(image.convert('L')), alpha
+  return np.asarray(image.convert('RGB')), alpha
+
+
+def _icc_to_srgb(image: Image.Image) -> Image.Image:
+  """A CMYK or LAB image as sRGB: through its embedded ICC profile with ImageCms (LittleCMS,
+  perceptual intent) when it has a usable one, else Pillow's standard conversion."""
+  profile = image.info.get('icc_profile')
+  if profile:
+    try:
+      source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+      return ImageCms.profileToProfile(image, source, _SRGB, outputMode='RGB')
+    except (ImageCms.PyCMSError, OSError, ValueError):
+      pass  # a broken or mismatched profile: the standard conversion below
+  if image.mode == 'LAB':
+    return ImageCms.profileToProfile(image, ImageCms.createProfile('LAB'), _SRGB,
+                                     outputMode='RGB')
+  return image.convert('RGB')
+
+
+def _composite(color: np.ndarray, alpha: np.ndarray, background: Tuple[int, int, int]
+               ) -> np.ndarray:
+  """``color`` (gray ``[H, W]`` or RGB ``[H, W, 3]``) over ``background``, as RGB uint8."""
+  if color.ndim == 2:
+    color = np.repeat(color[..., None], 3, axis=-1)
+  weight = alpha[..., None].astype(np.float32) / 255.0
+  out = color * weight + np.asarray(background, np.float32) * (1.0 - weight)
+  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _to_channels(color: np.ndarray, channels: int) -> np.ndarray:
+  """Gray ``[H, W]`` or RGB ``[H, W, 3]`` uint8 -> ``[H, W, channels]`` (3 RGB or 1 luma)."""
+  if color.ndim == 2:
+    color = color[..., None]
+  if color.shape[-1] == channels:
+    return color
+  if channels == 3:
+    return np.repeat(color, 3, axis=-1)
+  return cv2.cvtColor(np.ascontiguousarray(color), cv2.COLOR_RGB2GRAY)[..., None]
 
 
 # Pillow must never silently return a partly decoded image: a truncated file is a failure.

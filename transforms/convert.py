@@ -14,8 +14,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import codec
+from transforms import segmentation
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
+from transforms.elements import STAGE_MASK
 from transforms.example import build_example
 
 _NAMESPACE = 'imagerecords'
@@ -40,7 +42,8 @@ class _ConvertImageFn(beam.DoFn):
     self._spec = spec
     self._converted = beam.metrics.Metrics.counter(_NAMESPACE, 'images_converted')
     self._failed = {stage: beam.metrics.Metrics.counter(_NAMESPACE, f'images_failed_{stage}')
-                    for stage in (STAGE_READ, STAGE_DECODE)}
+                    for stage in (STAGE_READ, STAGE_DECODE, STAGE_MASK)}
+    self._read = beam.metrics.Metrics.counter(_NAMESPACE, 'images_read')
     self._bytes_read = beam.metrics.Metrics.counter(_NAMESPACE, 'source_bytes_read')
     self._bytes_out = beam.metrics.Metrics.counter(_NAMESPACE, 'record_bytes_out')
 
@@ -70,18 +73,28 @@ class _ConvertImageFn(beam.DoFn):
     except Exception as error:  # any filesystem's error: the file, not the run, has failed
       yield self._fail(image, STAGE_READ, f'cannot read: {type(error).__name__}: {error}')
       return
+    self._read.inc()
     self._bytes_read.inc(len(data))
     try:
-      encoded = codec.convert(data, self._spec)
+      if image.mask is None:
+        encoded, mask = codec.convert(data, self._spec), None
+      else:  # segmentation: the mask gets its image's crop and size (transforms.segmentation)
+        encoded, mask = segmentation.convert_with_mask(
+            data, image.mask, self._spec, num_classes=len(class_names))
+    except segmentation.MaskError as error:
+      yield self._fail(image, STAGE_MASK, str(error))
+      return
     except codec.ImageError as error:
       yield self._fail(image, STAGE_DECODE, str(error))
       return
     except Exception as error:  # a decoder bug must not stop the run: report it with its type
       yield self._fail(image, STAGE_DECODE, f'decoder error: {type(error).__name__}: {error}')
       return
-    source_sha256 = hashlib.sha256(data).hexdigest()
+    # hashed already when a dedup step ran before (transforms.dedup), else here
+    source_sha256 = image.source_sha256 or hashlib.sha256(data).hexdigest()
     class_id = None if image.label is None else self._class_id(image.label, class_names)
-    serialized = build_example(encoded, image.relpath, source_sha256, image.label, class_id)
+    serialized = build_example(encoded, image.relpath, source_sha256, image.label, class_id,
+                               mask=mask)
     self._converted.inc()
     self._bytes_out.inc(len(serialized))
     self._done += 1

@@ -8,16 +8,19 @@ import json
 from typing import NamedTuple, Optional
 
 # The stages an input can fail at, in pipeline order; each is a value of Failure.stage.
-# 'list' and 'missing' are reported but are not failed image inputs (see NOT_INPUTS).
+# 'list', 'missing' and 'duplicate' are reported but are not failed image inputs (NOT_INPUTS).
 STAGE_LIST = 'list'  # listed, but not an image file extension
 STAGE_LABEL = 'label'  # no label could be assigned
 STAGE_MISSING = 'missing'  # named in the label file, but no such image (not an input)
 STAGE_SPLIT = 'split'  # no split could be assigned
+STAGE_DUPLICATE = 'duplicate'  # byte-identical to a file that is written (--dedup=keep_first)
 STAGE_READ = 'read'  # the file could not be read
 STAGE_DECODE = 'decode'  # the bytes are not a decodable image
-STAGES = (STAGE_LIST, STAGE_MISSING, STAGE_LABEL, STAGE_SPLIT, STAGE_READ, STAGE_DECODE)
+STAGE_MASK = 'mask'  # segmentation: the image's mask is missing, unreadable or of another size
+STAGES = (STAGE_LIST, STAGE_MISSING, STAGE_LABEL, STAGE_SPLIT, STAGE_DUPLICATE, STAGE_READ,
+          STAGE_DECODE, STAGE_MASK)
 
-NOT_INPUTS = (STAGE_LIST, STAGE_MISSING)
+NOT_INPUTS = (STAGE_LIST, STAGE_MISSING, STAGE_DUPLICATE)
 """Stages whose reports are not image inputs: not counted against --max_failure_fraction."""
 
 FAILURES_TAG = 'failures'
@@ -29,17 +32,26 @@ class SourceFile(NamedTuple):
 
   path: the full path or URL, as FileSystems takes it.
   relpath: the path relative to the input root, '/'-separated (stored as image/filename).
+  split: the split a label file's ``split`` column names for it; None otherwise.
   """
   path: str
   relpath: str
+  split: Optional[str] = None
 
 
 class LabeledImage(NamedTuple):
-  """An image file with its class name (None for unlabeled data) and its split."""
+  """An image file with its class name (None for unlabeled data) and its split.
+
+  source_sha256: hex SHA-256 of the file's bytes when a step before the conversion hashed it
+  (``--dedup=keep_first``), so the conversion does not hash them again; None otherwise.
+  mask: segmentation (``--masks``): the SourceFile of the image's mask; None otherwise.
+  """
   path: str
   relpath: str
   label: Optional[str]
   split: str
+  source_sha256: Optional[str] = None
+  mask: Optional[SourceFile] = None
 
 
 class ConvertedExample(NamedTuple):

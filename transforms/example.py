@@ -64,7 +64,8 @@ def serialize_example(features: Dict[str, Union[bytes, int]]) -> bytes:
 
 
 def build_example(image: EncodedImage, relpath: str, source_sha256: str,
-                  label: Optional[str] = None, class_id: Optional[int] = None) -> bytes:
+                  label: Optional[str] = None, class_id: Optional[int] = None,
+                  mask: Optional[bytes] = None) -> bytes:
   """The serialized ``tf.train.Example`` of one converted image.
 
   Args:
@@ -73,6 +74,8 @@ def build_example(image: EncodedImage, relpath: str, source_sha256: str,
     source_sha256: hex SHA-256 of the source file's bytes.
     label: class name, or None for unlabeled data (then no class keys are written).
     class_id: 0-based class id (index into labels.txt); required with ``label``.
+    mask: segmentation: the PNG of the image's class indices, same height and width
+      (``image/segmentation/class/encoded``, format ``png``); None for none.
 
   Returns:
     The serialized proto (bytes), as ``WriteToTFRecord`` writes it.
@@ -91,4 +94,7 @@ def build_example(image: EncodedImage, relpath: str, source_sha256: str,
       raise ValueError(f'{relpath}: a label needs its class id')
     features[contract.CLASS_LABEL] = class_id
     features[contract.CLASS_TEXT] = label.encode('utf-8')
+  if mask is not None:
+    features[contract.MASK_ENCODED] = mask
+    features[contract.MASK_FORMAT] = b'png'
   return serialize_example(features)

@@ -76,21 +76,32 @@ class ListImageFiles(beam.PTransform):
 
   Lists every file below ``input_dir`` recursively. Hidden files are ignored; files whose
   extension is not in ``extensions`` (case-insensitive) become failures at stage ``list``, so
-  that every listed file is accounted for.
+  that every listed file is accounted for. ``folders`` ('/'-separated, relative to the root),
+  when given, are the only parts of the root listed (``--masks=voc`` lists two of a VOC root's
+  folders); relpaths stay relative to ``input_dir``.
   """
 
-  def __init__(self, input_dir: str, extensions=IMAGE_EXTENSIONS, exclude=()):
+  def __init__(self, input_dir: str, extensions=IMAGE_EXTENSIONS, exclude=(), folders=()):
     super().__init__()
     self._input_dir = input_dir.rstrip('/\\')
     self._extensions = tuple(extensions)
     self._exclude = tuple(exclude)
+    self._folders = tuple(folders)
 
   def expand(self, pbegin):
     pattern = FileSystems.join(self._input_dir, '**')
+    if self._folders:
+      matched = (
+          pbegin
+          | 'folders to list' >> beam.Create([
+              FileSystems.join(self._input_dir, *folder.split('/'), '**')
+              for folder in self._folders])
+          | 'match files' >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW))
+    else:
+      matched = pbegin | 'match files' >> fileio.MatchFiles(
+          pattern, empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
     return (
-        pbegin
-        | 'match files' >> fileio.MatchFiles(
-            pattern, empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+        matched
         | 'keep image files' >> beam.ParDo(
             _ClassifyListedFile(self._input_dir, self._extensions, self._exclude)
         ).with_outputs(FAILURES_TAG, main='files'))

@@ -18,7 +18,7 @@ import gzip
 import json
 import posixpath
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import record_spans
 
+from transforms import tfds_metadata
 from transforms.elements import NOT_INPUTS, Failure
 
 
@@ -35,9 +36,27 @@ class RunFailed(RuntimeError):
 
 def write_text(path: str, text: str) -> None:
   """Writes ``text`` (UTF-8) to ``path`` on any filesystem Beam knows, replacing it."""
+  if not text and path.startswith('s3://'):
+    _put_empty_s3_object(path)
+    return
   with FileSystems.create(path, mime_type='text/plain',
                           compression_type=CompressionTypes.UNCOMPRESSED) as handle:
     handle.write(text.encode('utf-8'))
+
+
+def _put_empty_s3_object(path: str) -> None:
+  """Creates a zero-byte object (``_SUCCESS``, an empty ``failures.jsonl``) on S3.
+
+  Beam 2.77's S3 writer always finishes a multipart upload, and S3 refuses one without parts
+  (``MalformedXML``), so ``FileSystems.create`` cannot write an empty object. One plain
+  ``PutObject`` through the client Beam's S3 filesystem configured (endpoint, credentials
+  from the S3 pipeline options) does.
+  """
+  from apache_beam.io.aws import s3io  # pylint: disable=import-outside-toplevel
+  filesystem = FileSystems.get_filesystem(path)
+  bucket, key = path[len('s3://'):].split('/', 1)
+  client = s3io.S3IO(options=filesystem._options).client  # pylint: disable=protected-access
+  client.client.put_object(Bucket=bucket, Key=key, Body=b'')
 
 
 def read_text(path: str) -> str:
@@ -63,6 +82,19 @@ def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failu
   return None
 
 
+def vanished_classes_error(required, splits: Dict[str, dict]):
+  """The reason a run fails when a class it must keep (``--strict_labels``: every class of the
+  label map) has no example left in any split, or None."""
+  counts = collections.Counter()
+  for info in splits.values():
+    counts.update(info['class_counts'])
+  vanished = [name for name in required if not counts.get(name)]
+  if vanished:
+    return (f'{len(vanished)} classes of the label map have no image any more (--strict_labels): '
+            + ', '.join(vanished[:10]) + (' ...' if len(vanished) > 10 else ''))
+  return None
+
+
 class _WriteMetadataFn(beam.DoFn):
   """None -> the metadata files; see the module docstring."""
 
@@ -70,9 +102,11 @@ class _WriteMetadataFn(beam.DoFn):
     self._config = config
 
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
-              split_stats: Dict[str, dict], failures: List[Failure]):
+              split_stats: Dict[str, dict], failures: List[Failure],
+              duplicates: Optional[dict] = None, diff: Optional[dict] = None,
+              unused_written: List[str] = (), statistics: Optional[dict] = None):
     config = self._config
-    out = config['output_dir']
+    out = config.get('write_dir') or config['output_dir']  # a dated run writes to staging
 
     def path(name):
       return FileSystems.join(out, name)
@@ -88,7 +122,8 @@ class _WriteMetadataFn(beam.DoFn):
     num_examples = sum(s[contract.MANIFEST_NUM_EXAMPLES] for s in splits.values())
     num_inputs = num_examples + num_failed
     error = '; '.join(problems) or failure_fraction_error(
-        num_failed, num_inputs, config['max_failure_fraction'], path(contract.FAILURES_FILE))
+        num_failed, num_inputs, config['max_failure_fraction'], path(contract.FAILURES_FILE)
+    ) or vanished_classes_error(config.get('required_classes', ()), splits)
 
     manifest = {
         'format_version': contract.FORMAT_VERSION,
@@ -98,10 +133,11 @@ class _WriteMetadataFn(beam.DoFn):
         'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
         'input_dir': config['input_dir'],
-        'output_dir': out,
+        'output_dir': config['output_dir'],  # where readers find it (published)
         'options': config['options'],
         contract.MANIFEST_IMAGE: config['image'],
         'split_source': config['split_source'],
+        contract.MANIFEST_TASK: config.get(contract.MANIFEST_TASK, contract.TASK_CLASSIFICATION),
         contract.MANIFEST_CLASSES: class_names,
         contract.MANIFEST_SPLITS: splits,
         'num_inputs': num_inputs,
@@ -109,12 +145,22 @@ class _WriteMetadataFn(beam.DoFn):
         'num_failures': num_failed,
         'num_skipped': num_skipped,
         'failures_by_stage': dict(sorted(by_stage.items())),
+        'duplicates': duplicates,  # transforms.dedup.duplicates_section
+        'run_date': config.get('run_date'),
+        'diff': diff,  # transforms.image_index.DiffAgainstPrevious; None on a first run
+        # transforms.statistics_tft.AnalyzeTrainingSplit (--stats), with its split's class counts
+        contract.MANIFEST_STATISTICS: statistics and {
+            **statistics, contract.STATS_CLASS_FREQUENCIES: splits.get(
+                statistics[contract.STATS_SPLIT], {}).get('class_counts', {})},
         'timings': {'wall_time_s': round(time.time() - config['start_time'], 3)},
     }
     write_text(path(contract.MANIFEST_FILE), json.dumps(manifest, indent=2, ensure_ascii=False))
     if error:
       raise RunFailed(error)
-    write_text(path(contract.SUCCESS_FILE), '')
+    for name, text in tfds_metadata.metadata_files(manifest).items():
+      write_text(path(name), text)  # dataset_info.json, features.json: TFDS reads the output
+    if config.get('write_success', True):  # a dated run's _SUCCESS comes with its publication
+      write_text(path(contract.SUCCESS_FILE), '')
     yield manifest
 
   def _describe_splits(self, shard_paths, split_stats):
@@ -164,15 +210,40 @@ class WriteMetadata(beam.PTransform):
       ``split_source``, ``start_time`` (epoch seconds at launch).
     shard_paths, class_names, split_stats, failures: PCollections used as side inputs
       (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and every Failure).
+    duplicates: optional one-element PCollection of the manifest's ``duplicates`` section
+      (``transforms.dedup.ReportDuplicates``).
+    diff: optional one-element PCollection, the diff against the previous run
+      (``transforms.image_index.DiffAgainstPrevious``).
+    written: optional PCollection of paths of other files the run writes (``images.jsonl``):
+      a side input only so that the metadata, and ``_SUCCESS``, come after them.
+    statistics: optional one-element PCollection, the manifest's ``statistics``
+      (``transforms.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
+      written); the training split's class counts are added as ``class_frequencies``.
+  Config keys for dated runs: ``write_dir`` (the staging directory written to; the manifest
+  still names ``output_dir``, where the run is published), ``write_success`` (False: the
+  publication writes ``_SUCCESS``), ``run_date``, ``required_classes`` (``--strict_labels``).
   """
 
-  def __init__(self, config, shard_paths, class_names, split_stats, failures):
+  def __init__(self, config, shard_paths, class_names, split_stats, failures, duplicates=None,
+               diff=None, written=None, statistics=None):
     super().__init__()
     self._config = config
     self._sides = (shard_paths, class_names, split_stats, failures)
+    self._duplicates = duplicates
+    self._diff = diff
+    self._written = written
+    self._statistics = statistics
 
   def expand(self, pbegin):
     shard_paths, class_names, split_stats, failures = self._sides
+    extra = ({} if self._duplicates is None
+             else {'duplicates': beam.pvalue.AsSingleton(self._duplicates)})
+    if self._diff is not None:
+      extra['diff'] = beam.pvalue.AsSingleton(self._diff)
+    if self._written is not None:
+      extra['unused_written'] = beam.pvalue.AsList(self._written)
+    if self._statistics is not None:
+      extra['statistics'] = beam.pvalue.AsSingleton(self._statistics, default_value=None)
     return (
         pbegin
         | 'once' >> beam.Create([None])
@@ -181,4 +252,4 @@ class WriteMetadata(beam.PTransform):
             shard_paths=beam.pvalue.AsList(shard_paths),
             class_names=beam.pvalue.AsSingleton(class_names, default_value=[]),
             split_stats=beam.pvalue.AsSingleton(split_stats, default_value={}),
-            failures=beam.pvalue.AsList(failures)))
+            failures=beam.pvalue.AsList(failures), **extra))

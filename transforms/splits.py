@@ -44,13 +44,22 @@ def hash_split(relpath: str, fractions: Sequence[Tuple[str, float]]) -> str:
 class _AssignSplit(beam.DoFn):
   """(SourceFile, label) -> LabeledImage, or Failure(stage='split')."""
 
-  def __init__(self, split_folders, fractions):
+  def __init__(self, split_folders, fractions, file_splits=()):
     self._split_folders = tuple(split_folders)
     self._fractions = tuple(fractions)
+    self._file_splits = frozenset(file_splits)
 
   def process(self, element) -> Iterable:
     source, label = element
-    if self._split_folders:
+    if self._file_splits:  # a label file's split column (transforms.label_file)
+      split = source.split
+      if split not in self._file_splits:
+        yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+            source.path, source.relpath, STAGE_SPLIT,
+            f'the label file gives it the split {split!r}, which its split column did not '
+            f'hold when the job started ({", ".join(sorted(self._file_splits))})'))
+        return
+    elif self._split_folders:
       split = source.relpath.split('/', 1)[0]
       if split not in self._split_folders or '/' not in source.relpath:
         folders = ', '.join(f + '/' for f in self._split_folders)
@@ -66,20 +75,23 @@ class _AssignSplit(beam.DoFn):
 class AssignSplits(beam.PTransform):
   """PCollection[(SourceFile, label)] -> PCollection[LabeledImage], and ``failures``.
 
-  Exactly one of ``split_folders`` (folder layout) or ``fractions`` (hash split) is non-empty.
+  Exactly one of ``split_folders`` (folder layout), ``fractions`` (hash split) or
+  ``file_splits`` (the split names of a label file's split column, carried by each
+  ``SourceFile.split``) is non-empty.
   """
 
   def __init__(self, split_folders: Sequence[str] = (),
-               fractions: Sequence[Tuple[str, float]] = ()):
+               fractions: Sequence[Tuple[str, float]] = (), file_splits: Sequence[str] = ()):
     super().__init__()
-    if bool(split_folders) == bool(fractions):
-      raise ValueError('give either split_folders or fractions')
+    if sum(1 for given in (split_folders, fractions, file_splits) if given) != 1:
+      raise ValueError('give one of split_folders, fractions or file_splits')
     self._split_folders = tuple(split_folders)
     self._fractions = tuple(fractions)
+    self._file_splits = tuple(file_splits)
 
   def expand(self, labeled):
     return labeled | 'split by folder or path hash' >> beam.ParDo(
-        _AssignSplit(self._split_folders, self._fractions)).with_outputs(
+        _AssignSplit(self._split_folders, self._fractions, self._file_splits)).with_outputs(
             FAILURES_TAG, main='split')
 
 

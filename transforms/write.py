@@ -1,54 +1,281 @@
-"""Write each split's examples as a fixed number of TFRecord shards with ``WriteToTFRecord``.
+"""Write each split's examples as a fixed number of TFRecord shards, in memory that does not
+grow with the data.
+
+Beam's ``WriteToTFRecord(num_shards=N)`` keys every record round-robin and groups them with a
+GroupByKey; the local runner holds everything that reaches a GroupByKey in memory (about 5x the
+output's size was measured: 600 MB of records needed 3 GB). Here the records never reach a
+GroupByKey; only small references do::
 
     PCollection[ConvertedExample]
-      | partition by split ----> train: serialized bytes -> WriteToTFRecord(OUT/train, 8 shards)
-                           ----> validation: ...         -> WriteToTFRecord(OUT/validation, 2)
-      -> PCollection[str]: the paths of every shard written
+      | partition by split
+      | <split>: records                     serialized tf.train.Example bytes
+      | <split>: write staging files         WriteToTFRecord(num_shards=0): one uncompressed file
+      |                                      per bundle in OUT/.staging-write/<split>/, no
+      |                                      GroupByKey over the records
+      | <split>: locate records              str -> (staging path, array of frame offsets)
+      | <split>: all staging files           one list (references only: 8 bytes per record)
+      | <split>: deal into N shards          -> (shard index, [ShardRange, ...]) for every shard
+      | <split>: spread shards over workers  Reshuffle of the N references
+      | <split>: write shards                copy the framed records into each final shard
+      -> all splits | delete staging files   after every shard is written
+      -> PCollection[str]: the final shard paths
 
-File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``. A fixed shard count
-makes the file set the same on every runner and every night, whatever the data's size.
+Each final shard is a contiguous stretch of the staging records, cut so that shard sizes differ
+by at most one record; the copy moves framed records (header, data, CRC) byte for byte, with no
+re-encoding, GZIP-compressing them on the way when asked. The records reach the staging files in
+the seeded shuffled order of ``ShuffleOrder``, so every stretch, and hence every shard, is a mix
+of classes. Stretches rather than dealing record by record: every staging byte is then read once,
+sequentially, and the shard references are O(staging files + shards) small tuples (the plan
+reads 8 bytes of frame offset per record to cut the stretches), where record-by-record
+dealing would make each shard seek through every staging file (on gs:// and s3://, one ranged
+read per record, or the whole file per shard) for no better mix, the order being shuffled
+already. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``, a fixed
+number per split whatever the data's size, so the file set is the same on every runner. With
+``dali_index``, each shard gets an NVIDIA DALI index file ``<shard file name>.idx`` written
+while the shard is written (see :func:`copy_shard`).
+
+Every file operation goes through Beam's ``FileSystems``, so this works on local disk, gs:// and
+s3:// alike.
 """
 
-from typing import Dict
+import array
+import struct
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import WriteToTFRecord
 from imagerecords import contract
+from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, record_spans
+
+from transforms.metadata import write_text
+
+STAGING_DIR = '.staging-write'
+"""The output directory's subfolder for the staging files: never matched by a shard glob (the
+shard names are directly in the output directory), deleted once every shard is written."""
+
+_STAGING_PREFIX = 'records'
+
+
+class ShardRange(NamedTuple):
+  """A run of consecutive records of one staging file, copied into a final shard.
+
+  path: the staging file. offset: byte offset of the first record's frame in it.
+  num_records: how many records, in file order, from there.
+  """
+  path: str
+  offset: int
+  num_records: int
+
+
+def frame_offsets(path: str) -> array.array:
+  """The byte offset of every record frame of an uncompressed TFRecord file, in file order.
+
+  Returns an ``array('q')`` (8 bytes per record). Reads only the 12-byte headers (seeking over
+  the data) through ``FileSystems``.
+
+  Raises:
+    FramingError: the file is cut short.
+  """
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+    return array.array('q', (span.offset for span in record_spans(stream)))
+
+
+def plan_shards(files: Sequence[Tuple[str, Sequence[int]]],
+                num_shards: int) -> List[List[ShardRange]]:
+  """Deals the records of the staging files into ``num_shards`` shards of near-equal size.
+
+  The records, taken file by file in the given order, are cut into ``num_shards`` contiguous
+  stretches; shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)`` of the ``T`` in all, so
+  shard sizes differ by at most one record, and every record goes to exactly one shard.
+
+  Args:
+    files: (staging path, byte offsets of its record frames in file order) for every file.
+    num_shards: the number of final shards, at least 1.
+
+  Returns:
+    ``num_shards`` lists of ShardRange (empty lists for empty shards), in shard order.
+  """
+  total = sum(len(offsets) for _, offsets in files)
+  bounds = [shard * total // num_shards for shard in range(num_shards + 1)]
+  plans: List[List[ShardRange]] = [[] for _ in range(num_shards)]
+  first = 0  # global index of the current file's first record
+  shard = 0
+  for path, offsets in files:
+    last = first + len(offsets)
+    while shard < num_shards and bounds[shard] < last:
+      start, stop = max(bounds[shard], first), min(bounds[shard + 1], last)
+      if stop > start:
+        plans[shard].append(ShardRange(path, offsets[start - first], stop - start))
+      if bounds[shard + 1] > last:
+        break  # this shard continues in the next file
+      shard += 1
+    first = last
+  return plans
+
+
+def dali_index_path(shard_path: str) -> str:
+  """The DALI index file of a shard: ``<shard path>.idx``."""
+  return shard_path + contract.DALI_INDEX_SUFFIX
+
+
+def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool = False,
+               dali_index: bool = False) -> int:
+  """Writes the framed records of ``ranges``, in order, into the shard file ``shard_path``.
+
+  Frames are copied byte for byte (12-byte header, data, 4-byte data CRC), one at a time, so
+  memory holds one record. With ``dali_index`` (uncompressed shards only), also writes
+  ``<shard_path>.idx`` while copying: one ``"<offset> <size>\\n"`` line per record, the byte
+  offset of the record's frame in the shard and the frame's whole length (header + data + CRC):
+  the format of NVIDIA DALI's ``tools/tfrecord2idx``, which ``fn.readers.tfrecord(index_path=)``
+  reads.
+
+  Returns:
+    The number of records written.
+
+  Raises:
+    FramingError: a staging file holds fewer records than the plan says.
+    ValueError: ``dali_index`` with ``compressed`` (DALI needs offsets in uncompressed files).
+  """
+  if dali_index and compressed:
+    raise ValueError('a DALI index needs uncompressed shards')
+  if not compressed and not any(run.num_records for run in ranges):
+    # write_text creates zero-byte files on S3 too, which FileSystems.create cannot.
+    write_text(shard_path, '')
+    if dali_index:
+      write_text(dali_index_path(shard_path), '')
+    return 0
+  compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
+  index = None
+  position = written = 0
+  with FileSystems.create(shard_path, mime_type='application/octet-stream',
+                          compression_type=compression) as out:
+    if dali_index:
+      index = FileSystems.create(dali_index_path(shard_path), mime_type='text/plain',
+                                 compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+      for run in ranges:
+        with FileSystems.open(run.path,
+                              compression_type=CompressionTypes.UNCOMPRESSED) as source:
+          source.seek(run.offset)
+          for i in range(run.num_records):
+            header = source.read(HEADER_BYTES)
+            if len(header) < HEADER_BYTES:
+              raise FramingError(f'{run.path}: record {i} of a run of {run.num_records} '
+                                 f'from byte {run.offset} is missing or cut short')
+            (length,) = struct.unpack('<Q', header[:8])
+            body = source.read(length + FOOTER_BYTES)
+            if len(body) < length + FOOTER_BYTES:
+              raise FramingError(f'{run.path}: record {i} of a run from byte {run.offset} '
+                                 f'is cut short')
+            out.write(header)
+            out.write(body)
+            frame = HEADER_BYTES + len(body)
+            if index is not None:
+              index.write(f'{position} {frame}\n'.encode('ascii'))
+            position += frame
+            written += 1
+    finally:
+      if index is not None:
+        index.close()
+  return written
+
+
+class _WriteShardFn(beam.DoFn):
+  """(shard index, [ShardRange]) -> the final shard's path, after writing it."""
+
+  def __init__(self, output_dir: str, split: str, num_shards: int, compressed: bool,
+               dali_index: bool):
+    self._output_dir = output_dir
+    self._split = split
+    self._num_shards = num_shards
+    self._compressed = compressed
+    self._dali_index = dali_index
+
+  def process(self, element):
+    shard, ranges = element
+    path = FileSystems.join(self._output_dir, contract.shard_file_name(
+        self._split, shard, self._num_shards, self._compressed))
+    copy_shard(ranges, path, self._compressed, self._dali_index)
+    yield path
+
+
+def _delete_staging(shard_paths: List[str], staging_dir: str):
+  """Deletes every file under the staging folder, then the folder itself where the filesystem
+  has folders (local disk; object stores have none), and passes the shard paths on, so no step
+  downstream runs before the staging files are gone."""
+  files = [metadata.path
+           for result in FileSystems.match([FileSystems.join(staging_dir, '**')])
+           for metadata in result.metadata_list]
+  if files:
+    FileSystems.delete(files)
+  if FileSystems.exists(staging_dir):
+    FileSystems.delete([staging_dir])
+  yield from sorted(shard_paths)
 
 
 class WriteSplits(beam.PTransform):
   """PCollection[ConvertedExample] -> PCollection[str] of written shard paths.
 
+  Every split of ``num_shards`` gets exactly its number of shard files, empty ones included
+  when it has fewer examples than shards (no example at all: every shard is empty). The paths
+  come out only after the staging files are deleted.
+
   Args:
     output_dir: the directory the shards go to.
     num_shards: split name -> number of shards (every split the data can have).
     compressed: GZIP-compress the shards (``.tfrecord.gz``).
+    dali_index: write a DALI index file ``<shard>.idx`` beside each (uncompressed) shard.
+
+  Raises:
+    ValueError: ``dali_index`` with ``compressed``.
   """
 
-  def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False):
+  def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False,
+               dali_index: bool = False):
     super().__init__()
+    if dali_index and compressed:
+      raise ValueError('--dali_index needs uncompressed shards (DALI reads records at byte '
+                       'offsets of the uncompressed file); drop --compression=gzip')
     self._output_dir = output_dir
     self._num_shards = dict(num_shards)
     self._compressed = compressed
+    self._dali_index = dali_index
 
   def expand(self, examples):
     splits = sorted(self._num_shards)
     index = {split: i for i, split in enumerate(splits)}
     by_split = examples | 'partition by split' >> beam.Partition(
         lambda example, _: index[example.split], len(splits))
-    suffix = contract.SHARD_SUFFIX + (contract.GZIP_SUFFIX if self._compressed else '')
-    compression = CompressionTypes.GZIP if self._compressed else CompressionTypes.UNCOMPRESSED
+    staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
     written = []
     for split, pcoll in zip(splits, by_split):
-      written.append(
+      num_shards = self._num_shards[split]
+      staging_paths = (
           pcoll
           | f'{split}: records' >> beam.Map(lambda example: example.serialized)
-          | f'{split}: write {self._num_shards[split]} shards' >> WriteToTFRecord(
-              FileSystems.join(self._output_dir, split),
-              file_name_suffix=suffix,
-              num_shards=self._num_shards[split],
-              shard_name_template=contract.SHARD_NAME_TEMPLATE,
-              compression_type=compression))
-    return written | 'all shard paths' >> beam.Flatten()
+          # One file per bundle, no GroupByKey over the records (WriteImpl, num_shards=0).
+          | f'{split}: write staging files' >> WriteToTFRecord(
+              FileSystems.join(staging_dir, split, _STAGING_PREFIX),
+              file_name_suffix=contract.SHARD_SUFFIX,
+              num_shards=0,
+              compression_type=CompressionTypes.UNCOMPRESSED))
+      written.append(
+          staging_paths
+          # str -> (staging path, array('q') of frame offsets)
+          | f'{split}: locate records' >> beam.Map(lambda path: (path, frame_offsets(path)))
+          # -> one list of every staging file (always one element, [] when there is none)
+          | f'{split}: all staging files' >> beam.combiners.ToList()
+          # -> (shard index, [ShardRange, ...]) for each of the split's shards
+          | f'{split}: deal into {num_shards} shards' >> beam.FlatMap(
+              lambda files, n: enumerate(plan_shards(sorted(files), n)), num_shards)
+          | f'{split}: spread shards over workers' >> beam.Reshuffle()
+          | f'{split}: write shards' >> beam.ParDo(_WriteShardFn(
+              self._output_dir, split, num_shards, self._compressed, self._dali_index)))
+    return (
+        written
+        | 'all shard paths' >> beam.Flatten()
+        | 'every shard written' >> beam.combiners.ToList()
+        | 'delete staging files' >> beam.FlatMap(
+            _delete_staging, staging_dir).with_output_types(str))

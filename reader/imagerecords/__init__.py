@@ -6,10 +6,16 @@
     val = imagerecords.load('gs://bucket/flowers', 'validation', batch_size=256)
     names = imagerecords.class_names('gs://bucket/flowers')       # label id -> class name
     n = imagerecords.num_examples('gs://bucket/flowers', 'train')
+    data_dir = imagerecords.latest_run('gs://bucket/nightly')     # root/dt=... named by LATEST
+    weights = imagerecords.class_weights('gs://bucket/flowers')   # {class id: weight}
+    layer = imagerecords.preprocessing_layer('gs://bucket/flowers')  # JPEG bytes -> model input
 
 ``imagerecords.contract`` (feature keys, file names, manifest keys) imports nothing heavy; the
 rest needs TensorFlow and is imported on first use (PEP 562), so the Beam job can import the
 contract without loading TensorFlow.
+
+``python -m imagerecords.inspect OUT`` checks an output directory record by record (checksums,
+decoding, counts, labels) and draws contact sheets and a class-count chart of it.
 """
 
 import importlib
@@ -17,19 +23,27 @@ from typing import TYPE_CHECKING
 
 __version__ = '0.1.0'
 
-__all__ = ['load', 'class_names', 'num_examples', 'IncompleteDatasetError', '__version__']
+__all__ = ['load', 'class_names', 'num_examples', 'latest_run', 'IncompleteDatasetError',
+           '__version__',
+           'preprocessing_layer', 'class_weights', 'MissingTransformError']
 
 # Public name -> module that defines it; these modules import TensorFlow.
 _LAZY = {
     'load': 'imagerecords.dataset',
     'class_names': 'imagerecords.metadata',
     'num_examples': 'imagerecords.metadata',
+    'latest_run': 'imagerecords.metadata',
     'IncompleteDatasetError': 'imagerecords.metadata',
+    'preprocessing_layer': 'imagerecords.transform',
+    'class_weights': 'imagerecords.transform',
+    'MissingTransformError': 'imagerecords.transform',
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
   from imagerecords.dataset import load
-  from imagerecords.metadata import IncompleteDatasetError, class_names, num_examples
+  from imagerecords.metadata import (IncompleteDatasetError, class_names, latest_run,
+                                     num_examples)
+  from imagerecords.transform import MissingTransformError, class_weights, preprocessing_layer
 
 
 def __getattr__(name):

@@ -26,10 +26,11 @@ FORMAT_VERSION = 1
 
 # --- tf.train.Example feature keys ------------------------------------------------------------
 IMAGE_ENCODED = 'image/encoded'  # bytes: the encoded image (JPEG or PNG)
-IMAGE_FORMAT = 'image/format'  # bytes: 'jpeg', 'png', ... (lower case)
+IMAGE_FORMAT = 'image/format'  # bytes: 'jpeg', 'png', 'raw', ('gif', 'bmp': original)
+RAW_FORMAT = 'raw'  # image/format of uint8 pixels, row-major [height, width, channels]
 IMAGE_HEIGHT = 'image/height'  # int64: height of the encoded image, pixels
 IMAGE_WIDTH = 'image/width'  # int64: width of the encoded image, pixels
-IMAGE_CHANNELS = 'image/channels'  # int64: 3 (RGB) or 1 (grayscale)
+IMAGE_CHANNELS = 'image/channels'  # int64: 3 (RGB) or 1 (grayscale); 1-4 for 'original'
 CLASS_LABEL = 'image/class/label'  # int64: 0-based class id, index into labels.txt
 CLASS_TEXT = 'image/class/text'  # bytes: class name
 FILENAME = 'image/filename'  # bytes: path relative to the input root, '/'-separated
@@ -46,6 +47,8 @@ SUCCESS_FILE = '_SUCCESS'
 SHARD_NAME_TEMPLATE = '-SSSSS-of-NNNNN'  # Beam's shard_name_template syntax
 SHARD_SUFFIX = '.tfrecord'
 GZIP_SUFFIX = '.gz'
+DALI_INDEX_SUFFIX = '.idx'  # --dali_index: '<shard file name>.idx' beside each shard, one
+# '<offset> <size>' line per record (NVIDIA DALI's tools/tfrecord2idx format)
 
 _SHARD_RE = re.compile(
     r'^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})'
@@ -107,3 +110,56 @@ MANIFEST_NUM_EXAMPLES = 'num_examples'
 MANIFEST_NUM_SHARDS = 'num_shards'
 MANIFEST_SHARDS = 'shards'
 MANIFEST_SHARD_FILE = 'file'  # in each entry of a split's 'shards' list: the shard's base name
+# "task": what the records hold. 'segmentation' (--masks): MASK_ENCODED/MASK_FORMAT beside the
+# image, no class label; "classes" then names the mask's class ids and "image" has a "mask"
+# entry ({"format": "png", "void": 255, "layout": ...}). Absent in older manifests: classification.
+MANIFEST_TASK = 'task'
+TASK_CLASSIFICATION = 'classification'
+TASK_SEGMENTATION = 'segmentation'
+MASK_VOID = 255  # the void / ignore class id of masks (VOC's convention), kept as it is
+
+# --- dataset statistics and their transform (tensorflow-transform; --stats, on by default) ------
+#   "statistics": {"split": "train", "num_examples": 244, "num_pixels": 16711680,
+#                  "pixel_mean": [r, g, b], "pixel_std": [r, g, b],   # 0-255 scale, stored pixels
+#                  "class_frequencies": {"ants": 124, "bees": 120},
+#                  "transform_fn": "transform_fn"}
+MANIFEST_STATISTICS = 'statistics'
+STATS_SPLIT = 'split'
+STATS_NUM_EXAMPLES = 'num_examples'
+STATS_NUM_PIXELS = 'num_pixels'
+STATS_PIXEL_MEAN = 'pixel_mean'
+STATS_PIXEL_STD = 'pixel_std'
+STATS_CLASS_FREQUENCIES = 'class_frequencies'
+TRANSFORM_FN_DIR = 'transform_fn'  # tf.SavedModel written by tft_beam.WriteTransformFn
+TRANSFORMED_METADATA_DIR = 'transformed_metadata'
+# The transform's input (a batch of encoded images, tf.string [B]) and outputs:
+TRANSFORM_INPUT = IMAGE_ENCODED
+TRANSFORM_IMAGE = 'image'  # float32 [B, S, S, 3], normalised: (pixel - mean) / std
+TRANSFORM_PIXEL_MEAN = 'pixel_mean'  # float32 [B, 3], the same row for every example
+TRANSFORM_PIXEL_STD = 'pixel_std'  # float32 [B, 3]
+
+# --- TensorFlow Datasets metadata (tfds.builder_from_directory(OUT)) ----------------------------
+TFDS_DATASET_INFO_FILE = 'dataset_info.json'
+TFDS_FEATURES_FILE = 'features.json'
+TFDS_CLASS_NAMES_FILE = 'image.class.label.labels.txt'  # ClassLabel names of 'image/class/label'
+TFDS_FILEPATH_TEMPLATE = '{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}'  # = shard_file_name's names
+
+# --- nightly runs (--run_date) ----------------------------------------------------------------
+# A scheduled job writes one complete output directory per run date under one root:
+#
+#   ROOT/
+#     dt=2026-11-19/ ... _SUCCESS        each a complete output directory as above
+#     dt=2026-11-20/ ... _SUCCESS
+#     _staging/dt=2026-11-21/            the run in progress (never read; no _SUCCESS)
+#     LATEST                             one line: the newest published run's directory name
+RUN_DIR_PREFIX = 'dt='
+STAGING_DIR = '_staging'
+LATEST_FILE = 'LATEST'
+IMAGES_INDEX_FILE = 'images.jsonl'  # one JSON object per example: file, sha256, split, label
+RUN_DATE_RE = re.compile(r'^\d{4}-\d{2}-\d{2}$')
+
+
+def run_dir_name(run_date: str) -> str:
+  """The directory name of the run of ``run_date`` (``YYYY-MM-DD``): ``dt=YYYY-MM-DD``, the
+  Hive partition convention that Spark, BigQuery external tables and Airflow users expect."""
+  return f'{RUN_DIR_PREFIX}{run_date}'

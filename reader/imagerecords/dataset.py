@@ -30,7 +30,10 @@ Preprocessing, per example (``S`` = ``image_size``):
   centre. Images already ``S x S`` (the Beam job's ``center_crop`` output at that size) are
   decoded and passed through unchanged.
 
-Every image is decoded to 3 channels (grayscale records become RGB) and scaled to [0, 1].
+Every image is decoded to the manifest's ``image.channels`` (3, RGB: grayscale records become
+RGB; 1 for a ``--channels=1`` output: grayscale), ``raw`` records (``--image_format=raw``) are
+reshaped from their bytes with their shape keys, and pixels are scaled to [0, 1], or,
+with ``dtype=tf.uint8``, kept as 0-255 pixel values for the accelerator to scale.
 """
 
 import re
@@ -60,18 +63,25 @@ def load(data_dir: str,
          drop_remainder: Optional[bool] = None,
          dtype: tf.dtypes.DType = tf.float32,
          repeat: bool = False,
-         return_filenames: bool = False) -> tf.data.Dataset:
+         return_filenames: bool = False,
+         normalize: bool = False) -> tf.data.Dataset:
   """A ``tf.data.Dataset`` of batches of ``split`` of the imagerecords directory ``data_dir``.
 
   Each element is ``(images, labels)``:
 
   * ``images``: ``dtype`` (float32 by default), shape ``[B, image_size, image_size, 3]``, RGB,
-    values in [0, 1] (pixel value / 255).
+    values in [0, 1] (pixel value / 255); with ``dtype=tf.uint8``, the pixel values 0-255
+    themselves (normalise on the accelerator: a quarter of float32's bytes to copy).
   * ``labels``: int32, shape ``[B]``, class ids indexing :func:`imagerecords.class_names`.
 
   ``B`` is the (per-pipeline) batch size; the last batch of an evaluation epoch may be smaller.
   A dataset whose manifest lists no classes (unlabeled data) yields ``images`` alone, not a
   tuple. The result goes straight into ``model.fit``/``model.evaluate``/``model.predict``.
+
+  A segmentation output (manifest ``"task": "segmentation"``, the job's ``--masks``) yields
+  ``(images, masks)`` instead: ``masks`` int32 ``[B, image_size, image_size]``, class indices
+  (255 = void), cut with the same window and flipped together with their images (see
+  :mod:`imagerecords.segmentation`).
 
   Training (``training=True``) shuffles shard files and records, with a new order every epoch
   (every new iterator, e.g. every ``model.fit`` epoch), applies the Inception-style random crop
@@ -103,13 +113,20 @@ def load(data_dir: str,
     drop_remainder: drop the last, smaller batch. None: True in training (static batch shape,
       as ``tf.distribute`` and XLA prefer), False in evaluation (every example is seen).
     dtype: floating dtype of the images, e.g. ``tf.bfloat16`` or ``tf.float16`` for mixed
-      precision.
+      precision; or ``tf.uint8`` for pixel values 0-255 (resized, then rounded), to be scaled
+      on the accelerator (e.g. a ``tf.keras.layers.Rescaling(1 / 255)`` first layer).
     repeat: repeat the split indefinitely (then pass ``steps_per_epoch`` to ``model.fit``;
       see :func:`imagerecords.num_examples`). Each pass is shuffled anew in training.
     return_filenames: also yield the records' ``image/filename`` (the path relative to the
       input root) as a third element, tf.string ``[B]``: ``(images, labels, filenames)``, or
       ``(images, filenames)`` when unlabeled. For matching predictions to files; not for
       ``model.fit``, which would take the third element for sample weights.
+    normalize: yield ``(pixel - mean) / std`` per channel (pixel on the 0-255 scale) instead of
+      [0, 1] values, with the training split's exact pixel mean and standard deviation from
+      the job's saved transform (``OUT/transform_fn/``, written with ``--stats``; see
+      :mod:`imagerecords.transform`), applied after the crop and resize. In evaluation the
+      numbers equal :func:`imagerecords.preprocessing_layer`'s for the same images. Needs a
+      floating ``dtype``.
 
   Returns:
     A batched, prefetched ``tf.data.Dataset`` as described above. Its cardinality (``len``)
@@ -124,6 +141,8 @@ def load(data_dir: str,
       is out of range.
     tf.errors.FailedPreconditionError: while iterating, if the shards hold a different number
       of records than the manifest says.
+    imagerecords.transform.MissingTransformError: ``normalize=True`` for a directory converted
+      with ``--stats=false`` (no ``transform_fn/``; the message names the missing directory).
   """
   manifest = metadata.read_manifest(data_dir)  # IncompleteDatasetError without _SUCCESS
   if batch_size < 1:
@@ -133,12 +152,22 @@ def load(data_dir: str,
   if training and shuffle_buffer < 1:
     raise ValueError(f'shuffle_buffer must be at least 1, got {shuffle_buffer}.')
   dtype = tf.as_dtype(dtype)
-  if not dtype.is_floating:
-    raise ValueError(f'dtype must be a floating dtype, got {dtype.name}.')
+  if not (dtype.is_floating or dtype == tf.uint8):
+    raise ValueError(f'dtype must be a floating dtype or uint8, got {dtype.name}.')
+  decode_dtype = dtype
+  if normalize:
+    if not dtype.is_floating:
+      raise ValueError(f'normalize=True needs a floating dtype, got {dtype.name}.')
+    from imagerecords import transform  # pylint: disable=import-outside-toplevel
+    mean, std = transform.normalization(data_dir)  # MissingTransformError: --stats=false
+    decode_dtype = tf.float32  # normalised in float32, then cast to dtype
 
   shards = metadata.split_shards(manifest, data_dir, split)
   files = [shard.path for shard in shards]
   labeled = bool(manifest[contract.MANIFEST_CLASSES])
+  image_info = manifest.get(contract.MANIFEST_IMAGE) or {}
+  channels = int(image_info.get('channels', 3))
+  raw = image_info.get('format') == contract.RAW_FORMAT
   if drop_remainder is None:
     drop_remainder = training
 
@@ -177,7 +206,13 @@ def load(data_dir: str,
     dataset = dataset.repeat()
 
   # --- serialized records -> (image [S, S, 3], label []) --------------------------------------
-  decode = _make_decode_fn(image_size, training, labeled, dtype, return_filenames)
+  decode = _make_decode_fn(image_size, training, labeled, decode_dtype, return_filenames,
+                           channels=channels, raw=raw)
+  if manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION:
+    # (image [S, S, C], mask int32 [S, S]): one crop and flip for both (imagerecords.segmentation)
+    from imagerecords import segmentation  # pylint: disable=import-outside-toplevel
+    decode = segmentation.make_decode_fn(image_size, training, decode_dtype, return_filenames,
+                                         channels=channels, raw=raw)
   if training:
     # One stateless-op seed per example, new every epoch: tf.data's recommended way to
     # randomize inside a parallel map
@@ -188,7 +223,20 @@ def load(data_dir: str,
 
   # --- batches ---------------------------------------------------------------------------------
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  if normalize:  # on whole batches: (pixel * 255 - mean) / std, then the requested dtype
+    dataset = dataset.map(_normalize_fn(mean, std, dtype), num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _normalize_fn(mean: tf.Tensor, std: tf.Tensor, dtype: tf.dtypes.DType):
+  """Batch map function: normalises the images (the element, or its first part)."""
+  from imagerecords import transform  # pylint: disable=import-outside-toplevel
+
+  def normalize(images, *rest):
+    images = tf.cast(transform.normalize_images(images, mean, std), dtype)
+    return (images, *rest) if rest else images
+
+  return normalize
 
 
 def _read_records(path: tf.Tensor) -> tf.data.Dataset:
@@ -219,9 +267,17 @@ def _sub_seed(seed: Optional[int], index: int) -> Optional[int]:
   return None if seed is None else seed * 3 + index
 
 
-def _make_decode_fn(image_size, training, labeled, dtype, return_filenames):
-  """The per-example map function: serialized record (+ seed) -> (image[, label][, filename])."""
+def _make_decode_fn(image_size, training, labeled, dtype, return_filenames, channels=3,
+                    raw=False):
+  """The per-example map function: serialized record (+ seed) -> (image[, label][, filename]).
+
+  ``channels``: of the output images (the manifest's). ``raw``: the records hold raw pixels,
+  reshaped with their ``image/height``, ``image/width``, ``image/channels``.
+  """
   spec = {contract.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+  if raw:
+    for key in (contract.IMAGE_HEIGHT, contract.IMAGE_WIDTH, contract.IMAGE_CHANNELS):
+      spec[key] = tf.io.FixedLenFeature([], tf.int64)
   if labeled:
     spec[contract.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
   if return_filenames:
@@ -229,8 +285,13 @@ def _make_decode_fn(image_size, training, labeled, dtype, return_filenames):
 
   def decode(serialized, seed=None):
     features = tf.io.parse_single_example(serialized, spec)
+    raw_shape = None
+    if raw:
+      raw_shape = tf.stack([features[contract.IMAGE_HEIGHT], features[contract.IMAGE_WIDTH],
+                            features[contract.IMAGE_CHANNELS]])
     image = preprocess_image(
-        features[contract.IMAGE_ENCODED], image_size, training, seed=seed, dtype=dtype)
+        features[contract.IMAGE_ENCODED], image_size, training, seed=seed, dtype=dtype,
+        channels=channels, raw_shape=raw_shape)
     outputs = [image]
     if labeled:
       outputs.append(tf.cast(features[contract.CLASS_LABEL], tf.int32))
@@ -245,7 +306,10 @@ def preprocess_image(encoded: tf.Tensor,
                      image_size: int,
                      training: bool,
                      seed: Optional[tf.Tensor] = None,
-                     dtype: tf.dtypes.DType = tf.float32) -> tf.Tensor:
+                     dtype: tf.dtypes.DType = tf.float32,
+                     *,
+                     channels: int = 3,
+                     raw_shape: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Decodes, crops and resizes one encoded image (JPEG, PNG, ...) as :func:`load` does.
 
   Args:
@@ -253,37 +317,59 @@ def preprocess_image(encoded: tf.Tensor,
     image_size: ``S``, the side of the output image, in pixels.
     training: Inception-style random crop + random flip (True), or central square crop (False).
     seed: shape ``[2]`` int32/int64 seed of the stateless random ops; required in training.
-    dtype: floating output dtype.
+    dtype: floating output dtype (values in [0, 1]), or ``tf.uint8`` (values 0-255).
+    channels: 3 (RGB) or 1 (grayscale): of the output, whatever the record holds.
+    raw_shape: None for an encoded image; for a ``raw`` record (uint8 pixels, row-major), its
+      int64 ``[height, width, channels]`` from the record's shape keys.
 
   Returns:
-    ``dtype`` tensor of shape ``[S, S, 3]``, RGB, values in [0, 1].
+    ``dtype`` tensor of shape ``[S, S, channels]``, values in [0, 1] (0-255 for uint8).
   """
   if training:
     if seed is None:
       raise ValueError('preprocess_image(training=True) needs a seed of shape [2].')
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = _decode_window(encoded, lambda shape: _random_window(shape, crop_seed))
+    image = _decode_window(encoded, lambda shape: _random_window(shape, crop_seed), channels,
+                           raw_shape)
   else:
-    image = _decode_window(encoded, _central_square)
+    image = _decode_window(encoded, _central_square, channels, raw_shape)
   image = _resize(image, image_size)
-  if training:
+  if dtype == tf.uint8:
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0., 255.), tf.uint8)
+  else:
+    image = tf.cast(tf.clip_by_value(image / 255., 0., 1.), dtype)
+  if training:  # after the cast: fewer bytes to move for narrow dtypes, the same pixels
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  image = tf.clip_by_value(image / 255., 0., 1.)
-  return tf.cast(image, dtype)
+  return image
 
 
-def _decode_window(encoded: tf.Tensor, window_fn) -> tf.Tensor:
-  """Decodes the window ``window_fn(shape)`` of an image as uint8 ``[h, w, 3]``.
+def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
+                   raw_shape: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Decodes the window ``window_fn(shape)`` of an image as uint8 ``[h, w, channels]``.
 
   ``window_fn`` maps the image's ``[height, width, channels]`` to ``[y, x, h, w]``. JPEG
-  decodes only that window, its shape read from the header; anything else decodes whole.
+  decodes only that window, its shape read from the header; anything else decodes whole; raw
+  pixels (``raw_shape`` given) are reshaped, then cropped.
   """
+  if raw_shape is not None:
+    image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), raw_shape)
+    if channels == 1:
+      image = tf.cond(tf.shape(image)[2] == 1, lambda: image,
+                      lambda: tf.image.rgb_to_grayscale(image[..., :3]))
+    else:
+      image = tf.cond(tf.shape(image)[2] == 1, lambda: tf.image.grayscale_to_rgb(image),
+                      lambda: image[..., :3])
+    image = tf.ensure_shape(image, [None, None, channels])
+    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
+    return tf.image.crop_to_bounding_box(image, y, x, h, w)
+
   def jpeg():
     window = window_fn(tf.image.extract_jpeg_shape(encoded))
-    return tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels)
 
   def other():
-    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8,
+                               expand_animations=False)
     y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
     return tf.image.crop_to_bounding_box(image, y, x, h, w)
 
@@ -312,10 +398,22 @@ def _random_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """float32 ``[S, S, 3]`` in [0, 255]: bilinear, antialiased; a plain cast if already S x S."""
-  already = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_size))
+  """float32 ``[S, S, C]`` in [0, 255]: bilinear; a plain cast if already S x S.
+
+  Antialiased only when a side shrinks by more than 2x. Below that (every enlargement, where
+  both give the same pixels, and the mild shrinking of most crops of a 256 px record) the plain
+  bilinear resize, as TF-slim's and Model Garden's Inception-style crops use, costs about a
+  third as much; the antialiasing filter was more than half of all the reader's per-image work
+  (docs/benchmarks.md).
+  """
+  shape = tf.shape(image)[:2]
+  already = tf.reduce_all(tf.equal(shape, image_size))
+  strong_shrink = tf.reduce_any(shape > 2 * image_size)
   resized = tf.cond(
       already,
       lambda: tf.cast(image, tf.float32),
-      lambda: tf.image.resize(image, [image_size, image_size], antialias=True))
-  return tf.ensure_shape(resized, [image_size, image_size, 3])
+      lambda: tf.cond(
+          strong_shrink,
+          lambda: tf.image.resize(image, [image_size, image_size], antialias=True),
+          lambda: tf.image.resize(image, [image_size, image_size])))
+  return tf.ensure_shape(resized, [image_size, image_size, image.shape[-1]])

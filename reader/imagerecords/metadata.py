@@ -129,6 +129,24 @@ def split_shards(manifest: Dict[str, Any], data_dir: str, split: str) -> List[Sh
             entry.get(contract.MANIFEST_NUM_EXAMPLES)) for entry in entries)
 
 
+def latest_run(root: str) -> str:
+  """The newest published run of a nightly job (``--run_date``) under ``root``:
+  ``root/<the name in root/LATEST>``, e.g. ``gs://datasets/flowers/dt=2026-11-21``.
+
+  Raises:
+    IncompleteDatasetError: ``root/LATEST`` is missing (no run was published yet), or the run
+      it names has no ``_SUCCESS``.
+  """
+  pointer = _join(root, contract.LATEST_FILE)
+  if not tf.io.gfile.exists(pointer):
+    raise IncompleteDatasetError(
+        f'{root!r} has no {contract.LATEST_FILE!r}: no nightly run was published there yet.')
+  with tf.io.gfile.GFile(pointer, 'r') as f:
+    run_dir = _join(root, f.read().strip())
+  require_complete(run_dir)
+  return run_dir
+
+
 def _split_info(manifest: Dict[str, Any], data_dir: str, split: str) -> Dict[str, Any]:
   """The manifest entry of ``split``; a ValueError naming the available splits if absent."""
   splits = manifest[contract.MANIFEST_SPLITS]

@@ -1,0 +1,851 @@
+"""Checks an imagerecords output directory record by record, and draws what is in it.
+
+    python -m imagerecords.inspect OUT [--out DIR] [--no-verify] [--samples N] [--thumb_size PX]
+
+Verification reads every byte of every shard and reports each problem on one line, naming the
+file and, inside a shard, the record's index (0-based, in file order) and the byte offset of its
+frame (of the decompressed stream for ``.tfrecord.gz``). ``--no-verify`` reads only the records
+the pictures need and keeps the first two checks:
+
+* ``_SUCCESS`` and ``manifest.json`` are present and the manifest says ``"status": "complete"``;
+  ``labels.txt`` lists the manifest's classes;
+* every shard the manifest lists exists, and no other shard file lies in the directory;
+* every record's frame is whole and both its checksums hold: the masked CRC-32C of the length
+  field and of the data (the TFRecord framing, TensorFlow's ``core/lib/io/record_writer.cc``;
+  see :mod:`imagerecords.framing`). A flipped byte in the data fails the data checksum of the
+  one record it lies in; the walk goes on with the next record. A flipped byte in a length
+  field leaves the rest of the shard unframeable, and the walk stops there, as does a
+  truncated shard;
+* every record parses as a ``tf.train.Example`` holding the contract's keys
+  (:mod:`imagerecords.contract`), its image decodes (with TensorFlow, as the reader decodes it;
+  a ``raw`` image has height x width x channels bytes) to the stored ``image/height`` x
+  ``image/width`` x ``image/channels``;
+* classification: its class id indexes ``labels.txt`` and its class text is that line;
+  segmentation (the manifest's ``"task": "segmentation"``): its mask decodes to one channel of
+  the image's height and width (a palette or colour PNG does not: TensorFlow would decode its
+  colours), and its class ids other than void (255) index ``labels.txt`` when that names classes;
+* the records counted per shard and per split, and per class for classification, equal the
+  manifest's counts.
+
+Exit status: 0 and a last line ``OK`` when nothing is wrong; 1 and one line per problem
+otherwise (at most 20 per shard, then a count of the rest); 2 when the directory cannot be
+inspected at all (no manifest).
+
+Pictures (Pillow), written to ``--out`` (default ``./inspect_<name of OUT>``)::
+
+    contact_sheet_<split>.png   a grid of --samples images (8 per row), each titled with its
+                                class name; drawn round-robin from the shards' first records
+                                (the writer shuffles records, so these are a random sample)
+    class_counts.png            a bar chart of examples per class, one bar per split (for
+                                segmentation: examples whose mask holds the class)
+    segmentation_<split>.png    for records with a mask (``image/segmentation/class/encoded``):
+                                the images with the mask overlaid at half opacity, a colour
+                                per class id (the PASCAL VOC colour map, with a legend), void
+                                (255) transparent
+
+and a table of splits, shards, examples, classes, bytes and mean image size is printed.
+
+Files are read with ``tf.io.gfile``, so ``OUT`` may be a ``gs://`` URL. Beam is not needed.
+"""
+
+import argparse
+import collections
+import dataclasses
+import gzip
+import io
+import json
+import math
+import os
+import struct
+import sys
+from typing import BinaryIO, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+
+import google_crc32c
+from PIL import Image, ImageDraw, ImageFont
+
+from imagerecords import contract
+from imagerecords import framing
+
+MAX_PROBLEMS_PER_SHARD = 20
+VOID_CLASS = contract.MASK_VOID  # 255: the "ignore" id of segmentation masks (PASCAL VOC's)
+_CRC_MASK_DELTA = 0xa282ead8  # TensorFlow's core/lib/hash/crc32c.h
+_COLUMNS = 8
+_SPLIT_COLOURS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
+                  '#7f7f7f', '#bcbd22', '#17becf')  # matplotlib's 'tab10'
+
+
+def masked_crc32c(data: bytes) -> int:
+  """The CRC-32C of ``data``, masked as TFRecord stores it (``crc32c::Mask`` in TensorFlow).
+
+  Masking rotates the CRC right by 15 bits and adds 0xa282ead8, modulo 2^32, so that a CRC of
+  data that itself holds CRCs is not degenerate.
+  """
+  crc = google_crc32c.value(data)
+  return ((((crc >> 15) | (crc << 17)) & 0xffffffff) + _CRC_MASK_DELTA) & 0xffffffff
+
+
+# --- the framing walk ---------------------------------------------------------------------------
+
+
+class Damage(str):
+  """A problem line after which the rest of a shard cannot be located (truncated or corrupt
+  framing); plain ``str`` problem lines concern one record or file only."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+  """One record of a shard: its index (0-based, file order), frame offset in bytes, and data.
+
+  ``data`` is None when the data checksum does not hold (the record is counted, not used).
+  """
+  index: int
+  offset: int
+  data: Optional[bytes]
+
+
+def walk_frames(stream: BinaryIO, name: str, problems: List[str],
+                check_crc: bool = True) -> Iterator[Frame]:
+  """Yields every record frame of an uncompressed TFRecord stream, checking its checksums.
+
+  Each problem found is appended to ``problems`` as one line starting with ``name``. A data
+  checksum mismatch yields the frame with ``data=None`` and goes on; a length checksum mismatch
+  or a frame cut short ends the walk (nothing after it can be located), its line a
+  :class:`Damage`.
+
+  Args:
+    stream: the shard's bytes, read from the start (a gzip stream for ``.tfrecord.gz``).
+    name: the file name used in problem lines.
+    problems: list the problem lines are appended to.
+    check_crc: False skips both checksums (for drawing samples without verifying).
+  """
+  index, offset = 0, 0
+  while True:
+    header = stream.read(framing.HEADER_BYTES)
+    if not header:
+      return
+    where = f'{name}: record {index} (byte {offset})'
+    if len(header) < framing.HEADER_BYTES:
+      problems.append(Damage(f'{where}: truncated: {len(header)} bytes of a '
+                             f'{framing.HEADER_BYTES}-byte record header'))
+      return
+    (length,) = struct.unpack('<Q', header[:8])
+    (length_crc,) = struct.unpack('<I', header[8:])
+    if check_crc and masked_crc32c(header[:8]) != length_crc:
+      problems.append(Damage(f'{where}: corrupt: the length field fails its checksum; '
+                             'the records after it cannot be located'))
+      return
+    body = stream.read(length + framing.FOOTER_BYTES)
+    if len(body) < length + framing.FOOTER_BYTES:
+      problems.append(Damage(f'{where}: truncated: {length + framing.FOOTER_BYTES} bytes of data '
+                             f'and checksum announced, {len(body)} left in the file'))
+      return
+    data = body[:length]
+    if check_crc:
+      (data_crc,) = struct.unpack('<I', body[length:])
+      if masked_crc32c(data) != data_crc:
+        problems.append(f'{where}: corrupt: the data ({length} bytes) fails its checksum')
+        data = None
+    yield Frame(index, offset, data)
+    index += 1
+    offset += framing.HEADER_BYTES + length + framing.FOOTER_BYTES
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Record:
+  """The parts of one parsed record that inspection uses (keys: :mod:`imagerecords.contract`).
+
+  ``mask_classes`` is filled in by :func:`check_record`: the class ids the decoded mask holds,
+  void (255) left out.
+  """
+  encoded: bytes
+  image_format: str
+  height: int
+  width: int
+  channels: int
+  label: Optional[int]
+  class_text: Optional[str]
+  filename: str
+  mask: Optional[bytes]
+  mask_classes: Optional[FrozenSet[int]] = None
+
+
+def parse_record(data: bytes) -> Record:
+  """Parses a serialized ``tf.train.Example`` into a :class:`Record`.
+
+  Raises:
+    ValueError: not a ``tf.train.Example``, or a required key is missing or of the wrong type
+      (the message names the key).
+  """
+  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+  from google.protobuf.message import DecodeError  # pylint: disable=import-outside-toplevel
+  example = example_pb2.Example()
+  try:
+    example.ParseFromString(data)
+  except DecodeError as e:
+    raise ValueError(f'not a tf.train.Example ({e})') from None
+  feature = example.features.feature
+
+  def get(key, kind, required=True):
+    if key not in feature:
+      if required:
+        raise ValueError(f'no {key!r} feature')
+      return None
+    values = getattr(feature[key], kind).value
+    if len(values) != 1:
+      raise ValueError(f'{key!r} holds {len(values)} {kind} values, not 1')
+    return values[0]
+
+  text = get(contract.CLASS_TEXT, 'bytes_list', required=False)
+  return Record(
+      encoded=get(contract.IMAGE_ENCODED, 'bytes_list'),
+      image_format=get(contract.IMAGE_FORMAT, 'bytes_list').decode('utf-8', 'replace'),
+      height=get(contract.IMAGE_HEIGHT, 'int64_list'),
+      width=get(contract.IMAGE_WIDTH, 'int64_list'),
+      channels=get(contract.IMAGE_CHANNELS, 'int64_list'),
+      label=get(contract.CLASS_LABEL, 'int64_list', required=False),
+      class_text=None if text is None else text.decode('utf-8', 'replace'),
+      filename=(get(contract.FILENAME, 'bytes_list', required=False) or b'').decode(
+          'utf-8', 'replace'),
+      mask=get(contract.MASK_ENCODED, 'bytes_list', required=False))
+
+
+def check_record(record: Record, class_names: Sequence[str],
+                 segmentation: bool = False) -> List[str]:
+  """The problems of one parsed record, each a phrase (no file or index); [] when it is sound.
+
+  Decodes the image with TensorFlow (``tf.io.decode_image``, as the reader does; a ``raw``
+  image is checked by its byte count) and compares its shape with the stored height, width and
+  channels. Classification (``segmentation`` False): the class id indexes ``class_names`` and
+  the class text is that name; a labeled dataset's record must have a class id. Segmentation:
+  the record must hold a mask, decoding (``tf.io.decode_png``) to one channel of the image's
+  size, whose class ids other than void (255) index ``class_names`` when that names classes;
+  the ids found are stored in ``record.mask_classes``.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  problems = []
+  stored = (record.height, record.width, record.channels)
+  stored_text = 'x'.join(map(str, stored))
+  if record.image_format == contract.RAW_FORMAT:
+    expected = record.height * record.width * record.channels
+    if len(record.encoded) != expected:
+      problems.append(f'raw image holds {len(record.encoded)} bytes, {stored_text} needs '
+                      f'{expected}')
+  else:
+    try:
+      shape = tuple(tf.io.decode_image(record.encoded, channels=0,
+                                       expand_animations=False).shape)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+      problems.append(f'image ({record.image_format}) does not decode: {_first_line(e)}')
+    else:
+      if shape != stored:
+        problems.append(f'image decodes to {"x".join(map(str, shape))}, the record says '
+                        f'{stored_text}')
+
+  if segmentation and record.mask is None:
+    problems.append(f'no {contract.MASK_ENCODED!r} in a segmentation dataset')
+  if record.mask is not None:
+    try:
+      mask = tf.io.decode_png(record.mask, channels=0).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+      problems.append(f'segmentation mask does not decode: {_first_line(e)}')
+    else:
+      if mask.shape != (record.height, record.width, 1):
+        hint = (' (a palette or colour PNG: TensorFlow decodes its colours, not class indices)'
+                if mask.shape[-1] != 1 else '')
+        problems.append(f'segmentation mask decodes to {"x".join(map(str, mask.shape))}, '
+                        f'expected {record.height}x{record.width}x1{hint}')
+      else:
+        ids = frozenset(int(v) for v in np.unique(mask)) - {VOID_CLASS}
+        record.mask_classes = ids
+        unknown = sorted(i for i in ids if i >= len(class_names))
+        if class_names and unknown:
+          problems.append(f'segmentation mask holds class ids {unknown} beyond labels.txt '
+                          f'({len(class_names)} classes, ids 0-{len(class_names) - 1}, void '
+                          f'{VOID_CLASS})')
+
+  if not segmentation and class_names and record.label is None:
+    problems.append(f'no {contract.CLASS_LABEL!r} although labels.txt lists classes')
+  if record.label is not None:
+    if not 0 <= record.label < len(class_names):
+      problems.append(f'class id {record.label} is not in labels.txt '
+                      f'({len(class_names)} classes, ids 0-{len(class_names) - 1})')
+    elif record.class_text is not None and record.class_text != class_names[record.label]:
+      problems.append(f'class text {record.class_text!r} is not line {record.label} of '
+                      f'labels.txt ({class_names[record.label]!r})')
+  return problems
+
+
+def _first_line(error) -> str:
+  """The first line of a TensorFlow error's message (its op trace follows)."""
+  message = getattr(error, 'message', '') or str(error) or type(error).__name__
+  return message.splitlines()[0]
+
+
+def mask_class_name(class_id: int, class_names: Sequence[str]) -> str:
+  """The name of a mask class id: ``class_names[class_id]``, else ``'class <id>'``."""
+  return class_names[class_id] if 0 <= class_id < len(class_names) else f'class {class_id}'
+
+
+# --- one output directory -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SplitReport:
+  """What was read of one split. ``sizes`` holds (height, width) of every record read."""
+  name: str
+  num_shards: int = 0
+  num_examples: int = 0
+  bytes: int = 0
+  class_counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  sizes: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
+  samples: List[Record] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Report:
+  """The result of :func:`inspect`: the problems (one line each) and what was read per split."""
+  data_dir: str
+  class_names: List[str]
+  splits: Dict[str, SplitReport]
+  problems: List[str]
+  verified: bool
+  segmentation: bool = False
+
+  @property
+  def ok(self) -> bool:
+    return not self.problems
+
+
+class NotAnOutputDirectory(FileNotFoundError):
+  """``manifest.json`` is missing or unreadable: there is nothing to inspect."""
+
+
+def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
+  """Reads ``data_dir``'s metadata and shards; verifies them unless ``verify`` is False.
+
+  Without verification only the first records of each shard are read, enough for ``samples``
+  samples per split, and only the metadata is checked (``_SUCCESS``, manifest status,
+  ``labels.txt``, the shard files present); counts then come from the manifest and sizes from
+  the samples.
+
+  Raises:
+    NotAnOutputDirectory: no readable ``manifest.json``.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  problems = []
+  manifest_path = _join(data_dir, contract.MANIFEST_FILE)
+  try:
+    with tf.io.gfile.GFile(manifest_path, 'r') as f:
+      manifest = json.load(f)
+  except (tf.errors.NotFoundError, json.JSONDecodeError) as e:
+    raise NotAnOutputDirectory(f'{manifest_path}: cannot read the manifest ({e})') from None
+  if not tf.io.gfile.exists(_join(data_dir, contract.SUCCESS_FILE)):
+    problems.append(f'{contract.SUCCESS_FILE}: missing: the job that writes this directory is '
+                    'still running or failed; readers refuse it')
+  if manifest.get('status', 'complete') != 'complete':
+    problems.append(f'{contract.MANIFEST_FILE}: status {manifest.get("status")!r}: '
+                    f'{manifest.get("error")}')
+  class_names = list(manifest.get(contract.MANIFEST_CLASSES, []))
+  segmentation = manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION
+  labels_path = _join(data_dir, contract.LABELS_FILE)
+  if tf.io.gfile.exists(labels_path):
+    with tf.io.gfile.GFile(labels_path, 'r') as f:
+      labels = f.read().splitlines()
+    if labels != class_names:
+      problems.append(f'{contract.LABELS_FILE}: lists {len(labels)} classes, the manifest '
+                      f'{len(class_names)}; they differ')
+    class_names = labels
+  elif class_names:
+    problems.append(f'{contract.LABELS_FILE}: missing')
+
+  split_infos = manifest.get(contract.MANIFEST_SPLITS, {})
+  listed = {entry[contract.MANIFEST_SHARD_FILE]
+            for info in split_infos.values() for entry in info[contract.MANIFEST_SHARDS]}
+  for path in sorted(tf.io.gfile.glob(_join(data_dir, '*' + contract.SHARD_SUFFIX + '*'))):
+    name = os.path.basename(path)
+    if contract.parse_shard_file_name(name) and name not in listed:
+      problems.append(f'{name}: a shard file the manifest does not list (left by another run?)')
+
+  splits = {}
+  for split, info in sorted(split_infos.items()):
+    report = splits[split] = SplitReport(split)
+    entries = sorted(info[contract.MANIFEST_SHARDS], key=lambda e: e[contract.MANIFEST_SHARD_FILE])
+    report.num_shards = len(entries)
+    if len(entries) != info.get(contract.MANIFEST_NUM_SHARDS, len(entries)):
+      problems.append(f'{contract.MANIFEST_FILE}: split {split}: {len(entries)} shards listed, '
+                      f'num_shards is {info[contract.MANIFEST_NUM_SHARDS]}')
+    per_shard = max(1, math.ceil(samples / max(len(entries), 1)))
+    shard_samples, all_counted = [], True
+    for entry in entries:
+      name = entry[contract.MANIFEST_SHARD_FILE]
+      path = _join(data_dir, name)
+      if not tf.io.gfile.exists(path):
+        problems.append(f'{name}: missing (listed in {contract.MANIFEST_FILE})')
+        all_counted = False
+        continue
+      report.bytes += tf.io.gfile.stat(path).length
+      shard_problems = []
+      count, firsts = _read_shard(path, name, class_names, segmentation, verify, per_shard,
+                                  shard_problems, report)
+      shard_samples.append(firsts)
+      expected = entry.get(contract.MANIFEST_NUM_EXAMPLES)
+      broken = any(isinstance(p, Damage) for p in shard_problems)
+      all_counted = all_counted and not shard_problems  # counts below would only echo these
+      if verify and broken:
+        shard_problems.append(f'{name}: {count} records read before the damage; the manifest '
+                              f'says {expected}')
+      elif verify and expected is not None and count != expected:
+        shard_problems.append(f'{name}: {count} records, the manifest says {expected}')
+      problems.extend(_capped(shard_problems, name))
+    report.samples = _round_robin(shard_samples, samples)
+    listed_total = sum(e.get(contract.MANIFEST_NUM_EXAMPLES) or 0 for e in entries)
+    if listed_total != info[contract.MANIFEST_NUM_EXAMPLES]:
+      problems.append(f'{contract.MANIFEST_FILE}: split {split}: its shards list {listed_total} '
+                      f'records, num_examples is {info[contract.MANIFEST_NUM_EXAMPLES]}')
+    if not verify:
+      report.num_examples = info[contract.MANIFEST_NUM_EXAMPLES]
+      report.class_counts = collections.Counter(info.get('class_counts', {}))
+    elif all_counted:
+      manifest_counts = {k: v for k, v in info.get('class_counts', {}).items() if v}
+      counted = {k: v for k, v in report.class_counts.items() if v}
+      if class_names and not segmentation and manifest_counts != counted:
+        diffs = [f'{c}: {counted.get(c, 0)} read, {manifest_counts.get(c, 0)} listed'
+                 for c in sorted(set(counted) | set(manifest_counts))
+                 if counted.get(c, 0) != manifest_counts.get(c, 0)]
+        problems.append(f'{contract.MANIFEST_FILE}: split {split}: class counts differ '
+                        f'({"; ".join(diffs)})')
+  return Report(data_dir, class_names, splits, problems, verify, segmentation)
+
+
+def _read_shard(path, name, class_names, segmentation, verify, num_samples, problems, report):
+  """Walks one shard; returns (records counted, its first ``num_samples`` parsed records).
+
+  With ``verify``, every record is checked and counted into ``report`` (``class_counts``:
+  examples per class; for segmentation, examples whose mask holds the class); without, the
+  walk stops after ``num_samples`` records and checks nothing.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  firsts, count = [], 0
+  with tf.io.gfile.GFile(path, 'rb') as raw:
+    stream = gzip.GzipFile(fileobj=raw) if name.endswith(contract.GZIP_SUFFIX) else raw
+    try:
+      for frame in walk_frames(stream, name, problems, check_crc=verify):
+        count += 1
+        if frame.data is None:
+          continue
+        where = f'{name}: record {frame.index} (byte {frame.offset})'
+        try:
+          record = parse_record(frame.data)
+        except ValueError as e:
+          problems.append(f'{where}: {e}')
+          continue
+        if verify:
+          problems.extend(f'{where} ({record.filename}): {p}'
+                          for p in check_record(record, class_names, segmentation))
+          report.num_examples += 1
+          report.sizes.append((record.height, record.width))
+          if record.label is not None and 0 <= record.label < len(class_names):
+            report.class_counts[class_names[record.label]] += 1
+          for class_id in sorted(record.mask_classes or ()):
+            report.class_counts[mask_class_name(class_id, class_names)] += 1
+        if len(firsts) < num_samples:
+          firsts.append(record)
+          if not verify:
+            report.sizes.append((record.height, record.width))
+            if len(firsts) == num_samples:
+              break
+    except (OSError, EOFError, gzip.BadGzipFile) as e:  # a damaged gzip stream
+      problems.append(Damage(f'{name}: record {count}: unreadable compressed data ({e})'))
+  return count, firsts
+
+
+def _round_robin(lists: List[List[Record]], limit: int) -> List[Record]:
+  """Up to ``limit`` items: the first of each list, then the second of each, and so on."""
+  out = []
+  for depth in range(max((len(items) for items in lists), default=0)):
+    for items in lists:
+      if depth < len(items) and len(out) < limit:
+        out.append(items[depth])
+  return out
+
+
+def _capped(problems: List[str], name: str) -> List[str]:
+  """The first MAX_PROBLEMS_PER_SHARD problems of shard ``name``, then a line counting the rest."""
+  if len(problems) <= MAX_PROBLEMS_PER_SHARD:
+    return problems
+  rest = len(problems) - MAX_PROBLEMS_PER_SHARD
+  return problems[:MAX_PROBLEMS_PER_SHARD] + [f'{name}: ... and {rest} more problems']
+
+
+def _join(data_dir: str, name: str) -> str:
+  """``data_dir/name`` for local paths and file-system URLs (``gs://bucket/dir``) alike."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.io.gfile.join(data_dir, name)
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def format_table(report: Report) -> str:
+  """The summary table: one row per split and a total row, columns aligned."""
+  header = ('split', 'shards', 'examples', 'classes', 'bytes', 'mean size (h x w)')
+  rows = []
+  all_sizes, totals = [], [0, 0, 0]
+  for split in report.splits.values():
+    rows.append((split.name, str(split.num_shards), f'{split.num_examples:,}',
+                 str(sum(1 for v in split.class_counts.values() if v)), _human_bytes(split.bytes),
+                 _mean_size(split.sizes)))
+    all_sizes += split.sizes
+    totals[0] += split.num_shards
+    totals[1] += split.num_examples
+    totals[2] += split.bytes
+  seen = {name for split in report.splits.values() for name, n in split.class_counts.items() if n}
+  rows.append(('total', str(totals[0]), f'{totals[1]:,}', str(len(report.class_names) or len(seen)),
+               _human_bytes(totals[2]), _mean_size(all_sizes)))
+  widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+  lines = []
+  for row in [header] + rows:
+    cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])]
+    lines.append('  '.join(cells + [row[-1]]).rstrip())
+  if report.segmentation:
+    lines.append('(segmentation: classes are the mask class ids found, void 255 left out)')
+  if not report.verified:
+    lines.append('(not verified: counts from the manifest, sizes from the sampled records)')
+  return '\n'.join(lines)
+
+
+def _human_bytes(n: int) -> str:
+  """``n`` bytes in decimal units: ``'999 B'``, ``'3.0 MB'``."""
+  for unit in ('B', 'KB', 'MB', 'GB', 'TB'):
+    if n < 1000 or unit == 'TB':
+      return f'{n} B' if unit == 'B' else f'{n:.1f} {unit}'
+    n /= 1000
+  return ''  # unreachable
+
+
+def _mean_size(sizes: List[Tuple[int, int]]) -> str:
+  """``'<mean height> x <mean width>'`` of (height, width) pairs, rounded to pixels; ``'-'``."""
+  if not sizes:
+    return '-'
+  height = sum(h for h, _ in sizes) / len(sizes)
+  width = sum(w for _, w in sizes) / len(sizes)
+  return f'{height:.0f} x {width:.0f}'
+
+
+# --- pictures -----------------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+  """Pillow's bundled font at ``size`` px (needs FreeType); its bitmap font otherwise."""
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:  # Pillow < 10.1
+    return ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
+  """The width of ``text`` drawn in ``font``, in pixels."""
+  left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+  return right - left
+
+
+def _fit_text(draw, text: str, font, width: int) -> str:
+  """``text``, cut with an ellipsis until it fits in ``width`` px."""
+  if _text_width(draw, text, font) <= width:
+    return text
+  while text and _text_width(draw, text + '…', font) > width:
+    text = text[:-1]
+  return text + '…'
+
+
+def _record_image(record: Record, size: Optional[int] = None) -> Image.Image:
+  """The record's image as RGB, shrunk to fit in ``size`` x ``size`` when given (a JPEG then
+  decodes at reduced scale); ``raw`` records are read as their row-major uint8 pixels.
+
+  Raises:
+    OSError, ValueError: the image does not decode.
+  """
+  if record.image_format == contract.RAW_FORMAT:
+    mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}.get(record.channels)
+    if mode is None:
+      raise ValueError(f'raw image with {record.channels} channels')
+    image = Image.frombytes(mode, (record.width, record.height), record.encoded)
+  else:
+    image = Image.open(io.BytesIO(record.encoded))
+    if size:
+      image.draft('RGB', (size, size))
+  image = image.convert('RGB')
+  if size:
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+  return image
+
+
+def _grid(cells: List[Tuple[Image.Image, str]], title: str, thumb: int,
+          legend: Sequence[Tuple[Tuple[int, int, int], str]] = ()) -> Image.Image:
+  """Images in rows of 8, each centred in a ``thumb`` x ``thumb`` square under its caption,
+  below a title and, if given, a legend of (colour, text) swatches."""
+  caption_font, title_font = _font(max(11, thumb // 7)), _font(16)
+  caption_h = caption_font.size + 6 if hasattr(caption_font, 'size') else 16
+  pad, title_h = 6, 30 + (24 if legend else 0)
+  columns = min(_COLUMNS, max(len(cells), 1))
+  rows = max(1, math.ceil(len(cells) / columns))
+  cell_w, cell_h = thumb + pad, thumb + caption_h + pad
+  sheet = Image.new('RGB', (columns * cell_w + pad, title_h + rows * cell_h + pad), 'white')
+  draw = ImageDraw.Draw(sheet)
+  draw.text((pad, 7), _fit_text(draw, title, title_font, sheet.width - 2 * pad), fill='black',
+            font=title_font)
+  x = pad
+  for colour, text in legend:
+    draw.rectangle((x, 32, x + 14, 46), fill=colour, outline='#888888')
+    draw.text((x + 19, 32), text, fill='black', font=caption_font)
+    x += 19 + _text_width(draw, text, caption_font) + 16
+  for i, (image, caption) in enumerate(cells):
+    x = pad + (i % columns) * cell_w
+    y = title_h + (i // columns) * cell_h
+    text = _fit_text(draw, caption, caption_font, thumb)
+    draw.text((x + (thumb - _text_width(draw, text, caption_font)) // 2, y), text,
+              fill='black', font=caption_font)
+    top = y + caption_h
+    draw.rectangle((x, top, x + thumb - 1, top + thumb - 1), fill='#eeeeee')
+    sheet.paste(image, (x + (thumb - image.width) // 2, top + (thumb - image.height) // 2))
+  return sheet
+
+
+def contact_sheet(split: SplitReport, class_names: Sequence[str], thumb: int = 96) -> Image.Image:
+  """A grid of the split's sampled images, 8 per row, each titled with its class name
+  (its file name when unlabeled, ``class id N?`` for an id outside ``labels.txt``)."""
+  cells = []
+  for record in split.samples:
+    if record.label is None:
+      caption = os.path.basename(record.filename)
+    elif 0 <= record.label < len(class_names):
+      caption = class_names[record.label]
+    else:
+      caption = f'class id {record.label}?'
+    try:
+      image = _record_image(record, thumb)
+    except (OSError, ValueError):
+      image, caption = Image.new('RGB', (thumb, thumb), '#cc0000'), 'does not decode'
+    cells.append((image, caption))
+  title = (f'{split.name}: {len(cells)} of {split.num_examples:,} examples '
+           f'(first records of {split.num_shards} shards)')
+  return _grid(cells, title, thumb)
+
+
+def voc_colour_map(n: int = 256) -> List[Tuple[int, int, int]]:
+  """PASCAL VOC's colour map: colour i of class index i, by interleaving i's bits (VOCdevkit)."""
+  colours = []
+  for i in range(n):
+    r = g = b = 0
+    c = i
+    for shift in range(7, -1, -1):
+      r |= (c & 1) << shift
+      g |= ((c >> 1) & 1) << shift
+      b |= ((c >> 2) & 1) << shift
+      c >>= 3
+    colours.append((r, g, b))
+  return colours
+
+
+def overlay_mask(image: Image.Image, mask: Image.Image, alpha: float = 0.5) -> Image.Image:
+  """``image`` (RGB) with ``mask`` (mode L or P, class indices, same size) blended on top.
+
+  Each class index gets its VOC colour at opacity ``alpha``; void (255) stays transparent.
+  """
+  indices = mask if mask.mode == 'L' else Image.frombytes('L', mask.size, mask.tobytes())
+  colours = voc_colour_map()
+  colour = Image.new('P', indices.size)
+  colour.putpalette([v for rgb in colours for v in rgb])
+  colour.frombytes(indices.tobytes())
+  opacity = indices.point(lambda v: 0 if v == VOID_CLASS else int(255 * alpha))
+  blended = image.copy()
+  blended.paste(colour.convert('RGB'), (0, 0), opacity)
+  return blended
+
+
+def segmentation_sheet(split: SplitReport, class_names: Sequence[str] = (),
+                       thumb: int = 96) -> Optional[Image.Image]:
+  """The split's sampled records that hold a mask, overlaid (see :func:`overlay_mask`), each
+  titled with its file name, under a legend of the class ids found (named by ``class_names``);
+  None when no sampled record holds a mask. A mask that does not decode, or is not the image's
+  size, is left out (``inspect`` reports it)."""
+  cells, found = [], set()
+  for record in split.samples:
+    if record.mask is None:
+      continue
+    try:
+      image = _record_image(record)
+      mask = Image.open(io.BytesIO(record.mask))
+      mask.load()
+    except (OSError, ValueError):
+      continue
+    if mask.size != image.size or mask.mode not in ('L', 'P'):
+      continue
+    found.update(set(mask.tobytes()) - {VOID_CLASS})
+    blended = overlay_mask(image, mask)
+    blended.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
+    cells.append((blended, os.path.basename(record.filename)))
+  if not cells:
+    return None
+  colours = voc_colour_map()
+  legend = [(colours[i], f'{i} {class_names[i]}' if i < len(class_names) else str(i))
+            for i in sorted(found)]
+  return _grid(cells, f'{split.name}: masks over images (colour = class id, void {VOID_CLASS} '
+               'clear)', thumb, legend)
+
+
+def _chart_rows(report: Report) -> Tuple[str, List[str], List[List[int]]]:
+  """(title, row names, counts[row][split]) of the class-count chart.
+
+  Classification: a row per line of ``labels.txt``. Segmentation: a row per mask class (named
+  by ``labels.txt`` when it names them), counting the examples whose mask holds it. With no
+  per-class counts (unlabeled, or segmentation under ``--no-verify``): one row of all examples.
+  """
+  splits = list(report.splits.values())
+  names = list(report.class_names)
+  if report.segmentation:
+    title = 'Examples whose mask holds each class, per split'
+    found = {name for split in splits for name, n in split.class_counts.items() if n}
+    extra = sorted(found - set(names), key=lambda n: (len(n), n))  # 'class 2' < 'class 10'
+    names = [n for n in names if n in found] + extra
+  else:
+    title = 'Examples per class and split'
+  if not names or not any(split.class_counts for split in splits):
+    return title, ['(all examples)'], [[split.num_examples for split in splits]]
+  return title, names, [[split.class_counts.get(name, 0) for split in splits] for name in names]
+
+
+def class_count_chart(report: Report) -> Image.Image:
+  """A horizontal bar chart of examples per class (see :func:`_chart_rows`), one bar and its
+  count per split, with a legend of the splits and an axis of examples."""
+  splits = list(report.splits.values())
+  title, names, counts = _chart_rows(report)
+  big = len(names) * max(len(splits), 1) > 40
+  bar_h = 9 if big else 18
+  label_font, small_font, title_font = _font(13), _font(11 if big else 13), _font(16)
+  scratch = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  left = 16 + max(_text_width(scratch, _fit_text(scratch, n, label_font, 220), label_font)
+                  for n in names)
+  plot_w, right, top, bottom = 520, 70, 70, 44
+  group_h = max(len(splits) * bar_h, 16) + (6 if big else 12)
+  height = top + len(names) * group_h + bottom
+  chart = Image.new('RGB', (left + plot_w + right, height), 'white')
+  draw = ImageDraw.Draw(chart)
+  dataset_name = os.path.basename(report.data_dir.rstrip('/'))
+  draw.text((12, 8), f'{title}: {dataset_name}', fill='black', font=title_font)
+  x = 12  # legend
+  for i, split in enumerate(splits):
+    colour = _SPLIT_COLOURS[i % len(_SPLIT_COLOURS)]
+    draw.rectangle((x, 38, x + 14, 52), fill=colour)
+    text = f'{split.name} ({split.num_examples:,})'
+    draw.text((x + 20, 38), text, fill='black', font=label_font)
+    x += 20 + _text_width(draw, text, label_font) + 24
+  peak = max((c for row in counts for c in row), default=0)
+  step = _nice_step(peak)
+  axis_max = max(step, math.ceil(peak / step) * step) if peak else 1
+  plot_bottom = top + len(names) * group_h
+  for tick in range(0, axis_max + 1, step):  # grid lines and tick labels
+    tx = left + round(tick / axis_max * plot_w)
+    draw.line((tx, top - 4, tx, plot_bottom), fill='#dddddd')
+    label = f'{tick:,}'
+    draw.text((tx - _text_width(draw, label, small_font) // 2, plot_bottom + 6), label,
+              fill='#444444', font=small_font)
+  for row, (name, row_counts) in enumerate(zip(names, counts)):
+    y = top + row * group_h + 3
+    bars_h = len(splits) * bar_h
+    text = _fit_text(draw, name, label_font, 220)
+    draw.text((left - 8 - _text_width(draw, text, label_font), y + bars_h // 2 - 8), text,
+              fill='black', font=label_font)
+    for i, count in enumerate(row_counts):
+      colour = _SPLIT_COLOURS[i % len(_SPLIT_COLOURS)]
+      by = y + i * bar_h
+      bx = left + round(count / axis_max * plot_w)
+      if count:
+        draw.rectangle((left, by, max(bx, left + 1), by + bar_h - 2), fill=colour)
+      draw.text((bx + 4, by + (bar_h - 2) // 2 - (6 if big else 8)), f'{count:,}',
+                fill='#222222', font=small_font)
+  draw.line((left, top - 4, left, plot_bottom), fill='black')
+  draw.line((left, plot_bottom, left + plot_w, plot_bottom), fill='black')
+  axis_label = 'examples'
+  draw.text((left + (plot_w - _text_width(draw, axis_label, small_font)) // 2, plot_bottom + 24),
+            axis_label, fill='#444444', font=small_font)
+  return chart
+
+
+def _nice_step(peak: int) -> int:
+  """A tick step (1, 2 or 5 times a power of ten) giving about 5 ticks up to ``peak``."""
+  if peak <= 5:
+    return 1
+  raw = peak / 5
+  power = 10 ** math.floor(math.log10(raw))
+  for factor in (1, 2, 5, 10):
+    if raw <= factor * power:
+      return int(factor * power)
+  return int(10 * power)
+
+
+def render(report: Report, out_dir: str, thumb: int = 96) -> List[str]:
+  """Writes the PNGs of ``report`` into ``out_dir`` (created); returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+
+  def save(image, name):
+    path = os.path.join(out_dir, name)
+    image.save(path, optimize=True)
+    written.append(path)
+
+  for split in report.splits.values():
+    save(contact_sheet(split, report.class_names, thumb), f'contact_sheet_{split.name}.png')
+    overlay = segmentation_sheet(split, report.class_names, thumb)
+    if overlay is not None:
+      save(overlay, f'segmentation_{split.name}.png')
+  save(class_count_chart(report), 'class_counts.png')
+  return written
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command line (see the module docstring); returns the exit status."""
+  parser = argparse.ArgumentParser(
+      prog='python -m imagerecords.inspect',
+      description='Verify an imagerecords output directory and draw contact sheets and a '
+                  'class-count chart of it.')
+  parser.add_argument('data_dir', metavar='OUT', help='the output directory of the Beam job')
+  parser.add_argument('--out', default=None, metavar='DIR',
+                      help='folder for the PNGs (default: ./inspect_<name of OUT>)')
+  parser.add_argument('--no-verify', dest='verify', action='store_false',
+                      help='read only the records the pictures need; check only _SUCCESS, the '
+                           "manifest's status, labels.txt and that the shards exist")
+  parser.add_argument('--samples', type=int, default=32,
+                      help='images per contact sheet (default 32: 8 x 4)')
+  parser.add_argument('--thumb_size', type=int, default=96,
+                      help='side of a contact-sheet thumbnail, pixels (default 96)')
+  args = parser.parse_args(argv)
+  if args.samples < 1 or args.thumb_size < 16:
+    parser.error('--samples must be at least 1 and --thumb_size at least 16')
+  out_dir = args.out or f'inspect_{os.path.basename(args.data_dir.rstrip("/")) or "out"}'
+  try:
+    report = inspect(args.data_dir, verify=args.verify, samples=args.samples)
+  except NotAnOutputDirectory as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(format_table(report))
+  for path in render(report, out_dir, args.thumb_size):
+    print(f'wrote {path}')
+  if report.problems:
+    print(f'{len(report.problems)} problem(s) in {args.data_dir}:')
+    for problem in report.problems:
+      print(problem)
+    return 1
+  print('OK' if report.verified else 'OK (not verified: --no-verify)')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

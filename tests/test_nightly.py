@@ -1,0 +1,174 @@
+"""The nightly job (--run_date): three nights over a growing folder of real photos, then the
+ways a night goes wrong (failure, rerun, vanished class, leftovers of a killed run)."""
+
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+
+from tests.helpers import all_records, convert, manifest_of, shared_data
+
+NIGHTS = ('2026-11-18', '2026-11-19', '2026-11-20')
+FLAGS = ('--image_size=48', '--resize_mode=center_crop', '--splits=train=0.75,validation=0.25',
+         '--num_shards=2')
+
+
+def _link(source: pathlib.Path, target: pathlib.Path) -> None:
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if target.is_symlink() or target.exists():
+    target.unlink()
+  target.symlink_to(source)
+
+
+def _records(run_dir) -> dict:
+  """image/filename -> (split, class id, class name, source sha256) over a run's records."""
+  return {r['image/filename'].decode(): (split, r['image/class/label'],
+                                          r['image/class/text'].decode(),
+                                          r['image/key/sha256'].decode())
+          for split, r in all_records(run_dir)}
+
+
+@pytest.fixture(scope='module')
+def nights(tmp_path_factory):
+  """Runs three nights; returns (input dir, output root, {date: records}, {date: manifest})."""
+  hymenoptera = shared_data('hymenoptera')
+  ants = sorted((hymenoptera / 'train' / 'ants').glob('*.jpg'))
+  bees = sorted((hymenoptera / 'train' / 'bees').glob('*.jpg'))
+  tmp = tmp_path_factory.mktemp('nightly')
+  images, root = tmp / 'images', tmp / 'out'
+  # night 1: 12 ants, 12 bees
+  for path in ants[:12]:
+    _link(path, images / 'ants' / path.name)
+  for path in bees[:12]:
+    _link(path, images / 'bees' / path.name)
+  records, manifests = {}, {}
+
+  def night(date):
+    assert convert(images, root, f'--run_date={date}', *FLAGS) == 0
+    run_dir = root / f'dt={date}'
+    records[date], manifests[date] = _records(run_dir), manifest_of(run_dir)
+
+  night(NIGHTS[0])
+  # night 2: 6 ants added, 3 bees removed, a new class that sorts first ('aphids': its bytes
+  # are bee photos, which is fine for a class id test)
+  for path in ants[12:18]:
+    _link(path, images / 'ants' / path.name)
+  for path in bees[:3]:
+    (images / 'bees' / path.name).unlink()
+  for path in bees[30:34]:
+    _link(path, images / 'aphids' / f'aphid_{path.name}')
+  night(NIGHTS[1])
+  # night 3: two ants change content under the same name, two ants removed, two bees added
+  for name, replacement in zip([p.name for p in ants[4:6]], ants[40:42]):
+    _link(replacement, images / 'ants' / name)
+  for path in ants[6:8]:
+    (images / 'ants' / path.name).unlink()
+  for path in bees[20:22]:
+    _link(path, images / 'bees' / path.name)
+  night(NIGHTS[2])
+  return images, root, records, manifests
+
+
+def test_each_night_is_published_and_latest_names_the_newest(nights):
+  _, root, records, manifests = nights
+  assert (root / 'LATEST').read_text().strip() == f'dt={NIGHTS[-1]}'
+  for date in NIGHTS:
+    run_dir = root / f'dt={date}'
+    assert (run_dir / '_SUCCESS').exists()
+    assert manifests[date]['run_date'] == date
+    assert manifests[date]['output_dir'] == str(run_dir)
+    assert len(records[date]) == manifests[date]['num_examples']
+    metrics = manifests[date]['metrics']  # Beam counters, queried when the run ended
+    assert metrics['images_converted'] == metrics['images_read'] == len(records[date])
+  assert not list((root / '_staging').rglob('*.tfrecord'))
+  import imagerecords  # pylint: disable=import-outside-toplevel
+  assert imagerecords.latest_run(str(root)) == str(root / f'dt={NIGHTS[-1]}')
+
+
+def test_class_ids_never_change_and_new_classes_are_appended(nights):
+  _, root, records, _ = nights
+  labels = [(root / f'dt={d}' / 'labels.txt').read_text().split() for d in NIGHTS]
+  assert labels[0] == ['ants', 'bees']
+  assert labels[1] == labels[2] == ['ants', 'bees', 'aphids']  # appended, though it sorts first
+  for date, names in zip(NIGHTS, labels):
+    for _, class_id, name, _ in records[date].values():
+      assert names[class_id] == name
+
+
+def test_no_image_moves_between_splits(nights):
+  _, _, records, _ = nights
+  for before, after in zip(NIGHTS, NIGHTS[1:]):
+    common = records[before].keys() & records[after].keys()
+    assert len(common) > 20
+    assert all(records[before][f][0] == records[after][f][0] for f in common)
+
+
+def test_manifest_diff_counts_what_changed(nights):
+  _, _, records, manifests = nights
+  assert manifests[NIGHTS[0]]['diff'] is None  # nothing to compare with on the first night
+  for before, after in zip(NIGHTS, NIGHTS[1:]):
+    old, new = records[before], records[after]
+    diff = manifests[after]['diff']
+    assert diff['previous_run'].endswith(f'dt={before}')
+    changed = {f for f in old.keys() & new.keys() if old[f][3] != new[f][3]}
+    assert diff['added'] == len(new.keys() - old.keys())
+    assert diff['removed'] == len(old.keys() - new.keys())
+    assert diff['changed'] == len(changed)
+    assert diff['unchanged'] == len(old.keys() & new.keys()) - len(changed)
+    assert diff['moved_split'] == diff['relabeled'] == 0
+  assert manifests[NIGHTS[1]]['diff']['by_class'] == {
+      'ants': {'added': 6}, 'bees': {'removed': 3}, 'aphids': {'added': 4}}
+  assert manifests[NIGHTS[2]]['diff']['by_class'] == {
+      'ants': {'changed': 2, 'removed': 2}, 'bees': {'added': 2}}
+
+
+def test_published_runs_are_never_touched_by_later_nights(nights):
+  _, root, _, manifests = nights
+  for date in NIGHTS:
+    on_disk = json.loads((root / f'dt={date}' / 'manifest.json').read_text())
+    assert on_disk['splits'] == manifests[date]['splits']
+
+
+def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
+  images, root, _, _ = nights
+  broken = tmp_path / 'images'
+  shutil.copytree(images, broken, symlinks=True)
+  (broken / 'ants' / 'truncated.jpg').write_bytes(
+      (images / 'ants' / sorted(os.listdir(images / 'ants'))[0]).read_bytes()[:300])
+  assert convert(broken, root, '--run_date=2026-11-21', '--max_failure_fraction=0',
+                 *FLAGS) == 1
+  assert (root / 'LATEST').read_text().strip() == f'dt={NIGHTS[-1]}'
+  assert not (root / 'dt=2026-11-21').exists()
+  staged = root / '_staging' / 'dt=2026-11-21'
+  assert json.loads((staged / 'manifest.json').read_text())['status'] == 'failed'
+  assert not (staged / '_SUCCESS').exists()
+
+
+def test_a_vanished_class_fails_the_night_under_strict_labels(nights, tmp_path):
+  images, root, _, _ = nights
+  fewer = tmp_path / 'images'
+  shutil.copytree(images, fewer, symlinks=True)
+  shutil.rmtree(fewer / 'aphids')
+  assert convert(fewer, root, '--run_date=2026-11-22', '--strict_labels', *FLAGS) == 1
+  manifest = json.loads((root / '_staging' / 'dt=2026-11-22' / 'manifest.json').read_text())
+  assert 'aphids' in manifest['error'] and 'strict_labels' in manifest['error']
+  assert (root / 'LATEST').read_text().strip() == f'dt={NIGHTS[-1]}'
+
+
+def test_rerunning_a_published_date(nights):
+  images, root, _, manifests = nights
+  date = NIGHTS[-1]
+  assert convert(images, root, f'--run_date={date}', *FLAGS) == 2  # refused: published
+  # a killed run of the same date left files in staging: the rerun clears them
+  leftover = root / '_staging' / f'dt={date}' / 'train-00000-of-00009.tfrecord'
+  leftover.parent.mkdir(parents=True, exist_ok=True)
+  leftover.write_bytes(b'half a record')
+  flags = [f for f in FLAGS if not f.startswith('--num_shards')] + ['--num_shards=1']
+  assert convert(images, root, f'--run_date={date}', '--overwrite', *flags) == 0
+  run_dir = root / f'dt={date}'
+  assert sorted(p.name for p in run_dir.glob('*.tfrecord')) == [
+      'train-00000-of-00001.tfrecord', 'validation-00000-of-00001.tfrecord']
+  assert manifest_of(run_dir)['num_examples'] == manifests[date]['num_examples']
+  assert (root / 'LATEST').read_text().strip() == f'dt={date}'

@@ -1,0 +1,199 @@
+"""The tensorflow-transform statistics step, the saved transform and the reader's use of it.
+
+Real photos: a 60-image subset of ../shared/data/hymenoptera (its train/ and val/ folders,
+unbalanced on purpose), converted once per module at 48 px (shorter side), and the bundled
+samples converted by the session fixture (center crop, multi-process, as the README does).
+"""
+
+import io
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import all_records, convert, manifest_of, shared_data
+
+# images taken per split folder and class: train is unbalanced (25 ants, 15 bees)
+_SUBSET = {('train', 'ants'): 25, ('train', 'bees'): 15, ('val', 'ants'): 10, ('val', 'bees'): 10}
+
+
+@pytest.fixture(scope='module')
+def subset(tmp_path_factory) -> pathlib.Path:
+  """The first images (by name) of each split/class folder of shared hymenoptera."""
+  source = shared_data('hymenoptera')
+  root = tmp_path_factory.mktemp('hymenoptera') / 'in'
+  for (split, name), count in _SUBSET.items():
+    target = root / split / name
+    target.mkdir(parents=True)
+    for path in sorted((source / split / name).glob('*.jpg'))[:count]:
+      shutil.copy(path, target / path.name)
+  return root
+
+
+@pytest.fixture(scope='module')
+def converted(subset, tmp_path_factory) -> pathlib.Path:
+  out = tmp_path_factory.mktemp('hymenoptera') / 'out'
+  assert convert(subset, out, '--image_size=48', '--num_shards=2', '--stats=true') == 0
+  return out
+
+
+def _stored_pixels(output_dir, split: str) -> np.ndarray:
+  """Every pixel of every stored image of ``split``, decoded with Pillow: float64 [N, 3]."""
+  pixels = [np.asarray(Image.open(io.BytesIO(record['image/encoded'])).convert('RGB'),
+                       np.float64).reshape(-1, 3)
+            for record_split, record in all_records(output_dir) if record_split == split]
+  return np.concatenate(pixels)
+
+
+def test_statistics_equal_numpy_over_the_stored_training_images(converted):
+  statistics = manifest_of(converted)['statistics']
+  pixels = _stored_pixels(converted, 'train')
+  assert statistics['split'] == 'train'
+  assert statistics['num_examples'] == sum(n for (s, _), n in _SUBSET.items() if s == 'train')
+  assert statistics['num_pixels'] == len(pixels)
+  np.testing.assert_allclose(statistics['pixel_mean'], pixels.mean(axis=0), rtol=1e-3)
+  np.testing.assert_allclose(statistics['pixel_std'], pixels.std(axis=0), rtol=1e-3)
+
+
+def test_class_frequencies_and_class_weights_follow_the_training_split(converted):
+  import imagerecords  # pylint: disable=import-outside-toplevel
+  manifest = manifest_of(converted)
+  frequencies = manifest['statistics']['class_frequencies']
+  assert frequencies == {name: n for (split, name), n in _SUBSET.items() if split == 'train'}
+  assert frequencies == manifest['splits']['train']['class_counts']
+  total = sum(frequencies.values())
+  expected = {class_id: total / (len(frequencies) * frequencies[name])
+              for class_id, name in enumerate(manifest['classes'])}
+  weights = imagerecords.class_weights(str(converted))
+  assert weights.keys() == expected.keys()
+  for class_id, weight in expected.items():
+    assert weights[class_id] == pytest.approx(weight)
+  assert weights[manifest['classes'].index('bees')] > 1 > weights[
+      manifest['classes'].index('ants')]
+
+
+def test_transform_is_written_in_tft_layout_and_readable_by_tft(converted):
+  import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+  assert (converted / 'transform_fn' / 'saved_model.pb').is_file()
+  assert (converted / 'transformed_metadata').is_dir()
+  assert not (converted / '.staging-tft').exists()
+  output = tft.TFTransformOutput(str(converted))
+  assert {'image', 'pixel_mean', 'pixel_std'} <= set(output.transformed_feature_spec())
+
+
+def _compare_layer_with_load(output_dir, split: str, image_size: int):
+  """Largest |difference| between load(normalize=True) in evaluation and the Keras layer fed
+  the same records' encoded images, and the number of images compared."""
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
+  import imagerecords
+  encoded = {record['image/filename']: record['image/encoded']
+             for record_split, record in all_records(output_dir) if record_split == split}
+  encoded_images = tf.keras.Input(shape=(), dtype=tf.string)
+  layer = imagerecords.preprocessing_layer(str(output_dir))
+  serving = tf.keras.Model(encoded_images, layer(encoded_images))
+  largest, count = 0., 0
+  for images, _, names in imagerecords.load(str(output_dir), split, batch_size=8,
+                                            image_size=image_size, normalize=True,
+                                            return_filenames=True):
+    served = serving(tf.constant([encoded[name] for name in names.numpy()]))
+    largest = max(largest, float(tf.reduce_max(tf.abs(served - images))))
+    count += len(names)
+  return largest, count
+
+
+def test_preprocessing_layer_equals_load_normalize_in_evaluation(converted):
+  largest, count = _compare_layer_with_load(converted, 'val', image_size=48)
+  assert count == manifest_of(converted)['splits']['val']['num_examples']
+  assert largest <= 1e-5
+
+
+def test_preprocessing_layer_equals_load_normalize_on_the_samples(sample_dataset):
+  largest, count = _compare_layer_with_load(sample_dataset, 'validation', image_size=64)
+  assert count == manifest_of(sample_dataset)['splits']['validation']['num_examples']
+  assert largest <= 1e-5
+
+
+def test_a_serving_model_with_the_layer_exports_with_the_transform_inside(converted, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
+  import imagerecords
+  encoded_images = tf.keras.Input(shape=(), dtype=tf.string)
+  features = imagerecords.preprocessing_layer(str(converted))(encoded_images)
+  model = tf.keras.Model(encoded_images, tf.keras.layers.GlobalAveragePooling2D()(features))
+  model.export(str(tmp_path / 'serving'))
+  encoded = tf.constant([record['image/encoded'] for _, record in all_records(converted)][:3])
+  served = tf.saved_model.load(str(tmp_path / 'serving')).serve(encoded)
+  np.testing.assert_allclose(served.numpy(), model(encoded).numpy(), atol=1e-6)
+
+
+def test_normalize_uses_the_manifest_statistics(converted):
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
+  import imagerecords
+  statistics = manifest_of(converted)['statistics']
+  plain = imagerecords.load(str(converted), 'val', batch_size=64, image_size=48)
+  normalized = imagerecords.load(str(converted), 'val', batch_size=64, image_size=48,
+                                 normalize=True, dtype=tf.float16)
+  (images, _), (normalized_images, _) = next(iter(plain)), next(iter(normalized))
+  assert normalized_images.dtype == tf.float16
+  expected = (images.numpy() * 255. - statistics['pixel_mean']) / statistics['pixel_std']
+  np.testing.assert_allclose(normalized_images.numpy().astype(np.float32), expected,
+                             atol=2e-2, rtol=1e-2)
+
+
+def test_stats_false_writes_no_transform_and_normalize_says_what_is_missing(subset, tmp_path):
+  import imagerecords  # pylint: disable=import-outside-toplevel
+  out = tmp_path / 'out'
+  assert convert(subset / 'val', out, '--image_size=32', '--num_shards=1', '--stats=false') == 0
+  assert not (out / 'transform_fn').exists()
+  assert manifest_of(out)['statistics'] is None
+  with pytest.raises(imagerecords.MissingTransformError, match='transform_fn'):
+    imagerecords.load(str(out), 'train', batch_size=4, normalize=True)
+  with pytest.raises(ValueError, match='--stats=false'):
+    imagerecords.class_weights(str(out))
+
+
+def test_training_split_is_train_else_the_first_by_name():
+  from transforms.statistics_tft import training_split  # pylint: disable=import-outside-toplevel
+  assert training_split(['validation', 'train']) == 'train'
+  assert training_split(['val', 'test']) == 'test'
+  assert training_split([]) is None
+
+
+def test_readme_statistics_example_runs(sample_dataset):
+  import re  # pylint: disable=import-outside-toplevel
+
+  from tests.helpers import REPO  # pylint: disable=import-outside-toplevel
+  blocks = re.findall(r'```py\n(.*?)```', (REPO / 'README.md').read_text(), re.S)
+  assert len(blocks) == 1 and "data = 'out'" in blocks[0]
+  namespace = {}
+  code = blocks[0].replace("data = 'out'", f'data = {sample_dataset!r}')
+  exec(compile(code, 'README.md', 'exec'), namespace)  # pylint: disable=exec-used
+  images, _ = next(iter(namespace['train']))
+  assert images.shape[1:] == (224, 224, 3)
+  assert set(namespace['weights']) == {0, 1}
+  served = namespace['serving'](namespace['tf'].constant(
+      [record['image/encoded'] for _, record in all_records(sample_dataset)][:2]))
+  assert served.shape == (2, 3)
+  assert len(list(namespace['tenth'])) >= 1
+
+
+def test_stats_flag_values_and_the_s3_refusal():
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from pipeline.options import ConvertOptions, validate
+  for flags, expected in (([], True), (['--stats'], True), (['--stats=false'], False),
+                          (['--stats=True'], True), (['--stats=0'], False)):
+    assert PipelineOptions(flags).view_as(ConvertOptions).stats is expected
+  # TensorFlow has no s3:// filesystem: refused before anything runs
+  s3 = ['--input_dir=s3://bucket/in', '--output_dir=s3://bucket/out']
+  with pytest.raises(ValueError, match='--stats=false'):
+    validate(PipelineOptions(s3).view_as(ConvertOptions))
+  validate(PipelineOptions(s3 + ['--stats=false']).view_as(ConvertOptions))

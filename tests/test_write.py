@@ -1,0 +1,137 @@
+"""The shard writer: fixed shard counts and names, every record once, balanced and mixed
+shards, GZIP, no staging files left, and DALI index files (transforms/write.py)."""
+
+import collections
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+from imagerecords import contract
+from imagerecords.framing import record_spans
+
+from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records
+from transforms.write import STAGING_DIR, plan_shards
+
+
+def _shard_and_staging_names(out: pathlib.Path):
+  """The names in ``out`` of shard files, their index files and the writer's staging folder:
+  what the writer leaves there (other files are other steps' business)."""
+  return {p.name for p in out.iterdir()
+          if p.name == STAGING_DIR or p.name.endswith(contract.DALI_INDEX_SUFFIX)
+          or contract.parse_shard_file_name(p.name)}
+
+
+def _sample_relpaths():
+  return {p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob('*.jpg')}
+
+
+def _filenames(records):
+  return [record[contract.FILENAME].decode() for record in records]
+
+
+def _split_folder_input(root: pathlib.Path) -> pathlib.Path:
+  """The samples under train/<class>/, and a val/ split folder holding no image."""
+  for path in SAMPLES.rglob('*.jpg'):
+    link = root / 'train' / path.relative_to(SAMPLES)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(path)
+  (root / 'val').mkdir()
+  (root / 'val' / 'notes.txt').write_text('not an image\n')
+  return root
+
+
+@pytest.mark.parametrize('sizes,num_shards', [
+    ([5], 1), ([5], 2), ([3, 0, 7, 1], 4), ([2], 5), ([0, 0], 3), ([10, 11, 12], 7)])
+def test_plan_deals_every_record_once_in_order_into_balanced_shards(sizes, num_shards):
+  files = [(f'f{i}', [100 * i + j for j in range(n)]) for i, n in enumerate(sizes)]
+  plans = plan_shards(files, num_shards)
+  assert len(plans) == num_shards
+  dealt = []  # (file, offset) in shard order, then record order
+  for ranges in plans:
+    for run in ranges:
+      offsets = dict(files)[run.path]
+      first = offsets.index(run.offset)
+      assert run.num_records >= 1 and first + run.num_records <= len(offsets)
+      dealt += [(run.path, offset) for offset in offsets[first:first + run.num_records]]
+  assert dealt == [(path, offset) for path, offsets in files for offset in offsets]
+  counts = [sum(run.num_records for run in ranges) for ranges in plans]
+  assert max(counts) - min(counts) <= 1
+
+
+def test_default_run_fixed_names_every_record_once_balanced_mixed_no_staging(sample_dataset):
+  # sample_dataset: the README's command (multi-process local runner), train=4, validation=2.
+  out = pathlib.Path(sample_dataset)
+  expected_shards = {contract.shard_file_name(split, i, n)
+                     for split, n in (('train', 4), ('validation', 2)) for i in range(n)}
+  assert _shard_and_staging_names(out) == expected_shards  # no staging folder left
+  seen = collections.Counter()
+  for split in ('train', 'validation'):
+    shards = read_records(out, split)
+    counts = [len(records) for records in shards.values()]
+    assert max(counts) - min(counts) <= 1, f'{split}: unbalanced shards {counts}'
+    for records in shards.values():
+      seen.update(_filenames(records))
+      if split == 'train':  # ten records a shard: both classes in each
+        assert {r[contract.CLASS_TEXT] for r in records} == {b'ants', b'bees'}
+  assert seen == collections.Counter(_sample_relpaths())
+
+
+def test_dali_index_and_empty_split_then_gzip_over_it(tmp_path):
+  source = _split_folder_input(tmp_path / 'in')
+  out = tmp_path / 'out'
+  assert convert(source, out, '--num_shards=train=3,val=2', '--image_size=32',
+                 '--resize_mode=center_crop', '--dali_index') == 0
+  manifest = manifest_of(out)
+  assert manifest['splits']['val']['num_examples'] == 0
+  for split, count in (('train', 3), ('val', 2)):
+    for i in range(count):
+      shard = out / contract.shard_file_name(split, i, count)
+      with open(shard, 'rb') as stream:
+        spans = [(s.offset, s.frame_bytes) for s in record_spans(stream)]
+      index = (out / (shard.name + contract.DALI_INDEX_SUFFIX)).read_text()
+      assert index == ''.join(f'{offset} {size}\n' for offset, size in spans)
+      if split == 'val':
+        assert shard.stat().st_size == 0  # a split without examples still has its shards
+      else:
+        assert len(spans) == len(_sample_relpaths()) // 3  # 48 records in 3 shards
+        assert spans[-1][0] + spans[-1][1] == shard.stat().st_size
+  assert len(_shard_and_staging_names(out)) == 2 * (3 + 2)  # shards and their index files
+
+  # GZIP over the same folder: --overwrite also removes the earlier run's index files.
+  assert convert(SAMPLES, out, '--num_shards=3', '--image_size=32',
+                 '--resize_mode=center_crop', '--compression=gzip', '--overwrite') == 0
+  shards = {contract.shard_file_name(split, i, 3, compressed=True)
+            for split in ('train', 'validation') for i in range(3)}
+  assert _shard_and_staging_names(out) == shards  # no .idx, no staging folder left
+  seen = collections.Counter()
+  for name in shards:
+    for raw in tf.data.TFRecordDataset(str(out / name), compression_type='GZIP'):
+      feature = tf.train.Example.FromString(raw.numpy()).features.feature
+      seen[feature[contract.FILENAME].bytes_list.value[0].decode()] += 1
+  assert seen == collections.Counter(_sample_relpaths())
+
+
+def test_dali_index_refused_with_gzip(tmp_path):
+  out = tmp_path / 'out'
+  assert convert(SAMPLES, out, '--dali_index', '--compression=gzip') == 2
+  assert not out.exists() or not any(out.iterdir())
+
+
+def test_memory_bench_measures_a_run_and_reports_the_goal(tmp_path):
+  report_path = tmp_path / 'memory.json'
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'bench' / 'memory.py'), f'--data={SAMPLES}', '--base_repeat=1',
+       '--sizes=1', '--image_size=32', '--num_shards=2', f'--json={report_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+  report = json.loads(report_path.read_text())
+  (row,) = report['rows']
+  assert row['images'] == len(_sample_relpaths())
+  assert 0 < row['peak_pss_mib'] <= row['peak_rss_mib']
+  assert row['output_mib'] > 0
+  assert set(report['verdicts']) == {'peak PSS under 2 GiB at every size',
+                                     'growth 1x -> 1x under 25%'}
+  assert '| 1x |' in result.stdout

@@ -1,0 +1,122 @@
+"""Publish a dated run: move the staged output into place, ``_SUCCESS`` last, then ``LATEST``.
+
+    PCollection[manifest dict] (one element, only when the metadata step succeeded)
+      -> ROOT/_staging/dt=DATE/*  moved to  ROOT/dt=DATE/*
+      -> ROOT/dt=DATE/_SUCCESS
+      -> ROOT/LATEST = 'dt=DATE'   (unless a newer date is already published)
+
+It is the pipeline's last step rather than the launcher's, so a run publishes on every runner,
+also where the launching process does not wait for the job (a Dataflow Flex Template launch).
+The move is one directory rename on a local filesystem; on object stores (``gs://``, ``s3://``)
+it is Beam's per-file rename (copy + delete): the run's files appear one by one, and readers
+ignore the directory until ``_SUCCESS`` appears. An earlier run of the same date (only reached
+with ``--overwrite``) loses its ``_SUCCESS`` first and then every file, so no shard of an older
+shard count stays behind.
+"""
+
+import logging
+import os
+import posixpath
+import shutil
+from typing import List
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from imagerecords import contract
+
+from transforms.metadata import read_text, write_text
+
+_LOG = logging.getLogger(__name__)
+
+
+def files_under(directory: str) -> List[str]:
+  """Every file below ``directory`` (recursively), as full paths; [] when there is none."""
+  try:
+    result = FileSystems.match([FileSystems.join(directory, '**')])[0]
+  except OSError:  # BeamIOError (a subclass) where nothing matches on some filesystems
+    return []
+  return sorted(m.path for m in result.metadata_list)
+
+
+def _move_tree(source: str, destination: str) -> int:
+  """Moves every file below ``source`` to the same relative path below ``destination``
+  (which must not hold files); returns the number of files moved."""
+  files = files_under(source)
+  if '://' not in source:  # a local filesystem renames a whole directory at once
+    if os.path.isdir(destination):
+      shutil.rmtree(destination)
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    os.rename(source, destination)
+    try:
+      os.rmdir(os.path.dirname(source))  # ROOT/_staging, once no other date stages there
+    except OSError:
+      pass
+    return len(files)
+  prefix = len(source.rstrip('/')) + 1
+  FileSystems.rename(files, [FileSystems.join(destination, f[prefix:]) for f in files])
+  return len(files)
+
+
+def point_latest(root: str, run_dir_name: str) -> bool:
+  """Writes ``ROOT/LATEST`` = ``run_dir_name`` unless it already names a newer run (a backfill
+  of an older date does not move it back); returns whether it was written.
+
+  Readers never see a half-written pointer: locally the new content is written to a
+  temporary file and renamed over ``LATEST``; on object stores one object write is atomic.
+  """
+  latest = FileSystems.join(root, contract.LATEST_FILE)
+  if FileSystems.exists(latest):
+    current = read_text(latest).strip()
+    if current > run_dir_name:
+      return False
+  if '://' in root:
+    write_text(latest, run_dir_name + '\n')
+    return True
+  temporary = FileSystems.join(root, f'.{contract.LATEST_FILE}.{os.getpid()}.tmp')
+  write_text(temporary, run_dir_name + '\n')
+  os.replace(temporary, latest)
+  return True
+
+
+class _PublishFn(beam.DoFn):
+  """manifest -> manifest, after the staged run is published (see the module docstring)."""
+
+  def __init__(self, root: str, staging_dir: str, publish_dir: str):
+    self._root = root
+    self._staging_dir = staging_dir
+    self._publish_dir = publish_dir
+
+  def process(self, manifest):
+    old = files_under(self._publish_dir)
+    if old:  # only with --overwrite: the launcher refuses a published date otherwise
+      success = FileSystems.join(self._publish_dir, contract.SUCCESS_FILE)
+      if success in old:
+        FileSystems.delete([success])
+      FileSystems.delete([f for f in old if f != success])
+      _LOG.info('deleted %d files of the earlier run in %s', len(old), self._publish_dir)
+    moved = _move_tree(self._staging_dir, self._publish_dir)
+    write_text(FileSystems.join(self._publish_dir, contract.SUCCESS_FILE), '')
+    name = posixpath.basename(self._publish_dir.replace('\\', '/').rstrip('/'))
+    if point_latest(self._root, name):
+      _LOG.info('published %d files to %s; LATEST -> %s', moved, self._publish_dir, name)
+    else:
+      _LOG.info('published %d files to %s; LATEST names a newer run and stays',
+                moved, self._publish_dir)
+    yield manifest
+
+
+class PublishRun(beam.PTransform):
+  """PCollection[manifest] (the metadata step's one element) -> the same, once published.
+
+  Args:
+    root: the root of the dated runs (``--output_dir``).
+    staging_dir: ``ROOT/_staging/dt=DATE``, where the pipeline wrote the run.
+    publish_dir: ``ROOT/dt=DATE``.
+  """
+
+  def __init__(self, root: str, staging_dir: str, publish_dir: str):
+    super().__init__()
+    self._args = (root, staging_dir, publish_dir)
+
+  def expand(self, manifests):
+    return manifests | 'move into place, _SUCCESS, LATEST' >> beam.ParDo(_PublishFn(*self._args))
