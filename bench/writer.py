@@ -1,0 +1,559 @@
+"""Writer benchmark: the Beam job against its own codec loop, tf.data and Pillow, same photos.
+
+    .venv/bin/python bench/writer.py [--data=../shared/data/hymenoptera] [--sizes=1,16]
+        [--original_sizes=1,32] [--workers=2] [--image_size=256] [--limit=N] [--json=PATH]
+
+Every row converts the same real photos (the JPEGs of ``--data``; for size, the set repeated
+with distinct file names through symlinks in a temporary directory) to ``--image_size`` px,
+shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90:
+
+* ``pipeline Nx``: ``python -m pipeline.run`` end to end (default multi-process local runner,
+  ``--direct_num_workers=WORKERS``), wall time of the whole command, at each size of
+  ``--sizes``. From the two sizes: the steady-state rate (the slope: extra images over extra
+  seconds) and the start-up (the intercept: the time extrapolated to zero images).
+* ``tight loop``: the job's own ``transforms.codec.convert(data, spec)`` (read the file,
+  convert) over the largest size's files in a ``multiprocessing.Pool(WORKERS)``, no Beam: the
+  limit of this machine.
+* ``codec, 1 core`` and ``libjpeg-turbo floor, 1 core``: ``codec.convert`` in one process, and
+  the least work that gives the same output (simplejpeg decode, DCT-scaled as the codec does,
+  OpenCV resize with the codec's interpolation, simplejpeg encode, nothing else), on the photos
+  whose longer side is at most 640 px (the targets' ~500x375 kind; 388 of hymenoptera's 398).
+* ``tf.data converter``: what users write (``list_files`` -> ``map(read_file, decode_jpeg,
+  resize (``tf.image.resize`` defaults: bilinear), encode_jpeg, AUTOTUNE)`` ->
+  ``TFRecordWriter`` of ``tf.train.Example``), one process, all cores.
+* ``Pillow loop``: open, convert RGB, resize, save JPEG to a BytesIO; one process, one core.
+* ``DCT``: large JPEGs of ``../shared/data/messy`` (both sides at least twice the target): the
+  codec with DCT-domain downscaling against a full decode + the same resize + encode.
+* ``pipeline --stats=false``: the job without its default tensorflow-transform statistics
+  (when it has that option), at the same sizes.
+* ``--image_format=original`` (with ``--stats=false``), when the job has that option, at
+  ``--original_sizes``.
+
+See bench/common.py for the columns' definitions and docs/benchmarks.md for the latest figures.
+"""
+
+import argparse
+import io
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=wrong-import-position
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+QUALITY = 90
+MAX_TYPICAL_SIDE = 640  # the codec rows: photos of the targets' ~500x375 kind
+
+
+# --- rows, each run in its own process ------------------------------------------------------------
+
+def _spec(image_size):
+  from transforms import codec  # pylint: disable=import-outside-toplevel
+  return codec.ImageSpec(image_size=image_size, resize_mode='shorter_side',
+                         image_format='jpeg', jpeg_quality=QUALITY)
+
+
+def _convert_file(path):
+  """Pool worker: read the file and run the job's codec on it; (output bytes or -1 for a failed
+  image, CPU seconds this process spent on it)."""
+  from transforms import codec  # pylint: disable=import-outside-toplevel
+  cpu = time.process_time()
+  with open(path, 'rb') as handle:
+    data = handle.read()
+  try:
+    size = len(codec.convert(data, _POOL_SPEC).data)
+  except codec.ImageError:
+    size = -1
+  return size, time.process_time() - cpu
+
+
+_POOL_SPEC = None
+
+
+def _init_pool(image_size):
+  global _POOL_SPEC  # pylint: disable=global-statement
+  _POOL_SPEC = _spec(image_size)
+
+
+def row_tight_loop(files, workers, image_size):
+  """codec.convert over ``files`` in a Pool(workers); pool start-up and warm-up excluded."""
+  import multiprocessing  # pylint: disable=import-outside-toplevel
+  with multiprocessing.get_context('fork').Pool(
+      workers, initializer=_init_pool, initargs=(image_size,)) as pool:
+    pool.map(_convert_file, files[:4 * workers], chunksize=1)  # warm-up: imports, caches
+    start = time.perf_counter()
+    results = pool.map(_convert_file, files, chunksize=8)
+    wall = time.perf_counter() - start
+  done = sum(size >= 0 for size, _ in results)
+  return {'images': done, 'seconds': wall, 'cores': workers,
+          'cpu_seconds': sum(cpu for _, cpu in results)}
+
+
+def _timed_loop(fn, items, min_seconds):
+  """Runs ``fn`` over ``items`` (repeated until ``min_seconds``, at least once) after a warm-up
+  on the first 8; the row's result dict (one core)."""
+  for item in items[:8]:
+    fn(item)
+  count, start, cpu = 0, time.perf_counter(), time.process_time()
+  while True:
+    for item in items:
+      fn(item)
+    count += len(items)
+    wall = time.perf_counter() - start
+    if wall >= min_seconds:
+      return {'images': count, 'seconds': wall, 'cores': 1,
+              'cpu_seconds': time.process_time() - cpu}
+
+
+def _read_all(files):
+  datas = []
+  for path in files:
+    with open(path, 'rb') as handle:
+      datas.append(handle.read())
+  return datas
+
+
+def _typical(datas, max_side):
+  """The JPEGs whose longer side is at most ``max_side`` (the targets' ~500x375 photos)."""
+  import simplejpeg  # pylint: disable=import-outside-toplevel
+  kept = []
+  for data in datas:
+    try:
+      if max(simplejpeg.decode_jpeg_header(data)[:2]) <= max_side:
+        kept.append(data)
+    except ValueError:  # a header libjpeg-turbo's quick parser refuses
+      pass
+  return kept
+
+
+def row_codec(files, image_size, min_seconds, max_side):
+  """codec.convert on bytes already in memory, one process."""
+  from transforms import codec  # pylint: disable=import-outside-toplevel
+  spec = _spec(image_size)
+  datas = [d for d in _typical(_read_all(files), max_side) if _converts(codec, d, spec)]
+  return _timed_loop(lambda d: codec.convert(d, spec), datas, min_seconds)
+
+
+def _converts(codec, data, spec):
+  try:
+    codec.convert(data, spec)
+    return True
+  except codec.ImageError:
+    return False
+
+
+def row_floor(files, image_size, min_seconds, max_side):
+  """libjpeg-turbo decode (DCT-scaled like the codec) + OpenCV resize + encode, nothing else."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  import simplejpeg  # pylint: disable=import-outside-toplevel
+  cv2.setNumThreads(1)
+
+  def floor(data):
+    height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    small = min(height, width) >= 2 * image_size  # the codec's rule for DCT scaling
+    pixels = simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=image_size if small else 0,
+                                    min_width=image_size if small else 0)
+    height, width = pixels.shape[:2]
+    scale = image_size / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # The codec's choice: area when shrinking 2x or more, bilinear below, bicubic enlarging.
+    interpolation = (cv2.INTER_AREA if scale <= 0.5 else cv2.INTER_LINEAR if scale < 1
+                     else cv2.INTER_CUBIC)
+    pixels = cv2.resize(pixels, size, interpolation=interpolation)
+    return simplejpeg.encode_jpeg(pixels, quality=QUALITY, colorspace='RGB',
+                                  colorsubsampling='420')
+
+  datas = []
+  for data in _typical(_read_all(files), max_side):
+    try:
+      floor(data)
+      datas.append(data)
+    except ValueError:  # a JPEG libjpeg-turbo's header call refuses (the codec takes Pillow)
+      pass
+  return _timed_loop(floor, datas, min_seconds)
+
+
+def row_pillow(files, image_size, min_seconds):
+  """The plain Pillow loop users write: open, RGB, resize (shorter side), save JPEG."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  def pillow(path):
+    with Image.open(path) as image:
+      image = image.convert('RGB')
+      scale = image_size / min(image.size)
+      image = image.resize((max(1, round(image.width * scale)),
+                            max(1, round(image.height * scale))))
+      buffer = io.BytesIO()
+      image.save(buffer, 'JPEG', quality=QUALITY)
+      return buffer.getvalue()
+
+  paths = [str(p) for p in files]
+  return _timed_loop(pillow, paths, min_seconds)
+
+
+def row_tf_data(patterns, output, image_size):
+  """The tf.data converter users write; wall time from the first file listed to the last record
+  written (TensorFlow's import and graph tracing excluded)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  def convert(path):
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = tf.cast(tf.round(shape * (image_size / tf.reduce_min(shape))), tf.int32)
+    image = tf.cast(tf.round(tf.image.resize(image, size)), tf.uint8)  # defaults: bilinear
+    return path, tf.io.encode_jpeg(image, quality=QUALITY), size
+
+  def run(limit=None):
+    files = tf.data.Dataset.list_files(patterns, shuffle=False)
+    if limit:
+      files = files.take(limit)
+    dataset = (files.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+               .ignore_errors().prefetch(tf.data.AUTOTUNE))
+    count = 0
+    with tf.io.TFRecordWriter(output) as writer:
+      for path, encoded, size in dataset.as_numpy_iterator():
+        feature = {
+            'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+            'image/format': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'jpeg'])),
+            'image/height': tf.train.Feature(int64_list=tf.train.Int64List(value=[size[0]])),
+            'image/width': tf.train.Feature(int64_list=tf.train.Int64List(value=[size[1]])),
+            'image/filename': tf.train.Feature(bytes_list=tf.train.BytesList(value=[path])),
+        }
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        writer.write(example.SerializeToString())
+        count += 1
+    return count
+
+  run(limit=16)  # warm-up: TensorFlow start-up, function tracing
+  start, cpu = time.perf_counter(), time.process_time()
+  count = run()
+  wall = time.perf_counter() - start
+  return {'images': count, 'seconds': wall, 'cores': os.cpu_count(),
+          'cpu_seconds': time.process_time() - cpu}
+
+
+def row_dct(files, image_size, repeats):
+  """Per large JPEG: ms of codec.convert (DCT-scaled decode) and of a full decode + the same
+  resize + encode; the median of ``repeats`` runs each."""
+  import simplejpeg  # pylint: disable=import-outside-toplevel
+  from transforms import codec  # pylint: disable=import-outside-toplevel
+  spec = _spec(image_size)
+
+  def full(data):
+    pixels = simplejpeg.decode_jpeg(data, colorspace='RGB')
+    return codec.encode(codec.resize(pixels, image_size, 'shorter_side'), spec)
+
+  results = []
+  for path in files:
+    with open(path, 'rb') as handle:
+      data = handle.read()
+    try:
+      height, width = simplejpeg.decode_jpeg_header(data)[:2]
+      full(data)
+      codec.convert(data, spec)
+    except (ValueError, codec.ImageError) as error:
+      results.append({'file': path, 'error': str(error)})
+      continue
+    small = simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=image_size,
+                                   min_width=image_size)
+    timings = {'decoded': f'{small.shape[1]}x{small.shape[0]}',
+               'bytes_per_pixel': len(data) / (width * height)}
+    for name, fn in (('dct_ms', lambda: codec.convert(data, spec)),
+                     ('full_ms', lambda: full(data))):
+      runs = []
+      for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(1000 * (time.perf_counter() - start))
+      timings[name] = statistics.median(runs)
+    results.append({'file': path, 'width': width, 'height': height, 'bytes': len(data),
+                    **timings})
+  return {'files': results}
+
+
+ROWS = {'tight_loop': row_tight_loop, 'codec': row_codec, 'floor': row_floor,
+        'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+def job_accepts(flag: str) -> bool:
+  """Whether the job's own options accept ``flag`` (``--name=value``) as one of theirs."""
+  # pylint: disable=import-outside-toplevel
+  import contextlib
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipeline import options as opts
+  name, value = flag[2:].split('=', 1)
+  try:
+    with contextlib.redirect_stderr(io.StringIO()):
+      parsed = PipelineOptions([flag]).view_as(opts.ConvertOptions).get_all_options(
+          retain_unknown_options=False)
+    return name in parsed and str(parsed[name]).lower() == value.lower()
+  except SystemExit:  # argparse refuses a value outside the option's choices
+    return False
+
+
+def run_pipeline(input_dir, output_dir, workers, image_size, flags=()):
+  """The Beam job end to end as users run it; (seconds, peak RSS MiB, examples written, CPU
+  seconds of the command and every process it started)."""
+  cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
+         f'--output_dir={output_dir}', f'--image_size={image_size}', '--overwrite',
+         f'--direct_num_workers={workers}', *flags]
+  status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True)
+  if status != 0:
+    raise RuntimeError(f'pipeline failed (exit {status}):\n{output[-3000:]}')
+  manifest = json.loads((pathlib.Path(output_dir) / 'manifest.json').read_text())
+  written = sum(split['num_examples'] for split in manifest['splits'].values())
+  return wall, peak / 2**20, written, cpu
+
+
+def _rate_row(name, result, note=''):
+  rate = result['images'] / result['seconds']
+  return {'row': name, 'images': result['images'], 'seconds': result['seconds'],
+          'images_per_s': rate, 'ms_per_image_per_core': 1000 * result['cores'] / rate,
+          'cpu_ms_per_image': 1000 * result['cpu_seconds'] / result['images'],
+          'cores': result['cores'], 'peak_rss_mib': result.get('peak_rss_mib'), 'note': note}
+
+
+def _steady_state(points):
+  """(rate images/s, start-up s, CPU ms per extra image) from the smallest and largest
+  (images, seconds, CPU seconds) points: the slope and the intercept of the line through them."""
+  (n1, t1, c1), (n2, t2, c2) = min(points), max(points)
+  if n2 <= n1 or t2 <= t1:
+    return None, None, None
+  rate = (n2 - n1) / (t2 - t1)
+  return rate, t1 - n1 / rate, 1000 * (c2 - c1) / (n2 - n1)
+
+
+unreliable = set()  # labels of pipeline rows whose wall slope is not a rate (see pipeline_rows)
+
+
+def pipeline_rows(label, base, sizes, work, workers, image_size, flags):
+  """The job at every size: (rows, steady-state images/s, start-up s, steady-state CPU ms per
+  image); the last three None when the sizes do not give a slope."""
+  rows, points = [], []
+  for times in sizes:
+    wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{label}_{times}x',
+                                            workers, image_size, flags)
+    points.append((written, wall, cpu))
+    rows.append({'row': f'{label} {times}x (end to end)', 'images': written, 'seconds': wall,
+                 'images_per_s': written / wall, 'ms_per_image_per_core': 1000 * workers * wall
+                 / written, 'cpu_ms_per_image': 1000 * cpu / written, 'cores': workers,
+                 'peak_rss_mib': peak, 'note': 'whole command, start-up included'})
+  rate, startup, cpu_ms = _steady_state(points)
+  if rate and cpu_ms * rate / 1000 > 1.05 * os.cpu_count():
+    # More cores busy than the machine has: the two runs met different loads from other jobs
+    # (the smaller one slowed more), so the wall slope is not a rate. The CPU slope still is.
+    note = 'wall slope UNRELIABLE: the load changed between the two sizes; see CPU ms/img'
+    unreliable.add(label)
+  elif rate:
+    note = f'slope {min(sizes)}x->{max(sizes)}x; start-up {startup:.1f} s'
+  if rate:
+    rows.append({'row': f'{label}, steady state', 'images': None, 'seconds': None,
+                 'images_per_s': rate, 'ms_per_image_per_core': 1000 * workers / rate,
+                 'cpu_ms_per_image': cpu_ms, 'cores': workers, 'peak_rss_mib': None,
+                 'note': note})
+  return rows, rate, startup, cpu_ms
+
+
+def _ratio_verdict(by, row, reference, target):
+  """(ratio of ``row``'s rate to ``reference``, wanted, verdict); 'not measured' when absent."""
+  value = by[row]['images_per_s'] / reference if row in by else None
+  if row.rsplit(',', 1)[0] in unreliable:
+    return value, f'>= {target}', 'unreliable (load changed): see the CPU-time ratio'
+  return value, f'>= {target}', common.verdict(value, target)
+
+
+def _cpu_ratio_verdict(by, row, reference_cpu_ms, target):
+  """(``reference_cpu_ms`` over ``row``'s CPU ms per image, wanted, verdict)."""
+  value = reference_cpu_ms / by[row]['cpu_ms_per_image'] if row in by else None
+  return value, f'>= {target}', common.verdict(value, target)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+  parser.add_argument('--data', default=str(common.SHARED_DATA / 'hymenoptera'),
+                      help='Folder of real photos (class folders, optionally in split folders).')
+  parser.add_argument('--sizes', default='1,16',
+                      help='Two repetitions of the data set for the pipeline rows (the rate is '
+                      'the slope between them, the start-up the intercept).')
+  parser.add_argument('--original_sizes', default='1,32',
+                      help='The same for the --image_format=original rows (faster: more images '
+                      'for the slope to rise above the start-up time\'s noise).')
+  parser.add_argument('--workers', type=int, default=2,
+                      help='Processes of the pipeline and of the tight loop. Default 2.')
+  parser.add_argument('--image_size', type=int, default=256, help='Target size. Default 256.')
+  parser.add_argument('--limit', type=int, default=None,
+                      help='Use only the first N photos (a quick check, e.g. 8).')
+  parser.add_argument('--dct_data', default=str(common.SHARED_DATA / 'messy'),
+                      help='Folder holding large JPEGs for the DCT rows.')
+  parser.add_argument('--dct_repeats', type=int, default=5, help='Runs per large JPEG.')
+  parser.add_argument('--min_seconds', type=float, default=3.0,
+                      help='Single-process rows repeat the photos until they ran this long.')
+  parser.add_argument('--skip_original', action='store_true',
+                      help='Skip the --image_format=original rows.')
+  parser.add_argument('--job_flags', default='',
+                      help='Extra flags for every run of the job, space-separated (e.g. '
+                      '--job_flags=--stats=false for a quick check).')
+  parser.add_argument('--skip_variants', action='store_true',
+                      help='Skip the pipeline rows with --stats=false.')
+  parser.add_argument('--json', default=None, help='Also write the results to this JSON file.')
+  parser.add_argument('--in_process', action='store_true',
+                      help='Run every row in this process (quick checks; peak RSS is then '
+                      'cumulative). Default: each row in a fresh process.')
+  args = parser.parse_args(argv)
+  sizes = sorted({int(s) for s in args.sizes.split(',')})
+  original_sizes = sorted({int(s) for s in args.original_sizes.split(',')})
+  if len(sizes) != 2 or len(original_sizes) != 2:
+    parser.error('--sizes and --original_sizes need two sizes each, to separate start-up from '
+                 'the steady state')
+
+  root = pathlib.Path(args.data).resolve()
+  photos = common.image_files(root, args.limit)
+  report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
+            'machine_before': common.machine(), 'data': str(root), 'photos': len(photos),
+            'sizes': sizes, 'workers': args.workers, 'image_size': args.image_size}
+  rows_runner = common.Rows(str(pathlib.Path(__file__).resolve()), ROWS, args.in_process)
+  with tempfile.TemporaryDirectory(prefix='bench_writer_') as tmp:
+    work = pathlib.Path(tmp)
+    every_size = set(sizes) | (set() if args.skip_original else set(original_sizes))
+    base = {times: work / f'data_{times}x' for times in every_size}
+    links = {times: common.repeat_tree(photos, root, times, base[times]) for times in every_size}
+    largest = [str(p) for p in links[max(sizes)]]
+    one = [str(p) for p in links[min(sizes)]]
+
+    rows = []
+    job_flags = args.job_flags.split()
+    pipe_label = ' '.join(['pipeline', *job_flags])
+    pipe_rows, _, startup, pipe_cpu = pipeline_rows(
+        pipe_label, base, sizes, work, args.workers, args.image_size, job_flags)
+    rows += pipe_rows
+    tight = rows_runner.run('tight_loop', {
+        'files': largest, 'workers': args.workers, 'image_size': args.image_size})
+    rows.append(_rate_row('tight loop (codec.convert, Pool)', tight,
+                          f'{max(sizes)}x files; the limit'))
+    typical = {'files': one, 'image_size': args.image_size, 'min_seconds': args.min_seconds,
+               'max_side': MAX_TYPICAL_SIDE}
+    codec_row = rows_runner.run('codec', typical)
+    rows.append(_rate_row('codec.convert, 1 core', codec_row,
+                          f'photos up to {MAX_TYPICAL_SIDE} px, bytes in memory'))
+    floor = rows_runner.run('floor', typical)
+    rows.append(_rate_row('libjpeg-turbo floor, 1 core', floor,
+                          'the same photos: decode + resize + encode only'))
+    # One glob per folder, as users list their files.
+    patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links[max(sizes)]})
+    tf_row = rows_runner.run('tf_data', {
+        'patterns': patterns, 'output': str(work / 'tf_data.tfrecord'),
+        'image_size': args.image_size})
+    rows.append(_rate_row('tf.data converter', tf_row, f'{max(sizes)}x files, all cores'))
+    pillow = rows_runner.run('pillow', {'files': one, 'image_size': args.image_size,
+                                        'min_seconds': args.min_seconds})
+    rows.append(_rate_row('Pillow loop, 1 core', pillow, 'files from disk'))
+
+    if (not args.skip_variants and '--stats=false' not in job_flags
+        and job_accepts('--stats=false')):
+      # The default tensorflow-transform analysis (--stats) decodes every training image again.
+      rows += pipeline_rows('pipeline --stats=false', base, sizes, work, args.workers,
+                            args.image_size, ['--stats=false', *job_flags])[0]
+    original = None
+    if args.skip_original:
+      report['original'] = 'skipped (--skip_original)'
+    elif job_accepts('--image_format=original'):
+      # Without the statistics, which would decode every (full-size) training image.
+      flags = ['--image_format=original', *job_flags]
+      if job_accepts('--stats=false'):
+        flags.append('--stats=false')
+      orig_rows, orig_rate, orig_startup, _ = pipeline_rows(
+          'pipeline ' + ' '.join(flags), base, original_sizes, work, args.workers,
+          args.image_size, flags)
+      rows += orig_rows
+      original = {'rate': orig_rate, 'startup_s': orig_startup,
+                  'label': 'pipeline ' + ' '.join(flags)}
+      report['original'] = original
+    else:
+      report['original'] = 'the job has no --image_format=original option'
+
+  dct_files = []
+  if pathlib.Path(args.dct_data).is_dir():
+    import simplejpeg  # pylint: disable=import-outside-toplevel
+    for path in common.image_files(pathlib.Path(args.dct_data)):
+      try:
+        height, width = simplejpeg.decode_jpeg_header(path.read_bytes())[:2]
+      except ValueError:
+        continue
+      if min(height, width) >= 2 * args.image_size:
+        dct_files.append(str(path))
+  dct = rows_runner.run('dct', {'files': dct_files, 'image_size': args.image_size,
+                                'repeats': args.dct_repeats})['files']
+  report['machine_after'] = common.machine()
+
+  # --- ratios and targets -------------------------------------------------------------------------
+  by = {row['row']: row for row in rows}
+  tight_rate = by['tight loop (codec.convert, Pool)']['images_per_s']
+  tf_rate = by['tf.data converter']['images_per_s']
+  # One core each: CPU time per image is the cost per core, whatever else shares the machine.
+  codec_ms = by['codec.convert, 1 core']['cpu_ms_per_image']
+  floor_ms = by['libjpeg-turbo floor, 1 core']['cpu_ms_per_image']
+  tight_cpu = by['tight loop (codec.convert, Pool)']['cpu_ms_per_image']
+  tf_cpu = by['tf.data converter']['cpu_ms_per_image']
+  good_dct = [d for d in dct if 'error' not in d]
+  dct_ratio = (sum(d['full_ms'] for d in good_dct) / sum(d['dct_ms'] for d in good_dct)
+               if good_dct else None)
+  targets = [
+      ('codec CPU ms per image / libjpeg-turbo floor measured here', codec_ms / floor_ms,
+       '<= 1.10', 'met' if codec_ms <= 1.10 * floor_ms else 'NOT met'),
+      ('codec CPU ms per image (floor about 1.5 ms)', codec_ms, '<= 1.65',
+       'met' if codec_ms <= 1.65 else 'NOT met'),
+      ('pipeline steady state / tight loop',
+       *_ratio_verdict(by, f'{pipe_label}, steady state', tight_rate, 0.85)),
+      ('pipeline steady state / tf.data converter',
+       *_ratio_verdict(by, f'{pipe_label}, steady state', tf_rate, 2.0)),
+      ('the same, by CPU time per image: tight loop / pipeline',
+       tight_cpu / pipe_cpu if pipe_cpu else None, '>= 0.85',
+       common.verdict(tight_cpu / pipe_cpu if pipe_cpu else None, 0.85)),
+      ('the same, by CPU time per image: tf.data / pipeline',
+       tf_cpu / pipe_cpu if pipe_cpu else None, '>= 2',
+       common.verdict(tf_cpu / pipe_cpu if pipe_cpu else None, 2.0)),
+      ('DCT downscale speed-up on large JPEGs (full / DCT)', dct_ratio, '>= 2',
+       common.verdict(dct_ratio, 2.0)),
+      ('pipeline --stats=false steady state / tight loop',
+       *_ratio_verdict(by, 'pipeline --stats=false, steady state', tight_rate, 0.85)),
+      ('the same, by CPU time per image: tight loop / pipeline --stats=false',
+       *_cpu_ratio_verdict(by, 'pipeline --stats=false, steady state', tight_cpu, 0.85)),
+      ('pipeline --stats=false steady state / tf.data converter',
+       *_ratio_verdict(by, 'pipeline --stats=false, steady state', tf_rate, 2.0)),
+      ('the same, by CPU time per image: tf.data / pipeline --stats=false',
+       *_cpu_ratio_verdict(by, 'pipeline --stats=false, steady state', tf_cpu, 2.0)),
+      ('--image_format=original steady state, images/s',
+       original['rate'] if original else None, '>= 3000',
+       (common.verdict(original['rate'], 3000.0) if original['label'] not in unreliable
+        else 'unreliable (load changed): see its CPU ms/img') if original
+       else report['original']),
+  ]
+  report.update({'rows': rows, 'dct': dct, 'pipeline_startup_s': startup})
+
+  common.print_machine(report)
+  print(f'{len(photos)} photos of {root}, sizes {sizes}, {args.workers} workers, '
+        f'{args.image_size} px shorter side\n')
+  print(common.rate_table(rows, extra=('note',)))
+  print()
+  print(common.format_table(
+      ('large JPEG', 'size', 'bytes/pixel', 'DCT-decoded to', 'DCT-scaled ms', 'full decode ms',
+       'speed-up'),
+      [(pathlib.Path(d['file']).name, f"{d.get('width')}x{d.get('height')}",
+        d.get('bytes_per_pixel'), d.get('decoded'), d.get('dct_ms'), d.get('full_ms'),
+        d['full_ms'] / d['dct_ms'] if 'error' not in d else d['error']) for d in dct]))
+  print()
+  common.finish_report(report, targets, args.json)
+
+
+if __name__ == '__main__':
+  if not common.child_main(ROWS):
+    main()

@@ -1,0 +1,74 @@
+"""Smoke tests of the benchmarks in bench/: each script runs on a few real photos, prints its
+tables and writes the same figures as JSON. No speed is asserted here (bench/ measures speed;
+docs/benchmarks.md holds the figures): the checks are that every row ran on the images it was
+given and that the targets are all reported.
+"""
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import REPO, SAMPLES, shared_data
+
+
+def _run(script, *args):
+  result = subprocess.run([sys.executable, str(REPO / 'bench' / script), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
+  data = shared_data('hymenoptera')
+  report_path = tmp_path / 'writer.json'
+  stdout = _run('writer.py', f'--data={data}', '--limit=8', '--sizes=1,2', '--min_seconds=0',
+                '--dct_repeats=1', '--in_process', '--skip_original', '--skip_variants',
+                '--job_flags=--stats=false', f'--json={report_path}')
+  report = json.loads(report_path.read_text())
+  rows = {row['row']: row for row in report['rows']}
+  # The repeated data set has distinct names: the job wrote every copy, none merged.
+  assert rows['pipeline --stats=false 1x (end to end)']['images'] == 8
+  assert rows['pipeline --stats=false 2x (end to end)']['images'] == 16
+  assert rows['tight loop (codec.convert, Pool)']['images'] == 16
+  assert rows['tf.data converter']['images'] == 16
+  assert rows['Pillow loop, 1 core']['images'] >= 8
+  # The codec rows take the photos up to 640 px of the 8 (one of them is larger).
+  for name in ('codec.convert, 1 core', 'libjpeg-turbo floor, 1 core'):
+    assert 1 <= rows[name]['images'] and rows[name]['images_per_s'] > 0, name
+  for row in report['rows']:
+    assert row['row'] in stdout
+  # The large JPEGs of messy/ that libjpeg-turbo decodes are timed both ways.
+  timed = [d for d in report['dct'] if 'error' not in d]
+  assert timed and all(d['dct_ms'] > 0 and d['full_ms'] > 0 for d in timed)
+  assert all(min(d['width'], d['height']) >= 512 for d in timed)
+  assert len(report['targets']) == 12
+  assert '| target | measured | wanted | verdict |' in stdout
+
+
+def test_reader_bench_runs_every_row(sample_dataset, tmp_path):
+  report_path = tmp_path / 'reader.json'
+  stdout = _run('reader.py', f'--records={sample_dataset}', f'--data={SAMPLES}', '--limit=8',
+                '--batch_size=4', '--image_size=32', '--warmup=1', '--batches=2', '--in_process',
+                f'--json={report_path}')
+  report = json.loads(report_path.read_text())
+  rows = {row['row']: row for row in report['rows']}
+  for name in ('load, float32', 'load, uint8', 'load, float32, full decode', 'limit, float32',
+               'limit, uint8', 'original JPEGs, float32'):
+    assert rows[name]['images'] == 8 and rows[name]['images_per_s'] > 0, name
+    assert name in stdout
+  # The job writes TFDS metadata and the test environment installs tensorflow_datasets.
+  assert report['tfds'] == 'measured' and rows['TFDS, float32']['images'] == 8
+  assert rows['load, uint8']['dtype'] == 'uint8'
+  assert rows['load, float32']['dtype'] == 'float32'
+  assert '| target | measured | wanted | verdict |' in stdout
+
+
+def test_profile_bench_splits_the_cost_per_image(tmp_path):
+  data = shared_data('hymenoptera')
+  report_path = tmp_path / 'profile.json'
+  stdout = _run('profile_pipeline.py', f'--data={data}', '--limit=8', '--sizes=1,2',
+                f'--json={report_path}', '--', '--stats=false')
+  report = json.loads(report_path.read_text())
+  assert report['images'] == [8, 16]
+  assert report['ms_per_image']['transforms/codec.py (image work)'] > 0
+  assert 'transforms/convert.py' in stdout
