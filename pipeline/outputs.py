@@ -12,10 +12,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
 from transforms import dedup
+from transforms.elements import METRICS_NAMESPACE
 from transforms.metadata import read_text, write_text
 
 _LOG = logging.getLogger('imagerecords')
-_NAMESPACE = 'imagerecords'  # of the job's Beam counters
 
 
 class OutputNotEmpty(RuntimeError):
@@ -88,7 +88,7 @@ def beam_counters(result) -> Dict[str, int]:
   committed values where the runner has them, else attempted ones. {} when it reports none."""
   counters = {}
   try:
-    queried = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE))['counters']
+    queried = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))['counters']
   except Exception as error:  # pylint: disable=broad-except
     _LOG.warning('the runner reported no metrics: %s: %s', type(error).__name__, error)
     return counters

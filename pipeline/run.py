@@ -4,12 +4,16 @@
 
 The graph, top to bottom (every step is a PTransform from ``transforms/``)::
 
-    list files ─> label ─> split ─> shuffle ─> decode/resize/encode ─> write shards per split
-                    │                                 │      ├─> count + fingerprint per split
-                    │                                 │      └─> training split's pixel stats
-                    │                                 │          (TFT; --stats) ─> transform_fn/
-                    └─> class names (side input) ─────┘
-    every step's failures ───────────────────────────────────> labels, failures, manifest, _SUCCESS
+    list files ─> label ─> split ─> [drop duplicates] ─> shuffle ─> decode/resize/encode
+                    └─> class names (side input) ─────────────────────────┘      │
+    converted examples <─────────────────────────────────────────────────────────┘
+      ├─> write shards per split (fixed --num_shards)
+      ├─> count + fingerprint per split
+      ├─> duplicate groups, leakage
+      ├─> images.jsonl, and its diff against the previous run (--run_date)
+      └─> the training split's pixel statistics (TFT, --stats) ─> transform_fn/
+    all of the above + every step's failures ─> labels, failures, manifest, _SUCCESS
+                                                 (--run_date: then publish to dt=DATE/, LATEST)
 
 With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" (which splits
 too) and the class names are the masks' (``transforms.segmentation``).
@@ -25,21 +29,20 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
-
 from imagerecords import contract
 
 import pipeline
-from pipeline import options as opts
 from pipeline import nightly, outputs
+from pipeline import options as opts
+from transforms import segmentation
 from transforms.convert import ConvertImages
 from transforms.dedup import DropDuplicates, ReportDuplicates
 from transforms.elements import FAILURES_TAG
+from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.label_file import LabelsFromFile, label_file_splits, sniff_format
 from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.listing import ListImageFiles
-from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.metadata import WriteMetadata
-from transforms import segmentation
 from transforms.publish import PublishRun
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
 from transforms.statistics import SplitStatistics
@@ -61,35 +64,8 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
       config['input_dir'], config['extensions'],
       exclude=[config['label_file']] if config['label_file'] else [],
       folders=config['masks'].listed_folders if config['masks'] else ())
-  if config['masks']:
-    # segmentation: SourceFile -> LabeledImage(..., label=None, mask=its mask's SourceFile),
-    # split by the VOC split lists, the split folders or the path hash
-    images = listed.files | 'pair images with masks' >> segmentation.PairImagesWithMasks(
-        config['masks'], config['input_dir'], config['split_lists'], config['split_folders'],
-        config['fractions'])
-    label_failures = []
-    # one element: the masks' class names (--label_map, or a VOC root's class_names.txt)
-    class_names = p | 'mask class names' >> beam.Create([list(config['label_map'])])
-  else:
-    # SourceFile -> (SourceFile, class name)
-    if config['label_file']:
-      labeled = listed.files | 'labels from file' >> LabelsFromFile(
-          config['label_file'], config['label_file_format'])
-    else:
-      labeled = listed.files | 'assign labels' >> AssignLabels(
-          config['label_source'], config['split_folders'])
-    label_failures = [labeled[FAILURES_TAG]]
-    labeled = labeled.labeled
-    if config['strict_labels']:
-      strict = labeled | 'strict labels' >> RefuseUnknownClasses(config['label_map'])
-      labeled = strict.labeled
-      label_failures.append(strict[FAILURES_TAG])
-    # (SourceFile, class name) -> LabeledImage(path, relpath, label, split), in shuffled order
-    images = labeled | 'assign splits' >> AssignSplits(
-        config['split_folders'], config['fractions'], config['file_splits'])
-    # one element: the sorted class names, class id = index
-    class_names = labeled | 'class names' >> ClassNames(
-        config['label_map'], integer_ids=bool(config['label_file']))
+  # SourceFile -> LabeledImage(path, relpath, label, split[, mask]); class names side input
+  images, label_failures, class_names = _label_and_split(p, listed.files, config)
   # --dedup=keep_first: hashed, one LabeledImage per group of byte-identical files
   deduped = images.split | 'drop duplicates' >> DropDuplicates(config['dedup'])
   shuffled = deduped['images'] | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
@@ -123,6 +99,40 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
         config['output_root'], config['output_dir'], config['publish_dir'])
+
+
+def _label_and_split(p: beam.Pipeline, files, config: dict):
+  """PCollection[SourceFile] -> (images with a ``split`` output and a failures output, the
+  label steps' failure PCollections, a one-element PCollection of the class names)."""
+  if config['masks']:
+    # segmentation: LabeledImage(..., label=None, mask=its mask's SourceFile), split by the
+    # VOC split lists, the split folders or the path hash
+    images = files | 'pair images with masks' >> segmentation.PairImagesWithMasks(
+        config['masks'], config['input_dir'], config['split_lists'], config['split_folders'],
+        config['fractions'])
+    # the masks' class names (--label_map, or a VOC root's class_names.txt)
+    class_names = p | 'mask class names' >> beam.Create([list(config['label_map'])])
+    return images, [], class_names
+  # SourceFile -> (SourceFile, class name)
+  if config['label_file']:
+    labeled = files | 'labels from file' >> LabelsFromFile(
+        config['label_file'], config['label_file_format'])
+  else:
+    labeled = files | 'assign labels' >> AssignLabels(
+        config['label_source'], config['split_folders'])
+  label_failures = [labeled[FAILURES_TAG]]
+  labeled = labeled.labeled
+  if config['strict_labels']:
+    strict = labeled | 'strict labels' >> RefuseUnknownClasses(config['label_map'])
+    labeled = strict.labeled
+    label_failures.append(strict[FAILURES_TAG])
+  # (SourceFile, class name) -> LabeledImage(path, relpath, label, split)
+  images = labeled | 'assign splits' >> AssignSplits(
+      config['split_folders'], config['fractions'], config['file_splits'])
+  # the sorted class names (or those of --label_map first), class id = index
+  class_names = labeled | 'class names' >> ClassNames(
+      config['label_map'], integer_ids=bool(config['label_file']))
+  return images, label_failures, class_names
 
 
 def job_config(options: opts.ConvertOptions) -> dict:

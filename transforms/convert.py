@@ -17,10 +17,9 @@ from transforms import codec
 from transforms import segmentation
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
-from transforms.elements import STAGE_MASK
+from transforms.elements import METRICS_NAMESPACE, STAGE_MASK
 from transforms.example import build_example
 
-_NAMESPACE = 'imagerecords'
 _LOG = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 10.0
 
@@ -40,12 +39,12 @@ class _ConvertImageFn(beam.DoFn):
 
   def __init__(self, spec: codec.ImageSpec):
     self._spec = spec
-    self._converted = beam.metrics.Metrics.counter(_NAMESPACE, 'images_converted')
-    self._failed = {stage: beam.metrics.Metrics.counter(_NAMESPACE, f'images_failed_{stage}')
+    self._converted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_converted')
+    self._failed = {stage: beam.metrics.Metrics.counter(METRICS_NAMESPACE, f'images_failed_{stage}')
                     for stage in (STAGE_READ, STAGE_DECODE, STAGE_MASK)}
-    self._read = beam.metrics.Metrics.counter(_NAMESPACE, 'images_read')
-    self._bytes_read = beam.metrics.Metrics.counter(_NAMESPACE, 'source_bytes_read')
-    self._bytes_out = beam.metrics.Metrics.counter(_NAMESPACE, 'record_bytes_out')
+    self._read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_read')
+    self._bytes_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'source_bytes_read')
+    self._bytes_out = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'record_bytes_out')
 
   def setup(self):
     self._class_ids: Dict[str, int] = {}

@@ -36,7 +36,8 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.elements import FAILURES_TAG, STAGE_DUPLICATE, Failure, LabeledImage
+from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
+                                 LabeledImage)
 
 KEEP_ALL = 'keep_all'
 KEEP_FIRST = 'keep_first'
@@ -48,7 +49,6 @@ inputs (no silent change), and the report costs no extra read of the data."""
 GROUPS_TAG = 'groups'
 """The tag of ``DropDuplicates``' output of DuplicateGroup."""
 
-_NAMESPACE = 'imagerecords'
 _CHUNK_BYTES = 1 << 20
 
 
@@ -149,7 +149,7 @@ class _HashSourceFn(beam.DoFn):
   read: the conversion reads it again and reports the failure with its reason)."""
 
   def __init__(self):
-    self._hashed = beam.metrics.Metrics.counter(_NAMESPACE, 'dedup_files_hashed')
+    self._hashed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'dedup_files_hashed')
 
   def process(self, image: LabeledImage) -> Iterable[LabeledImage]:
     try:
@@ -166,7 +166,7 @@ class _KeepFirstFn(beam.DoFn):
   the others; a DuplicateGroup on ``groups`` when there are others."""
 
   def __init__(self):
-    self._dropped = beam.metrics.Metrics.counter(_NAMESPACE, 'duplicates_dropped')
+    self._dropped = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'duplicates_dropped')
 
   def process(self, element) -> Iterable:
     _, images = element

@@ -23,6 +23,9 @@ STAGES = (STAGE_LIST, STAGE_MISSING, STAGE_LABEL, STAGE_SPLIT, STAGE_DUPLICATE, 
 NOT_INPUTS = (STAGE_LIST, STAGE_MISSING, STAGE_DUPLICATE)
 """Stages whose reports are not image inputs: not counted against --max_failure_fraction."""
 
+METRICS_NAMESPACE = 'imagerecords'
+"""The namespace of the job's Beam counters (the manifest's ``metrics`` lists them)."""
+
 FAILURES_TAG = 'failures'
 """The tag of every transform's dead-letter output (a PCollection of Failure)."""
 

@@ -19,13 +19,13 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.elements import FAILURES_TAG, STAGE_LIST, Failure, SourceFile
+from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_LIST, Failure,
+                                 SourceFile)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.webp', '.tif',
                     '.tiff', '.mpo', '.pgm', '.ppm', '.pbm', '.pnm')
 """File extensions (matched case-insensitively) that are taken for images by default."""
 
-_NAMESPACE = 'imagerecords'
 
 
 def relative_path(path: str, root: str) -> str:
@@ -52,8 +52,8 @@ class _ClassifyListedFile(beam.DoFn):
     self._root = root
     self._extensions = tuple(e.lower() for e in extensions)
     self._exclude = frozenset(exclude)
-    self._listed = beam.metrics.Metrics.counter(_NAMESPACE, 'files_listed')
-    self._hidden = beam.metrics.Metrics.counter(_NAMESPACE, 'hidden_files_ignored')
+    self._listed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'files_listed')
+    self._hidden = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'hidden_files_ignored')
 
   def process(self, metadata: FileMetadata) -> Iterable:
     relpath = relative_path(metadata.path, self._root)

@@ -98,8 +98,9 @@ class AssignSplits(beam.PTransform):
 class ShuffleOrder(beam.PTransform):
   """PCollection[LabeledImage] -> the same elements in a pseudo-random, seeded order.
 
-  Beam's fixed-shard writer deals elements to shards round-robin in the order it sees them, and
-  the local runner keeps the listing order (sorted, so class by class). Shuffling the paths here,
+  The shard writer (``transforms.write``) cuts each split's records into contiguous stretches
+  in the order it receives them, and the local runner keeps the listing order (sorted, so class
+  by class). Shuffling the paths here,
   before any pixel is decoded, is cheap (paths only) and makes every shard, and every stretch of
   a shard, a mix of classes. Paths are grouped into ``num_buckets`` groups by a seeded hash and
   each group is emitted in hash order; a Reshuffle then spreads the work over all workers again.

@@ -82,9 +82,10 @@ def parse_shard_file_name(name: str) -> Optional[ShardName]:
       match['split'], int(match['index']), int(match['count']), match['gz'] is not None)
 
 
-def shard_glob(split: str) -> str:
-  """A glob matching every shard file of ``split`` (compressed or not)."""
-  return f'{split}-?????-of-?????{SHARD_SUFFIX}*'
+def shard_glob(split: str, compressed: bool = False) -> str:
+  """A glob matching the shard files of ``split`` (``.tfrecord``, or ``.tfrecord.gz`` when
+  ``compressed``), and not the ``.idx`` files ``--dali_index`` writes beside them."""
+  return f'{split}-?????-of-?????{SHARD_SUFFIX}' + (GZIP_SUFFIX if compressed else '')
 
 
 SPLIT_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
