@@ -144,7 +144,8 @@ class _WorkerLogFilter(logging.Filter):
     if not text.startswith('Worker: '):
       return True
     match = _WORKER_LOG.search(text)
-    if match and '/transforms/' in match['where'].replace('\\', '/'):
+    where = match['where'].replace('\\', '/') if match else ''
+    if match and '/transforms/' in where and 'apache_beam/' not in where:  # ours, not Beam's
       record.msg, record.args = 'worker: %s', (match['message'],)
       return True
     # A run that fails on its own verdict (RunFailed) is reported by the launcher in one line.

@@ -162,6 +162,10 @@ def job_config(options: opts.ConvertOptions) -> dict:
   if masks and masks.layout == 'voc' and not label_map_path:
     label_map_path = segmentation.voc_class_names_path(input_dir)  # labelme's VOC export
   label_map = read_label_map(label_map_path) if label_map_path else ()
+  strict_labels = options.strict_labels and bool(label_map)
+  if options.strict_labels and not label_map:  # --run_date's first night: nothing to keep yet
+    _LOG.warning('--strict_labels: no earlier run under %s to take classes from; this first '
+                 'run sets them', output_dir)
   previous_index = previous and FileSystems.join(previous, contract.IMAGES_INDEX_FILE)
   if previous_index and not FileSystems.exists(previous_index):
     previous_index = None  # written by a version without images.jsonl: no diff this night
@@ -185,7 +189,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'write_dir': layout.staging_dir if layout else output_dir,
       'write_success': layout is None,
       'run_date': options.run_date,
-      'required_classes': list(label_map) if options.strict_labels else [],
+      'required_classes': list(label_map) if strict_labels else [],
       'options': opts.job_options(options),
       'image': {'format': spec.image_format, 'channels': spec.channels,
                 'image_size': spec.image_size,
@@ -212,7 +216,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'label_file': label_file,
       'label_file_format': label_file_format, 'file_splits': file_splits,
       'dedup': options.dedup,
-      'label_map': label_map, 'strict_labels': options.strict_labels,
+      'label_map': label_map, 'strict_labels': strict_labels,
       'split_folders': split_folders,
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
       'shuffle_seed': options.shuffle_seed, 'manifest': manifest,

@@ -172,3 +172,31 @@ def test_rerunning_a_published_date(nights):
       'train-00000-of-00001.tfrecord', 'validation-00000-of-00001.tfrecord']
   assert manifest_of(run_dir)['num_examples'] == manifests[date]['num_examples']
   assert (root / 'LATEST').read_text().strip() == f'dt={date}'
+
+
+def _stage(staging: pathlib.Path, names, text='new') -> None:
+  staging.mkdir(parents=True, exist_ok=True)
+  for name in names:
+    (staging / name).write_text(text)
+
+
+def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
+  """Runners retry a failed bundle: a second attempt of the publication must not delete what
+  the first one published, nor the earlier run's files twice over the new ones."""
+  from transforms.publish import _PublishFn  # pylint: disable=import-outside-toplevel
+  staging, published = tmp_path / '_staging' / 'dt=2026-11-21', tmp_path / 'dt=2026-11-21'
+  _stage(published, ['train-00000-of-00009.tfrecord', 'manifest.json', '_SUCCESS'], 'old')
+  _stage(staging, ['train-00000-of-00002.tfrecord', 'manifest.json'])
+  publish = _PublishFn(str(tmp_path), str(staging), str(published))
+  for _ in range(2):  # the first attempt, then a retry after it had finished its move
+    assert list(publish.process({'run': 1})) == [{'run': 1}]
+    assert sorted(os.listdir(published)) == [
+        '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
+    assert (published / 'manifest.json').read_text() == 'new'
+  # an attempt that died after deleting the earlier run, before moving anything
+  shutil.rmtree(published)
+  _stage(staging, ['train-00000-of-00002.tfrecord', 'manifest.json', '_OLD_RUN_DELETED'])
+  list(publish.process({}))
+  assert sorted(os.listdir(published)) == [
+      '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
+  assert (tmp_path / 'LATEST').read_text().strip() == 'dt=2026-11-21'

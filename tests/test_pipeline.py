@@ -139,3 +139,20 @@ def test_resize_mode_none_keeps_the_upright_source_size(tmp_path):
     with Image.open(SAMPLES / record['image/filename'].decode()) as source:
       upright = ImageOps.exif_transpose(source)
       assert (record['image/width'], record['image/height']) == upright.size
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(tmp_path):
+  images = tmp_path / 'images' / 'ants'
+  images.mkdir(parents=True)
+  photos = sorted((SAMPLES / 'ants').glob('*.jpg'))[:3]
+  for photo in photos:
+    shutil.copy(photo, images / photo.name)
+  # a Latin-1 name, as old archives hold: b'caf\xe9.jpg' is not UTF-8
+  with open(bytes(images) + b'/caf\xe9.jpg', 'wb') as handle:
+    handle.write(photos[0].read_bytes())
+  out = tmp_path / 'out'
+  assert convert(tmp_path / 'images', out, '--splits=train=1') == 0
+  assert {r['image/filename'].decode() for _, r in all_records(out)} == {
+      f'ants/{p.name}' for p in photos}
+  failures = (out / 'failures.jsonl').read_text().splitlines()
+  assert len(failures) == 1 and 'caf\\\\xe9.jpg' in failures[0] and 'UTF-8' in failures[0]

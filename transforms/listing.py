@@ -40,6 +40,12 @@ def relative_path(path: str, root: str) -> str:
   return path[len(root) + 1:].replace('\\', '/')
 
 
+def printable_name(name: str) -> str:
+  """``name`` with the bytes that are not UTF-8 (Python's surrogate escapes of a file name)
+  written as ``\\xNN``, so it can be reported: ``'caf\\udce9.jpg'`` -> ``'caf\\\\xe9.jpg'``."""
+  return name.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
+
 def is_hidden(relpath: str) -> bool:
   """True for dot-files and anything inside a dot-folder (.DS_Store, .git/, ._AppleDouble)."""
   return any(part.startswith('.') for part in relpath.split('/'))
@@ -62,6 +68,13 @@ class _ClassifyListedFile(beam.DoFn):
       return
     self._listed.inc()
     extension = posixpath.splitext(relpath)[1].lower()
+    try:
+      relpath.encode('utf-8')  # image/filename and every report are UTF-8
+    except UnicodeEncodeError:  # a name of raw bytes, listed with surrogate escapes
+      yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+          printable_name(metadata.path), printable_name(relpath), STAGE_LIST,
+          'skipped: the file name is not valid UTF-8; rename the file'))
+      return
     if extension in self._extensions:
       yield SourceFile(metadata.path, relpath)
     else:

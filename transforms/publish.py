@@ -78,8 +78,16 @@ def point_latest(root: str, run_dir_name: str) -> bool:
   return True
 
 
+_OLD_RUN_DELETED = '_OLD_RUN_DELETED'
+
+
 class _PublishFn(beam.DoFn):
-  """manifest -> manifest, after the staged run is published (see the module docstring)."""
+  """manifest -> manifest, after the staged run is published (see the module docstring).
+
+  Safe to retry (runners retry a failed bundle): an earlier run of the date is deleted once,
+  which a marker file in the staging directory records; files already moved stay; and when
+  nothing is left in staging, the move is done and only ``_SUCCESS`` and ``LATEST`` remain.
+  """
 
   def __init__(self, root: str, staging_dir: str, publish_dir: str):
     self._root = root
@@ -87,14 +95,20 @@ class _PublishFn(beam.DoFn):
     self._publish_dir = publish_dir
 
   def process(self, manifest):
-    old = files_under(self._publish_dir)
-    if old:  # only with --overwrite: the launcher refuses a published date otherwise
-      success = FileSystems.join(self._publish_dir, contract.SUCCESS_FILE)
-      if success in old:
-        FileSystems.delete([success])
-      FileSystems.delete([f for f in old if f != success])
-      _LOG.info('deleted %d files of the earlier run in %s', len(old), self._publish_dir)
-    moved = _move_tree(self._staging_dir, self._publish_dir)
+    staged = files_under(self._staging_dir)
+    marker = FileSystems.join(self._staging_dir, _OLD_RUN_DELETED)
+    if not staged:  # a retry after the move: only _SUCCESS and LATEST may be missing
+      if not FileSystems.exists(FileSystems.join(self._publish_dir, contract.MANIFEST_FILE)):
+        raise RuntimeError(f'nothing staged in {self._staging_dir} and nothing published in '
+                           f'{self._publish_dir}')
+      moved = 0
+    else:
+      published_marker = FileSystems.join(self._publish_dir, _OLD_RUN_DELETED)
+      if marker not in staged and not FileSystems.exists(published_marker):
+        self._delete_earlier_run()  # not yet done by an earlier attempt of this step
+        write_text(marker, '')
+      moved = _move_tree(self._staging_dir, self._publish_dir) - 1
+      FileSystems.delete([published_marker])  # moved with the rest; not part of the run
     write_text(FileSystems.join(self._publish_dir, contract.SUCCESS_FILE), '')
     name = posixpath.basename(self._publish_dir.replace('\\', '/').rstrip('/'))
     if point_latest(self._root, name):
@@ -103,6 +117,17 @@ class _PublishFn(beam.DoFn):
       _LOG.info('published %d files to %s; LATEST names a newer run and stays',
                 moved, self._publish_dir)
     yield manifest
+
+  def _delete_earlier_run(self):
+    """Deletes an earlier run of the date (only reached with --overwrite), _SUCCESS first."""
+    old = files_under(self._publish_dir)
+    if not old:
+      return
+    success = FileSystems.join(self._publish_dir, contract.SUCCESS_FILE)
+    if success in old:
+      FileSystems.delete([success])
+    FileSystems.delete([f for f in old if f != success])
+    _LOG.info('deleted %d files of the earlier run in %s', len(old), self._publish_dir)
 
 
 class PublishRun(beam.PTransform):
