@@ -11,9 +11,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
-from transforms import dedup
+from transforms import dedup, statistics_tft, write
 from transforms.elements import METRICS_NAMESPACE
-from transforms.metadata import read_text, write_text
+from transforms.textfiles import read_text, write_text
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -38,6 +38,11 @@ def existing_outputs(output_dir: str) -> List[str]:
         base = base[:-len(contract.DALI_INDEX_SUFFIX)]
       if base in names or contract.parse_shard_file_name(base):
         found.append(metadata.path)
+  # the working folders of a run that died (hidden, so '*' does not match them)
+  for name in (write.STAGING_DIR, statistics_tft.STAGING_DIR):
+    path = FileSystems.join(output_dir, name)
+    if FileSystems.exists(path):
+      found.append(path)
   return sorted(found)
 
 

@@ -156,3 +156,14 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(tmp_path):
       f'ants/{p.name}' for p in photos}
   failures = (out / 'failures.jsonl').read_text().splitlines()
   assert len(failures) == 1 and 'caf\\\\xe9.jpg' in failures[0] and 'UTF-8' in failures[0]
+
+
+def test_a_dead_runs_working_folders_count_as_an_earlier_runs_files(tmp_path):
+  from pipeline import outputs  # pylint: disable=import-outside-toplevel
+  for folder in ('.staging-write/train', '.staging-tft/tftransform_tmp'):
+    (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / folder / 'records-00000-of-00001').write_bytes(b'half')
+  with pytest.raises(outputs.OutputNotEmpty):
+    outputs.prepare_output_dir(str(tmp_path), overwrite=False)
+  outputs.prepare_output_dir(str(tmp_path), overwrite=True)
+  assert not list(tmp_path.iterdir())

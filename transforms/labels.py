@@ -25,7 +25,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, Failure, SourceFile
-from transforms.metadata import read_text
+from transforms.textfiles import read_text
 
 
 def directory_label(relpath: str, split_folder: Optional[str] = None) -> Optional[str]:

@@ -28,41 +28,11 @@ from imagerecords.framing import record_spans
 
 from transforms import tfds_metadata
 from transforms.elements import NOT_INPUTS, Failure
+from transforms.textfiles import write_text
 
 
 class RunFailed(RuntimeError):
   """The run's output must not be published; the message is the one-line reason."""
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes ``text`` (UTF-8) to ``path`` on any filesystem Beam knows, replacing it."""
-  if not text and path.startswith('s3://'):
-    _put_empty_s3_object(path)
-    return
-  with FileSystems.create(path, mime_type='text/plain',
-                          compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-    handle.write(text.encode('utf-8'))
-
-
-def _put_empty_s3_object(path: str) -> None:
-  """Creates a zero-byte object (``_SUCCESS``, an empty ``failures.jsonl``) on S3.
-
-  Beam 2.77's S3 writer always finishes a multipart upload, and S3 refuses one without parts
-  (``MalformedXML``), so ``FileSystems.create`` cannot write an empty object. One plain
-  ``PutObject`` through the client Beam's S3 filesystem configured (endpoint, credentials
-  from the S3 pipeline options) does.
-  """
-  from apache_beam.io.aws import s3io  # pylint: disable=import-outside-toplevel
-  filesystem = FileSystems.get_filesystem(path)
-  bucket, key = path[len('s3://'):].split('/', 1)
-  client = s3io.S3IO(options=filesystem._options).client  # pylint: disable=protected-access
-  client.client.put_object(Bucket=bucket, Key=key, Body=b'')
-
-
-def read_text(path: str) -> str:
-  """All of ``path`` as UTF-8 text, on any filesystem Beam knows."""
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-    return handle.read().decode('utf-8')
 
 
 def count_records(path: str) -> int:

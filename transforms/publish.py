@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.metadata import read_text, write_text
+from transforms.textfiles import read_text, write_text
 
 _LOG = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from PIL import Image, UnidentifiedImageError
 from transforms import codec
 from transforms.elements import (FAILURES_TAG, STAGE_LIST, STAGE_MASK, STAGE_MISSING,
                                  STAGE_SPLIT, Failure, LabeledImage, SourceFile)
-from transforms.metadata import read_text
+from transforms.textfiles import read_text
 from transforms.splits import hash_split
 
 MASK_LAYOUTS = ('none', 'voc', 'folders', 'pattern:TEMPLATE')

@@ -49,7 +49,7 @@ from apache_beam.io.tfrecordio import WriteToTFRecord
 from imagerecords import contract
 from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, record_spans
 
-from transforms.metadata import write_text
+from transforms.textfiles import write_text
 
 STAGING_DIR = '.staging-write'
 """The output directory's subfolder for the staging files: never matched by a shard glob (the
