@@ -1,6 +1,7 @@
 """The nightly job (--run_date): three nights over a growing folder of real photos, then the
 ways a night goes wrong (failure, rerun, vanished class, leftovers of a killed run)."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -43,12 +44,13 @@ def nights(tmp_path_factory):
     _link(path, images / 'ants' / path.name)
   for path in bees[:12]:
     _link(path, images / 'bees' / path.name)
-  records, manifests = {}, {}
+  records, manifests, contents = {}, {}, {}
 
   def night(date):
     assert convert(images, root, f'--run_date={date}', *FLAGS) == 0
     run_dir = root / f'dt={date}'
     records[date], manifests[date] = _records(run_dir), manifest_of(run_dir)
+    contents[date] = _digests(run_dir)
 
   night(NIGHTS[0])
   # night 2: 6 ants added, 3 bees removed, a new class that sorts first ('aphids': its bytes
@@ -68,11 +70,17 @@ def nights(tmp_path_factory):
   for path in bees[20:22]:
     _link(path, images / 'bees' / path.name)
   night(NIGHTS[2])
-  return images, root, records, manifests
+  return images, root, records, manifests, contents
+
+
+def _digests(run_dir: pathlib.Path) -> dict:
+  """Relative path -> SHA-256 of every file of a published run."""
+  return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(run_dir.rglob('*')) if p.is_file()}
 
 
 def test_each_night_is_published_and_latest_names_the_newest(nights):
-  _, root, records, manifests = nights
+  _, root, records, manifests, _ = nights
   assert (root / 'LATEST').read_text().strip() == f'dt={NIGHTS[-1]}'
   for date in NIGHTS:
     run_dir = root / f'dt={date}'
@@ -88,7 +96,7 @@ def test_each_night_is_published_and_latest_names_the_newest(nights):
 
 
 def test_class_ids_never_change_and_new_classes_are_appended(nights):
-  _, root, records, _ = nights
+  _, root, records, _, _ = nights
   labels = [(root / f'dt={d}' / 'labels.txt').read_text().split() for d in NIGHTS]
   assert labels[0] == ['ants', 'bees']
   assert labels[1] == labels[2] == ['ants', 'bees', 'aphids']  # appended, though it sorts first
@@ -98,7 +106,7 @@ def test_class_ids_never_change_and_new_classes_are_appended(nights):
 
 
 def test_no_image_moves_between_splits(nights):
-  _, _, records, _ = nights
+  _, _, records, _, _ = nights
   for before, after in zip(NIGHTS, NIGHTS[1:]):
     common = records[before].keys() & records[after].keys()
     assert len(common) > 20
@@ -106,7 +114,7 @@ def test_no_image_moves_between_splits(nights):
 
 
 def test_manifest_diff_counts_what_changed(nights):
-  _, _, records, manifests = nights
+  _, _, records, manifests, _ = nights
   assert manifests[NIGHTS[0]]['diff'] is None  # nothing to compare with on the first night
   for before, after in zip(NIGHTS, NIGHTS[1:]):
     old, new = records[before], records[after]
@@ -125,14 +133,13 @@ def test_manifest_diff_counts_what_changed(nights):
 
 
 def test_published_runs_are_never_touched_by_later_nights(nights):
-  _, root, _, manifests = nights
-  for date in NIGHTS:
-    on_disk = json.loads((root / f'dt={date}' / 'manifest.json').read_text())
-    assert on_disk['splits'] == manifests[date]['splits']
+  _, root, _, _, contents = nights
+  for date in NIGHTS:  # every file, byte for byte, as it was when its night ended
+    assert _digests(root / f'dt={date}') == contents[date]
 
 
 def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
-  images, root, _, _ = nights
+  images, root, _, _, _ = nights
   broken = tmp_path / 'images'
   shutil.copytree(images, broken, symlinks=True)
   (broken / 'ants' / 'truncated.jpg').write_bytes(
@@ -147,7 +154,7 @@ def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
 
 
 def test_a_vanished_class_fails_the_night_under_strict_labels(nights, tmp_path):
-  images, root, _, _ = nights
+  images, root, _, _, _ = nights
   fewer = tmp_path / 'images'
   shutil.copytree(images, fewer, symlinks=True)
   shutil.rmtree(fewer / 'aphids')
@@ -158,7 +165,7 @@ def test_a_vanished_class_fails_the_night_under_strict_labels(nights, tmp_path):
 
 
 def test_rerunning_a_published_date(nights):
-  images, root, _, manifests = nights
+  images, root, _, manifests, _ = nights
   date = NIGHTS[-1]
   assert convert(images, root, f'--run_date={date}', *FLAGS) == 2  # refused: published
   # a killed run of the same date left files in staging: the rerun clears them

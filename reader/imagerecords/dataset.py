@@ -69,7 +69,8 @@ def load(data_dir: str,
 
   Each element is ``(images, labels)``:
 
-  * ``images``: ``dtype`` (float32 by default), shape ``[B, image_size, image_size, 3]``, RGB,
+  * ``images``: ``dtype`` (float32 by default), shape ``[B, image_size, image_size, C]``, C = 3
+    (RGB) or 1 for an output written with ``--channels=1`` (the manifest's ``image.channels``),
     values in [0, 1] (pixel value / 255); with ``dtype=tf.uint8``, the pixel values 0-255
     themselves (normalise on the accelerator: a quarter of float32's bytes to copy).
   * ``labels``: int32, shape ``[B]``, class ids indexing :func:`imagerecords.class_names`.
