@@ -268,6 +268,26 @@ def _sub_seed(seed: Optional[int], index: int) -> Optional[int]:
   return None if seed is None else seed * 3 + index
 
 
+def image_feature_spec(raw: bool, return_filenames: bool) -> dict:
+  """The ``tf.io.parse_single_example`` spec of a record's image (``image/encoded``; with
+  ``raw``, also its int64 height, width and channels) and, with ``return_filenames``, its
+  ``image/filename``."""
+  spec = {contract.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+  if raw:
+    for key in (contract.IMAGE_HEIGHT, contract.IMAGE_WIDTH, contract.IMAGE_CHANNELS):
+      spec[key] = tf.io.FixedLenFeature([], tf.int64)
+  if return_filenames:
+    spec[contract.FILENAME] = tf.io.FixedLenFeature([], tf.string, default_value='')
+  return spec
+
+
+def parse_raw_shape(features: dict) -> tf.Tensor:
+  """int64 ``[3]``: (height, width, channels) of a raw record parsed with
+  :func:`image_feature_spec` (``raw=True``)."""
+  return tf.stack([features[contract.IMAGE_HEIGHT], features[contract.IMAGE_WIDTH],
+                   features[contract.IMAGE_CHANNELS]])
+
+
 def _make_decode_fn(image_size, training, labeled, dtype, return_filenames, channels=3,
                     raw=False):
   """The per-example map function: serialized record (+ seed) -> (image[, label][, filename]).
@@ -275,24 +295,15 @@ def _make_decode_fn(image_size, training, labeled, dtype, return_filenames, chan
   ``channels``: of the output images (the manifest's). ``raw``: the records hold raw pixels,
   reshaped with their ``image/height``, ``image/width``, ``image/channels``.
   """
-  spec = {contract.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
-  if raw:
-    for key in (contract.IMAGE_HEIGHT, contract.IMAGE_WIDTH, contract.IMAGE_CHANNELS):
-      spec[key] = tf.io.FixedLenFeature([], tf.int64)
+  spec = image_feature_spec(raw, return_filenames)
   if labeled:
     spec[contract.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
-  if return_filenames:
-    spec[contract.FILENAME] = tf.io.FixedLenFeature([], tf.string, default_value='')
 
   def decode(serialized, seed=None):
     features = tf.io.parse_single_example(serialized, spec)
-    raw_shape = None
-    if raw:
-      raw_shape = tf.stack([features[contract.IMAGE_HEIGHT], features[contract.IMAGE_WIDTH],
-                            features[contract.IMAGE_CHANNELS]])
     image = preprocess_image(
         features[contract.IMAGE_ENCODED], image_size, training, seed=seed, dtype=dtype,
-        channels=channels, raw_shape=raw_shape)
+        channels=channels, raw_shape=parse_raw_shape(features) if raw else None)
     outputs = [image]
     if labeled:
       outputs.append(tf.cast(features[contract.CLASS_LABEL], tf.int32))
@@ -330,10 +341,10 @@ def preprocess_image(encoded: tf.Tensor,
     if seed is None:
       raise ValueError('preprocess_image(training=True) needs a seed of shape [2].')
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = _decode_window(encoded, lambda shape: _random_window(shape, crop_seed), channels,
+    image = _decode_window(encoded, lambda shape: random_window(shape, crop_seed), channels,
                            raw_shape)
   else:
-    image = _decode_window(encoded, _central_square, channels, raw_shape)
+    image = _decode_window(encoded, central_square, channels, raw_shape)
   image = _resize(image, image_size)
   if dtype == tf.uint8:
     image = tf.cast(tf.clip_by_value(tf.round(image), 0., 255.), tf.uint8)
@@ -377,14 +388,14 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
   return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
 
-def _central_square(shape: tf.Tensor) -> tf.Tensor:
+def central_square(shape: tf.Tensor) -> tf.Tensor:
   """``[y, x, s, s]``: the centred square window of side ``s = min(height, width)``."""
   height, width = shape[0], shape[1]
   side = tf.minimum(height, width)
   return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
 
 
-def _random_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def random_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """``[y, x, h, w]``: an Inception-style random crop window of an image of ``shape``."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape,

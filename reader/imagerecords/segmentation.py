@@ -24,30 +24,23 @@ from typing import Optional
 import tensorflow as tf
 
 from imagerecords import contract
-from imagerecords.dataset import _central_square, _random_window  # pylint: disable=protected-access
+from imagerecords.dataset import (central_square, image_feature_spec, parse_raw_shape,
+                                  random_window)
 
 
 def make_decode_fn(image_size: int, training: bool, dtype: tf.dtypes.DType,
                    return_filenames: bool, channels: int = 3, raw: bool = False):
   """The per-example map function of a segmentation split: serialized record (+ seed in
   training) -> ``(image, mask[, filename])`` (see :func:`preprocess_pair`)."""
-  spec = {contract.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
-          contract.MASK_ENCODED: tf.io.FixedLenFeature([], tf.string)}
-  if raw:
-    for key in (contract.IMAGE_HEIGHT, contract.IMAGE_WIDTH, contract.IMAGE_CHANNELS):
-      spec[key] = tf.io.FixedLenFeature([], tf.int64)
-  if return_filenames:
-    spec[contract.FILENAME] = tf.io.FixedLenFeature([], tf.string, default_value='')
+  spec = image_feature_spec(raw, return_filenames)
+  spec[contract.MASK_ENCODED] = tf.io.FixedLenFeature([], tf.string)
 
   def decode(serialized, seed=None):
     features = tf.io.parse_single_example(serialized, spec)
-    raw_shape = None
-    if raw:
-      raw_shape = tf.stack([features[contract.IMAGE_HEIGHT], features[contract.IMAGE_WIDTH],
-                            features[contract.IMAGE_CHANNELS]])
     image, mask = preprocess_pair(
         features[contract.IMAGE_ENCODED], features[contract.MASK_ENCODED], image_size,
-        training, seed=seed, dtype=dtype, channels=channels, raw_shape=raw_shape)
+        training, seed=seed, dtype=dtype, channels=channels,
+        raw_shape=parse_raw_shape(features) if raw else None)
     if return_filenames:
       return image, mask, features[contract.FILENAME]
     return image, mask
@@ -87,9 +80,9 @@ def preprocess_pair(encoded: tf.Tensor,
     if seed is None:
       raise ValueError('preprocess_pair(training=True) needs a seed of shape [2].')
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    window = _random_window(shape, crop_seed)
+    window = random_window(shape, crop_seed)
   else:
-    window = _central_square(shape)
+    window = central_square(shape)
   image = _decode_image_window(encoded, window, channels, raw_shape)
   y, x, h, w = tf.unstack(window)
   mask = tf.image.crop_to_bounding_box(mask, y, x, h, w)
