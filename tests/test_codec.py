@@ -183,7 +183,8 @@ def test_channels_1_is_luma_and_channels_3_repeats_gray():
     expected = np.asarray(ImageOps.exif_transpose(image).convert('L')).astype(int)
   assert gray.shape == expected.shape + (1,)
   assert np.abs(gray[..., 0].astype(int) - expected).mean() < 1.5
-  encoded = codec.convert(color, codec.ImageSpec(image_size=48, channels=1))
+  encoded = codec.convert(
+      color, codec.ImageSpec(image_size=48, resize_mode='center_crop', channels=1))
   assert encoded.channels == 1
   with Image.open(io.BytesIO(encoded.data)) as stored:
     assert stored.mode == 'L' and stored.size == (48, 48)

@@ -117,7 +117,7 @@ class ImageSpec:
       own hard limit).
   """
   image_size: int = 256
-  resize_mode: str = 'center_crop'
+  resize_mode: str = 'shorter_side'  # as --resize_mode
   image_format: str = 'jpeg'
   jpeg_quality: int = 90
   max_pixels: int = DEFAULT_MAX_PIXELS
