@@ -251,3 +251,11 @@ def finish_report(report: dict, targets: Sequence[tuple], json_path: Optional[st
   report['targets'] = [dict(zip(('measure', 'value', 'target', 'verdict'), t))
                        for t in targets]
   write_json(json_path, report)
+
+
+def add_row_flags(parser) -> None:
+  """The flags of the benchmarks that run rows (writer.py, reader.py): --json, --in_process."""
+  parser.add_argument('--json', default=None, help='Also write the results to this JSON file.')
+  parser.add_argument('--in_process', action='store_true',
+                      help='Run every row in this process (quick checks; peak RSS is then '
+                      'cumulative). Default: each row in a fresh process.')

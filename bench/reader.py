@@ -215,10 +215,7 @@ def main(argv=None):
   parser.add_argument('--batches', type=int, default=100, help='Batches timed.')
   parser.add_argument('--limit', type=int, default=None,
                       help='Convert only the first N photos (a quick check, e.g. 8).')
-  parser.add_argument('--json', default=None, help='Also write the results to this JSON file.')
-  parser.add_argument('--in_process', action='store_true',
-                      help='Run every row in this process (quick checks; peak RSS is then '
-                      'cumulative). Default: each row in a fresh process.')
+  common.add_row_flags(parser)
   args = parser.parse_args(argv)
   data = pathlib.Path(args.data).resolve()
   rows_runner = common.Rows(str(pathlib.Path(__file__).resolve()), ROWS, args.in_process)

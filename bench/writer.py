@@ -404,10 +404,7 @@ def main(argv=None):
                       '--job_flags=--stats=false for a quick check).')
   parser.add_argument('--skip_variants', action='store_true',
                       help='Skip the pipeline rows with --stats=false.')
-  parser.add_argument('--json', default=None, help='Also write the results to this JSON file.')
-  parser.add_argument('--in_process', action='store_true',
-                      help='Run every row in this process (quick checks; peak RSS is then '
-                      'cumulative). Default: each row in a fresh process.')
+  common.add_row_flags(parser)
   args = parser.parse_args(argv)
   sizes = sorted({int(s) for s in args.sizes.split(',')})
   original_sizes = sorted({int(s) for s in args.original_sizes.split(',')})
