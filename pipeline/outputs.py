@@ -3,7 +3,6 @@ back, print the summary, and keep the console readable."""
 
 import json
 import logging
-import os
 import re
 from typing import Dict, List, Optional
 
@@ -13,7 +12,8 @@ from imagerecords import contract
 
 from transforms import dedup, statistics_tft, write
 from transforms.elements import METRICS_NAMESPACE
-from transforms.textfiles import read_text, write_text
+from transforms.publish import delete_success_first
+from transforms.textfiles import read_text, replace_text
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -60,9 +60,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
     raise OutputNotEmpty(
         f'{output_dir} already holds {len(found)} files of an earlier run '
         f'(e.g. {found[0]}); pass --overwrite to replace them')
-  success = [p for p in found if p.endswith(contract.SUCCESS_FILE)]
-  FileSystems.delete(success)
-  FileSystems.delete([p for p in found if p not in success])
+  delete_success_first(found)
   _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)
 
 
@@ -77,14 +75,8 @@ def read_manifest(output_dir: str) -> Optional[dict]:
 def write_manifest(output_dir: str, manifest: dict) -> None:
   """Replaces ``output_dir``'s manifest.json; a reader never sees half of it (locally a
   temporary file renamed over it, on object stores one object write)."""
-  path = FileSystems.join(output_dir, contract.MANIFEST_FILE)
-  text = json.dumps(manifest, indent=2, ensure_ascii=False)
-  if '://' in output_dir:
-    write_text(path, text)
-    return
-  temporary = path + '.tmp'
-  write_text(temporary, text)
-  os.replace(temporary, path)
+  replace_text(FileSystems.join(output_dir, contract.MANIFEST_FILE),
+               json.dumps(manifest, indent=2, ensure_ascii=False))
 
 
 def beam_counters(result) -> Dict[str, int]:

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.textfiles import read_text, write_text
+from transforms.textfiles import read_text, replace_text, write_text
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,6 +36,18 @@ def files_under(directory: str) -> List[str]:
   except OSError:  # BeamIOError (a subclass) where nothing matches on some filesystems
     return []
   return sorted(m.path for m in result.metadata_list)
+
+
+def delete_success_first(paths: List[str]) -> None:
+  """Deletes ``paths`` (files or folders of one output directory), its ``_SUCCESS`` marker
+  before anything else, so that no reader trusts a half-deleted directory."""
+  success = [p for p in paths
+             if posixpath.basename(p.replace('\\', '/')) == contract.SUCCESS_FILE]
+  if success:
+    FileSystems.delete(success)
+  rest = [p for p in paths if p not in success]
+  if rest:
+    FileSystems.delete(rest)
 
 
 def _move_tree(source: str, destination: str) -> int:
@@ -61,20 +73,14 @@ def point_latest(root: str, run_dir_name: str) -> bool:
   """Writes ``ROOT/LATEST`` = ``run_dir_name`` unless it already names a newer run (a backfill
   of an older date does not move it back); returns whether it was written.
 
-  Readers never see a half-written pointer: locally the new content is written to a
-  temporary file and renamed over ``LATEST``; on object stores one object write is atomic.
+  Readers never see a half-written pointer (``textfiles.replace_text``).
   """
   latest = FileSystems.join(root, contract.LATEST_FILE)
   if FileSystems.exists(latest):
     current = read_text(latest).strip()
     if current > run_dir_name:
       return False
-  if '://' in root:
-    write_text(latest, run_dir_name + '\n')
-    return True
-  temporary = FileSystems.join(root, f'.{contract.LATEST_FILE}.{os.getpid()}.tmp')
-  write_text(temporary, run_dir_name + '\n')
-  os.replace(temporary, latest)
+  replace_text(latest, run_dir_name + '\n')
   return True
 
 
@@ -123,10 +129,7 @@ class _PublishFn(beam.DoFn):
     old = files_under(self._publish_dir)
     if not old:
       return
-    success = FileSystems.join(self._publish_dir, contract.SUCCESS_FILE)
-    if success in old:
-      FileSystems.delete([success])
-    FileSystems.delete([f for f in old if f != success])
+    delete_success_first(old)
     _LOG.info('deleted %d files of the earlier run in %s', len(old), self._publish_dir)
 
 

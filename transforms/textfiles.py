@@ -1,6 +1,8 @@
 """Small text files (labels.txt, manifest.json, failures.jsonl, _SUCCESS, LATEST) on any
 filesystem Beam knows: local paths, ``gs://``, ``s3://``, all through ``FileSystems``."""
 
+import os
+
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -34,3 +36,15 @@ def read_text(path: str) -> str:
   """All of ``path`` as UTF-8 text, on any filesystem Beam knows."""
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
     return handle.read().decode('utf-8')
+
+
+def replace_text(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` so that a reader sees the old content or the new, never half:
+  locally a temporary file beside it renamed over it, on object stores (``gs://``, ``s3://``)
+  one object write, which is atomic there."""
+  if '://' in path:
+    write_text(path, text)
+    return
+  temporary = f'{path}.{os.getpid()}.tmp'
+  write_text(temporary, text)
+  os.replace(temporary, path)
