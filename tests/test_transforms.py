@@ -12,7 +12,7 @@ from tests.helpers import SAMPLES
 from transforms.elements import FAILURES_TAG, LabeledImage, SourceFile
 from transforms.labels import AssignLabels, ClassNames
 from transforms.listing import ListImageFiles
-from transforms.splits import AssignSplits, ShuffleOrder, hash_split
+from transforms.splits import AssignSplits, ShuffleOrder, bucket_count, hash_split
 
 
 def _pipeline():
@@ -56,8 +56,20 @@ def test_shuffle_order_keeps_every_element():
   images = [LabeledImage(f'/in/{i}', f'c{i % 2}/{i}.jpg', f'c{i % 2}', 'train')
             for i in range(200)]
   with _pipeline() as p:
-    shuffled = p | beam.Create(images) | ShuffleOrder(seed=3)
-    assert_that(shuffled, equal_to(images))
+    one_bucket = p | 'one' >> beam.Create(images) | 'shuffle in one' >> ShuffleOrder(seed=3)
+    assert_that(one_bucket, equal_to(images), label='one bucket')
+    # 200 images, 16 per bucket: 13 buckets, each emitted in hash order
+    many = p | 'many' >> beam.Create(images) | 'shuffle in 13' >> ShuffleOrder(
+        seed=3, images_per_bucket=16)
+    assert_that(many, equal_to(images), label='13 buckets')
+
+
+def test_shuffle_bucket_count_grows_with_the_images():
+  assert bucket_count(0, 256, 16384) == 1
+  assert bucket_count(48, 256, 16384) == 1  # a small run: one bucket, a full shuffle
+  assert bucket_count(257, 256, 16384) == 2
+  assert bucket_count(1_281_167, 256, 16384) == 5005  # ImageNet: 5,005 parallel work items
+  assert bucket_count(10**9, 256, 16384) == 16384
 
 
 def test_hash_split_depends_only_on_the_path():
@@ -99,3 +111,12 @@ def test_missing_input_dir_is_refused_at_launch(tmp_path):
   from pipeline.run import run  # pylint: disable=import-outside-toplevel
   assert run([f'--input_dir={tmp_path}/nothing', f'--output_dir={tmp_path}/o']) == 2
   assert not (tmp_path / 'o').exists()
+
+
+def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
+  from transforms.textfiles import read_text, write_lines  # pylint: disable=import-outside-toplevel
+  lines = [f'{i:07d} ' + 'é' * 200 for i in range(8000)]  # about 3 MiB: several blocks
+  write_lines(str(tmp_path / 'many.jsonl'), iter(lines))
+  assert read_text(str(tmp_path / 'many.jsonl')) == ''.join(line + '\n' for line in lines)
+  write_lines(str(tmp_path / 'none.jsonl'), [])
+  assert (tmp_path / 'none.jsonl').read_bytes() == b''

@@ -18,8 +18,10 @@ import json
 from typing import Dict, Optional
 
 import apache_beam as beam
-from apache_beam.io.textio import ReadFromText, WriteToText
+from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
+
+from transforms.textfiles import write_lines
 
 # The diff's per-image verdicts, in the order the manifest lists them.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'
@@ -37,7 +39,9 @@ class WriteImageIndex(beam.PTransform):
   """PCollection[ConvertedExample] -> writes ``<output_dir>/images.jsonl``; returns the path.
 
   One file (the index is small: ~120 bytes per image), lines sorted by file name so two runs'
-  indexes compare with ``diff``.
+  indexes compare with ``diff``. The lines meet in one list on one worker, which sorts them
+  and streams them to the file (no second grouping of the lines, as a fixed-shard text writer
+  would do: on the local runner that would hold them all in the launcher once more).
   """
 
   def __init__(self, output_dir: str):
@@ -49,9 +53,15 @@ class WriteImageIndex(beam.PTransform):
     return (
         examples
         | 'index lines' >> beam.Map(index_line)
-        | 'sort' >> beam.combiners.ToList()
-        | 'sorted lines' >> beam.FlatMap(sorted)
-        | 'write images.jsonl' >> WriteToText(path, num_shards=1, shard_name_template=''))
+        | 'all lines' >> beam.combiners.ToList()
+        | 'write images.jsonl' >> beam.Map(_write_sorted, path))
+
+
+def _write_sorted(lines, path: str) -> str:
+  """Sorts ``lines`` in place and writes them to ``path``, one per line; returns ``path``."""
+  lines.sort()
+  write_lines(path, lines)
+  return path
 
 
 def _keyed_by_file(line: str):

@@ -95,34 +95,51 @@ class AssignSplits(beam.PTransform):
             FAILURES_TAG, main='split')
 
 
+def bucket_count(num_images: int, images_per_bucket: int, max_buckets: int) -> int:
+  """The number of shuffle buckets for ``num_images``: ``ceil(num_images / images_per_bucket)``,
+  at least 1 and at most ``max_buckets``."""
+  return min(max_buckets, max(1, -(-num_images // images_per_bucket)))
+
+
 class ShuffleOrder(beam.PTransform):
   """PCollection[LabeledImage] -> the same elements in a pseudo-random, seeded order.
 
   The shard writer (``transforms.write``) cuts each split's records into contiguous stretches
-  in the order it receives them, and the local runner keeps the listing order (sorted, so class
-  by class). Shuffling the paths here,
-  before any pixel is decoded, is cheap (paths only) and makes every shard, and every stretch of
-  a shard, a mix of classes. Paths are grouped into ``num_buckets`` groups by a seeded hash and
-  each group is emitted in hash order; a Reshuffle then spreads the work over all workers again.
+  in the order it receives them, and the listing comes in path order (class by class).
+  Shuffling the paths here, before any pixel is decoded, is cheap (paths only) and makes every
+  shard, and every stretch of a shard, a mix of classes.
+
+  One GroupByKey does it: each path goes to one of ``B`` buckets by a seeded hash of its
+  relative path, and each bucket is emitted in hash order, so each bucket is a uniform random
+  sample in random order, whatever order the runner emits the buckets in. ``B`` grows with the
+  number of images (about ``images_per_bucket`` per bucket, at most ``max_buckets``): the step
+  after the GroupByKey (the conversion, fused to it) runs one bucket per work item, so ``B`` is
+  the conversion's parallelism on a cluster (5,005 buckets for ImageNet's 1.28 million images),
+  while a small run keeps buckets large enough to mix (48 images: one bucket, fully shuffled).
+  Only the count (one integer) and the paths are held, never image bytes.
   """
 
-  def __init__(self, seed: int = 0, num_buckets: int = 16):
+  def __init__(self, seed: int = 0, images_per_bucket: int = 256, max_buckets: int = 16384):
     super().__init__()
     self._salt = f'shuffle:{seed}:'
-    self._num_buckets = num_buckets
+    self._images_per_bucket = images_per_bucket
+    self._max_buckets = max_buckets
 
   def expand(self, images):
-    salt, buckets = self._salt, self._num_buckets
+    salt, per_bucket, max_buckets = self._salt, self._images_per_bucket, self._max_buckets
 
     def sort_key(image: LabeledImage) -> float:
       return unit_interval_hash(image.relpath, salt)
 
+    def key_by_bucket(image: LabeledImage, count: int):
+      return int(sort_key(image) * bucket_count(count, per_bucket, max_buckets)), image
+
+    count = images | 'count images' >> beam.combiners.Count.Globally()
     return (
         images
-        | 'key by bucket' >> beam.Map(lambda image: (int(sort_key(image) * buckets), image))
+        | 'key by bucket' >> beam.Map(key_by_bucket, beam.pvalue.AsSingleton(count))
         | 'group buckets' >> beam.GroupByKey()
-        | 'emit in hash order' >> beam.FlatMap(lambda kv: sorted(kv[1], key=sort_key))
-        | 'spread over workers' >> beam.Reshuffle())
+        | 'emit in hash order' >> beam.FlatMap(lambda kv: sorted(kv[1], key=sort_key)))
 
 
 def probe_split_folders(input_dir: str) -> Tuple[str, ...]:

@@ -2,19 +2,40 @@
 filesystem Beam knows: local paths, ``gs://``, ``s3://``, all through ``FileSystems``."""
 
 import os
+from typing import Iterable
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+_BLOCK_CHARS = 1 << 20
+
 
 def write_text(path: str, text: str) -> None:
   """Writes ``text`` (UTF-8) to ``path`` on any filesystem Beam knows, replacing it."""
-  if not text and path.startswith('s3://'):
+  write_lines(path, [text] if text else [], newline='')
+
+
+def write_lines(path: str, lines: Iterable[str], newline: str = '\n') -> None:
+  """Writes ``lines`` (UTF-8), each followed by ``newline``, to ``path`` on any filesystem Beam
+  knows, replacing it; streamed in blocks of about 1 MiB, never joined into one string."""
+  lines = iter(lines)
+  first = next(lines, None)
+  if first is None and path.startswith('s3://'):
     _put_empty_s3_object(path)
     return
   with FileSystems.create(path, mime_type='text/plain',
                           compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-    handle.write(text.encode('utf-8'))
+    if first is None:
+      return
+    block, size = [first, newline], len(first)
+    for line in lines:
+      block.append(line)
+      block.append(newline)
+      size += len(line)
+      if size >= _BLOCK_CHARS:
+        handle.write(''.join(block).encode('utf-8'))
+        block, size = [], 0
+    handle.write(''.join(block).encode('utf-8'))
 
 
 def _put_empty_s3_object(path: str) -> None:
