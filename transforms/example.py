@@ -12,55 +12,70 @@ key), so the same image gives the same record bytes on every runner. The tests p
 bytes with TensorFlow's own ``tf.train.Example``.
 """
 
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from imagerecords import contract
 
 from transforms.codec import EncodedImage
 
 _LEN = 2  # protobuf wire type: length-delimited
+_ONE_BYTE = [bytes([value]) for value in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
   """Protobuf base-128 varint of a non-negative integer."""
+  if value < 0x80:
+    return _ONE_BYTE[value]
   out = bytearray()
-  while True:
-    byte = value & 0x7F
+  while value > 0x7F:
+    out.append(value & 0x7F | 0x80)
     value >>= 7
-    if value:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
+  out.append(value)
+  return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-  """A length-delimited field: key, length, payload."""
-  return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
-
-
-def _feature(value: Union[bytes, int]) -> bytes:
-  """A ``Feature`` holding one bytes value (BytesList) or one int64 value (packed Int64List)."""
-  if isinstance(value, bytes):
-    return _field(1, _field(1, value))
-  if value < 0:
-    raise ValueError(f'negative int64 features are not written here: {value}')
-  return _field(3, _field(1, _varint(value)))
+# the one-byte keys of the length-delimited fields used: field number -> key
+_KEY = {number: _varint(number << 3 | _LEN) for number in (1, 2, 3)}
 
 
 def serialize_example(features: Dict[str, Union[bytes, int]]) -> bytes:
   """A serialized ``tf.train.Example`` of single-valued bytes / non-negative int64 features.
+
+  The nesting (Example > Features > map entry > Feature > BytesList / packed Int64List) is
+  written as one list of pieces, lengths computed ahead, and joined once: the image bytes are
+  copied once into the record.
 
   Args:
     features: feature key -> value; ``bytes`` become a BytesList, ``int`` an Int64List.
 
   Returns:
     Wire-format bytes that ``tf.train.Example.FromString`` parses; features sorted by key.
+
+  Raises:
+    ValueError: a negative int value.
   """
-  entries = b''.join(
-      _field(1, _field(1, key.encode('utf-8')) + _field(2, _feature(value)))
-      for key, value in sorted(features.items()))
-  return _field(1, entries)
+  pieces: List[bytes] = []
+  features_size = 0
+  for key, value in sorted(features.items()):
+    if isinstance(value, bytes):
+      kind = 1  # Feature.bytes_list
+    else:
+      if value < 0:
+        raise ValueError(f'negative int64 features are not written here: {value}')
+      kind, value = 3, _varint(value)  # Feature.int64_list, packed
+    key = key.encode('utf-8')
+    value_length = _varint(len(value))
+    list_size = 1 + len(value_length) + len(value)  # BytesList / Int64List: field 1
+    list_length = _varint(list_size)
+    feature_size = 1 + len(list_length) + list_size  # Feature: field `kind`
+    feature_length = _varint(feature_size)
+    key_length = _varint(len(key))
+    entry_size = 1 + len(key_length) + len(key) + 1 + len(feature_length) + feature_size
+    entry_length = _varint(entry_size)  # map entry: key = field 1, value = field 2
+    pieces += (_KEY[1], entry_length, _KEY[1], key_length, key, _KEY[2], feature_length,
+               _KEY[kind], list_length, _KEY[1], value_length, value)
+    features_size += 1 + len(entry_length) + entry_size
+  return b''.join([_KEY[1], _varint(features_size), *pieces])  # Example.features: field 1
 
 
 def build_example(image: EncodedImage, relpath: str, source_sha256: str,
