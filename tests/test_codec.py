@@ -306,10 +306,19 @@ def test_original_keeps_the_bytes_and_tensorflow_decodes_the_stated_shape():
   assert kept >= 50 and refused >= 25, (kept, refused)
 
 
-def test_original_reads_only_the_header_and_applies_no_orientation():
+def test_original_reads_only_the_header_and_applies_no_orientation(monkeypatch):
   data = (shared_data('messy') / 'pillow__orientation_rectangle.jpg').read_bytes()
   encoded = codec.convert(data, codec.ImageSpec(image_format='original'))
   assert (encoded.width, encoded.height) == (2, 1)  # stored, not upright
+  # a plain 8-bit JPEG never reaches Pillow (libjpeg-turbo's header parse only); a 12-bit one
+  # does, and Pillow refuses it, as TensorFlow would
+  photo = (SAMPLES / 'ants' / '0013035.jpg').read_bytes()
+  twelve_bit = (shared_data('messy') / 'ljt__monkey12.jpg').read_bytes()
+  with monkeypatch.context() as patched:
+    patched.setattr(codec.Image, 'open', lambda *_: pytest.fail('Pillow opened a plain JPEG'))
+    assert codec.convert(photo, codec.ImageSpec(image_format='original')).data is photo
+  with pytest.raises(codec.ImageError, match='12-bit'):
+    codec.convert(twelve_bit, codec.ImageSpec(image_format='original'))
   with pytest.raises(codec.ImageError, match='use --image_format=jpeg or png'):
     codec.convert((shared_data('messy') / 'pillow__hopper.tif').read_bytes(),
                   codec.ImageSpec(image_format='original'))

@@ -52,6 +52,8 @@ CHANNELS = (3, 1)
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # 89,478,485: Pillow's decompression-bomb limit
 WHITE = (255, 255, 255)
 
+_JPEG_SOI = b'\xff\xd8\xff'
+
 ORIGINAL_FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp'}
 """Pillow format -> ``image/format`` of the sources ``--image_format=original`` stores as they
 are: those ``tf.io.decode_image`` decodes (an MPO is JPEG data; TensorFlow reads its first
@@ -217,6 +219,11 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
       ``tf.io.decode_image`` cannot decode (TIFF, WebP, PPM, 8-bit or compressed BMP, ...): the
       reason says to use ``--image_format=jpeg`` or ``png``.
   """
+  if _plain_jpeg_frame(data):  # most photos: libjpeg-turbo's header parse alone, no Pillow
+    height, width, channels = _jpeg_header(data)
+    _check_pixels((width, height), spec)
+    _check_jpeg_end(data)
+    return EncodedImage(data, 'jpeg', height, width, channels)
   image = _open(data)
   _check_pixels(image.size, spec)
   kind = ORIGINAL_FORMATS.get(image.format)
@@ -225,8 +232,10 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
                      'JPEG, PNG, GIF and BMP (what every tf.io.decode_image decodes); use '
                      '--image_format=jpeg or png to re-encode it')
   width, height = image.size
-  if kind == 'jpeg':
+  if kind == 'jpeg':  # one with junk between markers, or an unusual frame type
     height, width, channels = _jpeg_header(data)
+    _check_pixels((width, height), spec)
+    _check_jpeg_end(data)
   elif kind == 'png':
     channels = _PNG_CHANNELS.get(image.mode)
     if image.mode == 'P':
@@ -245,21 +254,51 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
 
 
 def _jpeg_header(data: bytes) -> Tuple[int, int, int]:
-  """(height, width, channels) of a JPEG as ``tf.io.decode_jpeg`` gives them, from its header.
-
-  A file that does not end with the EOI marker is decoded once at 1/8 scale to tell a truncated
-  file (refused) from one with data after its end (kept: decoders stop at EOI).
-  """
+  """(height, width, channels) of a JPEG as ``tf.io.decode_jpeg`` gives them, from its header
+  (libjpeg-turbo's ``decode_jpeg_header``)."""
   try:
     height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data, strict=False)
   except Exception as error:
-    raise ImageError(f'JPEG header unreadable by libjpeg-turbo: {error}') from None
+    raise ImageError(f'corrupt JPEG header (libjpeg-turbo: {error})') from None
+  return height, width, 1 if colorspace == 'Gray' else 3  # CMYK/YCCK decode to RGB
+
+
+_PLAIN_JPEG_FRAMES = (0xC0, 0xC1, 0xC2)  # SOF0-2: baseline, extended, progressive (Huffman)
+
+
+def _plain_jpeg_frame(data: bytes) -> bool:
+  """True for a JPEG whose markers up to the frame header are well formed and whose frame is
+  8-bit baseline, extended or progressive, which every ``tf.io.decode_jpeg`` decodes (the
+  markers are walked by their lengths; nothing is decoded). Anything else (12-bit, lossless
+  or arithmetic-coded frames, junk bytes between markers) goes the way of other formats:
+  Pillow's stricter parse decides."""
+  if data[:3] != _JPEG_SOI:
+    return False
+  position = 2
+  while position + 9 < len(data):
+    if data[position] != 0xFF:
+      return False
+    marker = data[position + 1]
+    if marker == 0xFF:  # a fill byte
+      position += 1
+      continue
+    if marker in _PLAIN_JPEG_FRAMES:
+      return data[position + 4] == 8  # the frame's sample precision, in bits
+    if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xDA:
+      return False  # another frame type, or the scan before any frame
+    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
+  return False
+
+
+def _check_jpeg_end(data: bytes) -> None:
+  """Refuses a truncated JPEG. A file that does not end with the EOI marker is decoded once at
+  1/8 scale to tell a truncated file (refused) from one with data after its end (kept:
+  decoders stop at EOI). Call it after ``_check_pixels``."""
   if not data.rstrip(b'\0').endswith(b'\xff\xd9'):
     try:
       simplejpeg.decode_jpeg(data, colorspace='GRAY', min_factor=8, strict=True)
     except Exception as error:
       raise ImageError(f'truncated or corrupt JPEG (no end-of-image marker): {error}') from None
-  return height, width, 1 if colorspace == 'Gray' else 3  # CMYK/YCCK decode to RGB
 
 
 def _bmp_channels(data: bytes, width: int, height: int, compression: int) -> int:
@@ -485,7 +524,7 @@ def _describe_unknown(data: bytes) -> str:
     return 'HTML content (a web page saved with an image extension)'
   if b'<svg' in head or (head.startswith(b'<?xml') and b'svg' in data[:4096].lower()):
     return 'SVG vector graphics, not a raster image'
-  if data[:3] == b'\xff\xd8\xff':
+  if data[:3] == _JPEG_SOI:
     return 'JPEG data that no decoder here accepts (e.g. 12-bit or lossless JPEG)'
   if data[:8] == b'\x89PNG\r\n\x1a\n':
     return 'PNG signature with a corrupt or unsupported header'
