@@ -70,7 +70,9 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   deduped = images.split | 'drop duplicates' >> DropDuplicates(config['dedup'])
   shuffled = deduped['images'] | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
-  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names)
+  # --stats: the training split's examples carry their stored pixels' sums
+  stats_split = training_split(list(config['num_shards'])) if config['stats'] else None
+  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
 
   shard_paths = converted.examples | 'write shards' >> WriteSplits(
       config['output_dir'], config['num_shards'], config['compressed'],
@@ -91,8 +93,7 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   statistics = None
   if config['stats']:  # --stats: pixel mean/std of the training split, OUT/transform_fn/ (TFT)
     statistics = converted.examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
-        config['output_dir'], training_split(list(config['num_shards'])), spec.image_size,
-        spec.channels)
+        config['output_dir'], stats_split, spec.image_size, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
       config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
       diff=diff, written=index, statistics=statistics)

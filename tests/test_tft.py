@@ -75,12 +75,62 @@ def test_class_frequencies_and_class_weights_follow_the_training_split(converted
 
 
 def test_transform_is_written_in_tft_layout_and_readable_by_tft(converted):
-  import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  import tensorflow_transform as tft
+
+  import imagerecords
   assert (converted / 'transform_fn' / 'saved_model.pb').is_file()
   assert (converted / 'transformed_metadata').is_dir()
   assert not (converted / '.staging-tft').exists()
   output = tft.TFTransformOutput(str(converted))
   assert {'image', 'pixel_mean', 'pixel_std'} <= set(output.transformed_feature_spec())
+  # TFT's own API needs the encoded image alone (the analysis inputs feed no output), and gives
+  # what the reader's layer gives
+  encoded = tf.constant([record['image/encoded'] for split, record in all_records(converted)
+                         if split == 'val'][:4])
+  by_tft = output.transform_raw_features({'image/encoded': encoded})['image']
+  by_layer = imagerecords.preprocessing_layer(str(converted))(encoded)
+  assert by_tft.shape == (4, 48, 48, 3)
+  np.testing.assert_allclose(by_tft.numpy(), by_layer.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize('image_format,channels', [
+    ('jpeg', 3), ('jpeg', 1), ('png', 3), ('raw', 3), ('original', 3), ('original', 1)])
+def test_pixel_sums_are_exact_over_the_pixels_tensorflow_decodes(image_format, channels):
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
+  from transforms import codec
+  from transforms.pixel_sums import pixel_sums, stored_pixels
+  spec = codec.ImageSpec(image_size=64, image_format=image_format, channels=channels)
+  for path in sorted((shared_data('hymenoptera') / 'val' / 'bees').glob('*.jpg'))[:6]:
+    encoded = codec.convert(path.read_bytes(), spec)
+    sums = pixel_sums(stored_pixels(encoded, channels, original=image_format == 'original'))
+    if image_format == 'raw':
+      expected = np.frombuffer(encoded.data, np.uint8).reshape(-1, channels)
+    else:  # what the reader decodes (JPEG: TensorFlow's accurate integer IDCT)
+      expected = tf.io.decode_jpeg(encoded.data, channels=channels,
+                                   dct_method='INTEGER_ACCURATE') if encoded.format == 'jpeg' \
+          else tf.io.decode_png(encoded.data, channels=channels)
+      expected = expected.numpy().reshape(-1, channels)
+    expected = expected.astype(np.int64)
+    assert sums.num_pixels == len(expected), path.name
+    assert list(sums.sums) == expected.sum(axis=0).tolist(), path.name
+    assert list(sums.squares) == (expected * expected).sum(axis=0).tolist(), path.name
+
+
+def test_add_pixel_sums_adds_exactly_and_gives_zeros_for_nothing():
+  from transforms.pixel_sums import PixelSums  # pylint: disable=import-outside-toplevel
+  from transforms.statistics_tft import AddPixelSums  # pylint: disable=import-outside-toplevel
+  combine = AddPixelSums(channels=3)
+  big = PixelSums((2**40, 1, 2), (2**60, 3, 4), 2**35)
+  small = PixelSums((5, 6, 7), (8, 9, 10), 11)
+  one = combine.add_input(combine.create_accumulator(), big)
+  other = combine.add_input(combine.create_accumulator(), small)
+  assert combine.extract_output(combine.merge_accumulators([one, other])) == PixelSums(
+      (2**40 + 5, 7, 9), (2**60 + 8, 12, 14), 2**35 + 11)
+  assert combine.extract_output(combine.create_accumulator()) == PixelSums((0,) * 3, (0,) * 3, 0)
 
 
 def _compare_layer_with_load(output_dir, split: str, image_size: int):

@@ -8,13 +8,14 @@ becomes a ``Failure`` on the ``failures`` output with a reason, and the run goes
 import hashlib
 import logging
 import time
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import codec
 from transforms import segmentation
+from transforms.pixel_sums import pixel_sums, stored_pixels
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
 from transforms.elements import METRICS_NAMESPACE, STAGE_MASK
@@ -34,11 +35,13 @@ class _ConvertImageFn(beam.DoFn):
   """LabeledImage -> ConvertedExample, or Failure at stage ``read`` or ``decode``.
 
   Side input ``class_names``: the sorted list of class names (class id = index).
+  Examples of ``stats_split`` carry their stored image's pixel sums (``transforms.pixel_sums``).
   Logs progress (images, rate, failures) every 10 s of work in each worker.
   """
 
-  def __init__(self, spec: codec.ImageSpec):
+  def __init__(self, spec: codec.ImageSpec, stats_split: Optional[str] = None):
     self._spec = spec
+    self._stats_split = stats_split
     self._converted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_converted')
     self._failed = {stage: beam.metrics.Metrics.counter(METRICS_NAMESPACE, f'images_failed_{stage}')
                     for stage in (STAGE_READ, STAGE_DECODE, STAGE_MASK)}
@@ -89,6 +92,15 @@ class _ConvertImageFn(beam.DoFn):
     except Exception as error:  # a decoder bug must not stop the run: report it with its type
       yield self._fail(image, STAGE_DECODE, f'decoder error: {type(error).__name__}: {error}')
       return
+    sums = None
+    if image.split == self._stats_split:  # --stats: the pixels as the reader will decode them
+      try:
+        sums = pixel_sums(stored_pixels(encoded, self._spec.channels,
+                                        original=self._spec.image_format == 'original'))
+      except Exception as error:  # an original file that TensorFlow's decoder refuses
+        yield self._fail(image, STAGE_DECODE,
+                         f'TensorFlow cannot decode it: {type(error).__name__}: {error}')
+        return
     # hashed already when a dedup step ran before (transforms.dedup), else here
     source_sha256 = image.source_sha256 or hashlib.sha256(data).hexdigest()
     class_id = None if image.label is None else self._class_id(image.label, class_names)
@@ -99,7 +111,7 @@ class _ConvertImageFn(beam.DoFn):
     self._done += 1
     self._log_progress()
     yield ConvertedExample(image.split, image.label, image.relpath, serialized,
-                           hashlib.sha256(serialized).digest(), source_sha256)
+                           hashlib.sha256(serialized).digest(), source_sha256, sums)
 
   def _log_progress(self):
     now = time.monotonic()
@@ -115,15 +127,17 @@ class ConvertImages(beam.PTransform):
 
   ``class_names``: a one-element PCollection holding the sorted class names (see
   ``transforms.labels.ClassNames``), used as a side input to number the classes.
+  ``stats_split``: the split whose examples carry ``pixel_sums`` (``--stats``), or None.
   """
 
-  def __init__(self, spec: codec.ImageSpec, class_names):
+  def __init__(self, spec: codec.ImageSpec, class_names, stats_split: Optional[str] = None):
     super().__init__()
     self._spec = spec
     self._class_names = class_names
+    self._stats_split = stats_split
 
   def expand(self, images):
     return images | 'decode, resize, encode' >> beam.ParDo(
-        _ConvertImageFn(self._spec),
+        _ConvertImageFn(self._spec, self._stats_split),
         class_names=beam.pvalue.AsSingleton(self._class_names, default_value=[]),
     ).with_outputs(FAILURES_TAG, main='examples')

@@ -62,6 +62,8 @@ class ConvertedExample(NamedTuple):
 
   record_sha256: raw 32-byte SHA-256 digest of ``serialized`` (for the split's fingerprint).
   source_sha256: hex SHA-256 digest of the source file's bytes.
+  pixel_sums: for the training split's examples when ``--stats`` is on, the stored image's
+    ``transforms.pixel_sums.PixelSums``; else None.
   """
   split: str
   label: Optional[str]
@@ -69,6 +71,7 @@ class ConvertedExample(NamedTuple):
   serialized: bytes
   record_sha256: bytes
   source_sha256: str
+  pixel_sums: Optional[tuple] = None
 
 
 class Failure(NamedTuple):

@@ -3,27 +3,35 @@ that normalises with them.
 
 A tensorflow-transform (TFT) analysis over every stored image of the training split (not a
 sample) computes the per-channel pixel mean and standard deviation of the images *as stored*
-(decoded from the records' ``image/encoded``, after the job's resize, on the 0-255 scale). TFT
-writes the resulting transform (a TensorFlow SavedModel with the statistics baked in) into the
-output directory, and the same numbers go into ``manifest.json``::
+(decoded from the records' ``image/encoded`` as TensorFlow decodes them, after the job's
+resize, on the 0-255 scale). TFT writes the resulting transform (a TensorFlow SavedModel with
+the statistics baked in) into the output directory, and the same numbers go into
+``manifest.json``::
 
-    PCollection[ConvertedExample]
+    PCollection[ConvertedExample]          the training split's examples carry their stored
+                                           image's exact per-channel sums (Python ints, computed
+                                           in the conversion step: transforms.pixel_sums)
       | keep the training split            ``train`` if the run has it, else the first split
-      | to TFT instances                   {'image/encoded': bytes}
-      | analyze (tft_beam.AnalyzeDataset)  per image, in the TF graph: decode, sum the pixels and
-      |                                    their squares per channel (int64, exact) and count
-      |                                    them; tft.sum over the split
+      | add up the sums                    Beam CombineGlobally (AddPixelSums): the split's
+      |                                    totals, a few integers per bundle on the way
+      | to a TFT instance                  {'pixel_sums': int64 [C], 'pixel_squares': int64 [C],
+      |                                     'num_pixels': int64, 'image/encoded': 1-pixel PNG}
+      | analyze (tft_beam.AnalyzeDataset)  tft.sum of each (over the one instance: the totals)
       |   -> transform_fn                  -> OUT/transform_fn/, OUT/transformed_metadata/
       |                                       (tft_beam.WriteTransformFn)
-      | transform one image                the transform's pixel_mean, pixel_std outputs
+      | transform a probe image            the transform's pixel_mean, pixel_std outputs
       -> one element: the manifest's ``statistics`` (without class frequencies; WriteMetadata
          adds the training split's exact class counts)
 
 Mean and variance come from exact integer sums: ``mean = S / N``, ``std = sqrt(Q / N - mean^2)``
 (the population standard deviation, divide by N), with ``S`` and ``Q`` the int64 sums of the
 pixel values and of their squares over all ``N`` pixels of the split, exact up to 1.4e14 pixels.
-Each image is decoded and reduced to those sums inside a ``tf.map_fn`` (a few images at a time,
-in batches of at most ``_DESIRED_BATCH_SIZE`` encoded images): the analysis never gathers pixels.
+TensorFlow never sees the images here: their pixels were decoded once, by the conversion step,
+from the bytes it had just encoded, and Beam adds up their sums. (Decoding every image again
+inside TFT's analysis graph cost about 1 CPU ms per image and grew each worker's memory with
+the images analysed; feeding TFT one instance per image still cost its per-instance graph run;
+see docs/benchmarks.md.) The one instance's image is a placeholder: TensorFlow's function runs
+the whole graph, image ops included, even where only the analyzers' inputs are needed.
 
 The transform (``preprocessing_fn``) maps a batch of encoded images (tf.string ``[B]``) to
 model input: decode, crop the central square and resize to the run's ``--image_size`` ``S``
@@ -36,7 +44,13 @@ the 0-255 scale, subtract the mean and divide by the standard deviation. Its out
   same normalisation; the reader loads the SavedModel with TensorFlow alone;
 * ``num_pixels``: int64 ``[B]``, the number of pixels the statistics cover.
 
-The manifest's numbers are read back from the transform itself (one training image through
+Its input signature lists the analysis inputs (``pixel_sums``, ``pixel_squares``,
+``num_pixels``) beside ``image/encoded``; no output depends on them (their totals are constants
+of the saved graph). ``tft.TFTransformOutput(OUT).transform_raw_features`` needs
+``image/encoded`` alone; calling the SavedModel's ``transform_fn`` directly, pass zeros for them
+(``imagerecords.transform`` does).
+
+The manifest's numbers are read back from the transform itself (a 1-pixel probe image through
 ``tft_beam.TransformDataset``), so they are the ones the transform normalises with.
 """
 
@@ -44,17 +58,21 @@ import logging
 from typing import List, Optional
 
 import apache_beam as beam
+import cv2
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+
+from transforms.pixel_sums import PixelSums
 
 _LOG = logging.getLogger('imagerecords')
 
 STAGING_DIR = '.staging-tft'
 """The output directory's subfolder for TFT's temporary files; deleted when the analysis ends."""
 
-# A batch of images decoded at once inside the analysis graph: bounds TFT's memory (its default
-# batches reach 1,000 elements; each image is decoded and reduced alone either way).
-_DESIRED_BATCH_SIZE = 100
+PIXEL_SUMS, PIXEL_SQUARES, NUM_PIXELS = 'pixel_sums', 'pixel_squares', 'num_pixels'
+"""The analysis inputs: an image's per-channel sums of pixel values and of their squares, and
+its pixel count (``transforms.pixel_sums.PixelSums``)."""
 
 
 def training_split(splits: List[str]) -> Optional[str]:
@@ -67,23 +85,6 @@ def training_split(splits: List[str]) -> Optional[str]:
   return sorted(splits)[0] if splits else None
 
 
-def _pixel_sums(encoded, channels: int):
-  """One encoded image -> (int64 [C] sum of pixel values per channel, int64 [C] sum of their
-  squares, int64 [] number of pixels), over the image decoded as stored (``C = channels``: 3
-  RGB or 1 grayscale, 0-255)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  # JPEG: libjpeg's accurate integer IDCT, the pixels Pillow, OpenCV and simplejpeg decode.
-  # TensorFlow's default decode differs from them by about one level in red and blue.
-  image = tf.cond(
-      tf.io.is_jpeg(encoded),
-      lambda: tf.io.decode_jpeg(encoded, channels=channels, dct_method='INTEGER_ACCURATE'),
-      lambda: tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8,
-                                 expand_animations=False))
-  pixels = tf.cast(tf.reshape(image, [-1, channels]), tf.int64)
-  return (tf.reduce_sum(pixels, axis=0), tf.reduce_sum(pixels * pixels, axis=0),
-          tf.shape(pixels, out_type=tf.int64)[0])
-
-
 def make_preprocessing_fn(image_size: int, channels: int = 3):
   """The TFT ``preprocessing_fn`` of a run's ``--image_size`` and ``--channels`` (module doc)."""
 
@@ -94,14 +95,11 @@ def make_preprocessing_fn(image_size: int, channels: int = 3):
     from imagerecords.dataset import preprocess_image
 
     encoded = inputs[contract.TRANSFORM_INPUT]  # tf.string [B]
-    sums, squares, counts = tf.map_fn(
-        lambda e: _pixel_sums(e, channels), encoded,
-        fn_output_signature=(tf.TensorSpec([channels], tf.int64),
-                             tf.TensorSpec([channels], tf.int64), tf.TensorSpec([], tf.int64)))
-    # Analyzers: exact totals over the whole split, computed by Beam.
-    total = tf.cast(tft.sum(sums, reduce_instance_dims=False), tf.float64)  # [C]
-    total_squares = tf.cast(tft.sum(squares, reduce_instance_dims=False), tf.float64)  # [C]
-    pixel_count = tft.sum(counts)  # int64 []
+    # Analyzers: exact totals over the whole split of the per-image sums, computed by Beam.
+    total = tf.cast(tft.sum(inputs[PIXEL_SUMS], reduce_instance_dims=False), tf.float64)  # [C]
+    total_squares = tf.cast(tft.sum(inputs[PIXEL_SQUARES], reduce_instance_dims=False),
+                            tf.float64)  # [C]
+    pixel_count = tft.sum(inputs[NUM_PIXELS])  # int64 []
     num_pixels = tf.cast(pixel_count, tf.float64)
     mean = total / num_pixels
     std = tf.sqrt(tf.maximum(total_squares / num_pixels - mean * mean, 0.))
@@ -121,21 +119,68 @@ def make_preprocessing_fn(image_size: int, channels: int = 3):
   return preprocessing_fn
 
 
-def _raw_metadata():
-  """TFT's DatasetMetadata of the instances: one tf.string feature, the encoded image."""
+def _raw_metadata(channels: int):
+  """TFT's DatasetMetadata of the instances: the encoded image (tf.string) and the analysis
+  inputs (int64 ``[C]``, ``[C]``, ``[]``)."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
-  return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(
-      {contract.TRANSFORM_INPUT: tf.io.FixedLenFeature([], tf.string)}))
+  return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({
+      contract.TRANSFORM_INPUT: tf.io.FixedLenFeature([], tf.string),
+      PIXEL_SUMS: tf.io.FixedLenFeature([channels], tf.int64),
+      PIXEL_SQUARES: tf.io.FixedLenFeature([channels], tf.int64),
+      NUM_PIXELS: tf.io.FixedLenFeature([], tf.int64),
+  }))
 
 
-def _encoded_image(example) -> dict:
-  """ConvertedExample -> TFT instance ``{'image/encoded': bytes}``, from its record."""
-  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
-  record = example_pb2.Example.FromString(example.serialized)
-  value = record.features.feature[contract.IMAGE_ENCODED].bytes_list.value[0]
-  return {contract.TRANSFORM_INPUT: value}
+class AddPixelSums(beam.CombineFn):
+  """PixelSums of many images -> their PixelSums (per-channel totals and pixel count; exact
+  Python ints). Nothing added: zeros of ``channels`` channels."""
+
+  def __init__(self, channels: int):
+    self._channels = channels
+
+  def create_accumulator(self):
+    return PixelSums((0,) * self._channels, (0,) * self._channels, 0)
+
+  def add_input(self, accumulator, sums):
+    return PixelSums(tuple(a + b for a, b in zip(accumulator.sums, sums.sums)),
+                     tuple(a + b for a, b in zip(accumulator.squares, sums.squares)),
+                     accumulator.num_pixels + sums.num_pixels)
+
+  def merge_accumulators(self, accumulators):
+    total = self.create_accumulator()
+    for accumulator in accumulators:
+      total = self.add_input(total, accumulator)
+    return total
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+def _instance(sums: PixelSums, placeholder: bytes) -> dict:
+  """The split's PixelSums -> the TFT instance analysed, with ``placeholder`` (a 1-pixel PNG)
+  for the image, which the analysis does not use (TensorFlow's function decodes it anyway)."""
+  return {contract.TRANSFORM_INPUT: placeholder,
+          PIXEL_SUMS: np.array(sums.sums, np.int64),
+          PIXEL_SQUARES: np.array(sums.squares, np.int64),
+          NUM_PIXELS: np.int64(sums.num_pixels)}
+
+
+def _one_pixel_png(channels: int) -> bytes:
+  """One black pixel as a PNG of ``channels`` channels."""
+  ok, png = cv2.imencode('.png', np.zeros((1, 1, channels), np.uint8))
+  if not ok:
+    raise RuntimeError('OpenCV could not encode a 1-pixel PNG')
+  return png.tobytes()
+
+
+def _probe(channels: int) -> dict:
+  """A TFT instance of one black pixel, PNG-encoded: what the statistics are read back with."""
+  return {contract.TRANSFORM_INPUT: _one_pixel_png(channels),
+          PIXEL_SUMS: np.zeros(channels, np.int64),
+          PIXEL_SQUARES: np.zeros(channels, np.int64),
+          NUM_PIXELS: np.int64(0)}
 
 
 def _statistics(unused_published, transformed: List[dict], split: str, num_examples: int,
@@ -147,7 +192,7 @@ def _statistics(unused_published, transformed: List[dict], split: str, num_examp
     FileSystems.delete([staging_dir + '/' if '://' in staging_dir else staging_dir])
   except OSError as error:  # BeamIOError: already gone, or an object store without the prefix
     _LOG.debug('left %s: %s', staging_dir, error)
-  instance = transformed[0] if transformed else None
+  instance = transformed[0] if transformed and num_examples else None  # else 0 / 0
   return {
       contract.STATS_SPLIT: split,
       contract.STATS_NUM_EXAMPLES: num_examples,
@@ -189,25 +234,26 @@ class AnalyzeTrainingSplit(beam.PTransform):
 
     split = self._split
     staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
-    # ConvertedExample -> {'image/encoded': bytes}, training split only
+    training = examples | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
+    # the split's sums, added up by Beam (a lifted combiner: a few integers per bundle), as the
+    # one instance TFT analyses
     instances = (
-        examples
-        | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
-        | 'to TFT instances' >> beam.Map(_encoded_image))
-    metadata = _raw_metadata()
-    with tft_beam.Context(temp_dir=staging_dir, desired_batch_size=_DESIRED_BATCH_SIZE,
-                          force_tf_compat_v1=False):
+        training
+        | 'pixel sums' >> beam.Map(lambda example: example.pixel_sums)
+        | 'add up the sums' >> beam.CombineGlobally(AddPixelSums(self._channels))
+        | 'to a TFT instance' >> beam.Map(_instance, _one_pixel_png(self._channels)))
+    metadata = _raw_metadata(self._channels)
+    with tft_beam.Context(temp_dir=staging_dir, force_tf_compat_v1=False):
       transform_fn = ((instances, metadata)
                       | 'analyze pixels' >> tft_beam.AnalyzeDataset(
                           make_preprocessing_fn(self._image_size, self._channels)))
       published = transform_fn | 'write transform_fn' >> tft_beam.WriteTransformFn(
           self._output_dir)
-      # one image through the transform: its pixel_mean / pixel_std outputs are the numbers
-      probe = instances | 'one image' >> beam.combiners.Sample.FixedSizeGlobally(1) | (
-          'unpack' >> beam.FlatMap(lambda sample: sample))
+      # one pixel through the transform: its pixel_mean / pixel_std outputs are the numbers
+      probe = instances.pipeline | 'probe image' >> beam.Create([_probe(self._channels)])
       transformed, _ = (((probe, metadata), transform_fn)
-                        | 'transform one image' >> tft_beam.TransformDataset())
-    num_examples = instances | 'count' >> beam.combiners.Count.Globally()
+                        | 'transform the probe' >> tft_beam.TransformDataset())
+    num_examples = training | 'count' >> beam.combiners.Count.Globally()
     return published | 'statistics' >> beam.Map(
         _statistics, beam.pvalue.AsList(transformed), split=split,
         num_examples=beam.pvalue.AsSingleton(num_examples), staging_dir=staging_dir)

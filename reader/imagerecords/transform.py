@@ -59,7 +59,23 @@ def _load(path: str):
 
 def _transform_fn(data_dir: str):
   """The transform's function: {'image/encoded': tf.string [B]} -> dict of outputs."""
-  return _load(transform_dir(data_dir)).transform_fn
+  return functools.partial(_apply, _load(transform_dir(data_dir)))
+
+
+def _apply(transform, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Runs the loaded transform on ``encoded`` (tf.string ``[B]``); returns its outputs.
+
+  The SavedModel's signature also lists the job's analysis inputs (per-image pixel sums, see
+  the job's ``transforms/statistics_tft.py``), which no output depends on: they are fed zeros
+  of their shapes. A transform without them (older outputs) gets the image alone.
+  """
+  function = transform.transform_fn
+  (signature,), _ = function.structured_input_signature
+  batch = tf.shape(encoded)[:1]
+  features = {name: tf.zeros(tf.concat([batch, spec.shape[1:]], 0), spec.dtype)
+              for name, spec in signature.items() if name != contract.TRANSFORM_INPUT}
+  features[contract.TRANSFORM_INPUT] = encoded
+  return function(features)
 
 
 def _channels(data_dir: str) -> int:
@@ -78,7 +94,7 @@ def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
     MissingTransformError: ``data_dir`` was converted with ``--stats=false``.
   """
   probe = tf.io.encode_png(tf.zeros([1, 1, _channels(data_dir)], tf.uint8))
-  outputs = _transform_fn(data_dir)({contract.TRANSFORM_INPUT: tf.reshape(probe, [1])})
+  outputs = _transform_fn(data_dir)(tf.reshape(probe, [1]))
   return outputs[contract.TRANSFORM_PIXEL_MEAN][0], outputs[contract.TRANSFORM_PIXEL_STD][0]
 
 
@@ -108,8 +124,7 @@ class PreprocessingLayer(tf.keras.layers.Layer):
 
   def call(self, encoded):
     encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [-1])
-    return self._transform.transform_fn({contract.TRANSFORM_INPUT: encoded})[
-        contract.TRANSFORM_IMAGE]
+    return _apply(self._transform, encoded)[contract.TRANSFORM_IMAGE]
 
   def compute_output_shape(self, input_shape):
     return (input_shape[0], self.image_size, self.image_size, self.channels)
