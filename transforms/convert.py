@@ -15,11 +15,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import codec
 from transforms import segmentation
-from transforms.pixel_sums import pixel_sums, stored_pixels
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
 from transforms.elements import METRICS_NAMESPACE, STAGE_MASK
 from transforms.example import build_example
+from transforms.pixel_sums import pixel_sums, stored_pixels
 
 _LOG = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 10.0
