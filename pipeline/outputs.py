@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
-from transforms import dedup, statistics_tft, write
+from transforms import dedup, sorted_lines, statistics_tft, write
 from transforms.elements import METRICS_NAMESPACE
 from transforms.publish import delete_success_first
 from transforms.textfiles import read_text, replace_text
@@ -39,7 +39,7 @@ def existing_outputs(output_dir: str) -> List[str]:
       if base in names or contract.parse_shard_file_name(base):
         found.append(metadata.path)
   # the working folders of a run that died (hidden, so '*' does not match them)
-  for name in (write.STAGING_DIR, statistics_tft.STAGING_DIR):
+  for name in (write.STAGING_DIR, statistics_tft.STAGING_DIR, sorted_lines.STAGING_DIR):
     path = FileSystems.join(output_dir, name)
     if FileSystems.exists(path):
       found.append(path)

@@ -160,7 +160,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(tmp_path):
 
 def test_a_dead_runs_working_folders_count_as_an_earlier_runs_files(tmp_path):
   from pipeline import outputs  # pylint: disable=import-outside-toplevel
-  for folder in ('.staging-write/train', '.staging-tft/tftransform_tmp'):
+  for folder in ('.staging-write/train', '.staging-tft/tftransform_tmp', '.staging-sorted'):
     (tmp_path / folder).mkdir(parents=True)
     (tmp_path / folder / 'records-00000-of-00001').write_bytes(b'half')
   with pytest.raises(outputs.OutputNotEmpty):

@@ -120,3 +120,19 @@ def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
   assert read_text(str(tmp_path / 'many.jsonl')) == ''.join(line + '\n' for line in lines)
   write_lines(str(tmp_path / 'none.jsonl'), [])
   assert (tmp_path / 'none.jsonl').read_bytes() == b''
+
+
+def test_write_sorted_lines_merges_runs_in_rounds_and_cleans_up(tmp_path):
+  from transforms.sorted_lines import STAGING_DIR, WriteSortedLines  # pylint: disable=import-outside-toplevel
+  lines = [f'{{"file": "c{i % 7}/{(i * 7919) % 1000:04d} é.jpg"}}' for i in range(1000)]
+  with _pipeline() as p:
+    # 1,000 lines in runs of 30: 34 or more runs, merged 4 at a time: three rounds
+    written = (p | beam.Create(lines) | WriteSortedLines(
+        str(tmp_path / 'index.jsonl'), run_lines=30, fan_in=4))
+    assert_that(written, equal_to([str(tmp_path / 'index.jsonl')]))
+  assert (tmp_path / 'index.jsonl').read_text('utf-8') == ''.join(
+      line + '\n' for line in sorted(lines))
+  assert not (tmp_path / STAGING_DIR).exists()
+  with _pipeline() as p:
+    _ = p | beam.Create([]) | WriteSortedLines(str(tmp_path / 'empty.jsonl'))
+  assert (tmp_path / 'empty.jsonl').read_bytes() == b''

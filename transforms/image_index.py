@@ -21,7 +21,7 @@ import apache_beam as beam
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
-from transforms.textfiles import write_lines
+from transforms.sorted_lines import WriteSortedLines
 
 # The diff's per-image verdicts, in the order the manifest lists them.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'
@@ -38,10 +38,9 @@ def index_line(example) -> str:
 class WriteImageIndex(beam.PTransform):
   """PCollection[ConvertedExample] -> writes ``<output_dir>/images.jsonl``; returns the path.
 
-  One file (the index is small: ~120 bytes per image), lines sorted by file name so two runs'
-  indexes compare with ``diff``. The lines meet in one list on one worker, which sorts them
-  and streams them to the file (no second grouping of the lines, as a fixed-shard text writer
-  would do: on the local runner that would hold them all in the launcher once more).
+  One file (~170 bytes per image), lines sorted by file name so two runs' indexes compare
+  with ``diff``; sorted by an external merge (``transforms.sorted_lines``), so no worker holds
+  every line.
   """
 
   def __init__(self, output_dir: str):
@@ -53,15 +52,7 @@ class WriteImageIndex(beam.PTransform):
     return (
         examples
         | 'index lines' >> beam.Map(index_line)
-        | 'all lines' >> beam.combiners.ToList()
-        | 'write images.jsonl' >> beam.Map(_write_sorted, path))
-
-
-def _write_sorted(lines, path: str) -> str:
-  """Sorts ``lines`` in place and writes them to ``path``, one per line; returns ``path``."""
-  lines.sort()
-  write_lines(path, lines)
-  return path
+        | 'write images.jsonl' >> WriteSortedLines(path))
 
 
 def _keyed_by_file(line: str):
