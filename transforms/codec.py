@@ -220,10 +220,7 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
       reason says to use ``--image_format=jpeg`` or ``png``.
   """
   if _plain_jpeg_frame(data):  # most photos: libjpeg-turbo's header parse alone, no Pillow
-    height, width, channels = _jpeg_header(data)
-    _check_pixels((width, height), spec)
-    _check_jpeg_end(data)
-    return EncodedImage(data, 'jpeg', height, width, channels)
+    return _original_jpeg(data, spec)
   image = _open(data)
   _check_pixels(image.size, spec)
   kind = ORIGINAL_FORMATS.get(image.format)
@@ -231,12 +228,10 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
     raise ImageError(f'{image.format} is not kept as is: --image_format=original keeps only '
                      'JPEG, PNG, GIF and BMP (what every tf.io.decode_image decodes); use '
                      '--image_format=jpeg or png to re-encode it')
-  width, height = image.size
   if kind == 'jpeg':  # one with junk between markers, or an unusual frame type
-    height, width, channels = _jpeg_header(data)
-    _check_pixels((width, height), spec)
-    _check_jpeg_end(data)
-  elif kind == 'png':
+    return _original_jpeg(data, spec)
+  width, height = image.size
+  if kind == 'png':
     channels = _PNG_CHANNELS.get(image.mode)
     if image.mode == 'P':
       channels = 4 if 'transparency' in image.info else 3
@@ -251,6 +246,15 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
   else:
     channels = _bmp_channels(data, width, height, image.info.get('compression', 0))
   return EncodedImage(data, kind, height, width, channels)
+
+
+def _original_jpeg(data: bytes, spec: ImageSpec) -> EncodedImage:
+  """A JPEG kept as is: its shape from libjpeg-turbo's header parse, its pixel count checked,
+  then its end (see ``original``)."""
+  height, width, channels = _jpeg_header(data)
+  _check_pixels((width, height), spec)
+  _check_jpeg_end(data)
+  return EncodedImage(data, 'jpeg', height, width, channels)
 
 
 def _jpeg_header(data: bytes) -> Tuple[int, int, int]:

@@ -158,10 +158,11 @@ class AddPixelSums(beam.CombineFn):
     return accumulator
 
 
-def _instance(sums: PixelSums, placeholder: bytes) -> dict:
-  """The split's PixelSums -> the TFT instance analysed, with ``placeholder`` (a 1-pixel PNG)
-  for the image, which the analysis does not use (TensorFlow's function decodes it anyway)."""
-  return {contract.TRANSFORM_INPUT: placeholder,
+def _instance(sums: PixelSums, encoded: bytes) -> dict:
+  """A TFT instance: the one analysed (the split's totals, with a 1-pixel PNG as the image,
+  which the analysis does not use but TensorFlow's function decodes anyway), or the probe
+  (zero sums, the same pixel)."""
+  return {contract.TRANSFORM_INPUT: encoded,
           PIXEL_SUMS: np.array(sums.sums, np.int64),
           PIXEL_SQUARES: np.array(sums.squares, np.int64),
           NUM_PIXELS: np.int64(sums.num_pixels)}
@@ -173,14 +174,6 @@ def _one_pixel_png(channels: int) -> bytes:
   if not ok:
     raise RuntimeError('OpenCV could not encode a 1-pixel PNG')
   return png.tobytes()
-
-
-def _probe(channels: int) -> dict:
-  """A TFT instance of one black pixel, PNG-encoded: what the statistics are read back with."""
-  return {contract.TRANSFORM_INPUT: _one_pixel_png(channels),
-          PIXEL_SUMS: np.zeros(channels, np.int64),
-          PIXEL_SQUARES: np.zeros(channels, np.int64),
-          NUM_PIXELS: np.int64(0)}
 
 
 def _statistics(unused_published, transformed: List[dict], split: str, num_examples: int,
@@ -234,6 +227,7 @@ class AnalyzeTrainingSplit(beam.PTransform):
 
     split = self._split
     staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
+    placeholder = _one_pixel_png(self._channels)
     training = examples | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
     # the split's sums, added up by Beam (a lifted combiner: a few integers per bundle), as the
     # one instance TFT analyses
@@ -241,7 +235,7 @@ class AnalyzeTrainingSplit(beam.PTransform):
         training
         | 'pixel sums' >> beam.Map(lambda example: example.pixel_sums)
         | 'add up the sums' >> beam.CombineGlobally(AddPixelSums(self._channels))
-        | 'to a TFT instance' >> beam.Map(_instance, _one_pixel_png(self._channels)))
+        | 'to a TFT instance' >> beam.Map(_instance, placeholder))
     metadata = _raw_metadata(self._channels)
     with tft_beam.Context(temp_dir=staging_dir, force_tf_compat_v1=False):
       transform_fn = ((instances, metadata)
@@ -249,8 +243,9 @@ class AnalyzeTrainingSplit(beam.PTransform):
                           make_preprocessing_fn(self._image_size, self._channels)))
       published = transform_fn | 'write transform_fn' >> tft_beam.WriteTransformFn(
           self._output_dir)
-      # one pixel through the transform: its pixel_mean / pixel_std outputs are the numbers
-      probe = instances.pipeline | 'probe image' >> beam.Create([_probe(self._channels)])
+      # one black pixel through the transform: its pixel_mean / pixel_std are the numbers
+      probe = instances.pipeline | 'probe image' >> beam.Create([_instance(
+          AddPixelSums(self._channels).create_accumulator(), placeholder)])
       transformed, _ = (((probe, metadata), transform_fn)
                         | 'transform the probe' >> tft_beam.TransformDataset())
     num_examples = training | 'count' >> beam.combiners.Count.Globally()

@@ -57,11 +57,6 @@ def _load(path: str):
   return tf.saved_model.load(path)
 
 
-def _transform_fn(data_dir: str):
-  """The transform's function: {'image/encoded': tf.string [B]} -> dict of outputs."""
-  return functools.partial(_apply, _load(transform_dir(data_dir)))
-
-
 def _apply(transform, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Runs the loaded transform on ``encoded`` (tf.string ``[B]``); returns its outputs.
 
@@ -94,7 +89,7 @@ def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
     MissingTransformError: ``data_dir`` was converted with ``--stats=false``.
   """
   probe = tf.io.encode_png(tf.zeros([1, 1, _channels(data_dir)], tf.uint8))
-  outputs = _transform_fn(data_dir)(tf.reshape(probe, [1]))
+  outputs = _apply(_load(transform_dir(data_dir)), tf.reshape(probe, [1]))
   return outputs[contract.TRANSFORM_PIXEL_MEAN][0], outputs[contract.TRANSFORM_PIXEL_STD][0]
 
 
