@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.publish import files_under
+from transforms.folders import files_under
 
 _LOG = logging.getLogger('imagerecords')
 

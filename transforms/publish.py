@@ -24,18 +24,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from transforms.folders import files_under
 from transforms.textfiles import read_text, replace_text, write_text
 
 _LOG = logging.getLogger(__name__)
-
-
-def files_under(directory: str) -> List[str]:
-  """Every file below ``directory`` (recursively), as full paths; [] when there is none."""
-  try:
-    result = FileSystems.match([FileSystems.join(directory, '**')])[0]
-  except OSError:  # BeamIOError (a subclass) where nothing matches on some filesystems
-    return []
-  return sorted(m.path for m in result.metadata_list)
 
 
 def delete_success_first(paths: List[str]) -> None:

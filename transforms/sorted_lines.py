@@ -26,6 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
+from transforms.folders import delete_tree
 from transforms.textfiles import write_lines
 
 STAGING_DIR = '.staging-sorted'
@@ -40,7 +41,8 @@ def _read_lines(path: str) -> Iterator[str]:
 
 
 def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64) -> str:
-  """Merges the sorted run files ``runs`` into ``path``; deletes the runs; returns ``path``.
+  """Merges the sorted run files ``runs`` (in ``staging_dir``) into ``path``; deletes
+  ``staging_dir``; returns ``path``.
 
   More than ``fan_in`` runs are merged in rounds: ``fan_in`` at a time into new runs in
   ``staging_dir``, until ``fan_in`` or fewer are left.
@@ -55,10 +57,7 @@ def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64) -
       FileSystems.delete(group)
     runs = merged
   write_lines(path, heapq.merge(*(_read_lines(run) for run in runs)))
-  if runs:
-    FileSystems.delete(runs)
-  if FileSystems.exists(staging_dir):
-    FileSystems.delete([staging_dir + '/' if '://' in staging_dir else staging_dir])
+  delete_tree(staging_dir)  # the runs
   return path
 
 

@@ -63,6 +63,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from transforms.folders import delete_tree
 from transforms.pixel_sums import PixelSums
 
 _LOG = logging.getLogger('imagerecords')
@@ -181,9 +182,8 @@ def _statistics(unused_published, transformed: List[dict], split: str, num_examp
   """The transformed probe instance (none: an empty split) -> the manifest's ``statistics``
   (see contract); ``pixel_mean`` and ``pixel_std`` are None for an empty training split."""
   try:  # TFT's temporary files: the transform is published, they served their purpose
-    # a local folder is removed whole; on object stores a trailing '/' deletes the prefix
-    FileSystems.delete([staging_dir + '/' if '://' in staging_dir else staging_dir])
-  except OSError as error:  # BeamIOError: already gone, or an object store without the prefix
+    delete_tree(staging_dir)
+  except OSError as error:  # BeamIOError: a file went away meanwhile; the run has succeeded
     _LOG.debug('left %s: %s', staging_dir, error)
   instance = transformed[0] if transformed and num_examples else None  # else 0 / 0
   return {

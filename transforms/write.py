@@ -49,6 +49,7 @@ from apache_beam.io.tfrecordio import WriteToTFRecord
 from imagerecords import contract
 from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, record_spans
 
+from transforms.folders import delete_tree
 from transforms.textfiles import write_text
 
 STAGING_DIR = '.staging-write'
@@ -205,13 +206,7 @@ def _delete_staging(shard_paths: List[str], staging_dir: str):
   """Deletes every file under the staging folder, then the folder itself where the filesystem
   has folders (local disk; object stores have none), and passes the shard paths on, so no step
   downstream runs before the staging files are gone."""
-  files = [metadata.path
-           for result in FileSystems.match([FileSystems.join(staging_dir, '**')])
-           for metadata in result.metadata_list]
-  if files:
-    FileSystems.delete(files)
-  if FileSystems.exists(staging_dir):
-    FileSystems.delete([staging_dir])
+  delete_tree(staging_dir)
   yield from sorted(shard_paths)
 
 
