@@ -11,18 +11,22 @@ A nightly job writes one complete output directory per run date under one root::
 The pipeline writes into the staging directory. Its last step (``transforms.publish``) moves
 the files into ``dt=DATE/``, writes ``_SUCCESS`` there and then points ``LATEST`` at it. A run
 that fails or is killed leaves ``LATEST`` and every published run as they were; what it staged
-has no ``_SUCCESS`` and is cleared by the next run of the same date.
+has no ``_SUCCESS`` and is cleared by the next run of the same date, wherever it died (listing,
+converting, the statistics, writing shards or metadata, publishing): a scheduler's automatic
+retry reruns the date to completion without ``--overwrite``.
 """
 
 import datetime
+import json
 import logging
 import posixpath
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.folders import files_under
+from transforms.folders import delete_tree, files_under
+from transforms.textfiles import read_text
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -75,9 +79,11 @@ def plan_run(root: str, run_date: str, overwrite: bool) -> RunLayout:
         'pass --overwrite to replace it')
   staging_dir = FileSystems.join(root, contract.STAGING_DIR, contract.run_dir_name(run_date))
   leftovers = files_under(staging_dir)
-  if leftovers:
+  if leftovers or FileSystems.exists(staging_dir):
+    # whatever a dead attempt of this date left (shards, metadata, the working folders of the
+    # shard writer, the statistics and the index, empty folders): never a reason to stop
     _LOG.info('clearing %d files an unfinished run staged in %s', len(leftovers), staging_dir)
-    FileSystems.delete(leftovers)
+    delete_tree(staging_dir)
   return RunLayout(root, run_date, publish_dir, staging_dir, previous_run(root, run_date))
 
 
@@ -94,3 +100,72 @@ def previous_run(root: str, run_date: str) -> Optional[str]:
     return None
   return FileSystems.join(root, contract.run_dir_name(max(dates)))
 
+
+
+class IncrementalPlan(NamedTuple):
+  """How a dated night reuses the previous run, decided at launch (``plan_incremental``).
+
+  previous_run: the previous published run, or None on the first night. reuse: whether
+  unchanged images' records are copied from it (``transforms.incremental``); when False,
+  ``reason`` says why every image is converted. previous_index: its ``images.jsonl``.
+  previous_shards: the paths of all its shards. settings: this night's conversion settings
+  (``pipeline.options.conversion_settings``), kept in the manifest for the next night.
+  """
+  previous_run: Optional[str]
+  reuse: bool
+  reason: Optional[str]
+  previous_index: Optional[str]
+  previous_shards: Tuple[str, ...]
+  settings: Dict[str, object]
+
+  def manifest_section(self) -> Dict[str, object]:
+    """The manifest's ``incremental`` section, less the counts the pipeline adds."""
+    return {'previous_run': self.previous_run, 'reused_from': (
+        self.previous_run if self.reuse else None), 'full_rebuild_reason': self.reason,
+            'settings': self.settings}
+
+
+def plan_incremental(previous_dir: Optional[str], settings: Dict[str, object],
+                     label_map: Sequence[str], full_rebuild: bool) -> IncrementalPlan:
+  """Decides whether a dated night reuses the records of ``previous_dir``, and logs why not.
+
+  A night rebuilds fully when there is no previous run, with ``--full_rebuild``, when the
+  previous run did not record its conversion settings (an older version) or recorded other
+  ones (``settings``: image size, format, quality, resize mode, channels, background, label
+  source, masks, the record format and tool versions), when its classes would not keep their
+  ids (``label_map`` must start with the previous run's ``labels.txt``), or when its
+  ``images.jsonl`` is missing.
+
+  Raises:
+    UnreadableFile, ReadFailed: the previous run's manifest cannot be read
+      (``transforms.reads``).
+  """
+  def full(reason):
+    if previous_dir:
+      _LOG.info('full rebuild: %s', reason)
+    return IncrementalPlan(previous_dir, False, reason, None, (), settings)
+
+  if previous_dir is None:
+    return full('the first night: no earlier published run')
+  if full_rebuild:
+    return full('--full_rebuild')
+  manifest = json.loads(read_text(FileSystems.join(previous_dir, contract.MANIFEST_FILE)))
+  before = (manifest.get('incremental') or {}).get('settings')
+  if before is None:
+    return full(f'{previous_dir} was written by a version that did not record its settings')
+  changed = [f'{name} {before.get(name)!r} -> {value!r}' for name, value in settings.items()
+             if before.get(name) != value]
+  if changed:
+    return full(f'the conversion settings changed since {previous_dir}: ' + ', '.join(changed))
+  classes = manifest.get(contract.MANIFEST_CLASSES) or []
+  if list(label_map[:len(classes)]) != list(classes):
+    return full(f'class ids would change: the label map does not start with the classes of '
+                f'{previous_dir}')
+  index = FileSystems.join(previous_dir, contract.IMAGES_INDEX_FILE)
+  if not FileSystems.exists(index):
+    return full(f'{previous_dir} has no {contract.IMAGES_INDEX_FILE}')
+  shards = tuple(FileSystems.join(previous_dir, shard[contract.MANIFEST_SHARD_FILE])
+                 for info in manifest[contract.MANIFEST_SPLITS].values()
+                 for shard in info[contract.MANIFEST_SHARDS])
+  _LOG.info('incremental night: unchanged images reuse their records of %s', previous_dir)
+  return IncrementalPlan(previous_dir, True, None, index, shards, settings)

@@ -11,6 +11,8 @@ from typing import Dict, List, Sequence, Tuple
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from imagerecords import contract
 
+import pipeline
+
 from transforms import codec
 from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.labels import check_label_source
@@ -105,6 +107,11 @@ class ConvertOptions(PipelineOptions):
         'succeeded (_SUCCESS last, then OUTPUT/LATEST names it). The previous published run '
         "pins class ids (its labels.txt, unless --label_map is given) and the manifest holds "
         'the diff against it. A published date is refused without --overwrite.')
+    parser.add_argument(
+        '--full_rebuild', action='store_true', default=False,
+        help='With --run_date: convert every image again instead of reusing the previous '
+        "run's records of unchanged files (same path, size and modification time; see "
+        'docs/nightly.md). A change of any conversion setting rebuilds fully by itself.')
     parser.add_argument(
         '--dali_index', action='store_true', default=False,
         help="Write an NVIDIA DALI index file '<shard>.idx' beside each shard (one "
@@ -333,6 +340,22 @@ def _parser() -> argparse.ArgumentParser:
 def help_text() -> str:
   """The --help text of the job's own options."""
   return _parser().format_help()
+
+
+CONVERSION_OPTIONS = ('image_size', 'resize_mode', 'image_format', 'jpeg_quality', 'max_pixels',
+                      'chroma_subsampling', 'channels', 'background', 'label_source', 'masks')
+"""The options that decide a record's bytes: a night whose values differ from the previous
+run's converts every image again (``pipeline.nightly.plan_incremental``)."""
+
+
+def conversion_settings(options: ConvertOptions) -> Dict[str, object]:
+  """The values of ``CONVERSION_OPTIONS``, the record format version and this tool's version:
+  what two nights must share for one to reuse the other's records."""
+  values = job_options(options)
+  settings = {name: values[name] for name in CONVERSION_OPTIONS}
+  settings['format_version'] = contract.FORMAT_VERSION
+  settings['tool_version'] = pipeline.__version__
+  return settings
 
 
 def job_options(options: ConvertOptions) -> Dict[str, object]:

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from typing import List, Optional
 
 import apache_beam as beam
@@ -39,6 +40,7 @@ from transforms.convert import ConvertImages
 from transforms.dedup import DropDuplicates, ReportDuplicates
 from transforms.elements import FAILURES_TAG
 from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
+from transforms.incremental import CountConverted, ReusePreviousRecords
 from transforms.label_file import LabelsFromFile, label_file_splits, sniff_format
 from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.listing import ListImageFiles
@@ -68,38 +70,57 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   images, label_failures, class_names = _label_and_split(p, listed.files, config)
   # --dedup=keep_first: hashed, one LabeledImage per group of byte-identical files
   deduped = images.split | 'drop duplicates' >> DropDuplicates(config['dedup'])
-  shuffled = deduped['images'] | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
+  stats_split = training_split(list(config['num_shards'])) if config['stats'] else None
+  # --run_date: unchanged images take the previous run's records; the rest are converted
+  to_convert, reused, night_counts = _reuse_previous_night(deduped['images'], config,
+                                                           stats_split)
+  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
-  stats_split = training_split(list(config['num_shards'])) if config['stats'] else None
   converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
+  examples = converted.examples
+  if reused is not None:
+    examples = (examples, reused) | 'converted and reused' >> beam.Flatten()
 
-  shard_paths = converted.examples | 'write shards' >> WriteSplits(
+  shard_paths = examples | 'write shards' >> WriteSplits(
       config['output_dir'], config['num_shards'], config['compressed'],
       dali_index=config['dali_index'])
-  split_stats = converted.examples | 'split statistics' >> SplitStatistics()
+  split_stats = examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
        converted[FAILURES_TAG]]
       | 'all failures' >> beam.Flatten())
   # one element: the manifest's duplicates section (groups of identical files, leakage)
-  duplicates = converted.examples | 'report duplicates' >> ReportDuplicates(deduped['groups'])
+  duplicates = examples | 'report duplicates' >> ReportDuplicates(deduped['groups'])
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
-  index = converted.examples | 'image index' >> WriteImageIndex(config['output_dir'])
+  index = examples | 'image index' >> WriteImageIndex(config['output_dir'])
   diff = None
   if config['previous_index']:
-    diff = converted.examples | 'diff against the previous run' >> DiffAgainstPrevious(
+    diff = examples | 'diff against the previous run' >> DiffAgainstPrevious(
         config['previous_index'], config['previous_run'])
   statistics = None
   if config['stats']:  # --stats: pixel mean/std of the training split, OUT/transform_fn/ (TFT)
-    statistics = converted.examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
+    statistics = examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
         config['output_dir'], stats_split, spec.image_size, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
       config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
-      diff=diff, written=index, statistics=statistics)
+      diff=diff, written=index, statistics=statistics, incremental=night_counts)
   if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
-        config['output_root'], config['output_dir'], config['publish_dir'])
+        config['output_root'], config['output_dir'], config['publish_dir'], config['run_id'])
+
+
+def _reuse_previous_night(images, config: dict, stats_split):
+  """PCollection[LabeledImage] -> (the images to convert, the previous run's records of the
+  unchanged ones or None, the one-element night counts or None): see transforms.incremental."""
+  plan = config['incremental']
+  if plan is None:  # not a dated run
+    return images, None, None
+  if not plan.reuse:  # the first night, or a full rebuild (the plan logged why)
+    return images, None, images | 'count images to convert' >> CountConverted()
+  night = images | 'reuse unchanged records' >> ReusePreviousRecords(
+      plan.previous_index, plan.previous_shards, stats_split)
+  return night['convert'], night['reused'], night['counts']
 
 
 def _label_and_split(p: beam.Pipeline, files, config: dict):
@@ -167,6 +188,9 @@ def job_config(options: opts.ConvertOptions) -> dict:
   if options.strict_labels and not label_map:  # --run_date's first night: nothing to keep yet
     _LOG.warning('--strict_labels: no earlier run under %s to take classes from; this first '
                  'run sets them', output_dir)
+  incremental = nightly.plan_incremental(
+      previous, opts.conversion_settings(options), label_map, options.full_rebuild) if (
+          layout) else None
   previous_index = previous and FileSystems.join(previous, contract.IMAGES_INDEX_FILE)
   if previous_index and not FileSystems.exists(previous_index):
     previous_index = None  # written by a version without images.jsonl: no diff this night
@@ -203,6 +227,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'compressed': compressed,
       'max_failure_fraction': options.max_failure_fraction,
       'start_time': time.time(),
+      'incremental': incremental.manifest_section() if incremental else None,
   }
   if masks:
     manifest['image']['mask'] = {
@@ -225,6 +250,8 @@ def job_config(options: opts.ConvertOptions) -> dict:
       # --stats: not for raw pixels (the transform decodes encoded images)
       'stats': options.stats and spec.image_format != contract.RAW_FORMAT,
       'masks': masks, 'split_lists': split_lists,
+      'incremental': incremental,  # --run_date: what the night reuses (pipeline.nightly)
+      'run_id': f'{os.getpid()}-{uuid.uuid4().hex}',  # this launch, in publication markers
   }
 
 

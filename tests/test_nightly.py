@@ -17,10 +17,11 @@ FLAGS = ('--image_size=48', '--resize_mode=center_crop', '--splits=train=0.75,va
 
 
 def _link(source: pathlib.Path, target: pathlib.Path) -> None:
+  """Puts a copy of ``source`` at ``target`` (a new file: its own size and time)."""
   target.parent.mkdir(parents=True, exist_ok=True)
   if target.is_symlink() or target.exists():
     target.unlink()
-  target.symlink_to(source)
+  shutil.copyfile(source, target)
 
 
 def _records(run_dir) -> dict:
@@ -89,7 +90,8 @@ def test_each_night_is_published_and_latest_names_the_newest(nights):
     assert manifests[date]['output_dir'] == str(run_dir)
     assert len(records[date]) == manifests[date]['num_examples']
     metrics = manifests[date]['metrics']  # Beam counters, queried when the run ended
-    assert metrics['images_converted'] == metrics['images_read'] == len(records[date])
+    assert metrics['images_converted'] == metrics['images_read']
+    assert metrics['images_converted'] + metrics.get('images_reused', 0) == len(records[date])
   assert not list((root / '_staging').rglob('*.tfrecord'))
   import imagerecords  # pylint: disable=import-outside-toplevel
   assert imagerecords.latest_run(str(root)) == str(root / f'dt={NIGHTS[-1]}')
@@ -136,6 +138,68 @@ def test_published_runs_are_never_touched_by_later_nights(nights):
   _, root, _, _, contents = nights
   for date in NIGHTS:  # every file, byte for byte, as it was when its night ended
     assert _digests(root / f'dt={date}') == contents[date]
+
+
+def test_later_nights_convert_only_what_changed(nights):
+  _, _, _, manifests, _ = nights
+  first = manifests[NIGHTS[0]]['incremental']
+  assert first['reused'] == 0 and first['reused_from'] is None
+  assert 'first night' in first['full_rebuild_reason']
+  for before, after in zip(NIGHTS, NIGHTS[1:]):
+    diff, night = manifests[after]['diff'], manifests[after]['incremental']
+    assert night['reused_from'].endswith(f'dt={before}') and night['full_rebuild_reason'] is None
+    assert night['reused'] == diff['unchanged'] > 20
+    assert night['converted'] == diff['added'] + diff['changed']
+    assert manifests[after]['metrics']['images_read'] == night['converted']
+
+
+def _comparable(run_dir: pathlib.Path) -> dict:
+  """The run's manifest less what two runs of the same input may differ in: timings, run
+  times, shard membership, counters, how the night was made, and the output root's path."""
+  text = (run_dir / 'manifest.json').read_text().replace(str(run_dir.parent), 'ROOT')
+  manifest = json.loads(text)
+  manifest['options'].pop('full_rebuild')
+  kept = {k: v for k, v in manifest.items()
+          if k not in ('timings', 'created_utc', 'metrics', 'incremental')}
+  kept['splits'] = {split: {k: v for k, v in info.items() if k not in ('shards', 'bytes')}
+                    for split, info in manifest['splits'].items()}
+  return kept
+
+
+def _split_records(run_dir) -> dict:
+  """split -> sorted serialized records: what a split holds, whatever the shard order."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  manifest = manifest_of(run_dir)
+  return {split: sorted(r for shard in info['shards']
+                        for r in tf.data.TFRecordDataset(str(run_dir / shard['file'])
+                                                         ).as_numpy_iterator())
+          for split, info in manifest['splits'].items()}
+
+
+def test_an_incremental_night_holds_what_a_full_rebuild_holds(nights, tmp_path):
+  images, root, _, _, _ = nights
+  rebuilt_root = tmp_path / 'rebuilt'
+  shutil.copytree(root / f'dt={NIGHTS[1]}', rebuilt_root / f'dt={NIGHTS[1]}')
+  assert convert(images, rebuilt_root, f'--run_date={NIGHTS[2]}', '--full_rebuild',
+                 *FLAGS) == 0
+  incremental, rebuilt = root / f'dt={NIGHTS[2]}', rebuilt_root / f'dt={NIGHTS[2]}'
+  assert manifest_of(rebuilt)['incremental']['full_rebuild_reason'] == '--full_rebuild'
+  assert manifest_of(rebuilt)['incremental']['reused'] == 0
+  for name in ('labels.txt', 'images.jsonl', 'failures.jsonl'):
+    assert (incremental / name).read_bytes() == (rebuilt / name).read_bytes(), name
+  assert _comparable(incremental) == _comparable(rebuilt)
+  assert _split_records(incremental) == _split_records(rebuilt)
+
+
+def test_a_changed_setting_rebuilds_the_night_fully(nights, tmp_path):
+  images, root, _, _, _ = nights
+  other = tmp_path / 'out'
+  shutil.copytree(root / f'dt={NIGHTS[2]}', other / f'dt={NIGHTS[2]}')
+  assert convert(images, other, '--run_date=2026-11-23', '--jpeg_quality=80', *FLAGS) == 0
+  night = manifest_of(other / 'dt=2026-11-23')['incremental']
+  assert night['reused'] == 0 and night['reused_from'] is None
+  assert 'jpeg_quality 90 -> 80' in night['full_rebuild_reason']
+  assert night['converted'] == manifest_of(other / 'dt=2026-11-23')['num_examples']
 
 
 def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
@@ -207,3 +271,4 @@ def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
   assert sorted(os.listdir(published)) == [
       '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
   assert (tmp_path / 'LATEST').read_text().strip() == 'dt=2026-11-21'
+

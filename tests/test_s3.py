@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.helpers import SAMPLES, all_records, manifest_of
+from tests.helpers import REPO, SAMPLES, all_records, convert, manifest_of
 from tests.servers import free_ports, spawn, stop, tail, wait_for_port
 
 boto3 = pytest.importorskip('boto3')  # pinned in requirements.txt; absent only in odd set-ups
@@ -116,3 +116,78 @@ def test_every_image_of_the_bucket_is_read_back_with_the_reader(converted):
       images += image.shape[0]
   assert images == len(UPLOADED)
   assert json.loads((run_dir / 'manifest.json').read_text())['num_examples'] == len(UPLOADED)
+
+
+def _run_through_proxy(s3, tmp_path, output: str, rules) -> subprocess.CompletedProcess:
+  """The job from s3://photos/hymenoptera to ``output`` with every S3 request passing through
+  the fault-injecting proxy (tests/fault_proxy.py, a child process stopped by its id)."""
+  port, = free_ports(1)
+  log = tmp_path / 'proxy.log'
+  upstream = int(s3['endpoint'].rsplit(':', 1)[1])
+  proxy = spawn(['tests.fault_proxy', '--port', str(port), '--upstream', str(upstream),
+                 *rules], pathlib.Path(__file__).resolve().parents[1], None, log)
+  try:
+    wait_for_port(port, proxy, log)
+    env = dict(os.environ, AWS_ENDPOINT_URL_S3=f'http://127.0.0.1:{port}',
+               AWS_ACCESS_KEY_ID='testing', AWS_SECRET_ACCESS_KEY='testing',
+               AWS_DEFAULT_REGION='us-east-1', AWS_MAX_ATTEMPTS='2')
+    command = [sys.executable, '-m', 'pipeline.run', '--input_dir=s3://photos/hymenoptera',
+               f'--output_dir={output}', '--run_date=2026-11-21', '--image_size=64',
+               '--resize_mode=center_crop', '--num_shards=2', '--stats=false']
+    result = subprocess.run(command, capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
+                            check=False, env=env)
+  finally:
+    stop(proxy, signal.SIGTERM)
+  result.faults = [line for line in log.read_text().splitlines() if line.startswith('fault ')]
+  return result
+
+
+def test_resets_and_throttling_on_s3_cost_retries_not_images(converted, s3, tmp_path):
+  _, clean = converted
+  names = [p.relative_to(SAMPLES).as_posix() for p in UPLOADED]
+  rules = [*(f'--reset_first=hymenoptera/{n}' for n in names[::4]),
+           *(f'--status_first=503:hymenoptera/{n}' for n in names[1::4])]
+  result = _run_through_proxy(s3, tmp_path, 's3://datasets/faulty', rules)
+  assert result.returncode == 0, f'{result.stderr[-6000:]}'
+  assert len(result.faults) == len(rules)
+  local = tmp_path / 'faulty'
+  _download(s3['client'], 'datasets', 'faulty/', local)
+  manifest = manifest_of(local / 'dt=2026-11-21')
+  assert manifest['num_examples'] == len(UPLOADED) and manifest['num_failures'] == 0
+  assert (local / 'dt=2026-11-21' / 'failures.jsonl').read_text() == ''
+  clean_manifest = manifest_of(clean / 'dt=2026-11-21')
+  assert ({s: i['fingerprint'] for s, i in manifest['splits'].items()}
+          == {s: i['fingerprint'] for s, i in clean_manifest['splits'].items()})
+
+
+def test_an_object_that_keeps_failing_fails_the_run_without_publishing(s3, tmp_path,
+                                                                       monkeypatch):
+  """In this process, so that the waits of Beam's own S3 retries (minutes: 7 retries from 5 s,
+  with backoff) can be skipped; the same path of the job otherwise."""
+  from apache_beam.utils import retry  # pylint: disable=import-outside-toplevel
+  from transforms import reads  # pylint: disable=import-outside-toplevel
+  stuck = UPLOADED[3].relative_to(SAMPLES).as_posix()
+  port, = free_ports(1)
+  log = tmp_path / 'proxy.log'
+  upstream = int(s3['endpoint'].rsplit(':', 1)[1])
+  proxy = spawn(['tests.fault_proxy', '--port', str(port), '--upstream', str(upstream),
+                 f'--reset_always=hymenoptera/{stuck}'], REPO, None, log)
+  try:
+    wait_for_port(port, proxy, log)
+    for name, value in dict(AWS_ENDPOINT_URL_S3=f'http://127.0.0.1:{port}',
+                            AWS_ACCESS_KEY_ID='testing', AWS_SECRET_ACCESS_KEY='testing',
+                            AWS_DEFAULT_REGION='us-east-1', AWS_MAX_ATTEMPTS='2').items():
+      monkeypatch.setenv(name, value)
+    monkeypatch.setattr(retry.Clock, 'sleep', lambda self, seconds: None)
+    monkeypatch.setattr(reads, 'FIRST_DELAY_S', 0.01)
+    status = convert('s3://photos/hymenoptera', 's3://datasets/stuck', '--run_date=2026-11-21',
+                     '--image_size=64', '--num_shards=2')
+  finally:
+    stop(proxy, signal.SIGTERM)
+  assert status == 1
+  faults = [line for line in log.read_text().splitlines() if line.startswith('fault ')]
+  assert faults and all(stuck in line for line in faults)
+  published = s3['client'].list_objects_v2(Bucket='datasets', Prefix='stuck/dt=')
+  assert published.get('KeyCount', 0) == 0
+  latest = s3['client'].list_objects_v2(Bucket='datasets', Prefix='stuck/LATEST')
+  assert latest.get('KeyCount', 0) == 0

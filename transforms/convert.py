@@ -1,8 +1,9 @@
 """Read, decode, resize and re-encode each image into a ``tf.train.Example``, in one ParDo.
 
 Image bytes are read inside the DoFn through Beam's ``FileSystems`` (local, ``gs://``,
-``s3://``): only paths travel through the graph. An input that cannot be read or decoded
-becomes a ``Failure`` on the ``failures`` output with a reason, and the run goes on.
+``s3://``): only paths travel through the graph. An input that is gone, denied or cannot be
+decoded becomes a ``Failure`` on the ``failures`` output with a reason, and the run goes on; a
+read that keeps failing for a transient reason fails the run instead (``transforms.reads``).
 """
 
 import hashlib
@@ -11,9 +12,8 @@ import time
 from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
-from transforms import codec
+from transforms import codec, reads
 from transforms import segmentation
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
@@ -23,12 +23,6 @@ from transforms.pixel_sums import pixel_sums, stored_pixels
 
 _LOG = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 10.0
-
-
-def read_bytes(path: str) -> bytes:
-  """All bytes of ``path`` (any filesystem Beam knows)."""
-  with FileSystems.open(path) as handle:
-    return handle.read()
 
 
 class _ConvertImageFn(beam.DoFn):
@@ -70,10 +64,10 @@ class _ConvertImageFn(beam.DoFn):
         FAILURES_TAG, Failure(image.path, image.relpath, stage, reason))
 
   def process(self, image: LabeledImage, class_names: List[str]) -> Iterable:
-    try:
-      data = read_bytes(image.path)
-    except Exception as error:  # any filesystem's error: the file, not the run, has failed
-      yield self._fail(image, STAGE_READ, f'cannot read: {type(error).__name__}: {error}')
+    try:  # a transient error is retried, then fails the run (ReadFailed): never a bad image
+      data = reads.read_bytes(image.path)
+    except reads.UnreadableFile as error:  # gone since the listing, denied, a folder
+      yield self._fail(image, STAGE_READ, f'cannot read: {error}')
       return
     self._read.inc()
     self._bytes_read.inc(len(data))
@@ -111,7 +105,8 @@ class _ConvertImageFn(beam.DoFn):
     self._done += 1
     self._log_progress()
     yield ConvertedExample(image.split, image.label, image.relpath, serialized,
-                           hashlib.sha256(serialized).digest(), source_sha256, sums)
+                           hashlib.sha256(serialized).digest(), source_sha256, sums,
+                           image.version)
 
   def _log_progress(self):
     now = time.monotonic()

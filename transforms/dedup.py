@@ -36,6 +36,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import reads
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
                                  LabeledImage)
 
@@ -57,16 +58,19 @@ def file_sha256(path: str) -> str:
   memory stays bounded whatever the file's size.
 
   Raises:
-    Exception: whatever the filesystem raises for a file it cannot read.
+    UnreadableFile: the file is gone, denied or a folder.
+    ReadFailed: transient errors persisted (``transforms.reads``).
   """
-  digest = hashlib.sha256()
-  with FileSystems.open(path) as handle:
-    while True:
-      chunk = handle.read(_CHUNK_BYTES)
-      if not chunk:
-        break
-      digest.update(chunk)
-  return digest.hexdigest()
+  def read_and_hash():  # from the first byte again on each attempt
+    digest = hashlib.sha256()
+    with FileSystems.open(path) as handle:
+      while True:
+        chunk = handle.read(_CHUNK_BYTES)
+        if not chunk:
+          break
+        digest.update(chunk)
+    return digest.hexdigest()
+  return reads.with_retries(read_and_hash, path)
 
 
 class DuplicateGroup(NamedTuple):
@@ -152,9 +156,9 @@ class _HashSourceFn(beam.DoFn):
     self._hashed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'dedup_files_hashed')
 
   def process(self, image: LabeledImage) -> Iterable[LabeledImage]:
-    try:
+    try:  # a transient error is retried, then fails the run (reads.ReadFailed)
       digest = file_sha256(image.path)
-    except Exception:  # pylint: disable=broad-except  # reported by the conversion's read
+    except reads.UnreadableFile:  # reported with its reason by the conversion's own read
       yield image
       return
     self._hashed.inc()

@@ -36,10 +36,30 @@ class SourceFile(NamedTuple):
   path: the full path or URL, as FileSystems takes it.
   relpath: the path relative to the input root, '/'-separated (stored as image/filename).
   split: the split a label file's ``split`` column names for it; None otherwise.
+  size_in_bytes, mtime: the file's size and last modification time (epoch seconds) as the
+    listing found them (Beam's ``FileMetadata``); None where the filesystem does not say.
   """
   path: str
   relpath: str
   split: Optional[str] = None
+  size_in_bytes: Optional[int] = None
+  mtime: Optional[float] = None
+
+
+def source_version(source: SourceFile, mask: Optional[SourceFile] = None) -> Optional[str]:
+  """What identifies this version of an input without reading it: ``'SIZE:MTIME'`` of the
+  file (and ``'+SIZE:MTIME'`` of its mask), as the listing saw them; None when the filesystem
+  gives no size or time. Two nights whose versions of a file are equal saw the same bytes,
+  unless the file was rewritten with the same size and its time set back (see
+  ``transforms.incremental``)."""
+  versions = []
+  for file in (source, mask):
+    if file is None:
+      continue
+    if file.size_in_bytes is None or not file.mtime:
+      return None
+    versions.append(f'{file.size_in_bytes}:{file.mtime!r}')
+  return '+'.join(versions)
 
 
 class LabeledImage(NamedTuple):
@@ -48,6 +68,7 @@ class LabeledImage(NamedTuple):
   source_sha256: hex SHA-256 of the file's bytes when a step before the conversion hashed it
   (``--dedup=keep_first``), so the conversion does not hash them again; None otherwise.
   mask: segmentation (``--masks``): the SourceFile of the image's mask; None otherwise.
+  version: ``source_version`` of the file (and mask) as listed; None when unknown.
   """
   path: str
   relpath: str
@@ -55,6 +76,7 @@ class LabeledImage(NamedTuple):
   split: str
   source_sha256: Optional[str] = None
   mask: Optional[SourceFile] = None
+  version: Optional[str] = None
 
 
 class ConvertedExample(NamedTuple):
@@ -64,6 +86,8 @@ class ConvertedExample(NamedTuple):
   source_sha256: hex SHA-256 digest of the source file's bytes.
   pixel_sums: for the training split's examples when ``--stats`` is on, the stored image's
     ``transforms.pixel_sums.PixelSums``; else None.
+  version: the source's ``source_version`` (kept in images.jsonl, so that the next night can
+    tell an unchanged file without reading it); None when unknown.
   """
   split: str
   label: Optional[str]
@@ -72,6 +96,7 @@ class ConvertedExample(NamedTuple):
   record_sha256: bytes
   source_sha256: str
   pixel_sums: Optional[tuple] = None
+  version: Optional[str] = None
 
 
 class Failure(NamedTuple):

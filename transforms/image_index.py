@@ -2,7 +2,8 @@
 
     PCollection[ConvertedExample]
       -> images.jsonl: one line per example, sorted by file:
-         {"file": "ants/1.jpg", "label": "ants", "sha256": "<source bytes>", "split": "train"}
+         {"file": "ants/1.jpg", "label": "ants", "sha256": "<source bytes>", "split": "train",
+          "version": "<size>:<mtime>", "pixel_sums": [...] (--stats' training split)}
       -> with a previous run's images.jsonl, keyed by file, co-grouped with this run's:
          a one-element PCollection of the diff the manifest carries
 
@@ -29,10 +30,22 @@ MOVED_SPLIT, RELABELED = 'moved_split', 'relabeled'
 
 
 def index_line(example) -> str:
-  """The images.jsonl line of a ConvertedExample (keys sorted, UTF-8 kept)."""
-  return json.dumps({'file': example.relpath, 'label': example.label,
-                     'sha256': example.source_sha256, 'split': example.split},
-                    ensure_ascii=False, sort_keys=True)
+  """The images.jsonl line of a ConvertedExample (keys sorted, UTF-8 kept).
+
+  ``version`` (the source's size and time as listed, ``elements.source_version``) and
+  ``pixel_sums`` (``--stats``' training split: ``[[sum per channel], [sum of squares per
+  channel], pixels]``) are there when known: the next night reuses the record of a file whose
+  version is unchanged, with these sums, instead of converting it again
+  (``transforms.incremental``).
+  """
+  entry = {'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
+           'split': example.split}
+  if example.version is not None:
+    entry['version'] = example.version
+  if example.pixel_sums is not None:
+    entry['pixel_sums'] = [list(example.pixel_sums[0]), list(example.pixel_sums[1]),
+                           example.pixel_sums[2]]
+  return json.dumps(entry, ensure_ascii=False, sort_keys=True)
 
 
 class WriteImageIndex(beam.PTransform):

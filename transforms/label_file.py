@@ -37,6 +37,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from transforms import reads
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, STAGE_MISSING, STAGE_SPLIT, Failure
 
 
@@ -55,8 +56,10 @@ def sniff_format(path: str) -> LabelFileFormat:
   Raises:
     ValueError: the file is empty, or a CSV header lacks a ``filename`` or ``label`` column.
   """
-  with FileSystems.open(path) as handle:
-    head = handle.read(64 * 1024).decode('utf-8-sig', errors='replace')
+  def read_head():
+    with FileSystems.open(path) as handle:
+      return handle.read(64 * 1024)
+  head = reads.with_retries(read_head, path).decode('utf-8-sig', errors='replace')
   lines = [line for line in head.splitlines() if line.strip()]
   if not lines:
     raise ValueError(f'--label_source: label file {path} is empty')
@@ -115,16 +118,20 @@ def label_file_splits(path: str, fmt: LabelFileFormat, splits_flag: str = 'auto'
   if splits_flag != 'auto':
     raise ValueError(f'--splits={splits_flag}: the label file {path} has a split column, which '
                      'assigns the splits; drop --splits (or the column)')
-  names = set()
-  with FileSystems.open(path) as handle:
-    rows = csv.reader(io.TextIOWrapper(handle, encoding='utf-8-sig', errors='replace'))
-    header_seen = False
-    for row in rows:
-      if not header_seen:
-        header_seen = any(cell.strip() for cell in row)
-        continue
-      if len(row) > fmt.split_column:
-        names.add(row[fmt.split_column].strip())
+
+  def read_split_names():  # streaming: only the distinct names are kept
+    names = set()
+    with FileSystems.open(path) as handle:
+      rows = csv.reader(io.TextIOWrapper(handle, encoding='utf-8-sig', errors='replace'))
+      header_seen = False
+      for row in rows:
+        if not header_seen:
+          header_seen = any(cell.strip() for cell in row)
+          continue
+        if len(row) > fmt.split_column:
+          names.add(row[fmt.split_column].strip())
+    return names
+  names = reads.with_retries(read_split_names, path)
   valid = tuple(sorted(n for n in names if contract.SPLIT_NAME_RE.match(n)))
   if not valid:
     raise ValueError(f'--label_source: the split column of {path} names no valid split '

@@ -76,7 +76,8 @@ class _ClassifyListedFile(beam.DoFn):
           'skipped: the file name is not valid UTF-8; rename the file'))
       return
     if extension in self._extensions:
-      yield SourceFile(metadata.path, relpath)
+      yield SourceFile(metadata.path, relpath, size_in_bytes=metadata.size_in_bytes,
+                       mtime=metadata.last_updated_in_seconds)
     else:
       shown = extension or '(no extension)'
       yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(

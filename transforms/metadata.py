@@ -65,6 +65,16 @@ def vanished_classes_error(required, splits: Dict[str, dict]):
   return None
 
 
+def reuse_error(counts: Optional[dict], section: Optional[dict]):
+  """The reason a night fails when it found fewer records in the previous run's shards than it
+  decided to reuse (shards that lack records their index lists), or None."""
+  if not counts or counts['reused'] == counts['to_reuse']:
+    return None
+  return (f'{counts["to_reuse"]} unchanged images were to be reused from '
+          f'{(section or {}).get("reused_from")}, but its shards hold {counts["reused"]} of '
+          'their records; rerun with --full_rebuild')
+
+
 class _WriteMetadataFn(beam.DoFn):
   """None -> the metadata files; see the module docstring."""
 
@@ -74,7 +84,8 @@ class _WriteMetadataFn(beam.DoFn):
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
               split_stats: Dict[str, dict], failures: List[Failure],
               duplicates: Optional[dict] = None, diff: Optional[dict] = None,
-              unused_written: List[str] = (), statistics: Optional[dict] = None):
+              unused_written: List[str] = (), statistics: Optional[dict] = None,
+              incremental: Optional[dict] = None):
     config = self._config
     out = config.get('write_dir') or config['output_dir']  # a dated run writes to staging
 
@@ -93,7 +104,8 @@ class _WriteMetadataFn(beam.DoFn):
     num_inputs = num_examples + num_failed
     error = '; '.join(problems) or failure_fraction_error(
         num_failed, num_inputs, config['max_failure_fraction'], path(contract.FAILURES_FILE)
-    ) or vanished_classes_error(config.get('required_classes', ()), splits)
+    ) or vanished_classes_error(config.get('required_classes', ()), splits
+    ) or reuse_error(incremental, config.get('incremental'))
 
     manifest = {
         'format_version': contract.FORMAT_VERSION,
@@ -118,6 +130,10 @@ class _WriteMetadataFn(beam.DoFn):
         'duplicates': duplicates,  # transforms.dedup.duplicates_section
         'run_date': config.get('run_date'),
         'diff': diff,  # transforms.image_index.DiffAgainstPrevious; None on a first run
+        # --run_date: what the night reused of the previous run (transforms.incremental)
+        'incremental': config.get('incremental') and {
+            **config['incremental'], 'reused': (incremental or {}).get('reused', 0),
+            'converted': (incremental or {}).get('converted', 0)},
         # transforms.statistics_tft.AnalyzeTrainingSplit (--stats), with its split's class counts
         contract.MANIFEST_STATISTICS: statistics and {
             **statistics, contract.STATS_CLASS_FREQUENCIES: splits.get(
@@ -189,14 +205,18 @@ class WriteMetadata(beam.PTransform):
     statistics: optional one-element PCollection, the manifest's ``statistics``
       (``transforms.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
       written); the training split's class counts are added as ``class_frequencies``.
+    incremental: optional one-element PCollection of a dated night's counts
+      (``transforms.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
+      config's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
   Config keys for dated runs: ``write_dir`` (the staging directory written to; the manifest
   still names ``output_dir``, where the run is published), ``write_success`` (False: the
   publication writes ``_SUCCESS``), ``run_date``, ``required_classes`` (``--strict_labels``).
   """
 
   def __init__(self, config, shard_paths, class_names, split_stats, failures, duplicates=None,
-               diff=None, written=None, statistics=None):
+               diff=None, written=None, statistics=None, incremental=None):
     super().__init__()
+    self._incremental = incremental
     self._config = config
     self._sides = (shard_paths, class_names, split_stats, failures)
     self._duplicates = duplicates
@@ -212,6 +232,8 @@ class WriteMetadata(beam.PTransform):
       extra['diff'] = beam.pvalue.AsSingleton(self._diff)
     if self._written is not None:
       extra['unused_written'] = beam.pvalue.AsList(self._written)
+    if self._incremental is not None:
+      extra['incremental'] = beam.pvalue.AsSingleton(self._incremental)
     if self._statistics is not None:
       extra['statistics'] = beam.pvalue.AsSingleton(self._statistics, default_value=None)
     return (

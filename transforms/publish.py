@@ -83,14 +83,21 @@ class _PublishFn(beam.DoFn):
   """manifest -> manifest, after the staged run is published (see the module docstring).
 
   Safe to retry (runners retry a failed bundle): an earlier run of the date is deleted once,
-  which a marker file in the staging directory records; files already moved stay; and when
-  nothing is left in staging, the move is done and only ``_SUCCESS`` and ``LATEST`` remain.
+  which a marker file holding this run's id records (first in staging, then moved with the
+  rest); files already moved stay; and when nothing is left in staging, the move is done and
+  only ``_SUCCESS`` and ``LATEST`` remain. The marker of another launch (one killed while
+  publishing) does not count: what that launch left in ``dt=DATE/`` is deleted like any earlier
+  run's files.
   """
 
-  def __init__(self, root: str, staging_dir: str, publish_dir: str):
+  def __init__(self, root: str, staging_dir: str, publish_dir: str, run_id: str = ''):
     self._root = root
     self._staging_dir = staging_dir
     self._publish_dir = publish_dir
+    self._run_id = run_id
+
+  def _marked_by_this_run(self, marker: str) -> bool:
+    return FileSystems.exists(marker) and read_text(marker) == self._run_id
 
   def process(self, manifest):
     staged = files_under(self._staging_dir)
@@ -102,9 +109,9 @@ class _PublishFn(beam.DoFn):
       moved = 0
     else:
       published_marker = FileSystems.join(self._publish_dir, _OLD_RUN_DELETED)
-      if marker not in staged and not FileSystems.exists(published_marker):
+      if not (self._marked_by_this_run(marker) or self._marked_by_this_run(published_marker)):
         self._delete_earlier_run()  # not yet done by an earlier attempt of this step
-        write_text(marker, '')
+        write_text(marker, self._run_id)
       moved = _move_tree(self._staging_dir, self._publish_dir) - 1
       FileSystems.delete([published_marker])  # moved with the rest; not part of the run
     write_text(FileSystems.join(self._publish_dir, contract.SUCCESS_FILE), '')
@@ -117,7 +124,8 @@ class _PublishFn(beam.DoFn):
     yield manifest
 
   def _delete_earlier_run(self):
-    """Deletes an earlier run of the date (only reached with --overwrite), _SUCCESS first."""
+    """Deletes an earlier run of the date (published: only reached with --overwrite; or what a
+    launch killed while publishing moved there, without _SUCCESS), _SUCCESS first."""
     old = files_under(self._publish_dir)
     if not old:
       return
@@ -132,11 +140,12 @@ class PublishRun(beam.PTransform):
     root: the root of the dated runs (``--output_dir``).
     staging_dir: ``ROOT/_staging/dt=DATE``, where the pipeline wrote the run.
     publish_dir: ``ROOT/dt=DATE``.
+    run_id: this launch's id (unique per launch), written in the publication's marker.
   """
 
-  def __init__(self, root: str, staging_dir: str, publish_dir: str):
+  def __init__(self, root: str, staging_dir: str, publish_dir: str, run_id: str = ''):
     super().__init__()
-    self._args = (root, staging_dir, publish_dir)
+    self._args = (root, staging_dir, publish_dir, run_id)
 
   def expand(self, manifests):
     return manifests | 'move into place, _SUCCESS, LATEST' >> beam.ParDo(_PublishFn(*self._args))

@@ -48,9 +48,10 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from PIL import Image, UnidentifiedImageError
 
-from transforms import codec
+from transforms import codec, reads
 from transforms.elements import (FAILURES_TAG, STAGE_LIST, STAGE_MASK, STAGE_MISSING,
-                                 STAGE_SPLIT, Failure, LabeledImage, SourceFile)
+                                 STAGE_SPLIT, Failure, LabeledImage, SourceFile,
+                                 source_version)
 from transforms.textfiles import read_text
 from transforms.splits import hash_split
 
@@ -284,7 +285,8 @@ class _PairFn(beam.DoFn):
           folders = ', '.join(f + '/' for f in self._split_folders)
           yield self._fail(image, STAGE_SPLIT, f'outside the split folders ({folders})')
         else:
-          yield LabeledImage(image.path, image.relpath, None, split, mask=masks[0])
+          yield LabeledImage(image.path, image.relpath, None, split, mask=masks[0],
+                             version=source_version(image, masks[0]))
 
   def _split_of(self, image: SourceFile) -> Optional[str]:
     if self._split_folders:
@@ -411,11 +413,10 @@ def upright_size(data: bytes) -> Tuple[int, int]:
 
 def read_mask_bytes(mask: SourceFile) -> bytes:
   """The mask file's bytes (any filesystem); MaskError naming it when it cannot be read."""
-  try:
-    with FileSystems.open(mask.path) as handle:
-      return handle.read()
-  except Exception as error:
-    raise MaskError(f'mask {mask.relpath}: cannot read: {type(error).__name__}: {error}') from None
+  try:  # transient errors are retried, then fail the run (transforms.reads.ReadFailed)
+    return reads.read_bytes(mask.path)
+  except reads.UnreadableFile as error:
+    raise MaskError(f'mask {mask.relpath}: cannot read: {error}') from None
 
 
 def convert_with_mask(data: bytes, mask: SourceFile, spec: codec.ImageSpec,

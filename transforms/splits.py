@@ -15,7 +15,8 @@ from typing import Iterable, Sequence, Tuple
 
 import apache_beam as beam
 
-from transforms.elements import FAILURES_TAG, STAGE_SPLIT, Failure, LabeledImage
+from transforms.elements import (FAILURES_TAG, STAGE_SPLIT, Failure, LabeledImage,
+                                 source_version)
 
 SPLIT_FOLDER_NAMES = ('train', 'val', 'validation', 'test')
 """Top-level folder names taken for splits (exact, lower case)."""
@@ -69,7 +70,8 @@ class _AssignSplit(beam.DoFn):
         return
     else:
       split = hash_split(source.relpath, self._fractions)
-    yield LabeledImage(source.path, source.relpath, label, split)
+    yield LabeledImage(source.path, source.relpath, label, split,
+                       version=source_version(source))
 
 
 class AssignSplits(beam.PTransform):

@@ -7,6 +7,8 @@ from typing import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import reads
+
 _BLOCK_CHARS = 1 << 20
 
 
@@ -54,9 +56,9 @@ def _put_empty_s3_object(path: str) -> None:
 
 
 def read_text(path: str) -> str:
-  """All of ``path`` as UTF-8 text, on any filesystem Beam knows."""
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-    return handle.read().decode('utf-8')
+  """All of ``path`` as UTF-8 text, on any filesystem Beam knows; transient errors are retried
+  (``transforms.reads``: raises UnreadableFile or ReadFailed)."""
+  return reads.read_bytes(path, CompressionTypes.UNCOMPRESSED).decode('utf-8')
 
 
 def replace_text(path: str, text: str) -> None:

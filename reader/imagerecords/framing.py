@@ -67,3 +67,27 @@ def record_spans(stream: BinaryIO) -> Iterator[RecordSpan]:
       raise FramingError(f'truncated record at byte {offset}: {length} data bytes announced')
     yield RecordSpan(offset, frame, length)
     offset += frame
+
+
+def read_records(stream: BinaryIO) -> Iterator[bytes]:
+  """Yields the data of each record of an (uncompressed, or already decompressed) TFRecord
+  stream, in file order, reading it front to back once (any stream: a gzip one too).
+
+  Checksums are not verified here (the writer's own files, counted when they were written).
+
+  Raises:
+    FramingError: a header or a record is cut short (a truncated file).
+  """
+  offset = 0
+  while True:
+    header = stream.read(HEADER_BYTES)
+    if not header:
+      return
+    if len(header) < HEADER_BYTES:
+      raise FramingError(f'truncated record header at byte {offset}')
+    (length,) = struct.unpack('<Q', header[:8])
+    frame = stream.read(length + FOOTER_BYTES)
+    if len(frame) < length + FOOTER_BYTES:
+      raise FramingError(f'truncated record at byte {offset}: {length} data bytes announced')
+    yield frame[:length]
+    offset += HEADER_BYTES + length + FOOTER_BYTES
