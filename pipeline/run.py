@@ -4,9 +4,10 @@
 
 The graph, top to bottom (every step is a PTransform from ``transforms/``)::
 
-    list files ─> label ─> split ─> [drop duplicates] ─> shuffle ─> decode/resize/encode
-                    └─> class names (side input) ─────────────────────────┘      │
-    converted examples <─────────────────────────────────────────────────────────┘
+    list files ─> label ─> split ─> [drop duplicates] ─> [reuse] ─> shuffle ─> decode/resize/encode
+                    └─> class names (side input) ─────────┼─────────────────────┘      │
+    converted examples <─── the previous run's records ───┴────────────────────────────┘
+      (--run_date: unchanged images keep their record, copied from the previous run's shards)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split
       ├─> duplicate groups, leakage
@@ -78,11 +79,15 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
   converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
-  examples = converted.examples
-  if reused is not None:
-    examples = (examples, reused) | 'converted and reused' >> beam.Flatten()
+  records = (converted.examples,) if reused is None else (converted.examples, reused)
+  # what every step but the writer reads of an example: all but its record bytes, so that the
+  # records of two sources are never flattened (held in memory) on the local runner
+  examples = converted.examples if reused is None else (
+      [source | f'{name}: drop the record bytes' >> beam.Map(_without_record)
+       for name, source in (('converted', converted.examples), ('reused', reused))]
+      | 'converted and reused' >> beam.Flatten())
 
-  shard_paths = examples | 'write shards' >> WriteSplits(
+  shard_paths = records | 'write shards' >> WriteSplits(
       config['output_dir'], config['num_shards'], config['compressed'],
       dali_index=config['dali_index'])
   split_stats = examples | 'split statistics' >> SplitStatistics()
@@ -108,6 +113,10 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
         config['output_root'], config['output_dir'], config['publish_dir'], config['run_id'])
+
+
+def _without_record(example):
+  return example._replace(serialized=b'')
 
 
 def _reuse_previous_night(images, config: dict, stats_split):

@@ -202,6 +202,44 @@ def test_a_changed_setting_rebuilds_the_night_fully(nights, tmp_path):
   assert night['converted'] == manifest_of(other / 'dt=2026-11-23')['num_examples']
 
 
+def test_statistics_of_an_incremental_night_equal_a_full_rebuilds(nights, tmp_path):
+  """--stats: reused training images bring their pixel sums from the previous index."""
+  images, _, _, _, _ = nights
+  first = tmp_path / 'first'
+  assert convert(images, first, '--run_date=2026-11-25', '--stats', *FLAGS) == 0
+  ant = sorted((images / 'ants').iterdir())[0]
+  shutil.copyfile(ant, images / 'ants' / 'zz_new_ant.jpg')  # one image to convert
+  try:
+    manifests = {}
+    for mode in ('incremental', 'full'):
+      root = tmp_path / mode
+      shutil.copytree(first, root)
+      flags = ['--full_rebuild'] if mode == 'full' else []
+      assert convert(images, root, '--run_date=2026-11-26', '--stats', *flags, *FLAGS) == 0
+      manifests[mode] = manifest_of(root / 'dt=2026-11-26')
+  finally:
+    (images / 'ants' / 'zz_new_ant.jpg').unlink()
+  assert manifests['incremental']['incremental']['converted'] == 1
+  assert manifests['incremental']['incremental']['reused'] == manifests['full']['num_examples'] - 1
+  assert manifests['incremental']['statistics'] == manifests['full']['statistics']
+  assert manifests['full']['statistics']['num_pixels'] > 0
+
+
+def test_a_changed_mask_converts_its_image_again(tmp_path):
+  """--masks: an image is unchanged only while its mask is too."""
+  voc = tmp_path / 'voc'
+  shutil.copytree(shared_data('segmentation/voc_palette'), voc)
+  root = tmp_path / 'out'
+  flags = ('--masks=voc', '--num_shards=1', '--splits=train=0.5,validation=0.5')
+  assert convert(voc, root, '--run_date=2026-11-20', *flags) == 0
+  mask = voc / 'SegmentationClass' / '2011_000006.png'
+  mask.write_bytes(mask.read_bytes() + b'\0')  # other bytes (after IEND), the same pixels
+  assert convert(voc, root, '--run_date=2026-11-21', *flags) == 0
+  night = manifest_of(root / 'dt=2026-11-21')
+  assert (night['incremental']['reused'], night['incremental']['converted']) == (2, 1)
+  assert night['num_examples'] == 3
+
+
 def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
   images, root, _, _, _ = nights
   broken = tmp_path / 'images'

@@ -211,7 +211,8 @@ def _delete_staging(shard_paths: List[str], staging_dir: str):
 
 
 class WriteSplits(beam.PTransform):
-  """PCollection[ConvertedExample] -> PCollection[str] of written shard paths.
+  """PCollection[ConvertedExample] (or a tuple of them) -> PCollection[str] of written shard
+  paths.
 
   Every split of ``num_shards`` gets exactly its number of shard files, empty ones included
   when it has fewer examples than shards (no example at all: every shard is empty). The paths
@@ -239,27 +240,39 @@ class WriteSplits(beam.PTransform):
     self._dali_index = dali_index
 
   def expand(self, examples):
+    # Several sources (the converted examples and a night's reused ones) are written to
+    # staging files each, never flattened first: a Flatten of the records would make the local
+    # runner hold all of them in memory between two stages.
+    sources = list(examples) if isinstance(examples, (tuple, list)) else [examples]
     splits = sorted(self._num_shards)
     index = {split: i for i, split in enumerate(splits)}
-    by_split = examples | 'partition by split' >> beam.Partition(
-        lambda example, _: index[example.split], len(splits))
     staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
+    located = {split: [] for split in splits}
+    for number, source in enumerate(sources):
+      name = '' if number == 0 else f'source {number}: '
+      prefix = _STAGING_PREFIX if number == 0 else f'{_STAGING_PREFIX}{number}'
+      by_split = source | f'{name}partition by split' >> beam.Partition(
+          lambda example, _: index[example.split], len(splits))
+      for split, pcoll in zip(splits, by_split):
+        located[split].append(
+            pcoll
+            | f'{name}{split}: records' >> beam.Map(lambda example: example.serialized)
+            # One file per bundle, no GroupByKey over the records (WriteImpl, num_shards=0).
+            | f'{name}{split}: write staging files' >> WriteToTFRecord(
+                FileSystems.join(staging_dir, split, prefix),
+                file_name_suffix=contract.SHARD_SUFFIX,
+                num_shards=0,
+                compression_type=CompressionTypes.UNCOMPRESSED)
+            # str -> (staging path, array('q') of frame offsets)
+            | f'{name}{split}: locate records' >> beam.Map(
+                lambda path: (path, frame_offsets(path))))
     written = []
-    for split, pcoll in zip(splits, by_split):
+    for split in splits:
       num_shards = self._num_shards[split]
-      staging_paths = (
-          pcoll
-          | f'{split}: records' >> beam.Map(lambda example: example.serialized)
-          # One file per bundle, no GroupByKey over the records (WriteImpl, num_shards=0).
-          | f'{split}: write staging files' >> WriteToTFRecord(
-              FileSystems.join(staging_dir, split, _STAGING_PREFIX),
-              file_name_suffix=contract.SHARD_SUFFIX,
-              num_shards=0,
-              compression_type=CompressionTypes.UNCOMPRESSED))
+      staging_files = located[split][0] if len(sources) == 1 else (
+          located[split] | f'{split}: staging files of every source' >> beam.Flatten())
       written.append(
-          staging_paths
-          # str -> (staging path, array('q') of frame offsets)
-          | f'{split}: locate records' >> beam.Map(lambda path: (path, frame_offsets(path)))
+          staging_files
           # -> one list of every staging file (always one element, [] when there is none)
           | f'{split}: all staging files' >> beam.combiners.ToList()
           # -> (shard index, [ShardRange, ...]) for each of the split's shards
