@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.folders import files_under
+from transforms.folders import delete_paths, escape_pattern, files_under
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -77,13 +77,14 @@ def plan_run(root: str, run_date: str, overwrite: bool) -> RunLayout:
   leftovers = files_under(staging_dir)
   if leftovers:
     _LOG.info('clearing %d files an unfinished run staged in %s', len(leftovers), staging_dir)
-    FileSystems.delete(leftovers)
+    delete_paths(leftovers)
   return RunLayout(root, run_date, publish_dir, staging_dir, previous_run(root, run_date))
 
 
 def previous_run(root: str, run_date: str) -> Optional[str]:
   """The newest published run (one with ``_SUCCESS``) dated before ``run_date``, or None."""
-  pattern = FileSystems.join(root, f'{contract.RUN_DIR_PREFIX}*', contract.SUCCESS_FILE)
+  pattern = FileSystems.join(escape_pattern(root), f'{contract.RUN_DIR_PREFIX}*',
+                             contract.SUCCESS_FILE)
   dates = []
   for metadata in FileSystems.match([pattern])[0].metadata_list:
     name = posixpath.basename(posixpath.dirname(metadata.path.replace('\\', '/')))

@@ -9,7 +9,9 @@ from typing import NamedTuple, Optional
 
 # The stages an input can fail at, in pipeline order; each is a value of Failure.stage.
 # 'list', 'missing' and 'duplicate' are reported but are not failed image inputs (NOT_INPUTS).
-STAGE_LIST = 'list'  # listed, but not an image file extension
+STAGE_LIST = 'list'  # met by the listing but not listed: not an image file extension, a link
+# that leaves the root, dangles or loops, not a regular file, too large, a folder that cannot be
+# listed (transforms.listing)
 STAGE_LABEL = 'label'  # no label could be assigned
 STAGE_MISSING = 'missing'  # named in the label file, but no such image (not an input)
 STAGE_SPLIT = 'split'  # no split could be assigned
@@ -36,10 +38,14 @@ class SourceFile(NamedTuple):
   path: the full path or URL, as FileSystems takes it.
   relpath: the path relative to the input root, '/'-separated (stored as image/filename).
   split: the split a label file's ``split`` column names for it; None otherwise.
+  size_in_bytes: the file's size as listed (None where unknown).
+  mtime: its last modification time as listed, epoch seconds (None where unknown).
   """
   path: str
   relpath: str
   split: Optional[str] = None
+  size_in_bytes: Optional[int] = None
+  mtime: Optional[float] = None
 
 
 class LabeledImage(NamedTuple):

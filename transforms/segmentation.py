@@ -51,6 +51,7 @@ from PIL import Image, UnidentifiedImageError
 from transforms import codec
 from transforms.elements import (FAILURES_TAG, STAGE_LIST, STAGE_MASK, STAGE_MISSING,
                                  STAGE_SPLIT, Failure, LabeledImage, SourceFile)
+from transforms.folders import escape_pattern
 from transforms.textfiles import read_text
 from transforms.splits import hash_split
 
@@ -186,7 +187,7 @@ def read_split_lists(input_dir: str) -> Dict[str, Tuple[str, ...]]:
   Raises:
     ValueError: a list's name is not a valid split name.
   """
-  pattern = FileSystems.join(input_dir, *VOC_SPLIT_LISTS.split('/'), '*.txt')
+  pattern = FileSystems.join(escape_pattern(input_dir), *VOC_SPLIT_LISTS.split('/'), '*.txt')
   paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
   names = {posixpath.splitext(posixpath.basename(p.replace('\\', '/')))[0]: p for p in paths}
   if {'train', 'val', 'trainval'} <= set(names):
