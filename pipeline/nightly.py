@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.folders import delete_paths, escape_pattern, files_under
+from transforms.folders import delete_paths, escape_pattern, files_under, match
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -86,7 +86,7 @@ def previous_run(root: str, run_date: str) -> Optional[str]:
   pattern = FileSystems.join(escape_pattern(root), f'{contract.RUN_DIR_PREFIX}*',
                              contract.SUCCESS_FILE)
   dates = []
-  for metadata in FileSystems.match([pattern])[0].metadata_list:
+  for metadata in match(pattern):
     name = posixpath.basename(posixpath.dirname(metadata.path.replace('\\', '/')))
     date = name[len(contract.RUN_DIR_PREFIX):]
     if contract.RUN_DATE_RE.match(date) and date < run_date:

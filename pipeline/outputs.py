@@ -19,7 +19,7 @@ from imagerecords import contract
 
 from transforms import claim, dedup, sorted_lines, statistics_tft, write
 from transforms.elements import METRICS_NAMESPACE
-from transforms.folders import delete_tree, escape_pattern, files_under, is_local
+from transforms.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.publish import delete_success_first
 from transforms.textfiles import read_text, replace_text, write_text
 
@@ -44,7 +44,7 @@ def _files_directly_in(directory: str) -> List[str]:
     except (FileNotFoundError, NotADirectoryError):
       return []
   pattern = FileSystems.join(escape_pattern(directory), '*')
-  return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+  return [m.path for m in match(pattern)]
 
 
 def existing_outputs(output_dir: str) -> List[str]:
@@ -321,6 +321,11 @@ def keep_run_log(log_path: str, output_root: str, run_id: str) -> str:
 def is_kept(log_path: str) -> bool:
   """True when the temporary log file ``log_path`` is the kept log of a failed run."""
   return log_path in _kept_temporary_logs
+
+
+def is_claim_lost(error: BaseException) -> bool:
+  """True when ``error`` is (or, from a worker, wraps) a ``ClaimLost``."""
+  return isinstance(error, claim.ClaimLost) or 'ClaimLost' in str(error)
 
 
 def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optional[str]) -> str:

@@ -19,6 +19,7 @@ With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" 
 too) and the class names are the masks' (``transforms.segmentation``).
 """
 
+import _thread
 import logging
 import os
 import sys
@@ -80,7 +81,7 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
 
   shard_paths = converted.examples | 'write shards' >> WriteSplits(
       config['output_dir'], config['num_shards'], config['compressed'],
-      dali_index=config['dali_index'])
+      dali_index=config['dali_index'], claim=config['manifest'].get('claim'))
   split_stats = converted.examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
@@ -299,10 +300,16 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   except (ValueError, OSError, claim.OutputClaimed) as error:
     _LOG.error('%s', error)
     return 2
+  held.on_lost = _thread.interrupt_main  # the heartbeat found the claim taken: stop the run
   held.start_heartbeat()
   status = 1
   try:
     status = _run_claimed(options, convert_options, held, log_path, output_root)
+  except KeyboardInterrupt:
+    if not held.lost:
+      raise
+    # The output is another run's now: nothing here is cleaned up or published.
+    _LOG.error('run failed: %s', held.lost)
   finally:  # a launch that stopped before writing anything leaves no claim file either
     held.release(forget=status == 2)
   return status
@@ -313,7 +320,11 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   """The run, its output claimed: prepares the output, runs the pipeline, reports."""
   try:
     config = job_config(convert_options, held.token)
+    claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
     outputs.prepare_output_dir(config['output_dir'], convert_options.overwrite)
+  except claim.ClaimLost as error:
+    _LOG.error('run failed: %s', error)
+    return 1
   except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished) as error:
     _LOG.error('%s', error)
     return 2
@@ -356,9 +367,10 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     return 0
   _LOG.info('the run failed: %s: %s', type(failure).__name__, failure, exc_info=failure,
             extra=outputs.LOG_FILE_ONLY)  # the traceback, for the log file
-  outputs.remove_working_folders(config['output_dir'])
-  kept = outputs.keep_run_log(log_path, output_root, held.token.run_id)
   reason = outputs.failure_reason(failure, manifest, held.lost)
+  if not (held.lost or outputs.is_claim_lost(failure)):  # else the folders are another run's
+    outputs.remove_working_folders(config['output_dir'])
+  kept = outputs.keep_run_log(log_path, output_root, held.token.run_id)
   _LOG.info('the whole log of this run: %s%s', kept,
             '' if convert_options.verbose else ' (--verbose shows it here)')
   _LOG.error('run failed: %s', reason)

@@ -52,7 +52,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.folders import delete_paths, escape_pattern, is_local, match_literal
+from transforms.folders import delete_paths, escape_pattern, is_local, match, match_literal
 from transforms.textfiles import read_text, write_text
 
 _LOG = logging.getLogger('imagerecords')
@@ -99,7 +99,7 @@ def _generations(folder: str, base: str) -> List[Tuple[int, str]]:
   else:
     pattern = FileSystems.join(escape_pattern(folder), escape_pattern(base) + '.*')
     try:
-      paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+      paths = [m.path for m in match(pattern)]
     except OSError:  # BeamIOError where nothing matches on some filesystems
       paths = []
   found = []
@@ -287,6 +287,7 @@ class Claim:
 
   def __init__(self, token: ClaimToken, record: dict, created: List[str],
                clock: Callable[[], float]):
+    self.on_lost: Optional[Callable[[], None]] = None  # called once, from the heartbeat thread
     self.token = token
     self._record = record
     self._created = created  # local folders acquire() made, removed again when left empty
@@ -305,6 +306,8 @@ class Claim:
     except ClaimLost as error:
       self.lost = str(error)
       _LOG.error('%s', error)
+      if self.on_lost is not None:
+        self.on_lost()
       return False
     self._record['heartbeat'] = self._clock()
     try:
@@ -319,7 +322,8 @@ class Claim:
         return
 
   def start_heartbeat(self) -> None:
-    """Renews the claim every quarter of its lease from a daemon thread, until :meth:`release`."""
+    """Renews the claim every quarter of its lease from a daemon thread, until :meth:`release`;
+    calls ``on_lost`` when it finds the claim taken over (the launcher stops the run)."""
     every_s = max(self._record['lease_s'] / 4, 0.05)
     self._thread = threading.Thread(target=self._beat, args=(every_s,),
                                     name='imagerecords-claim-heartbeat', daemon=True)

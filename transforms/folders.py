@@ -14,6 +14,7 @@ with ``os`` calls, without patterns at all::
 
 import os
 import shutil
+import warnings
 from typing import Iterable, List, Optional
 
 from apache_beam.io.filesystem import FileMetadata
@@ -42,6 +43,17 @@ def escape_pattern(path: str) -> str:
   return ''.join(_PATTERN_CHARACTERS.get(c, c) for c in path)
 
 
+def match(pattern: str, limit: Optional[int] = None) -> List[FileMetadata]:
+  """``FileSystems.match`` of one pattern (its literal parts made with :func:`escape_pattern`).
+
+  Python's ``re`` warns "Possible nested set" (a FutureWarning) at the regex Beam makes of the
+  ``[[]`` escape; it is the standard fnmatch quote, and the warning is silenced here.
+  """
+  with warnings.catch_warnings():
+    warnings.filterwarnings('ignore', 'Possible nested set', FutureWarning)
+    return FileSystems.match([pattern], limits=[limit])[0].metadata_list
+
+
 def match_literal(path: str) -> Optional[FileMetadata]:
   """The metadata of exactly ``path`` (any filesystem), or None when there is no such file."""
   if is_local(path):
@@ -50,7 +62,7 @@ def match_literal(path: str) -> Optional[FileMetadata]:
     except OSError:
       return None
     return FileMetadata(path, stat.st_size, stat.st_mtime)
-  found = FileSystems.match([escape_pattern(path)])[0].metadata_list
+  found = match(escape_pattern(path))
   return found[0] if found else None
 
 
@@ -67,10 +79,10 @@ def files_under(directory: str) -> List[str]:
                    if os.path.islink(os.path.join(parent, name)))
     return sorted(found)
   try:
-    result = FileSystems.match([FileSystems.join(escape_pattern(directory), '**')])[0]
+    found = match(FileSystems.join(escape_pattern(directory), '**'))
   except OSError:  # BeamIOError (a subclass) where nothing matches on some filesystems
     return []
-  return sorted(m.path for m in result.metadata_list)
+  return sorted(m.path for m in found)
 
 
 def holds_a_file(directory: str) -> bool:
@@ -80,8 +92,7 @@ def holds_a_file(directory: str) -> bool:
       if files:
         return True
     return False
-  pattern = FileSystems.join(escape_pattern(directory), '**')
-  return bool(FileSystems.match([pattern], limits=[1])[0].metadata_list)
+  return bool(match(FileSystems.join(escape_pattern(directory), '**'), limit=1))
 
 
 def delete_paths(paths: Iterable[str]) -> None:
@@ -100,8 +111,10 @@ def delete_paths(paths: Iterable[str]) -> None:
       os.remove(path)
   remote = [p for p in paths if not is_local(p)]
   if remote:
-    FileSystems.delete([escape_pattern(p) if FileSystems.get_scheme(p) in _DELETE_MATCHES_PATTERNS
-                        else p for p in remote])
+    with warnings.catch_warnings():  # see match()
+      warnings.filterwarnings('ignore', 'Possible nested set', FutureWarning)
+      FileSystems.delete([escape_pattern(p) if FileSystems.get_scheme(p) in _DELETE_MATCHES_PATTERNS
+                          else p for p in remote])
 
 
 def delete_tree(directory: str) -> None:

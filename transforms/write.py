@@ -53,7 +53,7 @@ import array
 import os
 import struct
 import uuid
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -63,6 +63,7 @@ from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, record_spans
 
+from transforms import claim as run_claim
 from transforms.folders import delete_tree, is_local
 from transforms.textfiles import write_text
 
@@ -228,19 +229,26 @@ class _WriteStagingFileFn(beam.DoFn):
 
 
 def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
-                         compressed: bool = False, dali_index: bool = False) -> int:
+                         compressed: bool = False, dali_index: bool = False,
+                         claim: Optional[run_claim.ClaimToken] = None) -> int:
   """:func:`copy_shard` so that ``shard_path`` (and its DALI index) appears only complete.
 
   Locally the shard is written into ``staging_dir/shards/`` and renamed into place (the
-  index first, so a complete shard never lacks it); on object stores, where an object appears
-  only once its upload completes, it is written in place. Returns the number of records.
+  index first, so a complete shard never lacks it), once the run's ``claim`` is checked; on
+  object stores, where an object appears only once its upload completes, it is written in
+  place. Returns the number of records.
+
+  Raises:
+    ClaimLost: another run took the output over; nothing is renamed into it.
   """
   if not is_local(shard_path):
+    run_claim.check(claim)
     return copy_shard(ranges, shard_path, compressed, dali_index)
   name = os.path.basename(shard_path)
   partial = os.path.join(staging_dir, _SHARDS_BEING_WRITTEN, name)
   os.makedirs(os.path.dirname(partial), exist_ok=True)
   written = copy_shard(ranges, partial, compressed, dali_index)
+  run_claim.check(claim)
   if dali_index:
     os.replace(dali_index_path(partial), dali_index_path(shard_path))
   os.replace(partial, shard_path)
@@ -251,19 +259,20 @@ class _WriteShardFn(beam.DoFn):
   """(shard index, [ShardRange]) -> the final shard's path, after writing it."""
 
   def __init__(self, output_dir: str, split: str, num_shards: int, compressed: bool,
-               dali_index: bool):
+               dali_index: bool, claim: Optional[run_claim.ClaimToken]):
     self._output_dir = output_dir
     self._split = split
     self._num_shards = num_shards
     self._compressed = compressed
     self._dali_index = dali_index
+    self._claim = claim
 
   def process(self, element):
     shard, ranges = element
     path = FileSystems.join(self._output_dir, contract.shard_file_name(
         self._split, shard, self._num_shards, self._compressed))
     write_complete_shard(ranges, path, FileSystems.join(self._output_dir, STAGING_DIR),
-                         self._compressed, self._dali_index)
+                         self._compressed, self._dali_index, self._claim)
     yield path
 
 
@@ -287,13 +296,15 @@ class WriteSplits(beam.PTransform):
     num_shards: split name -> number of shards (every split the data can have).
     compressed: GZIP-compress the shards (``.tfrecord.gz``).
     dali_index: write a DALI index file ``<shard>.idx`` beside each (uncompressed) shard.
+    claim: the run's ``transforms.claim.ClaimToken``, checked before each shard takes its
+      final name (None: no check).
 
   Raises:
     ValueError: ``dali_index`` with ``compressed``.
   """
 
   def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False,
-               dali_index: bool = False):
+               dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None):
     super().__init__()
     if dali_index and compressed:
       raise ValueError('--dali_index needs uncompressed shards (DALI reads records at byte '
@@ -302,6 +313,7 @@ class WriteSplits(beam.PTransform):
     self._num_shards = dict(num_shards)
     self._compressed = compressed
     self._dali_index = dali_index
+    self._claim = claim
 
   def expand(self, examples):
     splits = sorted(self._num_shards)
@@ -329,7 +341,8 @@ class WriteSplits(beam.PTransform):
               lambda files, n: enumerate(plan_shards(sorted(files), n)), num_shards)
           | f'{split}: spread shards over workers' >> beam.Reshuffle()
           | f'{split}: write shards' >> beam.ParDo(_WriteShardFn(
-              self._output_dir, split, num_shards, self._compressed, self._dali_index)))
+              self._output_dir, split, num_shards, self._compressed, self._dali_index,
+              self._claim)))
     return (
         written
         | 'all shard paths' >> beam.Flatten()
