@@ -304,14 +304,16 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   held.start_heartbeat()
   status = 1
   try:
-    status = _run_claimed(options, convert_options, held, log_path, output_root)
-  except KeyboardInterrupt:
+    try:
+      status = _run_claimed(options, convert_options, held, log_path, output_root)
+    finally:  # a launch that stopped before writing anything leaves no claim file either
+      held.release(forget=status == 2)
+  except KeyboardInterrupt:  # from the heartbeat (or Ctrl-C, which goes on)
     if not held.lost:
       raise
     # The output is another run's now: nothing here is cleaned up or published.
     _LOG.error('run failed: %s', held.lost)
-  finally:  # a launch that stopped before writing anything leaves no claim file either
-    held.release(forget=status == 2)
+    status = 1
   return status
 
 

@@ -272,14 +272,15 @@ def check(token: Optional[ClaimToken]) -> None:
   folder, name = FileSystems.split(token.path)
   base = name.rsplit('.', 1)[0]
   newest = _generations(folder, base)
+  if newest and newest[-1][1] != token.path:
+    other = _read_claim(newest[-1][1]) or {}
+    raise ClaimLost(f'lost the claim on the output: run {other.get("run_id", "?")} took it over '
+                    f'from this run ({token.run_id}) in {newest[-1][1]}; this run publishes '
+                    'nothing')
   claim = _read_claim(token.path)
   if claim is None or claim.get('run_id') != token.run_id:
     raise ClaimLost(f'lost the claim on the output: {token.path} no longer names this run '
                     f'({token.run_id}); another run took it over, so this run publishes nothing')
-  if newest and newest[-1][1] != token.path:
-    other = _read_claim(newest[-1][1]) or {}
-    raise ClaimLost(f'lost the claim on the output: run {other.get("run_id", "?")} took it over '
-                    f'({newest[-1][1]}); this run publishes nothing')
 
 
 class Claim:
