@@ -328,9 +328,11 @@ def is_claim_lost(error: BaseException) -> bool:
   return isinstance(error, claim.ClaimLost) or 'ClaimLost' in str(error)
 
 
-def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optional[str]) -> str:
+def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optional[str],
+                   write_dir: str = '') -> str:
   """One line on why a run failed: the run's own verdict (the manifest's ``error``), a lost
-  claim, a full disk, or the error's type and first line.
+  claim, a full disk (naming the file, else ``write_dir``), or the error's type and last
+  line.
 
   The local runner re-raises a worker's error as a RuntimeError holding the traceback's text,
   so the kind of error is recognised from the exception chain and from that text.
@@ -343,7 +345,7 @@ def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optiona
   chain = error
   while chain is not None and len(texts) < 10:
     if isinstance(chain, OSError) and chain.errno == errno.ENOSPC:
-      return f'disk full: no space left on the device ({chain.filename or chain})'
+      return f'disk full: no space left on the device (writing {chain.filename or write_dir})'
     texts.append(f'{type(chain).__name__}: {chain}')
     chain = chain.__cause__ or chain.__context__
   text = '\n'.join(texts)
@@ -353,7 +355,7 @@ def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optiona
       return found.group(1).strip()
   if 'No space left on device' in text or '[Errno 28]' in text:
     where = re.search(r"No space left on device: '([^']+)'", text)
-    return 'disk full: no space left on the device' + (f' (writing {where.group(1)})'
-                                                         if where else '')
+    where = where.group(1) if where else write_dir
+    return 'disk full: no space left on the device' + (f' (writing {where})' if where else '')
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return f'{type(error).__name__}: {lines[-1] if lines else ""}'[:500]

@@ -369,7 +369,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     return 0
   _LOG.info('the run failed: %s: %s', type(failure).__name__, failure, exc_info=failure,
             extra=outputs.LOG_FILE_ONLY)  # the traceback, for the log file
-  reason = outputs.failure_reason(failure, manifest, held.lost)
+  reason = outputs.failure_reason(failure, manifest, held.lost, config['output_dir'])
   if not (held.lost or outputs.is_claim_lost(failure)):  # else the folders are another run's
     outputs.remove_working_folders(config['output_dir'])
   kept = outputs.keep_run_log(log_path, output_root, held.token.run_id)
