@@ -305,6 +305,11 @@ def validate(options: ConvertOptions) -> None:
   if options.stats and options.output_dir.startswith('s3://'):
     raise ValueError('--stats writes its transform with TensorFlow, which has no s3:// '
                      'filesystem in 2.21; pass --stats=false for an s3:// --output_dir')
+  if options.stats and any(c in options.output_dir for c in '[*?'):
+    raise ValueError('--stats writes its transform as a TensorFlow SavedModel, and TensorFlow '
+                     'loads one through glob patterns: in a folder whose path holds [, * or ? '
+                     f'({options.output_dir}) it could not be read back; pass --stats=false or '
+                     'choose another --output_dir')
   if options.dali_index and options.compression == 'gzip':
     raise ValueError('--dali_index needs uncompressed shards: DALI reads records at byte '
                      'offsets of the uncompressed file; drop --compression=gzip')

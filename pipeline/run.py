@@ -347,6 +347,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     # runner; the job's own last steps write the manifest, _SUCCESS and LATEST.
     _LOG.info('job submitted (state %s); it publishes its output when it finishes',
               getattr(p.result, 'state', None))
+    held.leave_to_lapse()  # no launcher renews it now: it covers the job for one more lease
     return 0
   if failure is None and held.lost:
     failure = claim.ClaimLost(held.lost)

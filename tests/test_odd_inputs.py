@@ -71,6 +71,12 @@ def test_overwrite_deletes_only_inside_the_named_output(tmp_path, name, sibling)
   assert manifest_of(out)['output_dir'] == str(out)
 
 
+def test_stats_are_refused_for_an_output_tensorflow_would_glob(tmp_path, caplog):
+  out = tmp_path / 'out[1]'
+  assert convert(SAMPLES, out, '--stats=true', *FLAGS) == 2
+  assert 'pass --stats=false' in caplog.text and not out.exists()
+
+
 def test_an_input_folder_named_like_a_pattern_is_read_alone(tmp_path):
   name = 'dataset[v2]*?'  # matches 'datasetv' + anything + one more character as a pattern
   _copy(ANTS[:3], tmp_path / name / 'ants')

@@ -35,7 +35,12 @@ Exclusive creation, the one primitive all of this needs, per filesystem:
 Limits: the lease is judged by the clock of the run that reads the claim against the heartbeat
 time the holder wrote, so hosts sharing an output must agree on the time within the lease. A
 runner that returns when the job is submitted (a Dataflow Flex Template launch) leaves no
-launcher to renew the claim: it protects the launch and lapses one lease later.
+launcher to renew the claim: it protects the launch and lapses one lease later. A process is
+taken for gone when its host name and kernel boot id are this machine's and its process id is
+not running (or is another process): containers that share an output, a kernel and a host name
+but not their process ids must be given distinct host names (Docker's and Kubernetes'
+default). Files the job writes in place before its checks (``images.jsonl``, ``transform_fn/``)
+are not fenced: a run that lost its claim is stopped by its heartbeat, at once, not before.
 """
 
 import json
@@ -84,8 +89,9 @@ def claim_name(run_date: Optional[str]) -> str:
 
 
 def _generation(name: str, base: str) -> Optional[int]:
-  match = re.fullmatch(re.escape(base) + r'\.(\d+)', name)
-  return int(match.group(1)) if match else None
+  """N of a claim file named ``base.N``; None for any other name."""
+  found = re.fullmatch(re.escape(base) + r'\.(\d+)', name)
+  return int(found.group(1)) if found else None
 
 
 def _generations(folder: str, base: str) -> List[Tuple[int, str]]:
@@ -112,11 +118,12 @@ def _generations(folder: str, base: str) -> List[Tuple[int, str]]:
 
 def _process_start(pid: int) -> Optional[str]:
   """The start time of process ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22),
-  which tells a reused process id; None where it cannot be read (no such process, no /proc)."""
+  which tells a reused process id; None where it cannot be read (no such process, no /proc)
+  and for a zombie (a process that ended, not yet reaped by its parent)."""
   try:
     with open(f'/proc/{pid}/stat', 'rb') as handle:
       fields = handle.read().rsplit(b')', 1)[1].split()
-    return fields[19].decode()
+    return None if fields[0] == b'Z' else fields[19].decode()
   except (OSError, IndexError):
     return None
 
@@ -295,6 +302,7 @@ class Claim:
     self._clock = clock
     self._stop = threading.Event()
     self._thread = None
+    self._lapsing = False
     self.lost: Optional[str] = None
 
   def renew(self) -> bool:
@@ -330,6 +338,14 @@ class Claim:
                                     name='imagerecords-claim-heartbeat', daemon=True)
     self._thread.start()
 
+  def leave_to_lapse(self) -> None:
+    """Stops the heartbeat and keeps the claim: it lapses one lease later. For a job that runs
+    on after the launcher returns (a template launch): its own checks still hold until then."""
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    self._lapsing = True
+
   def release(self, forget: bool = False) -> None:
     """Stops the heartbeat and gives the claim up if it is still this run's.
 
@@ -342,6 +358,8 @@ class Claim:
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
+    if self._lapsing:
+      return
     claim = _read_claim(self.token.path)
     if claim is None or claim.get('run_id') != self.token.run_id:
       return
