@@ -53,13 +53,18 @@ def image_files(root: pathlib.Path, limit: Optional[int] = None) -> List[pathlib
   return files[:limit] if limit else files
 
 
+FOLLOW_LINKS = '--follow_external_symlinks'
+"""The job's flag that takes the links of :func:`repeat_tree` (they point outside the input
+folder, which the job otherwise reports instead of reading); every bench run passes it."""
+
+
 def repeat_tree(files: Sequence[pathlib.Path], root: pathlib.Path, times: int,
                 dest: pathlib.Path) -> List[pathlib.Path]:
   """Symlinks each of ``files`` (under ``root``) ``times`` times into ``dest``, same layout.
 
   Copy ``k`` of ``a/b/x.jpg`` is ``dest/a/b/x__rK.jpg``: distinct file names (so labels and
   split folders are kept and no two inputs share a path), the same real photos. Returns the
-  links, sorted.
+  links, sorted. The job reads them with :data:`FOLLOW_LINKS`.
   """
   links = []
   for path in files:

@@ -97,7 +97,8 @@ def measure(files, root, times, image_size, num_shards, workdir, flags=()):
   out = pathlib.Path(workdir) / 'out'
   images = len(common.repeat_tree(files, root, times, source))
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={source}', f'--output_dir={out}',
-         f'--image_size={image_size}', f'--num_shards={num_shards}', *flags]
+         f'--image_size={image_size}', f'--num_shards={num_shards}', common.FOLLOW_LINKS,
+         *flags]
   status, wall, peak_pss, peak_rss, output = run_sampled(cmd)
   if status != 0:
     raise RuntimeError(f'{" ".join(cmd)} exited with {status}:\n{output[-3000:]}')

@@ -305,7 +305,7 @@ def run_pipeline(input_dir, output_dir, workers, image_size, flags=()):
   seconds of the command and every process it started)."""
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
          f'--output_dir={output_dir}', f'--image_size={image_size}', '--overwrite',
-         f'--direct_num_workers={workers}', *flags]
+         f'--direct_num_workers={workers}', common.FOLLOW_LINKS, *flags]
   status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True)
   if status != 0:
     raise RuntimeError(f'pipeline failed (exit {status}):\n{output[-3000:]}')

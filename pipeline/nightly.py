@@ -25,7 +25,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.folders import delete_tree, files_under
+from transforms.folders import delete_tree, escape_pattern, files_under, match
 from transforms.textfiles import read_text
 
 _LOG = logging.getLogger('imagerecords')
@@ -89,9 +89,10 @@ def plan_run(root: str, run_date: str, overwrite: bool) -> RunLayout:
 
 def previous_run(root: str, run_date: str) -> Optional[str]:
   """The newest published run (one with ``_SUCCESS``) dated before ``run_date``, or None."""
-  pattern = FileSystems.join(root, f'{contract.RUN_DIR_PREFIX}*', contract.SUCCESS_FILE)
+  pattern = FileSystems.join(escape_pattern(root), f'{contract.RUN_DIR_PREFIX}*',
+                             contract.SUCCESS_FILE)
   dates = []
-  for metadata in FileSystems.match([pattern])[0].metadata_list:
+  for metadata in match(pattern):
     name = posixpath.basename(posixpath.dirname(metadata.path.replace('\\', '/')))
     date = name[len(contract.RUN_DIR_PREFIX):]
     if contract.RUN_DATE_RE.match(date) and date < run_date:

@@ -16,11 +16,12 @@ import pipeline
 from transforms import codec
 from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.labels import check_label_source
-from transforms.listing import IMAGE_EXTENSIONS
+from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
 from transforms.segmentation import parse_masks
 from transforms.splits import SPLIT_FOLDER_NAMES
 
 DEFAULT_SPLITS = 'train=0.8,validation=0.2'
+DEFAULT_CLAIM_LEASE_S = 120.0
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
 
 
@@ -88,6 +89,15 @@ class ConvertOptions(PipelineOptions):
         help='Comma-separated file extensions taken for images, matched case-insensitively. '
         'Other files are reported in failures.jsonl as skipped. Default: %(default)s.')
     parser.add_argument(
+        '--follow_external_symlinks', action='store_true', default=False,
+        help='Follow symlinks (to files and folders) whose target lies outside --input_dir. '
+        'By default links are followed only while their target stays inside the input root; '
+        'one that leaves it, dangles or loops is reported in failures.jsonl (stage list).')
+    parser.add_argument(
+        '--max_file_bytes', type=int, default=DEFAULT_MAX_FILE_BYTES,
+        help='Refuse (stage list, never read) input files larger than this many bytes. '
+        f'Default {DEFAULT_MAX_FILE_BYTES:,} (512 MiB), far above any real photo.')
+    parser.add_argument(
         '--max_failure_fraction', type=float, default=0.05,
         help='Fail the run (no _SUCCESS) when more than this fraction of the image inputs '
         'cannot be converted. Default 0.05.')
@@ -100,6 +110,16 @@ class ConvertOptions(PipelineOptions):
     parser.add_argument(
         '--overwrite', action='store_true', default=False,
         help='Replace the files of an earlier run in --output_dir instead of refusing to run.')
+    parser.add_argument(
+        '--claim_lease_seconds', type=float, default=DEFAULT_CLAIM_LEASE_S,
+        help='A run claims its --output_dir (with --run_date: its date) and renews the claim '
+        'every quarter of this; another run finding a claim not renewed for this long takes it '
+        'over (a run that died). A claim of a process that is gone from this host is taken '
+        f'over at once. Default {DEFAULT_CLAIM_LEASE_S:g} s.')
+    parser.add_argument(
+        '--verbose', action='store_true', default=False,
+        help='Show every log line on the console, tracebacks included (by default they go to '
+        'the log file a failed run names in its last line).')
     parser.add_argument(
         '--run_date', default=None,
         help="Nightly mode: the run's date, YYYY-MM-DD (a scheduler's logical date). The run is "
@@ -280,6 +300,10 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--max_failure_fraction must be within [0, 1]')
   if options.max_pixels < 1:
     raise ValueError('--max_pixels must be positive')
+  if options.max_file_bytes < 1:
+    raise ValueError('--max_file_bytes must be positive')
+  if not options.claim_lease_seconds > 0:
+    raise ValueError('--claim_lease_seconds must be positive')
   if not extensions(options):
     raise ValueError('--extensions names no extension')
   check_label_source(options.label_source)
@@ -288,6 +312,11 @@ def validate(options: ConvertOptions) -> None:
   if options.stats and options.output_dir.startswith('s3://'):
     raise ValueError('--stats writes its transform with TensorFlow, which has no s3:// '
                      'filesystem in 2.21; pass --stats=false for an s3:// --output_dir')
+  if options.stats and any(c in options.output_dir for c in '[*?'):
+    raise ValueError('--stats writes its transform as a TensorFlow SavedModel, and TensorFlow '
+                     'loads one through glob patterns: in a folder whose path holds [, * or ? '
+                     f'({options.output_dir}) it could not be read back; pass --stats=false or '
+                     'choose another --output_dir')
   if options.dali_index and options.compression == 'gzip':
     raise ValueError('--dali_index needs uncompressed shards: DALI reads records at byte '
                      'offsets of the uncompressed file; drop --compression=gzip')

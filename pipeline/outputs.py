@@ -1,19 +1,27 @@
 """What the launcher does around the pipeline: guard the output directory, read the manifest
-back, print the summary, and keep the console readable."""
+back, print the summary, clean up after a failed run, and keep the console readable: one line
+per event, the reason of a failure in the last line, tracebacks in the run's log file."""
 
+import contextlib
+import datetime
+import errno
 import json
 import logging
+import os
 import re
+import sys
+import tempfile
 from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
-from transforms import dedup, sorted_lines, statistics_tft, write
+from transforms import claim, dedup, sorted_lines, statistics_tft, write
 from transforms.elements import METRICS_NAMESPACE
+from transforms.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.publish import delete_success_first
-from transforms.textfiles import read_text, replace_text
+from transforms.textfiles import read_text, replace_text, write_text
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -22,28 +30,57 @@ class OutputNotEmpty(RuntimeError):
   """The output directory holds files and ``--overwrite`` was not given."""
 
 
+WORKING_FOLDERS = (write.STAGING_DIR, statistics_tft.STAGING_DIR, sorted_lines.STAGING_DIR)
+"""The folders a run works in inside its output directory, deleted when it ends."""
+
+
+def _files_directly_in(directory: str) -> List[str]:
+  """The paths of the entries directly in ``directory`` (local: files, links and folders; object
+  stores: objects), taken literally; [] when it does not exist."""
+  if is_local(directory):
+    try:
+      with os.scandir(directory) as entries:
+        return [entry.path for entry in entries]
+    except (FileNotFoundError, NotADirectoryError):
+      return []
+  pattern = FileSystems.join(escape_pattern(directory), '*')
+  return [m.path for m in match(pattern)]
+
+
 def existing_outputs(output_dir: str) -> List[str]:
-  """Paths of the files directly in ``output_dir`` that a run writes (shards and metadata)."""
+  """Paths of what a run writes that is in ``output_dir`` (shards, metadata, the ``--stats``
+  folders, a dead run's working folders); never anything else, whatever its name."""
   names = (contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
            contract.SUCCESS_FILE, contract.IMAGES_INDEX_FILE,
-           # --stats (folders, deleted whole on local disk) and the TFDS metadata
-           contract.TRANSFORM_FN_DIR, contract.TRANSFORMED_METADATA_DIR,
            contract.TFDS_DATASET_INFO_FILE, contract.TFDS_FEATURES_FILE,
            contract.TFDS_CLASS_NAMES_FILE)
   found = []
-  for result in FileSystems.match([FileSystems.join(output_dir, '*')]):
-    for metadata in result.metadata_list:
-      base = metadata.path.replace('\\', '/').rsplit('/', 1)[-1]
-      if base.endswith(contract.DALI_INDEX_SUFFIX):  # a shard's DALI index (--dali_index)
-        base = base[:-len(contract.DALI_INDEX_SUFFIX)]
-      if base in names or contract.parse_shard_file_name(base):
-        found.append(metadata.path)
-  # the working folders of a run that died (hidden, so '*' does not match them)
-  for name in (write.STAGING_DIR, statistics_tft.STAGING_DIR, sorted_lines.STAGING_DIR):
-    path = FileSystems.join(output_dir, name)
-    if FileSystems.exists(path):
+  for path in _files_directly_in(output_dir):
+    base = path.rsplit('/', 1)[-1]
+    if base.endswith(contract.DALI_INDEX_SUFFIX):  # a shard's DALI index (--dali_index)
+      base = base[:-len(contract.DALI_INDEX_SUFFIX)]
+    if base in names or contract.parse_shard_file_name(base):
       found.append(path)
+  # --stats writes folders; a run that died leaves its working folders
+  for name in (contract.TRANSFORM_FN_DIR, contract.TRANSFORMED_METADATA_DIR, *WORKING_FOLDERS):
+    path = FileSystems.join(output_dir, name)
+    if is_local(path):
+      if os.path.lexists(path):
+        found.append(path)
+    else:
+      found.extend(files_under(path))
   return sorted(found)
+
+
+def remove_working_folders(write_dir: str) -> None:
+  """After a failed run: deletes its working folders in ``write_dir`` (staging records, shards
+  not yet complete, sort runs, TFT's files), as far as it can; the manifest stays."""
+  for name in WORKING_FOLDERS:
+    path = FileSystems.join(write_dir, name)
+    try:
+      delete_tree(path)
+    except OSError as error:  # the next run clears them, or refuses without --overwrite
+      _LOG.warning('could not remove %s: %s', path, error)
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -149,12 +186,176 @@ class _WorkerLogFilter(logging.Filter):
     return record.levelno >= logging.ERROR and 'RunFailed' not in text
 
 
-def configure_logging() -> None:
-  """INFO lines from this job, warnings and errors from everything else."""
-  logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s',
-                      datefmt='%H:%M:%S')
+_OUR_LOGGERS = ('imagerecords', 'pipeline', 'transforms')
+
+LOG_FILE_ONLY = {'log_file_only': True}
+"""``extra=`` of a log call whose record goes to the run's log file, not the console."""
+
+
+class _ConsoleFilter(logging.Filter):
+  """The console without ``--verbose`` drops other libraries' errors (a failing step's
+  traceback, repeated by every layer of the runner): the run's last line says why it failed,
+  and the log file holds them whole."""
+
+  def filter(self, record):
+    if getattr(record, 'log_file_only', False):
+      return False
+    return record.name.split('.')[0] in _OUR_LOGGERS or record.levelno < logging.ERROR
+
+
+class _ConsoleFormatter(logging.Formatter):
+  """The console without ``--verbose``: one line per record, never a traceback (other
+  libraries' warnings shortened to their first line)."""
+
+  def format(self, record):
+    message = record.getMessage()
+    if record.name.split('.')[0] not in _OUR_LOGGERS:
+      message = message.split('\n', 1)[0][:300]
+    return f'{self.formatTime(record, self.datefmt)} {record.levelname} {message}'
+
+
+_FMT, _DATEFMT = '%(asctime)s %(levelname)s %(message)s', '%H:%M:%S'
+_FORMAT = logging.Formatter(_FMT, datefmt=_DATEFMT)
+_run_log_handlers: List[logging.Handler] = []
+_kept_temporary_logs = set()
+
+
+def configure_logging(verbose: bool = False) -> str:
+  """INFO lines from this job, warnings and errors from everything else, on the console (only
+  their first lines and no tracebacks unless ``verbose``) and, whole, in a log file of this run.
+
+  Returns the log file's path (a local temporary file; :func:`keep_run_log` copies it beside
+  the output when the run fails, :func:`close_run_log` ends it).
+  """
+  root = logging.getLogger()
+  if not root.handlers:  # the command line (a test's or a host's logging stays as it is)
+    console = logging.StreamHandler()
+    console.set_name('imagerecords-console')
+    root.addHandler(console)
+    root.setLevel(logging.WARNING)
+  for handler in root.handlers:
+    if handler.get_name() == 'imagerecords-console':
+      for old in [f for f in handler.filters if isinstance(f, _ConsoleFilter)]:
+        handler.removeFilter(old)
+      if not verbose:
+        handler.addFilter(_ConsoleFilter())
+      handler.setFormatter(_FORMAT if verbose else
+                           _ConsoleFormatter(_FMT, datefmt=_DATEFMT))
   for name in ('imagerecords', 'pipeline', 'transforms'):
     logging.getLogger(name).setLevel(logging.INFO)
   forwarded = logging.getLogger('apache_beam.runners.portability.local_job_service')
   forwarded.setLevel(logging.INFO)
-  forwarded.addFilter(_WorkerLogFilter())
+  if not any(isinstance(f, _WorkerLogFilter) for f in forwarded.filters):
+    forwarded.addFilter(_WorkerLogFilter())
+  close_run_log()
+  fd, path = tempfile.mkstemp(prefix='imagerecords-run-', suffix='.log')
+  os.close(fd)
+  handler = logging.FileHandler(path, encoding='utf-8')
+  handler.setFormatter(_FORMAT)
+  handler.setLevel(logging.INFO)
+  root.addHandler(handler)
+  _run_log_handlers.append(handler)
+  return path
+
+
+def _console_handler() -> Optional[logging.StreamHandler]:
+  for handler in logging.getLogger().handlers:
+    if handler.get_name() == 'imagerecords-console':
+      return handler
+  return None
+
+
+@contextlib.contextmanager
+def worker_output_to_log(log_path: str, verbose: bool):
+  """While the pipeline runs, what is written to this process's standard error (file
+  descriptor 2, which the local runner's worker processes inherit: their own tracebacks) goes
+  to the run's log file; the console handler keeps writing to the terminal. A no-op with
+  ``verbose``, and where the console is not this job's (tests, a host's logging)."""
+  console = _console_handler()
+  if verbose or console is None:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  terminal = os.fdopen(os.dup(saved), 'w', buffering=1, encoding='utf-8', errors='replace')
+  previous = console.setStream(terminal)
+  log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+  os.dup2(log_fd, 2)
+  os.close(log_fd)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    console.setStream(previous)
+    terminal.close()
+
+
+def close_run_log() -> None:
+  """Detaches and closes the run's log file (started by :func:`configure_logging`)."""
+  root = logging.getLogger()
+  while _run_log_handlers:
+    handler = _run_log_handlers.pop()
+    root.removeHandler(handler)
+    handler.close()
+
+
+def keep_run_log(log_path: str, output_root: str, run_id: str) -> str:
+  """Copies the run's log file into the output's working folder
+  (``OUT/.imagerecords/run-<UTC time>-<run id>.log``) and returns where it is; where that
+  cannot be written (a full disk), the local temporary file stays and its path is returned."""
+  for handler in _run_log_handlers:
+    handler.flush()
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+  target = FileSystems.join(output_root, claim.WORK_DIR, f'run-{stamp}-{run_id}.log')
+  try:
+    with open(log_path, encoding='utf-8', errors='replace') as handle:
+      write_text(target, handle.read())
+  except OSError:  # ENOSPC above all: the temporary file is the log
+    _kept_temporary_logs.add(log_path)
+    return log_path
+  return target
+
+
+def is_kept(log_path: str) -> bool:
+  """True when the temporary log file ``log_path`` is the kept log of a failed run."""
+  return log_path in _kept_temporary_logs
+
+
+def is_claim_lost(error: BaseException) -> bool:
+  """True when ``error`` is (or, from a worker, wraps) a ``ClaimLost``."""
+  return isinstance(error, claim.ClaimLost) or 'ClaimLost' in str(error)
+
+
+def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optional[str],
+                   write_dir: str = '') -> str:
+  """One line on why a run failed: the run's own verdict (the manifest's ``error``), a lost
+  claim, a full disk (naming the file, else ``write_dir``), or the error's type and last
+  line.
+
+  The local runner re-raises a worker's error as a RuntimeError holding the traceback's text,
+  so the kind of error is recognised from the exception chain and from that text.
+  """
+  if manifest and manifest.get('status') == 'failed' and manifest.get('error'):
+    return manifest['error']
+  if lost:
+    return lost
+  texts = []
+  chain = error
+  while chain is not None and len(texts) < 10:
+    if isinstance(chain, OSError) and chain.errno == errno.ENOSPC:
+      return f'disk full: no space left on the device (writing {chain.filename or write_dir})'
+    texts.append(f'{type(chain).__name__}: {chain}')
+    chain = chain.__cause__ or chain.__context__
+  text = '\n'.join(texts)
+  for kind in ('ClaimLost', 'RunFailed'):
+    found = re.search(kind + r': (.+)', text)
+    if found:
+      return found.group(1).strip()
+  if 'No space left on device' in text or '[Errno 28]' in text:
+    where = re.search(r"No space left on device: '([^']+)'", text)
+    where = where.group(1) if where else write_dir
+    return 'disk full: no space left on the device' + (f' (writing {where})' if where else '')
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return f'{type(error).__name__}: {lines[-1] if lines else ""}'[:500]

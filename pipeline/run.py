@@ -20,6 +20,7 @@ With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" 
 too) and the class names are the masks' (``transforms.segmentation``).
 """
 
+import _thread
 import logging
 import os
 import sys
@@ -36,10 +37,11 @@ from imagerecords import contract
 import pipeline
 from pipeline import nightly, outputs
 from pipeline import options as opts
-from transforms import segmentation
+from transforms import claim, segmentation
 from transforms.convert import ConvertImages
 from transforms.dedup import DropDuplicates, ReportDuplicates
 from transforms.elements import FAILURES_TAG
+from transforms.folders import holds_a_file, is_local
 from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.incremental import CountConverted, ReusePreviousRecords
 from transforms.label_file import LabelsFromFile, label_file_splits, sniff_format
@@ -63,10 +65,13 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   spec = config['spec']
 
   # PBegin -> SourceFile(path, relpath)
+  # (links, special files and folders that cannot be listed are reported, never dropped)
   listed = p | 'list image files' >> ListImageFiles(
       config['input_dir'], config['extensions'],
       exclude=[config['label_file']] if config['label_file'] else [],
-      folders=config['masks'].listed_folders if config['masks'] else ())
+      folders=config['masks'].listed_folders if config['masks'] else (),
+      follow_external_symlinks=config['follow_external_symlinks'],
+      max_file_bytes=config['max_file_bytes'])
   # SourceFile -> LabeledImage(path, relpath, label, split[, mask]); class names side input
   images, label_failures, class_names = _label_and_split(p, listed.files, config)
   # --dedup=keep_first: hashed, one LabeledImage per group of byte-identical files
@@ -89,7 +94,7 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
 
   shard_paths = records | 'write shards' >> WriteSplits(
       config['output_dir'], config['num_shards'], config['compressed'],
-      dali_index=config['dali_index'])
+      dali_index=config['dali_index'], claim=config['manifest'].get('claim'))
   split_stats = examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
@@ -112,7 +117,8 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
       diff=diff, written=index, statistics=statistics, incremental=night_counts)
   if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
-        config['output_root'], config['output_dir'], config['publish_dir'], config['run_id'])
+        config['output_root'], config['output_dir'], config['publish_dir'],
+        claim=config['manifest'].get('claim'), run_id=config['run_id'])
 
 
 def _without_record(example):
@@ -166,9 +172,30 @@ def _label_and_split(p: beam.Pipeline, files, config: dict):
   return images, label_failures, class_names
 
 
-def job_config(options: opts.ConvertOptions) -> dict:
+def _check_input_dir(input_dir: str) -> None:
+  """Raises ValueError unless ``input_dir`` is a folder with something in it (locally: any
+  entry, a link to a folder included; on object stores: one object, found with a limit of 1)."""
+  if is_local(input_dir):
+    try:
+      with os.scandir(input_dir) as entries:
+        empty = next(entries, None) is None
+    except OSError as error:
+      raise ValueError(f'--input_dir={input_dir} cannot be listed: {error.strerror or error}'
+                       ) from None
+  else:
+    empty = not holds_a_file(input_dir)
+  if empty:
+    raise ValueError(f'--input_dir={input_dir} does not exist or holds no file')
+
+
+def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimToken] = None
+               ) -> dict:
   """Validates the options, probes the input's layout (a few bounded look-ups, no listing) and
   returns everything the graph needs, as plain values that pickle to any worker.
+
+  ``claim_token``: the run's claim on its output (``transforms.claim``), checked by the
+  pipeline before it publishes; a dated run clears a dead run's staging folder here, so the
+  claim must be held first.
 
   Raises:
     ValueError: a flag's value is wrong, or the input directory holds no file.
@@ -180,8 +207,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
   label_file = None
   if options.label_source.startswith('file:'):
     label_file = opts.absolute_dir(options.label_source.split(':', 1)[1])
-  if not FileSystems.match([FileSystems.join(input_dir, '**')], limits=[1])[0].metadata_list:
-    raise ValueError(f'--input_dir={input_dir} does not exist or holds no file')
+  _check_input_dir(input_dir)
   layout = nightly.plan_run(output_dir, options.run_date, options.overwrite) if (
       options.run_date) else None
   previous = layout.previous_dir if layout else None
@@ -237,6 +263,7 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'max_failure_fraction': options.max_failure_fraction,
       'start_time': time.time(),
       'incremental': incremental.manifest_section() if incremental else None,
+      'claim': claim_token,
   }
   if masks:
     manifest['image']['mask'] = {
@@ -260,7 +287,10 @@ def job_config(options: opts.ConvertOptions) -> dict:
       'stats': options.stats and spec.image_format != contract.RAW_FORMAT,
       'masks': masks, 'split_lists': split_lists,
       'incremental': incremental,  # --run_date: what the night reuses (pipeline.nightly)
-      'run_id': f'{os.getpid()}-{uuid.uuid4().hex}',  # this launch, in publication markers
+      # this launch, in publication markers: the claim's id (transforms.claim) when it holds one
+      'run_id': claim_token.run_id if claim_token else f'{os.getpid()}-{uuid.uuid4().hex}',
+      'follow_external_symlinks': options.follow_external_symlinks,
+      'max_file_bytes': options.max_file_bytes,
   }
 
 
@@ -269,23 +299,71 @@ def run(argv: Optional[List[str]] = None) -> int:
 
   0: the output is published (``_SUCCESS`` written; with ``--run_date``, moved into
   ``dt=DATE/`` and named by ``LATEST``). 1: the run failed (too many failed inputs, no image,
-  a class of the label map vanished under ``--strict_labels``, a pipeline error); the reason is
-  logged last in one line and nothing is published. 2: nothing ran: a bad flag, an empty or
-  unreadable input, an unreadable label file, or an earlier run's files in ``--output_dir``
-  (or a published ``--run_date``) without ``--overwrite``.
+  a class of the label map vanished under ``--strict_labels``, a full disk, a lost claim, a
+  pipeline error); the reason is logged last in one line, the whole log is kept in the
+  output's ``.imagerecords/`` folder, the run's working folders are removed and nothing is
+  published. 2: nothing ran: a bad flag, an empty or unreadable input, an unreadable label
+  file, another run using the same output (or date), or an earlier run's files in
+  ``--output_dir`` (or a published ``--run_date``) without ``--overwrite``.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:
     print(opts.help_text())
     return 0
-  outputs.configure_logging()
+  # before Beam parses the options (which may log, setting up logging its own way)
+  log_path = outputs.configure_logging(verbose='--verbose' in argv)
   options = PipelineOptions(argv)
   convert_options = options.view_as(opts.ConvertOptions)
+  try:
+    return _claim_and_run(options, convert_options, argv, log_path)
+  finally:
+    outputs.close_run_log()
+    if not outputs.is_kept(log_path):
+      os.remove(log_path)
+
+
+def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOptions,
+                   argv: List[str], log_path: str) -> int:
+  """:func:`run` once the logging is set: claims the output, runs, releases the claim."""
   opts.apply_local_runner_defaults(options, argv)
   FileSystems.set_options(options)  # the launcher's own look-ups (s3:// needs its options)
+  try:  # the flags first: a bad one touches nothing
+    opts.validate(convert_options)
+    output_root = opts.absolute_dir(convert_options.output_dir)
+    if convert_options.run_date:
+      nightly.check_run_date(convert_options.run_date)
+    held = claim.acquire(output_root, convert_options.run_date,
+                         convert_options.claim_lease_seconds)
+  except (ValueError, OSError, claim.OutputClaimed) as error:
+    _LOG.error('%s', error)
+    return 2
+  held.on_lost = _thread.interrupt_main  # the heartbeat found the claim taken: stop the run
+  held.start_heartbeat()
+  status = 1
   try:
-    config = job_config(convert_options)
+    try:
+      status = _run_claimed(options, convert_options, held, log_path, output_root)
+    finally:  # a launch that stopped before writing anything leaves no claim file either
+      held.release(forget=status == 2)
+  except KeyboardInterrupt:  # from the heartbeat (or Ctrl-C, which goes on)
+    if not held.lost:
+      raise
+    # The output is another run's now: nothing here is cleaned up or published.
+    _LOG.error('run failed: %s', held.lost)
+    status = 1
+  return status
+
+
+def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
+                 held: claim.Claim, log_path: str, output_root: str) -> int:
+  """The run, its output claimed: prepares the output, runs the pipeline, reports."""
+  try:
+    config = job_config(convert_options, held.token)
+    claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
     outputs.prepare_output_dir(config['output_dir'], convert_options.overwrite)
+  except claim.ClaimLost as error:
+    _LOG.error('run failed: %s', error)
+    return 1
   except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished) as error:
     _LOG.error('%s', error)
     return 2
@@ -294,32 +372,49 @@ def run(argv: Optional[List[str]] = None) -> int:
                 f'{s} ({n} shards)' for s, n in config['num_shards'].items()))
   failure = None
   try:
-    with beam.Pipeline(options=options) as p:
-      build_pipeline(p, config)
+    with outputs.worker_output_to_log(log_path, convert_options.verbose):
+      with beam.Pipeline(options=options) as p:
+        build_pipeline(p, config)
   except Exception as error:  # pylint: disable=broad-except
+    # The boundary of the whole run: any error of any step ends here, to be reported in one
+    # line (its traceback goes to the log file) and cleaned up after.
     failure = error
   if failure is None and getattr(p.result, 'state', None) != PipelineState.DONE:
     # submitted, not run: a template launch (Dataflow Flex Template) or an asynchronous
     # runner; the job's own last steps write the manifest, _SUCCESS and LATEST.
     _LOG.info('job submitted (state %s); it publishes its output when it finishes',
               getattr(p.result, 'state', None))
+    held.leave_to_lapse()  # no launcher renews it now: it covers the job for one more lease
     return 0
+  if failure is None and held.lost:
+    failure = claim.ClaimLost(held.lost)
   published = failure is None and config['publish_dir'] or config['output_dir']
-  manifest = outputs.read_manifest(published)
+  try:
+    manifest = outputs.read_manifest(published)
+  except (OSError, ValueError):  # a manifest cut short by a full disk: none to show
+    manifest = None
   if manifest is not None and failure is None:
     manifest['metrics'] = outputs.beam_counters(p.result)  # as every runner reports them
-    outputs.write_manifest(published, manifest)
+    try:
+      claim.check(held.token)  # another run owns the output now: leave its manifest alone
+      outputs.write_manifest(published, manifest)
+    except (claim.ClaimLost, OSError) as error:
+      failure = error
   if manifest is not None:
     print(outputs.summary(manifest), file=sys.stderr)
-  if failure is not None:
-    reason = (manifest or {}).get('error')
-    if reason:  # a verdict of the run (too many failures, ...): the one line says it all
-      _LOG.error('run failed: %s', reason)
-    else:  # anything else is unexpected: the traceback is what a bug report needs
-      _LOG.error('run failed: %s: %s', type(failure).__name__, failure, exc_info=failure)
-    return 1
-  _LOG.info('done: %s', published)
-  return 0
+  if failure is None:
+    _LOG.info('done: %s', published)
+    return 0
+  _LOG.info('the run failed: %s: %s', type(failure).__name__, failure, exc_info=failure,
+            extra=outputs.LOG_FILE_ONLY)  # the traceback, for the log file
+  reason = outputs.failure_reason(failure, manifest, held.lost, config['output_dir'])
+  if not (held.lost or outputs.is_claim_lost(failure)):  # else the folders are another run's
+    outputs.remove_working_folders(config['output_dir'])
+  kept = outputs.keep_run_log(log_path, output_root, held.token.run_id)
+  _LOG.info('the whole log of this run: %s%s', kept,
+            '' if convert_options.verbose else ' (--verbose shows it here)')
+  _LOG.error('run failed: %s', reason)
+  return 1
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ def test_label_map_pins_ids_and_strict_labels_refuses_new_classes(tmp_path):
 
 
 def _tiny_imagenet_subset_with_splits(tmp_path, count=60):
-  """The first ``count`` Tiny ImageNet val images (symlinked) and a CSV label file with a
+  """The first ``count`` Tiny ImageNet val images (copied) and a CSV label file with a
   split column chosen by index: {relpath: (wnid, split)} and the CSV's path."""
   source = shared_data('tiny_imagenet_val')
   root = tmp_path / 'in' / 'images'
@@ -109,7 +109,7 @@ def _tiny_imagenet_subset_with_splits(tmp_path, count=60):
   expected = {}
   for index, line in enumerate((source / 'val_annotations.txt').read_text().splitlines()[:count]):
     name, wnid = line.split('\t')[:2]
-    (root / name).symlink_to(source / 'images' / name)
+    shutil.copy(source / 'images' / name, root / name)
     expected[f'images/{name}'] = (wnid, ('train', 'val', 'test')[index % 3])
   labels = tmp_path / 'labels.csv'
   labels.write_text('filename,label,split\n' + ''.join(

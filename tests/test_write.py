@@ -4,6 +4,7 @@ shards, GZIP, no staging files left, and DALI index files (transforms/write.py).
 import collections
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -36,9 +37,9 @@ def _filenames(records):
 def _split_folder_input(root: pathlib.Path) -> pathlib.Path:
   """The samples under train/<class>/, and a val/ split folder holding no image."""
   for path in SAMPLES.rglob('*.jpg'):
-    link = root / 'train' / path.relative_to(SAMPLES)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(path)
+    copy = root / 'train' / path.relative_to(SAMPLES)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, copy)
   (root / 'val').mkdir()
   (root / 'val' / 'notes.txt').write_text('not an image\n')
   return root

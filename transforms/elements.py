@@ -9,7 +9,9 @@ from typing import NamedTuple, Optional
 
 # The stages an input can fail at, in pipeline order; each is a value of Failure.stage.
 # 'list', 'missing' and 'duplicate' are reported but are not failed image inputs (NOT_INPUTS).
-STAGE_LIST = 'list'  # listed, but not an image file extension
+STAGE_LIST = 'list'  # met by the listing but not listed: not an image file extension, a link
+# that leaves the root, dangles or loops, not a regular file, too large, a folder that cannot be
+# listed (transforms.listing)
 STAGE_LABEL = 'label'  # no label could be assigned
 STAGE_MISSING = 'missing'  # named in the label file, but no such image (not an input)
 STAGE_SPLIT = 'split'  # no split could be assigned

@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
+from transforms.folders import escape_pattern
 from transforms.sorted_lines import WriteSortedLines
 
 # The diff's per-image verdicts, in the order the manifest lists them.
@@ -142,7 +143,7 @@ class DiffAgainstPrevious(beam.PTransform):
         lambda example: (example.relpath, json.loads(index_line(example))))
     before = (
         examples.pipeline
-        | 'read the previous index' >> ReadFromText(self._previous_index)
+        | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
         | 'key the previous run by file' >> beam.Map(_keyed_by_file))
     previous_run = self._previous_run
     return (

@@ -47,6 +47,7 @@ from transforms import reads
 from transforms.dedup import file_sha256
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
 from transforms.example import example_filename
+from transforms.folders import escape_pattern
 from transforms.pixel_sums import PixelSums
 
 REUSE_TAG = 'reuse'
@@ -194,7 +195,7 @@ class ReusePreviousRecords(beam.PTransform):
     now = images | 'key this night by file' >> beam.Map(lambda image: (image.relpath, image))
     before = (
         p
-        | 'read the previous index' >> ReadFromText(self._previous_index)
+        | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
         | 'key the previous night by file' >> beam.Map(_index_entry))
     decided = (
         {'now': now, 'before': before}

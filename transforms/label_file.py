@@ -39,6 +39,7 @@ from imagerecords import contract
 
 from transforms import reads
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, STAGE_MISSING, STAGE_SPLIT, Failure
+from transforms.folders import escape_pattern
 
 
 class LabelFileFormat(NamedTuple):
@@ -211,7 +212,7 @@ class LabelsFromFile(beam.PTransform):
     fmt, label_file = self._fmt, self._label_file
     entries = (
         files.pipeline
-        | 'read label file' >> beam.io.ReadFromText(label_file)
+        | 'read label file' >> beam.io.ReadFromText(escape_pattern(label_file))
         | 'parse lines' >> beam.FlatMap(lambda line: [e for e in [parse_line(line, fmt)] if e]))
     keyed_images = files | 'key images' >> beam.Map(
         lambda source: (_join_key(source.relpath, fmt), source))

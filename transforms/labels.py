@@ -44,6 +44,19 @@ def directory_label(relpath: str, split_folder: Optional[str] = None) -> Optiona
 
 LABEL_SOURCES = ('directory', 'filename:REGEX', 'file:PATH', 'none')
 
+_LINE_BREAKS = frozenset('\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029')
+"""The characters ``str.splitlines`` breaks lines at (readers read labels.txt with it)."""
+
+
+def class_name_problem(name: str) -> Optional[str]:
+  """Why ``name`` cannot be a class name, or None. A line break would split the class over two
+  lines of ``labels.txt`` (one class per line) and invent a class; every other character,
+  a backslash included, is kept as it is."""
+  if _LINE_BREAKS.intersection(name):
+    return (f'the class name {name!r} holds a line break, which labels.txt (one class per '
+            'line) cannot hold; rename it')
+  return None
+
 
 def filename_regex(label_source: str) -> 're.Pattern':
   """The compiled regex of ``filename:REGEX``.
@@ -112,6 +125,10 @@ class _AssignLabel(beam.DoFn):
         yield self._fail(source, 'not inside a class folder: with --label_source=directory the '
                          "class is the name of the image's parent folder")
         return
+    problem = class_name_problem(label)
+    if problem:
+      yield self._fail(source, problem)
+      return
     yield source, label
 
 

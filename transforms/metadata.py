@@ -26,8 +26,10 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import record_spans
 
+from transforms import claim as run_claim
 from transforms import tfds_metadata
 from transforms.elements import NOT_INPUTS, Failure
+from transforms.folders import match_literal
 from transforms.textfiles import write_text
 
 
@@ -88,6 +90,7 @@ class _WriteMetadataFn(beam.DoFn):
               incremental: Optional[dict] = None):
     config = self._config
     out = config.get('write_dir') or config['output_dir']  # a dated run writes to staging
+    run_claim.check(config.get('claim'))  # ClaimLost: another run owns the output now
 
     def path(name):
       return FileSystems.join(out, name)
@@ -146,6 +149,7 @@ class _WriteMetadataFn(beam.DoFn):
     for name, text in tfds_metadata.metadata_files(manifest).items():
       write_text(path(name), text)  # dataset_info.json, features.json: TFDS reads the output
     if config.get('write_success', True):  # a dated run's _SUCCESS comes with its publication
+      run_claim.check(config.get('claim'))
       write_text(path(contract.SUCCESS_FILE), '')
     yield manifest
 
@@ -156,9 +160,7 @@ class _WriteMetadataFn(beam.DoFn):
       name = contract.parse_shard_file_name(posixpath.basename(shard.replace('\\', '/')))
       if name is not None:
         by_split[name.split].append(shard)
-    sizes = {m.path: m.size_in_bytes
-             for result in (FileSystems.match(sorted(shard_paths)) if shard_paths else [])
-             for m in result.metadata_list}
+    sizes = {path: getattr(match_literal(path), 'size_in_bytes', None) for path in shard_paths}
     splits, problems = {}, []
     for split, num_shards in sorted(self._config['num_shards'].items()):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
@@ -208,7 +210,8 @@ class WriteMetadata(beam.PTransform):
     incremental: optional one-element PCollection of a dated night's counts
       (``transforms.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
       config's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
-  Config keys for dated runs: ``write_dir`` (the staging directory written to; the manifest
+  ``claim``: the run's ``transforms.claim.ClaimToken``, checked before anything is written and
+  before ``_SUCCESS`` (None: no check). Config keys for dated runs: ``write_dir`` (the staging directory written to; the manifest
   still names ``output_dir``, where the run is published), ``write_success`` (False: the
   publication writes ``_SUCCESS``), ``run_date``, ``required_classes`` (``--strict_labels``).
   """

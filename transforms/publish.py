@@ -24,7 +24,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.folders import files_under
+from transforms import claim as run_claim
+from transforms.folders import delete_paths, files_under
 from transforms.textfiles import read_text, replace_text, write_text
 
 _LOG = logging.getLogger(__name__)
@@ -36,10 +37,10 @@ def delete_success_first(paths: List[str]) -> None:
   success = [p for p in paths
              if posixpath.basename(p.replace('\\', '/')) == contract.SUCCESS_FILE]
   if success:
-    FileSystems.delete(success)
+    delete_paths(success)
   rest = [p for p in paths if p not in success]
   if rest:
-    FileSystems.delete(rest)
+    delete_paths(rest)
 
 
 def _move_tree(source: str, destination: str) -> int:
@@ -90,16 +91,19 @@ class _PublishFn(beam.DoFn):
   run's files.
   """
 
-  def __init__(self, root: str, staging_dir: str, publish_dir: str, run_id: str = ''):
+  def __init__(self, root: str, staging_dir: str, publish_dir: str, claim=None,
+               run_id: str = ''):
     self._root = root
     self._staging_dir = staging_dir
     self._publish_dir = publish_dir
+    self._claim = claim
     self._run_id = run_id
 
   def _marked_by_this_run(self, marker: str) -> bool:
     return FileSystems.exists(marker) and read_text(marker) == self._run_id
 
   def process(self, manifest):
+    run_claim.check(self._claim)  # ClaimLost: another run owns the date now; publish nothing
     staged = files_under(self._staging_dir)
     marker = FileSystems.join(self._staging_dir, _OLD_RUN_DELETED)
     if not staged:  # a retry after the move: only _SUCCESS and LATEST may be missing
@@ -113,7 +117,7 @@ class _PublishFn(beam.DoFn):
         self._delete_earlier_run()  # not yet done by an earlier attempt of this step
         write_text(marker, self._run_id)
       moved = _move_tree(self._staging_dir, self._publish_dir) - 1
-      FileSystems.delete([published_marker])  # moved with the rest; not part of the run
+      delete_paths([published_marker])  # moved with the rest; not part of the run
     write_text(FileSystems.join(self._publish_dir, contract.SUCCESS_FILE), '')
     name = posixpath.basename(self._publish_dir.replace('\\', '/').rstrip('/'))
     if point_latest(self._root, name):
@@ -140,12 +144,15 @@ class PublishRun(beam.PTransform):
     root: the root of the dated runs (``--output_dir``).
     staging_dir: ``ROOT/_staging/dt=DATE``, where the pipeline wrote the run.
     publish_dir: ``ROOT/dt=DATE``.
+    claim: the run's ``transforms.claim.ClaimToken`` on its date, checked before publishing;
+      None: no check.
     run_id: this launch's id (unique per launch), written in the publication's marker.
   """
 
-  def __init__(self, root: str, staging_dir: str, publish_dir: str, run_id: str = ''):
+  def __init__(self, root: str, staging_dir: str, publish_dir: str, claim=None,
+               run_id: str = ''):
     super().__init__()
-    self._args = (root, staging_dir, publish_dir, run_id)
+    self._args = (root, staging_dir, publish_dir, claim, run_id)
 
   def expand(self, manifests):
     return manifests | 'move into place, _SUCCESS, LATEST' >> beam.ParDo(_PublishFn(*self._args))

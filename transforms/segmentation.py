@@ -52,6 +52,7 @@ from transforms import codec, reads
 from transforms.elements import (FAILURES_TAG, STAGE_LIST, STAGE_MASK, STAGE_MISSING,
                                  STAGE_SPLIT, Failure, LabeledImage, SourceFile,
                                  source_version)
+from transforms.folders import escape_pattern, match
 from transforms.textfiles import read_text
 from transforms.splits import hash_split
 
@@ -187,8 +188,8 @@ def read_split_lists(input_dir: str) -> Dict[str, Tuple[str, ...]]:
   Raises:
     ValueError: a list's name is not a valid split name.
   """
-  pattern = FileSystems.join(input_dir, *VOC_SPLIT_LISTS.split('/'), '*.txt')
-  paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+  pattern = FileSystems.join(escape_pattern(input_dir), *VOC_SPLIT_LISTS.split('/'), '*.txt')
+  paths = sorted(m.path for m in match(pattern))
   names = {posixpath.splitext(posixpath.basename(p.replace('\\', '/')))[0]: p for p in paths}
   if {'train', 'val', 'trainval'} <= set(names):
     del names['trainval']

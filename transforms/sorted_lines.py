@@ -26,7 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.folders import delete_tree
+from transforms.folders import delete_paths, delete_tree
 from transforms.textfiles import write_lines
 
 STAGING_DIR = '.staging-sorted'
@@ -54,7 +54,7 @@ def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64) -
       group = runs[start:start + fan_in]
       merged.append(FileSystems.join(staging_dir, f'merged-{uuid.uuid4().hex}'))
       write_lines(merged[-1], heapq.merge(*(_read_lines(run) for run in group)))
-      FileSystems.delete(group)
+      delete_paths(group)
     runs = merged
   write_lines(path, heapq.merge(*(_read_lines(run) for run in runs)))
   delete_tree(staging_dir)  # the runs

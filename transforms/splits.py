@@ -147,14 +147,11 @@ class ShuffleOrder(beam.PTransform):
 def probe_split_folders(input_dir: str) -> Tuple[str, ...]:
   """The split folders present at the top of ``input_dir``, found without listing it.
 
-  One bounded look-up per candidate name (``FileSystems.match`` with a limit of one file), so
+  One bounded look-up per candidate name (``folders.holds_a_file``: the first file found), so
   the launcher learns the layout in a handful of requests even for a bucket of millions of
   files; the listing itself happens in the pipeline.
   """
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-  found = []
-  for name in SPLIT_FOLDER_NAMES:
-    pattern = FileSystems.join(input_dir, name, '**')
-    if FileSystems.match([pattern], limits=[1])[0].metadata_list:
-      found.append(name)
-  return tuple(found)
+  from transforms.folders import holds_a_file  # pylint: disable=import-outside-toplevel
+  return tuple(name for name in SPLIT_FOLDER_NAMES
+               if holds_a_file(FileSystems.join(input_dir, name)))

@@ -9,14 +9,15 @@ GroupByKey; only small references do::
     PCollection[ConvertedExample]
       | partition by split
       | <split>: records                     serialized tf.train.Example bytes
-      | <split>: write staging files         WriteToTFRecord(num_shards=0): one uncompressed file
-      |                                      per bundle in OUT/.staging-write/<split>/, no
-      |                                      GroupByKey over the records
+      | <split>: write staging files         one uncompressed TFRecord file per bundle in
+      |                                      OUT/.staging-write/<split>/, no GroupByKey over
+      |                                      the records
       | <split>: locate records              str -> (staging path, array of frame offsets)
       | <split>: all staging files           one list (references only: 8 bytes per record)
       | <split>: deal into N shards          -> (shard index, [ShardRange, ...]) for every shard
       | <split>: spread shards over workers  Reshuffle of the N references
-      | <split>: write shards                copy the framed records into each final shard
+      | <split>: write shards                copy the framed records into each shard, which
+      |                                      takes its final name only once complete
       -> all splits | delete staging files   after every shard is written
       -> PCollection[str]: the final shard paths
 
@@ -34,22 +35,36 @@ number per split whatever the data's size, so the file set is the same on every 
 ``dali_index``, each shard gets an NVIDIA DALI index file ``<shard file name>.idx`` written
 while the shard is written (see :func:`copy_shard`).
 
+A shard never exists half-written under its final name: locally it is written as
+``OUT/.staging-write/shards/<name>`` and renamed into place when complete (one ``rename`` on the
+same filesystem); on object stores an object appears only when its upload completes, so it is
+written under its final name directly. A run that dies (a full disk, say) leaves only staging
+files, which no reader takes for shards.
+
+The staging files are written by this module rather than Beam's ``WriteToTFRecord``, whose
+finalization matches and deletes files by glob patterns built from the output path: with a
+``[``, ``*`` or ``?`` in ``--output_dir`` it would select another folder's files.
+
 Every file operation goes through Beam's ``FileSystems``, so this works on local disk, gs:// and
 s3:// alike.
 """
 
 import array
+import os
 import struct
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+import uuid
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import WriteToTFRecord
+from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=protected-access
+from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, record_spans
 
-from transforms.folders import delete_tree
+from transforms import claim as run_claim
+from transforms.folders import delete_tree, is_local
 from transforms.textfiles import write_text
 
 STAGING_DIR = '.staging-write'
@@ -57,6 +72,7 @@ STAGING_DIR = '.staging-write'
 shard names are directly in the output directory), deleted once every shard is written."""
 
 _STAGING_PREFIX = 'records'
+_SHARDS_BEING_WRITTEN = 'shards'  # STAGING_DIR's folder of local shards until complete
 
 
 class ShardRange(NamedTuple):
@@ -183,22 +199,80 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
   return written
 
 
+class _WriteStagingFileFn(beam.DoFn):
+  """bytes (a serialized record) -> the path of one uncompressed TFRecord staging file per
+  bundle, emitted when the bundle ends (a bundle with no record writes no file).
+
+  A retried bundle writes a new file (a fresh name); the failed attempt's file is never
+  referenced and goes with the staging folder.
+  """
+
+  def __init__(self, folder: str):
+    self._folder = folder
+
+  def start_bundle(self):
+    self._path = None
+    self._handle = None
+
+  def process(self, record: bytes):
+    if self._handle is None:
+      self._path = FileSystems.join(
+          self._folder, f'{_STAGING_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
+      self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
+                                        compression_type=CompressionTypes.UNCOMPRESSED)
+    _TFRecordUtil.write_record(self._handle, record)
+
+  def finish_bundle(self):
+    if self._handle is not None:
+      self._handle.close()
+      yield GlobalWindows.windowed_value(self._path)
+
+
+def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
+                         compressed: bool = False, dali_index: bool = False,
+                         claim: Optional[run_claim.ClaimToken] = None) -> int:
+  """:func:`copy_shard` so that ``shard_path`` (and its DALI index) appears only complete.
+
+  Locally the shard is written into ``staging_dir/shards/`` and renamed into place (the
+  index first, so a complete shard never lacks it), once the run's ``claim`` is checked; on
+  object stores, where an object appears only once its upload completes, it is written in
+  place. Returns the number of records.
+
+  Raises:
+    ClaimLost: another run took the output over; nothing is renamed into it.
+  """
+  if not is_local(shard_path):
+    run_claim.check(claim)
+    return copy_shard(ranges, shard_path, compressed, dali_index)
+  name = os.path.basename(shard_path)
+  partial = os.path.join(staging_dir, _SHARDS_BEING_WRITTEN, name)
+  os.makedirs(os.path.dirname(partial), exist_ok=True)
+  written = copy_shard(ranges, partial, compressed, dali_index)
+  run_claim.check(claim)
+  if dali_index:
+    os.replace(dali_index_path(partial), dali_index_path(shard_path))
+  os.replace(partial, shard_path)
+  return written
+
+
 class _WriteShardFn(beam.DoFn):
   """(shard index, [ShardRange]) -> the final shard's path, after writing it."""
 
   def __init__(self, output_dir: str, split: str, num_shards: int, compressed: bool,
-               dali_index: bool):
+               dali_index: bool, claim: Optional[run_claim.ClaimToken]):
     self._output_dir = output_dir
     self._split = split
     self._num_shards = num_shards
     self._compressed = compressed
     self._dali_index = dali_index
+    self._claim = claim
 
   def process(self, element):
     shard, ranges = element
     path = FileSystems.join(self._output_dir, contract.shard_file_name(
         self._split, shard, self._num_shards, self._compressed))
-    copy_shard(ranges, path, self._compressed, self._dali_index)
+    write_complete_shard(ranges, path, FileSystems.join(self._output_dir, STAGING_DIR),
+                         self._compressed, self._dali_index, self._claim)
     yield path
 
 
@@ -223,13 +297,15 @@ class WriteSplits(beam.PTransform):
     num_shards: split name -> number of shards (every split the data can have).
     compressed: GZIP-compress the shards (``.tfrecord.gz``).
     dali_index: write a DALI index file ``<shard>.idx`` beside each (uncompressed) shard.
+    claim: the run's ``transforms.claim.ClaimToken``, checked before each shard takes its
+      final name (None: no check).
 
   Raises:
     ValueError: ``dali_index`` with ``compressed``.
   """
 
   def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False,
-               dali_index: bool = False):
+               dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None):
     super().__init__()
     if dali_index and compressed:
       raise ValueError('--dali_index needs uncompressed shards (DALI reads records at byte '
@@ -238,6 +314,7 @@ class WriteSplits(beam.PTransform):
     self._num_shards = dict(num_shards)
     self._compressed = compressed
     self._dali_index = dali_index
+    self._claim = claim
 
   def expand(self, examples):
     # Several sources (the converted examples and a night's reused ones) are written to
@@ -250,19 +327,15 @@ class WriteSplits(beam.PTransform):
     located = {split: [] for split in splits}
     for number, source in enumerate(sources):
       name = '' if number == 0 else f'source {number}: '
-      prefix = _STAGING_PREFIX if number == 0 else f'{_STAGING_PREFIX}{number}'
       by_split = source | f'{name}partition by split' >> beam.Partition(
           lambda example, _: index[example.split], len(splits))
       for split, pcoll in zip(splits, by_split):
         located[split].append(
             pcoll
             | f'{name}{split}: records' >> beam.Map(lambda example: example.serialized)
-            # One file per bundle, no GroupByKey over the records (WriteImpl, num_shards=0).
-            | f'{name}{split}: write staging files' >> WriteToTFRecord(
-                FileSystems.join(staging_dir, split, prefix),
-                file_name_suffix=contract.SHARD_SUFFIX,
-                num_shards=0,
-                compression_type=CompressionTypes.UNCOMPRESSED)
+            # One file per bundle, no GroupByKey over the records.
+            | f'{name}{split}: write staging files' >> beam.ParDo(
+                _WriteStagingFileFn(FileSystems.join(staging_dir, split)))
             # str -> (staging path, array('q') of frame offsets)
             | f'{name}{split}: locate records' >> beam.Map(
                 lambda path: (path, frame_offsets(path))))
@@ -280,7 +353,8 @@ class WriteSplits(beam.PTransform):
               lambda files, n: enumerate(plan_shards(sorted(files), n)), num_shards)
           | f'{split}: spread shards over workers' >> beam.Reshuffle()
           | f'{split}: write shards' >> beam.ParDo(_WriteShardFn(
-              self._output_dir, split, num_shards, self._compressed, self._dali_index)))
+              self._output_dir, split, num_shards, self._compressed, self._dali_index,
+              self._claim)))
     return (
         written
         | 'all shard paths' >> beam.Flatten()

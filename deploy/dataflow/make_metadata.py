@@ -45,6 +45,7 @@ REGEXES: Dict[str, str] = {
     'image_size': _POSITIVE_INT,
     'jpeg_quality': r'^([1-9]|[1-9][0-9]|100)$',
     'max_pixels': _POSITIVE_INT,
+    'max_file_bytes': _POSITIVE_INT,
     'extensions': r'^\.?[A-Za-z0-9]+(,\.?[A-Za-z0-9]+)*$',
     'max_failure_fraction': r'^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$',
     'run_date': r'^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$',
@@ -80,6 +81,10 @@ LABELS: Dict[str, str] = {
     'masks': 'Segmentation masks',
     'background': 'Background colour (R,G,B or #rrggbb)',
     'stats': 'Dataset statistics (tensorflow-transform)',
+    'follow_external_symlinks': 'Follow links that leave the input folder',
+    'max_file_bytes': 'Largest input file accepted (bytes)',
+    'claim_lease_seconds': 'Lease of the run\'s claim on its output (seconds)',
+    'verbose': 'Every log line on the console',
 }
 
 
