@@ -129,6 +129,7 @@ def _process_start(pid: int) -> Optional[str]:
 
 
 def _boot_id() -> str:
+  """This kernel's boot id ('' where there is none): tells a rebooted host from itself."""
   try:
     with open('/proc/sys/kernel/random/boot_id', encoding='ascii') as handle:
       return handle.read().strip()
@@ -228,6 +229,12 @@ def _create_exclusive(path: str, text: str) -> bool:
 
 
 def _create_exclusive_s3(path: str, text: str) -> bool:
+  """``PutObject`` with ``If-None-Match: *``; False when S3 answers that the key exists (412)
+  or that a racing conditional write holds it (409).
+
+  Raises:
+    botocore.exceptions.ClientError: any other refusal (credentials, bucket).
+  """
   from apache_beam.io.aws import s3io  # pylint: disable=import-outside-toplevel
   from botocore.exceptions import ClientError  # pylint: disable=import-outside-toplevel
   filesystem = FileSystems.get_filesystem(path)
@@ -244,6 +251,12 @@ def _create_exclusive_s3(path: str, text: str) -> bool:
 
 
 def _create_exclusive_gcs(path: str, text: str) -> bool:
+  """An upload with ``ifGenerationMatch=0`` (only if no live object has the name); False when
+  GCS answers 412.
+
+  Raises:
+    google.api_core.exceptions.GoogleAPIError: any other refusal.
+  """
   from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
   filesystem = FileSystems.get_filesystem(path)
   client = filesystem._gcsIO().client  # pylint: disable=protected-access

@@ -122,6 +122,7 @@ class _LocalTree:
     self._real_root = None
 
   def real_root(self) -> str:
+    """The input root with every link resolved (what a link's target must lie under)."""
     if self._real_root is None:
       self._real_root = os.path.realpath(self._root)
     return self._real_root
@@ -192,13 +193,17 @@ class _LocalTree:
       return self._failure(self._root, './', f'cannot list the input root: {error}')
     folder = _Folder(self._root, '', frozenset([(root_stat.st_dev, root_stat.st_ino)]))
     for name in filter(None, relpath.split('/')):
-      path = os.path.join(folder.path, name)
-      if not os.path.lexists(path):
-        return None
-      found = [e for e in os.scandir(folder.path) if e.name == name]
+      try:
+        with os.scandir(folder.path) as entries:
+          found = [entry for entry in entries if entry.name == name]
+      except OSError as error:
+        return self._failure(folder.path, (folder.relpath or '.') + '/',
+                             f'cannot list this folder: {error.strerror or error}')
       step = self.entry(folder, found[0]) if found else None
-      if not isinstance(step, _Folder):
+      if isinstance(step, Failure):
         return step
+      if not isinstance(step, _Folder):  # no such folder, or a file where a folder was named
+        return None
       folder = step
     return folder
 

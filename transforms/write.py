@@ -36,7 +36,7 @@ number per split whatever the data's size, so the file set is the same on every 
 while the shard is written (see :func:`copy_shard`).
 
 A shard never exists half-written under its final name: locally it is written as
-``OUT/.staging-write/shards/<name>`` and renamed into place when complete (one ``rename`` on the
+``OUT/.staging-write/.shards/<name>`` and renamed into place when complete (one ``rename`` on the
 same filesystem); on object stores an object appears only when its upload completes, so it is
 written under its final name directly. A run that dies (a full disk, say) leaves only staging
 files, which no reader takes for shards.
@@ -72,7 +72,8 @@ STAGING_DIR = '.staging-write'
 shard names are directly in the output directory), deleted once every shard is written."""
 
 _STAGING_PREFIX = 'records'
-_SHARDS_BEING_WRITTEN = 'shards'  # STAGING_DIR's folder of local shards until complete
+_SHARDS_BEING_WRITTEN = '.shards'  # STAGING_DIR's folder of local shards until complete (a
+# dot: no split can have the name)
 
 
 class ShardRange(NamedTuple):
@@ -233,7 +234,7 @@ def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_
                          claim: Optional[run_claim.ClaimToken] = None) -> int:
   """:func:`copy_shard` so that ``shard_path`` (and its DALI index) appears only complete.
 
-  Locally the shard is written into ``staging_dir/shards/`` and renamed into place (the
+  Locally the shard is written into ``staging_dir/.shards/`` and renamed into place (the
   index first, so a complete shard never lacks it), once the run's ``claim`` is checked; on
   object stores, where an object appears only once its upload completes, it is written in
   place. Returns the number of records.
