@@ -72,7 +72,7 @@ def test_transient_errors_cost_a_retry_not_an_image(photos, tmp_path, monkeypatc
 
 
 def test_a_file_that_keeps_failing_fails_the_night_and_publishes_nothing(photos, tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch, caplog):
   root = tmp_path / 'out'
   assert convert(photos, root, '--run_date=2026-11-20', *FLAGS) == 0
   stuck = sorted(photos.rglob('*.jpg'))[5]
@@ -81,6 +81,9 @@ def test_a_file_that_keeps_failing_fails_the_night_and_publishes_nothing(photos,
   stuck.write_bytes(stuck.read_bytes() + b'\0')  # changed: it must be read again
   assert convert(photos, root, '--run_date=2026-11-21', *FLAGS) == 1
   assert faults.injected.count(str(stuck)) == reads.ATTEMPTS
+  verdict = caplog.records[-1]  # the console's last line: why, in one line, naming the file
+  assert verdict.levelname == 'ERROR' and 'ReadFailed' in verdict.getMessage()
+  assert f'{stuck}: still failing after {reads.ATTEMPTS} attempts' in verdict.getMessage()
   assert not (root / 'dt=2026-11-21').exists()
   assert (root / 'LATEST').read_text().strip() == 'dt=2026-11-20'
 
