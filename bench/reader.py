@@ -64,9 +64,12 @@ def _random_crop_fn(image_size, dtype, plain_resize=False):
   """encoded JPEG -> the reader's training preprocessing, with stateful random ops:
   Inception-style window (decoded alone, or the whole image decoded and cropped), resized with
   the reader's own resize (or, ``plain_resize``, the ``tf.image.resize`` defaults users write),
-  flipped, cast. Two functions: (window decode, full decode)."""
+  flipped, cast. Two functions: (window decode, full decode). The reader's IDCT
+  (``contract.JPEG_DCT_METHOD``), or with ``plain_resize`` TensorFlow's default, as users write."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from imagerecords import contract  # pylint: disable=import-outside-toplevel
   from imagerecords import dataset as lib  # pylint: disable=import-outside-toplevel
+  dct_method = '' if plain_resize else contract.JPEG_DCT_METHOD
 
   def window(shape):
     begin, size, _ = tf.image.sample_distorted_bounding_box(
@@ -90,10 +93,10 @@ def _random_crop_fn(image_size, dtype, plain_resize=False):
 
   def window_decode(encoded):
     crop = window(tf.image.extract_jpeg_shape(encoded))
-    return finish(tf.io.decode_and_crop_jpeg(encoded, crop, channels=3))
+    return finish(tf.io.decode_and_crop_jpeg(encoded, crop, channels=3, dct_method=dct_method))
 
   def full_decode(encoded):
-    image = tf.io.decode_jpeg(encoded, channels=3)
+    image = tf.io.decode_jpeg(encoded, channels=3, dct_method=dct_method)
     y, x, h, w = tf.unstack(window(tf.shape(image)))
     return finish(tf.image.crop_to_bounding_box(image, y, x, h, w))
 
@@ -104,13 +107,14 @@ def row_load(records, split, batch_size, image_size, dtype, warmup, batches, ful
   """imagerecords.load in training mode; optionally without the crop-window decode."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import imagerecords  # pylint: disable=import-outside-toplevel
+  from imagerecords import contract  # pylint: disable=import-outside-toplevel
   from imagerecords import dataset as lib  # pylint: disable=import-outside-toplevel
   window_decode = lib._decode_window  # pylint: disable=protected-access
   if full_decode:
     def decode_whole_then_crop(encoded, window_fn, channels=3, raw_shape=None):
       del raw_shape  # the benchmark's records are JPEGs
-      image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8,
-                                 expand_animations=False)
+      image = tf.io.decode_jpeg(encoded, channels=channels,
+                                dct_method=contract.JPEG_DCT_METHOD)
       y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
       return tf.image.crop_to_bounding_box(image, y, x, h, w)
     lib._decode_window = decode_whole_then_crop  # pylint: disable=protected-access

@@ -5,6 +5,7 @@ Every flag is snake_case with help text; Beam's own flags (``--runner``, ``--pro
 """
 
 import argparse
+import difflib
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -285,6 +286,50 @@ def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -
   if (direct.direct_running_mode != 'in_memory'
       and not any(arg.startswith('--direct_num_workers') for arg in argv)):
     direct.direct_num_workers = os.cpu_count() or 1
+
+
+def check_flags(argv: Sequence[str]) -> None:
+  """Raises ValueError unless every flag in ``argv`` is defined by this job (``ConvertOptions``)
+  or by one of Beam's option classes (every runner's: Dataflow, Flink, portable, local, ...).
+
+  Beam itself only logs "Discarding unparseable args" and goes on with the defaults, so a typo
+  (``--image_sise=64``) would run the whole job at the default size. The parser is Beam's own:
+  the one ``PipelineOptions.get_all_options`` assembles from every registered options class
+  (the runner modules register theirs on import), parsed the same way (no abbreviations).
+  The suggestion is Beam's too: ``difflib.get_close_matches`` over the parser's flags, as in
+  ``PipelineOptions._warn_on_unknown_options``.
+
+  Args:
+    argv: the arguments after the program name, e.g. ``['--input_dir=in', '--project=p']``.
+      Tokens after a bare ``--`` and values that do not start with ``-`` are not flags.
+
+  Raises:
+    ValueError: one line naming the unknown flags, each with Beam's suggestion when it has
+      one, e.g. ``unknown flag --image_sise (did you mean --image_size?)``.
+  """
+  found = {}
+
+  def look_up(parser):  # called with the parser once every options class has added its flags
+    found['unknown'] = parser.parse_known_args(list(argv))[1]
+    found['known'] = [flag for action in parser._actions  # pylint: disable=protected-access
+                      for flag in action.option_strings]
+
+  # retain_unknown_options: Beam adds the unknown flags to its parser (after look_up ran)
+  # instead of logging that it discards them; the parsed values are not used.
+  PipelineOptions(list(argv)).get_all_options(
+      add_extra_args_fn=look_up, retain_unknown_options=True)
+  problems = []
+  for token in found['unknown']:
+    if token == '--':
+      break
+    if not token.startswith('-'):
+      continue  # the value of an unknown flag written as two tokens (--image_sise 64)
+    name = token.split('=', 1)[0]
+    suggestions = difflib.get_close_matches(name, found['known'])
+    problems.append(f'{name} (did you mean {suggestions[0]}?)' if suggestions else name)
+  if problems:
+    raise ValueError(f'unknown flag{"s" if len(problems) > 1 else ""} {", ".join(problems)}: '
+                     'defined neither by this job nor by Beam (see --help)')
 
 
 def validate(options: ConvertOptions) -> None:

@@ -328,6 +328,7 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   opts.apply_local_runner_defaults(options, argv)
   FileSystems.set_options(options)  # the launcher's own look-ups (s3:// needs its options)
   try:  # the flags first: a bad one touches nothing
+    opts.check_flags(argv)
     opts.validate(convert_options)
     output_root = opts.absolute_dir(convert_options.output_dir)
     if convert_options.run_date:

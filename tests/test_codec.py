@@ -393,7 +393,8 @@ def test_reader_reads_raw_and_one_channel_outputs(tmp_path, flags, channels):
       if record['image/format'] == b'raw':
         pixels = np.frombuffer(record['image/encoded'], np.uint8).reshape(32, 32, channels)
       else:
-        pixels = tf.io.decode_jpeg(record['image/encoded']).numpy()
+        pixels = tf.io.decode_jpeg(record['image/encoded'],  # the reader's IDCT
+                                   dct_method='INTEGER_ACCURATE').numpy()
       stored[record['image/filename']] = pixels
   dataset = imagerecords.load(str(out), 'validation', 8, image_size=32, return_filenames=True)
   seen = 0

@@ -116,7 +116,8 @@ def test_eval_labels_and_pixels_match_records(sample_dataset):
       assert label == record[contract.CLASS_LABEL]
       if shorter[name] == size:
         # Shorter side already `size`: the central square, decoded and passed through unchanged.
-        decoded = tf.io.decode_image(record[contract.IMAGE_ENCODED], channels=3).numpy()
+        decoded = tf.io.decode_jpeg(record[contract.IMAGE_ENCODED], channels=3,
+                                    dct_method=contract.JPEG_DCT_METHOD).numpy()
         top, left = (decoded.shape[0] - size) // 2, (decoded.shape[1] - size) // 2
         expected = decoded[top:top + size, left:left + size] / 255.0
         np.testing.assert_allclose(image, expected, atol=1e-6)

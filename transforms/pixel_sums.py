@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from imagerecords import contract
+
 from transforms.codec import EncodedImage
 
 _VALUES = np.arange(256, dtype=np.float64)
@@ -62,7 +64,7 @@ def stored_pixels(image: EncodedImage, channels: int, original: bool = False) ->
   import tensorflow as tf  # pylint: disable=import-outside-toplevel  # png, gif, bmp only
   if image.format == 'jpeg':
     return tf.io.decode_jpeg(image.data, channels=channels,
-                             dct_method='INTEGER_ACCURATE').numpy()
+                             dct_method=contract.JPEG_DCT_METHOD).numpy()
   return tf.io.decode_image(image.data, channels=channels, dtype=tf.uint8,
                             expand_animations=False).numpy()
 

@@ -138,6 +138,12 @@ TRANSFORM_INPUT = IMAGE_ENCODED
 TRANSFORM_IMAGE = 'image'  # float32 [B, S, S, 3], normalised: (pixel - mean) / std
 TRANSFORM_PIXEL_MEAN = 'pixel_mean'  # float32 [B, 3], the same row for every example
 TRANSFORM_PIXEL_STD = 'pixel_std'  # float32 [B, 3]
+JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
+"""The ``dct_method`` of every TensorFlow decode of a record's JPEG (``tf.io.decode_jpeg``,
+``tf.io.decode_and_crop_jpeg``): libjpeg-turbo's accurate integer IDCT, the pixels simplejpeg,
+Pillow and OpenCV give and the statistics above were computed from (``transforms/pixel_sums.py``
+in the writer). TensorFlow's default (``''``, its fast IDCT) gives red and blue about 1.1-1.3
+levels lower on the job's JPEGs, so a mean normalised with the statistics would be biased."""
 
 # --- TensorFlow Datasets metadata (tfds.builder_from_directory(OUT)) ----------------------------
 TFDS_DATASET_INFO_FILE = 'dataset_info.json'

@@ -31,7 +31,9 @@ Preprocessing, per example (``S`` = ``image_size``):
   decoded and passed through unchanged.
 
 Every image is decoded to the manifest's ``image.channels`` (3, RGB: grayscale records become
-RGB; 1 for a ``--channels=1`` output: grayscale), ``raw`` records (``--image_format=raw``) are
+RGB; 1 for a ``--channels=1`` output: grayscale), JPEGs with libjpeg-turbo's accurate integer
+IDCT (``contract.JPEG_DCT_METHOD``: the pixels the writer's ``--stats`` describe, so that
+``normalize=True`` centres them; TensorFlow's default fast IDCT would not), ``raw`` records (``--image_format=raw``) are
 reshaped from their bytes with their shape keys, and pixels are scaled to [0, 1], or,
 with ``dtype=tf.uint8``, kept as 0-255 pixel values for the accelerator to scale.
 """
@@ -360,7 +362,8 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
   """Decodes the window ``window_fn(shape)`` of an image as uint8 ``[h, w, channels]``.
 
   ``window_fn`` maps the image's ``[height, width, channels]`` to ``[y, x, h, w]``. JPEG
-  decodes only that window, its shape read from the header; anything else decodes whole; raw
+  decodes only that window, its shape read from the header, with the accurate integer IDCT
+  (``contract.JPEG_DCT_METHOD``); anything else decodes whole; raw
   pixels (``raw_shape`` given) are reshaped, then cropped.
   """
   if raw_shape is not None:
@@ -377,7 +380,8 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
 
   def jpeg():
     window = window_fn(tf.image.extract_jpeg_shape(encoded))
-    return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels)
+    return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels,
+                                      dct_method=contract.JPEG_DCT_METHOD)
 
   def other():
     image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8,

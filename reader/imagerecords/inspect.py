@@ -216,7 +216,8 @@ def check_record(record: Record, class_names: Sequence[str],
                  segmentation: bool = False) -> List[str]:
   """The problems of one parsed record, each a phrase (no file or index); [] when it is sound.
 
-  Decodes the image with TensorFlow (``tf.io.decode_image``, as the reader does; a ``raw``
+  Decodes the image with TensorFlow as the reader does (``tf.io.decode_jpeg`` with
+  ``contract.JPEG_DCT_METHOD`` for JPEG bytes, ``tf.io.decode_image`` for others; a ``raw``
   image is checked by its byte count) and compares its shape with the stored height, width and
   channels. Classification (``segmentation`` False): the class id indexes ``class_names`` and
   the class text is that name; a labeled dataset's record must have a class id. Segmentation:
@@ -236,8 +237,11 @@ def check_record(record: Record, class_names: Sequence[str],
                       f'{expected}')
   else:
     try:
-      shape = tuple(tf.io.decode_image(record.encoded, channels=0,
-                                       expand_animations=False).shape)
+      if tf.io.is_jpeg(record.encoded):  # as the reader decodes it (its IDCT: the contract's)
+        image = tf.io.decode_jpeg(record.encoded, dct_method=contract.JPEG_DCT_METHOD)
+      else:
+        image = tf.io.decode_image(record.encoded, channels=0, expand_animations=False)
+      shape = tuple(image.shape)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
       problems.append(f'image ({record.image_format}) does not decode: {_first_line(e)}')
     else:

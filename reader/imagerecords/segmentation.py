@@ -107,7 +107,8 @@ def preprocess_pair(encoded: tf.Tensor,
 
 def _decode_image_window(encoded, window, channels, raw_shape):
   """uint8 ``[h, w, channels]``: the ``[y, x, h, w]`` window of the image (JPEG decodes only
-  the window; other formats decode whole, then crop)."""
+  the window, with the accurate integer IDCT of ``contract.JPEG_DCT_METHOD``; other formats
+  decode whole, then crop)."""
   y, x, h, w = tf.unstack(window)
   if raw_shape is not None:
     image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), tf.cast(raw_shape, tf.int32))
@@ -115,7 +116,8 @@ def _decode_image_window(encoded, window, channels, raw_shape):
     return image
 
   def jpeg():
-    return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels)
+    return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels,
+                                      dct_method=contract.JPEG_DCT_METHOD)
 
   def other():
     image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8,
