@@ -416,6 +416,40 @@ def help_text() -> str:
   return _parser().format_help()
 
 
+def job_actions() -> List[argparse.Action]:
+  """The argparse actions of ConvertOptions, in declaration order (no --help).
+
+  The one list of the job's options that generated files are made from:
+  ``deploy/dataflow/make_metadata.py`` (metadata.json) and ``docs/make_options.py``
+  (docs/options.md).
+  """
+  parser = argparse.ArgumentParser(add_help=False)
+  ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  return list(parser._actions)  # pylint: disable=protected-access
+
+
+def required_names() -> frozenset:
+  """The options ``python -m pipeline.run --help`` marks required."""
+  actions = _parser()._actions  # pylint: disable=protected-access
+  return frozenset(action.dest for action in actions if action.required)
+
+
+def is_switch(action: argparse.Action) -> bool:
+  """True for an ``action='store_true'`` option."""
+  return action.nargs == 0 and action.const is True
+
+
+def help_of(action: argparse.Action) -> str:
+  """The option's --help text with argparse's %(default)s / %(choices)s expanded."""
+  text = action.help or ''
+  if '%' not in text:
+    return text
+  params = dict(vars(action), prog='pipeline.run')
+  if action.choices:
+    params['choices'] = ', '.join(str(choice) for choice in action.choices)
+  return text % params
+
+
 CONVERSION_OPTIONS = ('image_size', 'resize_mode', 'image_format', 'jpeg_quality', 'max_pixels',
                       'chroma_subsampling', 'channels', 'background', 'label_source', 'masks')
 """The options that decide a record's bytes: a night whose values differ from the previous

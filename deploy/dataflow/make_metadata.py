@@ -88,22 +88,11 @@ LABELS: Dict[str, str] = {
 }
 
 
-def job_actions() -> List[argparse.Action]:
-  """The argparse actions of ConvertOptions, in declaration order (no --help)."""
-  parser = argparse.ArgumentParser(add_help=False)
-  opts.ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  return list(parser._actions)  # pylint: disable=protected-access
-
-
-def required_names() -> frozenset:
-  """The options ``python -m pipeline.run --help`` marks required."""
-  actions = opts._parser()._actions  # pylint: disable=protected-access
-  return frozenset(action.dest for action in actions if action.required)
-
-
-def is_switch(action: argparse.Action) -> bool:
-  """True for an ``action='store_true'`` option."""
-  return action.nargs == 0 and action.const is True
+# The job's options, read from its parser in one shared place (docs/make_options.py uses it too).
+job_actions = opts.job_actions
+required_names = opts.required_names
+is_switch = opts.is_switch
+help_of = opts.help_of
 
 
 def regex_of(action: argparse.Action) -> str:
@@ -126,17 +115,6 @@ def regex_of(action: argparse.Action) -> str:
                  f'{pathlib.Path(__file__).name}')
 
 
-def help_of(action: argparse.Action) -> str:
-  """The option's --help text with argparse's %(default)s / %(choices)s expanded."""
-  text = action.help or ''
-  if '%' not in text:
-    return text
-  params = dict(vars(action), prog='pipeline.run')
-  if action.choices:
-    params['choices'] = ', '.join(str(choice) for choice in action.choices)
-  return text % params
-
-
 def metadata() -> dict:
   """The Flex Template metadata: name, description and one parameter per job option."""
   required = required_names()
@@ -154,7 +132,7 @@ def metadata() -> dict:
       'name': 'imagerecords',
       'description': 'Converts a folder of images (gs:// or s3://) into sharded TFRecord files '
                      'of tf.train.Example, with labels.txt, manifest.json, failures.jsonl and '
-                     '_SUCCESS (see README.md).',
+                     '_SUCCESS (see docs/output.md).',
       'parameters': parameters,
   }
 
