@@ -1,4 +1,4 @@
-"""examples/train_classifier.py runs as the README shows, on the converted sample photos."""
+"""examples/train_classifier.py runs as docs/proof.md shows, on the converted sample photos."""
 
 import re
 import subprocess

@@ -8,7 +8,7 @@ import pytest
 from pipeline import options as opts
 from tests.helpers import SAMPLES, convert
 
-# Real runner flags, as deploy/ and the README pass them; none of them is the job's own.
+# Real runner flags, as deploy/ and docs/converting.md pass them; none of them is the job's own.
 RUNNER_FLAGS = {
     'dataflow': ['--runner=DataflowRunner', '--project=my-project', '--region=europe-west1',
                  '--temp_location=gs://bucket/tmp', '--staging_location=gs://bucket/staging',

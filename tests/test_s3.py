@@ -68,7 +68,7 @@ def converted(s3, tmp_path_factory):
       '--image_size=64', '--resize_mode=center_crop', '--num_shards=2',
       '--stats=false']  # TensorFlow 2.21 has no s3:// filesystem for tensorflow-transform
   # The endpoint and credentials come from the environment, as boto3 reads them: the local
-  # runner's worker processes do not receive the --s3_* pipeline options (see README).
+  # runner's worker processes do not receive the --s3_* pipeline options (see docs/object-storage.md).
   env = dict(os.environ, AWS_ENDPOINT_URL_S3=s3['endpoint'], AWS_ACCESS_KEY_ID='testing',
              AWS_SECRET_ACCESS_KEY='testing', AWS_DEFAULT_REGION='us-east-1')
   try:

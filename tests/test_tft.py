@@ -239,15 +239,15 @@ def test_training_split_is_train_else_the_first_by_name():
   assert training_split([]) is None
 
 
-def test_readme_statistics_example_runs(sample_dataset):
+def test_docs_reader_statistics_example_runs(sample_dataset):
   import re  # pylint: disable=import-outside-toplevel
 
   from tests.helpers import REPO  # pylint: disable=import-outside-toplevel
-  blocks = re.findall(r'```py\n(.*?)```', (REPO / 'README.md').read_text(), re.S)
+  blocks = re.findall(r'```py\n(.*?)```', (REPO / 'docs' / 'reader.md').read_text(), re.S)
   assert len(blocks) == 1 and "data = 'out'" in blocks[0]
   namespace = {}
   code = blocks[0].replace("data = 'out'", f'data = {sample_dataset!r}')
-  exec(compile(code, 'README.md', 'exec'), namespace)  # pylint: disable=exec-used
+  exec(compile(code, 'docs/reader.md', 'exec'), namespace)  # pylint: disable=exec-used
   images, _ = next(iter(namespace['train']))
   assert images.shape[1:] == (224, 224, 3)
   assert set(namespace['weights']) == {0, 1}
