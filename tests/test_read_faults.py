@@ -113,3 +113,30 @@ def test_the_previous_nights_shards_are_read_again_after_a_reset(photos, tmp_pat
   night = manifest_of(root / 'dt=2026-11-21')
   assert night['incremental']['reused'] == night['num_examples'] == 24
   assert _fingerprints(root / 'dt=2026-11-21') == _fingerprints(root / 'dt=2026-11-20')
+
+
+def test_a_previous_shard_is_read_once_across_retries_and_a_cut_one_is_refused(
+    photos, tmp_path, monkeypatch):
+  from imagerecords.framing import FramingError, read_records  # pylint: disable=import-outside-toplevel
+  from transforms import incremental  # pylint: disable=import-outside-toplevel
+  assert convert(photos, tmp_path / 'out', *FLAGS) == 0
+  shard = sorted((tmp_path / 'out').glob('train-*.tfrecord'))[0]
+  with open(shard, 'rb') as handle:
+    expected = list(read_records(handle))
+  assert len(expected) > 3
+  monkeypatch.setattr(incremental, '_BATCH_BYTES', 1)  # one record per attempt's batch
+  monkeypatch.setattr(reads, 'FIRST_DELAY_S', 0.01)
+  real_open, opens = FileSystems.open, []
+
+  def reset_on_the_third_open(path, *args, **kwargs):
+    opens.append(path)
+    if len(opens) == 3:  # mid-shard: two batches already yielded
+      raise ConnectionResetError(104, 'Connection reset by peer')
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(FileSystems, 'open', reset_on_the_third_open)
+  assert list(incremental.shard_records(str(shard))) == expected  # each record once, in order
+  cut = tmp_path / 'cut.tfrecord'
+  cut.write_bytes(shard.read_bytes()[:-10])
+  with pytest.raises(FramingError, match='--full_rebuild'):
+    list(incremental.shard_records(str(cut)))

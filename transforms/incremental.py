@@ -41,7 +41,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
-from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, read_records
+from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_records
 
 from transforms import reads
 from transforms.dedup import file_sha256
@@ -112,20 +112,24 @@ def _index_entry(line: str) -> Tuple[str, dict]:
   return entry['file'], entry
 
 
-def _read_batch(path: str, offset: int) -> Tuple[list, int, bool]:
+def _read_batch(path: str, offset: int) -> Tuple[list, int, Optional[FramingError]]:
   """Up to ``_BATCH_BYTES`` of records of an uncompressed shard from byte ``offset``:
-  (records, the offset after them, whether the shard ended)."""
+  (records, the offset after them or -1 once the shard has ended, the FramingError of a shard
+  cut short, returned rather than raised: bad data, not a read to retry)."""
   records = []
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
     if offset:
       handle.seek(offset)
     read = 0
-    for data in read_records(handle):
-      records.append(data)
-      read += HEADER_BYTES + len(data) + FOOTER_BYTES
-      if read >= _BATCH_BYTES:
-        return records, offset + read, False
-  return records, offset + read, True
+    try:
+      for data in read_records(handle):
+        records.append(data)
+        read += HEADER_BYTES + len(data) + FOOTER_BYTES
+        if read >= _BATCH_BYTES:
+          return records, offset + read, None
+    except FramingError as error:
+      return records, -1, error
+  return records, -1, None
 
 
 def shard_records(path: str) -> Iterable[bytes]:
@@ -141,11 +145,14 @@ def shard_records(path: str) -> Iterable[bytes]:
     data = reads.read_bytes(path, CompressionTypes.UNCOMPRESSED)
     yield from read_records(gzip.GzipFile(fileobj=io.BytesIO(data)))
     return
-  offset, done = 0, False
-  while not done:
-    records, offset, done = reads.with_retries(
+  offset = 0
+  while offset >= 0:
+    records, offset, problem = reads.with_retries(
         lambda start=offset: _read_batch(path, start), path)
     yield from records
+    if problem is not None:
+      raise FramingError(f'{path}, a shard of the previous run: {problem}; rerun with '
+                         '--full_rebuild') from problem
 
 
 class _CopyRecordsFn(beam.DoFn):
