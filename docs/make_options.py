@@ -75,14 +75,12 @@ def render() -> str:
 def main(argv: List[str]) -> int:
   """Writes docs/options.md, or with --check compares it; returns the exit status."""
   text = render()
-  if '--check' in argv:
-    if not OPTIONS_MD.exists() or OPTIONS_MD.read_text(encoding='utf-8') != text:
-      print(f'{OPTIONS_MD} is stale: run python {pathlib.Path(__file__).relative_to(ROOT)}',
-            file=sys.stderr)
-      return 1
-    return 0
-  OPTIONS_MD.write_text(text, encoding='utf-8')
-  print(f'wrote {OPTIONS_MD} ({text.count(chr(10) + "| `--")} options)')
+  check = '--check' in argv
+  if not opts.generated_file_is_current(OPTIONS_MD, text, check,
+                                        str(pathlib.Path(__file__).relative_to(ROOT))):
+    return 1
+  if not check:
+    print(f'wrote {OPTIONS_MD} ({text.count(chr(10) + "| `--")} options)')
   return 0
 
 

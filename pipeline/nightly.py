@@ -17,7 +17,6 @@ retry reruns the date to completion without ``--overwrite``.
 """
 
 import datetime
-import json
 import logging
 import posixpath
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -25,8 +24,8 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from pipeline.outputs import read_manifest
 from transforms.folders import delete_tree, escape_pattern, files_under, match
-from transforms.textfiles import read_text
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -150,7 +149,9 @@ def plan_incremental(previous_dir: Optional[str], settings: Dict[str, object],
     return full('the first night: no earlier published run')
   if full_rebuild:
     return full('--full_rebuild')
-  manifest = json.loads(read_text(FileSystems.join(previous_dir, contract.MANIFEST_FILE)))
+  manifest = read_manifest(previous_dir)
+  if manifest is None:
+    return full(f'{previous_dir} has no {contract.MANIFEST_FILE}')
   before = (manifest.get('incremental') or {}).get('settings')
   if before is None:
     return full(f'{previous_dir} was written by a version that did not record its settings')

@@ -7,6 +7,8 @@ Every flag is snake_case with help text; Beam's own flags (``--runner``, ``--pro
 import argparse
 import difflib
 import os
+import pathlib
+import sys
 from typing import Dict, List, Sequence, Tuple
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -472,3 +474,19 @@ def job_options(options: ConvertOptions) -> Dict[str, object]:
   return {action.dest: values.get(action.dest)
           for action in _parser()._actions  # pylint: disable=protected-access
           if action.dest != 'help'}
+
+
+def generated_file_is_current(path: pathlib.Path, text: str, check: bool, script: str) -> bool:
+  """The write-or-check step of the files generated from these options (``metadata.json``,
+  ``docs/options.md``): with ``check``, whether ``path`` holds ``text`` (printing how to
+  regenerate it when not); else writes ``text`` there and returns True.
+
+  ``script``: the generator's path relative to the repo root, for the message.
+  """
+  if check:
+    if path.exists() and path.read_text(encoding='utf-8') == text:
+      return True
+    print(f'{path} is stale: run python {script}', file=sys.stderr)
+    return False
+  path.write_text(text, encoding='utf-8')
+  return True

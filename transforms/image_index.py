@@ -69,7 +69,8 @@ class WriteImageIndex(beam.PTransform):
         | 'write images.jsonl' >> WriteSortedLines(path))
 
 
-def _keyed_by_file(line: str):
+def keyed_by_file(line: str):
+  """An images.jsonl line -> (its file, the whole entry as a dict)."""
   entry = json.loads(line)
   return entry['file'], entry
 
@@ -144,7 +145,7 @@ class DiffAgainstPrevious(beam.PTransform):
     before = (
         examples.pipeline
         | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
-        | 'key the previous run by file' >> beam.Map(_keyed_by_file))
+        | 'key the previous run by file' >> beam.Map(keyed_by_file))
     previous_run = self._previous_run
     return (
         {'now': now, 'before': before}

@@ -33,7 +33,6 @@ incremental night holds the same records as a full rebuild.
 import gzip
 import hashlib
 import io
-import json
 from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -48,6 +47,7 @@ from transforms.dedup import file_sha256
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
 from transforms.example import example_filename
 from transforms.folders import escape_pattern
+from transforms.image_index import keyed_by_file
 from transforms.pixel_sums import PixelSums
 
 REUSE_TAG = 'reuse'
@@ -105,11 +105,6 @@ class _DecideFn(beam.DoFn):
       return False
     self._hashed.inc()
     return digest == before.get('sha256')
-
-
-def _index_entry(line: str) -> Tuple[str, dict]:
-  entry = json.loads(line)
-  return entry['file'], entry
 
 
 def _read_batch(path: str, offset: int) -> Tuple[list, int, Optional[FramingError]]:
@@ -203,7 +198,7 @@ class ReusePreviousRecords(beam.PTransform):
     before = (
         p
         | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
-        | 'key the previous night by file' >> beam.Map(_index_entry))
+        | 'key the previous night by file' >> beam.Map(keyed_by_file))
     decided = (
         {'now': now, 'before': before}
         | 'pair with the previous night' >> beam.CoGroupByKey()

@@ -149,14 +149,12 @@ def main(argv: List[str]) -> int:
   except ValueError as error:
     print(error, file=sys.stderr)
     return 1
-  if '--check' in argv:
-    if METADATA.read_text(encoding='utf-8') != text:
-      print(f'{METADATA} is stale: run python {pathlib.Path(__file__).relative_to(ROOT)}',
-            file=sys.stderr)
-      return 1
-    return 0
-  METADATA.write_text(text, encoding='utf-8')
-  print(f'wrote {METADATA} ({len(metadata()["parameters"])} parameters)')
+  check = '--check' in argv
+  if not opts.generated_file_is_current(METADATA, text, check,
+                                        str(pathlib.Path(__file__).relative_to(ROOT))):
+    return 1
+  if not check:
+    print(f'wrote {METADATA} ({len(metadata()["parameters"])} parameters)')
   return 0
 
 

@@ -14,7 +14,7 @@ index files; it needs no TensorFlow.
 """
 
 import struct
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, Iterator, NamedTuple, Optional
 
 HEADER_BYTES = 12  # length (8) + length CRC (4)
 FOOTER_BYTES = 4  # data CRC
@@ -35,6 +35,21 @@ class FramingError(ValueError):
   """The bytes are not a well-formed TFRecord file; the message gives the byte offset."""
 
 
+def _data_length(stream: BinaryIO, offset: int) -> Optional[int]:
+  """Reads the 12-byte header of the frame at ``offset`` (the stream's position): its data
+  length, or None at the end of the stream.
+
+  Raises:
+    FramingError: the header is cut short.
+  """
+  header = stream.read(HEADER_BYTES)
+  if not header:
+    return None
+  if len(header) < HEADER_BYTES:
+    raise FramingError(f'truncated record header at byte {offset}')
+  return struct.unpack('<Q', header[:8])[0]
+
+
 def record_spans(stream: BinaryIO) -> Iterator[RecordSpan]:
   """Yields the span of each record of an (uncompressed) TFRecord stream, in file order.
 
@@ -51,12 +66,9 @@ def record_spans(stream: BinaryIO) -> Iterator[RecordSpan]:
     stream.seek(start)
   offset = 0
   while True:
-    header = stream.read(HEADER_BYTES)
-    if not header:
+    length = _data_length(stream, offset)
+    if length is None:
       return
-    if len(header) < HEADER_BYTES:
-      raise FramingError(f'truncated record header at byte {offset}')
-    (length,) = struct.unpack('<Q', header[:8])
     frame = HEADER_BYTES + length + FOOTER_BYTES
     if size is not None:
       if offset + frame > size:
@@ -80,12 +92,9 @@ def read_records(stream: BinaryIO) -> Iterator[bytes]:
   """
   offset = 0
   while True:
-    header = stream.read(HEADER_BYTES)
-    if not header:
+    length = _data_length(stream, offset)
+    if length is None:
       return
-    if len(header) < HEADER_BYTES:
-      raise FramingError(f'truncated record header at byte {offset}')
-    (length,) = struct.unpack('<Q', header[:8])
     frame = stream.read(length + FOOTER_BYTES)
     if len(frame) < length + FOOTER_BYTES:
       raise FramingError(f'truncated record at byte {offset}: {length} data bytes announced')
