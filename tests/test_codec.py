@@ -1,6 +1,7 @@
 """The per-image conversion on real files: orientation, resize modes, errors, serialization."""
 
 import io
+import pathlib
 import re
 import struct
 import subprocess
@@ -103,6 +104,42 @@ def test_example_bytes_parse_with_tensorflow():
   assert example.SerializeToString(deterministic=True) == serialized
   unlabeled = tf.train.Example.FromString(build_example(image, 'x.jpg', 'cd' * 32))
   assert 'image/class/label' not in unlabeled.features.feature
+
+
+def _tf_features(example) -> dict:
+  """tf.train.Example -> {key: list of values}, as imagerecords.wire.parse_example returns."""
+  parsed = {}
+  for key, feature in example.features.feature.items():
+    kind = feature.WhichOneof('kind')
+    parsed[key] = list(getattr(feature, kind).value) if kind else []
+  return parsed
+
+
+def test_pure_python_parse_reads_what_tensorflow_reads(sample_dataset):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from imagerecords import framing, wire  # pylint: disable=import-outside-toplevel
+  from transforms.example import example_filename  # pylint: disable=import-outside-toplevel
+  shard = sorted(pathlib.Path(sample_dataset).glob('train-*.tfrecord'))[0]
+  with shard.open('rb') as stream:
+    records = list(framing.read_records(stream))
+  assert records
+  for record in records:  # the job's own records: real photos, labels, sha256, filenames
+    expected = _tf_features(tf.train.Example.FromString(record))
+    assert wire.parse_example(record) == expected
+    assert example_filename(record) == expected['image/filename'][0].decode()
+    assert wire.parse_example(record, keys=['image/class/label']) == {
+        'image/class/label': expected['image/class/label']}
+  # What this job never writes but TensorFlow does: negative and unpacked ints, float lists
+  # (float32 values), several values, an empty feature.
+  example = tf.train.Example(features=tf.train.Features(feature={
+      'ints': tf.train.Feature(int64_list=tf.train.Int64List(value=[-3, 0, 2**40, -(2**63)])),
+      'floats': tf.train.Feature(float_list=tf.train.FloatList(value=[0.1, -2.5, 1e30])),
+      'many': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'a', b'', b'\xff' * 300])),
+      'empty': tf.train.Feature()}))
+  serialized = example.SerializeToString()
+  assert wire.parse_example(serialized) == _tf_features(example)
+  with pytest.raises(ValueError, match='not a tf.train.Example'):
+    wire.parse_example(records[0][:len(records[0]) // 2])
 
 
 # --- resize geometry (shared with segmentation masks) ------------------------------------------

@@ -15,6 +15,7 @@ bytes with TensorFlow's own ``tf.train.Example``.
 from typing import Dict, List, Optional, Union
 
 from imagerecords import contract
+from imagerecords import wire
 
 from transforms.codec import EncodedImage
 
@@ -115,64 +116,15 @@ def build_example(image: EncodedImage, relpath: str, source_sha256: str,
   return serialize_example(features)
 
 
-def _read_varint(data: bytes, position: int):
-  """(value, next position) of the protobuf varint at ``position``."""
-  value = shift = 0
-  while True:
-    byte = data[position]
-    position += 1
-    value |= (byte & 0x7F) << shift
-    if byte < 0x80:
-      return value, position
-    shift += 7
-
-
-def _length_delimited(data: bytes, start: int, end: int):
-  """(field number, field start, field end) of each length-delimited field in
-  ``data[start:end]``, skipping varint fields; other wire types are not written here.
-
-  Raises:
-    ValueError: a wire type this module never writes (not one of its records).
-  """
-  position = start
-  while position < end:
-    key, position = _read_varint(data, position)
-    wire_type = key & 7
-    if wire_type == 0:
-      _, position = _read_varint(data, position)
-      continue
-    if wire_type != _LEN:
-      raise ValueError(f'wire type {wire_type} in a record: not written by serialize_example')
-    length, position = _read_varint(data, position)
-    yield key >> 3, position, position + length
-    position += length
-
-
-_FILENAME_KEY = contract.FILENAME.encode('utf-8')
-
-
 def example_filename(serialized: bytes) -> str:
   """The ``image/filename`` of a serialized ``tf.train.Example`` of this job (the inverse of
-  ``serialize_example`` for that one feature), without TensorFlow: the walk skips the image
-  bytes by their length, so it costs microseconds whatever the record's size.
+  ``serialize_example`` for that one feature), without TensorFlow: the image bytes are skipped
+  by their length, so it costs microseconds whatever the record's size.
 
   Raises:
-    ValueError: the record has no ``image/filename`` bytes feature.
+    ValueError: the record has no ``image/filename`` bytes feature, or is not an Example.
   """
-  for number, start, end in _length_delimited(serialized, 0, len(serialized)):
-    if number != 1:
-      continue  # Example.features
-    for entry_number, entry_start, entry_end in _length_delimited(serialized, start, end):
-      if entry_number != 1:
-        continue  # Features.feature (a map entry)
-      fields = dict((n, (s, e)) for n, s, e in
-                    _length_delimited(serialized, entry_start, entry_end))
-      if 1 not in fields or serialized[fields[1][0]:fields[1][1]] != _FILENAME_KEY:
-        continue
-      feature_start, feature_end = fields.get(2, (0, 0))
-      for kind, list_start, list_end in _length_delimited(serialized, feature_start,
-                                                          feature_end):
-        if kind == 1:  # Feature.bytes_list
-          for _, value_start, value_end in _length_delimited(serialized, list_start, list_end):
-            return serialized[value_start:value_end].decode('utf-8')
-  raise ValueError(f'a record without {contract.FILENAME}')
+  values = wire.parse_example(serialized, keys=(contract.FILENAME,)).get(contract.FILENAME)
+  if not values or not isinstance(values[0], bytes):
+    raise ValueError(f'a record without {contract.FILENAME}')
+  return values[0].decode('utf-8')
