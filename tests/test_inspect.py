@@ -106,6 +106,18 @@ def test_flipped_byte_is_located(dataset, tmp_path, capsys):
   assert 'checksum' in problems[0]
 
 
+def test_corrupt_length_field_stops_the_walk_before_reading_a_body(dataset, tmp_path, capsys):
+  shard = _shard(dataset, 'train', 3)
+  spans = _spans(shard)
+  data = bytearray(shard.read_bytes())
+  data[spans[1].offset + 5] ^= 0x40  # record 1 now announces 2^46 more bytes than it holds
+  shard.write_bytes(bytes(data))
+  status, lines = _run(dataset, tmp_path, capsys)
+  assert status == 1
+  assert f'{shard.name}: record 1 (byte {spans[1].offset}): corrupt: the length field fails ' \
+         'its checksum; the records after it cannot be located' in lines, lines
+
+
 def test_truncated_shard_is_located(dataset, tmp_path, capsys):
   shard = _shard(dataset, 'validation', 0)
   spans = _spans(shard)

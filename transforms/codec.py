@@ -239,7 +239,7 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
       raise ImageError(f'PNG of pixel mode {image.mode}: use --image_format=png to convert it')
     try:
       image.verify()  # every chunk's CRC and the chunk sequence to IEND, without decoding
-    except Exception as error:
+    except Exception as error:  # decoder boundary: Pillow raises many types
       raise ImageError(f'corrupt or truncated PNG: {error}') from None
   elif kind == 'gif':
     channels = 3
@@ -262,7 +262,7 @@ def _jpeg_header(data: bytes) -> Tuple[int, int, int]:
   (libjpeg-turbo's ``decode_jpeg_header``)."""
   try:
     height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data, strict=False)
-  except Exception as error:
+  except Exception as error:  # decoder boundary: libjpeg-turbo's many errors
     raise ImageError(f'corrupt JPEG header (libjpeg-turbo: {error})') from None
   return height, width, 1 if colorspace == 'Gray' else 3  # CMYK/YCCK decode to RGB
 
@@ -301,7 +301,7 @@ def _check_jpeg_end(data: bytes) -> None:
   if not data.rstrip(b'\0').endswith(b'\xff\xd9'):
     try:
       simplejpeg.decode_jpeg(data, colorspace='GRAY', min_factor=8, strict=True)
-    except Exception as error:
+    except Exception as error:  # decoder boundary: any libjpeg-turbo error means unreadable
       raise ImageError(f'truncated or corrupt JPEG (no end-of-image marker): {error}') from None
 
 
@@ -587,7 +587,7 @@ def _decode_jpeg_fast(data: bytes, shape: Tuple[int, int], spec: ImageSpec) -> O
     return simplejpeg.decode_jpeg(
         data, colorspace='RGB' if spec.channels == 3 else 'GRAY',
         min_height=min_size[0], min_width=min_size[1], strict=True)
-  except Exception:
+  except Exception:  # decoder boundary: any libjpeg-turbo error sends the image to Pillow
     return None
 
 
@@ -632,14 +632,14 @@ def _decode_with_pillow(image: Image.Image, spec: ImageSpec) -> np.ndarray:
       if height:
         image.draft(None, (width, height))  # DCT-domain downscaling, mode unchanged
     image.load()
-  except Exception as error:
+  except Exception as error:  # decoder boundary: Pillow raises many types
     kind = 'truncated' if 'truncated' in str(error).lower() else 'corrupt'
     raise ImageError(f'{kind} image data ({image.format}): {error}') from None
   try:
     color, alpha = _color_and_alpha(image)
   except ImageError:
     raise
-  except Exception as error:
+  except Exception as error:  # Pillow/NumPy raise many types for odd modes
     raise ImageError(f'unsupported pixel format {image.mode!r} ({image.format}): '
                      f'{type(error).__name__}: {error}') from None
   if alpha is not None:

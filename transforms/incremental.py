@@ -40,7 +40,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
-from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_records
+from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, read_records
 
 from transforms import reads
 from transforms.dedup import file_sha256
@@ -115,13 +115,12 @@ def _read_batch(path: str, offset: int) -> Tuple[list, int, Optional[FramingErro
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
     if offset:
       handle.seek(offset)
-    read = 0
     try:
-      for data in read_records(handle):
-        records.append(data)
-        read += HEADER_BYTES + len(data) + FOOTER_BYTES
-        if read >= _BATCH_BYTES:
-          return records, offset + read, None
+      for frame in read_frames(handle, offset):
+        records.append(frame.data)
+        end = frame.offset + HEADER_BYTES + len(frame.body)
+        if end - offset >= _BATCH_BYTES:
+          return records, end, None
     except FramingError as error:
       return records, -1, error
   return records, -1, None

@@ -353,7 +353,7 @@ def decode_mask(data: bytes, name: str = 'mask') -> np.ndarray:
       image.load()
   except UnidentifiedImageError:
     raise MaskError(f'{name}: not an image') from None
-  except Exception as error:
+  except Exception as error:  # decoder boundary: Pillow raises many types for bad data
     raise MaskError(f'{name}: corrupt or truncated: {type(error).__name__}: {error}') from None
   mode = image.mode
   if mode in ('P', 'L'):

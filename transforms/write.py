@@ -50,8 +50,8 @@ s3:// alike.
 """
 
 import array
+import itertools
 import os
-import struct
 import uuid
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -61,7 +61,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=protected-access
 from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
-from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, record_spans
+from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, record_spans
 
 from transforms import claim as run_claim
 from transforms.folders import delete_tree, is_local
@@ -177,23 +177,22 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
         with FileSystems.open(run.path,
                               compression_type=CompressionTypes.UNCOMPRESSED) as source:
           source.seek(run.offset)
-          for i in range(run.num_records):
-            header = source.read(HEADER_BYTES)
-            if len(header) < HEADER_BYTES:
-              raise FramingError(f'{run.path}: record {i} of a run of {run.num_records} '
-                                 f'from byte {run.offset} is missing or cut short')
-            (length,) = struct.unpack('<Q', header[:8])
-            body = source.read(length + FOOTER_BYTES)
-            if len(body) < length + FOOTER_BYTES:
-              raise FramingError(f'{run.path}: record {i} of a run from byte {run.offset} '
-                                 f'is cut short')
-            out.write(header)
-            out.write(body)
-            frame = HEADER_BYTES + len(body)
-            if index is not None:
-              index.write(f'{position} {frame}\n'.encode('ascii'))
-            position += frame
-            written += 1
+          copied = 0
+          try:
+            for frame in itertools.islice(read_frames(source, run.offset), run.num_records):
+              out.write(frame.header)
+              out.write(frame.body)
+              size = HEADER_BYTES + len(frame.body)
+              if index is not None:
+                index.write(f'{position} {size}\n'.encode('ascii'))
+              position += size
+              copied += 1
+          except FramingError as error:
+            raise FramingError(f'{run.path}: {error}') from None
+          if copied < run.num_records:
+            raise FramingError(f'{run.path}: {copied} records from byte {run.offset}, where '
+                               f'the plan says {run.num_records}')
+          written += copied
     finally:
       if index is not None:
         index.close()

@@ -9,12 +9,14 @@ A TFRecord file is a sequence of records, each framed as (TensorFlow's
     uint32 masked_crc32c(data)
 
 so records can be counted, located (offset, size) and checked by reading the 12-byte headers
-and skipping the data. This module does that for the writer's manifest, for ``inspect`` and for
-index files; it needs no TensorFlow.
+and skipping the data. This module is the one reader of that framing, without TensorFlow:
+:func:`record_spans` (headers only: counts for the manifest, the writer's shard cutting, DALI
+index files) and :func:`read_frames` (whole frames: the writer's shard copies, the previous
+night's records, ``inspect``'s checksum verification, :func:`read_records`).
 """
 
 import struct
-from typing import BinaryIO, Iterator, NamedTuple, Optional
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 HEADER_BYTES = 12  # length (8) + length CRC (4)
 FOOTER_BYTES = 4  # data CRC
@@ -31,22 +33,48 @@ class RecordSpan(NamedTuple):
   data_bytes: int
 
 
+class Frame(NamedTuple):
+  """One whole record frame, as stored: ``offset`` in bytes from where the read started,
+  ``header`` (12 bytes: length, masked CRC of the length), ``body`` (the data, then its 4-byte
+  masked CRC)."""
+  offset: int
+  header: bytes
+  body: bytes
+
+  @property
+  def data(self) -> bytes:
+    """The record's data (the body less its checksum)."""
+    return self.body[:-FOOTER_BYTES]
+
+
 class FramingError(ValueError):
-  """The bytes are not a well-formed TFRecord file; the message gives the byte offset."""
+  """The bytes are not a well-formed TFRecord file.
+
+  ``offset`` is the byte offset of the frame where the damage is; ``reason`` is the message
+  without it (``str(error)`` gives both).
+  """
+
+  def __init__(self, reason: str, offset: Optional[int] = None):
+    super().__init__(reason if offset is None else f'byte {offset}: {reason}')
+    self.reason = reason
+    self.offset = offset
 
 
-def _data_length(stream: BinaryIO, offset: int) -> Optional[int]:
-  """Reads the 12-byte header of the frame at ``offset`` (the stream's position): its data
-  length, or None at the end of the stream.
+def _header(stream: BinaryIO, offset: int) -> Optional[bytes]:
+  """Reads the 12-byte header of the frame at ``offset`` (the stream's position); None at the
+  end of the stream.
 
   Raises:
     FramingError: the header is cut short.
   """
   header = stream.read(HEADER_BYTES)
-  if not header:
-    return None
-  if len(header) < HEADER_BYTES:
-    raise FramingError(f'truncated record header at byte {offset}')
+  if header and len(header) < HEADER_BYTES:
+    raise FramingError(f'truncated record header: {len(header)} bytes of a {HEADER_BYTES}-byte '
+                       'record header', offset)
+  return header or None
+
+
+def _data_length(header: bytes) -> int:
   return struct.unpack('<Q', header[:8])[0]
 
 
@@ -66,19 +94,52 @@ def record_spans(stream: BinaryIO) -> Iterator[RecordSpan]:
     stream.seek(start)
   offset = 0
   while True:
-    length = _data_length(stream, offset)
-    if length is None:
+    header = _header(stream, offset)
+    if header is None:
       return
+    length = _data_length(header)
     frame = HEADER_BYTES + length + FOOTER_BYTES
     if size is not None:
       if offset + frame > size:
-        raise FramingError(f'truncated record at byte {offset}: {length} data bytes announced, '
-                           f'{size - offset - HEADER_BYTES} left in the file')
+        raise FramingError(f'truncated record: {length} data bytes announced, '
+                           f'{size - offset - HEADER_BYTES} left in the file', offset)
       stream.seek(length + FOOTER_BYTES, 1)
     elif len(stream.read(length + FOOTER_BYTES)) < length + FOOTER_BYTES:
-      raise FramingError(f'truncated record at byte {offset}: {length} data bytes announced')
+      raise FramingError(f'truncated record: {length} data bytes announced', offset)
     yield RecordSpan(offset, frame, length)
     offset += frame
+
+
+def read_frames(stream: BinaryIO, start: int = 0,
+                length_ok: Optional[Callable[[bytes], bool]] = None) -> Iterator[Frame]:
+  """Yields each whole frame of an (uncompressed, or already decompressed) TFRecord stream from
+  its current position, in file order, reading it front to back once (any stream).
+
+  Args:
+    stream: positioned at a frame's first byte.
+    start: that position's byte offset in the file, for the frames' ``offset`` and messages.
+    length_ok: a check of the 12-byte header (the length's checksum, say), made before the
+      body is read: a length that fails it would send the read anywhere.
+
+  Raises:
+    FramingError: a header or a body is cut short, or a header fails ``length_ok``; nothing
+      after it can be located.
+  """
+  offset = start
+  while True:
+    header = _header(stream, offset)
+    if header is None:
+      return
+    if length_ok is not None and not length_ok(header):
+      raise FramingError('corrupt: the length field fails its checksum; the records after it '
+                         'cannot be located', offset)
+    length = _data_length(header)
+    body = stream.read(length + FOOTER_BYTES)
+    if len(body) < length + FOOTER_BYTES:
+      raise FramingError(f'truncated: {length + FOOTER_BYTES} bytes of data and checksum '
+                         f'announced, {len(body)} left in the file', offset)
+    yield Frame(offset, header, body)
+    offset += HEADER_BYTES + length + FOOTER_BYTES
 
 
 def read_records(stream: BinaryIO) -> Iterator[bytes]:
@@ -90,13 +151,5 @@ def read_records(stream: BinaryIO) -> Iterator[bytes]:
   Raises:
     FramingError: a header or a record is cut short (a truncated file).
   """
-  offset = 0
-  while True:
-    length = _data_length(stream, offset)
-    if length is None:
-      return
-    frame = stream.read(length + FOOTER_BYTES)
-    if len(frame) < length + FOOTER_BYTES:
-      raise FramingError(f'truncated record at byte {offset}: {length} data bytes announced')
-    yield frame[:length]
-    offset += HEADER_BYTES + length + FOOTER_BYTES
+  for frame in read_frames(stream):
+    yield frame.data

@@ -118,36 +118,20 @@ def walk_frames(stream: BinaryIO, name: str, problems: List[str],
     problems: list the problem lines are appended to.
     check_crc: False skips both checksums (for drawing samples without verifying).
   """
-  index, offset = 0, 0
-  while True:
-    header = stream.read(framing.HEADER_BYTES)
-    if not header:
-      return
-    where = f'{name}: record {index} (byte {offset})'
-    if len(header) < framing.HEADER_BYTES:
-      problems.append(Damage(f'{where}: truncated: {len(header)} bytes of a '
-                             f'{framing.HEADER_BYTES}-byte record header'))
-      return
-    (length,) = struct.unpack('<Q', header[:8])
-    (length_crc,) = struct.unpack('<I', header[8:])
-    if check_crc and masked_crc32c(header[:8]) != length_crc:
-      problems.append(Damage(f'{where}: corrupt: the length field fails its checksum; '
-                             'the records after it cannot be located'))
-      return
-    body = stream.read(length + framing.FOOTER_BYTES)
-    if len(body) < length + framing.FOOTER_BYTES:
-      problems.append(Damage(f'{where}: truncated: {length + framing.FOOTER_BYTES} bytes of data '
-                             f'and checksum announced, {len(body)} left in the file'))
-      return
-    data = body[:length]
-    if check_crc:
-      (data_crc,) = struct.unpack('<I', body[length:])
-      if masked_crc32c(data) != data_crc:
-        problems.append(f'{where}: corrupt: the data ({length} bytes) fails its checksum')
+  length_ok = (lambda header: masked_crc32c(header[:8]) == struct.unpack('<I', header[8:])[0]
+               ) if check_crc else None
+  index = 0
+  try:
+    for frame in framing.read_frames(stream, length_ok=length_ok):
+      data = frame.data
+      if check_crc and masked_crc32c(data) != struct.unpack('<I', frame.body[-4:])[0]:
+        problems.append(f'{name}: record {index} (byte {frame.offset}): corrupt: the data '
+                        f'({len(data)} bytes) fails its checksum')
         data = None
-    yield Frame(index, offset, data)
-    index += 1
-    offset += framing.HEADER_BYTES + length + framing.FOOTER_BYTES
+      yield Frame(index, frame.offset, data)
+      index += 1
+  except framing.FramingError as error:
+    problems.append(Damage(f'{name}: record {index} (byte {error.offset}): {error.reason}'))
 
 
 # --- records ------------------------------------------------------------------------------------
