@@ -124,19 +124,29 @@ def test_dali_index_refused_with_gzip(tmp_path):
   assert not out.exists() or not any(out.iterdir())
 
 
-def test_memory_bench_measures_a_run_and_reports_the_goal(tmp_path):
+def test_memory_bench_measures_two_sizes_and_its_exit_status_is_the_verdict(tmp_path):
   report_path = tmp_path / 'memory.json'
   result = subprocess.run(
       [sys.executable, str(REPO / 'bench' / 'memory.py'), f'--data={SAMPLES}', '--base_repeat=1',
-       '--sizes=1', '--image_size=32', '--num_shards=2', '--flags=--stats=false',
+       '--sizes=1,2', '--image_size=32', '--num_shards=2', '--flags=--stats=false',
        f'--json={report_path}'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
   report = json.loads(report_path.read_text())
-  (row,) = report['rows']
-  assert row['images'] == len(_sample_relpaths())
-  assert 0 < row['peak_pss_mib'] <= row['peak_rss_mib']
-  assert row['output_mib'] > 0
-  assert set(report['verdicts']) == {'peak PSS under 2 GiB at every size',
-                                     'growth 1x -> 1x under 25%'}
-  assert '| 1x |' in result.stdout
+  small, large = report['rows']
+  assert small['images'] == len(_sample_relpaths())
+  assert large['images'] == 2 * small['images']
+  assert large['output_mib'] > small['output_mib'] > 0
+  for row in (small, large):
+    assert 0 < row['peak_pss_mib'] <= row['peak_rss_mib']
+  growth = large['peak_pss_mib'] / small['peak_pss_mib'] - 1
+  assert large['pss_growth'] == pytest.approx(growth)
+  verdicts = report['verdicts']
+  assert verdicts == {
+      'peak PSS under 2 GiB at every size': large['peak_pss_mib'] < 2048 and small[
+          'peak_pss_mib'] < 2048,
+      'growth 1x -> 2x under 25%': growth < 0.25}
+  # the exit status is the verdict: 0 when every goal is met, 1 when one is not (a failed run
+  # would be another status, with its error)
+  assert result.returncode == (0 if all(verdicts.values()) else 1), (
+      result.stdout[-3000:] + result.stderr[-3000:])
+  assert '| 1x |' in result.stdout and '| 2x |' in result.stdout
