@@ -172,6 +172,17 @@ def test_every_regex_accepts_the_default_and_refuses_bad_values():
       assert not accepted(value), f'{parameter["name"]}: the regex accepts {value!r}'
 
 
+def test_help_texts_offer_no_value_the_regex_refuses():
+  """A path option's help must not offer a local path where its regex wants a URL."""
+  for parameter in _metadata()['parameters']:
+    if parameter['name'] in ('input_dir', 'output_dir', 'label_map'):
+      assert not any(re.fullmatch(regex, '/data/images') for regex in parameter['regexes'])
+      assert 'local path is refused' in parameter['helpText'] or 'local' not in (
+          parameter['helpText'].lower()), parameter
+  (label_source,) = [p for p in _metadata()['parameters'] if p['name'] == 'label_source']
+  assert "'file:' takes a gs:// or s3:// URL" in label_source['helpText']
+
+
 def test_regexes_accept_typical_cloud_values():
   examples = {
       'input_dir': ['gs://my-bucket/images', 's3://bucket.example/a/b c/'],
@@ -306,6 +317,9 @@ def test_dockerfile_base_image_is_the_installed_beam_and_python():
               if keyword == 'COPY' and 'template-launcher-base' in args]
   assert launcher and f'python{PYTHON_VERSION.replace(".", "")}-template-launcher-base' in (
       launcher[0]), 'the Flex Template launcher must be the one for the same Python'
+  tag = re.search(r'template-launcher-base:(\S+)', launcher[0])
+  assert tag and re.fullmatch(r'\d{8}_RC\d{2}', tag[1]), (
+      'pin a dated launcher tag (as Google\'s sample does), not :latest or no tag')
 
 
 def test_dockerfile_flex_template_variables_name_copied_files():
@@ -320,11 +334,20 @@ def test_dockerfile_flex_template_variables_name_copied_files():
       variables[name.strip()] = _substitute(value.strip().strip('"'), variables)
   workdir = _substitute(next(args for keyword, args in instructions if keyword == 'WORKDIR'),
                         variables)
-  for name in ('FLEX_TEMPLATE_PYTHON_PY_FILE', 'FLEX_TEMPLATE_PYTHON_SETUP_FILE'):
-    assert variables.get(name, '').startswith(workdir + '/'), name
-    relative = variables[name][len(workdir) + 1:]
-    assert (REPO / relative).is_file(), f'{name} names {relative}, not in the repository'
-  assert variables['FLEX_TEMPLATE_PYTHON_PY_FILE'].endswith('deploy/dataflow/main.py')
+  name = 'FLEX_TEMPLATE_PYTHON_PY_FILE'
+  assert variables.get(name, '').startswith(workdir + '/'), name
+  relative = variables[name][len(workdir) + 1:]
+  assert (REPO / relative).is_file(), f'{name} names {relative}, not in the repository'
+  assert variables[name].endswith('deploy/dataflow/main.py')
+  # As in Google's sample (dataflow/flex-templates/pipeline_with_dependencies): the image holds
+  # the package and its dependencies, so nothing is staged for the workers to pip-install at
+  # start (which needs PyPI: no external IP and no Cloud NAT make it fail).
+  for staged in ('FLEX_TEMPLATE_PYTHON_SETUP_FILE', 'FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE',
+                 'FLEX_TEMPLATE_PYTHON_EXTRA_PACKAGES'):
+    assert staged not in variables, f'{staged} makes every worker install from PyPI'
+  installed = ' '.join(args for keyword, args in instructions if keyword == 'RUN')
+  assert 'pip install' in installed and '-r requirements.txt' in installed and ' . ' in (
+      installed + ' '), 'the image installs the pinned requirements and the job itself'
   entrypoint = [args for keyword, args in instructions if keyword == 'ENTRYPOINT']
   assert entrypoint and json.loads(entrypoint[-1]) == ['/opt/apache/beam/boot'], (
       "the image is also the workers' SDK container: Beam's boot must stay its entrypoint")
