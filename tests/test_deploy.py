@@ -468,6 +468,102 @@ def test_flink_deployment_task_managers_carry_a_worker_pool_sidecar():
   assert 'ReadWriteMany' in claim['spec']['accessModes']
 
 
+# Kubernetes version the manifests are validated for (kubernetes-validate bundles the schemas of
+# every release; 1.33 is offered by GKE's and EKS's standard channels in 2026).
+KUBERNETES_VERSION = '1.33.0'
+
+# The Flink Kubernetes Operator's FlinkDeployment (flink.apache.org/v1beta1), as its CRD
+# helm/flink-kubernetes-operator/crds/flinkdeployments.flink.apache.org-v1.yml defines it. No
+# package on PyPI ships that CRD and nothing can be downloaded here, so these are the fields it
+# lists, written down from it; the pod templates inside are checked against Kubernetes' own Pod
+# schema.
+FLINK_DEPLOYMENT_SPEC_FIELDS = {
+    'flinkConfiguration', 'flinkVersion', 'image', 'imagePullPolicy', 'ingress', 'job',
+    'jobManager', 'logConfiguration', 'mode', 'podTemplate', 'restartNonce', 'serviceAccount',
+    'taskManager'}
+FLINK_COMPONENT_FIELDS = {'podTemplate', 'replicas', 'resource'}  # jobManager, taskManager
+FLINK_RESOURCE_FIELDS = {'cpu', 'memory', 'ephemeralStorage'}
+FLINK_VERSIONS = {'v1_13', 'v1_14', 'v1_15', 'v1_16', 'v1_17', 'v1_18', 'v1_19', 'v1_20'}
+
+
+def _kubernetes_documents():
+  """(path, document) of every Kubernetes object under deploy/ (Compose and Cloud Build files
+  have no apiVersion)."""
+  return [(path, doc) for path, doc in _yaml_documents() if 'apiVersion' in doc and 'kind' in doc]
+
+
+def test_kubernetes_manifests_match_the_kubernetes_schemas():
+  import kubernetes_validate  # pylint: disable=import-outside-toplevel
+  checked = set()
+  for path, document in _kubernetes_documents():
+    if document['kind'] == 'FlinkDeployment':
+      for component in ('jobManager', 'taskManager'):
+        template = document['spec'].get(component, {}).get('podTemplate')
+        if template:
+          kubernetes_validate.validate(template, KUBERNETES_VERSION, strict=True)
+          checked.add(f'FlinkDeployment.{component}.podTemplate')
+      continue
+    # strict: a misspelled or misplaced field is an error, as `kubectl apply` would report
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    checked.add(document['kind'])
+  assert {'CronJob', 'Deployment', 'Service', 'PersistentVolumeClaim', 'ServiceAccount', 'Role',
+          'RoleBinding', 'FlinkDeployment.taskManager.podTemplate'} <= checked, checked
+
+
+def test_kubernetes_schema_check_refuses_a_misspelled_field():
+  import kubernetes_validate  # pylint: disable=import-outside-toplevel
+  (_, cronjob), = _kind('CronJob')
+  broken = json.loads(json.dumps(cronjob))
+  broken['spec']['jobTemplate']['spec']['template']['spec']['serviceAcountName'] = 'x'
+  with pytest.raises(kubernetes_validate.ValidationError, match='serviceAcountName'):
+    kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_flink_deployment_uses_only_fields_of_the_operator_crd():
+  (_, deployment), = _kind('FlinkDeployment')
+  assert deployment['apiVersion'] == 'flink.apache.org/v1beta1'
+  spec = deployment['spec']
+  unknown = set(spec) - FLINK_DEPLOYMENT_SPEC_FIELDS
+  assert not unknown, sorted(unknown)
+  assert spec['flinkVersion'] in FLINK_VERSIONS
+  # flinkConfiguration: a map of strings in the CRD (a bare YAML number would be refused)
+  assert all(isinstance(value, str) for value in spec['flinkConfiguration'].values())
+  for component in ('jobManager', 'taskManager'):
+    assert not set(spec[component]) - FLINK_COMPONENT_FIELDS, component
+    resource = spec[component]['resource']
+    assert not set(resource) - FLINK_RESOURCE_FIELDS, component
+    assert isinstance(resource['cpu'], (int, float)) and isinstance(resource['memory'], str)
+
+
+def test_every_pod_runs_as_a_service_account_of_deploy():
+  """Storage access on Kubernetes comes from the pods' service accounts (Workload Identity on
+  GKE, IRSA on EKS), which deploy/ creates, and the job manager's rights to start task managers
+  are those of the operator chart's own account."""
+  accounts = {doc['metadata']['name'] for _, doc in _kind('ServiceAccount')}
+  (_, deployment), = _kind('FlinkDeployment')
+  assert deployment['spec']['serviceAccount'] in accounts
+  (_, cronjob), = _kind('CronJob')
+  assert cronjob['spec']['jobTemplate']['spec']['template']['spec'][
+      'serviceAccountName'] in accounts
+  bindings = [doc for _, doc in _kind('RoleBinding')
+              if any(subject['name'] == deployment['spec']['serviceAccount']
+                     for subject in doc['subjects'])]
+  assert bindings, 'the job manager needs a Role to create task-manager pods'
+  roles = {doc['metadata']['name']: doc for _, doc in _kind('Role')}
+  rules = roles[bindings[0]['roleRef']['name']]['rules']
+  granted = {(group, resource, verb) for rule in rules for group in rule['apiGroups']
+             for resource in rule['resources'] for verb in rule['verbs']}
+  for verb in ('create', 'delete', 'watch'):
+    assert ('', 'pods', verb) in granted and ('', 'configmaps', verb) in granted
+
+
+def test_the_shared_artifact_volume_names_a_read_write_many_storage_class():
+  (_, claim), = _kind('PersistentVolumeClaim')
+  assert claim['spec']['accessModes'] == ['ReadWriteMany']
+  # GKE's and EKS's default classes are ReadWriteOnce: a claim without a class stays Pending
+  assert claim['spec'].get('storageClassName'), 'name a ReadWriteMany storage class'
+
+
 def test_compose_runs_flink_a_job_server_and_a_worker_pool_of_one_beam_version():
   compose = yaml.safe_load((DEPLOY / 'flink' / 'docker-compose.yml').read_text())
   services = compose['services']
