@@ -1,13 +1,18 @@
-"""A Dataflow Flex Template launch as the launcher sees it: the runner's result faked at Beam's
-boundary (``tests.fake_runners.TemplateLaunchRunner``, Beam's own ``DataflowPipelineResult``
-without a job, state DONE).
+"""The launcher's end of a run: what it does with the runner's result.
 
-The launcher must report a submitted job, not a finished one, and read or write nothing of
-the output that the job itself publishes: with ``--overwrite --run_date=<a published date>``
-the published run (its manifest above all) stays as it was until the job replaces it.
+- A Dataflow Flex Template launch, the runner's result faked at Beam's boundary
+  (``tests.fake_runners.TemplateLaunchRunner``, Beam's own ``DataflowPipelineResult`` without a
+  job, state DONE): the launcher must report a submitted job, not a finished one, and read or
+  write nothing of the output that the job itself publishes: with ``--overwrite
+  --run_date=<a published date>`` the published run (its manifest above all) stays as it was
+  until the job replaces it.
+- A finished job whose manifest the launcher may not rewrite (SDK workers of another user own
+  the folder): the run is published all the same, exit 0, the job's manifest kept.
 """
 
 import hashlib
+import json
+import logging
 import subprocess
 import sys
 
@@ -15,9 +20,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from pipeline import outputs
 from pipeline import run as job
 from tests.fake_runners import TemplateLaunchRunner
-from tests.helpers import REPO, SAMPLES
+from tests.helpers import REPO, SAMPLES, convert
 
 RUN_DATE = '2026-11-21'
 FLAGS = ['--image_size=32', '--num_shards=1', '--stats=false']
@@ -70,3 +76,23 @@ def test_launched_not_run_tells_a_launch_from_a_finished_job():
   template = PipelineOptions(['--template_location=gs://b/launch/job_object'])
   assert job.launched_not_run(_Result(PipelineState.DONE), template).endswith(
       'gs://b/launch/job_object')
+
+
+def test_a_manifest_the_launcher_may_not_rewrite_leaves_the_run_published(
+    tmp_path, monkeypatch, caplog):
+  out = tmp_path / 'records'
+
+  def refused(output_dir, manifest):
+    raise PermissionError(13, 'Permission denied', f'{output_dir}/manifest.json.1.tmp')
+
+  monkeypatch.setattr(outputs, 'write_manifest', refused)
+  with caplog.at_level(logging.WARNING, logger='imagerecords'):
+    status = convert(SAMPLES, out, f'--run_date={RUN_DATE}', *FLAGS, '--runner=FnApiRunner')
+  assert status == 0
+  published = out / f'dt={RUN_DATE}'
+  assert (published / '_SUCCESS').is_file()
+  assert (out / 'LATEST').read_text().strip() == f'dt={RUN_DATE}'
+  manifest = json.loads((published / 'manifest.json').read_text())
+  assert manifest['status'] == 'complete' and 'metrics' not in manifest  # the job's own
+  assert any("keeps the job's own content" in record.getMessage() and 'Permission denied' in
+             record.getMessage() for record in caplog.records), caplog.text
