@@ -4,10 +4,16 @@
   accepts the option's default and refuses bad values, and it is what ``make_metadata.py``
   writes; the entry point ``main.py`` turns template switches into the job's flags.
 - Dockerfile: known instructions, FROM first, every copied path exists, the base image's Beam
-  and Python versions are the installed ones, the Flex Template variables name copied files.
-- YAML (Compose, Kubernetes, Cloud Build): parses; the CronJob forbids overlap and passes
-  ``--run_date``; the FlinkDeployment's task managers carry a worker pool on port 50000; every
-  image tag's Beam version is the installed one.
+  and Python versions are the installed ones, the Flex Template entry point names a copied
+  file, and as in Google's sample nothing is staged for the workers to install (no setup or
+  requirements file) and the launcher base image has a dated tag.
+- YAML (Compose, Kubernetes, Cloud Build): parses; every Kubernetes object (and the
+  FlinkDeployment's pod templates) matches the Kubernetes schemas of ``kubernetes-validate``,
+  strictly; the FlinkDeployment uses only fields of the operator's CRD; the pods run as
+  service accounts of deploy/, the job manager's with a Role to start task managers; the
+  shared artifact volume names a ReadWriteMany storage class; the CronJob forbids overlap and
+  passes ``--run_date``; the FlinkDeployment's task managers carry a worker pool on port 50000;
+  every image tag's Beam version is the installed one.
 - Airflow DAG: compiles, passes ``{{ ds }}`` as ``run_date``, names only known parameters, and
   imports under Airflow where Airflow is installed (it is not in the project's venv).
 - Shell: ``bash -n``; ``launch.sh run`` builds the documented gcloud command; ``nightly.sh``
