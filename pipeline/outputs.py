@@ -86,11 +86,17 @@ def remove_working_folders(write_dir: str) -> None:
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
   """Refuses to mix two runs' files: an earlier run's files are an error, or, with
   ``overwrite``, deleted (``_SUCCESS`` first, so no reader trusts a half-deleted directory).
+  A local ``output_dir`` is then created by the launcher, so that the folder where it adds the
+  runner's counters to manifest.json after the job is its own, also where the SDK workers run
+  as another user (a worker pool in a container, as root: ``deploy/flink/``).
 
   Raises:
     OutputNotEmpty: files of an earlier run exist and ``overwrite`` is False.
+    OSError: the folder cannot be created.
   """
   found = existing_outputs(output_dir)
+  if is_local(output_dir):
+    os.makedirs(output_dir, exist_ok=True)
   if not found:
     return
   if not overwrite:

@@ -30,7 +30,7 @@ from typing import List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from imagerecords import contract
 
@@ -380,11 +380,12 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     # The boundary of the whole run: any error of any step ends here, to be reported in one
     # line (its traceback goes to the log file) and cleaned up after.
     failure = error
-  if failure is None and getattr(p.result, 'state', None) != PipelineState.DONE:
-    # submitted, not run: a template launch (Dataflow Flex Template) or an asynchronous
-    # runner; the job's own last steps write the manifest, _SUCCESS and LATEST.
-    _LOG.info('job submitted (state %s); it publishes its output when it finishes',
-              getattr(p.result, 'state', None))
+  launched = None if failure is not None else launched_not_run(p.result, options)
+  if launched:
+    # The job runs on after this process: its own last steps write the manifest, _SUCCESS
+    # and LATEST. Nothing of the output is read or written here, and nothing is called done.
+    _LOG.info('job submitted, not run yet (%s); it publishes %s as its last step', launched,
+              config['publish_dir'] or config['output_dir'])
     held.leave_to_lapse()  # no launcher renews it now: it covers the job for one more lease
     return 0
   if failure is None and held.lost:
@@ -399,8 +400,14 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     try:
       claim.check(held.token)  # another run owns the output now: leave its manifest alone
       outputs.write_manifest(published, manifest)
-    except (claim.ClaimLost, OSError) as error:
+    except claim.ClaimLost as error:
       failure = error
+    except OSError as error:
+      # The job published the run (its manifest, _SUCCESS, LATEST) before this rewrite, which
+      # only adds the runner's counters: a launcher that may not write there (SDK workers in a
+      # container as another user own the folder they made) leaves the job's manifest as it is.
+      _LOG.warning('manifest.json of %s keeps the job\'s own content: the runner\'s counters '
+                   'could not be added: %s', published, error)
   if manifest is not None:
     print(outputs.summary(manifest), file=sys.stderr)
   if failure is None:
@@ -416,6 +423,26 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
             '' if convert_options.verbose else ' (--verbose shows it here)')
   _LOG.error('run failed: %s', reason)
   return 1
+
+
+def launched_not_run(result, options: PipelineOptions) -> Optional[str]:
+  """Why ``result`` (a ``PipelineResult`` once ``with beam.Pipeline`` exited) is a launch whose
+  job runs on elsewhere, or None when the job ran to completion here.
+
+  - A template launch: the Dataflow Flex Template launcher runs the entry point with
+    ``--template_location``, and Beam's ``DataflowRunner`` then only writes the job's
+    description there; its ``DataflowPipelineResult`` holds no job and reports
+    ``PipelineState.DONE`` (Beam 2.77, ``dataflow_runner.py``: ``state``: "if not
+    self.has_job: return PipelineState.DONE"), so DONE alone cannot tell.
+  - An asynchronous runner: any state other than DONE.
+  """
+  template = options.view_as(GoogleCloudOptions).template_location
+  if template or getattr(result, 'has_job', True) is False:
+    return f'a template launch, no job yet{f": {template}" if template else ""}'
+  state = getattr(result, 'state', None)
+  if state != PipelineState.DONE:
+    return f'state {state}'
+  return None
 
 
 def main() -> None:

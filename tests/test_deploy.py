@@ -4,10 +4,16 @@
   accepts the option's default and refuses bad values, and it is what ``make_metadata.py``
   writes; the entry point ``main.py`` turns template switches into the job's flags.
 - Dockerfile: known instructions, FROM first, every copied path exists, the base image's Beam
-  and Python versions are the installed ones, the Flex Template variables name copied files.
-- YAML (Compose, Kubernetes, Cloud Build): parses; the CronJob forbids overlap and passes
-  ``--run_date``; the FlinkDeployment's task managers carry a worker pool on port 50000; every
-  image tag's Beam version is the installed one.
+  and Python versions are the installed ones, the Flex Template entry point names a copied
+  file, and as in Google's sample nothing is staged for the workers to install (no setup or
+  requirements file) and the launcher base image has a dated tag.
+- YAML (Compose, Kubernetes, Cloud Build): parses; every Kubernetes object (and the
+  FlinkDeployment's pod templates) matches the Kubernetes schemas of ``kubernetes-validate``,
+  strictly; the FlinkDeployment uses only fields of the operator's CRD; the pods run as
+  service accounts of deploy/, the job manager's with a Role to start task managers; the
+  shared artifact volume names a ReadWriteMany storage class; the CronJob forbids overlap and
+  passes ``--run_date``; the FlinkDeployment's task managers carry a worker pool on port 50000;
+  every image tag's Beam version is the installed one.
 - Airflow DAG: compiles, passes ``{{ ds }}`` as ``run_date``, names only known parameters, and
   imports under Airflow where Airflow is installed (it is not in the project's venv).
 - Shell: ``bash -n``; ``launch.sh run`` builds the documented gcloud command; ``nightly.sh``
@@ -172,6 +178,17 @@ def test_every_regex_accepts_the_default_and_refuses_bad_values():
       assert not accepted(value), f'{parameter["name"]}: the regex accepts {value!r}'
 
 
+def test_help_texts_offer_no_value_the_regex_refuses():
+  """A path option's help must not offer a local path where its regex wants a URL."""
+  for parameter in _metadata()['parameters']:
+    if parameter['name'] in ('input_dir', 'output_dir', 'label_map'):
+      assert not any(re.fullmatch(regex, '/data/images') for regex in parameter['regexes'])
+      assert 'local path is refused' in parameter['helpText'] or 'local' not in (
+          parameter['helpText'].lower()), parameter
+  (label_source,) = [p for p in _metadata()['parameters'] if p['name'] == 'label_source']
+  assert "'file:' takes a gs:// or s3:// URL" in label_source['helpText']
+
+
 def test_regexes_accept_typical_cloud_values():
   examples = {
       'input_dir': ['gs://my-bucket/images', 's3://bucket.example/a/b c/'],
@@ -306,6 +323,9 @@ def test_dockerfile_base_image_is_the_installed_beam_and_python():
               if keyword == 'COPY' and 'template-launcher-base' in args]
   assert launcher and f'python{PYTHON_VERSION.replace(".", "")}-template-launcher-base' in (
       launcher[0]), 'the Flex Template launcher must be the one for the same Python'
+  tag = re.search(r'template-launcher-base:(\S+)', launcher[0])
+  assert tag and re.fullmatch(r'\d{8}_RC\d{2}', tag[1]), (
+      'pin a dated launcher tag (as Google\'s sample does), not :latest or no tag')
 
 
 def test_dockerfile_flex_template_variables_name_copied_files():
@@ -320,11 +340,20 @@ def test_dockerfile_flex_template_variables_name_copied_files():
       variables[name.strip()] = _substitute(value.strip().strip('"'), variables)
   workdir = _substitute(next(args for keyword, args in instructions if keyword == 'WORKDIR'),
                         variables)
-  for name in ('FLEX_TEMPLATE_PYTHON_PY_FILE', 'FLEX_TEMPLATE_PYTHON_SETUP_FILE'):
-    assert variables.get(name, '').startswith(workdir + '/'), name
-    relative = variables[name][len(workdir) + 1:]
-    assert (REPO / relative).is_file(), f'{name} names {relative}, not in the repository'
-  assert variables['FLEX_TEMPLATE_PYTHON_PY_FILE'].endswith('deploy/dataflow/main.py')
+  name = 'FLEX_TEMPLATE_PYTHON_PY_FILE'
+  assert variables.get(name, '').startswith(workdir + '/'), name
+  relative = variables[name][len(workdir) + 1:]
+  assert (REPO / relative).is_file(), f'{name} names {relative}, not in the repository'
+  assert variables[name].endswith('deploy/dataflow/main.py')
+  # As in Google's sample (dataflow/flex-templates/pipeline_with_dependencies): the image holds
+  # the package and its dependencies, so nothing is staged for the workers to pip-install at
+  # start (which needs PyPI: no external IP and no Cloud NAT make it fail).
+  for staged in ('FLEX_TEMPLATE_PYTHON_SETUP_FILE', 'FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE',
+                 'FLEX_TEMPLATE_PYTHON_EXTRA_PACKAGES'):
+    assert staged not in variables, f'{staged} makes every worker install from PyPI'
+  installed = ' '.join(args for keyword, args in instructions if keyword == 'RUN')
+  assert 'pip install' in installed and '-r requirements.txt' in installed and ' . ' in (
+      installed + ' '), 'the image installs the pinned requirements and the job itself'
   entrypoint = [args for keyword, args in instructions if keyword == 'ENTRYPOINT']
   assert entrypoint and json.loads(entrypoint[-1]) == ['/opt/apache/beam/boot'], (
       "the image is also the workers' SDK container: Beam's boot must stay its entrypoint")
@@ -443,6 +472,102 @@ def test_flink_deployment_task_managers_carry_a_worker_pool_sidecar():
   (_, claim), = _kind('PersistentVolumeClaim')
   assert claim['metadata']['name'] == js_mounts[mount]
   assert 'ReadWriteMany' in claim['spec']['accessModes']
+
+
+# Kubernetes version the manifests are validated for (kubernetes-validate bundles the schemas of
+# every release; 1.33 is offered by GKE's and EKS's standard channels in 2026).
+KUBERNETES_VERSION = '1.33.0'
+
+# The Flink Kubernetes Operator's FlinkDeployment (flink.apache.org/v1beta1), as its CRD
+# helm/flink-kubernetes-operator/crds/flinkdeployments.flink.apache.org-v1.yml defines it. No
+# package on PyPI ships that CRD and nothing can be downloaded here, so these are the fields it
+# lists, written down from it; the pod templates inside are checked against Kubernetes' own Pod
+# schema.
+FLINK_DEPLOYMENT_SPEC_FIELDS = {
+    'flinkConfiguration', 'flinkVersion', 'image', 'imagePullPolicy', 'ingress', 'job',
+    'jobManager', 'logConfiguration', 'mode', 'podTemplate', 'restartNonce', 'serviceAccount',
+    'taskManager'}
+FLINK_COMPONENT_FIELDS = {'podTemplate', 'replicas', 'resource'}  # jobManager, taskManager
+FLINK_RESOURCE_FIELDS = {'cpu', 'memory', 'ephemeralStorage'}
+FLINK_VERSIONS = {'v1_13', 'v1_14', 'v1_15', 'v1_16', 'v1_17', 'v1_18', 'v1_19', 'v1_20'}
+
+
+def _kubernetes_documents():
+  """(path, document) of every Kubernetes object under deploy/ (Compose and Cloud Build files
+  have no apiVersion)."""
+  return [(path, doc) for path, doc in _yaml_documents() if 'apiVersion' in doc and 'kind' in doc]
+
+
+def test_kubernetes_manifests_match_the_kubernetes_schemas():
+  import kubernetes_validate  # pylint: disable=import-outside-toplevel
+  checked = set()
+  for path, document in _kubernetes_documents():
+    if document['kind'] == 'FlinkDeployment':
+      for component in ('jobManager', 'taskManager'):
+        template = document['spec'].get(component, {}).get('podTemplate')
+        if template:
+          kubernetes_validate.validate(template, KUBERNETES_VERSION, strict=True)
+          checked.add(f'FlinkDeployment.{component}.podTemplate')
+      continue
+    # strict: a misspelled or misplaced field is an error, as `kubectl apply` would report
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    checked.add(document['kind'])
+  assert {'CronJob', 'Deployment', 'Service', 'PersistentVolumeClaim', 'ServiceAccount', 'Role',
+          'RoleBinding', 'FlinkDeployment.taskManager.podTemplate'} <= checked, checked
+
+
+def test_kubernetes_schema_check_refuses_a_misspelled_field():
+  import kubernetes_validate  # pylint: disable=import-outside-toplevel
+  (_, cronjob), = _kind('CronJob')
+  broken = json.loads(json.dumps(cronjob))
+  broken['spec']['jobTemplate']['spec']['template']['spec']['serviceAcountName'] = 'x'
+  with pytest.raises(kubernetes_validate.ValidationError, match='serviceAcountName'):
+    kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_flink_deployment_uses_only_fields_of_the_operator_crd():
+  (_, deployment), = _kind('FlinkDeployment')
+  assert deployment['apiVersion'] == 'flink.apache.org/v1beta1'
+  spec = deployment['spec']
+  unknown = set(spec) - FLINK_DEPLOYMENT_SPEC_FIELDS
+  assert not unknown, sorted(unknown)
+  assert spec['flinkVersion'] in FLINK_VERSIONS
+  # flinkConfiguration: a map of strings in the CRD (a bare YAML number would be refused)
+  assert all(isinstance(value, str) for value in spec['flinkConfiguration'].values())
+  for component in ('jobManager', 'taskManager'):
+    assert not set(spec[component]) - FLINK_COMPONENT_FIELDS, component
+    resource = spec[component]['resource']
+    assert not set(resource) - FLINK_RESOURCE_FIELDS, component
+    assert isinstance(resource['cpu'], (int, float)) and isinstance(resource['memory'], str)
+
+
+def test_every_pod_runs_as_a_service_account_of_deploy():
+  """Storage access on Kubernetes comes from the pods' service accounts (Workload Identity on
+  GKE, IRSA on EKS), which deploy/ creates, and the job manager's rights to start task managers
+  are those of the operator chart's own account."""
+  accounts = {doc['metadata']['name'] for _, doc in _kind('ServiceAccount')}
+  (_, deployment), = _kind('FlinkDeployment')
+  assert deployment['spec']['serviceAccount'] in accounts
+  (_, cronjob), = _kind('CronJob')
+  assert cronjob['spec']['jobTemplate']['spec']['template']['spec'][
+      'serviceAccountName'] in accounts
+  bindings = [doc for _, doc in _kind('RoleBinding')
+              if any(subject['name'] == deployment['spec']['serviceAccount']
+                     for subject in doc['subjects'])]
+  assert bindings, 'the job manager needs a Role to create task-manager pods'
+  roles = {doc['metadata']['name']: doc for _, doc in _kind('Role')}
+  rules = roles[bindings[0]['roleRef']['name']]['rules']
+  granted = {(group, resource, verb) for rule in rules for group in rule['apiGroups']
+             for resource in rule['resources'] for verb in rule['verbs']}
+  for verb in ('create', 'delete', 'watch'):
+    assert ('', 'pods', verb) in granted and ('', 'configmaps', verb) in granted
+
+
+def test_the_shared_artifact_volume_names_a_read_write_many_storage_class():
+  (_, claim), = _kind('PersistentVolumeClaim')
+  assert claim['spec']['accessModes'] == ['ReadWriteMany']
+  # GKE's and EKS's default classes are ReadWriteOnce: a claim without a class stays Pending
+  assert claim['spec'].get('storageClassName'), 'name a ReadWriteMany storage class'
 
 
 def test_compose_runs_flink_a_job_server_and_a_worker_pool_of_one_beam_version():

@@ -13,11 +13,17 @@ state from the launcher and hand absolute paths to the workers::
 
 Both outputs must hold the same records: the manifests' fingerprints are order-independent
 hashes of the records' bytes.
+
+A third launch runs as another user than the worker pool, as on a host whose Docker runs the
+pool as root (``deploy/flink/docker-compose.yml``): the launcher as uid 65534, the SDK workers
+as root, a dated run (staged, then published by the pipeline's last step, then the launcher
+adds the runner's counters to the manifest). It must publish, exit 0 and print no traceback.
 """
 
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,13 +73,15 @@ def portable_services(tmp_path_factory):
       stop(process, first_signal)
 
 
-def _convert(cwd: pathlib.Path, output_dir: str, *flags: str) -> subprocess.CompletedProcess:
-  """``python -m pipeline.run`` on the samples (absolute path) from ``cwd``, bounded in time."""
-  command = [sys.executable, '-m', 'pipeline.run', f'--input_dir={SAMPLES}',
+def _convert(cwd: pathlib.Path, output_dir: str, *flags: str, prefix=(), env=None
+             ) -> subprocess.CompletedProcess:
+  """``python -m pipeline.run`` on the samples (absolute path) from ``cwd``, bounded in time;
+  ``prefix``: words before the interpreter (another user's ``setpriv``)."""
+  command = [*prefix, sys.executable, '-m', 'pipeline.run', f'--input_dir={SAMPLES}',
              f'--output_dir={output_dir}', *FLAGS, *flags]
   try:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True,
-                          timeout=JOB_TIMEOUT_S, check=False)
+                          timeout=JOB_TIMEOUT_S, check=False, env=env)
   except subprocess.TimeoutExpired as error:
     pytest.fail(f'{command} ran past {JOB_TIMEOUT_S} s:\n{error.stderr}')
 
@@ -135,3 +143,48 @@ def test_portable_and_local_runs_write_the_same_records(runs):
             == [shard['file'] for shard in expected['shards']]), split
   assert (sorted(os.listdir(runs['portable']['output_dir']))
           == sorted(os.listdir(runs['local']['output_dir'])))
+
+
+# --- the launcher as another user than the SDK workers ------------------------------------------
+
+OTHER_UID = 65534  # 'nobody': no file of this machine belongs to it
+
+
+def _other_user_prefix():
+  """``setpriv`` words that run a command as uid/gid OTHER_UID, keeping only the capability to
+  read and search any folder (the interpreter lives under /root, mode 0700, here): every write
+  is checked as that user's. Skips the test where this process cannot change its user."""
+  if os.geteuid() != 0:
+    pytest.skip('needs root to start the launcher as another user than the worker pool')
+  if shutil.which('setpriv') is None:
+    pytest.skip("util-linux's setpriv is not installed")
+  return ['setpriv', f'--reuid={OTHER_UID}', f'--regid={OTHER_UID}', '--clear-groups',
+          '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search']
+
+
+def test_a_launcher_of_another_user_than_the_workers_publishes(portable_services, tmp_path):
+  prefix = _other_user_prefix()
+  launch = tmp_path / 'launch'
+  launch.mkdir()
+  os.chown(launch, OTHER_UID, OTHER_UID)  # the launcher's own folder; the output goes in it
+  env = dict(os.environ, HOME=str(launch))
+  result = _convert(
+      launch, str(launch / 'nightly'), '--run_date=2026-11-21',
+      '--runner=PortableRunner', f'--job_endpoint={portable_services["job_endpoint"]}',
+      '--environment_type=EXTERNAL', f'--environment_config={portable_services["worker_pool"]}',
+      '--job_server_timeout=60', '--stats=false', prefix=prefix, env=env)
+  assert result.returncode == 0, (
+      f'exit {result.returncode}:\n{result.stderr[-6000:]}\n'
+      f'--- worker pool log:\n{tail(portable_services["pool_log"])}')
+  assert 'Traceback' not in result.stderr, result.stderr[-6000:]
+  published = launch / 'nightly' / 'dt=2026-11-21'
+  assert (published / '_SUCCESS').is_file()
+  assert (launch / 'nightly' / 'LATEST').read_text().strip() == 'dt=2026-11-21'
+  # the two users were real: the workers (root) wrote the shards, the launcher is not root
+  shards = sorted(published.glob('train-*.tfrecord'))
+  assert shards and all(shard.stat().st_uid == 0 for shard in shards)
+  assert (launch / 'nightly' / '.imagerecords').stat().st_uid == OTHER_UID
+  manifest = _manifest(published)
+  assert manifest['num_examples'] == 48 and manifest['status'] == 'complete'
+  assert 'metrics' in manifest, result.stderr[-3000:]  # the launcher added the runner's counters
+  assert not list(published.glob('*.tmp'))

@@ -69,5 +69,10 @@ def replace_text(path: str, text: str) -> None:
     write_text(path, text)
     return
   temporary = f'{path}.{os.getpid()}.tmp'
-  write_text(temporary, text)
-  os.replace(temporary, path)
+  try:
+    write_text(temporary, text)
+    os.replace(temporary, path)
+  except OSError:  # a full disk or a folder that is not ours: leave no half-written file
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise

@@ -87,6 +87,19 @@ LABELS: Dict[str, str] = {
     'verbose': 'Every log line on the console',
 }
 
+# Help texts of the template where the job's --help (written for a command line) offers what
+# the template's regex refuses: a Dataflow worker cannot read the launching machine's disk.
+TEMPLATE_HELP: Dict[str, str] = {
+    'input_dir': 'Root folder of the images: gs://bucket/dir or s3://bucket/dir (the workers '
+                 'read it; a local path is refused).',
+    'output_dir': 'Folder to write the TFRecord shards and metadata files into: gs://bucket/dir '
+                  'or s3://bucket/dir (a local path is refused).',
+}
+# ... and notes added to the job's help text for the same reason.
+TEMPLATE_NOTES: Dict[str, str] = {
+    'label_source': " In the template, 'file:' takes a gs:// or s3:// URL.",
+}
+
 
 # The job's options, read from its parser in one shared place (docs/make_options.py uses it too).
 job_actions = opts.job_actions
@@ -124,7 +137,8 @@ def metadata() -> dict:
     parameters.append({
         'name': name,
         'label': LABELS.get(name, name.replace('_', ' ').capitalize()),
-        'helpText': help_of(action) + (' (true or false)' if is_switch(action) else ''),
+        'helpText': TEMPLATE_HELP.get(name, help_of(action)) + TEMPLATE_NOTES.get(name, '') + (
+            ' (true or false)' if is_switch(action) else ''),
         'isOptional': name not in required,
         'regexes': [regex_of(action)],
     })
