@@ -18,3 +18,14 @@ def sample_dataset(tmp_path_factory) -> str:
        '--image_size=64', '--resize_mode=center_crop', '--num_shards=train=4,validation=2'],
       cwd=REPO, check=True)
   return str(out)
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Says loudly, at the end of the run, how many tests were skipped because ../shared/data
+  (the real photos most tests run on) is missing: a pass without them proves little."""
+  missing = [report for report in terminalreporter.stats.get('skipped', [])
+             if 'tests expect ../shared/data' in str(report.longrepr)]
+  if missing:
+    terminalreporter.write_sep(
+        '!', f'{len(missing)} tests SKIPPED: ../shared/data is missing beside the repo; '
+        'they run on its real photos (set CI=true to make each a failure)', red=True, bold=True)
