@@ -359,15 +359,6 @@ def test_dockerfile_flex_template_variables_name_copied_files():
       "the image is also the workers' SDK container: Beam's boot must stay its entrypoint")
 
 
-def test_dockerfile_parser_refuses_broken_files():
-  with pytest.raises(ValueError, match='start with FROM'):
-    parse_dockerfile('RUN echo hi\nFROM python:3.11\n')
-  with pytest.raises(ValueError, match='unknown'):
-    parse_dockerfile('FROM python:3.11\nCOPPY a b\n')
-  assert parse_dockerfile('ARG V=1\nFROM python:3.11\nRUN a \\\n  # note\n  && b\n') == [
-      ('ARG', 'V=1'), ('FROM', 'python:3.11'), ('RUN', 'a && b')]
-
-
 # --- YAML: Compose, Kubernetes, Cloud Build -----------------------------------------------------
 
 def _images(node):

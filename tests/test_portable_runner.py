@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from typing import Dict
 
 import pytest
@@ -88,23 +87,18 @@ def _convert(cwd: pathlib.Path, output_dir: str, *flags: str, prefix=(), env=Non
 
 @pytest.fixture(scope='module')
 def runs(portable_services, tmp_path_factory) -> Dict[str, dict]:
-  """The samples converted twice: {'portable' | 'local': {'result', 'output_dir', 'seconds'}}."""
+  """The samples converted twice: {'portable' | 'local': {'result', 'output_dir'}}."""
   launch = tmp_path_factory.mktemp('launch')
-  started = time.monotonic()
   portable = _convert(
       launch, 'portable',  # relative to the launcher's cwd only: the workers run elsewhere
       '--runner=PortableRunner', f'--job_endpoint={portable_services["job_endpoint"]}',
       '--environment_type=EXTERNAL', f'--environment_config={portable_services["worker_pool"]}',
       '--job_server_timeout=60')
-  portable_seconds = time.monotonic() - started
   local_dir = tmp_path_factory.mktemp('local') / 'out'
-  started = time.monotonic()
   local = _convert(launch, str(local_dir), '--runner=FnApiRunner')
-  local_seconds = time.monotonic() - started
   return {
-      'portable': {'result': portable, 'output_dir': launch / 'portable',
-                   'seconds': portable_seconds},
-      'local': {'result': local, 'output_dir': local_dir, 'seconds': local_seconds},
+      'portable': {'result': portable, 'output_dir': launch / 'portable'},
+      'local': {'result': local, 'output_dir': local_dir},
   }
 
 
