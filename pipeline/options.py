@@ -109,7 +109,10 @@ class ConvertOptions(PipelineOptions):
         help="'gzip' writes .tfrecord.gz shards (JPEG data barely compresses). Default 'none'.")
     parser.add_argument(
         '--shuffle_seed', type=int, default=0,
-        help='Seed of the record order inside the shards (the split assignment does not use it).')
+        help='Seed of the shuffle that mixes the classes over the shards (the split assignment '
+        'does not use it). It fixes the order the images go to conversion, not the shard files: '
+        'which shard holds a record, and where, follows the order the workers finish, so two '
+        'runs write the same records per split in different shards.')
     parser.add_argument(
         '--overwrite', action='store_true', default=False,
         help='Replace the files of an earlier run in --output_dir instead of refusing to run.')
