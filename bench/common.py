@@ -264,3 +264,35 @@ def add_row_flags(parser) -> None:
   parser.add_argument('--in_process', action='store_true',
                       help='Run every row in this process (quick checks; peak RSS is then '
                       'cumulative). Default: each row in a fresh process.')
+
+
+def distinct_copies(dest: pathlib.Path, copies: int) -> int:
+  """Writes ``copies`` distinct files of each of Tiny ImageNet's 1,000 validation photos (64x64
+  JPEGs, ``../shared/data/tiny_imagenet_val``) into ``dest/<wnid>/<stem>_<copy>.JPEG``, 200
+  class folders; returns the number of files.
+
+  Copy ``k`` of a photo is its JPEG with a comment segment (``COM``, marker 0xFFFE) naming the
+  copy inserted after the start-of-image marker: the bytes (and SHA-256) differ, the pixels do
+  not, so every file is a distinct input (no byte-identical duplicates) that costs the codec
+  what the photo costs. A file set already complete (the same count) is kept: writing a million
+  files takes minutes.
+  """
+  source = shared_data('tiny_imagenet_val')
+  classes = dict(line.split('\t')[:2] for line in
+                 (source / 'val_annotations.txt').read_text().splitlines() if line)
+  photos = [(classes[path.name], path.stem, path.read_bytes())
+            for path in sorted((source / 'images').iterdir()) if path.name in classes]
+  marker = dest.parent / f'{dest.name}.complete'  # beside it: not one of the files listed
+  if marker.exists():
+    return len(photos) * copies
+  for wnid in set(classes.values()):
+    (dest / wnid).mkdir(parents=True, exist_ok=True)
+  for copy in range(copies):
+    for wnid, stem, data in photos:
+      if data[:2] != b'\xff\xd8':
+        raise ValueError(f'{stem}: not a JPEG')
+      comment = f'imagerecords bench copy {copy}'.encode('ascii')
+      segment = b'\xff\xfe' + (len(comment) + 2).to_bytes(2, 'big') + comment
+      (dest / wnid / f'{stem}_{copy}.JPEG').write_bytes(data[:2] + segment + data[2:])
+  marker.touch()
+  return len(photos) * copies
