@@ -204,11 +204,14 @@ class _WriteStagingFileFn(beam.DoFn):
   bundle, emitted when the bundle ends (a bundle with no record writes no file).
 
   A retried bundle writes a new file (a fresh name); the failed attempt's file is never
-  referenced and goes with the staging folder.
+  referenced and goes with the staging folder. The run's ``claim`` is checked before each file
+  is created: a run that lost its output to another run (it stalled past its lease) writes
+  nothing more into it.
   """
 
-  def __init__(self, folder: str):
+  def __init__(self, folder: str, claim: Optional[run_claim.ClaimToken] = None):
     self._folder = folder
+    self._claim = claim
 
   def start_bundle(self):
     self._path = None
@@ -216,6 +219,7 @@ class _WriteStagingFileFn(beam.DoFn):
 
   def process(self, record: bytes):
     if self._handle is None:
+      run_claim.check(self._claim)  # ClaimLost: another run owns the output now
       self._path = FileSystems.join(
           self._folder, f'{_STAGING_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
       self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
@@ -236,14 +240,16 @@ def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_
   Locally the shard is written into ``staging_dir/.shards/`` and renamed into place (the
   index first, so a complete shard never lacks it), once the run's ``claim`` is checked; on
   object stores, where an object appears only once its upload completes, it is written in
-  place. Returns the number of records.
+  place. The claim is checked before anything is written, and again before the rename.
+  Returns the number of records.
 
   Raises:
-    ClaimLost: another run took the output over; nothing is renamed into it.
+    ClaimLost: another run took the output over; nothing is written or renamed into it.
   """
   if not is_local(shard_path):
     run_claim.check(claim)
     return copy_shard(ranges, shard_path, compressed, dali_index)
+  run_claim.check(claim)  # nothing written into an output another run owns now
   name = os.path.basename(shard_path)
   partial = os.path.join(staging_dir, _SHARDS_BEING_WRITTEN, name)
   os.makedirs(os.path.dirname(partial), exist_ok=True)
@@ -335,7 +341,7 @@ class WriteSplits(beam.PTransform):
             | f'{name}{split}: records' >> beam.Map(lambda example: example.serialized)
             # One file per bundle, no GroupByKey over the records.
             | f'{name}{split}: write staging files' >> beam.ParDo(
-                _WriteStagingFileFn(FileSystems.join(staging_dir, split)))
+                _WriteStagingFileFn(FileSystems.join(staging_dir, split), self._claim))
             # str -> (staging path, array('q') of frame offsets)
             | f'{name}{split}: locate records' >> beam.Map(
                 lambda path: (path, frame_offsets(path))))
