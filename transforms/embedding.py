@@ -158,9 +158,10 @@ def probe(spec: EmbeddingSpec, image_format: str) -> EmbeddingModel:
   for flag, path in (('--embedding_model', spec.model), ('--embedding_weights', spec.weights)):
     if path and not path.startswith(APPLICATION_PREFIX) and not FileSystems.exists(path):
       raise ValueError(f'{flag}={path}: no such file or folder')
+  raw = image_format == contract.RAW_FORMAT
   try:
     loaded = load(spec)
-    embedder = Embedder(loaded, spec, raw=image_format == contract.RAW_FORMAT)
+    embedder = Embedder(loaded, spec, raw=raw)
     shape = embedder.output_shape()
   except ModelError:
     raise
@@ -170,8 +171,16 @@ def probe(spec: EmbeddingSpec, image_format: str) -> EmbeddingModel:
     # a bad flag (exit 2), before any image is read.
     raise ValueError(f'--embedding_model={spec.model}: cannot be loaded or run: '
                      f'{type(error).__name__}: {error}') from None
-  return EmbeddingModel(spec, loaded.input_size, loaded.channels, shape, loaded.fingerprint,
-                        raw=image_format == contract.RAW_FORMAT)
+  model = EmbeddingModel(spec, loaded.input_size, loaded.channels, shape, loaded.fingerprint,
+                         raw=raw)
+  _LOADED[model] = embedder
+  return model
+
+
+_LOADED: Dict['EmbeddingModel', 'Embedder'] = {}
+"""The models :func:`probe` loaded in this process: a worker running in the launcher's own
+process (the local runner's ``--direct_running_mode=in_memory``) takes the launcher's instead of
+loading and tracing it a second time."""
 
 
 class LoadedModel(NamedTuple):
@@ -179,12 +188,14 @@ class LoadedModel(NamedTuple):
 
   call: float32 ``[B, S, S, channels]`` (preprocessed) -> float32 ``[B, ...]``, a tf function.
   preprocess: float32 0-255 RGB ``[B, S, S, channels]`` -> the model's input.
+  output_shape: of ``call``'s output, batch axis first, None where the model does not say.
   """
   call: Any
   preprocess: Any
   input_size: int
   channels: int
   fingerprint: str
+  output_shape: Tuple[Optional[int], ...]
 
 
 def load(spec: EmbeddingSpec) -> LoadedModel:
@@ -212,6 +223,7 @@ def load(spec: EmbeddingSpec) -> LoadedModel:
     if spec.preprocessing == 'auto':  # the application's own, from its module
       preprocess = importlib.import_module(application.__module__).preprocess_input
     call, variables, input_shape = model, model.weights, model.input_shape
+    output_shape = model.output_shape
   else:
     path = _local_copy(spec.model)
     if os.path.isdir(path):
@@ -231,11 +243,13 @@ def load(spec: EmbeddingSpec) -> LoadedModel:
 
       variables = sorted(signature.variables, key=lambda v: v.name)
       input_shape = tuple(input_spec.shape)
+      output_shape = tuple(signature.structured_outputs[output_name].shape)
     else:
       model = keras.models.load_model(path, compile=False)
       if weights:
         model.load_weights(weights)
       call, variables, input_shape = model, model.weights, model.input_shape
+      output_shape = model.output_shape
   if spec.preprocessing in ('tf', 'torch', 'caffe'):
     mode = spec.preprocessing
     preprocess = lambda x: keras.applications.imagenet_utils.preprocess_input(  # noqa: E731
@@ -251,8 +265,12 @@ def load(spec: EmbeddingSpec) -> LoadedModel:
   if height != width:
     raise ModelError(f'--embedding_model={spec.model}: its input is {height}x{width}; '
                      'only square inputs are supported')
+  if not isinstance(output_shape, tuple) or not all(
+      d is None or isinstance(d, int) for d in output_shape):
+    raise ModelError(f'--embedding_model={spec.model}: expected one output tensor, got '
+                     f'{output_shape}')
   return LoadedModel(call, preprocess, height or spec.image_size, input_shape[3],
-                     weights_fingerprint(variables))
+                     weights_fingerprint(variables), output_shape)
 
 
 def weights_fingerprint(variables: Iterable) -> str:
@@ -301,6 +319,7 @@ class Embedder:
     from imagerecords import dataset  # pylint: disable=import-outside-toplevel
     self.loaded = loaded
     self._raw = raw
+    self._pooling = spec.pooling
     size, channels = loaded.input_size, loaded.channels
     feature_spec = dataset.image_feature_spec(raw, return_filenames=False)
 
@@ -327,11 +346,17 @@ class Embedder:
     return self._embed(list(serialized)).numpy()
 
   def output_shape(self) -> Tuple[int, ...]:
-    """The shape of one stored embedding, from a blank image run through the model.
+    """The shape of one stored embedding: from the model's output shape, or, where that has
+    unknown axes, from a blank image run through the model.
 
     Raises:
       ModelError: the model's output is not ``[batch, ...]`` with at least one more axis.
     """
+    shape = self.loaded.output_shape[1:]
+    if shape and all(d is not None for d in shape):
+      if self._pooling == 'avg' and len(shape) > 1:
+        shape = shape[-1:]
+      return tuple(int(d) for d in shape)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     size = self.loaded.input_size
     blank = tf.io.encode_png(tf.zeros([size, size, 3], tf.uint8)).numpy()
@@ -360,6 +385,8 @@ class EmbeddingModelHandler(ModelHandler[ConvertedExample, PredictionResult, Emb
     self._model = model
 
   def load_model(self) -> Embedder:
+    if self._model in _LOADED:  # this process launched the job: its model is loaded
+      return _LOADED[self._model]
     loaded = load(self._model.spec)
     if loaded.fingerprint != self._model.fingerprint:
       raise ValueError(f'--embedding_model={self._model.spec.model}: its weights changed since '
