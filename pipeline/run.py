@@ -6,8 +6,9 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
 
     list files ─> label ─> split ─> [drop duplicates] ─> [reuse] ─> shuffle ─> decode/resize/encode
                     └─> class names (side input) ─────────┼─────────────────────┘      │
-    converted examples <─── the previous run's records ───┴────────────────────────────┘
-      (--run_date: unchanged images keep their record, copied from the previous run's shards)
+    converted examples <─── the previous run's records ───┴─── [embed: RunInference] ──┘
+      (--run_date: unchanged images keep their record, copied from the previous run's shards;
+       --embedding_model: a new record gets image/embedding, transforms.embedding)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split
       ├─> duplicate groups, leakage

@@ -193,3 +193,21 @@ def test_add_features_gives_the_bytes_of_one_serialization():
   assert feature['image/height'].int64_list.value == [300]
   with pytest.raises(ValueError, match='image/height'):
     add_features(record, {'image/height': 1})
+
+
+def test_the_linear_head_example_trains_on_the_stored_embeddings(pooled):
+  import re  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests.helpers import REPO  # pylint: disable=import-outside-toplevel
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'examples' / 'train_linear_head.py'), f'--data_dir={pooled}',
+       '--epochs=2', '--batch_size=4'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith(f'{pooled}: ') and 'embeddings of 1280 floats, 2 classes' in lines[0]
+  assert re.fullmatch(r'epoch   2/2: loss \d+\.\d{3} accuracy [01]\.\d{3}  val_loss \d+\.\d{3} '
+                      r'val_accuracy [01]\.\d{3}', lines[2]), lines
+  final = re.fullmatch(r'final val_accuracy ([01]\.\d{3}) after 2 epochs; [\d.]+ s of training',
+                       lines[3])
+  assert final and final[1] == lines[2][-5:], lines
