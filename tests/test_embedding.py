@@ -211,3 +211,31 @@ def test_the_linear_head_example_trains_on_the_stored_embeddings(pooled):
   final = re.fullmatch(r'final val_accuracy ([01]\.\d{3}) after 2 epochs; [\d.]+ s of training',
                        lines[3])
   assert final and final[1] == lines[2][-5:], lines
+
+
+def test_a_savedmodel_folder_embeds_raw_pixel_records(tmp_path):
+  """A SavedModel (Keras' export: Keras 3 cannot load it with load_model) on records of raw
+  pixels (--image_format=raw): the handler's function equals the model on the same pixels."""
+  import keras  # pylint: disable=import-outside-toplevel
+  from transforms import codec, embedding  # pylint: disable=import-outside-toplevel
+  from transforms.example import build_example  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(1)
+  model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.),
+                            keras.layers.Conv2D(8, 3, activation='relu'),
+                            keras.layers.Conv2D(16, 3)])
+  model.export(str(tmp_path / 'saved'), verbose=False)
+  spec = embedding.EmbeddingSpec(str(tmp_path / 'saved'), pooling='avg')
+  probed = embedding.probe(spec, 'raw')
+  assert probed.shape == (16,) and probed.input_size == 32 and probed.raw
+  image_spec = codec.ImageSpec(image_size=32, resize_mode='center_crop', image_format='raw')
+  records, pixels = [], []
+  for path in sorted((SAMPLES / 'bees').glob('*.jpg'))[:3]:
+    encoded = codec.convert(path.read_bytes(), image_spec)
+    records.append(build_example(encoded, path.name, '0' * 64))
+    pixels.append(np.frombuffer(encoded.data, np.uint8).reshape(32, 32, 3))
+  handler = embedding.EmbeddingModelHandler(probed)
+  embedder = embedding.Embedder(embedding.load(spec), spec, raw=True)
+  stored = embedder(records)
+  expected = model(np.stack(pixels).astype(np.float32)).numpy().mean(axis=(1, 2))
+  _assert_close(stored, expected)
+  assert handler.load_model() is embedding._LOADED[probed]  # pylint: disable=protected-access
