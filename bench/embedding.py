@@ -1,7 +1,7 @@
 """Embedding benchmark: the job with ``--embedding_model`` beside the same job without it.
 
     .venv/bin/python bench/embedding.py [--data=../shared/data/hymenoptera] [--repeat=2]
-        [--image_size=256] [--input_size=224] [--batch_size=32] [--limit=N] [--json=PATH]
+        [--image_size=256] [--input_size=224] [--batch_size=8] [--limit=N] [--json=PATH]
 
 The model is EfficientNetB0 without its top (``keras.applications:EfficientNetB0``) with
 untrained weights (``weights=None``, saved to a temporary ``.weights.h5`` and passed as
@@ -69,7 +69,7 @@ def main(argv=None):
   parser.add_argument('--repeat', type=int, default=2)
   parser.add_argument('--image_size', type=int, default=256)
   parser.add_argument('--input_size', type=int, default=224)
-  parser.add_argument('--batch_size', type=int, default=32)
+  parser.add_argument('--batch_size', type=int, default=8)
   parser.add_argument('--limit', type=int, default=None, help='only the first N photos')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)

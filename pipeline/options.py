@@ -206,7 +206,9 @@ class ConvertOptions(PipelineOptions):
         'to it, as imagerecords.load does in evaluation. Default %(default)s.')
     parser.add_argument(
         '--embedding_batch_size', type=int, default=embedding.DEFAULT_BATCH_SIZE,
-        help='The most images per model call in the RunInference step. Default %(default)s.')
+        help='The most images per model call in the RunInference step. Default %(default)s: '
+        'on CPUs larger batches are no faster and hold more memory per worker (EfficientNetB0 '
+        'at 224: about 15 MB per image in the batch); on a GPU, raise it (64-256).')
 
 
 def parse_fractions(text: str) -> List[Tuple[str, float]]:

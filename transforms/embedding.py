@@ -57,7 +57,7 @@ classifier (``include_top=False``), its feature map as the output."""
 POOLINGS = ('avg', 'none')
 PREPROCESSINGS = ('auto', 'none', 'unit', 'tf', 'torch', 'caffe')
 DEFAULT_IMAGE_SIZE = 224
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 8
 SAVED_MODEL_FILE = 'saved_model.pb'
 
 
