@@ -338,6 +338,13 @@ def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -
     direct.direct_num_workers = os.cpu_count() or 1
 
 
+def runs_in_process(options: PipelineOptions) -> bool:
+  """Whether the pipeline's workers run in this very process: the local runner in
+  ``--direct_running_mode=in_memory`` (after :func:`apply_local_runner_defaults`)."""
+  return (options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+          and options.view_as(DirectOptions).direct_running_mode == 'in_memory')
+
+
 def check_flags(argv: Sequence[str]) -> None:
   """Raises ValueError unless every flag in ``argv`` is defined by this job (``ConvertOptions``)
   or by one of Beam's option classes (every runner's: Dataflow, Flink, portable, local, ...).

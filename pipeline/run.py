@@ -229,8 +229,9 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
     _LOG.warning('--strict_labels: no earlier run under %s to take classes from; this first '
                  'run sets them', output_dir)
   spec = opts.image_spec(options)
-  # --embedding_model: loaded here once (TensorFlow in the launcher): checked, fingerprinted
-  embedding = probe(opts.embedding_spec(options), spec.image_format) if (
+  # --embedding_model: loaded once, checked, fingerprinted; kept for a worker of this process
+  embedding = probe(opts.embedding_spec(options), spec.image_format,
+                    in_process=opts.runs_in_process(options)) if (
       options.embedding_model) else None
   incremental = nightly.plan_incremental(
       previous, opts.conversion_settings(options, embedding), label_map,

@@ -145,19 +145,32 @@ def test_an_application_by_name_with_offline_weights_stores_the_whole_map(
   assert count == 10
 
 
-@pytest.mark.parametrize('model, reason', [
-    ('missing.keras', 'no such file or folder'),
-    ('not_a_model.keras', 'cannot be loaded'),
-    ('keras.applications:NoSuchNet', 'keras.applications has no NoSuchNet'),
+@pytest.mark.parametrize('model, reason, in_memory', [
+    ('missing.keras', 'no such file or folder', True),
+    ('not_a_model.keras', 'cannot be loaded', True),
+    # multi-process: the launcher loads the model in a child process
+    ('not_a_model.keras', 'cannot be loaded', False),
+    ('keras.applications:NoSuchNet', 'keras.applications has no NoSuchNet', True),
 ])
 def test_a_missing_or_unloadable_model_is_a_launch_error(photos, tmp_path, caplog, model,
-                                                         reason):
+                                                         reason, in_memory):
   (tmp_path / 'not_a_model.keras').write_text('this is not a model')
   spec = model if model.startswith('keras.') else str(tmp_path / model)
   out = tmp_path / 'out'
-  assert convert(photos, out, f'--embedding_model={spec}', '--num_shards=1') == 2
+  assert convert(photos, out, f'--embedding_model={spec}', '--num_shards=1',
+                 in_memory=in_memory) == 2
   assert reason in caplog.text and '--embedding_model' in caplog.text
   assert not out.exists() or not any(out.glob('*.tfrecord'))
+
+
+def test_a_launcher_whose_workers_are_other_processes_loads_the_model_in_a_child(
+    model_files, pooled):
+  from transforms import embedding  # pylint: disable=import-outside-toplevel
+  spec = embedding.EmbeddingSpec(str(model_files[0]))
+  in_child = embedding.probe(spec, 'jpeg', in_process=False)
+  assert in_child not in embedding._LOADED  # pylint: disable=protected-access
+  assert in_child.shape == (1280,) and in_child.input_size == INPUT
+  assert in_child.fingerprint == manifest_of(pooled)['embedding']['fingerprint']
 
 
 def test_a_model_change_rebuilds_the_night_fully(tmp_path):

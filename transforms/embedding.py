@@ -18,10 +18,11 @@ evaluation (``imagerecords.dataset.preprocess_image``: the central square, resiz
 model's input size ``S``), scaled to 0-255, then preprocessed (``--embedding_preprocessing``).
 So the stored embedding equals the model applied to what the reader yields.
 
-TensorFlow and Keras are imported only when a model is loaded: in the launcher (which loads the
-model once to check it and to fingerprint its weights: a missing or unloadable model is a launch
-error, exit 2) and in the worker processes that run the RunInference step; a job without
-``--embedding_model`` never imports them for this.
+TensorFlow and Keras are imported only when a model is loaded: once at launch, to check it and
+fingerprint its weights (a missing or unloadable model is a launch error, exit 2), in a
+short-lived child process unless the workers run in the launcher's own process; and in the
+worker processes that run the RunInference step. A job without ``--embedding_model`` never
+imports them for this.
 
 Why not Beam's ``TFModelHandlerNumpy``: its module imports ``tensorflow_hub`` (not a dependency
 of this job, and it pins ``tf_keras``), its loader calls ``tf.keras.models.load_model`` on the
@@ -34,9 +35,12 @@ Beam's ``FileSystems`` first, and decodes the images inside its batch.
 
 import hashlib
 import importlib
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
 
@@ -143,21 +147,59 @@ def check_spec(spec: EmbeddingSpec) -> None:
                        'e.g. keras.applications:EfficientNetB0')
 
 
-def probe(spec: EmbeddingSpec, image_format: str) -> EmbeddingModel:
-  """Loads the model once, in the launcher: checks that it loads and runs, and returns what
-  the workers and the manifest need (input size, output shape, weights fingerprint).
+def probe(spec: EmbeddingSpec, image_format: str, in_process: bool = True) -> EmbeddingModel:
+  """Loads the model once at launch: checks that it loads, and returns what the workers and
+  the manifest need (input size, output shape, weights fingerprint).
 
-  Imports TensorFlow and Keras. An application by name without ``weights`` makes Keras
-  download ImageNet's weights (needs internet; cached in ``~/.keras/models``).
+  ``in_process``: load it in this process and keep it for a worker that runs here too (the
+  local runner's ``--direct_running_mode=in_memory``); else in a short-lived child process
+  (a fresh interpreter), so that a launcher whose workers are other processes (multi-process local
+  runner, Dataflow, Flink) never imports TensorFlow nor holds the model.
+
+  An application by name without ``weights`` makes Keras download ImageNet's weights (needs
+  internet; cached in ``~/.keras/models``).
 
   Raises:
     ValueError: a flag is wrong, the model or weights file does not exist, or the model
-      cannot be loaded or run (the message names the spec and the error).
+      cannot be loaded (the message names the spec and the error).
   """
   check_spec(spec)
   for flag, path in (('--embedding_model', spec.model), ('--embedding_weights', spec.weights)):
     if path and not path.startswith(APPLICATION_PREFIX) and not FileSystems.exists(path):
       raise ValueError(f'{flag}={path}: no such file or folder')
+  if in_process:
+    return _probe_here(spec, image_format, keep=True)
+  # a fresh interpreter (not multiprocessing's spawn, which re-imports the caller's __main__)
+  # with this one's import path; it prints one JSON line: the model, or the error
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+  result = subprocess.run(
+      [sys.executable, '-m', 'transforms.embedding', json.dumps([spec, image_format])],
+      capture_output=True, text=True, env=env, check=False)
+  lines = result.stdout.strip().splitlines()
+  answer = json.loads(lines[-1]) if result.returncode == 0 and lines else {
+      'error': f'--embedding_model={spec.model}: cannot be loaded: the process loading it '
+               f'failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}'}
+  if 'error' in answer:
+    raise ValueError(answer['error'])
+  fields = answer['model']
+  return EmbeddingModel(EmbeddingSpec(*fields['spec']), fields['input_size'],
+                        fields['channels'], tuple(fields['shape']), fields['fingerprint'],
+                        fields['raw'])
+
+
+def _probe_main(argv: Sequence[str]) -> None:
+  """``python -m transforms.embedding '[SPEC, IMAGE_FORMAT]'``: :func:`probe`'s child."""
+  spec, image_format = json.loads(argv[0])
+  try:
+    model = _probe_here(EmbeddingSpec(*spec), image_format, keep=False)
+  except ValueError as error:
+    print(json.dumps({'error': str(error)}))
+    return
+  print(json.dumps({'model': model._asdict()}))
+
+
+def _probe_here(spec: EmbeddingSpec, image_format: str, keep: bool) -> EmbeddingModel:
+  """:func:`probe`'s loading, in this process; ``keep``: in :data:`_LOADED`."""
   raw = image_format == contract.RAW_FORMAT
   try:
     loaded = load(spec)
@@ -173,7 +215,8 @@ def probe(spec: EmbeddingSpec, image_format: str) -> EmbeddingModel:
                      f'{type(error).__name__}: {error}') from None
   model = EmbeddingModel(spec, loaded.input_size, loaded.channels, shape, loaded.fingerprint,
                          raw=raw)
-  _LOADED[model] = embedder
+  if keep:
+    _LOADED[model] = embedder
   return model
 
 
@@ -323,6 +366,7 @@ class Embedder:
     size, channels = loaded.input_size, loaded.channels
     feature_spec = dataset.image_feature_spec(raw, return_filenames=False)
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops, no Python control flow
     def image(features):
       pixels = dataset.preprocess_image(
           features[contract.IMAGE_ENCODED], size, training=False, channels=channels,
@@ -448,3 +492,7 @@ class AddEmbeddings(beam.PTransform):
     return (examples
             | 'run the model (RunInference)' >> RunInference(EmbeddingModelHandler(self._model))
             | 'add the embedding to the record' >> beam.ParDo(_JoinEmbeddingFn(self._model)))
+
+
+if __name__ == '__main__':
+  _probe_main(sys.argv[1:])
