@@ -252,3 +252,10 @@ def test_a_savedmodel_folder_embeds_raw_pixel_records(tmp_path):
   expected = model(np.stack(pixels).astype(np.float32)).numpy().mean(axis=(1, 2))
   _assert_close(stored, expected)
   assert handler.load_model() is embedding._LOADED[probed]  # pylint: disable=protected-access
+
+
+def test_the_reader_names_an_output_without_embeddings():
+  from imagerecords import dataset  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match='converted without --embedding_model'):
+    dataset.embedding_feature({'classes': []}, 'out/x')
+  assert dataset.embedding_feature({'embedding': {'shape': [3, 3, 8]}}, 'out/x') == [3, 3, 8]
