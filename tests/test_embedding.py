@@ -259,3 +259,39 @@ def test_the_reader_names_an_output_without_embeddings():
   with pytest.raises(ValueError, match='converted without --embedding_model'):
     dataset.embedding_feature({'classes': []}, 'out/x')
   assert dataset.embedding_feature({'embedding': {'shape': [3, 3, 8]}}, 'out/x') == [3, 3, 8]
+
+
+def test_nights_reuse_embeddings_of_the_same_model_and_rebuild_for_other_weights(
+    model_files, photos, tmp_path):
+  import imagerecords  # pylint: disable=import-outside-toplevel
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(7)
+  other_weights = tmp_path / 'retrained.weights.h5'  # the same network, other weights
+  keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                    input_shape=(INPUT, INPUT, 3)).save_weights(other_weights)
+  root = tmp_path / 'nightly'
+  flags = (f'--embedding_model={model_files[0]}', f'--image_size={INPUT}',
+           '--resize_mode=center_crop', '--num_shards=1')
+
+  def night(date, *more):
+    assert convert(photos, root, f'--run_date={date}', *flags, *more) == 0
+    run = root / f'dt={date}'
+    embeddings = {name: vector for split in manifest_of(run)['splits']
+                  for vectors, _, names in imagerecords.load_embeddings(
+                      str(run), split, batch_size=16, return_filenames=True)
+                  for vector, name in zip(vectors.numpy(), names.numpy())}
+    return manifest_of(run), embeddings
+
+  first, first_embeddings = night('2026-11-18')
+  second, second_embeddings = night('2026-11-19')
+  assert second['incremental']['reused'] == 10 and second['incremental']['converted'] == 0
+  assert second['embedding'] == first['embedding']
+  assert sorted(second_embeddings) == sorted(first_embeddings)
+  for name, vector in second_embeddings.items():
+    np.testing.assert_array_equal(vector, first_embeddings[name])
+  third, third_embeddings = night('2026-11-20', f'--embedding_weights={other_weights}')
+  assert third['incremental']['reused'] == 0 and third['incremental']['converted'] == 10
+  assert 'embedding' in third['incremental']['full_rebuild_reason']
+  assert third['embedding']['fingerprint'] != first['embedding']['fingerprint']
+  assert any(not np.allclose(third_embeddings[name], vector)
+             for name, vector in first_embeddings.items())
