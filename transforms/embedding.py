@@ -153,8 +153,8 @@ def probe(spec: EmbeddingSpec, image_format: str, in_process: bool = True) -> Em
 
   ``in_process``: load it in this process and keep it for a worker that runs here too (the
   local runner's ``--direct_running_mode=in_memory``); else in a short-lived child process
-  (a fresh interpreter), so that a launcher whose workers are other processes (multi-process local
-  runner, Dataflow, Flink) never imports TensorFlow nor holds the model.
+  (a fresh interpreter), so that a launcher whose workers are other processes (multi-process
+  local runner, Dataflow, Flink) never imports TensorFlow nor holds the model.
 
   An application by name without ``weights`` makes Keras download ImageNet's weights (needs
   internet; cached in ``~/.keras/models``).
@@ -280,6 +280,9 @@ def load(spec: EmbeddingSpec) -> LoadedModel:
                          'must take one input and give one output')
       (input_name, input_spec), = inputs.items()
       output_name, = signature.structured_outputs
+      if input_spec.dtype != tf.float32:
+        raise ModelError(f'--embedding_model={spec.model}: its input is {input_spec.dtype.name}'
+                         ', not float32 images')
 
       def call(images, saved=saved):  # holds the loaded object: its variables live with it
         return saved.signatures['serving_default'](**{input_name: images})[output_name]

@@ -8,8 +8,8 @@ example.proto`` (``Example { Features features = 1 }``, ``Features { map<string,
 feature = 1 }``, ``Feature { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
 Int64List int64_list = 3 } }``, packed int64 and float lists). That keeps TensorFlow, its
 import time and its memory out of every Beam worker, and makes serialization deterministic
-(features sorted by key), so the same image gives the same record bytes on every runner. The tests parse these
-bytes with TensorFlow's own ``tf.train.Example``.
+(features sorted by key), so the same image gives the same record bytes on every runner. The
+tests parse these bytes with TensorFlow's own ``tf.train.Example``.
 """
 
 from typing import Dict, List, Optional, Sequence, Union
