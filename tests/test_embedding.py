@@ -298,3 +298,48 @@ def test_nights_reuse_embeddings_of_the_same_model_and_rebuild_for_other_weights
   assert third['embedding']['fingerprint'] != first['embedding']['fingerprint']
   assert any(not np.allclose(third_embeddings[name], vector)
              for name, vector in first_embeddings.items())
+
+
+
+def test_a_model_on_object_storage_is_copied_through_beams_filesystems(tmp_path, monkeypatch):
+  """s3:// (a moto server on loopback, as in tests/test_s3.py): a .keras file and a SavedModel
+  folder there load as their local copies do."""
+  import signal  # pylint: disable=import-outside-toplevel
+  boto3 = pytest.importorskip('boto3')
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=C0415
+  from tests.servers import free_ports, spawn, stop, wait_for_port  # pylint: disable=C0415
+  from transforms import embedding  # pylint: disable=import-outside-toplevel
+  model = _tiny_model(1)
+  model.save(tmp_path / 'tiny.keras')
+  model.export(str(tmp_path / 'saved'), verbose=False)
+  port, = free_ports(1)
+  server = spawn(['moto.server', '-H', '127.0.0.1', '-p', str(port)], tmp_path, None,
+                 tmp_path / 'moto.log')
+  try:
+    wait_for_port(port, server, tmp_path / 'moto.log')
+    endpoint = f'http://127.0.0.1:{port}'
+    client = boto3.client('s3', endpoint_url=endpoint, aws_access_key_id='testing',
+                          aws_secret_access_key='testing', region_name='us-east-1')
+    client.create_bucket(Bucket='models')
+    client.upload_file(str(tmp_path / 'tiny.keras'), 'models', 'tiny.keras')
+    for path in (tmp_path / 'saved').rglob('*'):
+      if path.is_file():
+        client.upload_file(str(path), 'models', f'saved/{path.relative_to(tmp_path / "saved")}')
+    for name, value in (('AWS_ENDPOINT_URL_S3', endpoint), ('AWS_ACCESS_KEY_ID', 'testing'),
+                        ('AWS_SECRET_ACCESS_KEY', 'testing'),
+                        ('AWS_DEFAULT_REGION', 'us-east-1')):
+      monkeypatch.setenv(name, value)
+    FileSystems.set_options(PipelineOptions([f'--s3_endpoint_url={endpoint}',
+                                             '--s3_access_key_id=testing',
+                                             '--s3_secret_access_key=testing',
+                                             '--s3_region_name=us-east-1']))
+    for remote, local in (('s3://models/tiny.keras', tmp_path / 'tiny.keras'),
+                          ('s3://models/saved', tmp_path / 'saved')):
+      from_s3 = embedding.load(embedding.EmbeddingSpec(remote))
+      here = embedding.load(embedding.EmbeddingSpec(str(local)))
+      assert from_s3.fingerprint == here.fingerprint
+      assert from_s3.output_shape == here.output_shape == (None, 28, 28, 16)
+  finally:
+    FileSystems.set_options(PipelineOptions([]))
+    stop(server, signal.SIGTERM)
