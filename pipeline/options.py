@@ -16,7 +16,7 @@ from imagerecords import contract
 
 import pipeline
 
-from transforms import codec
+from transforms import codec, embedding
 from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.labels import check_label_source
 from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
@@ -178,6 +178,40 @@ class ConvertOptions(PipelineOptions):
         'deviation and class frequencies into manifest.json, and the normalising transform into '
         "transform_fn/ (imagerecords.load(normalize=True)). 'false': skip it. Not for "
         '--image_format=raw.')
+    parser.add_argument(
+        '--embedding_model', default=None,
+        help='Store an embedding of every image in its record (image/embedding, float list), '
+        'computed with Beam\'s RunInference from the converted image: a Keras model file '
+        "(.keras, .h5) or a SavedModel folder, local or on any Beam filesystem, or "
+        "'keras.applications:NAME' (e.g. keras.applications:EfficientNetB0, built without its "
+        'classifier; ImageNet weights, which Keras downloads, unless --embedding_weights). '
+        'Loaded once at launch: a missing or unloadable model stops the launch. See '
+        'docs/embeddings.md.')
+    parser.add_argument(
+        '--embedding_weights', default=None,
+        help='A weights file for --embedding_model (a Keras application\'s weights= argument, '
+        'or loaded into a Keras model file): offline machines use it instead of a download.')
+    parser.add_argument(
+        '--embedding_pooling', default='avg', choices=embedding.POOLINGS,
+        help="'avg' (default): the global average of the model's feature map over its "
+        "height and width, one vector per image (EfficientNetB0: 1,280 floats). 'none': the "
+        'whole map (EfficientNetB0 at 224: 7x7x1280 = 62,720 floats, 245 KB per record), its '
+        'shape in image/embedding/shape.')
+    parser.add_argument(
+        '--embedding_preprocessing', default='auto', choices=embedding.PREPROCESSINGS,
+        help="What the model's input is made of the 0-255 RGB pixels. 'auto' (default): a "
+        "Keras application's own preprocess_input; none for a model file. 'none': 0-255. "
+        "'unit': 0-1. 'tf', 'torch', 'caffe': keras.applications.imagenet_utils' modes.")
+    parser.add_argument(
+        '--embedding_image_size', type=int, default=embedding.DEFAULT_IMAGE_SIZE,
+        help='The side of the square model input when the model does not fix it (a Keras '
+        'application is built at this size). The stored image\'s central square is resized '
+        'to it, as imagerecords.load does in evaluation. Default %(default)s.')
+    parser.add_argument(
+        '--embedding_batch_size', type=int, default=embedding.DEFAULT_BATCH_SIZE,
+        help='The most images per model call in the RunInference step. Default %(default)s: '
+        'on CPUs larger batches are no faster and hold more memory per worker (EfficientNetB0 '
+        'at 224: about 15 MB per image in the batch); on a GPU, raise it (64-256).')
 
 
 def parse_fractions(text: str) -> List[Tuple[str, float]]:
@@ -261,6 +295,20 @@ def image_spec(options: ConvertOptions) -> codec.ImageSpec:
       channels=options.channels, background=codec.parse_background(options.background))
 
 
+def embedding_spec(options: ConvertOptions):
+  """The ``--embedding_*`` flags as a ``transforms.embedding.EmbeddingSpec``; None without
+  ``--embedding_model``. Paths are made absolute (the workers load the model too)."""
+  if not options.embedding_model:
+    return None
+  model = options.embedding_model
+  if not model.startswith(embedding.APPLICATION_PREFIX):
+    model = absolute_dir(model)
+  return embedding.EmbeddingSpec(
+      model, options.embedding_weights and absolute_dir(options.embedding_weights),
+      options.embedding_pooling, options.embedding_preprocessing,
+      options.embedding_image_size, options.embedding_batch_size)
+
+
 def extensions(options: ConvertOptions) -> Tuple[str, ...]:
   """--extensions as a tuple of lower-case '.ext' strings."""
   items = [e.strip().lower() for e in options.extensions.split(',') if e.strip()]
@@ -291,6 +339,13 @@ def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -
   if (direct.direct_running_mode != 'in_memory'
       and not any(arg.startswith('--direct_num_workers') for arg in argv)):
     direct.direct_num_workers = os.cpu_count() or 1
+
+
+def runs_in_process(options: PipelineOptions) -> bool:
+  """Whether the pipeline's workers run in this very process: the local runner in
+  ``--direct_running_mode=in_memory`` (after :func:`apply_local_runner_defaults`)."""
+  return (options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+          and options.view_as(DirectOptions).direct_running_mode == 'in_memory')
 
 
 def check_flags(argv: Sequence[str]) -> None:
@@ -374,6 +429,11 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--masks: segmentation records carry no class label; drop --label_source '
                      'and --strict_labels (--label_map names the mask classes)')
   image_spec(options)
+  spec = embedding_spec(options)
+  if spec:
+    embedding.check_spec(spec)
+  elif options.embedding_weights:
+    raise ValueError('--embedding_weights needs --embedding_model')
 
 
 def _split_name(name: str, flag: str) -> str:
@@ -461,11 +521,14 @@ CONVERSION_OPTIONS = ('image_size', 'resize_mode', 'image_format', 'jpeg_quality
 run's converts every image again (``pipeline.nightly.plan_incremental``)."""
 
 
-def conversion_settings(options: ConvertOptions) -> Dict[str, object]:
-  """The values of ``CONVERSION_OPTIONS``, the record format version and this tool's version:
-  what two nights must share for one to reuse the other's records."""
+def conversion_settings(options: ConvertOptions, embedding_model=None) -> Dict[str, object]:
+  """The values of ``CONVERSION_OPTIONS``, the record format version and this tool's version,
+  and the embedding model's settings (``transforms.embedding.EmbeddingModel.settings``: its
+  spec and weights fingerprint; None without one): what two nights must share for one to
+  reuse the other's records."""
   values = job_options(options)
   settings = {name: values[name] for name in CONVERSION_OPTIONS}
+  settings['embedding'] = embedding_model.settings() if embedding_model else None
   settings['format_version'] = contract.FORMAT_VERSION
   settings['tool_version'] = pipeline.__version__
   return settings

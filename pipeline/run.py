@@ -6,8 +6,9 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
 
     list files ─> label ─> split ─> [drop duplicates] ─> [reuse] ─> shuffle ─> decode/resize/encode
                     └─> class names (side input) ─────────┼─────────────────────┘      │
-    converted examples <─── the previous run's records ───┴────────────────────────────┘
-      (--run_date: unchanged images keep their record, copied from the previous run's shards)
+    converted examples <─── the previous run's records ───┴─── [embed: RunInference] ──┘
+      (--run_date: unchanged images keep their record, copied from the previous run's shards;
+       --embedding_model: a new record gets image/embedding, transforms.embedding)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split
       ├─> duplicate groups, leakage
@@ -40,6 +41,7 @@ from pipeline import options as opts
 from transforms import claim, segmentation
 from transforms.convert import ConvertImages
 from transforms.dedup import DropDuplicates, ReportDuplicates
+from transforms.embedding import AddEmbeddings, probe
 from transforms.elements import FAILURES_TAG
 from transforms.folders import holds_a_file, is_local
 from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
@@ -84,12 +86,15 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
   converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
-  records = (converted.examples,) if reused is None else (converted.examples, reused)
+  new_examples = converted.examples
+  if config['embedding']:  # --embedding_model: + image/embedding, by RunInference
+    new_examples = new_examples | 'embed images' >> AddEmbeddings(config['embedding'])
+  records = (new_examples,) if reused is None else (new_examples, reused)
   # what every step but the writer reads of an example: all but its record bytes, so that the
   # records of two sources are never flattened (held in memory) on the local runner
-  examples = converted.examples if reused is None else (
+  examples = new_examples if reused is None else (
       [source | f'{name}: drop the record bytes' >> beam.Map(_without_record)
-       for name, source in (('converted', converted.examples), ('reused', reused))]
+       for name, source in (('converted', new_examples), ('reused', reused))]
       | 'converted and reused' >> beam.Flatten())
 
   shard_paths = records | 'write shards' >> WriteSplits(
@@ -223,9 +228,14 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
   if options.strict_labels and not label_map:  # --run_date's first night: nothing to keep yet
     _LOG.warning('--strict_labels: no earlier run under %s to take classes from; this first '
                  'run sets them', output_dir)
+  spec = opts.image_spec(options)
+  # --embedding_model: loaded once, checked, fingerprinted; kept for a worker of this process
+  embedding = probe(opts.embedding_spec(options), spec.image_format,
+                    in_process=opts.runs_in_process(options)) if (
+      options.embedding_model) else None
   incremental = nightly.plan_incremental(
-      previous, opts.conversion_settings(options), label_map, options.full_rebuild) if (
-          layout) else None
+      previous, opts.conversion_settings(options, embedding), label_map,
+      options.full_rebuild) if layout else None
   previous_index = previous and FileSystems.join(previous, contract.IMAGES_INDEX_FILE)
   if previous_index and not FileSystems.exists(previous_index):
     previous_index = None  # written by a version without images.jsonl: no diff this night
@@ -240,7 +250,6 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       options.splits, probe_split_folders(input_dir))
   splits = list(file_splits or split_lists or split_folders) or [name for name, _ in fractions]
   num_shards = opts.parse_num_shards(options.num_shards, splits)
-  spec = opts.image_spec(options)
   compressed = options.compression == 'gzip'
   manifest = {
       'tool': {'name': 'imagerecords', 'version': pipeline.__version__},
@@ -264,6 +273,7 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       'start_time': time.time(),
       'incremental': incremental.manifest_section() if incremental else None,
       'claim': claim_token,
+      contract.MANIFEST_EMBEDDING: embedding.manifest_section() if embedding else None,
   }
   if masks:
     manifest['image']['mask'] = {
@@ -285,6 +295,7 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       'dali_index': options.dali_index,
       # --stats: not for raw pixels (the transform decodes encoded images)
       'stats': options.stats and spec.image_format != contract.RAW_FORMAT,
+      'embedding': embedding,  # --embedding_model: transforms.embedding.EmbeddingModel
       'masks': masks, 'split_lists': split_lists,
       'incremental': incremental,  # --run_date: what the night reuses (pipeline.nightly)
       # this launch, in publication markers: the claim's id (transforms.claim) when it holds one

@@ -6,13 +6,13 @@ TF-slim / TF Model Garden image-classification convention.
 The bytes are written directly in protobuf's wire format for ``tensorflow/core/example/
 example.proto`` (``Example { Features features = 1 }``, ``Features { map<string, Feature>
 feature = 1 }``, ``Feature { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
-Int64List int64_list = 3 } }``, packed int64 lists). That keeps TensorFlow, its import time and
-its memory out of every Beam worker, and makes serialization deterministic (features sorted by
-key), so the same image gives the same record bytes on every runner. The tests parse these
-bytes with TensorFlow's own ``tf.train.Example``.
+Int64List int64_list = 3 } }``, packed int64 and float lists). That keeps TensorFlow, its
+import time and its memory out of every Beam worker, and makes serialization deterministic
+(features sorted by key), so the same image gives the same record bytes on every runner. The
+tests parse these bytes with TensorFlow's own ``tf.train.Example``.
 """
 
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from imagerecords import contract
 from imagerecords import wire
@@ -39,15 +39,58 @@ def _varint(value: int) -> bytes:
 _KEY = {number: _varint(number << 3 | _LEN) for number in (1, 2, 3)}
 
 
-def serialize_example(features: Dict[str, Union[bytes, int]]) -> bytes:
-  """A serialized ``tf.train.Example`` of single-valued bytes / non-negative int64 features.
+def _feature_entry(key: str, value) -> List:
+  """The wire-format pieces of one ``Features.feature`` map entry (key = field 1, Feature =
+  field 2), its field key included; joined, they are the bytes of that field of ``Features``.
 
-  The nesting (Example > Features > map entry > Feature > BytesList / packed Int64List) is
-  written as one list of pieces, lengths computed ahead, and joined once: the image bytes are
-  copied once into the record.
+  ``bytes`` -> BytesList of one value; ``int`` -> Int64List of one value; a ``numpy.ndarray``
+  of float32 -> packed FloatList of its values (row-major); a tuple of ints -> packed
+  Int64List. Raises ValueError for a negative int.
+  """
+  if isinstance(value, bytes):
+    kind = 1  # Feature.bytes_list
+  elif isinstance(value, int):
+    if value < 0:
+      raise ValueError(f'negative int64 features are not written here: {value}')
+    kind, value = 3, _varint(value)  # Feature.int64_list, packed
+  elif isinstance(value, tuple):
+    if any(item < 0 for item in value):
+      raise ValueError(f'negative int64 features are not written here: {value}')
+    kind, value = 3, b''.join(_varint(item) for item in value)  # packed Int64List
+  else:  # a float32 array: packed FloatList, little-endian IEEE 754 (protobuf's `float`)
+    kind, value = 2, value.astype('<f4', copy=False).tobytes()
+  key = key.encode('utf-8')
+  value_length = _varint(len(value))
+  list_size = 1 + len(value_length) + len(value)  # Bytes/Float/Int64List: field 1
+  list_length = _varint(list_size)
+  feature_size = 1 + len(list_length) + list_size  # Feature: field `kind`
+  feature_length = _varint(feature_size)
+  key_length = _varint(len(key))
+  entry_size = 1 + len(key_length) + len(key) + 1 + len(feature_length) + feature_size
+  return [_KEY[1], _varint(entry_size),  # map entry: key = field 1, value = field 2
+          _KEY[1], key_length, key, _KEY[2], feature_length,
+          _KEY[kind], list_length, _KEY[1], value_length, value]
+
+
+def _example(entries: Sequence) -> bytes:
+  """A serialized Example of the map entries ``(key, pieces)``, in key order."""
+  pieces = [piece for _, entry in sorted(entries, key=lambda item: item[0]) for piece in entry]
+  features_size = sum(len(piece) for piece in pieces)
+  return b''.join([_KEY[1], _varint(features_size), *pieces])  # Example.features: field 1
+
+
+def serialize_example(features: Dict[str, Union[bytes, int, tuple, 'numpy.ndarray']]) -> bytes:
+  """A serialized ``tf.train.Example`` of the job's features.
+
+  The nesting (Example > Features > map entry > Feature > BytesList / FloatList / packed
+  Int64List) is written as one list of pieces, lengths computed ahead, and joined once: the
+  image bytes are copied once into the record.
 
   Args:
-    features: feature key -> value; ``bytes`` become a BytesList, ``int`` an Int64List.
+    features: feature key -> value; ``bytes`` become a BytesList of one value, ``int`` an
+      Int64List of one value, a tuple of ints a packed Int64List, a float32 ``numpy.ndarray``
+      a packed FloatList of its values in row-major order (any shape; the shape itself is not
+      stored).
 
   Returns:
     Wire-format bytes that ``tf.train.Example.FromString`` parses; features sorted by key.
@@ -55,28 +98,35 @@ def serialize_example(features: Dict[str, Union[bytes, int]]) -> bytes:
   Raises:
     ValueError: a negative int value.
   """
-  pieces: List[bytes] = []
-  features_size = 0
-  for key, value in sorted(features.items()):
-    if isinstance(value, bytes):
-      kind = 1  # Feature.bytes_list
-    else:
-      if value < 0:
-        raise ValueError(f'negative int64 features are not written here: {value}')
-      kind, value = 3, _varint(value)  # Feature.int64_list, packed
-    key = key.encode('utf-8')
-    value_length = _varint(len(value))
-    list_size = 1 + len(value_length) + len(value)  # BytesList / Int64List: field 1
-    list_length = _varint(list_size)
-    feature_size = 1 + len(list_length) + list_size  # Feature: field `kind`
-    feature_length = _varint(feature_size)
-    key_length = _varint(len(key))
-    entry_size = 1 + len(key_length) + len(key) + 1 + len(feature_length) + feature_size
-    entry_length = _varint(entry_size)  # map entry: key = field 1, value = field 2
-    pieces += (_KEY[1], entry_length, _KEY[1], key_length, key, _KEY[2], feature_length,
-               _KEY[kind], list_length, _KEY[1], value_length, value)
-    features_size += 1 + len(entry_length) + entry_size
-  return b''.join([_KEY[1], _varint(features_size), *pieces])  # Example.features: field 1
+  return _example([(key, _feature_entry(key, value)) for key, value in features.items()])
+
+
+def add_features(serialized: bytes, features: Dict[str, Union[bytes, int, tuple,
+                                                             'numpy.ndarray']]) -> bytes:
+  """``serialized`` (a record of :func:`serialize_example`) with ``features`` added: the same
+  bytes :func:`serialize_example` gives for the union of both, features sorted by key; the
+  existing entries are copied as they are, not parsed.
+
+  Raises:
+    ValueError: a key of ``features`` is in the record already, or a negative int value.
+  """
+  entries = []
+  view = memoryview(serialized)
+  for number, start, end in _length_delimited(serialized, 0, len(serialized)):
+    if number != 1:
+      continue  # Example.features
+    for entry_number, entry_start, entry_end in _length_delimited(serialized, start, end):
+      if entry_number != 1:
+        continue  # Features.feature (a map entry)
+      fields = {n: (s, e) for n, s, e in _length_delimited(serialized, entry_start, entry_end)}
+      key = serialized[fields[1][0]:fields[1][1]].decode('utf-8')
+      if key in features:
+        raise ValueError(f'the record has a feature {key!r} already')
+      # the whole field: its key byte and length, then the entry
+      header = _KEY[1] + _varint(entry_end - entry_start)
+      entries.append((key, [header, view[entry_start:entry_end]]))
+  entries += [(key, _feature_entry(key, value)) for key, value in features.items()]
+  return _example(entries)
 
 
 def build_example(image: EncodedImage, relpath: str, source_sha256: str,

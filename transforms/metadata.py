@@ -121,6 +121,9 @@ class _WriteMetadataFn(beam.DoFn):
         'output_dir': config['output_dir'],  # where readers find it (published)
         'options': config['options'],
         contract.MANIFEST_IMAGE: config['image'],
+        # --embedding_model: transforms.embedding.EmbeddingModel.manifest_section; else absent
+        **({contract.MANIFEST_EMBEDDING: config[contract.MANIFEST_EMBEDDING]}
+           if config.get(contract.MANIFEST_EMBEDDING) else {}),
         'split_source': config['split_source'],
         contract.MANIFEST_TASK: config.get(contract.MANIFEST_TASK, contract.TASK_CLASSIFICATION),
         contract.MANIFEST_CLASSES: class_names,

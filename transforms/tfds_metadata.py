@@ -20,13 +20,14 @@ workers, and the tests read the output with tensorflow_datasets itself to prove 
 Each record key is one top-level feature of that name (``image/encoded``, ``image/class/label``,
 ...), so ``as_dataset`` yields dicts keyed like the records: ``image/encoded`` decoded to uint8
 ``[H, W, C]``, ``image/class/label`` int64, a segmentation mask (``--masks``) decoded to uint8
-``[H, W, 1]``, the rest as stored (raw pixels, ``--image_format=raw``, stay bytes); a
+``[H, W, 1]``, an embedding (``--embedding_model``) float32 of its manifest shape, the rest
+as stored (raw pixels, ``--image_format=raw``, stay bytes); a
 segmentation output has no class label feature. GZIP-compressed shards
 (``--compression=gzip``) get no TFDS metadata: TFDS reads only uncompressed TFRecord files.
 """
 
 import json
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from imagerecords import contract
 
@@ -47,12 +48,21 @@ def _image(channels: int, image_format: str) -> dict:
           'image': image}
 
 
+def _tensor(shape, dtype: str) -> dict:
+  """A ``tfds.features.Tensor`` of a fixed ``shape`` (list of ints) and ``dtype``."""
+  return {'pythonClassName': 'tensorflow_datasets.core.features.tensor_feature.Tensor',
+          'tensor': {'shape': {'dimensions': [str(d) for d in shape]}, 'dtype': dtype,
+                     'encoding': 'none'}}
+
+
 def features(image_format: str, channels: int, num_classes: int,
-             segmentation: bool = False) -> dict:
+             segmentation: bool = False, embedding: Optional[dict] = None) -> dict:
   """``features.json``: a FeaturesDict of the record keys: class keys when ``num_classes``,
-  mask keys with ``segmentation``. Raw pixels (``--image_format=raw``) stay bytes, a
-  ``Tensor`` of tf.string, to be reshaped with ``image/height``, ``image/width``,
-  ``image/channels``."""
+  mask keys with ``segmentation``, ``image/embedding`` (float32 of the manifest's embedding
+  ``shape``, e.g. ``[1280]`` or ``[7, 7, 1280]``) and, stored whole, ``image/embedding/shape``
+  (int64 ``[rank]``) with ``embedding`` (the manifest's section). Raw pixels
+  (``--image_format=raw``) stay bytes, a ``Tensor`` of tf.string, to be reshaped with
+  ``image/height``, ``image/width``, ``image/channels``."""
   feature_dict = {
       contract.IMAGE_ENCODED: (
           {'pythonClassName': 'tensorflow_datasets.core.features.tensor_feature.Tensor',
@@ -75,6 +85,11 @@ def features(image_format: str, channels: int, num_classes: int,
   if segmentation:
     feature_dict[contract.MASK_ENCODED] = _image(1, 'png')
     feature_dict[contract.MASK_FORMAT] = _TEXT
+  if embedding:
+    shape = embedding[contract.EMBEDDING_SHAPE_KEY]
+    feature_dict[contract.EMBEDDING] = _tensor(shape, 'float32')
+    if embedding.get('shape_feature'):
+      feature_dict[contract.EMBEDDING_SHAPE] = _tensor([len(shape)], 'int64')
   return {
       'pythonClassName': 'tensorflow_datasets.core.features.features_dict.FeaturesDict',
       'featuresDict': {'features': dict(sorted(feature_dict.items()))},
@@ -121,7 +136,7 @@ def metadata_files(manifest: dict) -> Dict[str, str]:
           'imagerecords', splits, labeled, description),
       contract.TFDS_FEATURES_FILE: features(
           image['format'], image.get('channels', 3), len(class_names) if labeled else 0,
-          segmentation),
+          segmentation, manifest.get(contract.MANIFEST_EMBEDDING)),
   }
   texts = {name: json.dumps(value, indent=2, ensure_ascii=False)
            for name, value in files.items()}

@@ -9,6 +9,7 @@
     data_dir = imagerecords.latest_run('gs://bucket/nightly')     # root/dt=... named by LATEST
     weights = imagerecords.class_weights('gs://bucket/flowers')   # {class id: weight}
     layer = imagerecords.preprocessing_layer('gs://bucket/flowers')  # JPEG bytes -> model input
+    features = imagerecords.load_embeddings('gs://bucket/flowers', 'train', batch_size=256)
 
 ``imagerecords.contract`` (feature keys, file names, manifest keys) imports nothing heavy; the
 rest needs TensorFlow and is imported on first use (PEP 562), so the Beam job can import the
@@ -23,13 +24,15 @@ from typing import TYPE_CHECKING
 
 __version__ = '0.1.0'
 
-__all__ = ['load', 'class_names', 'num_examples', 'latest_run', 'IncompleteDatasetError',
+__all__ = ['load', 'load_embeddings', 'class_names', 'num_examples', 'latest_run',
+           'IncompleteDatasetError',
            '__version__',
            'preprocessing_layer', 'class_weights', 'MissingTransformError']
 
 # Public name -> module that defines it; these modules import TensorFlow.
 _LAZY = {
     'load': 'imagerecords.dataset',
+    'load_embeddings': 'imagerecords.dataset',
     'class_names': 'imagerecords.metadata',
     'num_examples': 'imagerecords.metadata',
     'latest_run': 'imagerecords.metadata',
@@ -40,7 +43,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
-  from imagerecords.dataset import load
+  from imagerecords.dataset import load, load_embeddings
   from imagerecords.metadata import (IncompleteDatasetError, class_names, latest_run,
                                      num_examples)
   from imagerecords.transform import MissingTransformError, class_weights, preprocessing_layer

@@ -37,6 +37,9 @@ FILENAME = 'image/filename'  # bytes: path relative to the input root, '/'-separ
 SOURCE_SHA256 = 'image/key/sha256'  # bytes: hex SHA-256 digest of the source file's bytes
 MASK_ENCODED = 'image/segmentation/class/encoded'  # bytes: PNG of class indices
 MASK_FORMAT = 'image/segmentation/class/format'  # bytes: 'png'
+EMBEDDING = 'image/embedding'  # float list: the image's embedding (--embedding_model), row-major
+EMBEDDING_SHAPE = 'image/embedding/shape'  # int64 list: its shape, when stored whole
+# (--embedding_pooling=none, e.g. [7, 7, 1280]); a pooled embedding is one vector, e.g. [1280]
 
 # --- files of an output directory -------------------------------------------------------------
 LABELS_FILE = 'labels.txt'
@@ -118,6 +121,15 @@ MANIFEST_TASK = 'task'
 TASK_CLASSIFICATION = 'classification'
 TASK_SEGMENTATION = 'segmentation'
 MASK_VOID = 255  # the void / ignore class id of masks (VOC's convention), kept as it is
+
+# --- embeddings (--embedding_model; absent otherwise) --------------------------------------------
+#   "embedding": {"model": "keras.applications:EfficientNetB0", "weights": "/path/or/null",
+#                 "fingerprint": "<64 hex digits: SHA-256 of the weights as loaded>",
+#                 "pooling": "avg", "shape": [1280], "dtype": "float32",
+#                 "input_size": 224, "preprocessing": "auto"}
+MANIFEST_EMBEDDING = 'embedding'
+EMBEDDING_SPEC = 'model'
+EMBEDDING_SHAPE_KEY = 'shape'
 
 # --- dataset statistics and their transform (tensorflow-transform; --stats, on by default) ------
 #   "statistics": {"split": "train", "num_examples": 244, "num_pixels": 16711680,

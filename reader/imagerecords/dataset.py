@@ -66,7 +66,8 @@ def load(data_dir: str,
          dtype: tf.dtypes.DType = tf.float32,
          repeat: bool = False,
          return_filenames: bool = False,
-         normalize: bool = False) -> tf.data.Dataset:
+         normalize: bool = False,
+         return_embeddings: bool = False) -> tf.data.Dataset:
   """A ``tf.data.Dataset`` of batches of ``split`` of the imagerecords directory ``data_dir``.
 
   Each element is ``(images, labels)``:
@@ -130,6 +131,11 @@ def load(data_dir: str,
       :mod:`imagerecords.transform`), applied after the crop and resize. In evaluation the
       numbers equal :func:`imagerecords.preprocessing_layer`'s for the same images. Needs a
       floating ``dtype``.
+    return_embeddings: yield ``((images, embeddings), labels)``: beside each image, its
+      stored embedding (``image/embedding``, written with the job's ``--embedding_model``),
+      float32 ``[B, *shape]`` of the manifest's embedding shape (e.g. ``[B, 1280]``): the two
+      inputs of a Keras model with two inputs. Not for segmentation outputs.
+      :func:`imagerecords.load_embeddings` reads the embeddings without the images.
 
   Returns:
     A batched, prefetched ``tf.data.Dataset`` as described above. Its cardinality (``len``)
@@ -146,6 +152,7 @@ def load(data_dir: str,
       of records than the manifest says.
     imagerecords.transform.MissingTransformError: ``normalize=True`` for a directory converted
       with ``--stats=false`` (no ``transform_fn/``; the message names the missing directory).
+    ValueError: ``return_embeddings=True`` for an output without embeddings.
   """
   manifest = metadata.read_manifest(data_dir)  # IncompleteDatasetError without _SUCCESS
   if batch_size < 1:
@@ -165,23 +172,132 @@ def load(data_dir: str,
     mean, std = transform.normalization(data_dir)  # MissingTransformError: --stats=false
     decode_dtype = tf.float32  # normalised in float32, then cast to dtype
 
-  shards = metadata.split_shards(manifest, data_dir, split)
-  files = [shard.path for shard in shards]
+  dataset = _serialized_records(data_dir, manifest, split, training, shuffle_buffer, seed,
+                                input_context, repeat)
   labeled = bool(manifest[contract.MANIFEST_CLASSES])
   image_info = manifest.get(contract.MANIFEST_IMAGE) or {}
   channels = int(image_info.get('channels', 3))
   raw = image_info.get('format') == contract.RAW_FORMAT
   if drop_remainder is None:
     drop_remainder = training
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  embedding = embedding_feature(manifest, data_dir) if return_embeddings else None
 
+  # --- serialized records -> (image [S, S, 3], label []) --------------------------------------
+  decode = _make_decode_fn(image_size, training, labeled, decode_dtype, return_filenames,
+                           channels=channels, raw=raw, embedding_shape=embedding)
+  if manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION:
+    if return_embeddings:
+      raise ValueError('return_embeddings=True is for classification outputs, not masks.')
+    # (image [S, S, C], mask int32 [S, S]): one crop and flip for both (imagerecords.segmentation)
+    from imagerecords import segmentation  # pylint: disable=import-outside-toplevel
+    decode = segmentation.make_decode_fn(image_size, training, decode_dtype, return_filenames,
+                                         channels=channels, raw=raw)
+  if training:
+    # One stateless-op seed per example, new every epoch: tf.data's recommended way to
+    # randomize inside a parallel map
+    # (https://www.tensorflow.org/tutorials/images/data_augmentation, stateless random ops).
+    seeds = tf.data.Dataset.random(seed=_sub_seed(seed, 2), rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
+  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+
+  # --- batches ---------------------------------------------------------------------------------
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  if normalize:  # on whole batches: (pixel * 255 - mean) / std, then the requested dtype
+    dataset = dataset.map(_normalize_fn(mean, std, dtype), num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def load_embeddings(data_dir: str,
+                    split: str,
+                    batch_size: int,
+                    training: bool = False,
+                    *,
+                    shuffle_buffer: int = 10_000,
+                    seed: Optional[int] = None,
+                    input_context: Optional[tf.distribute.InputContext] = None,
+                    drop_remainder: Optional[bool] = None,
+                    repeat: bool = False,
+                    return_filenames: bool = False) -> tf.data.Dataset:
+  """A ``tf.data.Dataset`` of the stored embeddings of ``split``, without decoding an image.
+
+  Each element is ``(embeddings, labels)``: ``embeddings`` float32 ``[B, *shape]``, the
+  manifest's ``embedding.shape`` (e.g. ``[B, 1280]`` pooled, ``[B, 7, 7, 1280]`` stored whole),
+  the job's ``--embedding_model`` applied to the stored image (``docs/embeddings.md``);
+  ``labels`` int32 ``[B]``. Unlabeled: ``embeddings`` alone. ``return_filenames`` adds the
+  ``image/filename`` tf.string ``[B]`` last. For training a head on precomputed features::
+
+      train = imagerecords.load_embeddings(OUT, 'train', 64, training=True)
+      head = keras.Sequential([keras.layers.Dense(num_classes)])
+
+  The files, shuffling, sharding (``input_context``), ``repeat`` and ``drop_remainder``
+  behave as in :func:`load`; there is no augmentation (the embedding is of the stored image).
+
+  Raises:
+    IncompleteDatasetError: no ``_SUCCESS`` marker.
+    ValueError: ``split`` is unknown, ``batch_size`` is below 1, or the output holds no
+      embeddings (converted without ``--embedding_model``).
+  """
+  manifest = metadata.read_manifest(data_dir)
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
+  shape = embedding_feature(manifest, data_dir)
+  dataset = _serialized_records(data_dir, manifest, split, training, shuffle_buffer, seed,
+                                input_context, repeat)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  labeled = bool(manifest[contract.MANIFEST_CLASSES])
+  spec = {contract.EMBEDDING: tf.io.FixedLenFeature(shape, tf.float32)}
+  if labeled:
+    spec[contract.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
+  if return_filenames:
+    spec[contract.FILENAME] = tf.io.FixedLenFeature([], tf.string, default_value='')
+
+  def parse(serialized):  # a whole batch of records at once: one parse op per batch
+    features = tf.io.parse_example(serialized, spec)
+    outputs = [features[contract.EMBEDDING]]
+    if labeled:
+      outputs.append(tf.cast(features[contract.CLASS_LABEL], tf.int32))
+    if return_filenames:
+      outputs.append(features[contract.FILENAME])
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+  dataset = dataset.batch(batch_size,
+                          drop_remainder=training if drop_remainder is None else drop_remainder)
+  dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def embedding_feature(manifest: dict, data_dir: str) -> list:
+  """The shape of one stored embedding (list of ints), from the manifest's ``embedding``.
+
+  Raises:
+    ValueError: the output holds no embeddings.
+  """
+  section = manifest.get(contract.MANIFEST_EMBEDDING)
+  if not section:
+    raise ValueError(f'{data_dir} holds no embeddings: it was converted without '
+                     '--embedding_model.')
+  return [int(d) for d in section[contract.EMBEDDING_SHAPE_KEY]]
+
+
+def _serialized_records(data_dir: str, manifest: dict, split: str, training: bool,
+                        shuffle_buffer: int, seed: Optional[int],
+                        input_context: Optional[tf.distribute.InputContext],
+                        repeat: bool) -> tf.data.Dataset:
+  """The serialized records of ``split``, read, sharded, shuffled and repeated as :func:`load`
+  describes (its module docstring's first steps); :func:`load` and
+  :func:`imagerecords.load_embeddings` both read through here."""
+  shards = metadata.split_shards(manifest, data_dir, split)
+  files = [shard.path for shard in shards]
   num_pipelines, pipeline_id = 1, 0
   if input_context is not None:
     num_pipelines = input_context.num_input_pipelines
     pipeline_id = input_context.input_pipeline_id
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
   shard_by_record = num_pipelines > 1 and len(files) < num_pipelines
 
-  # --- shard files -> serialized records ------------------------------------------------------
+  # shard files -> serialized records ------------------------------------------------------
   dataset = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
   if num_pipelines > 1 and not shard_by_record:
     dataset = dataset.shard(num_pipelines, pipeline_id)
@@ -207,28 +323,7 @@ def load(data_dir: str,
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_records))
   if repeat:
     dataset = dataset.repeat()
-
-  # --- serialized records -> (image [S, S, 3], label []) --------------------------------------
-  decode = _make_decode_fn(image_size, training, labeled, decode_dtype, return_filenames,
-                           channels=channels, raw=raw)
-  if manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION:
-    # (image [S, S, C], mask int32 [S, S]): one crop and flip for both (imagerecords.segmentation)
-    from imagerecords import segmentation  # pylint: disable=import-outside-toplevel
-    decode = segmentation.make_decode_fn(image_size, training, decode_dtype, return_filenames,
-                                         channels=channels, raw=raw)
-  if training:
-    # One stateless-op seed per example, new every epoch: tf.data's recommended way to
-    # randomize inside a parallel map
-    # (https://www.tensorflow.org/tutorials/images/data_augmentation, stateless random ops).
-    seeds = tf.data.Dataset.random(seed=_sub_seed(seed, 2), rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
-  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-
-  # --- batches ---------------------------------------------------------------------------------
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-  if normalize:  # on whole batches: (pixel * 255 - mean) / std, then the requested dtype
-    dataset = dataset.map(_normalize_fn(mean, std, dtype), num_parallel_calls=tf.data.AUTOTUNE)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  return dataset
 
 
 def _normalize_fn(mean: tf.Tensor, std: tf.Tensor, dtype: tf.dtypes.DType):
@@ -236,7 +331,12 @@ def _normalize_fn(mean: tf.Tensor, std: tf.Tensor, dtype: tf.dtypes.DType):
   from imagerecords import transform  # pylint: disable=import-outside-toplevel
 
   def normalize(images, *rest):
+    embeddings = None
+    if isinstance(images, tuple):  # return_embeddings: (images, embeddings)
+      images, embeddings = images
     images = tf.cast(transform.normalize_images(images, mean, std), dtype)
+    if embeddings is not None:
+      images = (images, embeddings)
     return (images, *rest) if rest else images
 
   return normalize
@@ -291,13 +391,17 @@ def parse_raw_shape(features: dict) -> tf.Tensor:
 
 
 def _make_decode_fn(image_size, training, labeled, dtype, return_filenames, channels=3,
-                    raw=False):
+                    raw=False, embedding_shape=None):
   """The per-example map function: serialized record (+ seed) -> (image[, label][, filename]).
 
   ``channels``: of the output images (the manifest's). ``raw``: the records hold raw pixels,
   reshaped with their ``image/height``, ``image/width``, ``image/channels``.
+  ``embedding_shape``: also parse ``image/embedding`` of this shape; the image is then
+  ``(image, embedding)``.
   """
   spec = image_feature_spec(raw, return_filenames)
+  if embedding_shape is not None:
+    spec[contract.EMBEDDING] = tf.io.FixedLenFeature(embedding_shape, tf.float32)
   if labeled:
     spec[contract.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
 
@@ -306,6 +410,8 @@ def _make_decode_fn(image_size, training, labeled, dtype, return_filenames, chan
     image = preprocess_image(
         features[contract.IMAGE_ENCODED], image_size, training, seed=seed, dtype=dtype,
         channels=channels, raw_shape=parse_raw_shape(features) if raw else None)
+    if embedding_shape is not None:
+      image = (image, features[contract.EMBEDDING])
     outputs = [image]
     if labeled:
       outputs.append(tf.cast(features[contract.CLASS_LABEL], tf.int32))
