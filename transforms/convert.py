@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
 
-from transforms import codec, reads
+from transforms import codec, image_measures, reads
 from transforms import segmentation
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
@@ -72,9 +72,11 @@ class _ConvertImageFn(beam.DoFn):
     self._read.inc()
     self._bytes_read.inc(len(data))
     try:
-      if image.mask is None:
-        encoded, mask = codec.convert(data, self._spec), None
+      if image.mask is None:  # the stored pixels are measured below, not decoded again
+        converted, mask = codec.convert_keeping_pixels(data, self._spec), None
+        encoded = converted.encoded
       else:  # segmentation: the mask gets its image's crop and size (transforms.segmentation)
+        converted = None
         encoded, mask = segmentation.convert_with_mask(
             data, image.mask, self._spec, num_classes=len(class_names))
     except segmentation.MaskError as error:
@@ -95,6 +97,10 @@ class _ConvertImageFn(beam.DoFn):
         yield self._fail(image, STAGE_DECODE,
                          f'TensorFlow cannot decode it: {type(error).__name__}: {error}')
         return
+    # perceptual hash and quality measures of the pixels just encoded (near duplicates, quality)
+    measures = None
+    if converted is not None and converted.pixels is not None:
+      measures = image_measures.measure(converted.pixels, converted.source_size)
     # hashed already when a dedup step ran before (transforms.dedup), else here
     source_sha256 = image.source_sha256 or hashlib.sha256(data).hexdigest()
     class_id = None if image.label is None else self._class_id(image.label, class_names)
@@ -106,7 +112,7 @@ class _ConvertImageFn(beam.DoFn):
     self._log_progress()
     yield ConvertedExample(image.split, image.label, image.relpath, serialized,
                            hashlib.sha256(serialized).digest(), source_sha256, sums,
-                           image.version)
+                           image.version, measures)
 
   def _log_progress(self):
     now = time.monotonic()
