@@ -151,6 +151,13 @@ class ConvertOptions(PipelineOptions):
         'exact and near groups, with leakage across splits and label conflicts, are listed in '
         'duplicates.jsonl and counted in manifest.json.')
     parser.add_argument(
+        '--image_checks', type=_boolean, nargs='?', const=True, default=True,
+        help="'true' (default): measure every converted image's stored pixels (no second "
+        'decode): a perceptual hash, grouped into near duplicates (duplicates.jsonl), and '
+        'quality flags (quality.jsonl: low information, dark, bright, grayscale, small, odd '
+        "aspect; docs/images.md). 'false': skip them; exact duplicates are still reported. "
+        'Not measured: --image_format=original, --masks, records reused by --run_date.')
+    parser.add_argument(
         '--near_duplicate_distance', type=int, default=near_duplicates.DEFAULT_DISTANCE,
         help='Two images whose 64-bit perceptual hashes (OpenCV pHash of the stored pixels) '
         'differ in at most this many bits are near duplicates (re-encoded, resized, cropped '
@@ -363,9 +370,11 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError(f'--near_duplicate_distance must be within 0-{near_duplicates.MAX_DISTANCE} '
                      f'bits, got {options.near_duplicate_distance}')
   if options.dedup == 'keep_first_near' and (options.image_format == 'original'
-                                             or options.masks != 'none'):
+                                             or options.masks != 'none'
+                                             or not options.image_checks):
     raise ValueError('--dedup=keep_first_near needs the pixels the conversion measures, which '
-                     '--image_format=original and --masks do not measure (use keep_first)')
+                     '--image_format=original, --masks and --image_checks=false do not measure '
+                     '(use keep_first)')
   if not options.claim_lease_seconds > 0:
     raise ValueError('--claim_lease_seconds must be positive')
   if not extensions(options):

@@ -87,7 +87,9 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
-  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
+  # --image_checks: examples carry their stored pixels' measures (perceptual hash, quality)
+  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split,
+                                                           measure=config['image_checks'])
   records = (converted.examples,) if reused is None else (converted.examples, reused)
   # what every step but the writer reads of an example: all but its record bytes, so that the
   # records of two sources are never flattened (held in memory) on the local runner
@@ -97,10 +99,12 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
       | 'converted and reused' >> beam.Flatten())
 
   # groups of byte-identical files and of near-identical pictures (perceptual hashes)
-  near_groups = examples | 'near-duplicate groups' >> NearDuplicateGroups(
-      config['near_duplicate_distance'], keep_first=config['dedup'] == KEEP_FIRST_NEAR)
-  all_groups = ((examples | 'exact duplicate groups' >> ExactGroups(), near_groups,
-                 deduped['groups']) | 'all duplicate groups' >> beam.Flatten())
+  groups = [examples | 'exact duplicate groups' >> ExactGroups(), deduped['groups']]
+  if config['image_checks']:
+    near_groups = examples | 'near-duplicate groups' >> NearDuplicateGroups(
+        config['near_duplicate_distance'], keep_first=config['dedup'] == KEEP_FIRST_NEAR)
+    groups.append(near_groups)
+  all_groups = groups | 'all duplicate groups' >> beam.Flatten()
   near_failures = []
   if config['dedup'] == KEEP_FIRST_NEAR:  # only the first file of each near group is written
     dropped = near_groups | 'near duplicates not written' >> DroppedNear()
@@ -119,7 +123,9 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   # duplicates.jsonl, and one element: the manifest's duplicates section (counts, a few groups)
   duplicates = all_groups | 'report duplicates' >> ReportDuplicates(config['output_dir'])
   # quality.jsonl (flagged images), and one element: the manifest's quality section (counts)
-  quality = examples | 'report quality' >> ReportQuality(config['output_dir'], spec.channels)
+  quality = None
+  if config['image_checks']:
+    quality = examples | 'report quality' >> ReportQuality(config['output_dir'], spec.channels)
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
   index = examples | 'image index' >> WriteImageIndex(config['output_dir'])
   diff = None
@@ -297,6 +303,7 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       'label_file': label_file,
       'label_file_format': label_file_format, 'file_splits': file_splits,
       'dedup': options.dedup, 'near_duplicate_distance': options.near_duplicate_distance,
+      'image_checks': options.image_checks,
       'label_map': label_map, 'strict_labels': strict_labels,
       'split_folders': split_folders,
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,

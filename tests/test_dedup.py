@@ -7,8 +7,10 @@ computed here with hashlib over the files themselves, independently of the job.
 import collections
 import hashlib
 import json
+import pathlib
 import shutil
 
+from imagerecords import inspect
 from PIL import Image
 
 from pipeline import outputs
@@ -214,6 +216,18 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
   assert manifest['quality']['num_flagged'] == 1
   assert manifest['quality']['num_measured'] == manifest['num_examples']
   assert f'1 of {manifest["num_examples"]} images flagged' in summary
+  # inspect draws the near group (its records) and the placeholder's flags
+  report = inspect.inspect(str(out), verify=False, samples=4)
+  assert [_names(g) for g in report.duplicate_groups] == [
+      ['train/ants/original.jpg', 'val/bees/smaller.jpg']]
+  assert {'train/ants/original.jpg', 'val/bees/smaller.jpg',
+          'train/ants/imageNotFound.gif'} <= set(report.images)
+  written = inspect.render(report, str(tmp_path / 'pictures'), thumb=64, samples=4)
+  names = sorted(pathlib.Path(path).name for path in written)
+  assert 'near_duplicates.png' in names
+  assert {f'quality_{flag}.png' for flag in flagged[0]['flags']} <= set(names)
+  with Image.open(tmp_path / 'pictures' / 'near_duplicates.png') as sheet:
+    assert sheet.height < 200  # one group: one row
 
   # keep_first writes the copy first by path (train/...): the source still leaks, and says so
   out = tmp_path / 'first'
