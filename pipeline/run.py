@@ -158,8 +158,9 @@ def _reuse_previous_night(images, config: dict, stats_split):
     return images, None, None
   if not plan.reuse:  # the first night, or a full rebuild (the plan logged why)
     return images, None, images | 'count images to convert' >> CountConverted()
+  measured = config['image_checks'] and config['spec'].image_format != 'original'
   night = images | 'reuse unchanged records' >> ReusePreviousRecords(
-      plan.previous_index, plan.previous_shards, stats_split)
+      plan.previous_index, plan.previous_shards, stats_split, measured=measured)
   return night['convert'], night['reused'], night['counts']
 
 

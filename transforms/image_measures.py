@@ -50,6 +50,16 @@ class ImageMeasures(NamedTuple):
   entropy: float
   colour: float
 
+  def to_index(self) -> dict:
+    """The measures as images.jsonl keeps them (``phash`` as 16 hex digits, floats exact), so
+    that a later night reusing the record reuses them too (``from_index``)."""
+    return {**self._asdict(), 'phash': f'{self.phash:016x}'}
+
+  @classmethod
+  def from_index(cls, entry: dict) -> 'ImageMeasures':
+    """The inverse of ``to_index``. Raises KeyError, ValueError on a malformed entry."""
+    return cls(**{**entry, 'phash': int(entry['phash'], 16)})
+
   def to_dict(self) -> dict:
     """The measures as quality.jsonl lists them (rounded to 2 decimals; no hash)."""
     return {'source_width': self.source_width, 'source_height': self.source_height,
