@@ -49,9 +49,10 @@ MIN_BRIGHT = 235.0
 photos 240-242 (white backgrounds)."""
 
 MAX_GRAY_COLOUR = 1.0
-"""``grayscale`` (colour output only) below this mean spread between the largest and smallest
-of R, G, B (0-255): a picture with no colour, stored as colour (JPEG chroma noise alone gives
-a spread of about 2 and more on colour photos; gray JPEGs decode to exactly 0)."""
+"""``grayscale`` (colour output only) below this RMS distance of the chroma from neutral gray
+(``ImageMeasures.colour``): a picture with no colour, stored as colour. Gray JPEGs decode to
+exactly 0, the placeholder GIF has 0.15; the least colourful colour photos here 1.2 (an ant on
+gray concrete) and 2.0, most above 4."""
 
 MIN_SIDE = 32
 """``small`` when the source's shorter side is below this many pixels (an icon or a
@@ -95,7 +96,7 @@ class ImageQuality(NamedTuple):
 
         {"file": "train/ants/imageNotFound.gif", "split": "train", "label": "ants",
          "flags": ["low_information", "bright", "grayscale"], "source_width": 300,
-         "source_height": 300, "mean": 242.17, "std": 22.67, "entropy": 1.18, "colour": 0.03}
+         "source_height": 300, "mean": 242.17, "std": 22.67, "entropy": 1.18, "colour": 0.15}
     """
     entry = {'file': self.file, 'split': self.split, 'label': self.label,
              'flags': list(self.flags), **self.measures.to_dict()}
