@@ -10,7 +10,8 @@ docs/images.md). Each band value is a GroupByKey key, so only images sharing a b
 compared::
 
     ConvertedExample (with measures)
-      -> ((band index, band value), (phash, DuplicateFile, sha256))   NUM_BANDS per image
+      -> ((band index, band value), (phash, DuplicateFile, sha256))   NUM_BANDS per image,
+                                                                       batched per bundle
       -> GroupByKey                                                    buckets of candidates
       -> confirmed pairs: Hamming distance <= distance                  (node, node) edges
       -> all edges, one list -> connected components (union-find)      DuplicateGroup('near')
@@ -32,6 +33,7 @@ import itertools
 from typing import Dict, Iterable, List, Tuple
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
 from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
@@ -60,13 +62,54 @@ def band_keys(phash: int) -> List[Tuple[int, int]]:
   return [(band, (phash >> (band * BAND_BITS)) & _BAND_MASK) for band in range(NUM_BANDS)]
 
 
-def _bucket_entries(example) -> Iterable[Tuple[Tuple[int, int], tuple]]:
-  """ConvertedExample -> its band keys, each with (phash, node); none without measures."""
-  if example.measures is None:
-    return
-  node = (DuplicateFile(example.relpath, example.split, example.label), example.source_sha256)
-  for key in band_keys(example.measures.phash):
-    yield key, (example.measures.phash, node)
+PREFIX_BITS = 8
+"""The GroupByKey key of a band is its index and the top ``PREFIX_BITS`` bits of its value
+(4 x 256 keys): each worker batches the images of a bundle by key before the shuffle, so a
+bundle sends at most 1,024 elements whatever its size (a key per band value would cost four
+shuffled elements per image, measured at about 7% of the job), and the grouped step splits a
+key's images by their whole band value again."""
+
+_MAX_HELD = 20_000  # entries a worker batches before it sends them on
+
+
+class _BatchBandsFn(beam.DoFn):
+  """ConvertedExample -> ((band, value prefix), [(band value, phash, node), ...]): the
+  bundle's images batched by GroupByKey key (none without measures)."""
+
+  def start_bundle(self):
+    self._batches = collections.defaultdict(list)
+    self._held = 0
+
+  def process(self, example):
+    if example.measures is None:
+      return
+    phash = example.measures.phash
+    node = (DuplicateFile(example.relpath, example.split, example.label), example.source_sha256)
+    for band, value in band_keys(phash):
+      self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, phash, node))
+    self._held += NUM_BANDS
+    if self._held >= _MAX_HELD:  # bounded memory in a large bundle
+      yield from self._flush()
+
+  def _flush(self):
+    batches, self._batches, self._held = self._batches, collections.defaultdict(list), 0
+    return iter(batches.items())
+
+  def finish_bundle(self):
+    for element in self._flush():
+      yield GlobalWindows.windowed_value(element)
+
+
+def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, Node]]:
+  """((band, prefix), [batches]) -> the confirmed edges of each bucket (whole band value)."""
+  _, batches = element
+  buckets: Dict[int, list] = collections.defaultdict(list)
+  for batch in batches:
+    for value, phash, node in batch:
+      buckets[value].append((phash, node))
+  for members in buckets.values():
+    if len(members) > 1:
+      yield from bucket_edges(members, distance)
 
 
 def bucket_edges(members: Iterable[Tuple[int, Node]], distance: int) -> Iterable[Tuple[Node, Node]]:
@@ -144,12 +187,11 @@ class NearDuplicateGroups(beam.PTransform):
     distance, keep_first = self._distance, self._keep_first
     return (
         examples
-        # ((band, value), (phash, (DuplicateFile, sha256))), NUM_BANDS per image
-        | 'hash bands' >> beam.FlatMap(_bucket_entries)
+        # ((band, value prefix), [(band value, phash, (DuplicateFile, sha256))]) per bundle
+        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn())
         | 'group by band' >> beam.GroupByKey()
         # (node, node): pairs within the distance, found in some bucket (maybe several)
-        | 'confirm by hamming distance' >> beam.FlatMap(
-            lambda bucket: bucket_edges(bucket[1], distance))
+        | 'confirm by hamming distance' >> beam.FlatMap(_edges_of_key, distance)
         | 'all edges' >> beam.combiners.ToList()
         | 'connected components' >> beam.FlatMap(near_groups, keep_first))
 

@@ -19,9 +19,10 @@ worker decides alone.
 
 import collections
 import json
-from typing import Iterable, List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
@@ -103,42 +104,40 @@ class ImageQuality(NamedTuple):
     return json.dumps(entry, ensure_ascii=False)  # "file" first: the lines sort by file
 
 
-def flagged(example, channels: int = 3) -> Iterable[ImageQuality]:
-  """ConvertedExample -> its ImageQuality when a flag is raised (none without measures)."""
-  if example.measures is None:
-    return
-  flags = flags_of(example.measures, channels)
-  if flags:
-    yield ImageQuality(example.relpath, example.split, example.label, tuple(flags),
-                       example.measures)
+_COUNTS_TAG = 'counts'
 
 
-class _CountFn(beam.CombineFn):
-  """ConvertedExample -> the manifest's ``quality`` section (counts only)."""
+class _FlagFn(beam.DoFn):
+  """ConvertedExample -> ImageQuality of a flagged image; on ``counts``, one Counter per
+  bundle (measured, flagged, per flag), so that counting costs no element per image."""
 
   def __init__(self, channels: int):
     self._channels = channels
 
-  def create_accumulator(self):
-    return collections.Counter()
+  def start_bundle(self):
+    self._counts = collections.Counter()
 
-  def add_input(self, counts, example):
+  def process(self, example):
     if example.measures is None:
-      return counts
-    counts['num_measured'] += 1
+      return
+    self._counts['num_measured'] += 1
     flags = flags_of(example.measures, self._channels)
-    counts['num_flagged'] += bool(flags)
-    counts.update(flags)
-    return counts
+    if flags:
+      self._counts['num_flagged'] += 1
+      self._counts.update(flags)
+      yield ImageQuality(example.relpath, example.split, example.label, tuple(flags),
+                         example.measures)
 
-  def merge_accumulators(self, accumulators):
-    total = collections.Counter()
-    for counts in accumulators:
-      total.update(counts)
-    return total
+  def finish_bundle(self):
+    if self._counts:
+      yield beam.pvalue.TaggedOutput(_COUNTS_TAG, GlobalWindows.windowed_value(self._counts))
 
-  def extract_output(self, counts):
-    return quality_section(counts)
+
+def _add_counts(counts) -> collections.Counter:
+  total = collections.Counter()
+  for more in counts:
+    total.update(more)
+  return total
 
 
 def quality_section(counts) -> dict:
@@ -181,11 +180,13 @@ class ReportQuality(beam.PTransform):
   def expand(self, examples):
     path = FileSystems.join(self._output_dir, contract.QUALITY_FILE)
     channels = self._channels
-    written = (examples
-               | 'flagged images' >> beam.FlatMap(flagged, channels)
+    scanned = examples | 'flag images' >> beam.ParDo(_FlagFn(channels)).with_outputs(
+        _COUNTS_TAG, main='flagged')
+    written = (scanned.flagged
                | 'quality lines' >> beam.Map(ImageQuality.to_json)
                | 'write quality.jsonl' >> WriteSortedLines(path))
-    return (examples
-            | 'count flags' >> beam.CombineGlobally(_CountFn(channels))
+    return (scanned[_COUNTS_TAG]
+            | 'add counts' >> beam.CombineGlobally(_add_counts)
+            | 'manifest section' >> beam.Map(quality_section)
             | 'after the file' >> beam.Map(lambda section, _: section,
                                            beam.pvalue.AsSingleton(written)))
