@@ -20,18 +20,19 @@
   for ``--rounds`` rounds, in this process (one core): the ratio is the per-image cost of the
   hash and the flags.
 
-``job``: the Beam job (multi-process local runner, as it runs by default) over the 1,697
-  distinct photos of hymenoptera, catdog_filenames and tiny_imagenet_val, with
-  ``--image_checks=true`` and ``=false`` alternately, ``--rounds`` times each; CPU seconds of
-  the whole process tree (user + system) per run, and the difference per image: what the hash,
-  the flags, the grouping steps and the two extra files add to the job, start-up cancelled.
+``job``: the Beam job in this process (the in-memory runner, so ``time.process_time`` sees all
+  of its work) over the 1,698 distinct photos of hymenoptera, catdog_filenames and
+  tiny_imagenet_val, linked once and three times (the copies make every photo an exact
+  duplicate: a worst case for the grouping, whose chained edges then hold every image), with
+  ``--image_checks=false`` and ``=true``, ``--rounds`` rounds: the steady-state CPU time per
+  image is the difference between the two sizes (start-up and per-stage costs cancel), and the
+  difference between the modes is what the hash, the flags, the grouping and the two files add.
 """
 
 import argparse
 import collections
 import io
 import itertools
-import json
 import pathlib
 import shutil
 import statistics
@@ -46,7 +47,6 @@ import common  # pylint: disable=wrong-import-position
 from PIL import Image  # pylint: disable=wrong-import-position
 
 from transforms import codec, image_measures, near_duplicates, quality  # noqa: E402
-from transforms.dedup import DuplicateFile  # noqa: E402
 
 SPEC = codec.ImageSpec(image_size=256, resize_mode='shorter_side', image_format='jpeg')
 EDITS = ('jpeg q50', 'jpeg q95', 'half size', 'crop 4 px', 'crop 2%', 'mirrored')
@@ -85,9 +85,9 @@ def _lsh_edges(items, distance):
   for phash, node in items:
     for key in near_duplicates.band_keys(phash):
       buckets[key].append((phash, node))
-  for members in buckets.values():
+  for (band, _), members in buckets.items():
     if len(members) > 1:
-      yield from near_duplicates.bucket_edges(members, distance)
+      yield from near_duplicates.bucket_edges(members, distance, band)
 
 
 def _all_pair_edges(items, distance):
@@ -202,44 +202,57 @@ def cost_part(report, rounds):
         f'(convert + measures) / convert - 1: {best["convert + measures"] / best["convert"] - 1:.1%}')
 
 
-def job_part(report, rounds):
+def _job_cpu(source: pathlib.Path, out: pathlib.Path, checks: str) -> float:
+  """CPU seconds of one run of the job in this process (the in-memory runner: one process,
+  so ``time.process_time`` sees all of its work)."""
+  from pipeline import run as job  # pylint: disable=import-outside-toplevel
+  shutil.rmtree(out, ignore_errors=True)
+  argv = [f'--input_dir={source}', f'--output_dir={out}', common.FOLLOW_LINKS, '--stats=false',
+          '--num_shards=2', '--splits=train=1.0', f'--image_checks={checks}',
+          '--direct_running_mode=in_memory']
+  start = time.process_time()
+  if job.run(argv) != 0:
+    sys.exit(f'the job failed (--image_checks={checks})')
+  return time.process_time() - start
+
+
+def job_part(report, rounds, sizes=(1, 3)):
+  files, roots = [], []
+  for name in ('hymenoptera', 'catdog_filenames', 'tiny_imagenet_val'):
+    root = common.shared_data(name)
+    files += [(root, p) for p in root.rglob('*') if p.is_file()
+              and p.suffix.lower() in ('.jpg', '.jpeg', '.gif')]
+  count = len(files)
   with tempfile.TemporaryDirectory() as tmp:
-    source = pathlib.Path(tmp) / 'data'
-    count = 0
-    for name in ('hymenoptera', 'catdog_filenames', 'tiny_imagenet_val'):
-      root = common.shared_data(name)
-      files = [p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in (
-          '.jpg', '.jpeg', '.gif')]
-      for path in files:
-        link = source / name / path.relative_to(root).as_posix().replace('/', '__')
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(path)
-      count += len(files)
+    sources = {}
+    for times in sizes:
+      sources[times] = pathlib.Path(tmp) / f'{times}x'
+      for root, path in files:
+        common.repeat_tree([path], root, times, sources[times] / root.name)
+    _job_cpu(sources[sizes[0]], pathlib.Path(tmp) / 'warm-up', 'false')  # imports, caches
     cpu = collections.defaultdict(list)
-    wall = collections.defaultdict(list)
     for _ in range(rounds):
-      for checks in ('true', 'false'):
-        out = pathlib.Path(tmp) / f'out-{checks}'
-        shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={source}',
-               f'--output_dir={out}', common.FOLLOW_LINKS, '--stats=false', '--num_shards=2',
-               '--splits=train=1.0', f'--image_checks={checks}']
-        status, seconds, _, output, cpu_s = common.run_measured(cmd, cpu=True)
-        if status != 0:
-          sys.exit(f'the job failed:\n{output[-3000:]}')
-        cpu[checks].append(cpu_s)
-        wall[checks].append(seconds)
-    best = {checks: min(values) for checks, values in cpu.items()}
-    extra_ms = (best['true'] - best['false']) / count * 1e3
-    report['job'] = {'images': count, 'cpu_s': dict(cpu), 'wall_s': dict(wall),
-                     'extra_cpu_ms_per_image': extra_ms}
-    print(f'\nthe job on {count} distinct photos, CPU s of the process tree per run '
-          f'({rounds} rounds, alternating):')
-    for checks in ('false', 'true'):
-      print(f'  --image_checks={checks:<5}  CPU s {", ".join(f"{v:.1f}" for v in cpu[checks])}'
-            f'   wall s {", ".join(f"{v:.1f}" for v in wall[checks])}')
-    print(f'  best-of difference: {extra_ms:+.3f} CPU ms per image, '
-          f'{best["true"] / best["false"] - 1:+.1%} of the whole job (start-up included)')
+      for times in sizes:
+        for checks in ('false', 'true'):
+          cpu[(times, checks)].append(_job_cpu(sources[times], pathlib.Path(tmp) / 'out', checks))
+  best = {key: min(values) for key, values in cpu.items()}
+  extra_images = count * (sizes[1] - sizes[0])
+  per_image = {checks: (best[(sizes[1], checks)] - best[(sizes[0], checks)]) / extra_images * 1e3
+               for checks in ('false', 'true')}
+  report['job'] = {'distinct_photos': count, 'sizes': list(sizes),
+                   'cpu_s': {f'{times}x {checks}': values
+                             for (times, checks), values in cpu.items()},
+                   'steady_cpu_ms_per_image': per_image}
+  print(f'\nthe job (in-memory runner, one process) on {count} distinct photos, each '
+        f'{" and ".join(f"{t}x" for t in sizes)} (copies: every photo then an exact duplicate), '
+        f'CPU s per run, {rounds} rounds:')
+  for (times, checks), values in sorted(cpu.items()):
+    print(f'  {times}x --image_checks={checks:<5}  ' + ', '.join(f'{v:.2f}' for v in values))
+  for checks in ('false', 'true'):
+    print(f'  steady state, --image_checks={checks:<5}: {per_image[checks]:.3f} CPU ms per image '
+          f'(best {sizes[1]}x - best {sizes[0]}x, over {extra_images} images)')
+  print(f'  added by the checks: {per_image["true"] - per_image["false"]:+.3f} CPU ms per image, '
+        f'{per_image["true"] / per_image["false"] - 1:+.1%}')
 
 
 def main():

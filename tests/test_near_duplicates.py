@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image
 
 from transforms import codec, image_measures, near_duplicates, quality
-from transforms.dedup import DuplicateFile
 from tests.helpers import SAMPLES, shared_data
 
 SPEC = codec.ImageSpec(image_size=256, resize_mode='shorter_side', image_format='jpeg')
@@ -64,8 +63,9 @@ def test_hashes_within_three_bits_share_a_band():
 
 
 def _node(name, sha256=None):
-  """A graph node: the file, and its content's digest (one per file unless given)."""
-  return (DuplicateFile(name, 'train', 'a'), sha256 or f'sha256 of {name}')
+  """A graph node: the file, split, class, and its content's digest (one per file unless
+  given)."""
+  return (name, 'train', 'a', sha256 or f'sha256 of {name}')
 
 
 def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance():
@@ -74,10 +74,15 @@ def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance():
   members.append((0xFFFF0000FFFF0000, _node('far.jpg')))  # 32 bits away
   edges = list(near_duplicates.bucket_edges(members, distance=3))
   assert len(edges) == 3 + 1
-  names = {(a[0].file, b[0].file) for a, b in edges}
+  names = {(a[0], b[0]) for a, b in edges}
   assert ('0.jpg', 'near.jpg') in names and not any('far.jpg' in pair for pair in names)
+  # a later band leaves equal hashes, and pairs that share an earlier band, to that band:
+  # 0b0 and 0b111 differ in band 0 only, so band 1 finds them, band 2 leaves them to band 1
+  assert list(near_duplicates.bucket_edges(members, distance=3, band=1)) == [
+      (_node('0.jpg'), _node('near.jpg'))]
+  assert list(near_duplicates.bucket_edges(members, distance=3, band=2)) == []
   assert not [e for e in near_duplicates.bucket_edges(members, distance=2)
-              if 'near.jpg' in (e[0][0].file, e[1][0].file)]
+              if 'near.jpg' in (e[0][0], e[1][0])]
 
 
 def test_components_join_through_shared_files_and_skip_exact_only_groups():

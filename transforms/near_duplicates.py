@@ -30,7 +30,7 @@ change the hash completely and are not found.
 
 import collections
 import itertools
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
@@ -53,8 +53,9 @@ NUM_BANDS = 4
 BAND_BITS = 16
 _BAND_MASK = (1 << BAND_BITS) - 1
 
-Node = Tuple[DuplicateFile, str]
-"""A file of the graph: (its DuplicateFile, the hex SHA-256 of its source)."""
+Node = Tuple[str, str, Optional[str], str]
+"""A file of the graph: (relative path, split, class name, hex SHA-256 of its source); a plain
+tuple, which Beam's coder encodes natively (a NamedTuple it would pickle)."""
 
 
 def band_keys(phash: int) -> List[Tuple[int, int]]:
@@ -84,7 +85,7 @@ class _BatchBandsFn(beam.DoFn):
     if example.measures is None:
       return
     phash = example.measures.phash
-    node = (DuplicateFile(example.relpath, example.split, example.label), example.source_sha256)
+    node = (example.relpath, example.split, example.label, example.source_sha256)
     for band, value in band_keys(phash):
       self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, phash, node))
     self._held += NUM_BANDS
@@ -102,28 +103,38 @@ class _BatchBandsFn(beam.DoFn):
 
 def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, Node]]:
   """((band, prefix), [batches]) -> the confirmed edges of each bucket (whole band value)."""
-  _, batches = element
+  (band, _), batches = element
   buckets: Dict[int, list] = collections.defaultdict(list)
   for batch in batches:
     for value, phash, node in batch:
       buckets[value].append((phash, node))
   for members in buckets.values():
     if len(members) > 1:
-      yield from bucket_edges(members, distance)
+      yield from bucket_edges(members, distance, band)
 
 
-def bucket_edges(members: Iterable[Tuple[int, Node]], distance: int) -> Iterable[Tuple[Node, Node]]:
-  """The confirmed pairs of one bucket: ``(node, node)`` edges whose hashes are at most
-  ``distance`` bits apart. Members with the same hash are chained (n - 1 edges), one member
-  per distinct hash is compared with the others'."""
+def _shared_earlier_band(hash_a: int, hash_b: int, band: int) -> bool:
+  """True when two hashes agree on a band before ``band`` (whose bucket finds the pair)."""
+  differing = hash_a ^ hash_b
+  return any(not (differing >> (earlier * BAND_BITS)) & _BAND_MASK for earlier in range(band))
+
+
+def bucket_edges(members: Iterable[Tuple[int, Node]], distance: int, band: int = 0
+                 ) -> Iterable[Tuple[Node, Node]]:
+  """The confirmed pairs of one bucket of band ``band``: ``(node, node)`` edges whose hashes
+  are at most ``distance`` bits apart. Members with the same hash are chained (n - 1 edges),
+  one member per distinct hash is compared with the others'. A pair whose hashes also agree on
+  an earlier band is left to that band's bucket, so each pair is found once."""
   by_hash: Dict[int, List[Node]] = collections.defaultdict(list)
   for phash, node in members:
     by_hash[phash].append(node)
   for nodes in by_hash.values():
-    nodes.sort()
-    yield from zip(nodes, nodes[1:])
+    if band == 0:  # equal hashes agree on every band: band 0 chains them
+      nodes.sort()
+      yield from zip(nodes, nodes[1:])
   for (hash_a, nodes_a), (hash_b, nodes_b) in itertools.combinations(sorted(by_hash.items()), 2):
-    if hamming(hash_a, hash_b) <= distance:
+    if (hamming(hash_a, hash_b) <= distance
+        and not _shared_earlier_band(hash_a, hash_b, band)):
       yield nodes_a[0], nodes_b[0]
 
 
@@ -154,9 +165,9 @@ def near_groups(edges: Iterable[Tuple[Node, Node]], keep_first: bool = False
   """The ``near`` DuplicateGroups of the edges: components holding two or more contents.
   ``keep_first``: each names its first file by path as ``kept``."""
   for nodes in components(edges):
-    if len({sha256 for _, sha256 in nodes}) < 2:
+    if len({node[3] for node in nodes}) < 2:
       continue  # byte-identical copies only: an exact group
-    files = [file for file, _ in nodes]
+    files = [DuplicateFile(*node[:3]) for node in nodes]
     yield group_of(NEAR, files, kept=files[0].file if keep_first else None)
 
 
