@@ -1,6 +1,7 @@
 """Near duplicates, quality flags and what they cost, on the shared real photos.
 
     .venv/bin/python bench/near_duplicates.py [--parts=recall,quality,cost,job] [--rounds=3]
+        [--job_data=hymenoptera,catdog_filenames,tiny_imagenet_val] [--job_sizes=1,3]
         [--json=PATH]
 
 ``recall``: builds a set of known near duplicates from the 397 hymenoptera JPEG photos, each
@@ -22,7 +23,7 @@
 
 ``job``: the Beam job in this process (the in-memory runner, so ``time.process_time`` sees all
   of its work) over the 1,698 distinct photos of hymenoptera, catdog_filenames and
-  tiny_imagenet_val, linked once and three times (the copies make every photo an exact
+  tiny_imagenet_val (``--job_data``), linked once and three times (``--job_sizes``) (the copies make every photo an exact
   duplicate: a worst case for the grouping, whose chained edges then hold every image), with
   ``--image_checks=false`` and ``=true``, ``--rounds`` rounds: the steady-state CPU time per
   image is the difference between the two sizes (start-up and per-stage costs cancel), and the
@@ -216,9 +217,9 @@ def _job_cpu(source: pathlib.Path, out: pathlib.Path, checks: str) -> float:
   return time.process_time() - start
 
 
-def job_part(report, rounds, sizes=(1, 3)):
-  files, roots = [], []
-  for name in ('hymenoptera', 'catdog_filenames', 'tiny_imagenet_val'):
+def job_part(report, rounds, data_sets, sizes=(1, 3)):
+  files = []
+  for name in data_sets:
     root = common.shared_data(name)
     files += [(root, p) for p in root.rglob('*') if p.is_file()
               and p.suffix.lower() in ('.jpg', '.jpeg', '.gif')]
@@ -239,11 +240,12 @@ def job_part(report, rounds, sizes=(1, 3)):
   extra_images = count * (sizes[1] - sizes[0])
   per_image = {checks: (best[(sizes[1], checks)] - best[(sizes[0], checks)]) / extra_images * 1e3
                for checks in ('false', 'true')}
-  report['job'] = {'distinct_photos': count, 'sizes': list(sizes),
-                   'cpu_s': {f'{times}x {checks}': values
-                             for (times, checks), values in cpu.items()},
-                   'steady_cpu_ms_per_image': per_image}
-  print(f'\nthe job (in-memory runner, one process) on {count} distinct photos, each '
+  report.setdefault('job', {})[','.join(data_sets)] = {
+      'distinct_photos': count, 'sizes': list(sizes),
+      'cpu_s': {f'{times}x {checks}': values for (times, checks), values in cpu.items()},
+      'steady_cpu_ms_per_image': per_image}
+  print(f'\nthe job (in-memory runner, one process) on {count} distinct photos of '
+        f'{", ".join(data_sets)}, each '
         f'{" and ".join(f"{t}x" for t in sizes)} (copies: every photo then an exact duplicate), '
         f'CPU s per run, {rounds} rounds:')
   for (times, checks), values in sorted(cpu.items()):
@@ -259,6 +261,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--parts', default='recall,quality,cost,job')
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--job_data', default='hymenoptera,catdog_filenames,tiny_imagenet_val',
+                      help='the shared data sets the job part converts (comma-separated)')
+  parser.add_argument('--job_sizes', default='1,3', help='the two repetitions of them')
   parser.add_argument('--json', default=None, help='also write the figures to this file')
   args = parser.parse_args()
   report = {'machine': common.machine()}
@@ -270,7 +275,8 @@ def main():
   if 'cost' in parts:
     cost_part(report, args.rounds)
   if 'job' in parts:
-    job_part(report, args.rounds)
+    job_part(report, args.rounds, args.job_data.split(','),
+             tuple(int(n) for n in args.job_sizes.split(',')))
   common.write_json(args.json, report)
 
 

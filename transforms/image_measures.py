@@ -41,6 +41,7 @@ class ImageMeasures(NamedTuple):
     byte); near-identical pictures differ in few bits (``hamming``).
   source_width, source_height: the source image's upright size in pixels (EXIF orientation
     applied), from its header.
+  The four measures below are rounded to 2 decimals.
   mean: mean luma, 0-255 (BT.601 weights).
   std: standard deviation of luma, 0-127.5.
   entropy: Shannon entropy of the luma histogram (256 bins), in bits, 0-8.
@@ -66,10 +67,9 @@ class ImageMeasures(NamedTuple):
     return cls(**{**entry, 'phash': int(entry['phash'], 16)})
 
   def to_dict(self) -> dict:
-    """The measures as quality.jsonl lists them (rounded to 2 decimals; no hash)."""
+    """The measures as quality.jsonl lists them (no hash)."""
     return {'source_width': self.source_width, 'source_height': self.source_height,
-            'mean': round(self.mean, 2), 'std': round(self.std, 2),
-            'entropy': round(self.entropy, 2), 'colour': round(self.colour, 2)}
+            'mean': self.mean, 'std': self.std, 'entropy': self.entropy, 'colour': self.colour}
 
 
 def phash(luma: np.ndarray) -> int:
@@ -117,6 +117,8 @@ def measure(pixels: np.ndarray, source_size: Tuple[int, int]) -> ImageMeasures:
   # Shannon entropy of the histogram: log2(n) - sum(c log2 c) / n, c the bin counts
   counts = np.bincount(luma.reshape(-1), minlength=256)
   entropy = float(_LOG2_PIXELS - _C_LOG2_C[counts].sum() / _PIXELS)
+  # rounded to 2 decimals, as quality.jsonl shows them and images.jsonl keeps them exactly
   return ImageMeasures(phash(small), int(source_size[0]), int(source_size[1]),
-                       means[0], stds[0], entropy, colour)
+                       round(means[0], 2), round(stds[0], 2), round(entropy, 2),
+                       round(colour, 2))
 
