@@ -104,7 +104,7 @@ class _ConvertImageFn(beam.DoFn):
     # perceptual hash and quality measures of the pixels just encoded (near duplicates, quality)
     measures = None
     if self._measure and converted is not None and converted.pixels is not None:
-      measures = image_measures.measure(converted.pixels, converted.source_size)
+      measures = tuple(image_measures.measure(converted.pixels, converted.source_size))
     # hashed already when a dedup step ran before (transforms.dedup), else here
     source_sha256 = image.source_sha256 or hashlib.sha256(data).hexdigest()
     class_id = None if image.label is None else self._class_id(image.label, class_names)

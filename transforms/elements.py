@@ -90,9 +90,11 @@ class ConvertedExample(NamedTuple):
     ``transforms.pixel_sums.PixelSums``; else None.
   version: the source's ``source_version`` (kept in images.jsonl, so that the next night can
     tell an unchanged file without reading it); None when unknown.
-  measures: ``transforms.image_measures.ImageMeasures`` of the stored pixels (perceptual hash,
-    quality measures); None when no pixels were decoded (``--image_format=original``, a
-    segmentation example, a record reused from the previous night).
+  measures: the fields of the stored pixels' ``transforms.image_measures.ImageMeasures``
+    (perceptual hash, quality measures) as a plain tuple (``ImageMeasures.of`` reads it): Beam's
+    coder encodes a nested plain tuple in about 2 µs, a nested NamedTuple in about 18 µs, at
+    every stage boundary the example crosses. None when no pixels were measured
+    (``--image_format=original``, a segmentation example, ``--image_checks=false``).
   """
   split: str
   label: Optional[str]

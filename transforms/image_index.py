@@ -23,6 +23,7 @@ from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
 from transforms.folders import escape_pattern
+from transforms.image_measures import ImageMeasures
 from transforms.sorted_lines import WriteSortedLines
 
 # The diff's per-image verdicts, in the order the manifest lists them.
@@ -48,7 +49,7 @@ def index_line(example) -> str:
     entry['pixel_sums'] = [list(example.pixel_sums[0]), list(example.pixel_sums[1]),
                            example.pixel_sums[2]]
   if example.measures is not None:  # transforms.image_measures: reused with the record
-    entry['measures'] = example.measures.to_index()
+    entry['measures'] = ImageMeasures.of(example).to_index()
   return json.dumps(entry, ensure_ascii=False, sort_keys=True)
 
 

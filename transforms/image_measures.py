@@ -56,6 +56,12 @@ class ImageMeasures(NamedTuple):
   entropy: float
   colour: float
 
+  @classmethod
+  def of(cls, example) -> 'ImageMeasures':
+    """The measures a ConvertedExample carries (as a plain tuple: see ``elements``); the
+    caller checks ``example.measures`` is not None."""
+    return cls(*example.measures)
+
   def to_index(self) -> dict:
     """The measures as images.jsonl keeps them (``phash`` as 16 hex digits, floats exact), so
     that a later night reusing the record reuses them too (``from_index``)."""

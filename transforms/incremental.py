@@ -65,7 +65,7 @@ class ReuseEntry(NamedTuple):
   source_sha256: str
   pixel_sums: Optional[PixelSums]
   version: Optional[str]
-  measures: Optional[ImageMeasures] = None
+  measures: Optional[tuple] = None  # the ImageMeasures fields (ConvertedExample.measures)
 
 
 def _sums(entry: dict) -> Optional[PixelSums]:
@@ -73,9 +73,9 @@ def _sums(entry: dict) -> Optional[PixelSums]:
   return None if sums is None else PixelSums(tuple(sums[0]), tuple(sums[1]), sums[2])
 
 
-def _measures(entry: dict) -> Optional[ImageMeasures]:
+def _measures(entry: dict) -> Optional[tuple]:
   measures = entry.get('measures')
-  return None if measures is None else ImageMeasures.from_index(measures)
+  return None if measures is None else tuple(ImageMeasures.from_index(measures))
 
 
 class _DecideFn(beam.DoFn):

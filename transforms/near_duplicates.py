@@ -37,7 +37,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
 from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
-from transforms.image_measures import hamming
+from transforms.image_measures import ImageMeasures, hamming
 
 DEFAULT_DISTANCE = 10
 """Hashes at most this many bits apart (of 64) are the same picture. Validated by
@@ -84,7 +84,7 @@ class _BatchBandsFn(beam.DoFn):
   def process(self, example):
     if example.measures is None:
       return
-    phash = example.measures.phash
+    phash = ImageMeasures.of(example).phash
     node = (example.relpath, example.split, example.label, example.source_sha256)
     for band, value in band_keys(phash):
       self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, phash, node))

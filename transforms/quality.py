@@ -121,12 +121,12 @@ class _FlagFn(beam.DoFn):
     if example.measures is None:
       return
     self._counts['num_measured'] += 1
-    flags = flags_of(example.measures, self._channels)
+    measures = ImageMeasures.of(example)
+    flags = flags_of(measures, self._channels)
     if flags:
       self._counts['num_flagged'] += 1
       self._counts.update(flags)
-      yield ImageQuality(example.relpath, example.split, example.label, tuple(flags),
-                         example.measures)
+      yield ImageQuality(example.relpath, example.split, example.label, tuple(flags), measures)
 
   def finish_bundle(self):
     if self._counts:
