@@ -889,7 +889,7 @@ def duplicates_sheet(report: Report, thumb: int = 96) -> Optional[Image.Image]:
                                        ('leaks_across_splits', 'LEAKS ACROSS SPLITS'))
                 if group.get(key)]
     files = group['files']
-    header = (f'{len(files)} files' + (f': {", ".join(problems)}' if problems else '')
+    header = (', '.join(problems + [' = '.join(os.path.basename(f['file']) for f in files)])
               + (f'; kept {group["kept"]}' if group.get('kept') else ''))
     draw.text((pad, y), _fit_text(draw, header, caption_font, width - 2 * pad),
               fill='#cc0000' if problems else 'black', font=caption_font)
