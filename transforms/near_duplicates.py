@@ -6,18 +6,19 @@ Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` b
 ``BAND_BITS`` bits; two hashes within 3 bits of each other agree on at least one whole band
 (pigeonhole), and most pairs within ``--near_duplicate_distance`` (default
 ``DEFAULT_DISTANCE``) do too (the recall measured by ``bench/near_duplicates.py`` is in
-docs/images.md). Each band value is a GroupByKey key, so only images sharing a band are ever
-compared::
+docs/images.md). Only images sharing a band value are ever compared::
 
     ConvertedExample (with measures)
-      -> ((band index, band value), (phash, DuplicateFile, sha256))   NUM_BANDS per image,
-                                                                       batched per bundle
-      -> GroupByKey                                                    buckets of candidates
+      -> ((band, top PREFIX_BITS of its value), [(band value, phash, node), ...])
+                                                  NUM_BANDS entries per image, batched per bundle
+      -> GroupByKey -> buckets by whole band value                     candidates
       -> confirmed pairs: Hamming distance <= distance                  (node, node) edges
       -> all edges, one list -> connected components (union-find)      DuplicateGroup('near')
 
 With 16-bit bands a bucket holds N / 65,536 unrelated images on average, so the candidate pairs
 grow as N^2 / 2^17 per band: 30 million Hamming distances at a million images, a few per image.
+The GroupByKey keys are coarser (4 x 2^PREFIX_BITS) and batched per bundle, so that the shuffle
+carries no element per image; a key holds N / 256 images per band.
 The edges are only those between near-identical files, so the one worker that joins them into
 groups holds state for the duplicated files, not for every image. Identical hashes in a bucket
 (byte-identical copies, blank frames) are chained rather than paired, so a thousand blank
@@ -41,13 +42,13 @@ from transforms.image_measures import ImageMeasures, hamming
 
 DEFAULT_DISTANCE = 10
 """Hashes at most this many bits apart (of 64) are the same picture. Validated by
-``bench/near_duplicates.py`` on the 398 hymenoptera photos: no two distinct photos are within
-12 bits, re-encoded or halved copies are within 4, copies cropped by 2% per side within 12
-(recall and false matches per edit in docs/images.md)."""
+``bench/near_duplicates.py`` on the 397 hymenoptera JPEG photos: no two distinct photos are
+within 12 bits, re-encoded or halved copies are within 4, copies cropped by 2% per side within
+12 (recall and false matches per edit in docs/images.md)."""
 
 MAX_DISTANCE = 16
 """The largest ``--near_duplicate_distance`` accepted: beyond it distinct photos match
-(13 bits apart at the closest among the 78,210 hymenoptera pairs)."""
+(13 bits apart at the closest among the 78,606 pairs of hymenoptera photos)."""
 
 NUM_BANDS = 4
 BAND_BITS = 16
