@@ -1,32 +1,38 @@
-"""Find byte-identical source files, report them and the train/test leakage they cause, and, with
-``--dedup=keep_first``, write one file of each group.
+"""Find byte-identical source files, report every group of duplicates (exact, and the near ones
+of ``transforms.near_duplicates``) with the train/test leakage and label conflicts they cause,
+and, with ``--dedup=keep_first`` (or ``keep_first_near``), write one file of each exact group.
 
-Two files are duplicates when the SHA-256 of their bytes is the same (the digest every record
-carries as ``image/key/sha256``). Duplicates under different names are common in scraped data
-(``catdog_filenames`` holds 20 such pairs); when the copies of one image land in two splits, the
-evaluation set holds training images (leakage), which inflates every metric measured on it.
+Two files are exact duplicates when the SHA-256 of their bytes is the same (the digest every
+record carries as ``image/key/sha256``). Duplicates under different names are common in scraped
+data (``catdog_filenames`` holds 20 such pairs); when the copies of one image land in two
+splits, the evaluation set holds training images (leakage), which inflates every metric
+measured on it; when they carry two class names (the same photo under rose/ and tulip/), the
+labels conflict.
 
     --dedup=keep_all (default): every file is written; the groups come from the digests the
       conversion computes anyway, so finding them costs no extra read:
 
-        ConvertedExample -> (sha256, (relpath, split)) -> GroupByKey -> DuplicateGroup (2+ files)
+        ConvertedExample -> (sha256, DuplicateFile) -> GroupByKey -> DuplicateGroup (2+ files)
 
-    --dedup=keep_first: the files are hashed BEFORE the conversion (a streaming read through
-      FileSystems, no decoding), grouped by digest, and only the first file of each group by
-      sorted relative path is converted; the others become failures at stage ``duplicate``
-      naming the file kept (reported, not counted against --max_failure_fraction):
+    --dedup=keep_first (and keep_first_near, for the exact copies): the files are hashed BEFORE
+      the conversion (a streaming read through FileSystems, no decoding), grouped by digest, and
+      only the first file of each group by sorted relative path is converted; the others become
+      failures at stage ``duplicate`` naming the file kept (reported, not counted against
+      --max_failure_fraction):
 
         LabeledImage -> + source_sha256 -> (sha256, LabeledImage) -> GroupByKey
           -> the first LabeledImage (carrying its digest, so the conversion does not hash again)
           -> Failure(stage='duplicate') for the others
           -> DuplicateGroup
 
+    every group, exact and near -> duplicates.jsonl (one line each, sorted)
+                                -> the manifest's ``duplicates``: counts per kind, 5 examples
+
 Only small tuples of paths and names reach a GroupByKey (the local runner holds its contents in
-memory); image bytes never do. A group whose files lie in two or more splits is flagged
-``leaks``. With ``keep_first`` the output then holds the image in one split only (the split of
-the first file by sorted path, which need not be the split a person would pick), so the
-written records no longer leak, but the source data does and the group stays flagged: the
-dropped copies' splits lost an image, and a hash split would have put it elsewhere had the
+memory); image bytes never do. With ``keep_first`` a leaking group is written in one split only
+(the split of the first file by sorted path, which need not be the split a person would pick),
+so the written records no longer leak, but the source data does and the group stays flagged:
+the dropped copies' splits lost an image, and a hash split would have put it elsewhere had the
 names differed.
 """
 
