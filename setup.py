@@ -29,7 +29,7 @@ setuptools.setup(
         'tensorflow-transform==1.21.0',
         'pillow==12.3.0',
         'simplejpeg==1.9.0',
-        'opencv-python-headless==5.0.0.93',
+        'opencv-contrib-python-headless==5.0.0.93',
         'numpy==2.4.6',
         'google-crc32c==1.9.0',
     ],

@@ -16,7 +16,7 @@ from imagerecords import contract
 
 import pipeline
 
-from transforms import codec, embedding
+from transforms import codec, embedding, near_duplicates
 from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.labels import check_label_source
 from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
@@ -147,8 +147,24 @@ class ConvertOptions(PipelineOptions):
         '--dedup', default=DEFAULT_DEDUP, choices=DEDUP_MODES,
         help="Byte-identical source files (same SHA-256): 'keep_all' (default) writes every "
         "file; 'keep_first' hashes the files before converting and writes only the first of "
-        "each group by sorted path, the others reported at stage 'duplicate'. Either way the "
-        'groups, and those spanning two splits (leakage), are reported in manifest.json.')
+        "each group by sorted path, the others reported at stage 'duplicate'; "
+        "'keep_first_near' does that, and also writes only the first file by sorted path of "
+        'each group of near-identical pictures (see --near_duplicate_distance). Every way the '
+        'exact and near groups, with leakage across splits and label conflicts, are listed in '
+        'duplicates.jsonl and counted in manifest.json.')
+    parser.add_argument(
+        '--image_checks', type=_boolean, nargs='?', const=True, default=True,
+        help="'true' (default): measure every converted image's stored pixels (no second "
+        'decode): a perceptual hash, grouped into near duplicates (duplicates.jsonl), and '
+        'quality flags (quality.jsonl: low information, dark, bright, grayscale, small, odd '
+        "aspect; docs/images.md). 'false': skip them; exact duplicates are still reported. "
+        'Not measured: --image_format=original, --masks, records reused by --run_date.')
+    parser.add_argument(
+        '--near_duplicate_distance', type=int, default=near_duplicates.DEFAULT_DISTANCE,
+        help='Two images whose 64-bit perceptual hashes (OpenCV pHash of the stored pixels) '
+        'differ in at most this many bits are near duplicates (re-encoded, resized, cropped '
+        f'by a few pixels; not flipped). 0-{near_duplicates.MAX_DISTANCE}; default '
+        f'{near_duplicates.DEFAULT_DISTANCE}, validated in docs/images.md.')
     parser.add_argument(
         '--masks', default='none',
         help="Segmentation: pair each image with a mask of class indices, stored as "
@@ -407,6 +423,15 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--max_pixels must be positive')
   if options.max_file_bytes < 1:
     raise ValueError('--max_file_bytes must be positive')
+  if not 0 <= options.near_duplicate_distance <= near_duplicates.MAX_DISTANCE:
+    raise ValueError(f'--near_duplicate_distance must be within 0-{near_duplicates.MAX_DISTANCE} '
+                     f'bits, got {options.near_duplicate_distance}')
+  if options.dedup == 'keep_first_near' and (options.image_format == 'original'
+                                             or options.masks != 'none'
+                                             or not options.image_checks):
+    raise ValueError('--dedup=keep_first_near needs the pixels the conversion measures, which '
+                     '--image_format=original, --masks and --image_checks=false do not measure '
+                     '(use keep_first)')
   if not options.claim_lease_seconds > 0:
     raise ValueError('--claim_lease_seconds must be positive')
   if not extensions(options):

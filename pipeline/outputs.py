@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
-from transforms import claim, dedup, sorted_lines, statistics_tft, write
+from transforms import claim, dedup, quality, sorted_lines, statistics_tft, write
 from transforms.elements import METRICS_NAMESPACE
 from transforms.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.publish import delete_success_first
@@ -51,7 +51,8 @@ def existing_outputs(output_dir: str) -> List[str]:
   """Paths of what a run writes that is in ``output_dir`` (shards, metadata, the ``--stats``
   folders, a dead run's working folders); never anything else, whatever its name."""
   names = (contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
-           contract.SUCCESS_FILE, contract.IMAGES_INDEX_FILE,
+           contract.SUCCESS_FILE, contract.IMAGES_INDEX_FILE, contract.DUPLICATES_FILE,
+           contract.QUALITY_FILE,
            contract.TFDS_DATASET_INFO_FILE, contract.TFDS_FEATURES_FILE,
            contract.TFDS_CLASS_NAMES_FILE)
   found = []
@@ -160,6 +161,7 @@ def summary(manifest: dict) -> str:
   lines.append(f'  {failures} inputs failed, {manifest["num_skipped"]} files skipped'
                + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
   lines.extend(dedup.summary_lines(manifest.get('duplicates')))  # duplicates and leakage
+  lines.extend(quality.summary_lines(manifest.get('quality')))  # flagged images
   verdict = ('wrote' if manifest['status'] == 'complete' else 'FAILED:')
   title = (f'imagerecords {verdict} {manifest["num_examples"]} examples in '
            f'{len(classes)} classes to {manifest["output_dir"]} '

@@ -11,7 +11,9 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
        --embedding_model: a new record gets image/embedding, transforms.embedding)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split
-      ├─> duplicate groups, leakage
+      ├─> groups of exact and near duplicates (perceptual hashes), leakage, label conflicts
+      │     (--dedup=keep_first_near: only the first file of a near group goes on)
+      ├─> quality flags (placeholders, blank, dark, bright, grayscale, small, odd aspect)
       ├─> images.jsonl, and its diff against the previous run (--run_date)
       └─> the training split's pixel statistics (TFT, --stats) ─> transform_fn/
     all of the above + every step's failures ─> labels, failures, manifest, _SUCCESS
@@ -40,7 +42,7 @@ from pipeline import nightly, outputs
 from pipeline import options as opts
 from transforms import claim, segmentation
 from transforms.convert import ConvertImages
-from transforms.dedup import DropDuplicates, ReportDuplicates
+from transforms.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
 from transforms.embedding import AddEmbeddings, probe
 from transforms.elements import FAILURES_TAG
 from transforms.folders import holds_a_file, is_local
@@ -50,7 +52,9 @@ from transforms.label_file import LabelsFromFile, label_file_splits, sniff_forma
 from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.listing import ListImageFiles
 from transforms.metadata import WriteMetadata
+from transforms.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
 from transforms.publish import PublishRun
+from transforms.quality import ReportQuality
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
 from transforms.statistics import SplitStatistics
 from transforms.statistics_tft import AnalyzeTrainingSplit, training_split
@@ -85,7 +89,9 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
-  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
+  # --image_checks: examples carry their stored pixels' measures (perceptual hash, quality)
+  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split,
+                                                           measure=config['image_checks'])
   new_examples = converted.examples
   if config['embedding']:  # --embedding_model: + image/embedding, by RunInference
     new_examples = new_examples | 'embed images' >> AddEmbeddings(config['embedding'])
@@ -97,16 +103,34 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
        for name, source in (('converted', new_examples), ('reused', reused))]
       | 'converted and reused' >> beam.Flatten())
 
+  # groups of byte-identical files and of near-identical pictures (perceptual hashes)
+  groups = [examples | 'exact duplicate groups' >> ExactGroups(), deduped['groups']]
+  if config['image_checks']:
+    near_groups = examples | 'near-duplicate groups' >> NearDuplicateGroups(
+        config['near_duplicate_distance'], keep_first=config['dedup'] == KEEP_FIRST_NEAR)
+    groups.append(near_groups)
+  all_groups = groups | 'all duplicate groups' >> beam.Flatten()
+  near_failures = []
+  if config['dedup'] == KEEP_FIRST_NEAR:  # only the first file of each near group is written
+    dropped = near_groups | 'near duplicates not written' >> DroppedNear()
+    near_failures.append(dropped[FAILURES_TAG])
+    records = tuple(drop_near_duplicates(source, dropped['files'], f'drop near duplicates {i}')
+                    for i, source in enumerate(records))
+    examples = drop_near_duplicates(examples, dropped['files'], 'drop near duplicates')
   shard_paths = records | 'write shards' >> WriteSplits(
       config['output_dir'], config['num_shards'], config['compressed'],
       dali_index=config['dali_index'], claim=config['manifest'].get('claim'))
   split_stats = examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
-       converted[FAILURES_TAG]]
+       converted[FAILURES_TAG], *near_failures]
       | 'all failures' >> beam.Flatten())
-  # one element: the manifest's duplicates section (groups of identical files, leakage)
-  duplicates = examples | 'report duplicates' >> ReportDuplicates(deduped['groups'])
+  # duplicates.jsonl, and one element: the manifest's duplicates section (counts, a few groups)
+  duplicates = all_groups | 'report duplicates' >> ReportDuplicates(config['output_dir'])
+  # quality.jsonl (flagged images), and one element: the manifest's quality section (counts)
+  quality = None
+  if config['image_checks']:
+    quality = examples | 'report quality' >> ReportQuality(config['output_dir'], spec.channels)
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
   index = examples | 'image index' >> WriteImageIndex(config['output_dir'])
   diff = None
@@ -119,7 +143,8 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
         config['output_dir'], stats_split, spec.image_size, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
       config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
-      diff=diff, written=index, statistics=statistics, incremental=night_counts)
+      diff=diff, written=index, statistics=statistics, incremental=night_counts,
+      quality=quality)
   if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
         config['output_root'], config['output_dir'], config['publish_dir'],
@@ -138,8 +163,9 @@ def _reuse_previous_night(images, config: dict, stats_split):
     return images, None, None
   if not plan.reuse:  # the first night, or a full rebuild (the plan logged why)
     return images, None, images | 'count images to convert' >> CountConverted()
+  measured = config['image_checks'] and config['spec'].image_format != 'original'
   night = images | 'reuse unchanged records' >> ReusePreviousRecords(
-      plan.previous_index, plan.previous_shards, stats_split)
+      plan.previous_index, plan.previous_shards, stats_split, measured=measured)
   return night['convert'], night['reused'], night['counts']
 
 
@@ -287,7 +313,8 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       'extensions': opts.extensions(options), 'label_source': options.label_source,
       'label_file': label_file,
       'label_file_format': label_file_format, 'file_splits': file_splits,
-      'dedup': options.dedup,
+      'dedup': options.dedup, 'near_duplicate_distance': options.near_duplicate_distance,
+      'image_checks': options.image_checks,
       'label_map': label_map, 'strict_labels': strict_labels,
       'split_folders': split_folders,
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,

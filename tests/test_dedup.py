@@ -7,7 +7,11 @@ computed here with hashlib over the files themselves, independently of the job.
 import collections
 import hashlib
 import json
+import pathlib
 import shutil
+
+from imagerecords import inspect
+from PIL import Image
 
 from pipeline import outputs
 from transforms import dedup
@@ -33,6 +37,22 @@ def _failures(out):
   return [json.loads(line) for line in (out / 'failures.jsonl').read_text().splitlines()]
 
 
+def _duplicates(out):
+  """The lines of duplicates.jsonl."""
+  return [json.loads(line) for line in (out / 'duplicates.jsonl').read_text().splitlines()]
+
+
+def _names(group):
+  return [f['file'] for f in group['files']]
+
+
+# Near-identical pairs of catdog_filenames, looked at side by side: the same photo cropped or
+# letterboxed by a few rows, or rescaled, under two names (different bytes, different sizes).
+CATDOG_NEAR_PAIRS = [['train/cat.138.jpg', 'train/cat.86.jpg'],
+                     ['train/dog.1021.jpg', 'train/dog.1070.jpg'],
+                     ['train/dog.1076.jpg', 'train/dog.1098.jpg']]
+
+
 def test_keep_all_finds_the_catdog_duplicates_and_writes_every_file(tmp_path, capsys):
   source = shared_data('catdog_filenames')
   expected = _expected_groups(source)
@@ -40,13 +60,23 @@ def test_keep_all_finds_the_catdog_duplicates_and_writes_every_file(tmp_path, ca
   out = tmp_path / 'out'
   assert convert(source, out, CATDOG_REGEX, '--num_shards=2') == 0
 
+  groups = _duplicates(out)
+  exact = [g for g in groups if g['kind'] == 'exact']
+  near = [g for g in groups if g['kind'] == 'near']
+  assert {g['sha256']: _names(g) for g in exact} == expected
+  assert all(not g['leaks_across_splits'] and not g['label_conflict'] and 'kept' not in g
+             and {f['split'] for f in g['files']} == {'train'} for g in groups)
+  # the known pairs, and nothing else: every other photo of the set is a distinct picture
+  assert sorted(_names(g) for g in near) == CATDOG_NEAR_PAIRS
+  assert [json.dumps(g, sort_keys=True) for g in groups] == sorted(
+      json.dumps(g, sort_keys=True) for g in groups)  # the file is sorted
   duplicates = manifest_of(out)['duplicates']
-  assert {g['sha256']: g['files'] for g in duplicates['groups']} == expected
-  assert duplicates['num_groups'] == len(expected)
-  assert duplicates['num_files'] == sum(len(files) for files in expected.values())
-  assert duplicates['num_dropped'] == 0 and duplicates['num_leaking_groups'] == 0
-  assert all(g['splits'] == ['train'] * len(g['files']) and not g['leaks'] and 'kept' not in g
-             for g in duplicates['groups'])
+  assert duplicates['exact'] == {
+      'num_groups': len(expected), 'num_files': sum(len(f) for f in expected.values()),
+      'num_dropped': 0, 'num_leaking_groups': 0, 'num_label_conflicts': 0}
+  assert duplicates['near'] == {'num_groups': 3, 'num_files': 6, 'num_dropped': 0,
+                                'num_leaking_groups': 0, 'num_label_conflicts': 0}
+  assert 'groups' not in duplicates and len(duplicates['examples']) <= 5
   records = [record for _, record in all_records(out)]
   assert len(records) == 300
   for record in records:
@@ -54,7 +84,35 @@ def test_keep_all_finds_the_catdog_duplicates_and_writes_every_file(tmp_path, ca
         source / record['image/filename'].decode())
   summary = capsys.readouterr().err
   assert f'{len(expected)} groups of byte-identical files' in summary
-  assert 'LEAKAGE' not in summary
+  assert '3 groups of near-identical pictures (6 files): all written' in summary
+  assert 'LEAKAGE' not in summary and 'CONFLICT' not in summary
+
+
+def test_keep_first_near_writes_one_file_per_near_group(tmp_path):
+  source = shared_data('catdog_filenames')
+  expected = _expected_groups(source)
+  out = tmp_path / 'out'
+  assert convert(source, out, CATDOG_REGEX, '--num_shards=1', '--dedup=keep_first_near',
+                 '--max_failure_fraction=0') == 0
+  dropped_exact = {name for files in expected.values() for name in files[1:]}
+  dropped_near = {pair[1] for pair in CATDOG_NEAR_PAIRS}
+  written = {record['image/filename'].decode() for _, record in all_records(out)}
+  assert len(written) == 300 - len(dropped_exact) - len(dropped_near)
+  assert not written & (dropped_exact | dropped_near)
+  assert {pair[0] for pair in CATDOG_NEAR_PAIRS} <= written
+  failures = {f['relpath']: f for f in _failures(out)}
+  assert set(failures) == dropped_exact | dropped_near
+  for name in dropped_near:
+    assert failures[name]['stage'] == 'duplicate'
+    assert 'near-identical to train/' in failures[name]['reason']
+  manifest = manifest_of(out)
+  assert manifest['num_examples'] == len(written) and manifest['num_failures'] == 0
+  assert manifest['duplicates']['near']['num_dropped'] == 3
+  assert manifest['duplicates']['exact']['num_dropped'] == len(dropped_exact)
+  assert {g['kept'] for g in _duplicates(out) if g['kind'] == 'near'} == {
+      pair[0] for pair in CATDOG_NEAR_PAIRS}
+  index = [json.loads(line)['file'] for line in (out / 'images.jsonl').read_text().splitlines()]
+  assert set(index) == written
 
 
 def test_keep_first_writes_one_file_per_group_and_reports_the_others(tmp_path):
@@ -83,14 +141,16 @@ def test_keep_first_writes_one_file_per_group_and_reports_the_others(tmp_path):
   assert manifest['status'] == 'complete' and manifest['num_failures'] == 0
   assert manifest['num_skipped'] == len(dropped)
   assert manifest['failures_by_stage'] == {'duplicate': len(dropped)}
-  duplicates = manifest['duplicates']
-  assert duplicates['num_dropped'] == len(dropped)
-  assert {g['kept']: g['files'] for g in duplicates['groups']} == {
+  assert manifest['duplicates']['exact']['num_dropped'] == len(dropped)
+  assert {g['kept']: _names(g) for g in _duplicates(out) if g['kind'] == 'exact'} == {
       files[0]: files for files in expected.values()}
 
 
 def _leaking_input(tmp_path):
-  """Real photos in split folders, one identical pair across train/ and val/."""
+  """Real photos in split folders, with: one byte-identical pair across train/ and val/
+  (x/); one photo copied under both classes of train/ (an exact label conflict); one photo in
+  train/ants and, re-encoded at half size, in val/bees (a near duplicate that leaks and
+  conflicts); the hymenoptera "image not found" placeholder GIF."""
   source = shared_data('catdog_filenames') / 'train'
   pair = next(files for files in _expected_groups(source).values())
   root = tmp_path / 'in'
@@ -103,45 +163,110 @@ def _leaking_input(tmp_path):
     (root / split / 'x').mkdir()
   shutil.copy(source / pair[0], root / 'train' / 'x' / pair[0])
   shutil.copy(source / pair[1], root / 'val' / 'x' / pair[1])
+  # the same bytes under two labels
+  twice = sorted((SAMPLES / 'bees').glob('*.jpg'))[5]
+  shutil.copy(twice, root / 'train' / 'ants' / 'twice.jpg')
+  shutil.copy(twice, root / 'train' / 'bees' / 'twice.jpg')
+  # a photo and its half-size re-encoding, under two labels in two splits
+  photo = sorted((SAMPLES / 'ants').glob('*.jpg'))[6]
+  shutil.copy(photo, root / 'train' / 'ants' / 'original.jpg')
+  with Image.open(photo) as image:
+    image.reduce(2).save(root / 'val' / 'bees' / 'smaller.jpg', quality=70)
+  placeholder = shared_data('hymenoptera') / 'train' / 'ants' / 'imageNotFound.gif'
+  shutil.copy(placeholder, root / 'train' / 'ants' / placeholder.name)
   return root, [f'train/x/{pair[0]}', f'val/x/{pair[1]}']
 
 
-def test_duplicates_across_splits_are_flagged_as_leakage(tmp_path, capsys):
+def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
   root, leaking = _leaking_input(tmp_path)
   out = tmp_path / 'all'
   assert convert(root, out, '--num_shards=1') == 0
   summary = capsys.readouterr().err
   manifest = manifest_of(out)
+  groups = {tuple(_names(g)): g for g in _duplicates(out)}
+  assert set(groups) == {tuple(leaking), ('train/ants/twice.jpg', 'train/bees/twice.jpg'),
+                         ('train/ants/original.jpg', 'val/bees/smaller.jpg')}
+  cross = groups[tuple(leaking)]
+  assert cross['kind'] == 'exact' and cross['leaks_across_splits'] and not cross['label_conflict']
+  assert [f['split'] for f in cross['files']] == ['train', 'val']
+  twice = groups[('train/ants/twice.jpg', 'train/bees/twice.jpg')]
+  assert twice['kind'] == 'exact' and twice['label_conflict'] and not twice['leaks_across_splits']
+  near = groups[('train/ants/original.jpg', 'val/bees/smaller.jpg')]
+  assert near['kind'] == 'near' and near['label_conflict'] and near['leaks_across_splits']
+  assert [(f['split'], f['label']) for f in near['files']] == [('train', 'ants'), ('val', 'bees')]
   duplicates = manifest['duplicates']
-  assert duplicates['num_groups'] == 1 and duplicates['num_leaking_groups'] == 1
-  group = duplicates['groups'][0]
-  assert group['files'] == leaking and group['splits'] == ['train', 'val'] and group['leaks']
-  assert 'LEAKAGE: 1 group of identical files in two or more splits' in summary
-  assert f'{leaking[0]} (train) = {leaking[1]} (val)' in summary
-  assert summary.count('LEAKAGE') == outputs.summary(manifest).count('LEAKAGE') == 1
+  assert duplicates['exact']['num_groups'] == 2 and duplicates['near']['num_groups'] == 1
+  assert duplicates['exact']['num_leaking_groups'] == 1
+  assert duplicates['exact']['num_label_conflicts'] == 1
+  assert duplicates['near']['num_leaking_groups'] == duplicates['near']['num_label_conflicts'] == 1
+  # the examples: conflicts first (the near group conflicts and leaks), then the leaks
+  assert [tuple(_names(g)) for g in duplicates['examples']] == [
+      ('train/ants/original.jpg', 'val/bees/smaller.jpg'),
+      ('train/ants/twice.jpg', 'train/bees/twice.jpg'), tuple(leaking)]
+  assert ('1 group across splits (LEAKAGE); 1 group with two labels (LABEL CONFLICT)'
+          in summary)
+  assert f'exact: {leaking[0]} (train, x) = {leaking[1]} (val, x)' in summary
+  assert 'near: train/ants/original.jpg (train, ants) = val/bees/smaller.jpg (val, bees)' in summary
+  assert summary.count('LEAKAGE') == outputs.summary(manifest).count('LEAKAGE') == 2
   assert manifest['splits']['val']['class_counts']['x'] == 1
+  # the placeholder is flagged, the real photos are not
+  flagged = [json.loads(line) for line in (out / 'quality.jsonl').read_text().splitlines()]
+  assert [f['file'] for f in flagged] == ['train/ants/imageNotFound.gif']
+  assert 'low_information' in flagged[0]['flags'] and flagged[0]['split'] == 'train'
+  assert manifest['quality']['num_flagged'] == 1
+  assert manifest['quality']['num_measured'] == manifest['num_examples']
+  assert f'1 of {manifest["num_examples"]} images flagged' in summary
+  # inspect draws the near group (its records) and the placeholder's flags
+  report = inspect.inspect(str(out), verify=False, samples=4)
+  assert [_names(g) for g in report.duplicate_groups] == [
+      ['train/ants/original.jpg', 'val/bees/smaller.jpg']]
+  assert {'train/ants/original.jpg', 'val/bees/smaller.jpg',
+          'train/ants/imageNotFound.gif'} <= set(report.images)
+  written = inspect.render(report, str(tmp_path / 'pictures'), thumb=64, samples=4)
+  names = sorted(pathlib.Path(path).name for path in written)
+  assert 'near_duplicates.png' in names
+  assert {f'quality_{flag}.png' for flag in flagged[0]['flags']} <= set(names)
+  with Image.open(tmp_path / 'pictures' / 'near_duplicates.png') as sheet:
+    assert sheet.height < 200  # one group: one row
 
   # keep_first writes the copy first by path (train/...): the source still leaks, and says so
   out = tmp_path / 'first'
   assert convert(root, out, '--num_shards=1', '--dedup=keep_first') == 0
   summary = capsys.readouterr().err
   manifest = manifest_of(out)
-  group = manifest['duplicates']['groups'][0]
-  assert group['leaks'] and group['kept'] == leaking[0]
-  assert f'{leaking[0]} (train) = {leaking[1]} (val)  [kept {leaking[0]}]' in summary
+  cross = next(g for g in _duplicates(out) if _names(g) == leaking)
+  assert cross['leaks_across_splits'] and cross['kept'] == leaking[0]
+  assert f'{leaking[0]} (train, x) = {leaking[1]} (val, x)  [kept {leaking[0]}]' in summary
   assert 'x' not in manifest['splits']['val']['class_counts']
-  assert [(f['relpath'], f['stage']) for f in _failures(out)] == [(leaking[1], 'duplicate')]
+  assert sorted((f['relpath'], f['stage']) for f in _failures(out)) == [
+      ('train/bees/twice.jpg', 'duplicate'), (leaking[1], 'duplicate')]
 
 
-def test_summary_lists_the_first_leaking_groups_and_counts_the_rest():
-  groups = [dedup.DuplicateGroup(f'{i:064x}', (f'train/{i}.jpg', f'val/{i}.jpg'), ('train', 'val'))
-            for i in range(12)]
-  groups.append(dedup.DuplicateGroup('f' * 64, ('train/a.jpg', 'train/b.jpg'), ('train', 'train')))
-  section = dedup.duplicates_section(groups)
-  assert section['num_groups'] == 13 and section['num_files'] == 26
-  assert section['num_leaking_groups'] == 12 and section['num_dropped'] == 0
-  lines = dedup.summary_lines(section, max_groups=10)
-  assert lines[1] == '  LEAKAGE: 12 groups of identical files in two or more splits:'
-  assert len([line for line in lines if ' (train) = ' in line]) == 10
-  assert lines[-1] == '    ... 2 more: see manifest.json "duplicates"'
-  assert dedup.summary_lines(dedup.duplicates_section([])) == []
+def _group(*names, split=('train', 'val'), label=('a', 'a'), kind='exact'):
+  files = [dedup.DuplicateFile(name, s, l) for name, s, l in zip(names, split, label)]
+  return dedup.group_of(kind, files, 'f' * 64 if kind == 'exact' else None)
+
+
+def test_manifest_section_holds_counts_and_a_few_examples():
+  groups = [_group(f'train/{i:02}.jpg', f'val/{i:02}.jpg') for i in range(12)]
+  groups.append(_group('train/a.jpg', 'train/b.jpg', split=('train', 'train')))
+  groups.append(_group('train/c.jpg', 'train/d.jpg', split=('train', 'train'), label=('a', 'b'),
+                       kind='near'))
+  fn = dedup._SectionFn()  # pylint: disable=protected-access
+  halves = [fn.create_accumulator(), fn.create_accumulator()]
+  for i, group in enumerate(groups):
+    fn.add_input(halves[i % 2], group)
+  section = fn.extract_output(fn.merge_accumulators(halves))
+  assert section['exact'] == {'num_groups': 13, 'num_files': 26, 'num_dropped': 0,
+                              'num_leaking_groups': 12, 'num_label_conflicts': 0}
+  assert section['near']['num_groups'] == section['near']['num_label_conflicts'] == 1
+  assert [_names(g) for g in section['examples']] == [
+      ['train/c.jpg', 'train/d.jpg'], *[[f'train/{i:02}.jpg', f'val/{i:02}.jpg'] for i in range(4)]]
+  lines = dedup.summary_lines(section)
+  assert lines[0] == ('  13 groups of byte-identical files (26 files): all written; '
+                      '12 groups across splits (LEAKAGE)')
+  assert lines[1] == ('  1 group of near-identical pictures (2 files): all written; '
+                      '1 group with two labels (LABEL CONFLICT)')
+  assert len(lines) == 2 + 5 + 1 and lines[-1] == '  every group: duplicates.jsonl'
+  empty = dedup.duplicates_section({})
+  assert dedup.summary_lines(empty) == [] and empty['examples'] == []

@@ -182,13 +182,33 @@ def convert(data: bytes, spec: ImageSpec) -> EncodedImage:
       content, truncated or corrupt data, too many pixels, unsupported pixel format, a format
       ``original`` cannot keep).
   """
+  return convert_keeping_pixels(data, spec).encoded
+
+
+class Converted(NamedTuple):
+  """``convert_keeping_pixels``' result.
+
+  encoded: what ``convert`` returns.
+  pixels: the pixels encoded, ``uint8 [height, width, channels]``; None with
+    ``--image_format=original`` (nothing is decoded).
+  source_size: the source's upright ``(width, height)`` in pixels; None with ``original``.
+  """
+  encoded: EncodedImage
+  pixels: Optional[np.ndarray]
+  source_size: Optional[Tuple[int, int]]
+
+
+def convert_keeping_pixels(data: bytes, spec: ImageSpec) -> Converted:
+  """``convert``, also returning the pixels it encoded and the source's size, so that what
+  measures the image (``transforms.image_measures``) needs no second decode. Raises as
+  ``convert``."""
   if spec.image_format == 'original':
-    return original(data, spec)
+    return Converted(original(data, spec), None, None)
   pixels, source_size = _decode(data, spec)
   background = spec.background if spec.channels == 3 else (luma(spec.background),)
   pixels = resize(pixels, spec.image_size, spec.resize_mode, background=background,
                   source_size=source_size)
-  return encode(pixels, spec)
+  return Converted(encode(pixels, spec), pixels, source_size)
 
 
 def decode(data: bytes, spec: ImageSpec) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
 
-from transforms import codec, reads
+from transforms import codec, image_measures, reads
 from transforms import segmentation
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
@@ -30,12 +30,16 @@ class _ConvertImageFn(beam.DoFn):
 
   Side input ``class_names``: the sorted list of class names (class id = index).
   Examples of ``stats_split`` carry their stored image's pixel sums (``transforms.pixel_sums``).
+  With ``measure``, examples carry their stored pixels' ``transforms.image_measures`` (not for
+  ``--image_format=original`` or segmentation, whose pixels are not at hand).
   Logs progress (images, rate, failures) every 10 s of work in each worker.
   """
 
-  def __init__(self, spec: codec.ImageSpec, stats_split: Optional[str] = None):
+  def __init__(self, spec: codec.ImageSpec, stats_split: Optional[str] = None,
+               measure: bool = True):
     self._spec = spec
     self._stats_split = stats_split
+    self._measure = measure
     self._converted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_converted')
     self._failed = {stage: beam.metrics.Metrics.counter(METRICS_NAMESPACE, f'images_failed_{stage}')
                     for stage in (STAGE_READ, STAGE_DECODE, STAGE_MASK)}
@@ -72,9 +76,11 @@ class _ConvertImageFn(beam.DoFn):
     self._read.inc()
     self._bytes_read.inc(len(data))
     try:
-      if image.mask is None:
-        encoded, mask = codec.convert(data, self._spec), None
+      if image.mask is None:  # the stored pixels are measured below, not decoded again
+        converted, mask = codec.convert_keeping_pixels(data, self._spec), None
+        encoded = converted.encoded
       else:  # segmentation: the mask gets its image's crop and size (transforms.segmentation)
+        converted = None
         encoded, mask = segmentation.convert_with_mask(
             data, image.mask, self._spec, num_classes=len(class_names))
     except segmentation.MaskError as error:
@@ -95,6 +101,10 @@ class _ConvertImageFn(beam.DoFn):
         yield self._fail(image, STAGE_DECODE,
                          f'TensorFlow cannot decode it: {type(error).__name__}: {error}')
         return
+    # perceptual hash and quality measures of the pixels just encoded (near duplicates, quality)
+    measures = None
+    if self._measure and converted is not None and converted.pixels is not None:
+      measures = tuple(image_measures.measure(converted.pixels, converted.source_size))
     # hashed already when a dedup step ran before (transforms.dedup), else here
     source_sha256 = image.source_sha256 or hashlib.sha256(data).hexdigest()
     class_id = None if image.label is None else self._class_id(image.label, class_names)
@@ -106,7 +116,7 @@ class _ConvertImageFn(beam.DoFn):
     self._log_progress()
     yield ConvertedExample(image.split, image.label, image.relpath, serialized,
                            hashlib.sha256(serialized).digest(), source_sha256, sums,
-                           image.version)
+                           image.version, measures)
 
   def _log_progress(self):
     now = time.monotonic()
@@ -123,16 +133,19 @@ class ConvertImages(beam.PTransform):
   ``class_names``: a one-element PCollection holding the sorted class names (see
   ``transforms.labels.ClassNames``), used as a side input to number the classes.
   ``stats_split``: the split whose examples carry ``pixel_sums`` (``--stats``), or None.
+  ``measure``: examples carry ``measures`` (``--image_checks``).
   """
 
-  def __init__(self, spec: codec.ImageSpec, class_names, stats_split: Optional[str] = None):
+  def __init__(self, spec: codec.ImageSpec, class_names, stats_split: Optional[str] = None,
+               measure: bool = True):
     super().__init__()
     self._spec = spec
     self._class_names = class_names
     self._stats_split = stats_split
+    self._measure = measure
 
   def expand(self, images):
     return images | 'decode, resize, encode' >> beam.ParDo(
-        _ConvertImageFn(self._spec, self._stats_split),
+        _ConvertImageFn(self._spec, self._stats_split, self._measure),
         class_names=beam.pvalue.AsSingleton(self._class_names, default_value=[]),
     ).with_outputs(FAILURES_TAG, main='examples')

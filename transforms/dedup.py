@@ -1,48 +1,59 @@
-"""Find byte-identical source files, report them and the train/test leakage they cause, and, with
-``--dedup=keep_first``, write one file of each group.
+"""Find byte-identical source files, report every group of duplicates (exact, and the near ones
+of ``transforms.near_duplicates``) with the train/test leakage and label conflicts they cause,
+and, with ``--dedup=keep_first`` (or ``keep_first_near``), write one file of each exact group.
 
-Two files are duplicates when the SHA-256 of their bytes is the same (the digest every record
-carries as ``image/key/sha256``). Duplicates under different names are common in scraped data
-(``catdog_filenames`` holds 20 such pairs); when the copies of one image land in two splits, the
-evaluation set holds training images (leakage), which inflates every metric measured on it.
+Two files are exact duplicates when the SHA-256 of their bytes is the same (the digest every
+record carries as ``image/key/sha256``). Duplicates under different names are common in scraped
+data (``catdog_filenames`` holds 20 such pairs); when the copies of one image land in two
+splits, the evaluation set holds training images (leakage), which inflates every metric
+measured on it; when they carry two class names (the same photo under rose/ and tulip/), the
+labels conflict.
 
     --dedup=keep_all (default): every file is written; the groups come from the digests the
       conversion computes anyway, so finding them costs no extra read:
 
-        ConvertedExample -> (sha256, (relpath, split)) -> GroupByKey -> DuplicateGroup (2+ files)
+        ConvertedExample -> (sha256, DuplicateFile) -> GroupByKey -> DuplicateGroup (2+ files)
 
-    --dedup=keep_first: the files are hashed BEFORE the conversion (a streaming read through
-      FileSystems, no decoding), grouped by digest, and only the first file of each group by
-      sorted relative path is converted; the others become failures at stage ``duplicate``
-      naming the file kept (reported, not counted against --max_failure_fraction):
+    --dedup=keep_first (and keep_first_near, for the exact copies): the files are hashed BEFORE
+      the conversion (a streaming read through FileSystems, no decoding), grouped by digest, and
+      only the first file of each group by sorted relative path is converted; the others become
+      failures at stage ``duplicate`` naming the file kept (reported, not counted against
+      --max_failure_fraction):
 
         LabeledImage -> + source_sha256 -> (sha256, LabeledImage) -> GroupByKey
           -> the first LabeledImage (carrying its digest, so the conversion does not hash again)
           -> Failure(stage='duplicate') for the others
           -> DuplicateGroup
 
+    every group, exact and near -> duplicates.jsonl (one line each, sorted)
+                                -> the manifest's ``duplicates``: counts per kind, 5 examples
+
 Only small tuples of paths and names reach a GroupByKey (the local runner holds its contents in
-memory); image bytes never do. A group whose files lie in two or more splits is flagged
-``leaks``. With ``keep_first`` the output then holds the image in one split only (the split of
-the first file by sorted path, which need not be the split a person would pick), so the
-written records no longer leak, but the source data does and the group stays flagged: the
-dropped copies' splits lost an image, and a hash split would have put it elsewhere had the
+memory); image bytes never do. With ``keep_first`` a leaking group is written in one split only
+(the split of the first file by sorted path, which need not be the split a person would pick),
+so the written records no longer leak, but the source data does and the group stays flagged:
+the dropped copies' splits lost an image, and a hash split would have put it elsewhere had the
 names differed.
 """
 
+import collections
 import hashlib
+import json
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from imagerecords import contract
 
 from transforms import reads
+from transforms.sorted_lines import WriteSortedLines
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
                                  LabeledImage)
 
 KEEP_ALL = 'keep_all'
 KEEP_FIRST = 'keep_first'
-DEDUP_MODES = (KEEP_ALL, KEEP_FIRST)
+KEEP_FIRST_NEAR = 'keep_first_near'
+DEDUP_MODES = (KEEP_ALL, KEEP_FIRST, KEEP_FIRST_NEAR)
 DEFAULT_DEDUP = KEEP_ALL
 """Writing every file is the default: the record count then equals the number of decodable
 inputs (no silent change), and the report costs no extra read of the data."""
@@ -73,78 +84,169 @@ def file_sha256(path: str) -> str:
   return reads.with_retries(read_and_hash, path)
 
 
-class DuplicateGroup(NamedTuple):
-  """Files with byte-identical content.
+EXACT = 'exact'
+NEAR = 'near'
+KINDS = (EXACT, NEAR)
 
-  sha256: hex SHA-256 of the content.
-  files: the relative paths ('/'-separated), sorted.
-  splits: the split of each file, ``splits[i]`` that of ``files[i]``.
-  kept: with ``--dedup=keep_first`` the one file written (``files[0]``); None when all are.
+
+class DuplicateFile(NamedTuple):
+  """One file of a duplicate group: its relative path, split and class name (None: unlabeled)."""
+  file: str
+  split: str
+  label: Optional[str]
+
+
+class DuplicateGroup(NamedTuple):
+  """Files that hold the same picture.
+
+  kind: ``exact`` (byte-identical: same SHA-256) or ``near`` (perceptual hashes within
+    ``--near_duplicate_distance`` bits, linked through one another: ``transforms.near_duplicates``;
+    at least two different contents).
+  files: the DuplicateFiles, sorted by relative path.
+  sha256: hex SHA-256 of the content (``exact``); None for ``near``.
+  kept: with ``--dedup=keep_first`` (exact) or ``keep_first_near`` the one file written
+    (``files[0].file``); None when all are.
   """
-  sha256: str
-  files: Tuple[str, ...]
-  splits: Tuple[str, ...]
+  kind: str
+  files: Tuple[DuplicateFile, ...]
+  sha256: Optional[str] = None
   kept: Optional[str] = None
 
   @property
   def leaks(self) -> bool:
     """True when the copies lie in two or more splits (train/test leakage)."""
-    return len(set(self.splits)) > 1
+    return len({f.split for f in self.files}) > 1
+
+  @property
+  def label_conflict(self) -> bool:
+    """True when the copies carry two or more class names (the same picture, two labels)."""
+    return len({f.label for f in self.files if f.label is not None}) > 1
 
   def to_dict(self) -> dict:
-    """The group as it appears in the manifest's ``duplicates.groups``."""
-    entry = {'sha256': self.sha256, 'files': list(self.files), 'splits': list(self.splits),
-             'leaks': self.leaks}
+    """The group as one line of duplicates.jsonl::
+
+        {"kind": "exact", "files": [{"file": "train/a.jpg", "split": "train", "label": "cat"},
+         ...], "leaks_across_splits": false, "label_conflict": false, "sha256": "..."}
+
+    (``sha256`` for exact groups only; ``kept`` when one file was written).
+    """
+    entry = {'kind': self.kind, 'files': [f._asdict() for f in self.files],
+             'leaks_across_splits': self.leaks, 'label_conflict': self.label_conflict}
+    if self.sha256 is not None:
+      entry['sha256'] = self.sha256
     if self.kept is not None:
       entry['kept'] = self.kept
     return entry
 
+  def to_json(self) -> str:
+    """``to_dict`` as one JSON line (keys sorted, so that lines sort by their files)."""
+    return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
-def duplicates_section(groups: Sequence[DuplicateGroup]) -> dict:
-  """The manifest's ``duplicates`` section, groups sorted by their first file::
 
-      {"num_groups": 20, "num_files": 40, "num_dropped": 0, "num_leaking_groups": 0,
-       "groups": [{"sha256": "...", "files": ["train/cat.118.jpg", "train/cat.121.jpg"],
-                   "splits": ["train", "train"], "leaks": false}, ...]}
+def group_of(kind: str, files: Iterable[DuplicateFile], sha256: Optional[str] = None,
+             kept: Optional[str] = None) -> DuplicateGroup:
+  """A DuplicateGroup with its files sorted by path."""
+  return DuplicateGroup(kind, tuple(sorted(files)), sha256, kept)
 
-  ``num_dropped``: files not written (``keep_first``); ``kept`` names the file written then.
+
+_NUM_EXAMPLES = 5
+
+
+def _priority(group: DuplicateGroup):
+  """Sort key of the groups worth showing first: conflicts, then leaks, then by file."""
+  return (not group.label_conflict, not group.leaks, group.kind, group.files[0].file)
+
+
+class _SectionFn(beam.CombineFn):
+  """DuplicateGroup -> the manifest's ``duplicates`` section (see ``duplicates_section``);
+  holds counts and at most ``_NUM_EXAMPLES`` groups, never one entry per file."""
+
+  def create_accumulator(self):
+    return collections.Counter(), []
+
+  def add_input(self, accumulator, group):
+    counts, examples = accumulator
+    kind = group.kind
+    counts[f'{kind}.num_groups'] += 1
+    counts[f'{kind}.num_files'] += len(group.files)
+    if group.kept is not None:
+      counts[f'{kind}.num_dropped'] += len(group.files) - 1
+    counts[f'{kind}.num_leaking_groups'] += group.leaks
+    counts[f'{kind}.num_label_conflicts'] += group.label_conflict
+    examples.append(group)
+    examples.sort(key=_priority)
+    del examples[_NUM_EXAMPLES:]
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    counts, examples = collections.Counter(), []
+    for more_counts, more_examples in accumulators:
+      counts.update(more_counts)
+      examples.extend(more_examples)
+    examples.sort(key=_priority)
+    return counts, examples[:_NUM_EXAMPLES]
+
+  def extract_output(self, accumulator):
+    counts, examples = accumulator
+    return duplicates_section(counts, examples)
+
+
+def duplicates_section(counts, examples: Sequence[DuplicateGroup] = ()) -> dict:
+  """The manifest's ``duplicates`` section: counts per kind, and a few groups to show::
+
+      {"exact": {"num_groups": 20, "num_files": 40, "num_dropped": 0,
+                 "num_leaking_groups": 0, "num_label_conflicts": 0},
+       "near": {...the same counts...},
+       "file": "duplicates.jsonl",
+       "examples": [<up to 5 groups as in duplicates.jsonl: label conflicts, then leaks first>]}
+
+  ``counts``: {'KIND.COUNT': n} (absent: 0). ``num_dropped``: files not written
+  (``--dedup=keep_first``, ``keep_first_near``). Every group is in duplicates.jsonl; the
+  manifest stays small whatever the number of groups.
   """
-  groups = sorted(groups, key=lambda group: group.files)
-  return {
-      'num_groups': len(groups),
-      'num_files': sum(len(group.files) for group in groups),
-      'num_dropped': sum(len(group.files) - 1 for group in groups if group.kept is not None),
-      'num_leaking_groups': sum(1 for group in groups if group.leaks),
-      'groups': [group.to_dict() for group in groups],
-  }
+  names = ('num_groups', 'num_files', 'num_dropped', 'num_leaking_groups', 'num_label_conflicts')
+  section = {kind: {name: int(counts.get(f'{kind}.{name}', 0)) for name in names}
+             for kind in KINDS}
+  section['file'] = contract.DUPLICATES_FILE
+  section['examples'] = [group.to_dict() for group in sorted(examples, key=_priority)]
+  return section
 
 
 def _groups(count: int) -> str:
   return f'{count} group' + ('' if count == 1 else 's')
 
 
-def summary_lines(section: Optional[dict], max_groups: int = 10) -> List[str]:
+_WHAT = {EXACT: 'byte-identical files', NEAR: 'near-identical pictures'}
+
+
+def summary_lines(section: Optional[dict]) -> List[str]:
   """Lines of the console summary for the manifest's ``duplicates`` section (none when there
-  are no duplicates): the counts, and the files and splits of each leaking group (the first
-  ``max_groups``; the manifest lists them all)."""
-  if not section or not section['num_groups']:
+  are no duplicates): the counts per kind, then the example groups with their splits and
+  labels."""
+  if not section or not any(section.get(kind, {}).get('num_groups') for kind in KINDS):
     return []
-  dropped = section['num_dropped']
-  written = (f'one of each written, {dropped} dropped (--dedup=keep_first)' if dropped
-             else 'all written (--dedup=keep_all)')
-  lines = [f'  {_groups(section["num_groups"])} of byte-identical files '
-           f'({section["num_files"]} files): {written}; see manifest.json "duplicates"']
-  leaking = [group for group in section['groups'] if group['leaks']]
-  if leaking:
-    lines.append(f'  LEAKAGE: {_groups(len(leaking))} of identical files in two or more '
-                 'splits:')
-    for group in leaking[:max_groups]:
-      copies = ' = '.join(f'{name} ({split})' for name, split in zip(group['files'],
-                                                                     group['splits']))
-      kept = f'  [kept {group["kept"]}]' if group.get('kept') else ''
-      lines.append(f'    {copies}{kept}')
-    if len(leaking) > max_groups:
-      lines.append(f'    ... {len(leaking) - max_groups} more: see manifest.json "duplicates"')
+  lines = []
+  for kind in KINDS:
+    counts = section[kind]
+    if not counts['num_groups']:
+      continue
+    dropped = counts['num_dropped']
+    written = (f'one of each written, {dropped} dropped' if dropped else 'all written')
+    problems = [f'{_groups(counts["num_leaking_groups"])} across splits (LEAKAGE)'
+                if counts['num_leaking_groups'] else '',
+                f'{_groups(counts["num_label_conflicts"])} with two labels (LABEL CONFLICT)'
+                if counts['num_label_conflicts'] else '']
+    problems = '; '.join(p for p in problems if p)
+    lines.append(f'  {_groups(counts["num_groups"])} of {_WHAT[kind]} ({counts["num_files"]} '
+                 f'files): {written}' + (f'; {problems}' if problems else ''))
+  for group in section.get('examples', []):
+    if not (group['leaks_across_splits'] or group['label_conflict']):
+      continue
+    copies = ' = '.join(f'{f["file"]} ({f["split"]}, {f["label"]})' for f in group['files'][:4])
+    more = f' and {len(group["files"]) - 4} more' if len(group['files']) > 4 else ''
+    kept = f'  [kept {group["kept"]}]' if group.get('kept') else ''
+    lines.append(f'    {group["kind"]}: {copies}{more}{kept}')
+  lines.append(f'  every group: {section.get("file", contract.DUPLICATES_FILE)}')
   return lines
 
 
@@ -169,7 +271,8 @@ class _KeepFirstFn(beam.DoFn):
   """(key, [LabeledImage]) -> the first image by relative path; Failure(stage='duplicate') for
   the others; a DuplicateGroup on ``groups`` when there are others."""
 
-  def __init__(self):
+  def __init__(self, mode: str):
+    self._mode = mode
     self._dropped = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'duplicates_dropped')
 
   def process(self, element) -> Iterable:
@@ -184,10 +287,10 @@ class _KeepFirstFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
           image.path, image.relpath, STAGE_DUPLICATE,
           f'byte-identical to {first.relpath} (SHA-256 {first.source_sha256[:16]}...), '
-          'which is written instead (--dedup=keep_first)'))
-    yield beam.pvalue.TaggedOutput(GROUPS_TAG, DuplicateGroup(
-        first.source_sha256, tuple(image.relpath for image in images),
-        tuple(image.split for image in images), kept=first.relpath))
+          f'which is written instead (--dedup={self._mode})'))
+    yield beam.pvalue.TaggedOutput(GROUPS_TAG, group_of(
+        EXACT, (DuplicateFile(image.relpath, image.split, image.label) for image in images),
+        first.source_sha256, kept=first.relpath))
 
 
 class DropDuplicates(beam.PTransform):
@@ -206,7 +309,7 @@ class DropDuplicates(beam.PTransform):
     super().__init__()
     if mode not in DEDUP_MODES:
       raise ValueError(f'--dedup must be one of {", ".join(DEDUP_MODES)}; got {mode!r}')
-    self._mode = mode
+    self._mode = mode  # keep_first_near drops the exact copies here, like keep_first
 
   def expand(self, images):
     if self._mode == KEEP_ALL:
@@ -220,41 +323,57 @@ class DropDuplicates(beam.PTransform):
         | 'key by sha256' >> beam.Map(
             lambda image: (image.source_sha256 or 'unread:' + image.relpath, image))
         | 'group identical files' >> beam.GroupByKey()
-        | 'keep the first by path' >> beam.ParDo(_KeepFirstFn()).with_outputs(
+        | 'keep the first by path' >> beam.ParDo(_KeepFirstFn(self._mode)).with_outputs(
             FAILURES_TAG, GROUPS_TAG, main='images'))
     return {'images': kept.images, FAILURES_TAG: kept[FAILURES_TAG],
             GROUPS_TAG: kept[GROUPS_TAG]}
 
 
-def _group_of(element) -> Iterable[DuplicateGroup]:
+def _exact_group(element) -> Iterable[DuplicateGroup]:
   sha256, copies = element
-  copies = sorted(copies)
+  copies = list(copies)
   if len(copies) > 1:
-    yield DuplicateGroup(sha256, tuple(c[0] for c in copies), tuple(c[1] for c in copies))
+    yield group_of(EXACT, copies, sha256)
+
+
+def _file_of(example) -> DuplicateFile:
+  return DuplicateFile(example.relpath, example.split, example.label)
+
+
+class ExactGroups(beam.PTransform):
+  """PCollection[ConvertedExample] -> PCollection[DuplicateGroup] of the byte-identical files
+  among them (by ``source_sha256``; only (sha256, DuplicateFile) tuples are grouped)."""
+
+  def expand(self, examples):
+    return (
+        examples
+        | 'key by source sha256' >> beam.Map(
+            lambda example: (example.source_sha256, _file_of(example)))
+        | 'group identical sources' >> beam.GroupByKey()
+        | 'groups of two or more' >> beam.FlatMap(_exact_group))
 
 
 class ReportDuplicates(beam.PTransform):
-  """PCollection[ConvertedExample] -> a one-element PCollection[dict]: the manifest's
-  ``duplicates`` section (see ``duplicates_section``).
+  """PCollection[DuplicateGroup] (every kind) -> a one-element PCollection[dict], the manifest's
+  ``duplicates`` section (``duplicates_section``), and ``OUT/duplicates.jsonl`` written, one
+  group per line (``DuplicateGroup.to_dict``), lines sorted, by an external merge
+  (``transforms.sorted_lines``).
 
-  The groups among the written examples (``keep_all``: by their ``source_sha256``; only
-  (sha256, relpath, split) tuples are grouped) are joined with ``dropped_groups``, the
-  DuplicateGroup PCollection of ``DropDuplicates`` (``keep_first``; empty otherwise).
+  The section is emitted once the file is written, so the manifest (and ``_SUCCESS``) comes
+  after it.
   """
 
-  def __init__(self, dropped_groups):
+  def __init__(self, output_dir: str):
     super().__init__()
-    self._dropped_groups = dropped_groups
+    self._output_dir = output_dir
 
-  def expand(self, examples):
-    written_groups = (
-        examples
-        | 'key by source sha256' >> beam.Map(
-            lambda example: (example.source_sha256, (example.relpath, example.split)))
-        | 'group identical sources' >> beam.GroupByKey()
-        | 'groups of two or more' >> beam.FlatMap(_group_of))
+  def expand(self, groups):
+    path = FileSystems.join(self._output_dir, contract.DUPLICATES_FILE)
+    written = (groups
+               | 'duplicate lines' >> beam.Map(DuplicateGroup.to_json)
+               | 'write duplicates.jsonl' >> WriteSortedLines(path))
     return (
-        (written_groups, self._dropped_groups)
-        | 'all groups' >> beam.Flatten()
-        | 'collect groups' >> beam.combiners.ToList()
-        | 'manifest section' >> beam.Map(duplicates_section))
+        groups
+        | 'count duplicates' >> beam.CombineGlobally(_SectionFn())
+        | 'after the file' >> beam.Map(lambda section, _: section,
+                                       beam.pvalue.AsSingleton(written)))

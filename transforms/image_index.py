@@ -23,6 +23,7 @@ from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
 from transforms.folders import escape_pattern
+from transforms.image_measures import ImageMeasures
 from transforms.sorted_lines import WriteSortedLines
 
 # The diff's per-image verdicts, in the order the manifest lists them.
@@ -33,10 +34,11 @@ MOVED_SPLIT, RELABELED = 'moved_split', 'relabeled'
 def index_line(example) -> str:
   """The images.jsonl line of a ConvertedExample (keys sorted, UTF-8 kept).
 
-  ``version`` (the source's size and time as listed, ``elements.source_version``) and
+  ``version`` (the source's size and time as listed, ``elements.source_version``),
   ``pixel_sums`` (``--stats``' training split: ``[[sum per channel], [sum of squares per
-  channel], pixels]``) are there when known: the next night reuses the record of a file whose
-  version is unchanged, with these sums, instead of converting it again
+  channel], pixels]``) and ``measures`` (``--image_checks``: the perceptual hash and quality
+  measures, ``ImageMeasures.to_index``) are there when known: the next night reuses the record
+  of a file whose version is unchanged, with these, instead of converting it again
   (``transforms.incremental``).
   """
   entry = {'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
@@ -46,6 +48,8 @@ def index_line(example) -> str:
   if example.pixel_sums is not None:
     entry['pixel_sums'] = [list(example.pixel_sums[0]), list(example.pixel_sums[1]),
                            example.pixel_sums[2]]
+  if example.measures is not None:  # transforms.image_measures: reused with the record
+    entry['measures'] = ImageMeasures.of(example).to_index()
   return json.dumps(entry, ensure_ascii=False, sort_keys=True)
 
 

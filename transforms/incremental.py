@@ -48,6 +48,7 @@ from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImag
 from transforms.example import example_filename
 from transforms.folders import escape_pattern
 from transforms.image_index import keyed_by_file
+from transforms.image_measures import ImageMeasures
 from transforms.pixel_sums import PixelSums
 
 REUSE_TAG = 'reuse'
@@ -64,6 +65,7 @@ class ReuseEntry(NamedTuple):
   source_sha256: str
   pixel_sums: Optional[PixelSums]
   version: Optional[str]
+  measures: Optional[tuple] = None  # the ImageMeasures fields (ConvertedExample.measures)
 
 
 def _sums(entry: dict) -> Optional[PixelSums]:
@@ -71,13 +73,19 @@ def _sums(entry: dict) -> Optional[PixelSums]:
   return None if sums is None else PixelSums(tuple(sums[0]), tuple(sums[1]), sums[2])
 
 
+def _measures(entry: dict) -> Optional[tuple]:
+  measures = entry.get('measures')
+  return None if measures is None else tuple(ImageMeasures.from_index(measures))
+
+
 class _DecideFn(beam.DoFn):
   """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert, or
   (relpath, ReuseEntry) on the ``reuse`` output. Files only in the previous index (removed
   since) yield nothing."""
 
-  def __init__(self, stats_split: Optional[str]):
+  def __init__(self, stats_split: Optional[str], measured: bool = False):
     self._stats_split = stats_split
+    self._measured = measured
     self._hashed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'incremental_files_hashed')
 
   def process(self, element) -> Iterable:
@@ -86,14 +94,17 @@ class _DecideFn(beam.DoFn):
       before = next(iter(grouped['before']), None)
       if before is not None and self._unchanged(image, before):
         yield beam.pvalue.TaggedOutput(REUSE_TAG, (relpath, ReuseEntry(
-            image.split, image.label, before['sha256'], _sums(before), image.version)))
+            image.split, image.label, before['sha256'], _sums(before), image.version,
+            _measures(before))))
       else:
         yield image
 
   def _unchanged(self, image: LabeledImage, before: dict) -> bool:
     if (image.label != before.get('label') or image.split != before.get('split')
         or (image.source_sha256 is not None and image.source_sha256 != before.get('sha256'))
-        or (image.split == self._stats_split and before.get('pixel_sums') is None)):
+        or (image.split == self._stats_split and before.get('pixel_sums') is None)
+        # --image_checks: a record from a run that did not measure it is converted again
+        or (self._measured and image.mask is None and before.get('measures') is None)):
       return False
     if image.version is not None:
       return image.version == before.get('version')
@@ -166,7 +177,7 @@ class _CopyRecordsFn(beam.DoFn):
       self._bytes.inc(len(record))
       yield ConvertedExample(entry.split, entry.label, relpath, record,
                              hashlib.sha256(record).digest(), entry.source_sha256,
-                             entry.pixel_sums, entry.version)
+                             entry.pixel_sums, entry.version, entry.measures)
 
 
 class ReusePreviousRecords(beam.PTransform):
@@ -182,11 +193,14 @@ class ReusePreviousRecords(beam.PTransform):
     previous_index: the previous run's ``images.jsonl``.
     previous_shards: the paths of every shard of the previous run.
     stats_split: the split whose examples carry pixel sums (``--stats``), or None.
+    measured: examples carry their ``measures`` (``--image_checks``, decoded images): an
+      unchanged file whose previous index entry has none is converted again.
   """
 
   def __init__(self, previous_index: str, previous_shards: Sequence[str],
-               stats_split: Optional[str] = None):
+               stats_split: Optional[str] = None, measured: bool = False):
     super().__init__()
+    self._measured = measured
     self._previous_index = previous_index
     self._previous_shards = list(previous_shards)
     self._stats_split = stats_split
@@ -201,7 +215,7 @@ class ReusePreviousRecords(beam.PTransform):
     decided = (
         {'now': now, 'before': before}
         | 'pair with the previous night' >> beam.CoGroupByKey()
-        | 'unchanged?' >> beam.ParDo(_DecideFn(self._stats_split)).with_outputs(
+        | 'unchanged?' >> beam.ParDo(_DecideFn(self._stats_split, self._measured)).with_outputs(
             REUSE_TAG, main='convert'))
     reused = (
         p

@@ -87,7 +87,7 @@ class _WriteMetadataFn(beam.DoFn):
               split_stats: Dict[str, dict], failures: List[Failure],
               duplicates: Optional[dict] = None, diff: Optional[dict] = None,
               unused_written: List[str] = (), statistics: Optional[dict] = None,
-              incremental: Optional[dict] = None):
+              incremental: Optional[dict] = None, quality: Optional[dict] = None):
     config = self._config
     out = config.get('write_dir') or config['output_dir']  # a dated run writes to staging
     run_claim.check(config.get('claim'))  # ClaimLost: another run owns the output now
@@ -134,6 +134,7 @@ class _WriteMetadataFn(beam.DoFn):
         'num_skipped': num_skipped,
         'failures_by_stage': dict(sorted(by_stage.items())),
         'duplicates': duplicates,  # transforms.dedup.duplicates_section
+        'quality': quality,  # transforms.quality.quality_section
         'run_date': config.get('run_date'),
         'diff': diff,  # transforms.image_index.DiffAgainstPrevious; None on a first run
         # --run_date: what the night reused of the previous run (transforms.incremental)
@@ -202,7 +203,9 @@ class WriteMetadata(beam.PTransform):
     shard_paths, class_names, split_stats, failures: PCollections used as side inputs
       (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and every Failure).
     duplicates: optional one-element PCollection of the manifest's ``duplicates`` section
-      (``transforms.dedup.ReportDuplicates``).
+      (``transforms.dedup.ReportDuplicates``, emitted once duplicates.jsonl is written).
+    quality: optional one-element PCollection of the manifest's ``quality`` section
+      (``transforms.quality.ReportQuality``, emitted once quality.jsonl is written).
     diff: optional one-element PCollection, the diff against the previous run
       (``transforms.image_index.DiffAgainstPrevious``).
     written: optional PCollection of paths of other files the run writes (``images.jsonl``):
@@ -220,8 +223,9 @@ class WriteMetadata(beam.PTransform):
   """
 
   def __init__(self, config, shard_paths, class_names, split_stats, failures, duplicates=None,
-               diff=None, written=None, statistics=None, incremental=None):
+               diff=None, written=None, statistics=None, incremental=None, quality=None):
     super().__init__()
+    self._quality = quality
     self._incremental = incremental
     self._config = config
     self._sides = (shard_paths, class_names, split_stats, failures)
@@ -236,6 +240,8 @@ class WriteMetadata(beam.PTransform):
              else {'duplicates': beam.pvalue.AsSingleton(self._duplicates)})
     if self._diff is not None:
       extra['diff'] = beam.pvalue.AsSingleton(self._diff)
+    if self._quality is not None:
+      extra['quality'] = beam.pvalue.AsSingleton(self._quality)
     if self._written is not None:
       extra['unused_written'] = beam.pvalue.AsList(self._written)
     if self._incremental is not None:

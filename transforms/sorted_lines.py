@@ -18,6 +18,7 @@ lines of ``images.jsonl`` cost about 150 MiB at the end of a run that way (docs/
 
 import heapq
 import io
+import os
 import uuid
 from typing import Iterable, Iterator, List
 
@@ -26,7 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.folders import delete_paths, delete_tree
+from transforms.folders import delete_paths, delete_tree, is_local
 from transforms.textfiles import write_lines
 
 STAGING_DIR = '.staging-sorted'
@@ -92,7 +93,7 @@ class WriteSortedLines(beam.PTransform):
   """PCollection[str] (lines without newlines) -> a one-element PCollection: ``path``, after
   writing every line to it, sorted (Python's ``str`` order), one per line (UTF-8).
 
-  Run files go to ``STAGING_DIR`` beside ``path`` and are deleted when it is written; no lines
+  Run files go to ``STAGING_DIR/<name of path>`` beside ``path`` and are deleted when it is written; no lines
   at all write an empty file.
 
   Args:
@@ -108,9 +109,26 @@ class WriteSortedLines(beam.PTransform):
     self._fan_in = fan_in
 
   def expand(self, lines):
-    staging_dir = FileSystems.join(FileSystems.split(self._path)[0], STAGING_DIR)
+    # one subfolder per file: the job writes several sorted files at once, and each merge
+    # deletes its own runs' folder
+    folder, name = FileSystems.split(self._path)
+    staging_dir = FileSystems.join(folder, STAGING_DIR, name)
     return (
         lines
         | 'sorted runs' >> beam.ParDo(_WriteSortedRunsFn(staging_dir, self._run_lines))
         | 'all runs' >> beam.combiners.ToList()
-        | 'merge runs' >> beam.Map(merge_runs, self._path, staging_dir, self._fan_in))
+        | 'merge runs' >> beam.Map(_merge_and_tidy, self._path, staging_dir, self._fan_in))
+
+
+def _merge_and_tidy(runs: List[str], path: str, staging_dir: str, fan_in: int) -> str:
+  """``merge_runs``, then removes ``STAGING_DIR`` itself once the last file's runs are gone
+  (locally; object stores have no empty folders). Another file's merge still running keeps
+  it: the last one to finish removes it."""
+  merge_runs(runs, path, staging_dir, fan_in)
+  parent = FileSystems.split(staging_dir)[0]
+  if is_local(parent):
+    try:
+      os.rmdir(parent)
+    except OSError:  # not empty (another file's runs), or gone already: left to the last
+      pass
+  return path

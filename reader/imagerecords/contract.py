@@ -175,6 +175,8 @@ RUN_DIR_PREFIX = 'dt='
 STAGING_DIR = '_staging'
 LATEST_FILE = 'LATEST'
 IMAGES_INDEX_FILE = 'images.jsonl'  # one JSON object per example: file, sha256, split, label
+DUPLICATES_FILE = 'duplicates.jsonl'  # one JSON object per group of exact or near duplicates
+QUALITY_FILE = 'quality.jsonl'  # one JSON object per image a quality check flags
 RUN_DATE_RE = re.compile(r'^\d{4}-\d{2}-\d{2}$')
 
 

@@ -42,6 +42,11 @@ Pictures (Pillow), written to ``--out`` (default ``./inspect_<name of OUT>``)::
                                 the images with the mask overlaid at half opacity, a colour
                                 per class id (the PASCAL VOC colour map, with a legend), void
                                 (255) transparent
+    near_duplicates.png         the near-duplicate groups of duplicates.jsonl (at most 12), one
+                                row each, every file with its split and class; groups with a
+                                label conflict, then those leaking across splits, first
+    quality_<flag>.png          per quality flag of quality.jsonl (low_information, dark, ...):
+                                up to --samples of its images, with their file names
 
 and a table of splits, shards, examples, classes, bytes and mean image size is printed.
 
@@ -302,6 +307,12 @@ class Report:
   problems: List[str]
   verified: bool
   segmentation: bool = False
+  # duplicates.jsonl's groups worth drawing (label conflicts, then leaks, first) and
+  # quality.jsonl's flagged images, as their JSON objects; the records of their files
+  duplicate_groups: List[dict] = dataclasses.field(default_factory=list)
+  flagged: List[dict] = dataclasses.field(default_factory=list)
+  images: Dict[str, Record] = dataclasses.field(default_factory=dict)
+  input_dir: Optional[str] = None
 
   @property
   def ok(self) -> bool:
@@ -312,13 +323,37 @@ class NotAnOutputDirectory(FileNotFoundError):
   """``manifest.json`` is missing or unreadable: there is nothing to inspect."""
 
 
+MAX_GROUPS_DRAWN = 12
+"""Near-duplicate groups drawn at most (label conflicts, then leaks across splits, first)."""
+
+
+def _read_jsonl(path: str) -> List[dict]:
+  """The JSON objects of a .jsonl file; [] when there is none (an output of an older version)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path, 'r') as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _groups_to_draw(groups: List[dict]) -> List[dict]:
+  """The near-duplicate groups to draw: label conflicts first, then leaks, then the rest, by
+  first file; at most ``MAX_GROUPS_DRAWN``."""
+  near = [g for g in groups if g.get('kind') == 'near']
+  near.sort(key=lambda g: (not g.get('label_conflict'), not g.get('leaks_across_splits'),
+                           g['files'][0]['file']))
+  return near[:MAX_GROUPS_DRAWN]
+
+
 def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
   """Reads ``data_dir``'s metadata and shards; verifies them unless ``verify`` is False.
 
   Without verification only the first records of each shard are read, enough for ``samples``
   samples per split, and only the metadata is checked (``_SUCCESS``, manifest status,
   ``labels.txt``, the shard files present); counts then come from the manifest and sizes from
-  the samples.
+  the samples. The records of the files that ``duplicates.jsonl`` (the near groups drawn) and
+  ``quality.jsonl`` (up to ``samples`` per flag) name are kept for the pictures; without
+  verification the shards are then read on until they are found.
 
   Raises:
     NotAnOutputDirectory: no readable ``manifest.json``.
@@ -358,6 +393,16 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
     if contract.parse_shard_file_name(name) and name not in listed:
       problems.append(f'{name}: a shard file the manifest does not list (left by another run?)')
 
+  duplicate_groups = _groups_to_draw(_read_jsonl(_join(data_dir, contract.DUPLICATES_FILE)))
+  flagged = _read_jsonl(_join(data_dir, contract.QUALITY_FILE))
+  wanted = {f['file'] for group in duplicate_groups for f in group['files']}
+  per_flag = collections.Counter()
+  for entry in flagged:
+    if any(per_flag[flag] < samples for flag in entry['flags']):
+      wanted.add(entry['file'])
+      per_flag.update(entry['flags'])
+  images: Dict[str, Record] = {}
+
   splits = {}
   for split, info in sorted(split_infos.items()):
     report = splits[split] = SplitReport(split)
@@ -378,7 +423,7 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
       report.bytes += tf.io.gfile.stat(path).length
       shard_problems = []
       count, firsts = _read_shard(path, name, class_names, segmentation, verify, per_shard,
-                                  shard_problems, report)
+                                  shard_problems, report, wanted, images)
       shard_samples.append(firsts)
       expected = entry.get(contract.MANIFEST_NUM_EXAMPLES)
       broken = any(isinstance(p, Damage) for p in shard_problems)
@@ -406,16 +451,20 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
                  if counted.get(c, 0) != manifest_counts.get(c, 0)]
         problems.append(f'{contract.MANIFEST_FILE}: split {split}: class counts differ '
                         f'({"; ".join(diffs)})')
-  return Report(data_dir, class_names, splits, problems, verify, segmentation)
+  return Report(data_dir, class_names, splits, problems, verify, segmentation,
+                duplicate_groups, flagged, images, manifest.get('input_dir'))
 
 
-def _read_shard(path, name, class_names, segmentation, verify, num_samples, problems, report):
+def _read_shard(path, name, class_names, segmentation, verify, num_samples, problems, report,
+                wanted=frozenset(), images=None):
   """Walks one shard; returns (records counted, its first ``num_samples`` parsed records).
 
   With ``verify``, every record is checked and counted into ``report`` (``class_counts``:
   examples per class; for segmentation, examples whose mask holds the class); without, the
-  walk stops after ``num_samples`` records and checks nothing.
+  walk stops after ``num_samples`` records and checks nothing, unless files of ``wanted`` are
+  not in ``images`` yet. The records of ``wanted`` files go into ``images`` (by filename).
   """
+  images = {} if images is None else images
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   firsts, count = [], 0
   with tf.io.gfile.GFile(path, 'rb') as raw:
@@ -440,12 +489,15 @@ def _read_shard(path, name, class_names, segmentation, verify, num_samples, prob
             report.class_counts[class_names[record.label]] += 1
           for class_id in sorted(record.mask_classes or ()):
             report.class_counts[mask_class_name(class_id, class_names)] += 1
+        if record.filename in wanted:
+          images[record.filename] = record
         if len(firsts) < num_samples:
           firsts.append(record)
           if not verify:
             report.sizes.append((record.height, record.width))
-            if len(firsts) == num_samples:
-              break
+        if (not verify and len(firsts) >= num_samples
+            and len(images) >= len(wanted)):  # every file drawn is found
+          break
     except (OSError, EOFError, gzip.BadGzipFile) as e:  # a damaged gzip stream
       problems.append(Damage(f'{name}: record {count}: unreadable compressed data ({e})'))
   return count, firsts
@@ -776,7 +828,86 @@ def _nice_step(peak: int) -> int:
   return int(10 * power)
 
 
-def render(report: Report, out_dir: str, thumb: int = 96) -> List[str]:
+def _file_image(report: Report, file: str, thumb: int) -> Tuple[Image.Image, str]:
+  """The image of ``file`` (a path relative to the input) for a sheet, and a note: its record,
+  else the source file under the manifest's ``input_dir`` (a file not written:
+  ``--dedup=keep_first_near``), else a gray square saying neither is at hand."""
+  record = report.images.get(file)
+  try:
+    if record is not None:
+      return _record_image(record, thumb), ''
+    if report.input_dir:
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      source = tf.io.gfile.join(report.input_dir, file)
+      if tf.io.gfile.exists(source):
+        with tf.io.gfile.GFile(source, 'rb') as f:
+          image = Image.open(io.BytesIO(f.read())).convert('RGB')
+        image.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
+        return image, ' (source)'
+  except (OSError, ValueError):
+    pass  # drawn as missing below: a picture is no place to fail the inspection
+  return Image.new('RGB', (thumb, thumb), '#bbbbbb'), ' (not found)'
+
+
+def duplicates_sheet(report: Report, thumb: int = 96) -> Optional[Image.Image]:
+  """The near-duplicate groups of ``report`` (``duplicates.jsonl``), one row each: its files
+  side by side, each captioned with its split and class, the row titled with what is wrong
+  (label conflict, leak across splits); conflicting and leaking groups first. None when there
+  is no near group."""
+  groups = report.duplicate_groups
+  if not groups:
+    return None
+  caption_font, title_font = _font(max(11, thumb // 7)), _font(16)
+  line_h = (caption_font.size if hasattr(caption_font, 'size') else 10) + 6
+  pad, title_h = 6, 30
+  columns = min(_COLUMNS, max(len(g['files']) for g in groups))
+  row_h = line_h * 2 + thumb + pad
+  width = max(columns * (thumb + pad) + pad, 320)
+  sheet = Image.new('RGB', (width, title_h + len(groups) * row_h + pad), 'white')
+  draw = ImageDraw.Draw(sheet)
+  draw.text((pad, 7), _fit_text(draw, f'near duplicates: {len(groups)} groups',
+                                title_font, width - 2 * pad), fill='black', font=title_font)
+  for row, group in enumerate(groups):
+    y = title_h + row * row_h
+    problems = [text for key, text in (('label_conflict', 'LABEL CONFLICT'),
+                                       ('leaks_across_splits', 'LEAKS ACROSS SPLITS'))
+                if group.get(key)]
+    files = group['files']
+    header = (', '.join(problems + [' = '.join(os.path.basename(f['file']) for f in files)])
+              + (f'; kept {group["kept"]}' if group.get('kept') else ''))
+    draw.text((pad, y), _fit_text(draw, header, caption_font, width - 2 * pad),
+              fill='#cc0000' if problems else 'black', font=caption_font)
+    for column, entry in enumerate(files[:columns]):
+      x = pad + column * (thumb + pad)
+      image, note = _file_image(report, entry['file'], thumb)
+      caption = f'{entry["split"]} · {entry.get("label") or os.path.basename(entry["file"])}{note}'
+      draw.text((x, y + line_h), _fit_text(draw, caption, caption_font, thumb), fill='black',
+                font=caption_font)
+      top = y + 2 * line_h
+      draw.rectangle((x, top, x + thumb - 1, top + thumb - 1), fill='#eeeeee')
+      sheet.paste(image, (x + (thumb - image.width) // 2, top + (thumb - image.height) // 2))
+  return sheet
+
+
+def quality_sheets(report: Report, samples: int = 32, thumb: int = 96
+                   ) -> Dict[str, Image.Image]:
+  """One sheet per quality flag raised (``quality.jsonl``): up to ``samples`` of its images,
+  8 per row, each captioned with its file name. {} when nothing is flagged."""
+  by_flag: Dict[str, List[dict]] = collections.defaultdict(list)
+  for entry in report.flagged:
+    for flag in entry['flags']:
+      by_flag[flag].append(entry)
+  sheets = {}
+  for flag, entries in sorted(by_flag.items()):
+    cells = []
+    for entry in entries[:samples]:
+      image, note = _file_image(report, entry['file'], thumb)
+      cells.append((image, os.path.basename(entry['file']) + note))
+    sheets[flag] = _grid(cells, f'{flag}: {len(entries)}', thumb)
+  return sheets
+
+
+def render(report: Report, out_dir: str, thumb: int = 96, samples: int = 32) -> List[str]:
   """Writes the PNGs of ``report`` into ``out_dir`` (created); returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   written = []
@@ -792,6 +923,11 @@ def render(report: Report, out_dir: str, thumb: int = 96) -> List[str]:
     if overlay is not None:
       save(overlay, f'segmentation_{split.name}.png')
   save(class_count_chart(report), 'class_counts.png')
+  duplicates = duplicates_sheet(report, thumb)
+  if duplicates is not None:
+    save(duplicates, 'near_duplicates.png')
+  for flag, sheet in quality_sheets(report, samples, thumb).items():
+    save(sheet, f'quality_{flag}.png')
   return written
 
 
@@ -824,7 +960,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(format_table(report))
-  for path in render(report, out_dir, args.thumb_size):
+  for path in render(report, out_dir, args.thumb_size, args.samples):
     print(f'wrote {path}')
   if report.problems:
     print(f'{len(report.problems)} problem(s) in {args.data_dir}:')

@@ -1,0 +1,254 @@
+"""Groups of near-identical pictures (the same photo re-encoded, resized, cropped by a few pixels,
+under another name), found from the perceptual hashes the conversion computed
+(``transforms.image_measures``), in a cost that grows with the number of images, not its square.
+
+Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` bands of
+``BAND_BITS`` bits; two hashes within 3 bits of each other agree on at least one whole band
+(pigeonhole), and most pairs within ``--near_duplicate_distance`` (default
+``DEFAULT_DISTANCE``) do too (the recall measured by ``bench/near_duplicates.py`` is in
+docs/images.md). Only images sharing a band value are ever compared::
+
+    ConvertedExample (with measures)
+      -> ((band, top PREFIX_BITS of its value), [(band value, phash, node), ...])
+                                                  NUM_BANDS entries per image, batched per bundle
+      -> GroupByKey -> buckets by whole band value                     candidates
+      -> confirmed pairs: Hamming distance <= distance                  (node, node) edges
+      -> all edges, one list -> connected components (union-find)      DuplicateGroup('near')
+
+With 16-bit bands a bucket holds N / 65,536 unrelated images on average, so the candidate pairs
+grow as N^2 / 2^17 per band: 30 million Hamming distances at a million images, a few per image.
+The GroupByKey keys are coarser (4 x 2^PREFIX_BITS) and batched per bundle, so that the shuffle
+carries no element per image; a key holds N / 256 images per band.
+The edges are only those between near-identical files, so the one worker that joins them into
+groups holds state for the duplicated files, not for every image. Identical hashes in a bucket
+(byte-identical copies, blank frames) are chained rather than paired, so a thousand blank
+frames cost a thousand edges, not half a million.
+
+A group is reported as ``near`` when it holds at least two different contents (SHA-256): a set
+of byte-identical files alone is an ``exact`` group (``transforms.dedup``). Flips and rotations
+change the hash completely and are not found.
+"""
+
+import collections
+import itertools
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+
+from transforms.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
+from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
+from transforms.image_measures import ImageMeasures, hamming
+
+DEFAULT_DISTANCE = 10
+"""Hashes at most this many bits apart (of 64) are the same picture. Validated by
+``bench/near_duplicates.py`` on the 397 hymenoptera JPEG photos: no two distinct photos are
+within 12 bits, re-encoded or halved copies are within 4, copies cropped by 2% per side within
+12 (recall and false matches per edit in docs/images.md)."""
+
+MAX_DISTANCE = 16
+"""The largest ``--near_duplicate_distance`` accepted: beyond it distinct photos match
+(13 bits apart at the closest among the 78,606 pairs of hymenoptera photos)."""
+
+NUM_BANDS = 4
+BAND_BITS = 16
+_BAND_MASK = (1 << BAND_BITS) - 1
+
+Node = Tuple[str, str, Optional[str], str]
+"""A file of the graph: (relative path, split, class name, hex SHA-256 of its source); a plain
+tuple, which Beam's coder encodes natively (a NamedTuple it would pickle)."""
+
+
+def band_keys(phash: int) -> List[Tuple[int, int]]:
+  """The LSH keys of a 64-bit hash: ``[(band index, band value)]``, ``NUM_BANDS`` of them."""
+  return [(band, (phash >> (band * BAND_BITS)) & _BAND_MASK) for band in range(NUM_BANDS)]
+
+
+PREFIX_BITS = 8
+"""The GroupByKey key of a band is its index and the top ``PREFIX_BITS`` bits of its value
+(4 x 256 keys): each worker batches the images of a bundle by key before the shuffle, so a
+bundle sends at most 1,024 elements whatever its size (a key per band value would cost four
+shuffled elements per image, measured at about 7% of the job), and the grouped step splits a
+key's images by their whole band value again."""
+
+_MAX_HELD = 20_000  # entries a worker batches before it sends them on
+
+
+class _BatchBandsFn(beam.DoFn):
+  """ConvertedExample -> ((band, value prefix), [(band value, phash, node), ...]): the
+  bundle's images batched by GroupByKey key (none without measures)."""
+
+  def start_bundle(self):
+    self._batches = collections.defaultdict(list)
+    self._held = 0
+
+  def process(self, example):
+    if example.measures is None:
+      return
+    phash = ImageMeasures.of(example).phash
+    node = (example.relpath, example.split, example.label, example.source_sha256)
+    for band, value in band_keys(phash):
+      self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, phash, node))
+    self._held += NUM_BANDS
+    if self._held >= _MAX_HELD:  # bounded memory in a large bundle
+      yield from self._flush()
+
+  def _flush(self):
+    batches, self._batches, self._held = self._batches, collections.defaultdict(list), 0
+    return iter(batches.items())
+
+  def finish_bundle(self):
+    for element in self._flush():
+      yield GlobalWindows.windowed_value(element)
+
+
+def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, Node]]:
+  """((band, prefix), [batches]) -> the confirmed edges of each bucket (whole band value)."""
+  (band, _), batches = element
+  buckets: Dict[int, list] = collections.defaultdict(list)
+  for batch in batches:
+    for value, phash, node in batch:
+      buckets[value].append((phash, node))
+  for members in buckets.values():
+    if len(members) > 1:
+      yield from bucket_edges(members, distance, band)
+
+
+def _shared_earlier_band(hash_a: int, hash_b: int, band: int) -> bool:
+  """True when two hashes agree on a band before ``band`` (whose bucket finds the pair)."""
+  differing = hash_a ^ hash_b
+  return any(not (differing >> (earlier * BAND_BITS)) & _BAND_MASK for earlier in range(band))
+
+
+def bucket_edges(members: Iterable[Tuple[int, Node]], distance: int, band: int = 0
+                 ) -> Iterable[Tuple[Node, Node]]:
+  """The confirmed pairs of one bucket of band ``band``: ``(node, node)`` edges whose hashes
+  are at most ``distance`` bits apart. Members with the same hash are chained (n - 1 edges),
+  one member per distinct hash is compared with the others'. A pair whose hashes also agree on
+  an earlier band is left to that band's bucket, so each pair is found once."""
+  by_hash: Dict[int, List[Node]] = collections.defaultdict(list)
+  for phash, node in members:
+    by_hash[phash].append(node)
+  for nodes in by_hash.values():
+    if band == 0:  # equal hashes agree on every band: band 0 chains them
+      nodes.sort()
+      yield from zip(nodes, nodes[1:])
+  for (hash_a, nodes_a), (hash_b, nodes_b) in itertools.combinations(sorted(by_hash.items()), 2):
+    if (hamming(hash_a, hash_b) <= distance
+        and not _shared_earlier_band(hash_a, hash_b, band)):
+      yield nodes_a[0], nodes_b[0]
+
+
+def components(edges: Iterable[Tuple[Node, Node]]) -> List[List[Node]]:
+  """Connected components of an undirected graph given by its edges (union-find with path
+  halving); each component sorted, components sorted by their first node."""
+  parent: Dict[Node, Node] = {}
+
+  def root(node):
+    parent.setdefault(node, node)
+    while parent[node] != node:
+      parent[node] = parent[parent[node]]
+      node = parent[node]
+    return node
+
+  for a, b in edges:
+    root_a, root_b = root(a), root(b)
+    if root_a != root_b:
+      parent[max(root_a, root_b)] = min(root_a, root_b)
+  grouped = collections.defaultdict(list)
+  for node in parent:
+    grouped[root(node)].append(node)
+  return sorted(sorted(nodes) for nodes in grouped.values())
+
+
+def near_groups(edges: Iterable[Tuple[Node, Node]], keep_first: bool = False
+                ) -> Iterable[DuplicateGroup]:
+  """The ``near`` DuplicateGroups of the edges: components holding two or more contents.
+  ``keep_first``: each names its first file by path as ``kept``."""
+  for nodes in components(edges):
+    if len({node[3] for node in nodes}) < 2:
+      continue  # byte-identical copies only: an exact group
+    files = [DuplicateFile(*node[:3]) for node in nodes]
+    yield group_of(NEAR, files, kept=files[0].file if keep_first else None)
+
+
+class NearDuplicateGroups(beam.PTransform):
+  """PCollection[ConvertedExample] -> PCollection[DuplicateGroup] of kind ``near``.
+
+  Examples without measures (not decoded: ``--image_format=original``, segmentation, records
+  reused from the previous night) take no part.
+
+  Args:
+    distance: the largest Hamming distance (bits of 64) of two hashes of the same picture,
+      0-``MAX_DISTANCE``.
+    keep_first: mark each group's first file by path as the one kept (``--dedup=keep_first_near``).
+
+  Raises:
+    ValueError: ``distance`` is out of range.
+  """
+
+  def __init__(self, distance: int = DEFAULT_DISTANCE, keep_first: bool = False):
+    super().__init__()
+    if not 0 <= distance <= MAX_DISTANCE:
+      raise ValueError(f'--near_duplicate_distance must be within 0-{MAX_DISTANCE} bits, '
+                       f'got {distance}')
+    self._distance = distance
+    self._keep_first = keep_first
+
+  def expand(self, examples):
+    distance, keep_first = self._distance, self._keep_first
+    return (
+        examples
+        # ((band, value prefix), [(band value, phash, (DuplicateFile, sha256))]) per bundle
+        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn())
+        | 'group by band' >> beam.GroupByKey()
+        # (node, node): pairs within the distance, found in some bucket (maybe several)
+        | 'confirm by hamming distance' >> beam.FlatMap(_edges_of_key, distance)
+        | 'all edges' >> beam.combiners.ToList()
+        | 'connected components' >> beam.FlatMap(near_groups, keep_first))
+
+
+def dropped_files(group: DuplicateGroup) -> Iterable[Tuple[str, Failure]]:
+  """(relpath, Failure at stage ``duplicate``) of every file of a ``kept`` group but the kept
+  one (``--dedup=keep_first_near``)."""
+  if group.kept is None:
+    return
+  for file in group.files[1:]:
+    yield file.file, Failure(
+        file.file, file.file, STAGE_DUPLICATE,
+        f'near-identical to {group.kept} (perceptual hash), which is written instead '
+        '(--dedup=keep_first_near)')
+
+
+class _DropFn(beam.DoFn):
+  """ConvertedExample -> itself unless its file is among the dropped (side input)."""
+
+  def __init__(self):
+    self._dropped_count = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'near_duplicates_dropped')
+    self._seen = None
+    self._set = frozenset()
+
+  def process(self, example, dropped: List[str]):
+    if dropped is not self._seen:  # one set per side input, not one per element
+      self._seen, self._set = dropped, frozenset(dropped)
+    if example.relpath in self._set:
+      self._dropped_count.inc()
+      return
+    yield example
+
+
+def drop_near_duplicates(examples, dropped, label: str):
+  """``examples`` (PCollection[ConvertedExample]) without the files named by ``dropped``
+  (PCollection[str] of relpaths, a side input: the duplicated files only)."""
+  return examples | label >> beam.ParDo(_DropFn(), dropped=beam.pvalue.AsList(dropped))
+
+
+class DroppedNear(beam.PTransform):
+  """PCollection[DuplicateGroup] (near, with ``kept``) -> {'files': PCollection[str] of the
+  relpaths not written, FAILURES_TAG: their PCollection[Failure]}."""
+
+  def expand(self, groups):
+    pairs = groups | 'files not kept' >> beam.FlatMap(dropped_files)
+    return {'files': pairs | 'their paths' >> beam.Map(lambda pair: pair[0]),
+            FAILURES_TAG: pairs | 'their failures' >> beam.Map(lambda pair: pair[1])}
+
