@@ -112,19 +112,13 @@ def add_features(serialized: bytes, features: Dict[str, Union[bytes, int, tuple,
   """
   entries = []
   view = memoryview(serialized)
-  for number, start, end in _length_delimited(serialized, 0, len(serialized)):
-    if number != 1:
-      continue  # Example.features
-    for entry_number, entry_start, entry_end in _length_delimited(serialized, start, end):
-      if entry_number != 1:
-        continue  # Features.feature (a map entry)
-      fields = {n: (s, e) for n, s, e in _length_delimited(serialized, entry_start, entry_end)}
-      key = serialized[fields[1][0]:fields[1][1]].decode('utf-8')
-      if key in features:
-        raise ValueError(f'the record has a feature {key!r} already')
-      # the whole field: its key byte and length, then the entry
-      header = _KEY[1] + _varint(entry_end - entry_start)
-      entries.append((key, [header, view[entry_start:entry_end]]))
+  for key, _, _, entry_start, entry_end in wire.feature_entries(serialized):
+    key = key.decode('utf-8')
+    if key in features:
+      raise ValueError(f'the record has a feature {key!r} already')
+    # the whole field: its key byte and length, then the entry
+    header = _KEY[1] + _varint(entry_end - entry_start)
+    entries.append((key, [header, view[entry_start:entry_end]]))
   entries += [(key, _feature_entry(key, value)) for key, value in features.items()]
   return _example(entries)
 

@@ -117,25 +117,37 @@ def parse_example(serialized: bytes,
   """
   wanted = None if keys is None else {key.encode('utf-8') for key in keys}
   features: Dict[str, FeatureValues] = {}
-  end = len(serialized)
-  for number, wire_type, start, stop in _fields(serialized, 0, end):
+  for key, feature_start, feature_end, _, _ in feature_entries(serialized):
+    if wanted is not None and key not in wanted:
+      continue
+    values: FeatureValues = []
+    for kind, _, list_start, list_end in _fields(serialized, feature_start, feature_end):
+      if kind in (1, 2, 3):
+        values = _values(serialized, kind, list_start, list_end)
+    features[key.decode('utf-8')] = values
+  return features
+
+
+def feature_entries(serialized: bytes) -> Iterator[Tuple[bytes, int, int, int, int]]:
+  """Each entry of a serialized ``tf.train.Example``'s feature map, in stored order:
+  (key as UTF-8 bytes, start and end of its ``Feature`` message, start and end of the whole
+  map entry), offsets into ``serialized``; nothing is copied but the key.
+
+  Raises:
+    ValueError: the bytes are not a ``tf.train.Example``.
+  """
+  for number, wire_type, start, stop in _fields(serialized, 0, len(serialized)):
     if number != 1 or wire_type != _LEN:
       continue  # Example.features
     for entry_number, entry_type, entry_start, entry_end in _fields(serialized, start, stop):
       if entry_number != 1 or entry_type != _LEN:
         continue  # Features.feature: one map entry
       key = None
-      feature = (0, 0)
+      feature = (entry_end, entry_end)
       for field, _, field_start, field_end in _fields(serialized, entry_start, entry_end):
         if field == 1:
           key = serialized[field_start:field_end]
         elif field == 2:
           feature = (field_start, field_end)
-      if key is None or (wanted is not None and key not in wanted):
-        continue
-      values: FeatureValues = []
-      for kind, _, list_start, list_end in _fields(serialized, *feature):
-        if kind in (1, 2, 3):
-          values = _values(serialized, kind, list_start, list_end)
-      features[key.decode('utf-8')] = values
-  return features
+      if key is not None:
+        yield key, feature[0], feature[1], entry_start, entry_end
