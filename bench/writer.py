@@ -198,9 +198,10 @@ def row_pillow(files, image_size, min_seconds):
   return _timed_loop(pillow, paths, min_seconds)
 
 
-def row_tf_data(patterns, output, image_size):
+def row_tf_data(patterns, output, image_size, warm_up=True):
   """The tf.data converter users write; wall time from the first file listed to the last record
-  written (TensorFlow's import and graph tracing excluded)."""
+  written (TensorFlow's import and graph tracing excluded unless ``warm_up`` is False: then the
+  one run is timed as it comes, for the start-up comparison, which times the whole command)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   def convert(path):
@@ -231,7 +232,8 @@ def row_tf_data(patterns, output, image_size):
         count += 1
     return count
 
-  run(limit=16)  # warm-up: TensorFlow start-up, function tracing
+  if warm_up:
+    run(limit=16)  # warm-up: TensorFlow start-up, function tracing
   start, cpu = time.perf_counter(), time.process_time()
   count = run()
   wall = time.perf_counter() - start
@@ -282,6 +284,76 @@ ROWS = {'tight_loop': row_tight_loop, 'codec': row_codec, 'floor': row_floor,
         'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
 
 
+# --- start-up: whole commands, side by side ------------------------------------------------------
+
+def _tf_data_command(patterns, output, image_size):
+  """The tf.data converter as a user runs it: a fresh ``python`` that imports TensorFlow,
+  lists, converts and writes (no warm-up); (wall seconds of the whole command, images)."""
+  with tempfile.NamedTemporaryFile('w', suffix='.json') as arguments:
+    json.dump({'patterns': patterns, 'output': output, 'image_size': image_size,
+               'warm_up': False}, arguments)
+    arguments.flush()
+    status, wall, _, output_text = common.run_measured(
+        [sys.executable, str(pathlib.Path(__file__).resolve()), '--_row=tf_data',
+         f'--_args={arguments.name}'])
+  if status != 0:
+    raise RuntimeError(f'tf.data converter failed (exit {status}):\n{output_text[-3000:]}')
+  return wall, json.loads(output_text.strip().splitlines()[-1])['images']
+
+
+def startup_comparison(photos, root, times, image_size, rounds, extra_flags, work):
+  """The job with its defaults against the tf.data converter, whole commands, on ``photos``
+  repeated ``times`` times, and the README's first command on the bundled samples; ``rounds``
+  rounds, the commands interleaved within each round so that both meet the same load.
+  Returns the report's ``startup`` section (every time, medians, the per-round ratios)."""
+  data = work / f'startup_{times}x'
+  links = common.repeat_tree(photos, root, times, data)
+  patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links})
+  commands = {'job, defaults': []}
+  for flags in extra_flags:
+    commands[f'job {flags}'] = flags.split()
+  times_by = {name: [] for name in [*commands, 'tf.data converter', 'README command (48 samples)']}
+  images = {}
+  for _ in range(rounds):
+    for name, flags in commands.items():
+      wall, _, written, _ = run_pipeline(data, work / 'startup_out', os.cpu_count(), image_size,
+                                         flags, workers_flag=False)
+      times_by[name].append(wall)
+      images[name] = written
+    wall, images['tf.data converter'] = _tf_data_command(
+        patterns, str(work / 'startup_tf_data.tfrecord'), image_size)
+    times_by['tf.data converter'].append(wall)
+    status, wall, _, output = common.run_measured(
+        [sys.executable, '-m', 'pipeline.run', f'--input_dir={common.REPO / "samples" / "hymenoptera"}',
+         f'--output_dir={work / "startup_samples"}', '--overwrite'])
+    if status != 0:
+      raise RuntimeError(f'the README command failed (exit {status}):\n{output[-3000:]}')
+    times_by['README command (48 samples)'].append(wall)
+    images['README command (48 samples)'] = 48
+  ratios = [job / tf for job, tf in zip(times_by['job, defaults'], times_by['tf.data converter'])]
+  return {'photos': len(links), 'image_size': image_size, 'rounds': rounds,
+          'images': images, 'seconds': times_by,
+          'median_s': {name: statistics.median(t) for name, t in times_by.items()},
+          'job_over_tf_data': ratios, 'median_ratio': statistics.median(ratios)}
+
+
+def print_startup(section):
+  """The start-up comparison as a table, and its two targets."""
+  rows = [(name, section['images'][name], ' '.join(f'{t:.2f}' for t in times),
+           section['median_s'][name]) for name, times in section['seconds'].items()]
+  print(f"Start-up: whole commands, {section['photos']} photos at {section['image_size']} px "
+        f"(shorter side), {section['rounds']} interleaved rounds\n")
+  print(common.format_table(('command', 'images', 'seconds per round', 'median s'), rows))
+  print()
+  ratio = section['median_ratio']
+  samples = section['median_s']['README command (48 samples)']
+  print(common.format_table(('target', 'value', 'wanted', 'verdict'), [
+      ('job defaults / tf.data converter (median of per-round ratios)', ratio, '<= 1.5',
+       'met' if ratio <= 1.5 else 'NOT met'),
+      ('README command on the 48 samples, s (median)', samples, '< 6',
+       'met' if samples < 6 else 'NOT met')]))
+
+
 # --- the benchmark ------------------------------------------------------------------------------
 
 def job_accepts(flag: str) -> bool:
@@ -300,12 +372,14 @@ def job_accepts(flag: str) -> bool:
     return False
 
 
-def run_pipeline(input_dir, output_dir, workers, image_size, flags=()):
+def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_flag=True):
   """The Beam job end to end as users run it; (seconds, peak RSS MiB, examples written, CPU
-  seconds of the command and every process it started)."""
+  seconds of the command and every process it started). ``workers_flag``: pass
+  ``--direct_num_workers=WORKERS`` (else the job's own default)."""
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
          f'--output_dir={output_dir}', f'--image_size={image_size}', '--overwrite',
-         f'--direct_num_workers={workers}', common.FOLLOW_LINKS, *flags]
+         *([f'--direct_num_workers={workers}'] if workers_flag else []), common.FOLLOW_LINKS,
+         *flags]
   status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True)
   if status != 0:
     raise RuntimeError(f'pipeline failed (exit {status}):\n{output[-3000:]}')
@@ -404,8 +478,32 @@ def main(argv=None):
                       '--job_flags=--stats=false for a quick check).')
   parser.add_argument('--skip_variants', action='store_true',
                       help='Skip the pipeline rows with --stats=false.')
+  parser.add_argument('--startup', action='store_true',
+                      help='Only the start-up comparison: the job with its defaults against the '
+                      'tf.data converter, whole commands (python start, imports included), on '
+                      '--data repeated --startup_times times, and the README command on the '
+                      '48 samples, in --startup_rounds interleaved rounds.')
+  parser.add_argument('--startup_times', type=int, default=11,
+                      help='Repetitions of --data for --startup (11 x hymenoptera: 4,378 photos).')
+  parser.add_argument('--startup_rounds', type=int, default=3, help='Rounds of --startup.')
+  parser.add_argument('--startup_flags', action='append', default=[],
+                      help='--startup: also the job with these flags (repeatable, e.g. '
+                      '--startup_flags=--stats=tft).')
   common.add_row_flags(parser)
   args = parser.parse_args(argv)
+  if args.startup:
+    root = pathlib.Path(args.data).resolve()
+    with tempfile.TemporaryDirectory(prefix='bench_startup_') as tmp:
+      report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
+                'machine_before': common.machine()}
+      report['startup'] = startup_comparison(
+          common.image_files(root, args.limit), root, args.startup_times, args.image_size,
+          args.startup_rounds, args.startup_flags, pathlib.Path(tmp))
+      report['machine_after'] = common.machine()
+    common.print_machine(report)
+    print_startup(report['startup'])
+    common.write_json(args.json, report)
+    return
   sizes = sorted({int(s) for s in args.sizes.split(',')})
   original_sizes = sorted({int(s) for s in args.original_sizes.split(',')})
   if len(sizes) != 2 or len(original_sizes) != 2:

@@ -169,12 +169,14 @@ class ConvertOptions(PipelineOptions):
         help="Colour that transparent pixels (alpha, palette or tRNS transparency) are "
         "composited on, and the fill of --resize_mode=pad: 'R,G,B' or '#rrggbb'. Default white.")
     parser.add_argument(
-        '--stats', type=_boolean, nargs='?', const=True, default=True,
-        help="'true' (default): a tensorflow-transform analysis of the training split ('train', "
-        'else the first split by name) writes its exact per-channel pixel mean and standard '
-        'deviation and class frequencies into manifest.json, and the normalising transform into '
-        "transform_fn/ (imagerecords.load(normalize=True)). 'false': skip it. Not for "
-        '--image_format=raw.')
+        '--stats', type=_stats_mode, nargs='?', const=STATS_EXACT, default=STATS_EXACT,
+        help="'true' (default): the training split's ('train', else the first split by name) "
+        'exact per-channel pixel mean and standard deviation and class frequencies, added up by '
+        'Beam combiners, go into manifest.json (imagerecords.load(normalize=True), '
+        "preprocessing_layer, class_weights). 'tft': the same numbers from a "
+        'tensorflow-transform analysis that also writes the normalising transform into '
+        'transform_fn/ (a SavedModel for TFX and serving; about 9 s more start-up, not for '
+        "--image_format=raw or an s3:// output). 'false': no statistics.")
 
 
 def parse_fractions(text: str) -> List[Tuple[str, float]]:
@@ -356,14 +358,17 @@ def validate(options: ConvertOptions) -> None:
   check_label_source(options.label_source)
   if options.strict_labels and not (options.label_map or options.run_date):
     raise ValueError('--strict_labels needs --label_map (or --run_date: the previous run\'s)')
-  if options.stats and options.output_dir.startswith('s3://'):
-    raise ValueError('--stats writes its transform with TensorFlow, which has no s3:// '
-                     'filesystem in 2.21; pass --stats=false for an s3:// --output_dir')
-  if options.stats and any(c in options.output_dir for c in '[*?'):
-    raise ValueError('--stats writes its transform as a TensorFlow SavedModel, and TensorFlow '
-                     'loads one through glob patterns: in a folder whose path holds [, * or ? '
-                     f'({options.output_dir}) it could not be read back; pass --stats=false or '
-                     'choose another --output_dir')
+  if options.stats == STATS_TFT and options.output_dir.startswith('s3://'):
+    raise ValueError('--stats=tft writes its transform with TensorFlow, which has no s3:// '
+                     'filesystem in 2.21; pass --stats (the default) for an s3:// --output_dir')
+  if options.stats == STATS_TFT and any(c in options.output_dir for c in '[*?'):
+    raise ValueError('--stats=tft writes its transform as a TensorFlow SavedModel, and '
+                     'TensorFlow loads one through glob patterns: in a folder whose path holds '
+                     f'[, * or ? ({options.output_dir}) it could not be read back; pass --stats '
+                     '(the default) or choose another --output_dir')
+  if options.stats == STATS_TFT and options.image_format == contract.RAW_FORMAT:
+    raise ValueError('--stats=tft: its transform decodes encoded images, and '
+                     '--image_format=raw stores none; pass --stats (the default)')
   if options.dali_index and options.compression == 'gzip':
     raise ValueError('--dali_index needs uncompressed shards: DALI reads records at byte '
                      'offsets of the uncompressed file; drop --compression=gzip')
@@ -387,6 +392,22 @@ def _positive_int(text: str, flag: str) -> int:
   if value < 1:
     raise ValueError(f'{flag}: must be at least 1, got {value}')
   return value
+
+
+STATS_EXACT, STATS_TFT, STATS_OFF = 'true', 'tft', 'false'
+"""The values of ``--stats``: Beam combiners alone (``transforms.statistics``), plus a
+tensorflow-transform analysis and ``transform_fn/`` (``transforms.statistics_tft``), none."""
+
+
+def _stats_mode(text: str) -> str:
+  """--stats' value: 'tft', or a boolean (true/false, 1/0, yes/no, any case) as
+  STATS_EXACT / STATS_OFF."""
+  if text.strip().lower() == STATS_TFT:
+    return STATS_TFT
+  try:
+    return STATS_EXACT if _boolean(text) else STATS_OFF
+  except argparse.ArgumentTypeError:
+    raise argparse.ArgumentTypeError(f"expected true, false or tft, got {text!r}") from None
 
 
 def _boolean(text: str) -> bool:

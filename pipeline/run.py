@@ -12,7 +12,7 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
       ├─> count + fingerprint per split
       ├─> duplicate groups, leakage
       ├─> images.jsonl, and its diff against the previous run (--run_date)
-      └─> the training split's pixel statistics (TFT, --stats) ─> transform_fn/
+      └─> the training split's pixel statistics (--stats; --stats=tft: and transform_fn/)
     all of the above + every step's failures ─> labels, failures, manifest, _SUCCESS
                                                  (--run_date: then publish to dt=DATE/, LATEST)
 
@@ -50,8 +50,8 @@ from transforms.listing import ListImageFiles
 from transforms.metadata import WriteMetadata
 from transforms.publish import PublishRun
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
-from transforms.statistics import SplitStatistics
-from transforms.statistics_tft import AnalyzeTrainingSplit, training_split
+from transforms.statistics import SplitStatistics, TrainingStatistics, training_split
+from transforms.statistics_tft import AnalyzeTrainingSplit
 from transforms.write import WriteSplits
 
 _LOG = logging.getLogger('imagerecords')
@@ -109,9 +109,12 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
     diff = examples | 'diff against the previous run' >> DiffAgainstPrevious(
         config['previous_index'], config['previous_run'])
   statistics = None
-  if config['stats']:  # --stats: pixel mean/std of the training split, OUT/transform_fn/ (TFT)
+  if config['stats'] == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
     statistics = examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
         config['output_dir'], stats_split, spec.image_size, spec.channels)
+  elif config['stats']:  # --stats: exact pixel mean/std of the training split, Beam alone
+    statistics = examples | 'training statistics' >> TrainingStatistics(
+        stats_split, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
       config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts)
@@ -283,8 +286,8 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
       'shuffle_seed': options.shuffle_seed, 'manifest': manifest,
       'dali_index': options.dali_index,
-      # --stats: not for raw pixels (the transform decodes encoded images)
-      'stats': options.stats and spec.image_format != contract.RAW_FORMAT,
+      # --stats: opts.STATS_EXACT or STATS_TFT; None for --stats=false
+      'stats': None if options.stats == opts.STATS_OFF else options.stats,
       'masks': masks, 'split_lists': split_lists,
       'incremental': incremental,  # --run_date: what the night reuses (pipeline.nightly)
       # this launch, in publication markers: the claim's id (transforms.claim) when it holds one
