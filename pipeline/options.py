@@ -9,7 +9,7 @@ import difflib
 import os
 import pathlib
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from imagerecords import contract
@@ -18,6 +18,7 @@ import pipeline
 
 from transforms import codec
 from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
+from transforms.folders import count_local_files
 from transforms.labels import check_label_source
 from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
 from transforms.segmentation import parse_masks
@@ -273,23 +274,52 @@ def absolute_dir(path: str) -> str:
   return os.path.abspath(path)
 
 
-def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -> None:
-  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per core.
+IN_PROCESS_BELOW_FILES = 1000
+"""A local input folder with fewer files than this runs in the launcher's process
+(``--direct_running_mode=in_memory``) unless a flag says otherwise: starting and stopping
+the worker processes costs about 2.5 s on 2 cores, more than a second core saves below about
+2,000 images there (docs/benchmarks.md, start-up)."""
+
+
+def apply_local_runner_defaults(options: PipelineOptions,
+                                argv: Sequence[str]) -> Optional[int]:
+  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per usable
+  core; a small local input (fewer than :data:`IN_PROCESS_BELOW_FILES` files, counted with a
+  walk that stops there) in this one process instead. Returns that small input's file count
+  (None otherwise).
 
   Only what the user did not set is set. ``FnApiRunner`` rather than ``DirectRunner``: Beam
-  2.77's DirectRunner first tries to download the Prism runner, which hangs offline.
+  2.77's DirectRunner first tries to download the Prism runner, which hangs offline. Usable
+  cores: those this process may run on (``os.sched_getaffinity``: a container's or
+  ``taskset``'s CPU set), not every core of the machine.
   """
   standard = options.view_as(StandardOptions)
   if standard.runner is None:
     standard.runner = 'FnApiRunner'
   if standard.runner not in LOCAL_RUNNERS:
-    return
+    return None
   direct = options.view_as(DirectOptions)
+  small = None
   if not any(arg.startswith('--direct_running_mode') for arg in argv):
-    direct.direct_running_mode = 'multi_processing'
+    input_dir = options.view_as(ConvertOptions).input_dir
+    count = count_local_files(input_dir, IN_PROCESS_BELOW_FILES) if (
+        input_dir and not any(arg.startswith('--direct_num_workers') for arg in argv)) else None
+    if count is not None and count < IN_PROCESS_BELOW_FILES:
+      direct.direct_running_mode, small = 'in_memory', count
+    else:
+      direct.direct_running_mode = 'multi_processing'
   if (direct.direct_running_mode != 'in_memory'
       and not any(arg.startswith('--direct_num_workers') for arg in argv)):
-    direct.direct_num_workers = os.cpu_count() or 1
+    direct.direct_num_workers = usable_cores()
+  return small
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its CPU affinity), at least 1."""
+  try:
+    return max(len(os.sched_getaffinity(0)), 1)
+  except AttributeError:  # no sched_getaffinity (macOS, Windows): every core
+    return os.cpu_count() or 1
 
 
 def check_flags(argv: Sequence[str]) -> None:

@@ -21,21 +21,22 @@ too) and the class names are the masks' (``transforms.segmentation``).
 """
 
 import _thread
+import contextlib
 import logging
 import os
 import sys
 import time
 import uuid
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 from imagerecords import contract
 
 import pipeline
-from pipeline import nightly, outputs
+from pipeline import nightly, outputs, progress
 from pipeline import options as opts
 from transforms import claim, segmentation
 from transforms.convert import ConvertImages
@@ -80,10 +81,14 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   # --run_date: unchanged images take the previous run's records; the rest are converted
   to_convert, reused, night_counts = _reuse_previous_night(deduped['images'], config,
                                                            stats_split)
-  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
+  # one element: how many images there are to convert, known before the first is converted
+  # (a side input of the conversion: its progress files and the images_to_convert gauge)
+  total = to_convert | 'how many to convert' >> beam.combiners.Count.Globally()
+  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'], count=total)
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
-  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split)
+  converted = shuffled | 'convert images' >> ConvertImages(
+      spec, class_names, stats_split, total=total, progress_dir=config.get('progress_dir'))
   records = (converted.examples,) if reused is None else (converted.examples, reused)
   # what every step but the writer reads of an example: all but its record bytes, so that the
   # records of two sources are never flattened (held in memory) on the local runner
@@ -328,7 +333,7 @@ def run(argv: Optional[List[str]] = None) -> int:
 def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOptions,
                    argv: List[str], log_path: str) -> int:
   """:func:`run` once the logging is set: claims the output, runs, releases the claim."""
-  opts.apply_local_runner_defaults(options, argv)
+  small_input = opts.apply_local_runner_defaults(options, argv)
   FileSystems.set_options(options)  # the launcher's own look-ups (s3:// needs its options)
   try:  # the flags first: a bad one touches nothing
     opts.check_flags(argv)
@@ -346,7 +351,7 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   status = 1
   try:
     try:
-      status = _run_claimed(options, convert_options, held, log_path, output_root)
+      status = _run_claimed(options, convert_options, held, log_path, output_root, small_input)
     finally:  # a launch that stopped before writing anything leaves no claim file either
       held.release(forget=status == 2)
   except KeyboardInterrupt:  # from the heartbeat (or Ctrl-C, which goes on)
@@ -358,9 +363,24 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   return status
 
 
+@contextlib.contextmanager
+def _progress(options: PipelineOptions) -> Iterator[Optional[str]]:
+  """On a local runner, the whole job's progress on the console while the block runs
+  (``pipeline.progress``); yields the conversion's ``progress_dir``, None elsewhere (Dataflow,
+  Flink: Beam metrics show it)."""
+  if options.view_as(StandardOptions).runner not in opts.LOCAL_RUNNERS:  # set by then
+    yield None
+    return
+  console = outputs.console_handler()
+  with progress.show_progress(console.stream if console else sys.stderr, console) as folder:
+    yield folder
+
+
 def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
-                 held: claim.Claim, log_path: str, output_root: str) -> int:
-  """The run, its output claimed: prepares the output, runs the pipeline, reports."""
+                 held: claim.Claim, log_path: str, output_root: str,
+                 small_input: Optional[int] = None) -> int:
+  """The run, its output claimed: prepares the output, runs the pipeline, reports.
+  ``small_input``: the file count of an input small enough to convert in this process."""
   try:
     config = job_config(convert_options, held.token)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
@@ -374,9 +394,15 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   _LOG.info('converting %s -> %s (%s splits: %s)', config['input_dir'], config['output_dir'],
             config['manifest']['split_source'], ', '.join(
                 f'{s} ({n} shards)' for s, n in config['num_shards'].items()))
+  if small_input is not None:
+    _LOG.info('%d input files: converting in this process (no worker processes below %d '
+              'files; --direct_running_mode=multi_processing starts them)', small_input,
+              opts.IN_PROCESS_BELOW_FILES)
   failure = None
   try:
-    with outputs.worker_output_to_log(log_path, convert_options.verbose):
+    with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
+        progress_dir):
+      config['progress_dir'] = progress_dir
       with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
   except Exception as error:  # pylint: disable=broad-except

@@ -51,6 +51,7 @@ REGEXES: Dict[str, str] = {
     'run_date': r'^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$',
     'masks': r'^(none|voc|folders|pattern:.*\{stem\}.*)$',
     'background': r'^(#?[0-9a-fA-F]{6}|[0-9]{1,3},[0-9]{1,3},[0-9]{1,3})$',
+    'stats': r'^(true|false|tft)$',
 }
 _SWITCH = '^(true|false)$'
 _INT = '^-?[0-9]+$'
