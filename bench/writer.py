@@ -301,35 +301,46 @@ def _tf_data_command(patterns, output, image_size):
   return wall, json.loads(output_text.strip().splitlines()[-1])['images']
 
 
-def startup_comparison(photos, root, times, image_size, rounds, extra_flags, work):
+def startup_comparison(photos, root, times, image_size, rounds, extra_flags, work,
+                       baseline=None):
   """The job with its defaults against the tf.data converter, whole commands, on ``photos``
   repeated ``times`` times, and the README's first command on the bundled samples; ``rounds``
   rounds, the commands interleaved within each round so that both meet the same load.
-  Returns the report's ``startup`` section (every time, medians, the per-round ratios)."""
+  ``extra_flags``: more runs of the job, one per string of flags; ``baseline``: a checkout of
+  another version whose job (defaults) runs too. Returns the report's ``startup`` section
+  (every time, medians, the per-round ratios)."""
   data = work / f'startup_{times}x'
   links = common.repeat_tree(photos, root, times, data)
   patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links})
-  commands = {'job, defaults': []}
+  commands = {'job, defaults': ([], None)}
   for flags in extra_flags:
-    commands[f'job {flags}'] = flags.split()
-  times_by = {name: [] for name in [*commands, 'tf.data converter', 'README command (48 samples)']}
+    commands[f'job {flags}'] = (flags.split(), None)
+  if baseline:
+    commands[f'job of {baseline}, defaults'] = ([], baseline)
+  samples = {'README command (48 samples)': None}
+  if baseline:
+    samples[f'README command (48 samples), job of {baseline}'] = baseline
+  times_by = {name: [] for name in [*commands, 'tf.data converter', *samples]}
   images = {}
   for _ in range(rounds):
-    for name, flags in commands.items():
+    for name, (flags, repo) in commands.items():
       wall, _, written, _ = run_pipeline(data, work / 'startup_out', os.cpu_count(), image_size,
-                                         flags, workers_flag=False)
+                                         flags, workers_flag=False, repo=repo)
       times_by[name].append(wall)
       images[name] = written
     wall, images['tf.data converter'] = _tf_data_command(
         patterns, str(work / 'startup_tf_data.tfrecord'), image_size)
     times_by['tf.data converter'].append(wall)
-    status, wall, _, output = common.run_measured(
-        [sys.executable, '-m', 'pipeline.run', f'--input_dir={common.REPO / "samples" / "hymenoptera"}',
-         f'--output_dir={work / "startup_samples"}', '--overwrite'])
-    if status != 0:
-      raise RuntimeError(f'the README command failed (exit {status}):\n{output[-3000:]}')
-    times_by['README command (48 samples)'].append(wall)
-    images['README command (48 samples)'] = 48
+    for name, repo in samples.items():
+      env = repo and dict(os.environ, PYTHONPATH=os.pathsep.join([repo, f'{repo}/reader']))
+      status, wall, _, output = common.run_measured(
+          [sys.executable, '-m', 'pipeline.run',
+           f'--input_dir={common.REPO / "samples" / "hymenoptera"}',
+           f'--output_dir={work / "startup_samples"}', '--overwrite'], env=env, cwd=repo)
+      if status != 0:
+        raise RuntimeError(f'{name} failed (exit {status}):\n{output[-3000:]}')
+      times_by[name].append(wall)
+      images[name] = 48
   ratios = [job / tf for job, tf in zip(times_by['job, defaults'], times_by['tf.data converter'])]
   return {'photos': len(links), 'image_size': image_size, 'rounds': rounds,
           'images': images, 'seconds': times_by,
@@ -372,15 +383,21 @@ def job_accepts(flag: str) -> bool:
     return False
 
 
-def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_flag=True):
+def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_flag=True,
+                 repo=None):
   """The Beam job end to end as users run it; (seconds, peak RSS MiB, examples written, CPU
   seconds of the command and every process it started). ``workers_flag``: pass
-  ``--direct_num_workers=WORKERS`` (else the job's own default)."""
+  ``--direct_num_workers=WORKERS`` (else the job's own default). ``repo``: run the job of
+  that checkout (another version, for a before/after) instead of this one's."""
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
          f'--output_dir={output_dir}', f'--image_size={image_size}', '--overwrite',
          *([f'--direct_num_workers={workers}'] if workers_flag else []), common.FOLLOW_LINKS,
          *flags]
-  status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True)
+  env = None
+  if repo:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(pathlib.Path(repo) /
+                                                                        'reader')]))
+  status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True, env=env, cwd=repo)
   if status != 0:
     raise RuntimeError(f'pipeline failed (exit {status}):\n{output[-3000:]}')
   manifest = json.loads((pathlib.Path(output_dir) / 'manifest.json').read_text())
@@ -489,6 +506,9 @@ def main(argv=None):
   parser.add_argument('--startup_flags', action='append', default=[],
                       help='--startup: also the job with these flags (repeatable, e.g. '
                       '--startup_flags=--stats=tft).')
+  parser.add_argument('--startup_baseline', default=None,
+                      help='--startup: also the job of this checkout (another version, e.g. '
+                      'from `git worktree add`), with its defaults: a before/after.')
   common.add_row_flags(parser)
   args = parser.parse_args(argv)
   if args.startup:
@@ -498,7 +518,7 @@ def main(argv=None):
                 'machine_before': common.machine()}
       report['startup'] = startup_comparison(
           common.image_files(root, args.limit), root, args.startup_times, args.image_size,
-          args.startup_rounds, args.startup_flags, pathlib.Path(tmp))
+          args.startup_rounds, args.startup_flags, pathlib.Path(tmp), args.startup_baseline)
       report['machine_after'] = common.machine()
     common.print_machine(report)
     print_startup(report['startup'])

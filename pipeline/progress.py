@@ -119,10 +119,14 @@ def show_progress(stream: Optional[TextIO], console: Optional[logging.Handler] =
       progress = read_progress(progress_dir)
       rate = meter.rate(progress)
       if interactive:
+        handled = progress.done + progress.failed
         with lock:
           if progress.total is not None and bar.total != progress.total:
             bar.total = progress.total
-          bar.n = progress.done + progress.failed
+          if handled and rate is None and not bar.n:  # the first images: time from here
+            bar.reset(total=bar.total)
+          if handled > bar.n:
+            bar.update(handled - bar.n)  # tqdm's own smoothed rate and time left
           bar.set_postfix_str(f'{progress.failed:,} failed' if progress.failed else '',
                               refresh=False)
           bar.refresh()
