@@ -288,17 +288,18 @@ ROWS = {'tight_loop': row_tight_loop, 'codec': row_codec, 'floor': row_floor,
 
 def _tf_data_command(patterns, output, image_size):
   """The tf.data converter as a user runs it: a fresh ``python`` that imports TensorFlow,
-  lists, converts and writes (no warm-up); (wall seconds of the whole command, images)."""
+  lists, converts and writes (no warm-up); (wall seconds of the whole command, images, CPU
+  seconds)."""
   with tempfile.NamedTemporaryFile('w', suffix='.json') as arguments:
     json.dump({'patterns': patterns, 'output': output, 'image_size': image_size,
                'warm_up': False}, arguments)
     arguments.flush()
-    status, wall, _, output_text = common.run_measured(
+    status, wall, _, output_text, cpu = common.run_measured(
         [sys.executable, str(pathlib.Path(__file__).resolve()), '--_row=tf_data',
-         f'--_args={arguments.name}'])
+         f'--_args={arguments.name}'], cpu=True)
   if status != 0:
     raise RuntimeError(f'tf.data converter failed (exit {status}):\n{output_text[-3000:]}')
-  return wall, json.loads(output_text.strip().splitlines()[-1])['images']
+  return wall, json.loads(output_text.strip().splitlines()[-1])['images'], cpu
 
 
 def startup_comparison(photos, root, times, image_size, rounds, extra_flags, work,
@@ -321,40 +322,54 @@ def startup_comparison(photos, root, times, image_size, rounds, extra_flags, wor
   if baseline:
     samples[f'README command (48 samples), job of {baseline}'] = baseline
   times_by = {name: [] for name in [*commands, 'tf.data converter', *samples]}
+  cpu_by = {name: [] for name in times_by}
   images = {}
   for _ in range(rounds):
     for name, (flags, repo) in commands.items():
-      wall, _, written, _ = run_pipeline(data, work / 'startup_out', os.cpu_count(), image_size,
-                                         flags, workers_flag=False, repo=repo)
+      wall, _, written, cpu = run_pipeline(data, work / 'startup_out', os.cpu_count(),
+                                           image_size, flags, workers_flag=False, repo=repo)
       times_by[name].append(wall)
+      cpu_by[name].append(cpu)
       images[name] = written
-    wall, images['tf.data converter'] = _tf_data_command(
+    wall, images['tf.data converter'], cpu = _tf_data_command(
         patterns, str(work / 'startup_tf_data.tfrecord'), image_size)
     times_by['tf.data converter'].append(wall)
+    cpu_by['tf.data converter'].append(cpu)
     for name, repo in samples.items():
       env = repo and dict(os.environ, PYTHONPATH=os.pathsep.join([repo, f'{repo}/reader']))
-      status, wall, _, output = common.run_measured(
+      status, wall, _, output, cpu = common.run_measured(
           [sys.executable, '-m', 'pipeline.run',
            f'--input_dir={common.REPO / "samples" / "hymenoptera"}',
-           f'--output_dir={work / "startup_samples"}', '--overwrite'], env=env, cwd=repo)
+           f'--output_dir={work / "startup_samples"}', '--overwrite'], env=env, cwd=repo,
+          cpu=True)
       if status != 0:
         raise RuntimeError(f'{name} failed (exit {status}):\n{output[-3000:]}')
       times_by[name].append(wall)
+      cpu_by[name].append(cpu)
       images[name] = 48
   ratios = [job / tf for job, tf in zip(times_by['job, defaults'], times_by['tf.data converter'])]
+  cpu_ratios = [job / tf for job, tf in zip(cpu_by['job, defaults'], cpu_by['tf.data converter'])]
   return {'photos': len(links), 'image_size': image_size, 'rounds': rounds,
-          'images': images, 'seconds': times_by,
+          'images': images, 'seconds': times_by, 'cpu_seconds': cpu_by,
           'median_s': {name: statistics.median(t) for name, t in times_by.items()},
-          'job_over_tf_data': ratios, 'median_ratio': statistics.median(ratios)}
+          'median_cpu_s': {name: statistics.median(t) for name, t in cpu_by.items()},
+          'job_over_tf_data': ratios, 'median_ratio': statistics.median(ratios),
+          'cpu_job_over_tf_data': cpu_ratios, 'median_cpu_ratio': statistics.median(cpu_ratios)}
 
 
 def print_startup(section):
   """The start-up comparison as a table, and its two targets."""
   rows = [(name, section['images'][name], ' '.join(f'{t:.2f}' for t in times),
-           section['median_s'][name]) for name, times in section['seconds'].items()]
+           section['median_s'][name],
+           ' '.join(f'{t:.1f}' for t in section['cpu_seconds'][name]),
+           section['median_cpu_s'][name]) for name, times in section['seconds'].items()]
   print(f"Start-up: whole commands, {section['photos']} photos at {section['image_size']} px "
         f"(shorter side), {section['rounds']} interleaved rounds\n")
-  print(common.format_table(('command', 'images', 'seconds per round', 'median s'), rows))
+  print(common.format_table(('command', 'images', 'wall s per round', 'median wall s',
+                             'CPU s per round', 'median CPU s'), rows))
+  print(f"\njob defaults / tf.data converter per round: wall "
+        f"{' '.join(f'{r:.2f}' for r in section['job_over_tf_data'])}, CPU "
+        f"{' '.join(f'{r:.2f}' for r in section['cpu_job_over_tf_data'])}")
   print()
   ratio = section['median_ratio']
   samples = section['median_s']['README command (48 samples)']
