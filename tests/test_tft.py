@@ -315,3 +315,20 @@ def test_stats_flag_values_and_the_s3_refusal():
     validate(PipelineOptions(s3 + ['--stats=tft']).view_as(ConvertOptions))
   validate(PipelineOptions(s3).view_as(ConvertOptions))
   validate(PipelineOptions(s3 + ['--stats=false']).view_as(ConvertOptions))
+
+
+def test_tft_instance_dict_advice_is_dropped_and_nothing_else(caplog):
+  """--stats=tft feeds TFT one instance on purpose: its two "instance dicts ... TFXIO"
+  performance warnings are dropped; any other warning of its logger still shows."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  from transforms import statistics_tft  # pylint: disable=import-outside-toplevel
+  statistics_tft._quiet_instance_dict_advice()  # pylint: disable=protected-access
+  absl_logger = logging.getLogger('absl')
+  with caplog.at_level(logging.WARNING):
+    absl_logger.warning('You are passing instance dicts and DatasetMetadata to TFT which will '
+                        'not provide optimal performance.')
+    absl_logger.warning('You are outputting instance dicts from `TransformDataset` which will '
+                        'not provide optimal performance.')
+    absl_logger.warning('Tables initialized inside a tf.function will be re-initialized')
+  assert [r.getMessage()[:6] for r in caplog.records] == ['Tables']

@@ -1,5 +1,6 @@
-"""Exact pixel statistics of the training split with tensorflow-transform, and the transform
-that normalises with them.
+"""``--stats=tft``: exact pixel statistics of the training split with tensorflow-transform, and
+the transform that normalises with them (the default ``--stats`` computes the same numbers with
+Beam combiners alone, ``transforms.statistics``, and writes no transform).
 
 A tensorflow-transform (TFT) analysis over every stored image of the training split (not a
 sample) computes the per-channel pixel mean and standard deviation of the images *as stored*
@@ -133,6 +134,26 @@ def _instance(sums: PixelSums, encoded: bytes) -> dict:
           NUM_PIXELS: np.int64(sums.num_pixels)}
 
 
+class _OneInstanceAdvice(logging.Filter):
+  """Drops tensorflow-transform's two warnings that instance dicts "will not provide optimal
+  performance" (use Arrow RecordBatches, TFXIO): TFT converts them itself, and here they are
+  one instance of a few integers analysed and one probe transformed, where its batching has
+  nothing to gain. Only these two messages, of TFT's ``absl`` logger; everything else passes."""
+
+  _ADVICE = ('You are passing instance dicts and DatasetMetadata to TFT',
+             'You are outputting instance dicts from `TransformDataset`')
+
+  def filter(self, record):
+    return not record.getMessage().startswith(self._ADVICE)
+
+
+def _quiet_instance_dict_advice() -> None:
+  """Adds :class:`_OneInstanceAdvice` to the ``absl`` logger, once."""
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OneInstanceAdvice) for f in absl_logger.filters):
+    absl_logger.addFilter(_OneInstanceAdvice())
+
+
 def _one_pixel_png(channels: int) -> bytes:
   """One black pixel as a PNG of ``channels`` channels."""
   ok, png = cv2.imencode('.png', np.zeros((1, 1, channels), np.uint8))
@@ -189,6 +210,7 @@ class AnalyzeTrainingSplit(beam.PTransform):
     # pylint: disable=import-outside-toplevel
     import tensorflow_transform.beam as tft_beam
 
+    _quiet_instance_dict_advice()
     split = self._split
     staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
     placeholder = _one_pixel_png(self._channels)
