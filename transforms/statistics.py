@@ -74,7 +74,7 @@ class SplitStatistics(beam.PTransform):
     return examples | 'count and fingerprint' >> beam.CombineGlobally(_SplitStatisticsFn())
 
 
-# --- the training split's pixel statistics (--stats): exact, Beam combiners only -------------------
+# --- the training split's pixel statistics (--stats): exact, Beam combiners only ----------------
 
 def training_split(splits: List[str]) -> Optional[str]:
   """The split the statistics describe: ``train`` if present, else the first split by name.
