@@ -81,7 +81,7 @@ LABELS: Dict[str, str] = {
     'dedup': 'Duplicate files',
     'masks': 'Segmentation masks',
     'background': 'Background colour (R,G,B or #rrggbb)',
-    'stats': 'Dataset statistics (tensorflow-transform)',
+    'stats': 'Dataset statistics (true, false, or tft: with tensorflow-transform)',
     'follow_external_symlinks': 'Follow links that leave the input folder',
     'max_file_bytes': 'Largest input file accepted (bytes)',
     'claim_lease_seconds': 'Lease of the run\'s claim on its output (seconds)',
