@@ -32,6 +32,7 @@ setuptools.setup(
         'opencv-contrib-python-headless==5.0.0.93',
         'numpy==2.4.6',
         'google-crc32c==1.9.0',
+        'tqdm==4.70.1',
     ],
     entry_points={'console_scripts': ['imagerecords-convert=pipeline.run:main']},
 )

@@ -198,9 +198,10 @@ def row_pillow(files, image_size, min_seconds):
   return _timed_loop(pillow, paths, min_seconds)
 
 
-def row_tf_data(patterns, output, image_size):
+def row_tf_data(patterns, output, image_size, warm_up=True):
   """The tf.data converter users write; wall time from the first file listed to the last record
-  written (TensorFlow's import and graph tracing excluded)."""
+  written (TensorFlow's import and graph tracing excluded unless ``warm_up`` is False: then the
+  one run is timed as it comes, for the start-up comparison, which times the whole command)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   def convert(path):
@@ -231,7 +232,8 @@ def row_tf_data(patterns, output, image_size):
         count += 1
     return count
 
-  run(limit=16)  # warm-up: TensorFlow start-up, function tracing
+  if warm_up:
+    run(limit=16)  # warm-up: TensorFlow start-up, function tracing
   start, cpu = time.perf_counter(), time.process_time()
   count = run()
   wall = time.perf_counter() - start
@@ -282,6 +284,102 @@ ROWS = {'tight_loop': row_tight_loop, 'codec': row_codec, 'floor': row_floor,
         'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
 
 
+# --- start-up: whole commands, side by side ------------------------------------------------------
+
+def _tf_data_command(patterns, output, image_size):
+  """The tf.data converter as a user runs it: a fresh ``python`` that imports TensorFlow,
+  lists, converts and writes (no warm-up); (wall seconds of the whole command, images, CPU
+  seconds)."""
+  with tempfile.NamedTemporaryFile('w', suffix='.json') as arguments:
+    json.dump({'patterns': patterns, 'output': output, 'image_size': image_size,
+               'warm_up': False}, arguments)
+    arguments.flush()
+    status, wall, _, output_text, cpu = common.run_measured(
+        [sys.executable, str(pathlib.Path(__file__).resolve()), '--_row=tf_data',
+         f'--_args={arguments.name}'], cpu=True)
+  if status != 0:
+    raise RuntimeError(f'tf.data converter failed (exit {status}):\n{output_text[-3000:]}')
+  return wall, json.loads(output_text.strip().splitlines()[-1])['images'], cpu
+
+
+def startup_comparison(photos, root, times, image_size, rounds, extra_flags, work,
+                       baseline=None):
+  """The job with its defaults against the tf.data converter, whole commands, on ``photos``
+  repeated ``times`` times, and the README's first command on the bundled samples; ``rounds``
+  rounds, the commands interleaved within each round so that both meet the same load.
+  ``extra_flags``: more runs of the job, one per string of flags; ``baseline``: a checkout of
+  another version whose job (defaults) runs too. Returns the report's ``startup`` section
+  (every time, medians, the per-round ratios)."""
+  data = work / f'startup_{times}x'
+  links = common.repeat_tree(photos, root, times, data)
+  patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links})
+  commands = {'job, defaults': ([], None)}
+  for flags in extra_flags:
+    commands[f'job {flags}'] = (flags.split(), None)
+  if baseline:
+    commands[f'job of {baseline}, defaults'] = ([], baseline)
+  samples = {'README command (48 samples)': None}
+  if baseline:
+    samples[f'README command (48 samples), job of {baseline}'] = baseline
+  times_by = {name: [] for name in [*commands, 'tf.data converter', *samples]}
+  cpu_by = {name: [] for name in times_by}
+  images = {}
+  for _ in range(rounds):
+    for name, (flags, repo) in commands.items():
+      wall, _, written, cpu = run_pipeline(data, work / 'startup_out', os.cpu_count(),
+                                           image_size, flags, workers_flag=False, repo=repo)
+      times_by[name].append(wall)
+      cpu_by[name].append(cpu)
+      images[name] = written
+    wall, images['tf.data converter'], cpu = _tf_data_command(
+        patterns, str(work / 'startup_tf_data.tfrecord'), image_size)
+    times_by['tf.data converter'].append(wall)
+    cpu_by['tf.data converter'].append(cpu)
+    for name, repo in samples.items():
+      env = repo and dict(os.environ, PYTHONPATH=os.pathsep.join([repo, f'{repo}/reader']))
+      status, wall, _, output, cpu = common.run_measured(
+          [sys.executable, '-m', 'pipeline.run',
+           f'--input_dir={common.REPO / "samples" / "hymenoptera"}',
+           f'--output_dir={work / "startup_samples"}', '--overwrite'], env=env, cwd=repo,
+          cpu=True)
+      if status != 0:
+        raise RuntimeError(f'{name} failed (exit {status}):\n{output[-3000:]}')
+      times_by[name].append(wall)
+      cpu_by[name].append(cpu)
+      images[name] = 48
+  ratios = [job / tf for job, tf in zip(times_by['job, defaults'], times_by['tf.data converter'])]
+  cpu_ratios = [job / tf for job, tf in zip(cpu_by['job, defaults'], cpu_by['tf.data converter'])]
+  return {'photos': len(links), 'image_size': image_size, 'rounds': rounds,
+          'images': images, 'seconds': times_by, 'cpu_seconds': cpu_by,
+          'median_s': {name: statistics.median(t) for name, t in times_by.items()},
+          'median_cpu_s': {name: statistics.median(t) for name, t in cpu_by.items()},
+          'job_over_tf_data': ratios, 'median_ratio': statistics.median(ratios),
+          'cpu_job_over_tf_data': cpu_ratios, 'median_cpu_ratio': statistics.median(cpu_ratios)}
+
+
+def print_startup(section):
+  """The start-up comparison as a table, and its two targets."""
+  rows = [(name, section['images'][name], ' '.join(f'{t:.2f}' for t in times),
+           section['median_s'][name],
+           ' '.join(f'{t:.1f}' for t in section['cpu_seconds'][name]),
+           section['median_cpu_s'][name]) for name, times in section['seconds'].items()]
+  print(f"Start-up: whole commands, {section['photos']} photos at {section['image_size']} px "
+        f"(shorter side), {section['rounds']} interleaved rounds\n")
+  print(common.format_table(('command', 'images', 'wall s per round', 'median wall s',
+                             'CPU s per round', 'median CPU s'), rows))
+  print(f"\njob defaults / tf.data converter per round: wall "
+        f"{' '.join(f'{r:.2f}' for r in section['job_over_tf_data'])}, CPU "
+        f"{' '.join(f'{r:.2f}' for r in section['cpu_job_over_tf_data'])}")
+  print()
+  ratio = section['median_ratio']
+  samples = section['median_s']['README command (48 samples)']
+  print(common.format_table(('target', 'value', 'wanted', 'verdict'), [
+      ('job defaults / tf.data converter (median of per-round ratios)', ratio, '<= 1.5',
+       'met' if ratio <= 1.5 else 'NOT met'),
+      ('README command on the 48 samples, s (median)', samples, '< 6',
+       'met' if samples < 6 else 'NOT met')]))
+
+
 # --- the benchmark ------------------------------------------------------------------------------
 
 def job_accepts(flag: str) -> bool:
@@ -300,13 +398,21 @@ def job_accepts(flag: str) -> bool:
     return False
 
 
-def run_pipeline(input_dir, output_dir, workers, image_size, flags=()):
+def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_flag=True,
+                 repo=None):
   """The Beam job end to end as users run it; (seconds, peak RSS MiB, examples written, CPU
-  seconds of the command and every process it started)."""
+  seconds of the command and every process it started). ``workers_flag``: pass
+  ``--direct_num_workers=WORKERS`` (else the job's own default). ``repo``: run the job of
+  that checkout (another version, for a before/after) instead of this one's."""
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
          f'--output_dir={output_dir}', f'--image_size={image_size}', '--overwrite',
-         f'--direct_num_workers={workers}', common.FOLLOW_LINKS, *flags]
-  status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True)
+         *([f'--direct_num_workers={workers}'] if workers_flag else []), common.FOLLOW_LINKS,
+         *flags]
+  env = None
+  if repo:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(pathlib.Path(repo) /
+                                                                        'reader')]))
+  status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True, env=env, cwd=repo)
   if status != 0:
     raise RuntimeError(f'pipeline failed (exit {status}):\n{output[-3000:]}')
   manifest = json.loads((pathlib.Path(output_dir) / 'manifest.json').read_text())
@@ -404,8 +510,35 @@ def main(argv=None):
                       '--job_flags=--stats=false for a quick check).')
   parser.add_argument('--skip_variants', action='store_true',
                       help='Skip the pipeline rows with --stats=false.')
+  parser.add_argument('--startup', action='store_true',
+                      help='Only the start-up comparison: the job with its defaults against the '
+                      'tf.data converter, whole commands (python start, imports included), on '
+                      '--data repeated --startup_times times, and the README command on the '
+                      '48 samples, in --startup_rounds interleaved rounds.')
+  parser.add_argument('--startup_times', type=int, default=11,
+                      help='Repetitions of --data for --startup (11 x hymenoptera: 4,378 photos).')
+  parser.add_argument('--startup_rounds', type=int, default=3, help='Rounds of --startup.')
+  parser.add_argument('--startup_flags', action='append', default=[],
+                      help='--startup: also the job with these flags (repeatable, e.g. '
+                      '--startup_flags=--stats=tft).')
+  parser.add_argument('--startup_baseline', default=None,
+                      help='--startup: also the job of this checkout (another version, e.g. '
+                      'from `git worktree add`), with its defaults: a before/after.')
   common.add_row_flags(parser)
   args = parser.parse_args(argv)
+  if args.startup:
+    root = pathlib.Path(args.data).resolve()
+    with tempfile.TemporaryDirectory(prefix='bench_startup_') as tmp:
+      report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
+                'machine_before': common.machine()}
+      report['startup'] = startup_comparison(
+          common.image_files(root, args.limit), root, args.startup_times, args.image_size,
+          args.startup_rounds, args.startup_flags, pathlib.Path(tmp), args.startup_baseline)
+      report['machine_after'] = common.machine()
+    common.print_machine(report)
+    print_startup(report['startup'])
+    common.write_json(args.json, report)
+    return
   sizes = sorted({int(s) for s in args.sizes.split(',')})
   original_sizes = sorted({int(s) for s in args.original_sizes.split(',')})
   if len(sizes) != 2 or len(original_sizes) != 2:

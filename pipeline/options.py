@@ -9,7 +9,7 @@ import difflib
 import os
 import pathlib
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from imagerecords import contract
@@ -18,6 +18,7 @@ import pipeline
 
 from transforms import codec, embedding, near_duplicates
 from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
+from transforms.folders import count_local_files
 from transforms.labels import check_label_source
 from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
 from transforms.segmentation import parse_masks
@@ -188,12 +189,14 @@ class ConvertOptions(PipelineOptions):
         help="Colour that transparent pixels (alpha, palette or tRNS transparency) are "
         "composited on, and the fill of --resize_mode=pad: 'R,G,B' or '#rrggbb'. Default white.")
     parser.add_argument(
-        '--stats', type=_boolean, nargs='?', const=True, default=True,
-        help="'true' (default): a tensorflow-transform analysis of the training split ('train', "
-        'else the first split by name) writes its exact per-channel pixel mean and standard '
-        'deviation and class frequencies into manifest.json, and the normalising transform into '
-        "transform_fn/ (imagerecords.load(normalize=True)). 'false': skip it. Not for "
-        '--image_format=raw.')
+        '--stats', type=_stats_mode, nargs='?', const=STATS_EXACT, default=STATS_EXACT,
+        help="'true' (default): the training split's ('train', else the first split by name) "
+        'exact per-channel pixel mean and standard deviation and class frequencies, added up by '
+        'Beam combiners, go into manifest.json (imagerecords.load(normalize=True), '
+        "preprocessing_layer, class_weights). 'tft': the same numbers from a "
+        'tensorflow-transform analysis that also writes the normalising transform into '
+        'transform_fn/ (a SavedModel for TFX and serving; about 15 s more CPU per run, not for '
+        "--image_format=raw or an s3:// output). 'false': no statistics.")
     parser.add_argument(
         '--embedding_model', default=None,
         help='Store an embedding of every image in its record (image/embedding, float list), '
@@ -338,23 +341,52 @@ def absolute_dir(path: str) -> str:
   return os.path.abspath(path)
 
 
-def apply_local_runner_defaults(options: PipelineOptions, argv: Sequence[str]) -> None:
-  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per core.
+IN_PROCESS_BELOW_FILES = 1000
+"""A local input folder with fewer files than this runs in the launcher's process
+(``--direct_running_mode=in_memory``) unless a flag says otherwise: starting and stopping
+the worker processes costs about 2.5 s on 2 cores, more than a second core saves below about
+2,000 images there (docs/benchmarks.md, start-up)."""
+
+
+def apply_local_runner_defaults(options: PipelineOptions,
+                                argv: Sequence[str]) -> Optional[int]:
+  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per usable
+  core; a small local input (fewer than :data:`IN_PROCESS_BELOW_FILES` files, counted with a
+  walk that stops there) in this one process instead. Returns that small input's file count
+  (None otherwise).
 
   Only what the user did not set is set. ``FnApiRunner`` rather than ``DirectRunner``: Beam
-  2.77's DirectRunner first tries to download the Prism runner, which hangs offline.
+  2.77's DirectRunner first tries to download the Prism runner, which hangs offline. Usable
+  cores: those this process may run on (``os.sched_getaffinity``: a container's or
+  ``taskset``'s CPU set), not every core of the machine.
   """
   standard = options.view_as(StandardOptions)
   if standard.runner is None:
     standard.runner = 'FnApiRunner'
   if standard.runner not in LOCAL_RUNNERS:
-    return
+    return None
   direct = options.view_as(DirectOptions)
+  small = None
   if not any(arg.startswith('--direct_running_mode') for arg in argv):
-    direct.direct_running_mode = 'multi_processing'
+    input_dir = options.view_as(ConvertOptions).input_dir
+    count = count_local_files(input_dir, IN_PROCESS_BELOW_FILES) if (
+        input_dir and not any(arg.startswith('--direct_num_workers') for arg in argv)) else None
+    if count is not None and count < IN_PROCESS_BELOW_FILES:
+      direct.direct_running_mode, small = 'in_memory', count
+    else:
+      direct.direct_running_mode = 'multi_processing'
   if (direct.direct_running_mode != 'in_memory'
       and not any(arg.startswith('--direct_num_workers') for arg in argv)):
-    direct.direct_num_workers = os.cpu_count() or 1
+    direct.direct_num_workers = usable_cores()
+  return small
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its CPU affinity), at least 1."""
+  try:
+    return max(len(os.sched_getaffinity(0)), 1)
+  except AttributeError:  # no sched_getaffinity (macOS, Windows): every core
+    return os.cpu_count() or 1
 
 
 def runs_in_process(options: PipelineOptions) -> bool:
@@ -439,14 +471,17 @@ def validate(options: ConvertOptions) -> None:
   check_label_source(options.label_source)
   if options.strict_labels and not (options.label_map or options.run_date):
     raise ValueError('--strict_labels needs --label_map (or --run_date: the previous run\'s)')
-  if options.stats and options.output_dir.startswith('s3://'):
-    raise ValueError('--stats writes its transform with TensorFlow, which has no s3:// '
-                     'filesystem in 2.21; pass --stats=false for an s3:// --output_dir')
-  if options.stats and any(c in options.output_dir for c in '[*?'):
-    raise ValueError('--stats writes its transform as a TensorFlow SavedModel, and TensorFlow '
-                     'loads one through glob patterns: in a folder whose path holds [, * or ? '
-                     f'({options.output_dir}) it could not be read back; pass --stats=false or '
-                     'choose another --output_dir')
+  if options.stats == STATS_TFT and options.output_dir.startswith('s3://'):
+    raise ValueError('--stats=tft writes its transform with TensorFlow, which has no s3:// '
+                     'filesystem in 2.21; pass --stats (the default) for an s3:// --output_dir')
+  if options.stats == STATS_TFT and any(c in options.output_dir for c in '[*?'):
+    raise ValueError('--stats=tft writes its transform as a TensorFlow SavedModel, and '
+                     'TensorFlow loads one through glob patterns: in a folder whose path holds '
+                     f'[, * or ? ({options.output_dir}) it could not be read back; pass --stats '
+                     '(the default) or choose another --output_dir')
+  if options.stats == STATS_TFT and options.image_format == contract.RAW_FORMAT:
+    raise ValueError('--stats=tft: its transform decodes encoded images, and '
+                     '--image_format=raw stores none; pass --stats (the default)')
   if options.dali_index and options.compression == 'gzip':
     raise ValueError('--dali_index needs uncompressed shards: DALI reads records at byte '
                      'offsets of the uncompressed file; drop --compression=gzip')
@@ -475,6 +510,22 @@ def _positive_int(text: str, flag: str) -> int:
   if value < 1:
     raise ValueError(f'{flag}: must be at least 1, got {value}')
   return value
+
+
+STATS_EXACT, STATS_TFT, STATS_OFF = 'true', 'tft', 'false'
+"""The values of ``--stats``: Beam combiners alone (``transforms.statistics``), plus a
+tensorflow-transform analysis and ``transform_fn/`` (``transforms.statistics_tft``), none."""
+
+
+def _stats_mode(text: str) -> str:
+  """--stats' value: 'tft', or a boolean (true/false, 1/0, yes/no, any case) as
+  STATS_EXACT / STATS_OFF."""
+  if text.strip().lower() == STATS_TFT:
+    return STATS_TFT
+  try:
+    return STATS_EXACT if _boolean(text) else STATS_OFF
+  except argparse.ArgumentTypeError:
+    raise argparse.ArgumentTypeError(f"expected true, false or tft, got {text!r}") from None
 
 
 def _boolean(text: str) -> bool:

@@ -124,19 +124,25 @@ def write_manifest(output_dir: str, manifest: dict) -> None:
 
 
 def beam_counters(result) -> Dict[str, int]:
-  """The job's Beam counters (namespace ``imagerecords``: files listed, images read,
-  converted, failed per stage, bytes read and written), as the runner reports them at the end:
-  committed values where the runner has them, else attempted ones. {} when it reports none."""
+  """The job's Beam metrics (namespace ``imagerecords``): its counters (files listed, images
+  read, converted, failed per stage, bytes read and written) and gauges (``images_to_convert``),
+  as the runner reports them at the end: committed values where the runner has them, else
+  attempted ones. {} when it reports none."""
   counters = {}
   try:
-    queried = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))['counters']
+    queried = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
   except Exception as error:  # pylint: disable=broad-except
     _LOG.warning('the runner reported no metrics: %s: %s', type(error).__name__, error)
     return counters
-  for counter in queried:
+  for counter in queried['counters']:
     value = counter.committed if counter.committed is not None else counter.attempted
     name = counter.key.metric.name
     counters[name] = counters.get(name, 0) + (value or 0)
+  for gauge in queried.get('gauges', ()):  # the same value from every step that set it
+    value = gauge.committed if gauge.committed is not None else gauge.attempted
+    if value is not None and value.value is not None:
+      counters[gauge.key.metric.name] = max(counters.get(gauge.key.metric.name, 0),
+                                            int(value.value))
   return dict(sorted(counters.items()))
 
 
@@ -266,7 +272,9 @@ def configure_logging(verbose: bool = False) -> str:
   return path
 
 
-def _console_handler() -> Optional[logging.StreamHandler]:
+def console_handler() -> Optional[logging.StreamHandler]:
+  """The console handler :func:`configure_logging` set up, or None (a test's or a host's
+  logging); while :func:`worker_output_to_log` runs, its stream is the terminal."""
   for handler in logging.getLogger().handlers:
     if handler.get_name() == 'imagerecords-console':
       return handler
@@ -279,7 +287,7 @@ def worker_output_to_log(log_path: str, verbose: bool):
   descriptor 2, which the local runner's worker processes inherit: their own tracebacks) goes
   to the run's log file; the console handler keeps writing to the terminal. A no-op with
   ``verbose``, and where the console is not this job's (tests, a host's logging)."""
-  console = _console_handler()
+  console = console_handler()
   if verbose or console is None:
     yield
     return

@@ -15,7 +15,7 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
       │     (--dedup=keep_first_near: only the first file of a near group goes on)
       ├─> quality flags (placeholders, blank, dark, bright, grayscale, small, odd aspect)
       ├─> images.jsonl, and its diff against the previous run (--run_date)
-      └─> the training split's pixel statistics (TFT, --stats) ─> transform_fn/
+      └─> the training split's pixel statistics (--stats; --stats=tft: and transform_fn/)
     all of the above + every step's failures ─> labels, failures, manifest, _SUCCESS
                                                  (--run_date: then publish to dt=DATE/, LATEST)
 
@@ -24,21 +24,23 @@ too) and the class names are the masks' (``transforms.segmentation``).
 """
 
 import _thread
+import contextlib
 import logging
 import os
 import sys
 import time
 import uuid
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions)
 from apache_beam.runners.runner import PipelineState
 from imagerecords import contract
 
 import pipeline
-from pipeline import nightly, outputs
+from pipeline import nightly, outputs, progress
 from pipeline import options as opts
 from transforms import claim, segmentation
 from transforms.convert import ConvertImages
@@ -56,8 +58,8 @@ from transforms.near_duplicates import DroppedNear, NearDuplicateGroups, drop_ne
 from transforms.publish import PublishRun
 from transforms.quality import ReportQuality
 from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
-from transforms.statistics import SplitStatistics
-from transforms.statistics_tft import AnalyzeTrainingSplit, training_split
+from transforms.statistics import SplitStatistics, TrainingStatistics, training_split
+from transforms.statistics_tft import AnalyzeTrainingSplit
 from transforms.write import WriteSplits
 
 _LOG = logging.getLogger('imagerecords')
@@ -86,12 +88,16 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
   # --run_date: unchanged images take the previous run's records; the rest are converted
   to_convert, reused, night_counts = _reuse_previous_night(deduped['images'], config,
                                                            stats_split)
-  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'])
+  # one element: how many images there are to convert, known before the first is converted
+  # (a side input of the conversion: its progress files and the images_to_convert gauge)
+  total = to_convert | 'how many to convert' >> beam.combiners.Count.Globally()
+  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'], count=total)
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
   # --image_checks: examples carry their stored pixels' measures (perceptual hash, quality)
-  converted = shuffled | 'convert images' >> ConvertImages(spec, class_names, stats_split,
-                                                           measure=config['image_checks'])
+  converted = shuffled | 'convert images' >> ConvertImages(
+      spec, class_names, stats_split, measure=config['image_checks'], total=total,
+      progress_dir=config.get('progress_dir'))
   new_examples = converted.examples
   if config['embedding']:  # --embedding_model: + image/embedding, by RunInference
     new_examples = new_examples | 'embed images' >> AddEmbeddings(config['embedding'])
@@ -138,9 +144,12 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
     diff = examples | 'diff against the previous run' >> DiffAgainstPrevious(
         config['previous_index'], config['previous_run'])
   statistics = None
-  if config['stats']:  # --stats: pixel mean/std of the training split, OUT/transform_fn/ (TFT)
+  if config['stats'] == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
     statistics = examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
         config['output_dir'], stats_split, spec.image_size, spec.channels)
+  elif config['stats']:  # --stats: exact pixel mean/std of the training split, Beam alone
+    statistics = examples | 'training statistics' >> TrainingStatistics(
+        stats_split, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
       config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
@@ -320,8 +329,8 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
       'shuffle_seed': options.shuffle_seed, 'manifest': manifest,
       'dali_index': options.dali_index,
-      # --stats: not for raw pixels (the transform decodes encoded images)
-      'stats': options.stats and spec.image_format != contract.RAW_FORMAT,
+      # --stats: opts.STATS_EXACT or STATS_TFT; None for --stats=false
+      'stats': None if options.stats == opts.STATS_OFF else options.stats,
       'embedding': embedding,  # --embedding_model: transforms.embedding.EmbeddingModel
       'masks': masks, 'split_lists': split_lists,
       'incremental': incremental,  # --run_date: what the night reuses (pipeline.nightly)
@@ -363,7 +372,7 @@ def run(argv: Optional[List[str]] = None) -> int:
 def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOptions,
                    argv: List[str], log_path: str) -> int:
   """:func:`run` once the logging is set: claims the output, runs, releases the claim."""
-  opts.apply_local_runner_defaults(options, argv)
+  small_input = opts.apply_local_runner_defaults(options, argv)
   FileSystems.set_options(options)  # the launcher's own look-ups (s3:// needs its options)
   try:  # the flags first: a bad one touches nothing
     opts.check_flags(argv)
@@ -381,7 +390,7 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   status = 1
   try:
     try:
-      status = _run_claimed(options, convert_options, held, log_path, output_root)
+      status = _run_claimed(options, convert_options, held, log_path, output_root, small_input)
     finally:  # a launch that stopped before writing anything leaves no claim file either
       held.release(forget=status == 2)
   except KeyboardInterrupt:  # from the heartbeat (or Ctrl-C, which goes on)
@@ -393,9 +402,24 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   return status
 
 
+@contextlib.contextmanager
+def _progress(options: PipelineOptions) -> Iterator[Optional[str]]:
+  """On a local runner, the whole job's progress on the console while the block runs
+  (``pipeline.progress``); yields the conversion's ``progress_dir``, None elsewhere (Dataflow,
+  Flink: Beam metrics show it)."""
+  if options.view_as(StandardOptions).runner not in opts.LOCAL_RUNNERS:  # set by then
+    yield None
+    return
+  console = outputs.console_handler()
+  with progress.show_progress(console.stream if console else sys.stderr, console) as folder:
+    yield folder
+
+
 def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
-                 held: claim.Claim, log_path: str, output_root: str) -> int:
-  """The run, its output claimed: prepares the output, runs the pipeline, reports."""
+                 held: claim.Claim, log_path: str, output_root: str,
+                 small_input: Optional[int] = None) -> int:
+  """The run, its output claimed: prepares the output, runs the pipeline, reports.
+  ``small_input``: the file count of an input small enough to convert in this process."""
   try:
     config = job_config(convert_options, held.token)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
@@ -409,9 +433,15 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   _LOG.info('converting %s -> %s (%s splits: %s)', config['input_dir'], config['output_dir'],
             config['manifest']['split_source'], ', '.join(
                 f'{s} ({n} shards)' for s, n in config['num_shards'].items()))
+  if small_input is not None:
+    _LOG.info('%d input files: converting in this process (no worker processes below %d '
+              'files; --direct_running_mode=multi_processing starts them)', small_input,
+              opts.IN_PROCESS_BELOW_FILES)
   failure = None
   try:
-    with outputs.worker_output_to_log(log_path, convert_options.verbose):
+    with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
+        progress_dir):
+      config['progress_dir'] = progress_dir
       with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
   except Exception as error:  # pylint: disable=broad-except

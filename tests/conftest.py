@@ -11,7 +11,8 @@ from tests.helpers import REPO, SAMPLES
 @pytest.fixture(scope='session')
 def sample_dataset(tmp_path_factory) -> str:
   """The bundled sample photos converted exactly as the README's first command does
-  (``python -m pipeline.run``, multi-process local runner), at 64 px; the output dir."""
+  (``python -m pipeline.run``: 48 files, so in the launcher's process; the default --stats),
+  at 64 px; the output dir."""
   out = tmp_path_factory.mktemp('samples') / 'out'
   subprocess.run(
       [sys.executable, '-m', 'pipeline.run', f'--input_dir={SAMPLES}', f'--output_dir={out}',

@@ -18,6 +18,20 @@ def _run(script, *args):
   return result.stdout
 
 
+def test_writer_startup_comparison_times_whole_commands_on_the_same_photos(tmp_path):
+  report_path = tmp_path / 'startup.json'
+  stdout = _run('writer.py', f'--data={shared_data("hymenoptera")}', '--limit=4', '--startup',
+                '--startup_times=2', '--startup_rounds=1', '--image_size=32',
+                f'--json={report_path}')
+  startup = json.loads(report_path.read_text())['startup']
+  assert startup['images'] == {'job, defaults': 8, 'tf.data converter': 8,
+                               'README command (48 samples)': 48}
+  for name, seconds in startup['seconds'].items():
+    assert len(seconds) == 1 and seconds[0] > 0 and startup['cpu_seconds'][name][0] > 0, name
+  assert startup['median_ratio'] == startup['job_over_tf_data'][0]
+  assert 'job defaults / tf.data converter' in stdout and 'README command' in stdout
+
+
 def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
   data = shared_data('hymenoptera')
   report_path = tmp_path / 'writer.json'

@@ -71,10 +71,13 @@ def test_overwrite_deletes_only_inside_the_named_output(tmp_path, name, sibling)
   assert manifest_of(out)['output_dir'] == str(out)
 
 
-def test_stats_are_refused_for_an_output_tensorflow_would_glob(tmp_path, caplog):
+def test_stats_tft_is_refused_for_an_output_tensorflow_would_glob(tmp_path, caplog):
   out = tmp_path / 'out[1]'
-  assert convert(SAMPLES, out, '--stats=true', *FLAGS) == 2
-  assert 'pass --stats=false' in caplog.text and not out.exists()
+  assert convert(SAMPLES, out, '--stats=tft', *FLAGS) == 2
+  assert 'pass --stats (the default)' in caplog.text and not out.exists()
+  # the default statistics are Beam's, written with Beam's filesystems: no glob involved
+  assert convert(SAMPLES, out, '--stats', *FLAGS) == 0
+  assert manifest_of(out)['statistics']['num_examples'] > 0
 
 
 def test_an_input_folder_named_like_a_pattern_is_read_alone(tmp_path):

@@ -1,8 +1,10 @@
-"""The tensorflow-transform statistics step, the saved transform and the reader's use of it.
+"""The statistics steps (--stats: Beam combiners; --stats=tft: tensorflow-transform and its saved
+transform) and the reader's use of either.
 
 Real photos: a 60-image subset of ../shared/data/hymenoptera (its train/ and val/ folders,
-unbalanced on purpose), converted once per module at 48 px (shorter side), and the bundled
-samples converted by the session fixture (center crop, multi-process, as the README does).
+unbalanced on purpose), converted once per module at 48 px (shorter side) with --stats=tft and
+once with the default --stats, and the bundled samples converted by the session fixture (center
+crop, multi-process, the default --stats, as the README does).
 """
 
 import io
@@ -34,8 +36,17 @@ def subset(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope='module')
 def converted(subset, tmp_path_factory) -> pathlib.Path:
+  """The subset converted with --stats=tft: statistics and transform_fn/."""
   out = tmp_path_factory.mktemp('hymenoptera') / 'out'
-  assert convert(subset, out, '--image_size=48', '--num_shards=2', '--stats=true') == 0
+  assert convert(subset, out, '--image_size=48', '--num_shards=2', '--stats=tft') == 0
+  return out
+
+
+@pytest.fixture(scope='module')
+def converted_exact(subset, tmp_path_factory) -> pathlib.Path:
+  """The subset converted with the default --stats: statistics, no transform_fn/."""
+  out = tmp_path_factory.mktemp('hymenoptera') / 'out_exact'
+  assert convert(subset, out, '--image_size=48', '--num_shards=2', '--stats') == 0
   return out
 
 
@@ -47,7 +58,9 @@ def _stored_pixels(output_dir, split: str) -> np.ndarray:
   return np.concatenate(pixels)
 
 
-def test_statistics_equal_numpy_over_the_stored_training_images(converted):
+@pytest.mark.parametrize('output', ['converted', 'converted_exact'])
+def test_statistics_equal_numpy_over_the_stored_training_images(output, request):
+  converted = request.getfixturevalue(output)
   statistics = manifest_of(converted)['statistics']
   pixels = _stored_pixels(converted, 'train')
   assert statistics['split'] == 'train'
@@ -55,6 +68,31 @@ def test_statistics_equal_numpy_over_the_stored_training_images(converted):
   assert statistics['num_pixels'] == len(pixels)
   np.testing.assert_allclose(statistics['pixel_mean'], pixels.mean(axis=0), rtol=1e-3)
   np.testing.assert_allclose(statistics['pixel_std'], pixels.std(axis=0), rtol=1e-3)
+
+
+def test_default_stats_equal_tft_and_write_no_transform(converted, converted_exact):
+  """--stats (Beam combiners) and --stats=tft give the same numbers (the TFT ones pass through
+  float32) and the same model input; only --stats=tft writes transform_fn/."""
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
+  import imagerecords
+  from imagerecords import transform
+  exact, tft = manifest_of(converted_exact)['statistics'], manifest_of(converted)['statistics']
+  assert exact['transform_fn'] is None and tft['transform_fn'] == 'transform_fn'
+  assert not (converted_exact / 'transform_fn').exists()
+  assert not (converted_exact / 'transformed_metadata').exists()
+  for key in ('split', 'num_examples', 'num_pixels', 'class_frequencies'):
+    assert exact[key] == tft[key], key
+  np.testing.assert_allclose(exact['pixel_mean'], tft['pixel_mean'], rtol=1e-6)
+  np.testing.assert_allclose(exact['pixel_std'], tft['pixel_std'], rtol=1e-6)
+  with pytest.raises(FileNotFoundError, match='--stats=tft'):
+    transform.transform_dir(str(converted_exact))
+  encoded = tf.constant([record['image/encoded'] for split, record in all_records(converted)
+                         if split == 'val'][:4])
+  np.testing.assert_allclose(imagerecords.preprocessing_layer(str(converted_exact))(encoded),
+                             imagerecords.preprocessing_layer(str(converted))(encoded),
+                             atol=1e-4)
 
 
 def test_class_frequencies_and_class_weights_follow_the_training_split(converted):
@@ -122,7 +160,7 @@ def test_pixel_sums_are_exact_over_the_pixels_tensorflow_decodes(image_format, c
 
 def test_add_pixel_sums_adds_exactly_and_gives_zeros_for_nothing():
   from transforms.pixel_sums import PixelSums  # pylint: disable=import-outside-toplevel
-  from transforms.statistics_tft import AddPixelSums  # pylint: disable=import-outside-toplevel
+  from transforms.statistics import AddPixelSums  # pylint: disable=import-outside-toplevel
   combine = AddPixelSums(channels=3)
   big = PixelSums((2**40, 1, 2), (2**60, 3, 4), 2**35)
   small = PixelSums((5, 6, 7), (8, 9, 10), 11)
@@ -155,7 +193,9 @@ def _compare_layer_with_load(output_dir, split: str, image_size: int):
   return largest, count
 
 
-def test_preprocessing_layer_equals_load_normalize_in_evaluation(converted):
+@pytest.mark.parametrize('output', ['converted', 'converted_exact'])
+def test_preprocessing_layer_equals_load_normalize_in_evaluation(output, request):
+  converted = request.getfixturevalue(output)
   largest, count = _compare_layer_with_load(converted, 'val', image_size=48)
   assert count == manifest_of(converted)['splits']['val']['num_examples']
   assert largest <= 1e-5
@@ -244,14 +284,16 @@ def test_stats_false_writes_no_transform_and_normalize_says_what_is_missing(subs
   assert convert(subset / 'val', out, '--image_size=32', '--num_shards=1', '--stats=false') == 0
   assert not (out / 'transform_fn').exists()
   assert manifest_of(out)['statistics'] is None
-  with pytest.raises(imagerecords.MissingTransformError, match='transform_fn'):
+  with pytest.raises(imagerecords.MissingTransformError, match='--stats=false'):
     imagerecords.load(str(out), 'train', batch_size=4, normalize=True)
+  with pytest.raises(imagerecords.MissingTransformError, match='--stats=false'):
+    imagerecords.preprocessing_layer(str(out))
   with pytest.raises(ValueError, match='--stats=false'):
     imagerecords.class_weights(str(out))
 
 
 def test_training_split_is_train_else_the_first_by_name():
-  from transforms.statistics_tft import training_split  # pylint: disable=import-outside-toplevel
+  from transforms.statistics import training_split  # pylint: disable=import-outside-toplevel
   assert training_split(['validation', 'train']) == 'train'
   assert training_split(['val', 'test']) == 'test'
   assert training_split([]) is None
@@ -280,11 +322,31 @@ def test_stats_flag_values_and_the_s3_refusal():
   from apache_beam.options.pipeline_options import PipelineOptions
 
   from pipeline.options import ConvertOptions, validate
-  for flags, expected in (([], True), (['--stats'], True), (['--stats=false'], False),
-                          (['--stats=True'], True), (['--stats=0'], False)):
-    assert PipelineOptions(flags).view_as(ConvertOptions).stats is expected
-  # TensorFlow has no s3:// filesystem: refused before anything runs
+  for flags, expected in (([], 'true'), (['--stats'], 'true'), (['--stats=false'], 'false'),
+                          (['--stats=True'], 'true'), (['--stats=0'], 'false'),
+                          (['--stats=TFT'], 'tft')):
+    assert PipelineOptions(flags).view_as(ConvertOptions).stats == expected
+  # TensorFlow has no s3:// filesystem: its transform is refused before anything runs; the
+  # default statistics need no TensorFlow and are fine
   s3 = ['--input_dir=s3://bucket/in', '--output_dir=s3://bucket/out']
-  with pytest.raises(ValueError, match='--stats=false'):
-    validate(PipelineOptions(s3).view_as(ConvertOptions))
+  with pytest.raises(ValueError, match='--stats=tft'):
+    validate(PipelineOptions(s3 + ['--stats=tft']).view_as(ConvertOptions))
+  validate(PipelineOptions(s3).view_as(ConvertOptions))
   validate(PipelineOptions(s3 + ['--stats=false']).view_as(ConvertOptions))
+
+
+def test_tft_instance_dict_advice_is_dropped_and_nothing_else(caplog):
+  """--stats=tft feeds TFT one instance on purpose: its two "instance dicts ... TFXIO"
+  performance warnings are dropped; any other warning of its logger still shows."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  from transforms import statistics_tft  # pylint: disable=import-outside-toplevel
+  statistics_tft._quiet_instance_dict_advice()  # pylint: disable=protected-access
+  absl_logger = logging.getLogger('absl')
+  with caplog.at_level(logging.WARNING):
+    absl_logger.warning('You are passing instance dicts and DatasetMetadata to TFT which will '
+                        'not provide optimal performance.')
+    absl_logger.warning('You are outputting instance dicts from `TransformDataset` which will '
+                        'not provide optimal performance.')
+    absl_logger.warning('Tables initialized inside a tf.function will be re-initialized')
+  assert [r.getMessage()[:6] for r in caplog.records] == ['Tables']

@@ -7,8 +7,6 @@ read that keeps failing for a transient reason fails the run instead (``transfor
 """
 
 import hashlib
-import logging
-import time
 from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
@@ -20,26 +18,28 @@ from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, Convert
 from transforms.elements import METRICS_NAMESPACE, STAGE_MASK
 from transforms.example import build_example
 from transforms.pixel_sums import pixel_sums, stored_pixels
-
-_LOG = logging.getLogger(__name__)
-_PROGRESS_EVERY_S = 10.0
+from transforms.progress import ProgressFile
 
 
 class _ConvertImageFn(beam.DoFn):
   """LabeledImage -> ConvertedExample, or Failure at stage ``read`` or ``decode``.
 
-  Side input ``class_names``: the sorted list of class names (class id = index).
-  Examples of ``stats_split`` carry their stored image's pixel sums (``transforms.pixel_sums``).
-  With ``measure``, examples carry their stored pixels' ``transforms.image_measures`` (not for
-  ``--image_format=original`` or segmentation, whose pixels are not at hand).
-  Logs progress (images, rate, failures) every 10 s of work in each worker.
+  Side inputs ``class_names``: the sorted list of class names (class id = index); ``total``:
+  the number of images to convert in the whole job (the ``images_to_convert`` gauge, and the
+  progress files' total). Examples of ``stats_split`` carry their stored image's pixel sums
+  (``transforms.pixel_sums``). With ``measure``, examples carry their stored pixels'
+  ``transforms.image_measures`` (not for ``--image_format=original`` or segmentation, whose
+  pixels are not at hand). With ``progress_dir`` (local runs), each instance keeps its counts
+  in a file there (``transforms.progress``).
   """
 
   def __init__(self, spec: codec.ImageSpec, stats_split: Optional[str] = None,
-               measure: bool = True):
+               measure: bool = True, progress_dir: Optional[str] = None):
     self._spec = spec
     self._stats_split = stats_split
     self._measure = measure
+    self._progress_dir = progress_dir
+    self._to_convert = beam.metrics.Metrics.gauge(METRICS_NAMESPACE, 'images_to_convert')
     self._converted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_converted')
     self._failed = {stage: beam.metrics.Metrics.counter(METRICS_NAMESPACE, f'images_failed_{stage}')
                     for stage in (STAGE_READ, STAGE_DECODE, STAGE_MASK)}
@@ -50,10 +50,15 @@ class _ConvertImageFn(beam.DoFn):
   def setup(self):
     self._class_ids: Dict[str, int] = {}
     self._class_names_seen = None
-    self._started = time.monotonic()
-    self._last_log = self._started
-    self._done = 0
-    self._failures = 0
+    self._progress = ProgressFile(self._progress_dir) if self._progress_dir else None
+    self._total_reported = False
+
+  def start_bundle(self):
+    self._total_reported = False  # the gauge, once per bundle: its value is the bundle's
+
+  def finish_bundle(self):
+    if self._progress:
+      self._progress.flush()
 
   def _class_id(self, label: str, class_names: List[str]) -> int:
     if class_names is not self._class_names_seen:
@@ -63,11 +68,17 @@ class _ConvertImageFn(beam.DoFn):
 
   def _fail(self, image: LabeledImage, stage: str, reason: str):
     self._failed[stage].inc()
-    self._failures += 1
+    if self._progress:
+      self._progress.update(failed=1)
     return beam.pvalue.TaggedOutput(
         FAILURES_TAG, Failure(image.path, image.relpath, stage, reason))
 
-  def process(self, image: LabeledImage, class_names: List[str]) -> Iterable:
+  def process(self, image: LabeledImage, class_names: List[str], total: int = 0) -> Iterable:
+    if not self._total_reported:
+      self._to_convert.set(total)
+      self._total_reported = True
+      if self._progress:
+        self._progress.update(total=total)
     try:  # a transient error is retried, then fails the run (ReadFailed): never a bad image
       data = reads.read_bytes(image.path)
     except reads.UnreadableFile as error:  # gone since the listing, denied, a folder
@@ -112,19 +123,11 @@ class _ConvertImageFn(beam.DoFn):
                                mask=mask)
     self._converted.inc()
     self._bytes_out.inc(len(serialized))
-    self._done += 1
-    self._log_progress()
+    if self._progress:
+      self._progress.update(done=1)
     yield ConvertedExample(image.split, image.label, image.relpath, serialized,
                            hashlib.sha256(serialized).digest(), source_sha256, sums,
                            image.version, measures)
-
-  def _log_progress(self):
-    now = time.monotonic()
-    if now - self._last_log >= _PROGRESS_EVERY_S:
-      self._last_log = now
-      rate = self._done / max(now - self._started, 1e-9)
-      _LOG.info('%d images converted in this worker (%.1f images/s), %d failed',
-                self._done, rate, self._failures)
 
 
 class ConvertImages(beam.PTransform):
@@ -134,18 +137,27 @@ class ConvertImages(beam.PTransform):
   ``transforms.labels.ClassNames``), used as a side input to number the classes.
   ``stats_split``: the split whose examples carry ``pixel_sums`` (``--stats``), or None.
   ``measure``: examples carry ``measures`` (``--image_checks``).
+  ``total``: a one-element PCollection, the number of images the job converts (counted
+  before the shuffle, so that it is known before the first image is converted), or None.
+  ``progress_dir``: a local folder for the progress files (``transforms.progress``) on the
+  local runner, or None.
   """
 
   def __init__(self, spec: codec.ImageSpec, class_names, stats_split: Optional[str] = None,
-               measure: bool = True):
+               measure: bool = True, total=None, progress_dir: Optional[str] = None):
     super().__init__()
     self._spec = spec
     self._class_names = class_names
     self._stats_split = stats_split
     self._measure = measure
+    self._total = total
+    self._progress_dir = progress_dir
 
   def expand(self, images):
+    sides = {'class_names': beam.pvalue.AsSingleton(self._class_names, default_value=[])}
+    if self._total is not None:
+      sides['total'] = beam.pvalue.AsSingleton(self._total, default_value=0)
     return images | 'decode, resize, encode' >> beam.ParDo(
-        _ConvertImageFn(self._spec, self._stats_split, self._measure),
-        class_names=beam.pvalue.AsSingleton(self._class_names, default_value=[]),
+        _ConvertImageFn(self._spec, self._stats_split, self._measure, self._progress_dir),
+        **sides,
     ).with_outputs(FAILURES_TAG, main='examples')

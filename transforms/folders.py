@@ -95,6 +95,20 @@ def holds_a_file(directory: str) -> bool:
   return bool(match(FileSystems.join(escape_pattern(directory), '**'), limit=1))
 
 
+def count_local_files(directory: str, limit: int) -> Optional[int]:
+  """The number of files (and links) below the local ``directory``, counted up to ``limit``
+  (a folder walk that stops there: ``limit`` means "at least ``limit``"); None for a path
+  that is not local (an object store is not walked for this)."""
+  if not is_local(directory):
+    return None
+  count = 0
+  for _, _, files in os.walk(directory):
+    count += len(files)
+    if count >= limit:
+      return limit
+  return count
+
+
 def delete_paths(paths: Iterable[str]) -> None:
   """Deletes exactly ``paths`` (files, or local folders with what is in them); on every
   filesystem the paths are taken literally, never as patterns.

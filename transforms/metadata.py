@@ -141,7 +141,8 @@ class _WriteMetadataFn(beam.DoFn):
         'incremental': config.get('incremental') and {
             **config['incremental'], 'reused': (incremental or {}).get('reused', 0),
             'converted': (incremental or {}).get('converted', 0)},
-        # transforms.statistics_tft.AnalyzeTrainingSplit (--stats), with its split's class counts
+        # transforms.statistics.TrainingStatistics (--stats) or statistics_tft's
+        # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
         contract.MANIFEST_STATISTICS: statistics and {
             **statistics, contract.STATS_CLASS_FREQUENCIES: splits.get(
                 statistics[contract.STATS_SPLIT], {}).get('class_counts', {})},
@@ -211,7 +212,8 @@ class WriteMetadata(beam.PTransform):
     written: optional PCollection of paths of other files the run writes (``images.jsonl``):
       a side input only so that the metadata, and ``_SUCCESS``, come after them.
     statistics: optional one-element PCollection, the manifest's ``statistics``
-      (``transforms.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
+      (``transforms.statistics.TrainingStatistics``, or with ``--stats=tft``
+      ``transforms.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
       written); the training split's class counts are added as ``class_frequencies``.
     incremental: optional one-element PCollection of a dated night's counts
       (``transforms.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the

@@ -1,6 +1,6 @@
 """Exact per-channel pixel sums of one stored image, computed where it is converted.
 
-The training split's statistics (``transforms.statistics_tft``) are the mean and standard
+The training split's statistics (``transforms.statistics``) are the mean and standard
 deviation of every pixel *as stored*: decoded from the record's ``image/encoded`` the way the
 reader (TensorFlow) decodes it. Each image's share is three integers per channel, computed in
 the conversion step right after the image is encoded (so the record is never parsed or decoded
@@ -10,10 +10,11 @@ a second time elsewhere)::
       -> pixels, uint8 [H, W, C], decoded as tf.io.decode_image(channels=C) decodes them:
          jpeg written by the job: libjpeg-turbo through simplejpeg (accurate integer IDCT, fancy
            upsampling: TensorFlow's decode_jpeg with dct_method='INTEGER_ACCURATE', to the bit)
+         png written by the job (8-bit gray or RGB, lossless): OpenCV, the pixels exactly
          raw: the bytes themselves
-         png, and every --image_format=original file: TensorFlow's own decode (imported then;
-           a source JPEG may be CMYK or carry junk between markers, where only TensorFlow's
-           decoder gives TensorFlow's pixels)
+         every --image_format=original file: TensorFlow's own decode (imported then, in that
+           case only; a source JPEG may be CMYK or carry junk between markers, a source PNG
+           16-bit or paletted, where only TensorFlow's decoder gives TensorFlow's pixels)
       -> PixelSums(sums=[C], squares=[C], num_pixels): per channel, the sum of the 0-255 values
          and of their squares, as Python ints (exact)
 
@@ -61,7 +62,12 @@ def stored_pixels(image: EncodedImage, channels: int, original: bool = False) ->
   if image.format == 'raw':
     return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width,
                                                        image.channels)
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel  # png, gif, bmp only
+  if image.format == 'png' and not original:  # the job's own 8-bit PNG (codec.encode)
+    pixels = cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels.ndim == 3 and channels == 3:
+      return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  # original files only
   if image.format == 'jpeg':
     return tf.io.decode_jpeg(image.data, channels=channels,
                              dct_method=contract.JPEG_DCT_METHOD).numpy()

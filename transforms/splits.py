@@ -118,14 +118,18 @@ class ShuffleOrder(beam.PTransform):
   after the GroupByKey (the conversion, fused to it) runs one bucket per work item, so ``B`` is
   the conversion's parallelism on a cluster (5,005 buckets for ImageNet's 1.28 million images),
   while a small run keeps buckets large enough to mix (48 images: one bucket, fully shuffled).
-  Only the count (one integer) and the paths are held, never image bytes.
+  Only the count (one integer) and the paths are held, never image bytes. ``count``: that
+  count as a one-element PCollection when the caller has one (``Count.Globally`` of the same
+  images), else it is counted here.
   """
 
-  def __init__(self, seed: int = 0, images_per_bucket: int = 256, max_buckets: int = 16384):
+  def __init__(self, seed: int = 0, images_per_bucket: int = 256, max_buckets: int = 16384,
+               count=None):
     super().__init__()
     self._salt = f'shuffle:{seed}:'
     self._images_per_bucket = images_per_bucket
     self._max_buckets = max_buckets
+    self._count = count
 
   def expand(self, images):
     salt, per_bucket, max_buckets = self._salt, self._images_per_bucket, self._max_buckets
@@ -136,7 +140,7 @@ class ShuffleOrder(beam.PTransform):
     def key_by_bucket(image: LabeledImage, count: int):
       return int(sort_key(image) * bucket_count(count, per_bucket, max_buckets)), image
 
-    count = images | 'count images' >> beam.combiners.Count.Globally()
+    count = self._count or images | 'count images' >> beam.combiners.Count.Globally()
     return (
         images
         | 'key by bucket' >> beam.Map(key_by_bucket, beam.pvalue.AsSingleton(count))

@@ -1,15 +1,26 @@
-"""Count examples per split and class, and fingerprint each split's content, in one combine.
+"""Count examples per split and class, and fingerprint each split's content, in one combine;
+the training split's pixel statistics.
 
 A split's fingerprint is the sum, modulo 2**256, of the SHA-256 digests (as integers) of its
 serialized records, written as 64 hex digits. It does not depend on the order of the records or
 on how they are sharded, so two runs on different runners that wrote the same set of records have
 the same fingerprint, and any changed, missing or extra record changes it.
+
+With ``--stats`` (the default) the training split's exact per-channel pixel mean and standard
+deviation are added up here too, from integer sums, with Beam combiners alone
+(:class:`TrainingStatistics`); ``--stats=tft`` computes the same numbers inside a
+tensorflow-transform analysis that also writes ``transform_fn/`` (``transforms.statistics_tft``).
 """
 
 import collections
-from typing import Dict
+import fractions
+import math
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
+from imagerecords import contract
+
+from transforms.pixel_sums import PixelSums
 
 _MOD = 2**256
 
@@ -61,3 +72,102 @@ class SplitStatistics(beam.PTransform):
 
   def expand(self, examples):
     return examples | 'count and fingerprint' >> beam.CombineGlobally(_SplitStatisticsFn())
+
+
+# --- the training split's pixel statistics (--stats): exact, Beam combiners only ----------------
+
+def training_split(splits: List[str]) -> Optional[str]:
+  """The split the statistics describe: ``train`` if present, else the first split by name.
+
+  None when there is no split at all.
+  """
+  if 'train' in splits:
+    return 'train'
+  return sorted(splits)[0] if splits else None
+
+
+class AddPixelSums(beam.CombineFn):
+  """PixelSums of many images -> their PixelSums (per-channel totals and pixel count; exact
+  Python ints). Nothing added: zeros of ``channels`` channels."""
+
+  def __init__(self, channels: int):
+    self._channels = channels
+
+  def create_accumulator(self):
+    return PixelSums((0,) * self._channels, (0,) * self._channels, 0)
+
+  def add_input(self, accumulator, sums):
+    return PixelSums(tuple(a + b for a, b in zip(accumulator.sums, sums.sums)),
+                     tuple(a + b for a, b in zip(accumulator.squares, sums.squares)),
+                     accumulator.num_pixels + sums.num_pixels)
+
+  def merge_accumulators(self, accumulators):
+    total = self.create_accumulator()
+    for accumulator in accumulators:
+      total = self.add_input(total, accumulator)
+    return total
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+def mean_and_std(sums: PixelSums) -> Tuple[List[float], List[float]]:
+  """Per-channel population mean and standard deviation (divide by N) of the pixels that
+  ``sums`` adds up, 0-255 scale: ``mean = S / N``, ``std = sqrt(Q / N - mean^2)``, the variance
+  computed exactly as ``(Q N - S^2) / N^2`` in integers before the one rounding to float.
+
+  Raises:
+    ZeroDivisionError: ``sums`` covers no pixel.
+  """
+  n = sums.num_pixels
+  mean = [float(fractions.Fraction(s, n)) for s in sums.sums]
+  std = [math.sqrt(fractions.Fraction(q * n - s * s, n * n))
+         for s, q in zip(sums.sums, sums.squares)]
+  return mean, std
+
+
+def statistics_section(split: str, num_examples: int, sums: PixelSums) -> dict:
+  """The manifest's ``statistics`` (imagerecords.contract), without the class frequencies that
+  ``transforms.metadata.WriteMetadata`` adds: ``pixel_mean``/``pixel_std`` are 3 (or 1) floats
+  rounded to 6 decimals, None for an empty split; ``transform_fn`` None (none written)."""
+  mean, std = mean_and_std(sums) if sums.num_pixels else (None, None)
+  return {
+      contract.STATS_SPLIT: split,
+      contract.STATS_NUM_EXAMPLES: num_examples,
+      contract.STATS_NUM_PIXELS: sums.num_pixels,
+      contract.STATS_PIXEL_MEAN: mean and [round(v, 6) for v in mean],
+      contract.STATS_PIXEL_STD: std and [round(v, 6) for v in std],
+      contract.STATS_TRANSFORM_FN: None,
+  }
+
+
+class TrainingStatistics(beam.PTransform):
+  """PCollection[ConvertedExample] -> a one-element PCollection: the manifest's ``statistics``
+  of the training split ``split`` (see :func:`statistics_section`), exact.
+
+  The examples of ``split`` carry their stored image's :class:`~transforms.pixel_sums.PixelSums`
+  (computed by the conversion step from the bytes it had just encoded, as the reader decodes
+  them); this adds them up with a lifted combiner (a few integers per bundle travel), so no
+  worker imports TensorFlow. ``--stats=tft`` adds the tensorflow-transform analysis and its
+  ``transform_fn/`` on top of the same sums (``transforms.statistics_tft``).
+
+  Args:
+    split: the training split's name (:func:`training_split`).
+    channels: the run's ``--channels`` (3: RGB, 1: grayscale).
+  """
+
+  def __init__(self, split: str, channels: int = 3):
+    super().__init__()
+    self._split = split
+    self._channels = channels
+
+  def expand(self, examples):
+    split = self._split
+    return (
+        examples
+        | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
+        | 'count and pixel sums' >> beam.Map(lambda e: (1, e.pixel_sums))
+        | 'add up' >> beam.CombineGlobally(beam.combiners.TupleCombineFn(
+            sum, AddPixelSums(self._channels)))
+        | 'mean and std' >> beam.MapTuple(
+            lambda count, sums: statistics_section(split, count, sums)))

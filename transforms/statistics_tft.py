@@ -1,5 +1,6 @@
-"""Exact pixel statistics of the training split with tensorflow-transform, and the transform
-that normalises with them.
+"""``--stats=tft``: exact pixel statistics of the training split with tensorflow-transform, and
+the transform that normalises with them (the default ``--stats`` computes the same numbers with
+Beam combiners alone, ``transforms.statistics``, and writes no transform).
 
 A tensorflow-transform (TFT) analysis over every stored image of the training split (not a
 sample) computes the per-channel pixel mean and standard deviation of the images *as stored*
@@ -65,6 +66,7 @@ from imagerecords import contract
 
 from transforms.folders import delete_tree
 from transforms.pixel_sums import PixelSums
+from transforms.statistics import AddPixelSums, training_split  # pylint: disable=unused-import
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -76,16 +78,6 @@ PIXEL_SUMS, PIXEL_SQUARES, NUM_PIXELS = 'pixel_sums', 'pixel_squares', 'num_pixe
 its pixel count (``transforms.pixel_sums.PixelSums``)."""
 
 
-def training_split(splits: List[str]) -> Optional[str]:
-  """The split the statistics describe: ``train`` if present, else the first split by name.
-
-  None when there is no split at all.
-  """
-  if 'train' in splits:
-    return 'train'
-  return sorted(splits)[0] if splits else None
-
-
 def make_preprocessing_fn(image_size: int, channels: int = 3):
   """The TFT ``preprocessing_fn`` of a run's ``--image_size`` and ``--channels`` (module doc)."""
 
@@ -93,7 +85,7 @@ def make_preprocessing_fn(image_size: int, channels: int = 3):
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     import tensorflow_transform as tft
-    from imagerecords.dataset import preprocess_image
+    from imagerecords.transform import normalized_batch
 
     encoded = inputs[contract.TRANSFORM_INPUT]  # tf.string [B]
     # Analyzers: exact totals over the whole split of the per-image sums, computed by Beam.
@@ -106,12 +98,10 @@ def make_preprocessing_fn(image_size: int, channels: int = 3):
     std = tf.sqrt(tf.maximum(total_squares / num_pixels - mean * mean, 0.))
     mean, std = tf.cast(mean, tf.float32), tf.cast(std, tf.float32)
 
-    images = tf.map_fn(
-        lambda e: preprocess_image(e, image_size, training=False, channels=channels), encoded,
-        fn_output_signature=tf.TensorSpec([image_size, image_size, channels], tf.float32))
     batch = tf.shape(encoded)[:1]
     return {
-        contract.TRANSFORM_IMAGE: (images * 255. - mean) / std,
+        # the reader's own preprocessing_layer code, so both agree to the bit
+        contract.TRANSFORM_IMAGE: normalized_batch(encoded, image_size, channels, mean, std),
         contract.TRANSFORM_PIXEL_MEAN: tf.tile(mean[tf.newaxis], tf.concat([batch, [1]], 0)),
         contract.TRANSFORM_PIXEL_STD: tf.tile(std[tf.newaxis], tf.concat([batch, [1]], 0)),
         'num_pixels': tf.fill(batch, pixel_count),  # int64 [B], for the manifest
@@ -134,31 +124,6 @@ def _raw_metadata(channels: int):
   }))
 
 
-class AddPixelSums(beam.CombineFn):
-  """PixelSums of many images -> their PixelSums (per-channel totals and pixel count; exact
-  Python ints). Nothing added: zeros of ``channels`` channels."""
-
-  def __init__(self, channels: int):
-    self._channels = channels
-
-  def create_accumulator(self):
-    return PixelSums((0,) * self._channels, (0,) * self._channels, 0)
-
-  def add_input(self, accumulator, sums):
-    return PixelSums(tuple(a + b for a, b in zip(accumulator.sums, sums.sums)),
-                     tuple(a + b for a, b in zip(accumulator.squares, sums.squares)),
-                     accumulator.num_pixels + sums.num_pixels)
-
-  def merge_accumulators(self, accumulators):
-    total = self.create_accumulator()
-    for accumulator in accumulators:
-      total = self.add_input(total, accumulator)
-    return total
-
-  def extract_output(self, accumulator):
-    return accumulator
-
-
 def _instance(sums: PixelSums, encoded: bytes) -> dict:
   """A TFT instance: the one analysed (the split's totals, with a 1-pixel PNG as the image,
   which the analysis does not use but TensorFlow's function decodes anyway), or the probe
@@ -167,6 +132,26 @@ def _instance(sums: PixelSums, encoded: bytes) -> dict:
           PIXEL_SUMS: np.array(sums.sums, np.int64),
           PIXEL_SQUARES: np.array(sums.squares, np.int64),
           NUM_PIXELS: np.int64(sums.num_pixels)}
+
+
+class _OneInstanceAdvice(logging.Filter):
+  """Drops tensorflow-transform's two warnings that instance dicts "will not provide optimal
+  performance" (use Arrow RecordBatches, TFXIO): TFT converts them itself, and here they are
+  one instance of a few integers analysed and one probe transformed, where its batching has
+  nothing to gain. Only these two messages, of TFT's ``absl`` logger; everything else passes."""
+
+  _ADVICE = ('You are passing instance dicts and DatasetMetadata to TFT',
+             'You are outputting instance dicts from `TransformDataset`')
+
+  def filter(self, record):
+    return not record.getMessage().startswith(self._ADVICE)
+
+
+def _quiet_instance_dict_advice() -> None:
+  """Adds :class:`_OneInstanceAdvice` to the ``absl`` logger, once."""
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OneInstanceAdvice) for f in absl_logger.filters):
+    absl_logger.addFilter(_OneInstanceAdvice())
 
 
 def _one_pixel_png(channels: int) -> bytes:
@@ -193,7 +178,7 @@ def _statistics(unused_published, transformed: List[dict], split: str, num_examp
       contract.STATS_PIXEL_MEAN: instance and [
           round(float(v), 6) for v in instance['pixel_mean']],
       contract.STATS_PIXEL_STD: instance and [round(float(v), 6) for v in instance['pixel_std']],
-      'transform_fn': contract.TRANSFORM_FN_DIR,
+      contract.STATS_TRANSFORM_FN: contract.TRANSFORM_FN_DIR,
   }
 
 
@@ -225,6 +210,7 @@ class AnalyzeTrainingSplit(beam.PTransform):
     # pylint: disable=import-outside-toplevel
     import tensorflow_transform.beam as tft_beam
 
+    _quiet_instance_dict_advice()
     split = self._split
     staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
     placeholder = _one_pixel_png(self._channels)

@@ -53,6 +53,7 @@ REGEXES: Dict[str, str] = {
     'background': r'^(#?[0-9a-fA-F]{6}|[0-9]{1,3},[0-9]{1,3},[0-9]{1,3})$',
     'embedding_model': rf'^({_URL}|keras\.applications:[A-Za-z_][A-Za-z0-9_]*)$',
     'embedding_weights': f'^{_URL}$',
+    'stats': r'^(true|false|tft)$',
 }
 _SWITCH = '^(true|false)$'
 _INT = '^-?[0-9]+$'
@@ -82,7 +83,7 @@ LABELS: Dict[str, str] = {
     'dedup': 'Duplicate files',
     'masks': 'Segmentation masks',
     'background': 'Background colour (R,G,B or #rrggbb)',
-    'stats': 'Dataset statistics (tensorflow-transform)',
+    'stats': 'Dataset statistics (true, false, or tft: with tensorflow-transform)',
     'follow_external_symlinks': 'Follow links that leave the input folder',
     'max_file_bytes': 'Largest input file accepted (bytes)',
     'claim_lease_seconds': 'Lease of the run\'s claim on its output (seconds)',

@@ -131,11 +131,11 @@ MANIFEST_EMBEDDING = 'embedding'
 EMBEDDING_SPEC = 'model'
 EMBEDDING_SHAPE_KEY = 'shape'
 
-# --- dataset statistics and their transform (tensorflow-transform; --stats, on by default) ------
+# --- dataset statistics (--stats, on by default) and their transform (--stats=tft) --------------
 #   "statistics": {"split": "train", "num_examples": 244, "num_pixels": 16711680,
 #                  "pixel_mean": [r, g, b], "pixel_std": [r, g, b],   # 0-255 scale, stored pixels
 #                  "class_frequencies": {"ants": 124, "bees": 120},
-#                  "transform_fn": "transform_fn"}
+#                  "transform_fn": "transform_fn"}   # --stats=tft; null with --stats (none written)
 MANIFEST_STATISTICS = 'statistics'
 STATS_SPLIT = 'split'
 STATS_NUM_EXAMPLES = 'num_examples'
@@ -143,6 +143,7 @@ STATS_NUM_PIXELS = 'num_pixels'
 STATS_PIXEL_MEAN = 'pixel_mean'
 STATS_PIXEL_STD = 'pixel_std'
 STATS_CLASS_FREQUENCIES = 'class_frequencies'
+STATS_TRANSFORM_FN = 'transform_fn'  # the transform's folder (TRANSFORM_FN_DIR), or null
 TRANSFORM_FN_DIR = 'transform_fn'  # tf.SavedModel written by tft_beam.WriteTransformFn
 TRANSFORMED_METADATA_DIR = 'transformed_metadata'
 # The transform's input (a batch of encoded images, tf.string [B]) and outputs:

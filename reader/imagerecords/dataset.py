@@ -126,9 +126,10 @@ def load(data_dir: str,
       ``(images, filenames)`` when unlabeled. For matching predictions to files; not for
       ``model.fit``, which would take the third element for sample weights.
     normalize: yield ``(pixel - mean) / std`` per channel (pixel on the 0-255 scale) instead of
-      [0, 1] values, with the training split's exact pixel mean and standard deviation from
-      the job's saved transform (``OUT/transform_fn/``, written with ``--stats``; see
-      :mod:`imagerecords.transform`), applied after the crop and resize. In evaluation the
+      [0, 1] values, with the training split's exact pixel mean and standard deviation that
+      the job's ``--stats`` wrote (the manifest's ``statistics``, or ``OUT/transform_fn/``
+      with ``--stats=tft``; see :mod:`imagerecords.transform`), applied after the crop and
+      resize. In evaluation the
       numbers equal :func:`imagerecords.preprocessing_layer`'s for the same images. Needs a
       floating ``dtype``.
     return_embeddings: yield ``((images, embeddings), labels)``: beside each image, its
@@ -151,7 +152,7 @@ def load(data_dir: str,
     tf.errors.FailedPreconditionError: while iterating, if the shards hold a different number
       of records than the manifest says.
     imagerecords.transform.MissingTransformError: ``normalize=True`` for a directory converted
-      with ``--stats=false`` (no ``transform_fn/``; the message names the missing directory).
+      with ``--stats=false`` (no statistics; the message says so).
     ValueError: ``return_embeddings=True`` for an output without embeddings.
   """
   manifest = metadata.read_manifest(data_dir)  # IncompleteDatasetError without _SUCCESS

@@ -1,18 +1,22 @@
-"""The dataset's normalisation, from the transform the Beam job's statistics step wrote.
+"""The dataset's normalisation, from the statistics the Beam job wrote.
 
-With ``--stats`` (the default) the job's tensorflow-transform analysis of the training split
-writes ``OUT/transform_fn/``, a TensorFlow SavedModel, and the same numbers into
-``manifest.json``'s ``statistics``. Everything here loads that SavedModel with TensorFlow alone
+With ``--stats`` (the default) the job adds up the exact per-channel pixel mean and standard
+deviation of its training split and writes them into ``manifest.json``'s ``statistics``; with
+``--stats=tft`` a tensorflow-transform analysis also writes ``OUT/transform_fn/``, a TensorFlow
+SavedModel holding the same numbers. Everything here works from either, with TensorFlow alone
 (``tf.saved_model.load``: no Beam, no tensorflow-transform needed)::
 
-    OUT/transform_fn/      ->  preprocessing_layer(OUT)   encoded images -> normalised model input
-                           ->  normalization(OUT)         (mean, std), per channel, 0-255 scale
-                               load(OUT, ..., normalize=True) applies them after its own crop
-    manifest.json          ->  class_weights(OUT)         {class id: weight} for model.fit
+    manifest.json / OUT/transform_fn/ -> preprocessing_layer(OUT)  encoded images -> model input
+                                      -> normalization(OUT)        (mean, std), per channel
+                                         load(OUT, ..., normalize=True) applies them after its crop
+    manifest.json                     -> class_weights(OUT)        {class id: weight} for model.fit
 
 Normalisation is ``(pixel - mean) / std`` per channel, with ``pixel`` on the 0-255 scale (the
 images :func:`imagerecords.load` yields without ``normalize``, times 255) and ``mean``/``std``
 the exact population mean and standard deviation of every stored pixel of the training split.
+Where ``transform_fn/`` exists its numbers are used (they are the manifest's, computed in
+float64 and rounded to float32 instead of to 6 decimals); the decode, crop and resize are the
+same code either way (:func:`normalized_batch`).
 """
 
 import functools
@@ -25,29 +29,51 @@ from imagerecords import metadata
 
 
 class MissingTransformError(FileNotFoundError):
-  """The output directory has no ``transform_fn/``: it was written with ``--stats=false``
-  (or by a version without statistics); re-run the job with ``--stats=true``."""
+  """The output directory has no pixel statistics: it was written with ``--stats=false`` (or
+  by a version without statistics), or its training split was empty; re-run the job with
+  ``--stats=true``. (For a ``transform_fn/``, which only ``--stats=tft`` writes, see
+  :func:`transform_dir`.)"""
 
 
-def transform_dir(data_dir: str) -> str:
-  """The path of ``data_dir``'s ``transform_fn/`` SavedModel.
-
-  Raises:
-    IncompleteDatasetError: ``data_dir`` has no ``_SUCCESS`` marker.
-    MissingTransformError: there is no ``transform_fn/`` (the message names the directory), or
-      its training split was empty.
-  """
+def _statistics(data_dir: str) -> dict:
+  """The manifest's ``statistics``, with a pixel mean (MissingTransformError otherwise)."""
   statistics = metadata.read_manifest(data_dir).get(contract.MANIFEST_STATISTICS)
-  path = tf.io.gfile.join(data_dir, contract.TRANSFORM_FN_DIR)
-  if not statistics or not tf.io.gfile.exists(tf.io.gfile.join(path, 'saved_model.pb')):
+  if not statistics:
     raise MissingTransformError(
-        f'{path!r} does not exist: {data_dir!r} was converted with --stats=false (or by an '
+        f'{data_dir!r} has no pixel statistics (no "statistics" in its manifest.json, no '
+        f'{contract.TRANSFORM_FN_DIR!r}): it was converted with --stats=false (or by an '
         'imagerecords version without statistics), so it has no normalisation; convert it '
         'again with --stats=true, or read it without normalize=True.')
   if statistics.get(contract.STATS_PIXEL_MEAN) is None:
     raise MissingTransformError(
         f'{data_dir!r}: the training split {statistics.get(contract.STATS_SPLIT)!r} has no '
-        f'example, so {path!r} holds no usable statistics; nothing to normalise with.')
+        'example, so there are no usable statistics; nothing to normalise with.')
+  return statistics
+
+
+def _saved_transform(data_dir: str):
+  """The path of ``data_dir``'s ``transform_fn/`` SavedModel (``--stats=tft``), or None."""
+  path = tf.io.gfile.join(data_dir, contract.TRANSFORM_FN_DIR)
+  return path if tf.io.gfile.exists(tf.io.gfile.join(path, 'saved_model.pb')) else None
+
+
+def transform_dir(data_dir: str) -> str:
+  """The path of ``data_dir``'s ``transform_fn/`` SavedModel, written with ``--stats=tft``.
+
+  Raises:
+    IncompleteDatasetError: ``data_dir`` has no ``_SUCCESS`` marker.
+    MissingTransformError: there are no statistics, or its training split was empty.
+    FileNotFoundError: there are statistics but no ``transform_fn/`` (converted with
+      ``--stats``, not ``--stats=tft``); the message names the directory.
+  """
+  _statistics(data_dir)
+  path = _saved_transform(data_dir)
+  if path is None:
+    raise FileNotFoundError(
+        f'{tf.io.gfile.join(data_dir, contract.TRANSFORM_FN_DIR)!r} does not exist: '
+        f'{data_dir!r} was converted with --stats, which writes the statistics into '
+        'manifest.json only; convert it with --stats=tft for a tensorflow-transform '
+        'transform_fn/ (preprocessing_layer and normalize=True need neither).')
   return path
 
 
@@ -81,15 +107,22 @@ def _channels(data_dir: str) -> int:
 def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
   """(mean, std): float32 ``[C]`` per-channel pixel mean and standard deviation, 0-255 scale.
 
-  Read from the transform itself (its ``pixel_mean`` and ``pixel_std`` outputs, for a 1-pixel
-  probe image), so they are the numbers :func:`preprocessing_layer` normalises with.
+  From ``transform_fn/`` where ``--stats=tft`` wrote one (its ``pixel_mean`` and ``pixel_std``
+  outputs for a 1-pixel probe image), else from the manifest's ``statistics``: the numbers
+  :func:`preprocessing_layer` normalises with.
 
   Raises:
     IncompleteDatasetError: ``data_dir`` has no ``_SUCCESS`` marker.
-    MissingTransformError: ``data_dir`` was converted with ``--stats=false``.
+    MissingTransformError: ``data_dir`` was converted with ``--stats=false``, or its training
+      split was empty.
   """
+  statistics = _statistics(data_dir)
+  path = _saved_transform(data_dir)
+  if path is None:
+    return (tf.constant(statistics[contract.STATS_PIXEL_MEAN], tf.float32),
+            tf.constant(statistics[contract.STATS_PIXEL_STD], tf.float32))
   probe = tf.io.encode_png(tf.zeros([1, 1, _channels(data_dir)], tf.uint8))
-  outputs = _apply(_load(transform_dir(data_dir)), tf.reshape(probe, [1]))
+  outputs = _apply(_load(path), tf.reshape(probe, [1]))
   return outputs[contract.TRANSFORM_PIXEL_MEAN][0], outputs[contract.TRANSFORM_PIXEL_STD][0]
 
 
@@ -98,20 +131,39 @@ def normalize_images(images: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.T
   return (tf.cast(images, tf.float32) * 255. - mean) / std
 
 
+def normalized_batch(encoded: tf.Tensor, image_size: int, channels: int, mean: tf.Tensor,
+                     std: tf.Tensor) -> tf.Tensor:
+  """Encoded images (tf.string ``[B]``) -> float32 ``[B, S, S, C]`` model input: each decoded,
+  centre-cropped and resized to ``S = image_size`` as :func:`imagerecords.load` does in
+  evaluation (``preprocess_image(training=False)``), then :func:`normalize_images` with
+  ``mean``/``std`` (float32 ``[C]``, 0-255 scale). The one implementation behind
+  :func:`preprocessing_layer` and the job's ``--stats=tft`` transform."""
+  from imagerecords.dataset import preprocess_image  # pylint: disable=import-outside-toplevel
+  images = tf.map_fn(
+      lambda e: preprocess_image(e, image_size, training=False, channels=channels), encoded,
+      fn_output_signature=tf.TensorSpec([image_size, image_size, channels], tf.float32))
+  return normalize_images(images, mean, std)
+
+
 class PreprocessingLayer(tf.keras.layers.Layer):
   """Keras layer: encoded images (tf.string ``[B]``, JPEG/PNG bytes) -> float32 ``[B, S, S, C]``.
 
-  Runs the job's saved transform: decode, crop the central square, resize to ``S`` (the run's
-  ``--image_size``) exactly as :func:`imagerecords.load` does in evaluation, then normalise
-  with the training split's per-channel mean and standard deviation. Built by
-  :func:`preprocessing_layer`.
+  Decodes, crops the central square and resizes to ``S`` (the run's ``--image_size``) exactly
+  as :func:`imagerecords.load` does in evaluation, then normalises with the training split's
+  per-channel mean and standard deviation: the job's saved transform where ``--stats=tft``
+  wrote one, else :func:`normalized_batch` with the manifest's numbers (the same code).
+  Built by :func:`preprocessing_layer`.
   """
 
   def __init__(self, data_dir: str, **kwargs):
     kwargs['trainable'] = False  # nothing to train: the statistics are constants
     super().__init__(**kwargs)
     self._data_dir = data_dir
-    self._transform = _load(transform_dir(data_dir))
+    statistics = _statistics(data_dir)
+    path = _saved_transform(data_dir)
+    self._transform = _load(path) if path else None
+    self._mean = tf.constant(statistics[contract.STATS_PIXEL_MEAN], tf.float32)
+    self._std = tf.constant(statistics[contract.STATS_PIXEL_STD], tf.float32)
     manifest = metadata.read_manifest(data_dir)
     image = manifest.get(contract.MANIFEST_IMAGE) or {}
     self.image_size = int(image['image_size'])
@@ -119,6 +171,8 @@ class PreprocessingLayer(tf.keras.layers.Layer):
 
   def call(self, encoded):
     encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [-1])
+    if self._transform is None:
+      return normalized_batch(encoded, self.image_size, self.channels, self._mean, self._std)
     return _apply(self._transform, encoded)[contract.TRANSFORM_IMAGE]
 
   def compute_output_shape(self, input_shape):

@@ -1,0 +1,148 @@
+"""One progress display for the whole job on the local runner: a live bar on a terminal, a
+plain line every 10 s otherwise.
+
+The conversion's DoFn instances, in whichever worker process, leave their counts in a local
+folder (``transforms.progress``); while the pipeline runs, a thread of the launcher adds them
+up and shows images done of the total (known once the listing, labelling and de-duplication
+have ended), the percentage, the rate (since the first image was converted, so start-up does
+not drag it down) and the time left:
+
+* standard error is a terminal: a tqdm bar, redrawn twice a second, cleared for any log line
+  that comes meanwhile and redrawn after it;
+* otherwise (a file, a pipe, a scheduler's log): one INFO line every :data:`LINE_EVERY_S`
+  seconds, e.g. ``converted 1,234 of 4,378 images (28%), 812 images/s, 4 s left, 0 failed``.
+
+On Dataflow and Flink the same counts are Beam metrics in the runner's UI (see
+``transforms.progress``); nothing is shown here.
+"""
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from typing import Iterator, Optional, TextIO
+
+from tqdm import tqdm
+
+from transforms.progress import Progress, read_progress
+
+_LOG = logging.getLogger('imagerecords')
+
+LINE_EVERY_S = 10.0
+"""Seconds between two plain progress lines (standard error not a terminal)."""
+BAR_EVERY_S = 0.5
+"""Seconds between two reads of the counts for the live bar."""
+
+def _duration(seconds: float) -> str:
+  """'4 s', '3 min 05 s', '2 h 01 min'."""
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f'{seconds} s'
+  if seconds < 3600:
+    return f'{seconds // 60} min {seconds % 60:02d} s'
+  return f'{seconds // 3600} h {seconds % 3600 // 60:02d} min'
+
+
+def describe(progress: Progress, rate: Optional[float]) -> str:
+  """The plain line for ``progress`` at ``rate`` images/s (None: nothing converted yet)."""
+  failed = f', {progress.failed:,} failed'
+  if progress.total is None:
+    return (f'converted {progress.done:,} images{failed} (listing and labelling the input; '
+            'the total comes when they end)')
+  handled = progress.done + progress.failed
+  percent = 100. * handled / progress.total if progress.total else 100.
+  line = f'converted {progress.done:,} of {progress.total:,} images ({percent:.0f}%)'
+  if rate:
+    left = max(progress.total - handled, 0) / rate
+    line += f', {rate:,.0f} images/s, {_duration(left)} left'
+  return line + failed
+
+
+class _Meter:
+  """Turns successive counts into a rate: images handled per second since the first one."""
+
+  def __init__(self):
+    self._first: Optional[float] = None
+    self._first_count = 0
+
+  def rate(self, progress: Progress) -> Optional[float]:
+    now, handled = time.monotonic(), progress.done + progress.failed
+    if self._first is None:
+      if handled:
+        self._first, self._first_count = now, handled
+      return None
+    elapsed = now - self._first
+    return (handled - self._first_count) / elapsed if elapsed > 0 and (
+        handled > self._first_count) else None
+
+
+class _ClearBar(logging.Filter):
+  """On the console handler while the bar shows: clears the bar before a log line is
+  written (it is redrawn at its next refresh), so that the two never share a line."""
+
+  def __init__(self, bar: tqdm, lock: threading.Lock):
+    super().__init__()
+    self._bar, self._lock = bar, lock
+
+  def filter(self, record):
+    with self._lock:
+      self._bar.clear()
+    return True
+
+
+@contextlib.contextmanager
+def show_progress(stream: Optional[TextIO], console: Optional[logging.Handler] = None
+                  ) -> Iterator[str]:
+  """While the block runs, shows the job's progress on ``stream`` (a tqdm bar if it is a
+  terminal, else INFO lines every 10 s through the ``imagerecords`` logger); yields the local
+  folder to pass to the conversion as ``progress_dir``, removed when the block ends.
+
+  ``console``: the logging handler that writes to ``stream``, cleared around while the bar
+  shows. ``stream`` None: no display (the folder is still made and removed).
+  """
+  progress_dir = tempfile.mkdtemp(prefix='imagerecords-progress-')
+  done = threading.Event()
+  interactive = stream is not None and stream.isatty()
+  lock = threading.Lock()
+  bar = tqdm(total=None, unit='img', file=stream, dynamic_ncols=True, leave=False,
+             desc='converting', disable=not interactive, mininterval=BAR_EVERY_S)
+  clear = _ClearBar(bar, lock) if interactive and console else None
+  if clear:
+    console.addFilter(clear)
+
+  def watch():
+    meter = _Meter()
+    last_line = time.monotonic()
+    while not done.wait(BAR_EVERY_S if interactive else 1.0):
+      progress = read_progress(progress_dir)
+      rate = meter.rate(progress)
+      if interactive:
+        handled = progress.done + progress.failed
+        with lock:
+          if progress.total is not None and bar.total != progress.total:
+            bar.total = progress.total
+          if handled and rate is None and not bar.n:  # the first images: time from here
+            bar.reset(total=bar.total)
+          if handled > bar.n:
+            bar.update(handled - bar.n)  # tqdm's own smoothed rate and time left
+          bar.set_postfix_str(f'{progress.failed:,} failed' if progress.failed else '',
+                              refresh=False)
+          bar.refresh()
+      elif stream is not None and time.monotonic() - last_line >= LINE_EVERY_S:
+        last_line = time.monotonic()
+        _LOG.info('%s', describe(progress, rate))
+
+  thread = threading.Thread(target=watch, name='imagerecords-progress', daemon=True)
+  thread.start()
+  try:
+    yield progress_dir
+  finally:
+    done.set()
+    thread.join()
+    if clear:
+      console.removeFilter(clear)
+    with lock:
+      bar.close()
+    shutil.rmtree(progress_dir, ignore_errors=True)

@@ -1,0 +1,179 @@
+"""What a run prints (issue 13): only this project's lines, no third-party start-up chatter from
+any process, and one progress display for the whole job. Real photos (hymenoptera)."""
+
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import progress as display
+from tests.helpers import REPO, manifest_of, shared_data
+from transforms.progress import Progress, ProgressFile, read_progress
+
+# What TensorFlow, absl, oneDNN, CUDA and tensorflow-transform print when they are imported or
+# fed instance dicts: TensorFlow prints its start-up lines whatever TF_CPP_MIN_LOG_LEVEL says.
+THIRD_PARTY = re.compile(
+    r'tensorflow|absl|oneDNN|cuda|cuInit|cpu_feature_guard|TFXIO|instance dicts|'
+    r'^[IWEF]\d{4} |Python sdk harness', re.I)
+# This job's console: its log lines (time, level, message) and the summary block.
+OURS = re.compile(r'^(\d\d:\d\d:\d\d (INFO|WARNING|ERROR) |imagerecords wrote |  )')
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  """Six real photos in two class folders."""
+  root = tmp_path_factory.mktemp('console') / 'in'
+  for name in ('ants', 'bees'):
+    (root / name).mkdir(parents=True)
+    for path in sorted((shared_data('hymenoptera') / 'train' / name).glob('*.jpg'))[:3]:
+      shutil.copy(path, root / name / path.name)
+  return root
+
+
+# A sitecustomize module, first on PYTHONPATH: every Python process of the run (the launcher,
+# each worker) writes a line to the file $WATCH_FILE, and one more if it imports TensorFlow.
+_WATCH_IMPORTS = """
+import os, sys
+
+def _note(line):
+  with open(os.environ['WATCH_FILE'], 'a') as handle:
+    handle.write(line + '\\n')
+
+_note(f'process {os.getpid()}')
+
+class _Watch:
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in ('tensorflow', 'tensorflow_transform'):
+      _note(f'process {os.getpid()} imports {name}')
+    return None
+
+sys.meta_path.insert(0, _Watch())
+"""
+
+
+def _watch(folder):
+  """A watch (see _WATCH_IMPORTS) in ``folder``: (its PYTHONPATH entry, its notes' file)."""
+  folder.mkdir()
+  (folder / 'sitecustomize.py').write_text(_WATCH_IMPORTS)
+  return folder, folder / 'notes.txt'
+
+
+def _run(photos, out, *flags, watch=None):
+  # TF_CPP_MIN_LOG_LEVEL=0: a TensorFlow import anywhere would print its lines
+  path, notes = watch or (None, None)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='0', PYTHONPATH=os.pathsep.join(
+      ([str(path)] if path else []) + [str(REPO), str(REPO / 'reader')]))
+  if notes:
+    env['WATCH_FILE'] = str(notes)
+  return subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', f'--input_dir={photos}', f'--output_dir={out}',
+       '--image_size=32', '--num_shards=1', *flags],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_default_run_prints_only_its_own_lines_and_imports_no_tensorflow(photos, tmp_path):
+  """The default statistics included, with worker processes (forced: six files would run in
+  the launcher's process): every console line is this job's, none a third party's start-up
+  line, and no process (launcher, workers) imports TensorFlow."""
+  watch = _watch(tmp_path / 'watch')
+  result = _run(photos, tmp_path / 'out', '--direct_running_mode=multi_processing',
+                '--direct_num_workers=2', watch=watch)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  assert [line for line in lines if THIRD_PARTY.search(line)] == [], result.stderr
+  assert [line for line in lines if not OURS.match(line)] == [], result.stderr
+  assert any('imagerecords wrote 6 examples' in line for line in lines)
+  manifest = manifest_of(tmp_path / 'out')
+  assert manifest['statistics']['num_examples'] == manifest['splits']['train']['num_examples']
+  notes = watch[1].read_text().splitlines()
+  assert len([n for n in notes if re.fullmatch(r'process \d+', n)]) >= 3, notes  # + 2 workers
+  assert [n for n in notes if 'imports' in n] == []
+
+
+def test_the_import_watch_can_fail(tmp_path):
+  """The watch sees an import of TensorFlow (looked up only: no need to load it)."""
+  path, notes = _watch(tmp_path / 'watch')
+  subprocess.run(
+      [sys.executable, '-c', 'import importlib.util; importlib.util.find_spec("tensorflow")'],
+      env=dict(os.environ, PYTHONPATH=str(path), WATCH_FILE=str(notes)), timeout=60,
+      check=True)
+  assert re.search(r'^process \d+ imports tensorflow$', notes.read_text(), re.M)
+
+
+def test_a_small_input_runs_in_one_process_and_reports_beam_metrics(photos, tmp_path):
+  """Six files: no worker processes. The counts are Beam metrics, what Dataflow's and Flink's
+  UIs show: the images to convert (a gauge) and those converted (a counter)."""
+  result = _run(photos, tmp_path / 'out')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '6 input files: converting in this process' in result.stderr
+  metrics = manifest_of(tmp_path / 'out')['metrics']
+  assert metrics['images_to_convert'] == metrics['images_converted'] == 6
+
+
+def test_progress_files_add_up_over_instances(tmp_path):
+  first, second = ProgressFile(str(tmp_path)), ProgressFile(str(tmp_path))
+  assert read_progress(str(tmp_path)) == Progress(0, 0, None)
+  first.update(done=3, total=10)
+  second.update(done=1, failed=1)
+  first.flush()
+  second.flush()
+  assert read_progress(str(tmp_path)) == Progress(4, 1, 10)
+  (tmp_path / 'half-written.json').write_text('{"done": ')  # skipped, never an error
+  assert read_progress(str(tmp_path)) == Progress(4, 1, 10)
+
+
+def test_the_plain_line_says_done_of_total_percent_rate_and_time_left():
+  assert display.describe(Progress(1234, 2, 4378), 800.) == (
+      'converted 1,234 of 4,378 images (28%), 800 images/s, 4 s left, 2 failed')
+  assert display.describe(Progress(0, 0, 90000), None) == (
+      'converted 0 of 90,000 images (0%), 0 failed')
+  assert display.describe(Progress(10, 0, None), None).startswith(
+      'converted 10 images, 0 failed (listing')
+  assert display.describe(Progress(0, 0, 90000), 10.).endswith('2 h 30 min left, 0 failed')
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def _feed(progress_dir, seconds):
+  """Two instances' counts growing for ``seconds``: 10 images in all, then done."""
+  workers = [ProgressFile(progress_dir), ProgressFile(progress_dir)]
+  for _ in range(5):
+    for worker in workers:
+      worker.update(done=1, total=10)
+      worker.flush()
+    time.sleep(seconds / 5)
+
+
+def test_plain_progress_lines_count_the_whole_job(monkeypatch, caplog):
+  monkeypatch.setattr(display, 'LINE_EVERY_S', 0.)  # a line at every read (every 1 s)
+  caplog.set_level(logging.INFO, logger='imagerecords')
+  with display.show_progress(io.StringIO()) as progress_dir:
+    _feed(progress_dir, 2.5)
+    time.sleep(1.2)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('converted')]
+  assert lines, caplog.text
+  assert re.fullmatch(r'converted 10 of 10 images \(100%\), [\d,]+ images/s, 0 s left, '
+                      r'0 failed', lines[-1]), lines
+  assert not os.path.exists(progress_dir)  # removed when the run ends
+
+
+def test_a_terminal_gets_a_live_bar(caplog):
+  terminal = _Terminal()
+  caplog.set_level(logging.INFO, logger='imagerecords')
+  with display.show_progress(terminal):
+    pass
+  with display.show_progress(terminal) as progress_dir:
+    _feed(progress_dir, 1.5)
+    time.sleep(0.8)
+  shown = terminal.getvalue()
+  assert '10/10' in shown and 'img' in shown, shown
+  assert not [r for r in caplog.records if r.getMessage().startswith('converted')]
