@@ -159,7 +159,8 @@ class ConvertOptions(PipelineOptions):
         'decode): a perceptual hash, grouped into near duplicates (duplicates.jsonl), and '
         'quality flags (quality.jsonl: low information, dark, bright, grayscale, small, odd '
         "aspect; docs/images.md). 'false': skip them; exact duplicates are still reported. "
-        'Not measured: --image_format=original, --masks, records reused by --run_date.')
+        'Not measured: --image_format=original, --masks (a night reuses the measures of the '
+        'records it reuses, kept in images.jsonl).')
     parser.add_argument(
         '--near_duplicate_distance', type=int, default=near_duplicates.DEFAULT_DISTANCE,
         help='Two images whose 64-bit perceptual hashes (OpenCV pHash of the stored pixels) '
