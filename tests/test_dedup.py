@@ -10,7 +10,7 @@ import json
 import pathlib
 import shutil
 
-from imagerecords import inspect
+from imagerecords import inspect, pictures
 from PIL import Image
 
 from pipeline import outputs
@@ -222,7 +222,7 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
       ['train/ants/original.jpg', 'val/bees/smaller.jpg']]
   assert {'train/ants/original.jpg', 'val/bees/smaller.jpg',
           'train/ants/imageNotFound.gif'} <= set(report.images)
-  written = inspect.render(report, str(tmp_path / 'pictures'), thumb=64, samples=4)
+  written = pictures.render(report, str(tmp_path / 'pictures'), thumb=64, samples=4)
   names = sorted(pathlib.Path(path).name for path in written)
   assert 'near_duplicates.png' in names
   assert {f'quality_{flag}.png' for flag in flagged[0]['flags']} <= set(names)

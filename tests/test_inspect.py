@@ -21,6 +21,7 @@ from PIL import Image
 from imagerecords import contract
 from imagerecords import framing
 from imagerecords import inspect as inspect_lib
+from imagerecords import pictures
 from tests.helpers import convert, manifest_of, read_records, shared_data
 
 
@@ -222,9 +223,9 @@ def test_mask_overlay_on_a_real_voc_pair(tmp_path):
   image = Image.open(jpeg).convert('RGB')
   mask = Image.open(png)
   assert mask.mode == 'P'
-  blended = inspect_lib.overlay_mask(image, mask)
+  blended = pictures.overlay_mask(image, mask)
   indices = mask.tobytes()
-  colours = inspect_lib.voc_colour_map()
+  colours = pictures.voc_colour_map()
   classes = sorted(set(indices) - {255})
   assert 255 in indices and len(classes) >= 2
   width = image.width
@@ -253,7 +254,7 @@ def test_mask_overlay_on_a_real_voc_pair(tmp_path):
 
   # and the sheet that inspect draws for records holding masks
   split = inspect_lib.SplitReport('train', num_shards=1, num_examples=1, samples=[record])
-  sheet = inspect_lib.segmentation_sheet(split, thumb=64)
+  sheet = pictures.segmentation_sheet(split, thumb=64)
   buffer = io.BytesIO()
   sheet.save(buffer, 'PNG')
   assert sheet.width >= 64 and sheet.height >= 64
@@ -285,7 +286,7 @@ def test_segmentation_output_is_checked_and_overlaid(tmp_path, capsys):
           expected.update(f'class {i}' for i in set(mask.tobytes()) - {255})
     assert report.splits[split].class_counts == expected
   assert sum(report.splits['train'].class_counts.values()) > 0
-  written = inspect_lib.render(report, str(tmp_path / 'pictures'), thumb=48)
+  written = pictures.render(report, str(tmp_path / 'pictures'), thumb=48)
   assert {pathlib.Path(p).name for p in written} >= {
       'segmentation_train.png', 'contact_sheet_train.png', 'class_counts.png'}
 
