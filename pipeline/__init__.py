@@ -1,3 +1,5 @@
-"""The imagerecords Beam job: options, graph assembly, entry point (``python -m pipeline.run``)."""
+"""The imagerecords Beam job: options (``options``), the typed job configuration built from them
+(``config.JobConfig``), graph assembly and entry point (``run``: ``python -m pipeline.run``), the
+nightly plan (``nightly``), outputs and console (``outputs``, ``progress``)."""
 
 __version__ = '0.1.0'

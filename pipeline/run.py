@@ -25,6 +25,7 @@ too) and the class names are the masks' (``transforms.segmentation``).
 
 import _thread
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -42,6 +43,7 @@ from imagerecords import contract
 import pipeline
 from pipeline import nightly, outputs, progress
 from pipeline import options as opts
+from pipeline.config import JobConfig
 from transforms import claim, segmentation
 from transforms.convert import ConvertImages
 from transforms.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
@@ -68,39 +70,39 @@ _LOG = logging.getLogger('imagerecords')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-def build_pipeline(p: beam.Pipeline, config: dict) -> None:
+def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
   """Adds the whole conversion to ``p``; ``config`` comes from ``job_config``."""
-  spec = config['spec']
+  spec = config.spec
 
   # PBegin -> SourceFile(path, relpath)
   # (links, special files and folders that cannot be listed are reported, never dropped)
   listed = p | 'list image files' >> ListImageFiles(
-      config['input_dir'], config['extensions'],
-      exclude=[config['label_file']] if config['label_file'] else [],
-      folders=config['masks'].listed_folders if config['masks'] else (),
-      follow_external_symlinks=config['follow_external_symlinks'],
-      max_file_bytes=config['max_file_bytes'])
+      config.input_dir, config.extensions,
+      exclude=[config.label_file] if config.label_file else [],
+      folders=config.masks.listed_folders if config.masks else (),
+      follow_external_symlinks=config.follow_external_symlinks,
+      max_file_bytes=config.max_file_bytes)
   # SourceFile -> LabeledImage(path, relpath, label, split[, mask]); class names side input
   images, label_failures, class_names = _label_and_split(p, listed.files, config)
   # --dedup=keep_first: hashed, one LabeledImage per group of byte-identical files
-  deduped = images.split | 'drop duplicates' >> DropDuplicates(config['dedup'])
-  stats_split = training_split(list(config['num_shards'])) if config['stats'] else None
+  deduped = images.split | 'drop duplicates' >> DropDuplicates(config.dedup)
+  stats_split = training_split(list(config.num_shards)) if config.stats else None
   # --run_date: unchanged images take the previous run's records; the rest are converted
   to_convert, reused, night_counts = _reuse_previous_night(deduped['images'], config,
                                                            stats_split)
   # one element: how many images there are to convert, known before the first is converted
   # (a side input of the conversion: its progress files and the images_to_convert gauge)
   total = to_convert | 'how many to convert' >> beam.combiners.Count.Globally()
-  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config['shuffle_seed'], count=total)
+  shuffled = to_convert | 'shuffle order' >> ShuffleOrder(config.shuffle_seed, count=total)
   # LabeledImage -> ConvertedExample(split, label, relpath, serialized, ...)
   # --stats: the training split's examples carry their stored pixels' sums
   # --image_checks: examples carry their stored pixels' measures (perceptual hash, quality)
   converted = shuffled | 'convert images' >> ConvertImages(
-      spec, class_names, stats_split, measure=config['image_checks'], total=total,
-      progress_dir=config.get('progress_dir'))
+      spec, class_names, stats_split, measure=config.image_checks, total=total,
+      progress_dir=config.progress_dir)
   new_examples = converted.examples
-  if config['embedding']:  # --embedding_model: + image/embedding, by RunInference
-    new_examples = new_examples | 'embed images' >> AddEmbeddings(config['embedding'])
+  if config.embedding:  # --embedding_model: + image/embedding, by RunInference
+    new_examples = new_examples | 'embed images' >> AddEmbeddings(config.embedding)
   records = (new_examples,) if reused is None else (new_examples, reused)
   # what every step but the writer reads of an example: all but its record bytes, so that the
   # records of two sources are never flattened (held in memory) on the local runner
@@ -111,104 +113,104 @@ def build_pipeline(p: beam.Pipeline, config: dict) -> None:
 
   # groups of byte-identical files and of near-identical pictures (perceptual hashes)
   groups = [examples | 'exact duplicate groups' >> ExactGroups(), deduped['groups']]
-  if config['image_checks']:
+  if config.image_checks:
     near_groups = examples | 'near-duplicate groups' >> NearDuplicateGroups(
-        config['near_duplicate_distance'], keep_first=config['dedup'] == KEEP_FIRST_NEAR)
+        config.near_duplicate_distance, keep_first=config.dedup == KEEP_FIRST_NEAR)
     groups.append(near_groups)
   all_groups = groups | 'all duplicate groups' >> beam.Flatten()
   near_failures = []
-  if config['dedup'] == KEEP_FIRST_NEAR:  # only the first file of each near group is written
+  if config.dedup == KEEP_FIRST_NEAR:  # only the first file of each near group is written
     dropped = near_groups | 'near duplicates not written' >> DroppedNear()
     near_failures.append(dropped[FAILURES_TAG])
     records = tuple(drop_near_duplicates(source, dropped['files'], f'drop near duplicates {i}')
                     for i, source in enumerate(records))
     examples = drop_near_duplicates(examples, dropped['files'], 'drop near duplicates')
   shard_paths = records | 'write shards' >> WriteSplits(
-      config['output_dir'], config['num_shards'], config['compressed'],
-      dali_index=config['dali_index'], claim=config['manifest'].get('claim'))
+      config.output_dir, config.num_shards, config.compressed,
+      dali_index=config.dali_index, claim=config.manifest.get('claim'))
   split_stats = examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
        converted[FAILURES_TAG], *near_failures]
       | 'all failures' >> beam.Flatten())
   # duplicates.jsonl, and one element: the manifest's duplicates section (counts, a few groups)
-  duplicates = all_groups | 'report duplicates' >> ReportDuplicates(config['output_dir'])
+  duplicates = all_groups | 'report duplicates' >> ReportDuplicates(config.output_dir)
   # quality.jsonl (flagged images), and one element: the manifest's quality section (counts)
   quality = None
-  if config['image_checks']:
-    quality = examples | 'report quality' >> ReportQuality(config['output_dir'], spec.channels)
+  if config.image_checks:
+    quality = examples | 'report quality' >> ReportQuality(config.output_dir, spec.channels)
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
-  index = examples | 'image index' >> WriteImageIndex(config['output_dir'])
+  index = examples | 'image index' >> WriteImageIndex(config.output_dir)
   diff = None
-  if config['previous_index']:
+  if config.previous_index:
     diff = examples | 'diff against the previous run' >> DiffAgainstPrevious(
-        config['previous_index'], config['previous_run'])
+        config.previous_index, config.previous_run)
   statistics = None
-  if config['stats'] == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
+  if config.stats == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
     statistics = examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
-        config['output_dir'], stats_split, spec.image_size, spec.channels)
-  elif config['stats']:  # --stats: exact pixel mean/std of the training split, Beam alone
+        config.output_dir, stats_split, spec.image_size, spec.channels)
+  elif config.stats:  # --stats: exact pixel mean/std of the training split, Beam alone
     statistics = examples | 'training statistics' >> TrainingStatistics(
         stats_split, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
-      config['manifest'], shard_paths, class_names, split_stats, failures, duplicates,
+      config.manifest, shard_paths, class_names, split_stats, failures, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
       quality=quality)
-  if config['publish_dir']:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
+  if config.publish_dir:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
-        config['output_root'], config['output_dir'], config['publish_dir'],
-        claim=config['manifest'].get('claim'), run_id=config['run_id'])
+        config.output_root, config.output_dir, config.publish_dir,
+        claim=config.manifest.get('claim'), run_id=config.run_id)
 
 
 def _without_record(example):
   return example._replace(serialized=b'')
 
 
-def _reuse_previous_night(images, config: dict, stats_split):
+def _reuse_previous_night(images, config: JobConfig, stats_split):
   """PCollection[LabeledImage] -> (the images to convert, the previous run's records of the
   unchanged ones or None, the one-element night counts or None): see transforms.incremental."""
-  plan = config['incremental']
+  plan = config.incremental
   if plan is None:  # not a dated run
     return images, None, None
   if not plan.reuse:  # the first night, or a full rebuild (the plan logged why)
     return images, None, images | 'count images to convert' >> CountConverted()
-  measured = config['image_checks'] and config['spec'].image_format != 'original'
+  measured = config.image_checks and config.spec.image_format != 'original'
   night = images | 'reuse unchanged records' >> ReusePreviousRecords(
       plan.previous_index, plan.previous_shards, stats_split, measured=measured)
   return night['convert'], night['reused'], night['counts']
 
 
-def _label_and_split(p: beam.Pipeline, files, config: dict):
+def _label_and_split(p: beam.Pipeline, files, config: JobConfig):
   """PCollection[SourceFile] -> (images with a ``split`` output and a failures output, the
   label steps' failure PCollections, a one-element PCollection of the class names)."""
-  if config['masks']:
+  if config.masks:
     # segmentation: LabeledImage(..., label=None, mask=its mask's SourceFile), split by the
     # VOC split lists, the split folders or the path hash
     images = files | 'pair images with masks' >> segmentation.PairImagesWithMasks(
-        config['masks'], config['input_dir'], config['split_lists'], config['split_folders'],
-        config['fractions'])
+        config.masks, config.input_dir, config.split_lists, config.split_folders,
+        config.fractions)
     # the masks' class names (--label_map, or a VOC root's class_names.txt)
-    class_names = p | 'mask class names' >> beam.Create([list(config['label_map'])])
+    class_names = p | 'mask class names' >> beam.Create([list(config.label_map)])
     return images, [], class_names
   # SourceFile -> (SourceFile, class name)
-  if config['label_file']:
+  if config.label_file:
     labeled = files | 'labels from file' >> LabelsFromFile(
-        config['label_file'], config['label_file_format'])
+        config.label_file, config.label_file_format)
   else:
     labeled = files | 'assign labels' >> AssignLabels(
-        config['label_source'], config['split_folders'])
+        config.label_source, config.split_folders)
   label_failures = [labeled[FAILURES_TAG]]
   labeled = labeled.labeled
-  if config['strict_labels']:
-    strict = labeled | 'strict labels' >> RefuseUnknownClasses(config['label_map'])
+  if config.strict_labels:
+    strict = labeled | 'strict labels' >> RefuseUnknownClasses(config.label_map)
     labeled = strict.labeled
     label_failures.append(strict[FAILURES_TAG])
   # (SourceFile, class name) -> LabeledImage(path, relpath, label, split)
   images = labeled | 'assign splits' >> AssignSplits(
-      config['split_folders'], config['fractions'], config['file_splits'])
+      config.split_folders, config.fractions, config.file_splits)
   # the sorted class names (or those of --label_map first), class id = index
   class_names = labeled | 'class names' >> ClassNames(
-      config['label_map'], integer_ids=bool(config['label_file']))
+      config.label_map, integer_ids=bool(config.label_file))
   return images, label_failures, class_names
 
 
@@ -229,9 +231,10 @@ def _check_input_dir(input_dir: str) -> None:
 
 
 def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimToken] = None
-               ) -> dict:
+               ) -> JobConfig:
   """Validates the options, probes the input's layout (a few bounded look-ups, no listing) and
-  returns everything the graph needs, as plain values that pickle to any worker.
+  returns everything the graph needs (:class:`pipeline.config.JobConfig`), as values that
+  pickle to any worker.
 
   ``claim_token``: the run's claim on its output (``transforms.claim``), checked by the
   pipeline before it publishes; a dated run clears a dead run's staging folder here, so the
@@ -313,32 +316,31 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
   if masks:
     manifest['image']['mask'] = {
         'format': segmentation.MASK_FORMAT, 'void': contract.MASK_VOID, 'layout': masks.layout}
-  return {
-      'input_dir': input_dir, 'spec': spec,
+  return JobConfig(
+      input_dir=input_dir, spec=spec,
       # where the pipeline writes; a dated run stages, then publishes to publish_dir
-      'output_dir': layout.staging_dir if layout else output_dir,
-      'output_root': output_dir, 'publish_dir': layout.publish_dir if layout else None,
-      'previous_run': previous, 'previous_index': previous_index,
-      'extensions': opts.extensions(options), 'label_source': options.label_source,
-      'label_file': label_file,
-      'label_file_format': label_file_format, 'file_splits': file_splits,
-      'dedup': options.dedup, 'near_duplicate_distance': options.near_duplicate_distance,
-      'image_checks': options.image_checks,
-      'label_map': label_map, 'strict_labels': strict_labels,
-      'split_folders': split_folders,
-      'fractions': fractions, 'num_shards': num_shards, 'compressed': compressed,
-      'shuffle_seed': options.shuffle_seed, 'manifest': manifest,
-      'dali_index': options.dali_index,
+      output_dir=layout.staging_dir if layout else output_dir,
+      output_root=output_dir, publish_dir=layout.publish_dir if layout else None,
+      previous_run=previous, previous_index=previous_index,
+      extensions=opts.extensions(options), label_source=options.label_source,
+      label_file=label_file,
+      label_file_format=label_file_format, file_splits=file_splits,
+      dedup=options.dedup, near_duplicate_distance=options.near_duplicate_distance,
+      image_checks=options.image_checks,
+      label_map=label_map, strict_labels=strict_labels,
+      split_folders=split_folders,
+      fractions=fractions, num_shards=num_shards, compressed=compressed,
+      shuffle_seed=options.shuffle_seed, manifest=manifest,
+      dali_index=options.dali_index,
       # --stats: opts.STATS_EXACT or STATS_TFT; None for --stats=false
-      'stats': None if options.stats == opts.STATS_OFF else options.stats,
-      'embedding': embedding,  # --embedding_model: transforms.embedding.EmbeddingModel
-      'masks': masks, 'split_lists': split_lists,
-      'incremental': incremental,  # --run_date: what the night reuses (pipeline.nightly)
+      stats=None if options.stats == opts.STATS_OFF else options.stats,
+      embedding=embedding,  # --embedding_model: transforms.embedding.EmbeddingModel
+      masks=masks, split_lists=split_lists,
+      incremental=incremental,  # --run_date: what the night reuses (pipeline.nightly)
       # this launch, in publication markers: the claim's id (transforms.claim) when it holds one
-      'run_id': claim_token.run_id if claim_token else f'{os.getpid()}-{uuid.uuid4().hex}',
-      'follow_external_symlinks': options.follow_external_symlinks,
-      'max_file_bytes': options.max_file_bytes,
-  }
+      run_id=claim_token.run_id if claim_token else f'{os.getpid()}-{uuid.uuid4().hex}',
+      follow_external_symlinks=options.follow_external_symlinks,
+      max_file_bytes=options.max_file_bytes)
 
 
 def run(argv: Optional[List[str]] = None) -> int:
@@ -423,16 +425,16 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   try:
     config = job_config(convert_options, held.token)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
-    outputs.prepare_output_dir(config['output_dir'], convert_options.overwrite)
+    outputs.prepare_output_dir(config.output_dir, convert_options.overwrite)
   except claim.ClaimLost as error:
     _LOG.error('run failed: %s', error)
     return 1
   except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished) as error:
     _LOG.error('%s', error)
     return 2
-  _LOG.info('converting %s -> %s (%s splits: %s)', config['input_dir'], config['output_dir'],
-            config['manifest']['split_source'], ', '.join(
-                f'{s} ({n} shards)' for s, n in config['num_shards'].items()))
+  _LOG.info('converting %s -> %s (%s splits: %s)', config.input_dir, config.output_dir,
+            config.manifest['split_source'], ', '.join(
+                f'{s} ({n} shards)' for s, n in config.num_shards.items()))
   if small_input is not None:
     _LOG.info('%d input files: converting in this process (no worker processes below %d '
               'files; --direct_running_mode=multi_processing starts them)', small_input,
@@ -441,7 +443,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   try:
     with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
         progress_dir):
-      config['progress_dir'] = progress_dir
+      config = dataclasses.replace(config, progress_dir=progress_dir)
       with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
   except Exception as error:  # pylint: disable=broad-except
@@ -453,12 +455,12 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     # The job runs on after this process: its own last steps write the manifest, _SUCCESS
     # and LATEST. Nothing of the output is read or written here, and nothing is called done.
     _LOG.info('job submitted, not run yet (%s); it publishes %s as its last step', launched,
-              config['publish_dir'] or config['output_dir'])
+              config.publish_dir or config.output_dir)
     held.leave_to_lapse()  # no launcher renews it now: it covers the job for one more lease
     return 0
   if failure is None and held.lost:
     failure = claim.ClaimLost(held.lost)
-  published = failure is None and config['publish_dir'] or config['output_dir']
+  published = failure is None and config.publish_dir or config.output_dir
   try:
     manifest = outputs.read_manifest(published)
   except (OSError, ValueError):  # a manifest cut short by a full disk: none to show
@@ -483,9 +485,9 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     return 0
   _LOG.info('the run failed: %s: %s', type(failure).__name__, failure, exc_info=failure,
             extra=outputs.LOG_FILE_ONLY)  # the traceback, for the log file
-  reason = outputs.failure_reason(failure, manifest, held.lost, config['output_dir'])
+  reason = outputs.failure_reason(failure, manifest, held.lost, config.output_dir)
   if not (held.lost or outputs.is_claim_lost(failure)):  # else the folders are another run's
-    outputs.remove_working_folders(config['output_dir'])
+    outputs.remove_working_folders(config.output_dir)
   kept = outputs.keep_run_log(log_path, output_root, held.token.run_id)
   _LOG.info('the whole log of this run: %s%s', kept,
             '' if convert_options.verbose else ' (--verbose shows it here)')
