@@ -132,6 +132,9 @@ def beam_counters(result) -> Dict[str, int]:
   try:
     queried = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
   except Exception as error:  # pylint: disable=broad-except
+    # The boundary with each runner's metrics client (local, portable, Dataflow, Flink raise
+    # their own types, NotImplementedError included): the counters only decorate a manifest
+    # the job already wrote, so a runner without them costs a warning, never the run.
     _LOG.warning('the runner reported no metrics: %s: %s', type(error).__name__, error)
     return counters
   for counter in queried['counters']:
