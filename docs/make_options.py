@@ -75,13 +75,9 @@ def render() -> str:
 def main(argv: List[str]) -> int:
   """Writes docs/options.md, or with --check compares it; returns the exit status."""
   text = render()
-  check = '--check' in argv
-  if not opts.generated_file_is_current(OPTIONS_MD, text, check,
-                                        str(pathlib.Path(__file__).relative_to(ROOT))):
-    return 1
-  if not check:
-    print(f'wrote {OPTIONS_MD} ({text.count(chr(10) + "| `--")} options)')
-  return 0
+  return opts.write_or_check_generated(OPTIONS_MD, text, argv,
+                                       str(pathlib.Path(__file__).relative_to(ROOT)),
+                                       f'{text.count(chr(10) + "| `--")} options')
 
 
 if __name__ == '__main__':

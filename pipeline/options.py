@@ -619,17 +619,20 @@ def job_options(options: ConvertOptions) -> Dict[str, object]:
           if action.dest != 'help'}
 
 
-def generated_file_is_current(path: pathlib.Path, text: str, check: bool, script: str) -> bool:
+def write_or_check_generated(path: pathlib.Path, text: str, argv: Sequence[str], script: str,
+                             what: str) -> int:
   """The write-or-check step of the files generated from these options (``metadata.json``,
-  ``docs/options.md``): with ``check``, whether ``path`` holds ``text`` (printing how to
-  regenerate it when not); else writes ``text`` there and returns True.
+  ``docs/options.md``), as their generators' exit status.
 
-  ``script``: the generator's path relative to the repo root, for the message.
+  With ``--check`` in ``argv``: 0 when ``path`` holds ``text``, else 1 after printing how to
+  regenerate it (``script``: the generator's path relative to the repo root). Without: writes
+  ``text`` there, prints ``wrote PATH (WHAT)`` and returns 0.
   """
-  if check:
+  if '--check' in argv:
     if path.exists() and path.read_text(encoding='utf-8') == text:
-      return True
+      return 0
     print(f'{path} is stale: run python {script}', file=sys.stderr)
-    return False
+    return 1
   path.write_text(text, encoding='utf-8')
-  return True
+  print(f'wrote {path} ({what})')
+  return 0

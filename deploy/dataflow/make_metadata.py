@@ -166,13 +166,9 @@ def main(argv: List[str]) -> int:
   except ValueError as error:
     print(error, file=sys.stderr)
     return 1
-  check = '--check' in argv
-  if not opts.generated_file_is_current(METADATA, text, check,
-                                        str(pathlib.Path(__file__).relative_to(ROOT))):
-    return 1
-  if not check:
-    print(f'wrote {METADATA} ({len(metadata()["parameters"])} parameters)')
-  return 0
+  return opts.write_or_check_generated(METADATA, text, argv,
+                                       str(pathlib.Path(__file__).relative_to(ROOT)),
+                                       f'{len(json.loads(text)["parameters"])} parameters')
 
 
 if __name__ == '__main__':
