@@ -31,7 +31,7 @@ Exit status: 0 and a last line ``OK`` when nothing is wrong; 1 and one line per 
 otherwise (at most 20 per shard, then a count of the rest); 2 when the directory cannot be
 inspected at all (no manifest).
 
-Pictures (drawn by :mod:`imagerecords.pictures` with Pillow), written to ``--out`` (default ``./inspect_<name of OUT>``)::
+Pictures (drawn by :mod:`imagerecords.pictures`: Pillow, and matplotlib for the chart), written to ``--out`` (default ``./inspect_<name of OUT>``)::
 
     contact_sheet_<split>.png   a grid of --samples images (8 per row), each titled with its
                                 class name; drawn round-robin from the shards' first records
@@ -62,12 +62,13 @@ import math
 import os
 import struct
 import sys
-from typing import BinaryIO, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import google_crc32c
 
 from imagerecords import contract
 from imagerecords import framing
+from imagerecords.report import Record, Report, SplitReport, parse_record  # pylint: disable=unused-import  (parse_record: part of this module's API)
 
 MAX_PROBLEMS_PER_SHARD = 20
 VOID_CLASS = contract.MASK_VOID  # 255: the "ignore" id of segmentation masks (PASCAL VOC's)
@@ -132,68 +133,6 @@ def walk_frames(stream: BinaryIO, name: str, problems: List[str],
       index += 1
   except framing.FramingError as error:
     problems.append(Damage(f'{name}: record {index} (byte {error.offset}): {error.reason}'))
-
-
-# --- records ------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Record:
-  """The parts of one parsed record that inspection uses (keys: :mod:`imagerecords.contract`).
-
-  ``mask_classes`` is filled in by :func:`check_record`: the class ids the decoded mask holds,
-  void (255) left out.
-  """
-  encoded: bytes
-  image_format: str
-  height: int
-  width: int
-  channels: int
-  label: Optional[int]
-  class_text: Optional[str]
-  filename: str
-  mask: Optional[bytes]
-  mask_classes: Optional[FrozenSet[int]] = None
-
-
-def parse_record(data: bytes) -> Record:
-  """Parses a serialized ``tf.train.Example`` into a :class:`Record`.
-
-  Raises:
-    ValueError: not a ``tf.train.Example``, or a required key is missing or of the wrong type
-      (the message names the key).
-  """
-  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
-  from google.protobuf.message import DecodeError  # pylint: disable=import-outside-toplevel
-  example = example_pb2.Example()
-  try:
-    example.ParseFromString(data)
-  except DecodeError as e:
-    raise ValueError(f'not a tf.train.Example ({e})') from None
-  feature = example.features.feature
-
-  def get(key, kind, required=True):
-    if key not in feature:
-      if required:
-        raise ValueError(f'no {key!r} feature')
-      return None
-    values = getattr(feature[key], kind).value
-    if len(values) != 1:
-      raise ValueError(f'{key!r} holds {len(values)} {kind} values, not 1')
-    return values[0]
-
-  text = get(contract.CLASS_TEXT, 'bytes_list', required=False)
-  return Record(
-      encoded=get(contract.IMAGE_ENCODED, 'bytes_list'),
-      image_format=get(contract.IMAGE_FORMAT, 'bytes_list').decode('utf-8', 'replace'),
-      height=get(contract.IMAGE_HEIGHT, 'int64_list'),
-      width=get(contract.IMAGE_WIDTH, 'int64_list'),
-      channels=get(contract.IMAGE_CHANNELS, 'int64_list'),
-      label=get(contract.CLASS_LABEL, 'int64_list', required=False),
-      class_text=None if text is None else text.decode('utf-8', 'replace'),
-      filename=(get(contract.FILENAME, 'bytes_list', required=False) or b'').decode(
-          'utf-8', 'replace'),
-      mask=get(contract.MASK_ENCODED, 'bytes_list', required=False))
 
 
 def check_record(record: Record, class_names: Sequence[str],
@@ -276,42 +215,6 @@ def _first_line(error) -> str:
 def mask_class_name(class_id: int, class_names: Sequence[str]) -> str:
   """The name of a mask class id: ``class_names[class_id]``, else ``'class <id>'``."""
   return class_names[class_id] if 0 <= class_id < len(class_names) else f'class {class_id}'
-
-
-# --- one output directory -----------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class SplitReport:
-  """What was read of one split. ``sizes`` holds (height, width) of every record read."""
-  name: str
-  num_shards: int = 0
-  num_examples: int = 0
-  bytes: int = 0
-  class_counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  sizes: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
-  samples: List[Record] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class Report:
-  """The result of :func:`inspect`: the problems (one line each) and what was read per split."""
-  data_dir: str
-  class_names: List[str]
-  splits: Dict[str, SplitReport]
-  problems: List[str]
-  verified: bool
-  segmentation: bool = False
-  # duplicates.jsonl's groups worth drawing (label conflicts, then leaks, first) and
-  # quality.jsonl's flagged images, as their JSON objects; the records of their files
-  duplicate_groups: List[dict] = dataclasses.field(default_factory=list)
-  flagged: List[dict] = dataclasses.field(default_factory=list)
-  images: Dict[str, Record] = dataclasses.field(default_factory=dict)
-  input_dir: Optional[str] = None
-
-  @property
-  def ok(self) -> bool:
-    return not self.problems
 
 
 class NotAnOutputDirectory(FileNotFoundError):
@@ -600,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(format_table(report))
-  from imagerecords.pictures import render  # pylint: disable=import-outside-toplevel  (it imports this module)
+  from imagerecords.pictures import render  # pylint: disable=import-outside-toplevel  (Pillow, matplotlib: the inspect extra)
   for path in render(report, out_dir, args.thumb_size, args.samples):
     print(f'wrote {path}')
   if report.problems:

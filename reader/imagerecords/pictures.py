@@ -2,9 +2,9 @@
 of sample records per split, mask overlays of segmentation outputs, a chart of the class counts
 per split, the near-duplicate groups and a sheet per quality flag, as PNG files.
 
-They are drawn from the :class:`imagerecords.inspect.Report` the verification builds (its
-sample records, counts and the output's ``duplicates.jsonl`` / ``quality.jsonl``), with Pillow
-alone: no plotting library is needed for the reader's ``inspect`` extra.
+They are drawn from the :class:`imagerecords.report.Report` the verification builds (its
+sample records, counts and the output's ``duplicates.jsonl`` / ``quality.jsonl``): the image
+sheets with Pillow, the chart with matplotlib (both in the reader's ``inspect`` extra).
 """
 
 import collections
@@ -16,12 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from PIL import Image, ImageDraw, ImageFont
 
 from imagerecords import contract
-from imagerecords.inspect import Record, Report, SplitReport
+from imagerecords.report import Record, Report, SplitReport
 
 VOID_CLASS = contract.MASK_VOID  # 255: the "ignore" id of segmentation masks (PASCAL VOC's)
 _COLUMNS = 8
-_SPLIT_COLOURS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
-                  '#7f7f7f', '#bcbd22', '#17becf')  # matplotlib's 'tab10'
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -206,71 +204,38 @@ def _chart_rows(report: Report) -> Tuple[str, List[str], List[List[int]]]:
 
 def class_count_chart(report: Report) -> Image.Image:
   """A horizontal bar chart of examples per class (see :func:`_chart_rows`), one bar and its
-  count per split, with a legend of the splits and an axis of examples."""
+  count per split, with a legend of the splits and an axis of examples; drawn with matplotlib
+  (its Agg backend: no display needed), returned as an RGB image."""
+  # pylint: disable=import-outside-toplevel  (matplotlib: imported only when a chart is drawn)
+  from matplotlib.figure import Figure
   splits = list(report.splits.values())
   title, names, counts = _chart_rows(report)
-  big = len(names) * max(len(splits), 1) > 40
-  bar_h = 9 if big else 18
-  label_font, small_font, title_font = _font(13), _font(11 if big else 13), _font(16)
-  scratch = ImageDraw.Draw(Image.new('RGB', (1, 1)))
-  left = 16 + max(_text_width(scratch, _fit_text(scratch, n, label_font, 220), label_font)
-                  for n in names)
-  plot_w, right, top, bottom = 520, 70, 70, 44
-  group_h = max(len(splits) * bar_h, 16) + (6 if big else 12)
-  height = top + len(names) * group_h + bottom
-  chart = Image.new('RGB', (left + plot_w + right, height), 'white')
-  draw = ImageDraw.Draw(chart)
-  dataset_name = os.path.basename(report.data_dir.rstrip('/'))
-  draw.text((12, 8), f'{title}: {dataset_name}', fill='black', font=title_font)
-  x = 12  # legend
+  bar_h = 0.8 / max(len(splits), 1)  # one class's group of bars spans 0.8 of a row
+  big = len(names) * max(len(splits), 1) > 40  # thinner bars and smaller labels
+  row_inches = (max(len(splits), 1) * (0.09 if big else 0.18) + 0.1)
+  figure = Figure(figsize=(8, 1.3 + len(names) * row_inches), dpi=100)
+  axes = figure.add_subplot()
   for i, split in enumerate(splits):
-    colour = _SPLIT_COLOURS[i % len(_SPLIT_COLOURS)]
-    draw.rectangle((x, 38, x + 14, 52), fill=colour)
-    text = f'{split.name} ({split.num_examples:,})'
-    draw.text((x + 20, 38), text, fill='black', font=label_font)
-    x += 20 + _text_width(draw, text, label_font) + 24
-  peak = max((c for row in counts for c in row), default=0)
-  step = _nice_step(peak)
-  axis_max = max(step, math.ceil(peak / step) * step) if peak else 1
-  plot_bottom = top + len(names) * group_h
-  for tick in range(0, axis_max + 1, step):  # grid lines and tick labels
-    tx = left + round(tick / axis_max * plot_w)
-    draw.line((tx, top - 4, tx, plot_bottom), fill='#dddddd')
-    label = f'{tick:,}'
-    draw.text((tx - _text_width(draw, label, small_font) // 2, plot_bottom + 6), label,
-              fill='#444444', font=small_font)
-  for row, (name, row_counts) in enumerate(zip(names, counts)):
-    y = top + row * group_h + 3
-    bars_h = len(splits) * bar_h
-    text = _fit_text(draw, name, label_font, 220)
-    draw.text((left - 8 - _text_width(draw, text, label_font), y + bars_h // 2 - 8), text,
-              fill='black', font=label_font)
-    for i, count in enumerate(row_counts):
-      colour = _SPLIT_COLOURS[i % len(_SPLIT_COLOURS)]
-      by = y + i * bar_h
-      bx = left + round(count / axis_max * plot_w)
-      if count:
-        draw.rectangle((left, by, max(bx, left + 1), by + bar_h - 2), fill=colour)
-      draw.text((bx + 4, by + (bar_h - 2) // 2 - (6 if big else 8)), f'{count:,}',
-                fill='#222222', font=small_font)
-  draw.line((left, top - 4, left, plot_bottom), fill='black')
-  draw.line((left, plot_bottom, left + plot_w, plot_bottom), fill='black')
-  axis_label = 'examples'
-  draw.text((left + (plot_w - _text_width(draw, axis_label, small_font)) // 2, plot_bottom + 24),
-            axis_label, fill='#444444', font=small_font)
-  return chart
-
-
-def _nice_step(peak: int) -> int:
-  """A tick step (1, 2 or 5 times a power of ten) giving about 5 ticks up to ``peak``."""
-  if peak <= 5:
-    return 1
-  raw = peak / 5
-  power = 10 ** math.floor(math.log10(raw))
-  for factor in (1, 2, 5, 10):
-    if raw <= factor * power:
-      return int(factor * power)
-  return int(10 * power)
+    ys = [row + i * bar_h for row in range(len(names))]
+    bars = axes.barh(ys, [row[i] for row in counts], height=bar_h * 0.9,
+                     label=f'{split.name} ({split.num_examples:,})')
+    axes.bar_label(bars, labels=[f'{row[i]:,}' for row in counts], padding=3, fontsize=6 if big else 8)
+  axes.set_yticks([row + bar_h * (len(splits) - 1) / 2 for row in range(len(names))],
+                  [name if len(name) <= 32 else name[:31] + '…' for name in names])
+  axes.tick_params(axis='y', labelsize=7 if big else 10)
+  axes.set_ylim(len(names) - 0.1, -0.1 - bar_h / 2)  # the first class on top, as labels.txt
+  axes.set_xlabel('examples')
+  axes.margins(x=0.12)
+  axes.grid(axis='x', color='#dddddd')
+  axes.set_axisbelow(True)
+  axes.set_title(f'{title}: {os.path.basename(report.data_dir.rstrip("/"))}', loc='left',
+                 pad=24)
+  axes.legend(loc='lower left', bbox_to_anchor=(0, 1.0), ncols=min(len(splits), 5),
+              frameon=False, fontsize=9)  # under the title, above the bars
+  figure.tight_layout()
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png')
+  return Image.open(io.BytesIO(buffer.getvalue())).convert('RGB')
 
 
 def _file_image(report: Report, file: str, thumb: int) -> Tuple[Image.Image, str]:
