@@ -57,12 +57,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   tf.keras.utils.set_random_seed(args.seed)
   manifest = metadata.read_manifest(args.data_dir)
-  section = manifest.get('embedding')
+  section = manifest.embedding
   if not section or len(section['shape']) != 1:
     print(f'{args.data_dir} holds no pooled embeddings: convert with --embedding_model '
           '(and --embedding_pooling=avg)', file=sys.stderr)
     return 2
-  splits = sorted(manifest['splits'])
+  splits = sorted(manifest.splits)
   val_split = next((s for s in _VALIDATION_SPLITS if s in splits), None)
   if 'train' not in splits or val_split is None:
     print(f'{args.data_dir}: needs a train split and one of {_VALIDATION_SPLITS}',

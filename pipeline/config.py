@@ -10,8 +10,10 @@ from typing import Dict, List, Optional, Tuple
 
 from transforms.codec import ImageSpec
 from transforms.embedding import EmbeddingModel
+from transforms.claim import ClaimToken
 from transforms.label_file import LabelFileFormat
-from transforms.segmentation import MaskPairing
+from transforms.metadata import MetadataSettings
+from transforms.pairing import MaskPairing
 
 from pipeline.nightly import IncrementalPlan
 
@@ -44,7 +46,8 @@ class JobConfig:
   num_shards: Dict[str, int]  # split -> its fixed number of shards
   compressed: bool  # --compression=gzip
   shuffle_seed: int
-  manifest: dict  # the manifest's run-level entries (transforms.metadata.WriteMetadata)
+  metadata: MetadataSettings  # the manifest's launch entries and the metadata step's limits
+  claim: Optional[ClaimToken]  # the run's claim on its output; None: unclaimed (no check)
   dali_index: bool
   stats: Optional[str]  # options.STATS_EXACT or STATS_TFT; None for --stats=false
   embedding: Optional[EmbeddingModel]  # --embedding_model, loaded and fingerprinted

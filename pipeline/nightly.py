@@ -152,22 +152,21 @@ def plan_incremental(previous_dir: Optional[str], settings: Dict[str, object],
   manifest = read_manifest(previous_dir)
   if manifest is None:
     return full(f'{previous_dir} has no {contract.MANIFEST_FILE}')
-  before = (manifest.get('incremental') or {}).get('settings')
+  before = (manifest.incremental or {}).get('settings')
   if before is None:
     return full(f'{previous_dir} was written by a version that did not record its settings')
   changed = [f'{name} {before.get(name)!r} -> {value!r}' for name, value in settings.items()
              if before.get(name) != value]
   if changed:
     return full(f'the conversion settings changed since {previous_dir}: ' + ', '.join(changed))
-  classes = manifest.get(contract.MANIFEST_CLASSES) or []
+  classes = manifest.classes
   if list(label_map[:len(classes)]) != list(classes):
     return full(f'class ids would change: the label map does not start with the classes of '
                 f'{previous_dir}')
   index = FileSystems.join(previous_dir, contract.IMAGES_INDEX_FILE)
   if not FileSystems.exists(index):
     return full(f'{previous_dir} has no {contract.IMAGES_INDEX_FILE}')
-  shards = tuple(FileSystems.join(previous_dir, shard[contract.MANIFEST_SHARD_FILE])
-                 for info in manifest[contract.MANIFEST_SPLITS].values()
-                 for shard in info[contract.MANIFEST_SHARDS])
+  shards = tuple(FileSystems.join(previous_dir, shard.file)
+                 for info in manifest.splits.values() for shard in info.shards)
   _LOG.info('incremental night: unchanged images reuse their records of %s', previous_dir)
   return IncrementalPlan(previous_dir, True, None, index, shards, settings)

@@ -21,7 +21,7 @@ from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.folders import count_local_files
 from transforms.labels import check_label_source
 from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
-from transforms.segmentation import parse_masks
+from transforms.pairing import parse_masks
 from transforms.splits import SPLIT_FOLDER_NAMES
 
 DEFAULT_SPLITS = 'train=0.8,validation=0.2'

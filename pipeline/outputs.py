@@ -108,19 +108,23 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
   _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)
 
 
-def read_manifest(output_dir: str) -> Optional[dict]:
-  """The manifest.json of ``output_dir``, or None when there is none."""
+def read_manifest(output_dir: str) -> Optional[contract.Manifest]:
+  """The manifest.json of ``output_dir``, or None when there is none.
+
+  Raises:
+    ValueError: it is not JSON, or not a manifest (``contract.Manifest.from_json``).
+  """
   path = FileSystems.join(output_dir, contract.MANIFEST_FILE)
   if not FileSystems.exists(path):
     return None
-  return json.loads(read_text(path))
+  return contract.Manifest.from_json(json.loads(read_text(path)))
 
 
-def write_manifest(output_dir: str, manifest: dict) -> None:
+def write_manifest(output_dir: str, manifest: contract.Manifest) -> None:
   """Replaces ``output_dir``'s manifest.json; a reader never sees half of it (locally a
   temporary file renamed over it, on object stores one object write)."""
   replace_text(FileSystems.join(output_dir, contract.MANIFEST_FILE),
-               json.dumps(manifest, indent=2, ensure_ascii=False))
+               json.dumps(manifest.to_json(), indent=2, ensure_ascii=False))
 
 
 def beam_counters(result) -> Dict[str, int]:
@@ -149,32 +153,29 @@ def beam_counters(result) -> Dict[str, int]:
   return dict(sorted(counters.items()))
 
 
-def summary(manifest: dict) -> str:
+def summary(manifest: contract.Manifest) -> str:
   """A few lines for people: examples per split and class, failures, where the output is."""
-  classes = manifest[contract.MANIFEST_CLASSES]
+  classes = manifest.classes
   # segmentation records have no class label: no per-class example counts to show
-  segmentation = manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION
+  segmentation = manifest.task == contract.TASK_SEGMENTATION
   shown = [] if segmentation else classes[:8]
   header = f'  {"split":<12}{"examples":>9}{"shards":>8}' + ''.join(
       f'{name[:12]:>13}' for name in shown)
   lines = [header]
-  for split, info in manifest[contract.MANIFEST_SPLITS].items():
-    counts = info['class_counts']
-    lines.append(f'  {split:<12}{info[contract.MANIFEST_NUM_EXAMPLES]:>9}'
-                 f'{info[contract.MANIFEST_NUM_SHARDS]:>8}'
-                 + ''.join(f'{counts.get(name, 0):>13}' for name in shown))
+  for split, info in manifest.splits.items():
+    lines.append(f'  {split:<12}{info.num_examples:>9}{info.num_shards:>8}'
+                 + ''.join(f'{info.class_counts.get(name, 0):>13}' for name in shown))
   if len(classes) > len(shown) and not segmentation:
     lines.append(f'  ... {len(classes) - len(shown)} more classes: see manifest.json')
-  failures = manifest['num_failures']
-  by_stage = ', '.join(f'{n} at {stage}' for stage, n in manifest['failures_by_stage'].items())
-  lines.append(f'  {failures} inputs failed, {manifest["num_skipped"]} files skipped'
+  by_stage = ', '.join(f'{n} at {stage}' for stage, n in manifest.failures_by_stage.items())
+  lines.append(f'  {manifest.num_failures} inputs failed, {manifest.num_skipped} files skipped'
                + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
-  lines.extend(dedup.summary_lines(manifest.get('duplicates')))  # duplicates and leakage
-  lines.extend(quality.summary_lines(manifest.get('quality')))  # flagged images
-  verdict = ('wrote' if manifest['status'] == 'complete' else 'FAILED:')
-  title = (f'imagerecords {verdict} {manifest["num_examples"]} examples in '
-           f'{len(classes)} classes to {manifest["output_dir"]} '
-           f'in {manifest["timings"]["wall_time_s"]:.1f} s')
+  lines.extend(dedup.summary_lines(manifest.duplicates))  # duplicates and leakage
+  lines.extend(quality.summary_lines(manifest.quality))  # flagged images
+  verdict = ('wrote' if manifest.status == 'complete' else 'FAILED:')
+  title = (f'imagerecords {verdict} {manifest.num_examples} examples in '
+           f'{len(classes)} classes to {manifest.output_dir} '
+           f'in {manifest.timings.get("wall_time_s", 0):.1f} s')
   return '\n'.join([title] + lines)
 
 
@@ -347,7 +348,8 @@ def is_claim_lost(error: BaseException) -> bool:
   return isinstance(error, claim.ClaimLost) or 'ClaimLost' in str(error)
 
 
-def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optional[str],
+def failure_reason(error: BaseException, manifest: Optional[contract.Manifest],
+                   lost: Optional[str],
                    write_dir: str = '') -> str:
   """One line on why a run failed: the run's own verdict (the manifest's ``error``), a lost
   claim, a full disk (naming the file, else ``write_dir``), or the error's type and last
@@ -356,8 +358,8 @@ def failure_reason(error: BaseException, manifest: Optional[dict], lost: Optiona
   The local runner re-raises a worker's error as a RuntimeError holding the traceback's text,
   so the kind of error is recognised from the exception chain and from that text.
   """
-  if manifest and manifest.get('status') == 'failed' and manifest.get('error'):
-    return manifest['error']
+  if manifest and manifest.status == 'failed' and manifest.error:
+    return manifest.error
   if lost:
     return lost
   texts = []

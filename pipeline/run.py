@@ -20,7 +20,7 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
                                                  (--run_date: then publish to dt=DATE/, LATEST)
 
 With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" (which splits
-too) and the class names are the masks' (``transforms.segmentation``).
+too) and the class names are the masks' (``transforms.pairing``; their pixels: ``transforms.masks``).
 """
 
 import _thread
@@ -44,7 +44,8 @@ import pipeline
 from pipeline import nightly, outputs, progress
 from pipeline import options as opts
 from pipeline.config import JobConfig
-from transforms import claim, segmentation
+from transforms import claim, pairing
+from transforms.masks import MASK_FORMAT
 from transforms.convert import ConvertImages
 from transforms.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
 from transforms.embedding import AddEmbeddings, probe
@@ -55,7 +56,7 @@ from transforms.incremental import CountConverted, ReusePreviousRecords
 from transforms.label_file import LabelsFromFile, label_file_splits, sniff_format
 from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.listing import ListImageFiles
-from transforms.metadata import WriteMetadata
+from transforms.metadata import MetadataSettings, WriteMetadata
 from transforms.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
 from transforms.publish import PublishRun
 from transforms.quality import ReportQuality
@@ -127,7 +128,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     examples = drop_near_duplicates(examples, dropped['files'], 'drop near duplicates')
   shard_paths = records | 'write shards' >> WriteSplits(
       config.output_dir, config.num_shards, config.compressed,
-      dali_index=config.dali_index, claim=config.manifest.get('claim'))
+      dali_index=config.dali_index, claim=config.claim)
   split_stats = examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
@@ -153,13 +154,13 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     statistics = examples | 'training statistics' >> TrainingStatistics(
         stats_split, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
-      config.manifest, shard_paths, class_names, split_stats, failures, duplicates,
+      config.metadata, shard_paths, class_names, split_stats, failures, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
-      quality=quality)
+      quality=quality, claim=config.claim)
   if config.publish_dir:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
     _ = manifest | 'publish the run' >> PublishRun(
         config.output_root, config.output_dir, config.publish_dir,
-        claim=config.manifest.get('claim'), run_id=config.run_id)
+        claim=config.claim, run_id=config.run_id)
 
 
 def _without_record(example):
@@ -186,7 +187,7 @@ def _label_and_split(p: beam.Pipeline, files, config: JobConfig):
   if config.masks:
     # segmentation: LabeledImage(..., label=None, mask=its mask's SourceFile), split by the
     # VOC split lists, the split folders or the path hash
-    images = files | 'pair images with masks' >> segmentation.PairImagesWithMasks(
+    images = files | 'pair images with masks' >> pairing.PairImagesWithMasks(
         config.masks, config.input_dir, config.split_lists, config.split_folders,
         config.fractions)
     # the masks' class names (--label_map, or a VOC root's class_names.txt)
@@ -258,9 +259,9 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
   if (not label_map_path and previous and options.label_source != 'none'
       and FileSystems.exists(FileSystems.join(previous, contract.LABELS_FILE))):
     label_map_path = FileSystems.join(previous, contract.LABELS_FILE)  # ids stay across nights
-  masks = segmentation.parse_masks(options.masks)
+  masks = pairing.parse_masks(options.masks)
   if masks and masks.layout == 'voc' and not label_map_path:
-    label_map_path = segmentation.voc_class_names_path(input_dir)  # labelme's VOC export
+    label_map_path = pairing.voc_class_names_path(input_dir)  # labelme's VOC export
   label_map = read_label_map(label_map_path) if label_map_path else ()
   strict_labels = options.strict_labels and bool(label_map)
   if options.strict_labels and not label_map:  # --run_date's first night: nothing to keep yet
@@ -282,40 +283,34 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
   file_splits = (label_file_splits(label_file, label_file_format, options.splits)
                  if label_file else ())
   # VOC's ImageSets/Segmentation/NAME.txt lists are the splits (with --splits=auto)
-  split_lists = (segmentation.read_split_lists(input_dir)
+  split_lists = (pairing.read_split_lists(input_dir)
                  if masks and masks.layout == 'voc' and options.splits == 'auto' else {})
   split_folders, fractions = ((), []) if file_splits or split_lists else opts.resolve_splits(
       options.splits, probe_split_folders(input_dir))
   splits = list(file_splits or split_lists or split_folders) or [name for name, _ in fractions]
   num_shards = opts.parse_num_shards(options.num_shards, splits)
   compressed = options.compression == 'gzip'
-  manifest = {
-      'tool': {'name': 'imagerecords', 'version': pipeline.__version__},
-      'input_dir': input_dir,
-      'output_dir': layout.publish_dir if layout else output_dir,
-      'write_dir': layout.staging_dir if layout else output_dir,
-      'write_success': layout is None,
-      'run_date': options.run_date,
-      'required_classes': list(label_map) if strict_labels else [],
-      'options': opts.job_options(options),
-      'image': {'format': spec.image_format, 'channels': spec.channels,
-                'image_size': spec.image_size,
-                'resize_mode': spec.resize_mode},
-      'split_source': ('label_file' if file_splits else 'split_lists' if split_lists
-                       else 'folders' if split_folders else 'hash'),
-      contract.MANIFEST_TASK: (contract.TASK_SEGMENTATION if masks
-                               else contract.TASK_CLASSIFICATION),
-      'num_shards': num_shards,
-      'compressed': compressed,
-      'max_failure_fraction': options.max_failure_fraction,
-      'start_time': time.time(),
-      'incremental': incremental.manifest_section() if incremental else None,
-      'claim': claim_token,
-      contract.MANIFEST_EMBEDDING: embedding.manifest_section() if embedding else None,
-  }
-  if masks:
-    manifest['image']['mask'] = {
-        'format': segmentation.MASK_FORMAT, 'void': contract.MASK_VOID, 'layout': masks.layout}
+  # the manifest's entries known at launch; the metadata step adds the results
+  launch = contract.Manifest(
+      tool={'name': 'imagerecords', 'version': pipeline.__version__},
+      input_dir=input_dir,
+      output_dir=layout.publish_dir if layout else output_dir,  # where readers find it
+      options=opts.job_options(options),
+      image={'format': spec.image_format, 'channels': spec.channels,
+             'image_size': spec.image_size, 'resize_mode': spec.resize_mode,
+             **({'mask': {'format': MASK_FORMAT, 'void': contract.MASK_VOID,
+                          'layout': masks.layout}} if masks else {})},
+      embedding=embedding.manifest_section() if embedding else None,
+      split_source=('label_file' if file_splits else 'split_lists' if split_lists
+                    else 'folders' if split_folders else 'hash'),
+      task=contract.TASK_SEGMENTATION if masks else contract.TASK_CLASSIFICATION,
+      run_date=options.run_date,
+      incremental=incremental.manifest_section() if incremental else None)
+  metadata = MetadataSettings(
+      launch=launch, write_dir=layout.staging_dir if layout else output_dir,
+      write_success=layout is None, num_shards=num_shards, compressed=compressed,
+      max_failure_fraction=options.max_failure_fraction,
+      required_classes=tuple(label_map) if strict_labels else (), start_time=time.time())
   return JobConfig(
       input_dir=input_dir, spec=spec,
       # where the pipeline writes; a dated run stages, then publishes to publish_dir
@@ -330,7 +325,7 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       label_map=label_map, strict_labels=strict_labels,
       split_folders=split_folders,
       fractions=fractions, num_shards=num_shards, compressed=compressed,
-      shuffle_seed=options.shuffle_seed, manifest=manifest,
+      shuffle_seed=options.shuffle_seed, metadata=metadata, claim=claim_token,
       dali_index=options.dali_index,
       # --stats: opts.STATS_EXACT or STATS_TFT; None for --stats=false
       stats=None if options.stats == opts.STATS_OFF else options.stats,
@@ -433,7 +428,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     _LOG.error('%s', error)
     return 2
   _LOG.info('converting %s -> %s (%s splits: %s)', config.input_dir, config.output_dir,
-            config.manifest['split_source'], ', '.join(
+            config.metadata.launch.split_source, ', '.join(
                 f'{s} ({n} shards)' for s, n in config.num_shards.items()))
   if small_input is not None:
     _LOG.info('%d input files: converting in this process (no worker processes below %d '
@@ -466,7 +461,8 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   except (OSError, ValueError):  # a manifest cut short by a full disk: none to show
     manifest = None
   if manifest is not None and failure is None:
-    manifest['metrics'] = outputs.beam_counters(p.result)  # as every runner reports them
+    # as every runner reports them
+    manifest = dataclasses.replace(manifest, metrics=outputs.beam_counters(p.result))
     try:
       claim.check(held.token)  # another run owns the output now: leave its manifest alone
       outputs.write_manifest(published, manifest)

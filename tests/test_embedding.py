@@ -260,10 +260,11 @@ def test_a_savedmodel_folder_embeds_raw_pixel_records(tmp_path):
 
 
 def test_the_reader_names_an_output_without_embeddings():
-  from imagerecords import dataset  # pylint: disable=import-outside-toplevel
+  from imagerecords import contract, dataset  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match='converted without --embedding_model'):
-    dataset.embedding_feature({'classes': []}, 'out/x')
-  assert dataset.embedding_feature({'embedding': {'shape': [3, 3, 8]}}, 'out/x') == [3, 3, 8]
+    dataset.embedding_feature(contract.Manifest(classes=[]), 'out/x')
+  assert dataset.embedding_feature(contract.Manifest(embedding={'shape': [3, 3, 8]}),
+                                   'out/x') == [3, 3, 8]
 
 
 def test_nights_reuse_embeddings_of_the_same_model_and_rebuild_for_other_weights(

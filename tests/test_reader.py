@@ -158,8 +158,7 @@ def test_manifest_count_disagreeing_with_shards_fails_loudly(sample_dataset, tmp
   path = os.path.join(data_dir, contract.MANIFEST_FILE)
   with open(path) as f:
     manifest = json.load(f)
-  manifest[contract.MANIFEST_SPLITS]['validation'][contract.MANIFEST_SHARDS][0][
-      contract.MANIFEST_NUM_EXAMPLES] += 1
+  manifest['splits']['validation']['shards'][0]['num_examples'] += 1
   with open(path, 'w') as f:
     json.dump(manifest, f)
   with pytest.raises(tf.errors.FailedPreconditionError):
@@ -177,14 +176,14 @@ def test_num_examples_and_class_names_match_manifest_and_labels(sample_dataset):
     manifest = json.load(f)
   with open(os.path.join(sample_dataset, contract.LABELS_FILE)) as f:
     labels = f.read().splitlines()
-  assert imagerecords.class_names(sample_dataset) == labels == manifest[contract.MANIFEST_CLASSES]
+  assert imagerecords.class_names(sample_dataset) == labels == manifest['classes']
   assert labels == ['ants', 'bees']
   for split in SPLITS:
-    info = manifest[contract.MANIFEST_SPLITS][split]
-    assert imagerecords.num_examples(sample_dataset, split) == info[contract.MANIFEST_NUM_EXAMPLES]
-    assert info[contract.MANIFEST_NUM_EXAMPLES] == len(_records(sample_dataset, split))
+    info = manifest['splits'][split]
+    assert imagerecords.num_examples(sample_dataset, split) == info['num_examples']
+    assert info['num_examples'] == len(_records(sample_dataset, split))
     files = metadata.shard_files(sample_dataset, split)
-    assert files == sorted(files) and len(files) == info[contract.MANIFEST_NUM_SHARDS]
+    assert files == sorted(files) and len(files) == info['num_shards']
   total = sum(imagerecords.num_examples(sample_dataset, s) for s in SPLITS)
   assert total == 48  # every bundled photo became an example of one split
 
@@ -213,7 +212,7 @@ def test_unlabeled_dataset_yields_images_only(sample_dataset, tmp_path):
   path = os.path.join(data_dir, contract.MANIFEST_FILE)
   with open(path) as f:
     manifest = json.load(f)
-  manifest[contract.MANIFEST_CLASSES] = []
+  manifest['classes'] = []
   with open(path, 'w') as f:
     json.dump(manifest, f)
   ds = imagerecords.load(data_dir, 'validation', 4, 32)

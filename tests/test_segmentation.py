@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import all_records, convert, manifest_of, shared_data
-from transforms import codec, segmentation
+from transforms import codec, masks, pairing
+from transforms.elements import SourceFile
 
 # gray level of each class of the rock masks (0-3) in the images made from them
 LEVELS = np.array([20, 95, 170, 245], np.uint8)
@@ -56,31 +57,31 @@ def _source_mask(root, relpath_of_image):
 # --- pairing rules -------------------------------------------------------------------------------
 
 def test_mask_paths_of_each_layout():
-  voc = segmentation.parse_masks('voc')
+  voc = pairing.parse_masks('voc')
   assert voc.mask_relpath('JPEGImages/2011_000003.jpg') == 'SegmentationClass/2011_000003.png'
   assert voc.is_mask('SegmentationClass/2011_000003.png')
   assert voc.mask_relpath('SegmentationClassVisualization/a.jpg') is None
-  folders = segmentation.parse_masks('folders')
+  folders = pairing.parse_masks('folders')
   assert folders.mask_relpath('train/image/a.b.jpg') == 'train/label/a.b.png'
   assert folders.is_mask('train/label/a.png') and not folders.is_mask('train/image/a.png')
   assert folders.mask_relpath('other/a.jpg') is None
-  beside = segmentation.parse_masks('pattern:{stem}_mask.png')
+  beside = pairing.parse_masks('pattern:{stem}_mask.png')
   assert beside.mask_relpath('x/a.jpg') == 'x/a_mask.png'
   assert beside.is_mask('x/a_mask.png') and not beside.is_mask('x/a.png')
-  up = segmentation.parse_masks('pattern:../masks/{stem}.png')
+  up = pairing.parse_masks('pattern:../masks/{stem}.png')
   assert up.mask_relpath('set1/images/a.jpg') == 'set1/masks/a.png'
   assert up.is_mask('set1/masks/a.png') and not up.is_mask('set1/images/a.png')
   assert up.mask_relpath('a.jpg') is None  # would lie outside the input root
-  assert segmentation.parse_masks('none') is None
+  assert pairing.parse_masks('none') is None
   for bad in ('vox', 'pattern:mask.png', 'pattern:{stem}/{stem}.png', 'pattern:/abs/{stem}.png',
               'pattern:a/../{stem}.png', 'pattern:{name}_{stem}.png'):
     with pytest.raises(ValueError):
-      segmentation.parse_masks(bad)
+      pairing.parse_masks(bad)
 
 
 def test_pairing_reports_each_broken_pair():
-  voc = segmentation.parse_masks('voc')
-  pair = segmentation._PairFn(  # pylint: disable=protected-access
+  voc = pairing.parse_masks('voc')
+  pair = pairing._PairFn(  # pylint: disable=protected-access
       voc, '/data', {'train': ['a', 'b'], 'val': ['b']}, (), ())
 
   def outcome(values):
@@ -88,8 +89,8 @@ def test_pairing_reports_each_broken_pair():
     return [(o.value.stage, o.value.reason) if hasattr(o, 'tag') else ('ok', o.split)
             for o in pair.process((key, values))]
 
-  image = segmentation.SourceFile('/data/JPEGImages/x.jpg', 'JPEGImages/x.jpg')
-  mask = segmentation.SourceFile('/data/SegmentationClass/x.png', 'SegmentationClass/x.png')
+  image = SourceFile('/data/JPEGImages/x.jpg', 'JPEGImages/x.jpg')
+  mask = SourceFile('/data/SegmentationClass/x.png', 'SegmentationClass/x.png')
   assert outcome([('image', image), ('mask', mask), ('listed', 'val')]) == [('ok', 'val')]
   assert outcome([('image', image), ('mask', mask)])[0][0] == 'list'  # in no split list
   stage, reason = outcome([('image', image), ('mask', mask), ('listed', 'train'),
@@ -97,7 +98,7 @@ def test_pairing_reports_each_broken_pair():
   assert stage == 'split' and 'train.txt, val.txt' in reason
   stage, reason = outcome([('image', image), ('listed', 'val')])[0]
   assert stage == 'mask' and 'SegmentationClass/x.png' in reason
-  other = segmentation.SourceFile('/data/JPEGImages/x.png', 'JPEGImages/x.png')
+  other = SourceFile('/data/JPEGImages/x.png', 'JPEGImages/x.png')
   both = outcome([('image', image), ('image', other), ('mask', mask), ('listed', 'val')])
   assert [stage for stage, _ in both] == ['mask', 'mask'] and '2 images' in both[0][1]
   assert outcome([('listed', 'val')])[0][0] == 'missing'
@@ -106,21 +107,21 @@ def test_pairing_reports_each_broken_pair():
 def test_mask_values_beyond_the_class_names_fail():
   root = shared_data('segmentation/voc_palette')
   image = (root / 'JPEGImages' / '2011_000003.jpg').read_bytes()
-  mask = segmentation.SourceFile(str(root / 'SegmentationClass' / '2011_000003.png'), 'm.png')
+  mask = SourceFile(str(root / 'SegmentationClass' / '2011_000003.png'), 'm.png')
   spec = codec.ImageSpec(image_size=64)
-  segmentation.convert_with_mask(image, mask, spec, num_classes=21)  # 0, 5, 15, 255: fine
-  with pytest.raises(segmentation.MaskError, match=r'class ids \[5, 15\] beyond the 3 class'):
-    segmentation.convert_with_mask(image, mask, spec, num_classes=3)
+  masks.convert_with_mask(image, mask, spec, num_classes=21)  # 0, 5, 15, 255: fine
+  with pytest.raises(masks.MaskError, match=r'class ids \[5, 15\] beyond the 3 class'):
+    masks.convert_with_mask(image, mask, spec, num_classes=3)
 
 
 def test_original_images_keep_their_masks_as_they_are():
   root = shared_data('segmentation/voc_palette')
   image = (root / 'JPEGImages' / '2011_000006.jpg').read_bytes()
   path = root / 'SegmentationClass' / '2011_000006.png'
-  encoded, mask = segmentation.convert_with_mask(
-      image, segmentation.SourceFile(str(path), 'm.png'), codec.ImageSpec(image_format='original'))
+  encoded, mask = masks.convert_with_mask(
+      image, SourceFile(str(path), 'm.png'), codec.ImageSpec(image_format='original'))
   assert encoded.data == image
-  np.testing.assert_array_equal(segmentation.decode_mask(mask), np.asarray(Image.open(path)))
+  np.testing.assert_array_equal(masks.decode_mask(mask), np.asarray(Image.open(path)))
 
 
 def test_bad_mask_flags_stop_the_run_before_it_starts(tmp_path):
@@ -137,14 +138,14 @@ def test_palette_masks_are_read_as_indices_never_colours():
   for path in sorted((root / 'SegmentationClass').glob('*.png')):
     source = Image.open(path)
     assert source.mode == 'P'
-    indices = segmentation.decode_mask(path.read_bytes())
+    indices = masks.decode_mask(path.read_bytes())
     assert indices.dtype == np.uint8 and indices.shape == (source.height, source.width)
     np.testing.assert_array_equal(indices, np.asarray(source))
     values |= set(np.unique(indices).tolist())
   assert 255 in values and max(values - {255}) < 21  # VOC's 21 classes and void
   rgb = np.asarray(Image.open(sorted((root / 'SegmentationClass').glob('*.png'))[0]).convert('RGB'))
-  with pytest.raises(segmentation.MaskError, match='RGB image, not class indices'):
-    segmentation.decode_mask(_png(rgb), 'mask x.png')
+  with pytest.raises(masks.MaskError, match='RGB image, not class indices'):
+    masks.decode_mask(_png(rgb), 'mask x.png')
 
 
 @pytest.mark.parametrize('resize_mode', codec.RESIZE_MODES)
@@ -163,22 +164,22 @@ def test_mask_gets_the_crop_of_its_exif_oriented_dct_scaled_image(tmp_path, resi
   mask_file = tmp_path / 'm.png'
   mask_file.write_bytes(_png(upright_mask))
   spec = codec.ImageSpec(image_size=256, resize_mode=resize_mode)
-  encoded, mask_png = segmentation.convert_with_mask(
-      data, segmentation.SourceFile(str(mask_file), 'm.png'), spec)
-  mask = segmentation.decode_mask(mask_png)
+  encoded, mask_png = masks.convert_with_mask(
+      data, SourceFile(str(mask_file), 'm.png'), spec)
+  mask = masks.decode_mask(mask_png)
   image = np.asarray(Image.open(io.BytesIO(encoded.data)))
   assert mask.shape == image.shape[:2] == (encoded.height, encoded.width)
   expected = codec.resize_geometry(768, 1024, spec).output_size
   assert (encoded.width, encoded.height) == expected
-  padding = mask == segmentation.VOID  # only --resize_mode=pad pads
+  padding = mask == masks.VOID  # only --resize_mode=pad pads
   assert padding.any() == (resize_mode == 'pad')
   assert set(np.unique(mask[~padding])) <= {0, 1, 2, 3}
   agreement = (_classes_of(image)[~padding] == mask[~padding]).mean()
   assert agreement > 0.97, agreement
   # the same mask unrotated (the stored, not the upright, size) is refused, saying why
   mask_file.write_bytes(_png(np.ascontiguousarray(np.rot90(upright_mask, 1))))
-  with pytest.raises(segmentation.MaskError, match='EXIF-oriented'):
-    segmentation.convert_with_mask(data, segmentation.SourceFile(str(mask_file), 'm.png'), spec)
+  with pytest.raises(masks.MaskError, match='EXIF-oriented'):
+    masks.convert_with_mask(data, SourceFile(str(mask_file), 'm.png'), spec)
 
 
 # --- end to end ----------------------------------------------------------------------------------

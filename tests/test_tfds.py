@@ -2,7 +2,10 @@
 (``tfds.builder_from_directory``), with the metadata files the job writes."""
 
 import collections
+import dataclasses
 import json
+
+from imagerecords import contract
 
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
 
@@ -85,10 +88,12 @@ def test_raw_pixels_are_read_as_bytes_of_the_stored_shape(tmp_path):
 
 def test_gzip_shards_get_no_tfds_metadata():
   from transforms import tfds_metadata  # pylint: disable=import-outside-toplevel
-  manifest = {'classes': ['a'], 'image': {'format': 'jpeg', 'channels': 3}, 'input_dir': 'x',
-              'splits': {'train': {'compressed': True, 'bytes': 1, 'shards': []}}}
+  manifest = contract.Manifest(
+      classes=['a'], image={'format': 'jpeg', 'channels': 3}, input_dir='x',
+      splits={'train': contract.SplitEntry(num_examples=0, num_shards=0, compressed=True)})
   assert tfds_metadata.metadata_files(manifest) == {}
-  manifest['splits']['train']['compressed'] = False
+  manifest = dataclasses.replace(manifest, splits={
+      'train': contract.SplitEntry(num_examples=0, num_shards=0, compressed=False)})
   files = tfds_metadata.metadata_files(manifest)
   assert json.loads(files['dataset_info.json'])['splits'][0]['filepathTemplate'] == (
       '{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}')

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional
 import apache_beam as beam
 
 from transforms import codec, image_measures, reads
-from transforms import segmentation
+from transforms import masks
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
 from transforms.elements import METRICS_NAMESPACE, STAGE_MASK
@@ -90,11 +90,11 @@ class _ConvertImageFn(beam.DoFn):
       if image.mask is None:  # the stored pixels are measured below, not decoded again
         converted, mask = codec.convert_keeping_pixels(data, self._spec), None
         encoded = converted.encoded
-      else:  # segmentation: the mask gets its image's crop and size (transforms.segmentation)
+      else:  # segmentation: the mask gets its image's crop and size (transforms.masks)
         converted = None
-        encoded, mask = segmentation.convert_with_mask(
+        encoded, mask = masks.convert_with_mask(
             data, image.mask, self._spec, num_classes=len(class_names))
-    except segmentation.MaskError as error:
+    except masks.MaskError as error:
       yield self._fail(image, STAGE_MASK, str(error))
       return
     except codec.ImageError as error:

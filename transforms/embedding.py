@@ -110,7 +110,7 @@ class EmbeddingModel(NamedTuple):
   raw: bool = False
 
   def manifest_section(self) -> Dict[str, Any]:
-    """The manifest's ``embedding`` section (``imagerecords.contract.MANIFEST_EMBEDDING``)."""
+    """The manifest's ``embedding`` section (``imagerecords.contract.Manifest.embedding``)."""
     return {contract.EMBEDDING_SPEC: self.spec.model, 'weights': self.spec.weights,
             'fingerprint': self.fingerprint, 'pooling': self.spec.pooling,
             contract.EMBEDDING_SHAPE_KEY: list(self.shape), 'dtype': 'float32',

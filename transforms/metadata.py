@@ -13,12 +13,13 @@ succeeded:
 """
 
 import collections
+import dataclasses
 import datetime
 import gzip
 import json
 import posixpath
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -35,6 +36,31 @@ from transforms.textfiles import write_text
 
 class RunFailed(RuntimeError):
   """The run's output must not be published; the message is the one-line reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataSettings:
+  """What the metadata step knows at launch (``pipeline.run.job_config`` builds it once).
+
+  launch: the manifest's launch-time entries (``tool``, ``input_dir``, ``output_dir``,
+    ``options``, ``image``, ``embedding``, ``split_source``, ``task``, ``run_date``,
+    ``incremental``: the night's settings, without its counts); this step fills in the rest.
+  write_dir: where the metadata files go (a dated run's staging folder; ``launch.output_dir``
+    names where it is published).
+  write_success: False for a dated run, whose ``_SUCCESS`` comes with its publication.
+  num_shards: split -> its fixed shard count. compressed: GZIP shards.
+  max_failure_fraction: ``--max_failure_fraction``.
+  required_classes: ``--strict_labels``: the classes that must keep an example.
+  start_time: epoch seconds at launch (the manifest's ``timings``).
+  """
+  launch: contract.Manifest
+  write_dir: str
+  write_success: bool
+  num_shards: Dict[str, int]
+  compressed: bool
+  max_failure_fraction: float
+  required_classes: Tuple[str, ...] = ()
+  start_time: float = 0.0
 
 
 def count_records(path: str) -> int:
@@ -54,12 +80,12 @@ def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failu
   return None
 
 
-def vanished_classes_error(required, splits: Dict[str, dict]):
+def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
   """The reason a run fails when a class it must keep (``--strict_labels``: every class of the
   label map) has no example left in any split, or None."""
   counts = collections.Counter()
   for info in splits.values():
-    counts.update(info['class_counts'])
+    counts.update(info.class_counts)
   vanished = [name for name in required if not counts.get(name)]
   if vanished:
     return (f'{len(vanished)} classes of the label map have no image any more (--strict_labels): '
@@ -78,22 +104,24 @@ def reuse_error(counts: Optional[dict], section: Optional[dict]):
 
 
 class _WriteMetadataFn(beam.DoFn):
-  """None -> the metadata files; see the module docstring."""
+  """None -> the metadata files, and the manifest (:class:`imagerecords.contract.Manifest`);
+  see the module docstring."""
 
-  def __init__(self, config: dict):
-    self._config = config
+  def __init__(self, settings: MetadataSettings, claim: Optional[run_claim.ClaimToken]):
+    self._settings = settings
+    self._claim = claim
 
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
               split_stats: Dict[str, dict], failures: List[Failure],
               duplicates: Optional[dict] = None, diff: Optional[dict] = None,
-              unused_written: List[str] = (), statistics: Optional[dict] = None,
-              incremental: Optional[dict] = None, quality: Optional[dict] = None):
-    config = self._config
-    out = config.get('write_dir') or config['output_dir']  # a dated run writes to staging
-    run_claim.check(config.get('claim'))  # ClaimLost: another run owns the output now
+              statistics: Optional[dict] = None, incremental: Optional[dict] = None,
+              quality: Optional[dict] = None):
+    settings = self._settings
+    launch = settings.launch
+    run_claim.check(self._claim)  # ClaimLost: another run owns the output now
 
     def path(name):
-      return FileSystems.join(out, name)
+      return FileSystems.join(settings.write_dir, name)
 
     write_text(path(contract.LABELS_FILE), ''.join(f'{name}\n' for name in class_names))
     failures = sorted(failures, key=lambda f: (f.relpath, f.stage))
@@ -103,62 +131,52 @@ class _WriteMetadataFn(beam.DoFn):
     by_stage = collections.Counter(f.stage for f in failures)
     num_skipped = sum(by_stage.get(stage, 0) for stage in NOT_INPUTS)
     num_failed = len(failures) - num_skipped
-    num_examples = sum(s[contract.MANIFEST_NUM_EXAMPLES] for s in splits.values())
+    num_examples = sum(split.num_examples for split in splits.values())
     num_inputs = num_examples + num_failed
     error = '; '.join(problems) or failure_fraction_error(
-        num_failed, num_inputs, config['max_failure_fraction'], path(contract.FAILURES_FILE)
-    ) or vanished_classes_error(config.get('required_classes', ()), splits
-    ) or reuse_error(incremental, config.get('incremental'))
+        num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE)
+    ) or vanished_classes_error(settings.required_classes, splits
+    ) or reuse_error(incremental, launch.incremental)
 
-    manifest = {
-        'format_version': contract.FORMAT_VERSION,
-        'tool': config['tool'],
-        'status': 'failed' if error else 'complete',
-        'error': error,
-        'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec='seconds'),
-        'input_dir': config['input_dir'],
-        'output_dir': config['output_dir'],  # where readers find it (published)
-        'options': config['options'],
-        contract.MANIFEST_IMAGE: config['image'],
-        # --embedding_model: transforms.embedding.EmbeddingModel.manifest_section; else absent
-        **({contract.MANIFEST_EMBEDDING: config[contract.MANIFEST_EMBEDDING]}
-           if config.get(contract.MANIFEST_EMBEDDING) else {}),
-        'split_source': config['split_source'],
-        contract.MANIFEST_TASK: config.get(contract.MANIFEST_TASK, contract.TASK_CLASSIFICATION),
-        contract.MANIFEST_CLASSES: class_names,
-        contract.MANIFEST_SPLITS: splits,
-        'num_inputs': num_inputs,
-        'num_examples': num_examples,
-        'num_failures': num_failed,
-        'num_skipped': num_skipped,
-        'failures_by_stage': dict(sorted(by_stage.items())),
-        'duplicates': duplicates,  # transforms.dedup.duplicates_section
-        'quality': quality,  # transforms.quality.quality_section
-        'run_date': config.get('run_date'),
-        'diff': diff,  # transforms.image_index.DiffAgainstPrevious; None on a first run
+    # The manifest, built here and only here: the launch's entries and this run's results.
+    manifest = dataclasses.replace(
+        launch,
+        status='failed' if error else 'complete',
+        error=error,
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        classes=list(class_names),
+        splits=splits,
+        num_inputs=num_inputs,
+        num_examples=num_examples,
+        num_failures=num_failed,
+        num_skipped=num_skipped,
+        failures_by_stage=dict(sorted(by_stage.items())),
+        duplicates=duplicates,  # transforms.dedup.duplicates_section
+        quality=quality,  # transforms.quality.quality_section
+        diff=diff,  # transforms.image_index.DiffAgainstPrevious; None on a first run
         # --run_date: what the night reused of the previous run (transforms.incremental)
-        'incremental': config.get('incremental') and {
-            **config['incremental'], 'reused': (incremental or {}).get('reused', 0),
+        incremental=launch.incremental and {
+            **launch.incremental, 'reused': (incremental or {}).get('reused', 0),
             'converted': (incremental or {}).get('converted', 0)},
         # transforms.statistics.TrainingStatistics (--stats) or statistics_tft's
         # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
-        contract.MANIFEST_STATISTICS: statistics and {
-            **statistics, contract.STATS_CLASS_FREQUENCIES: splits.get(
-                statistics[contract.STATS_SPLIT], {}).get('class_counts', {})},
-        'timings': {'wall_time_s': round(time.time() - config['start_time'], 3)},
-    }
-    write_text(path(contract.MANIFEST_FILE), json.dumps(manifest, indent=2, ensure_ascii=False))
+        statistics=statistics and {
+            **statistics, contract.STATS_CLASS_FREQUENCIES: dict(getattr(
+                splits.get(statistics[contract.STATS_SPLIT]), 'class_counts', {}))},
+        timings={'wall_time_s': round(time.time() - settings.start_time, 3)})
+    write_text(path(contract.MANIFEST_FILE),
+               json.dumps(manifest.to_json(), indent=2, ensure_ascii=False))
     if error:
       raise RunFailed(error)
     for name, text in tfds_metadata.metadata_files(manifest).items():
       write_text(path(name), text)  # dataset_info.json, features.json: TFDS reads the output
-    if config.get('write_success', True):  # a dated run's _SUCCESS comes with its publication
-      run_claim.check(config.get('claim'))
+    if settings.write_success:  # a dated run's _SUCCESS comes with its publication
+      run_claim.check(self._claim)
       write_text(path(contract.SUCCESS_FILE), '')
     yield manifest
 
-  def _describe_splits(self, shard_paths, split_stats):
+  def _describe_splits(self, shard_paths, split_stats
+                       ) -> Tuple[Dict[str, contract.SplitEntry], List[str]]:
     """The manifest's ``splits`` section, and the integrity problems found."""
     by_split = collections.defaultdict(list)
     for shard in shard_paths:
@@ -167,40 +185,32 @@ class _WriteMetadataFn(beam.DoFn):
         by_split[name.split].append(shard)
     sizes = {path: getattr(match_literal(path), 'size_in_bytes', None) for path in shard_paths}
     splits, problems = {}, []
-    for split, num_shards in sorted(self._config['num_shards'].items()):
+    for split, num_shards in sorted(self._settings.num_shards.items()):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
                                       'fingerprint': None})
-      shards = []
-      for shard in sorted(by_split.get(split, [])):
-        shards.append({
-            contract.MANIFEST_SHARD_FILE: posixpath.basename(shard.replace('\\', '/')),
-            'num_examples': count_records(shard),
-            'bytes': sizes.get(shard)})
-      counted = sum(s['num_examples'] for s in shards)
+      shards = [contract.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
+                                    num_examples=count_records(shard), bytes=sizes.get(shard))
+                for shard in sorted(by_split.get(split, []))]
+      counted = sum(shard.num_examples for shard in shards)
       if len(shards) != num_shards:
         problems.append(f'split {split}: {len(shards)} shards written, {num_shards} expected')
       if counted != stats['num_examples']:
         problems.append(f'split {split}: {counted} records in the shards, '
                         f'{stats["num_examples"]} examples converted')
-      splits[split] = {
-          contract.MANIFEST_NUM_EXAMPLES: stats['num_examples'],
-          contract.MANIFEST_NUM_SHARDS: num_shards,
-          'compressed': self._config['compressed'],
-          'class_counts': stats['class_counts'],
-          'fingerprint': stats['fingerprint'],
-          'bytes': sum(s['bytes'] or 0 for s in shards),
-          contract.MANIFEST_SHARDS: shards,
-      }
+      splits[split] = contract.SplitEntry(
+          num_examples=stats['num_examples'], num_shards=num_shards,
+          compressed=self._settings.compressed, class_counts=stats['class_counts'],
+          fingerprint=stats['fingerprint'], bytes=sum(shard.bytes or 0 for shard in shards),
+          shards=shards)
     return splits, problems
 
 
 class WriteMetadata(beam.PTransform):
-  """PBegin -> a one-element PCollection holding the manifest written.
+  """PBegin -> a one-element PCollection holding the manifest written
+  (:class:`imagerecords.contract.Manifest`).
 
   Args:
-    config: plain-JSON job configuration: ``output_dir``, ``input_dir``, ``num_shards``
-      ({split: n}), ``compressed``, ``max_failure_fraction``, ``tool``, ``options``, ``image``,
-      ``split_source``, ``start_time`` (epoch seconds at launch).
+    settings: what is known at launch (:class:`MetadataSettings`).
     shard_paths, class_names, split_stats, failures: PCollections used as side inputs
       (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and every Failure).
     duplicates: optional one-element PCollection of the manifest's ``duplicates`` section
@@ -210,52 +220,42 @@ class WriteMetadata(beam.PTransform):
     diff: optional one-element PCollection, the diff against the previous run
       (``transforms.image_index.DiffAgainstPrevious``).
     written: optional PCollection of paths of other files the run writes (``images.jsonl``):
-      a side input only so that the metadata, and ``_SUCCESS``, come after them.
+      the metadata, and ``_SUCCESS``, wait until it is complete (Beam's ``WaitOn``).
     statistics: optional one-element PCollection, the manifest's ``statistics``
       (``transforms.statistics.TrainingStatistics``, or with ``--stats=tft``
       ``transforms.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
       written); the training split's class counts are added as ``class_frequencies``.
     incremental: optional one-element PCollection of a dated night's counts
       (``transforms.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
-      config's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
-  ``claim``: the run's ``transforms.claim.ClaimToken``, checked before anything is written and
-  before ``_SUCCESS`` (None: no check). Config keys for dated runs: ``write_dir`` (the staging directory written to; the manifest
-  still names ``output_dir``, where the run is published), ``write_success`` (False: the
-  publication writes ``_SUCCESS``), ``run_date``, ``required_classes`` (``--strict_labels``).
+      launch's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
+    claim: the run's ``transforms.claim.ClaimToken``, checked before anything is written and
+      before ``_SUCCESS`` (None: no check).
   """
 
-  def __init__(self, config, shard_paths, class_names, split_stats, failures, duplicates=None,
-               diff=None, written=None, statistics=None, incremental=None, quality=None):
+  def __init__(self, settings: MetadataSettings, shard_paths, class_names, split_stats,
+               failures, duplicates=None, diff=None, written=None, statistics=None,
+               incremental=None, quality=None, claim: Optional[run_claim.ClaimToken] = None):
     super().__init__()
-    self._quality = quality
-    self._incremental = incremental
-    self._config = config
+    self._settings = settings
+    self._claim = claim
     self._sides = (shard_paths, class_names, split_stats, failures)
-    self._duplicates = duplicates
-    self._diff = diff
+    self._optional = {'duplicates': duplicates, 'diff': diff, 'quality': quality,
+                      'incremental': incremental}
     self._written = written
     self._statistics = statistics
 
   def expand(self, pbegin):
     shard_paths, class_names, split_stats, failures = self._sides
-    extra = ({} if self._duplicates is None
-             else {'duplicates': beam.pvalue.AsSingleton(self._duplicates)})
-    if self._diff is not None:
-      extra['diff'] = beam.pvalue.AsSingleton(self._diff)
-    if self._quality is not None:
-      extra['quality'] = beam.pvalue.AsSingleton(self._quality)
-    if self._written is not None:
-      extra['unused_written'] = beam.pvalue.AsList(self._written)
-    if self._incremental is not None:
-      extra['incremental'] = beam.pvalue.AsSingleton(self._incremental)
+    extra = {name: beam.pvalue.AsSingleton(side)
+             for name, side in self._optional.items() if side is not None}
     if self._statistics is not None:
       extra['statistics'] = beam.pvalue.AsSingleton(self._statistics, default_value=None)
-    return (
-        pbegin
-        | 'once' >> beam.Create([None])
-        | 'write labels, failures, manifest, _SUCCESS' >> beam.ParDo(
-            _WriteMetadataFn(self._config),
-            shard_paths=beam.pvalue.AsList(shard_paths),
-            class_names=beam.pvalue.AsSingleton(class_names, default_value=[]),
-            split_stats=beam.pvalue.AsSingleton(split_stats, default_value={}),
-            failures=beam.pvalue.AsList(failures), **extra))
+    once = pbegin | 'once' >> beam.Create([None])
+    if self._written is not None:
+      once = once | 'after the other files' >> beam.transforms.util.WaitOn(self._written)
+    return once | 'write labels, failures, manifest, _SUCCESS' >> beam.ParDo(
+        _WriteMetadataFn(self._settings, self._claim),
+        shard_paths=beam.pvalue.AsList(shard_paths),
+        class_names=beam.pvalue.AsSingleton(class_names, default_value=[]),
+        split_stats=beam.pvalue.AsSingleton(split_stats, default_value={}),
+        failures=beam.pvalue.AsList(failures), **extra)

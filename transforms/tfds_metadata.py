@@ -96,7 +96,8 @@ def features(image_format: str, channels: int, num_classes: int,
   }
 
 
-def dataset_info(name: str, splits: Dict[str, dict], labeled: bool, description: str) -> dict:
+def dataset_info(name: str, splits: Dict[str, contract.SplitEntry], labeled: bool,
+                 description: str) -> dict:
   """``dataset_info.json`` for the manifest's ``splits`` section (shard lengths and bytes)."""
   info = {
       'name': name,
@@ -106,9 +107,8 @@ def dataset_info(name: str, splits: Dict[str, dict], labeled: bool, description:
       'splits': [{
           'name': split,
           'filepathTemplate': contract.TFDS_FILEPATH_TEMPLATE,
-          'shardLengths': [str(shard[contract.MANIFEST_NUM_EXAMPLES])
-                           for shard in info[contract.MANIFEST_SHARDS]],
-          'numBytes': str(info.get('bytes') or 0),
+          'shardLengths': [str(shard.num_examples) for shard in info.shards],
+          'numBytes': str(info.bytes or 0),
       } for split, info in sorted(splits.items())],
   }
   if labeled:
@@ -117,26 +117,24 @@ def dataset_info(name: str, splits: Dict[str, dict], labeled: bool, description:
   return info
 
 
-def metadata_files(manifest: dict) -> Dict[str, str]:
-  """File name -> text of every TFDS metadata file for ``manifest``; {} for GZIP shards.
-
-  ``manifest`` is the run's manifest dict (``classes``, ``image``, ``splits``, ``output_dir``).
-  """
-  splits = manifest[contract.MANIFEST_SPLITS]
-  if any(info.get('compressed') for info in splits.values()):
+def metadata_files(manifest: contract.Manifest) -> Dict[str, str]:
+  """File name -> text of every TFDS metadata file for ``manifest`` (its ``classes``,
+  ``image``, ``splits``, ``task``, ``embedding``, ``input_dir``); {} for GZIP shards."""
+  splits = manifest.splits
+  if any(info.compressed for info in splits.values()):
     return {}
-  class_names: List[str] = manifest[contract.MANIFEST_CLASSES]
-  image = manifest[contract.MANIFEST_IMAGE]
-  segmentation = manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION
+  class_names: List[str] = manifest.classes
+  image = manifest.image
+  segmentation = manifest.task == contract.TASK_SEGMENTATION
   labeled = bool(class_names) and not segmentation  # masks carry the classes, not a label
-  description = (f'Images converted by imagerecords from {manifest.get("input_dir")}: '
+  description = (f'Images converted by imagerecords from {manifest.input_dir}: '
                  f'{len(class_names)} classes, splits {", ".join(sorted(splits))}.')
   files = {
       contract.TFDS_DATASET_INFO_FILE: dataset_info(
           'imagerecords', splits, labeled, description),
       contract.TFDS_FEATURES_FILE: features(
           image['format'], image.get('channels', 3), len(class_names) if labeled else 0,
-          segmentation, manifest.get(contract.MANIFEST_EMBEDDING)),
+          segmentation, manifest.embedding),
   }
   texts = {name: json.dumps(value, indent=2, ensure_ascii=False)
            for name, value in files.items()}

@@ -19,8 +19,9 @@ Record keys follow the TF-slim / TF Model Garden convention
 ``official/vision/data/tfrecord_lib.py``), so existing readers work unchanged.
 """
 
+import dataclasses
 import re
-from typing import NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 FORMAT_VERSION = 1
 
@@ -95,7 +96,8 @@ SPLIT_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
 """What a split name may be: it becomes part of file names, so no '-', '/', '.' or spaces."""
 
 # --- manifest.json ----------------------------------------------------------------------------
-# The keys a reader relies on (the writer adds more: options, failures, timings, statistics):
+# Its schema is the Manifest dataclass below: each key is a field's name, named there once; the
+# writer builds one (transforms/metadata.py) and readers parse one (Manifest.from_json).
 #
 #   {"format_version": 1,
 #    "tool": {"name": "imagerecords", "version": "0.1.0"},
@@ -106,18 +108,11 @@ SPLIT_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
 #                         "fingerprint": "<64 hex digits>",
 #                         "shards": [{"file": "train-00000-of-00004.tfrecord",
 #                                     "num_examples": 61, "bytes": 1234567}, ...]},
-#               ...}}
-MANIFEST_SPLITS = 'splits'
-MANIFEST_CLASSES = 'classes'
-MANIFEST_IMAGE = 'image'
-MANIFEST_NUM_EXAMPLES = 'num_examples'
-MANIFEST_NUM_SHARDS = 'num_shards'
-MANIFEST_SHARDS = 'shards'
-MANIFEST_SHARD_FILE = 'file'  # in each entry of a split's 'shards' list: the shard's base name
+#               ...}, ...}
+#
 # "task": what the records hold. 'segmentation' (--masks): MASK_ENCODED/MASK_FORMAT beside the
 # image, no class label; "classes" then names the mask's class ids and "image" has a "mask"
 # entry ({"format": "png", "void": 255, "layout": ...}). Absent in older manifests: classification.
-MANIFEST_TASK = 'task'
 TASK_CLASSIFICATION = 'classification'
 TASK_SEGMENTATION = 'segmentation'
 MASK_VOID = 255  # the void / ignore class id of masks (VOC's convention), kept as it is
@@ -127,7 +122,6 @@ MASK_VOID = 255  # the void / ignore class id of masks (VOC's convention), kept 
 #                 "fingerprint": "<64 hex digits: SHA-256 of the weights as loaded>",
 #                 "pooling": "avg", "shape": [1280], "dtype": "float32",
 #                 "input_size": 224, "preprocessing": "auto"}
-MANIFEST_EMBEDDING = 'embedding'
 EMBEDDING_SPEC = 'model'
 EMBEDDING_SHAPE_KEY = 'shape'
 
@@ -136,7 +130,6 @@ EMBEDDING_SHAPE_KEY = 'shape'
 #                  "pixel_mean": [r, g, b], "pixel_std": [r, g, b],   # 0-255 scale, stored pixels
 #                  "class_frequencies": {"ants": 124, "bees": 120},
 #                  "transform_fn": "transform_fn"}   # --stats=tft; null with --stats (none written)
-MANIFEST_STATISTICS = 'statistics'
 STATS_SPLIT = 'split'
 STATS_NUM_EXAMPLES = 'num_examples'
 STATS_NUM_PIXELS = 'num_pixels'
@@ -185,3 +178,120 @@ def run_dir_name(run_date: str) -> str:
   """The directory name of the run of ``run_date`` (``YYYY-MM-DD``): ``dt=YYYY-MM-DD``, the
   Hive partition convention that Spark, BigQuery external tables and Airflow users expect."""
   return f'{RUN_DIR_PREFIX}{run_date}'
+
+
+# --- manifest.json, the schema -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardEntry:
+  """One shard of a split, as ``manifest.json`` lists it.
+
+  file: the shard's base name (:func:`shard_file_name`). num_examples: its records, counted
+  from the written file's framing. bytes: its size on disk (None where the store gave none).
+  """
+  file: str
+  num_examples: int
+  bytes: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitEntry:
+  """One split of ``manifest.json``'s ``splits``.
+
+  num_examples: records in the split. num_shards: its fixed shard count. compressed: GZIP
+  shards (``.tfrecord.gz``). class_counts: class name -> examples (segmentation: examples whose
+  mask holds the class). fingerprint: 64 hex digits, an order-independent hash of the split's
+  records (equal records, equal fingerprint). bytes: the shards' total size. shards: in shard
+  order.
+  """
+  num_examples: int
+  num_shards: int
+  compressed: bool = False
+  class_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
+  fingerprint: Optional[str] = None
+  bytes: int = 0
+  shards: List[ShardEntry] = dataclasses.field(default_factory=list)
+
+  @classmethod
+  def from_json(cls, data: Dict[str, Any]) -> 'SplitEntry':
+    fields = _known(cls, data)
+    fields['shards'] = [ShardEntry(**_known(ShardEntry, shard)) for shard in data.get('shards', [])]
+    return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  """``manifest.json``: what an output directory holds and how the run that wrote it went.
+
+  Each field is one top-level key (its name), in the file's order; the sections owned by one
+  step of the job stay JSON objects, their keys defined beside their owner: ``duplicates``
+  (``transforms/dedup.py``), ``quality`` (``transforms/quality.py``), ``diff``
+  (``transforms/image_index.py``), ``incremental`` (``pipeline/nightly.py``), ``statistics``
+  (the ``STATS_*`` keys above), ``embedding`` (``EMBEDDING_*`` above), ``metrics`` (the
+  runner's counters, added by the launcher after the job). ``embedding`` and ``metrics`` are
+  left out of the file when None; every other key is always written (null when empty).
+
+  Counts: ``num_inputs`` = ``num_examples`` + ``num_failures`` (image inputs);
+  ``num_skipped``: files that were not image inputs (links, odd files). ``status`` is
+  ``'complete'`` or ``'failed'`` (then ``error`` is the one-line reason and there is no
+  ``_SUCCESS``).
+  """
+  format_version: int = FORMAT_VERSION
+  tool: Dict[str, str] = dataclasses.field(default_factory=dict)
+  status: str = 'complete'
+  error: Optional[str] = None
+  created_utc: Optional[str] = None  # ISO 8601, seconds
+  input_dir: Optional[str] = None
+  output_dir: Optional[str] = None  # where readers find it (a dated run: its published folder)
+  options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the flags, as run
+  image: Dict[str, Any] = dataclasses.field(default_factory=dict)  # format, channels, size, ...
+  embedding: Optional[Dict[str, Any]] = None
+  split_source: Optional[str] = None  # 'folders', 'hash', 'label_file' or 'split_lists'
+  task: str = TASK_CLASSIFICATION
+  classes: List[str] = dataclasses.field(default_factory=list)  # labels.txt's lines
+  splits: Dict[str, SplitEntry] = dataclasses.field(default_factory=dict)
+  num_inputs: int = 0
+  num_examples: int = 0
+  num_failures: int = 0
+  num_skipped: int = 0
+  failures_by_stage: Dict[str, int] = dataclasses.field(default_factory=dict)
+  duplicates: Optional[Dict[str, Any]] = None
+  quality: Optional[Dict[str, Any]] = None
+  run_date: Optional[str] = None  # --run_date, YYYY-MM-DD
+  diff: Optional[Dict[str, Any]] = None
+  incremental: Optional[Dict[str, Any]] = None
+  statistics: Optional[Dict[str, Any]] = None
+  timings: Dict[str, float] = dataclasses.field(default_factory=dict)  # wall_time_s
+  metrics: Optional[Dict[str, Any]] = None
+
+  _OMITTED_WHEN_NONE = ('embedding', 'metrics')
+
+  def to_json(self) -> Dict[str, Any]:
+    """The JSON object written as ``manifest.json``, keys in field order."""
+    return {name: value for name, value in dataclasses.asdict(self).items()
+            if not (value is None and name in self._OMITTED_WHEN_NONE)}
+
+  @classmethod
+  def from_json(cls, data: Dict[str, Any]) -> 'Manifest':
+    """Parses a ``manifest.json`` object; keys this version does not know are ignored and
+    missing ones take their defaults (older manifests have no ``task``: classification).
+
+    Raises:
+      ValueError: ``data`` is not a JSON object, or a split entry lacks its counts.
+    """
+    if not isinstance(data, dict):
+      raise ValueError(f'{MANIFEST_FILE} holds a {type(data).__name__}, not a JSON object')
+    fields = _known(cls, data)
+    try:
+      fields['splits'] = {name: SplitEntry.from_json(entry)
+                          for name, entry in (data.get('splits') or {}).items()}
+    except TypeError as error:  # a split entry without num_examples or num_shards
+      raise ValueError(f'{MANIFEST_FILE}: a split entry is incomplete ({error})') from None
+    return cls(**fields)
+
+
+def _known(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+  """The entries of ``data`` that are fields of the dataclass ``cls``."""
+  names = {field.name for field in dataclasses.fields(cls)}
+  return {key: value for key, value in data.items() if key in names}

@@ -175,8 +175,8 @@ def load(data_dir: str,
 
   dataset = _serialized_records(data_dir, manifest, split, training, shuffle_buffer, seed,
                                 input_context, repeat)
-  labeled = bool(manifest[contract.MANIFEST_CLASSES])
-  image_info = manifest.get(contract.MANIFEST_IMAGE) or {}
+  labeled = bool(manifest.classes)
+  image_info = manifest.image
   channels = int(image_info.get('channels', 3))
   raw = image_info.get('format') == contract.RAW_FORMAT
   if drop_remainder is None:
@@ -188,7 +188,7 @@ def load(data_dir: str,
   # --- serialized records -> (image [S, S, 3], label []) --------------------------------------
   decode = _make_decode_fn(image_size, training, labeled, decode_dtype, return_filenames,
                            channels=channels, raw=raw, embedding_shape=embedding)
-  if manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION:
+  if manifest.task == contract.TASK_SEGMENTATION:
     if return_embeddings:
       raise ValueError('return_embeddings=True is for classification outputs, not masks.')
     # (image [S, S, C], mask int32 [S, S]): one crop and flip for both (imagerecords.segmentation)
@@ -248,7 +248,7 @@ def load_embeddings(data_dir: str,
                                 input_context, repeat)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
-  labeled = bool(manifest[contract.MANIFEST_CLASSES])
+  labeled = bool(manifest.classes)
   spec = {contract.EMBEDDING: tf.io.FixedLenFeature(shape, tf.float32)}
   if labeled:
     spec[contract.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
@@ -270,20 +270,20 @@ def load_embeddings(data_dir: str,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def embedding_feature(manifest: dict, data_dir: str) -> list:
+def embedding_feature(manifest: contract.Manifest, data_dir: str) -> list:
   """The shape of one stored embedding (list of ints), from the manifest's ``embedding``.
 
   Raises:
     ValueError: the output holds no embeddings.
   """
-  section = manifest.get(contract.MANIFEST_EMBEDDING)
+  section = manifest.embedding
   if not section:
     raise ValueError(f'{data_dir} holds no embeddings: it was converted without '
                      '--embedding_model.')
   return [int(d) for d in section[contract.EMBEDDING_SHAPE_KEY]]
 
 
-def _serialized_records(data_dir: str, manifest: dict, split: str, training: bool,
+def _serialized_records(data_dir: str, manifest: contract.Manifest, split: str, training: bool,
                         shuffle_buffer: int, seed: Optional[int],
                         input_context: Optional[tf.distribute.InputContext],
                         repeat: bool) -> tf.data.Dataset:

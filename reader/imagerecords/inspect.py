@@ -261,17 +261,16 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
   manifest_path = _join(data_dir, contract.MANIFEST_FILE)
   try:
     with tf.io.gfile.GFile(manifest_path, 'r') as f:
-      manifest = json.load(f)
-  except (tf.errors.NotFoundError, json.JSONDecodeError) as e:
+      manifest = contract.Manifest.from_json(json.load(f))
+  except (tf.errors.NotFoundError, ValueError) as e:  # JSONDecodeError is a ValueError
     raise NotAnOutputDirectory(f'{manifest_path}: cannot read the manifest ({e})') from None
   if not tf.io.gfile.exists(_join(data_dir, contract.SUCCESS_FILE)):
     problems.append(f'{contract.SUCCESS_FILE}: missing: the job that writes this directory is '
                     'still running or failed; readers refuse it')
-  if manifest.get('status', 'complete') != 'complete':
-    problems.append(f'{contract.MANIFEST_FILE}: status {manifest.get("status")!r}: '
-                    f'{manifest.get("error")}')
-  class_names = list(manifest.get(contract.MANIFEST_CLASSES, []))
-  segmentation = manifest.get(contract.MANIFEST_TASK) == contract.TASK_SEGMENTATION
+  if manifest.status != 'complete':
+    problems.append(f'{contract.MANIFEST_FILE}: status {manifest.status!r}: {manifest.error}')
+  class_names = list(manifest.classes)
+  segmentation = manifest.task == contract.TASK_SEGMENTATION
   labels_path = _join(data_dir, contract.LABELS_FILE)
   if tf.io.gfile.exists(labels_path):
     with tf.io.gfile.GFile(labels_path, 'r') as f:
@@ -283,9 +282,8 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
   elif class_names:
     problems.append(f'{contract.LABELS_FILE}: missing')
 
-  split_infos = manifest.get(contract.MANIFEST_SPLITS, {})
-  listed = {entry[contract.MANIFEST_SHARD_FILE]
-            for info in split_infos.values() for entry in info[contract.MANIFEST_SHARDS]}
+  split_infos = manifest.splits
+  listed = {entry.file for info in split_infos.values() for entry in info.shards}
   for path in sorted(tf.io.gfile.glob(_join(data_dir, '*' + contract.SHARD_SUFFIX + '*'))):
     name = os.path.basename(path)
     if contract.parse_shard_file_name(name) and name not in listed:
@@ -304,15 +302,15 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
   splits = {}
   for split, info in sorted(split_infos.items()):
     report = splits[split] = SplitReport(split)
-    entries = sorted(info[contract.MANIFEST_SHARDS], key=lambda e: e[contract.MANIFEST_SHARD_FILE])
+    entries = sorted(info.shards, key=lambda entry: entry.file)
     report.num_shards = len(entries)
-    if len(entries) != info.get(contract.MANIFEST_NUM_SHARDS, len(entries)):
+    if len(entries) != info.num_shards:
       problems.append(f'{contract.MANIFEST_FILE}: split {split}: {len(entries)} shards listed, '
-                      f'num_shards is {info[contract.MANIFEST_NUM_SHARDS]}')
+                      f'num_shards is {info.num_shards}')
     per_shard = max(1, math.ceil(samples / max(len(entries), 1)))
     shard_samples, all_counted = [], True
     for entry in entries:
-      name = entry[contract.MANIFEST_SHARD_FILE]
+      name = entry.file
       path = _join(data_dir, name)
       if not tf.io.gfile.exists(path):
         problems.append(f'{name}: missing (listed in {contract.MANIFEST_FILE})')
@@ -323,7 +321,7 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
       count, firsts = _read_shard(path, name, class_names, segmentation, verify, per_shard,
                                   shard_problems, report, wanted, images)
       shard_samples.append(firsts)
-      expected = entry.get(contract.MANIFEST_NUM_EXAMPLES)
+      expected = entry.num_examples
       broken = any(isinstance(p, Damage) for p in shard_problems)
       all_counted = all_counted and not shard_problems  # counts below would only echo these
       if verify and broken:
@@ -333,15 +331,15 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
         shard_problems.append(f'{name}: {count} records, the manifest says {expected}')
       problems.extend(_capped(shard_problems, name))
     report.samples = _round_robin(shard_samples, samples)
-    listed_total = sum(e.get(contract.MANIFEST_NUM_EXAMPLES) or 0 for e in entries)
-    if listed_total != info[contract.MANIFEST_NUM_EXAMPLES]:
+    listed_total = sum(entry.num_examples or 0 for entry in entries)
+    if listed_total != info.num_examples:
       problems.append(f'{contract.MANIFEST_FILE}: split {split}: its shards list {listed_total} '
-                      f'records, num_examples is {info[contract.MANIFEST_NUM_EXAMPLES]}')
+                      f'records, num_examples is {info.num_examples}')
     if not verify:
-      report.num_examples = info[contract.MANIFEST_NUM_EXAMPLES]
-      report.class_counts = collections.Counter(info.get('class_counts', {}))
+      report.num_examples = info.num_examples
+      report.class_counts = collections.Counter(info.class_counts)
     elif all_counted:
-      manifest_counts = {k: v for k, v in info.get('class_counts', {}).items() if v}
+      manifest_counts = {k: v for k, v in info.class_counts.items() if v}
       counted = {k: v for k, v in report.class_counts.items() if v}
       if class_names and not segmentation and manifest_counts != counted:
         diffs = [f'{c}: {counted.get(c, 0)} read, {manifest_counts.get(c, 0)} listed'
@@ -350,7 +348,7 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
         problems.append(f'{contract.MANIFEST_FILE}: split {split}: class counts differ '
                         f'({"; ".join(diffs)})')
   return Report(data_dir, class_names, splits, problems, verify, segmentation,
-                duplicate_groups, flagged, images, manifest.get('input_dir'))
+                duplicate_groups, flagged, images, manifest.input_dir)
 
 
 def _read_shard(path, name, class_names, segmentation, verify, num_samples, problems, report,

@@ -16,7 +16,7 @@ one whose job failed, holds shards that look fine and are not.
 """
 
 import json
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -46,11 +46,12 @@ def require_complete(data_dir: str) -> None:
         f'failed, or this is the wrong directory). Refusing to read it.')
 
 
-def read_manifest(data_dir: str) -> Dict[str, Any]:
-  """The parsed ``manifest.json`` of a complete output directory, as a dict.
+def read_manifest(data_dir: str) -> contract.Manifest:
+  """The parsed ``manifest.json`` of a complete output directory.
 
   Raises:
     IncompleteDatasetError: ``_SUCCESS`` or ``manifest.json`` is missing.
+    ValueError: ``manifest.json`` is not a manifest (not JSON, or a split without counts).
   """
   require_complete(data_dir)
   path = _join(data_dir, contract.MANIFEST_FILE)
@@ -59,7 +60,7 @@ def read_manifest(data_dir: str) -> Dict[str, Any]:
         f'{data_dir!r} has {contract.SUCCESS_FILE!r} but no {contract.MANIFEST_FILE!r}; '
         'it was not written by imagerecords, or was copied only in part.')
   with tf.io.gfile.GFile(path, 'r') as f:
-    return json.load(f)
+    return contract.Manifest.from_json(json.load(f))
 
 
 def split_names(data_dir: str) -> List[str]:
@@ -68,7 +69,7 @@ def split_names(data_dir: str) -> List[str]:
   Raises:
     IncompleteDatasetError: ``_SUCCESS`` or ``manifest.json`` is missing.
   """
-  return sorted(read_manifest(data_dir)[contract.MANIFEST_SPLITS])
+  return sorted(read_manifest(data_dir).splits)
 
 
 def class_names(data_dir: str) -> List[str]:
@@ -95,7 +96,7 @@ def num_examples(data_dir: str, split: str) -> int:
     IncompleteDatasetError: ``_SUCCESS`` or ``manifest.json`` is missing.
     ValueError: ``split`` is not in the manifest; the message lists the splits that are.
   """
-  return int(_split_info(read_manifest(data_dir), data_dir, split)[contract.MANIFEST_NUM_EXAMPLES])
+  return int(_split_info(read_manifest(data_dir), data_dir, split).num_examples)
 
 
 def shard_files(data_dir: str, split: str) -> List[str]:
@@ -117,16 +118,14 @@ class Shard(NamedTuple):
   num_examples: Optional[int]
 
 
-def split_shards(manifest: Dict[str, Any], data_dir: str, split: str) -> List[Shard]:
+def split_shards(manifest: contract.Manifest, data_dir: str, split: str) -> List[Shard]:
   """The shards of ``split`` listed in ``manifest`` (from :func:`read_manifest`), sorted by path.
 
   Raises:
     ValueError: ``split`` is not in the manifest; the message lists the splits that are.
   """
-  entries = _split_info(manifest, data_dir, split)[contract.MANIFEST_SHARDS]
-  return sorted(
-      Shard(_join(data_dir, entry[contract.MANIFEST_SHARD_FILE]),
-            entry.get(contract.MANIFEST_NUM_EXAMPLES)) for entry in entries)
+  return sorted(Shard(_join(data_dir, entry.file), entry.num_examples)
+                for entry in _split_info(manifest, data_dir, split).shards)
 
 
 def latest_run(root: str) -> str:
@@ -147,9 +146,9 @@ def latest_run(root: str) -> str:
   return run_dir
 
 
-def _split_info(manifest: Dict[str, Any], data_dir: str, split: str) -> Dict[str, Any]:
+def _split_info(manifest: contract.Manifest, data_dir: str, split: str) -> contract.SplitEntry:
   """The manifest entry of ``split``; a ValueError naming the available splits if absent."""
-  splits = manifest[contract.MANIFEST_SPLITS]
+  splits = manifest.splits
   if split not in splits:
     raise ValueError(
         f'Unknown split {split!r} in {data_dir!r}; available splits: {sorted(splits)}.')

@@ -37,7 +37,7 @@ class MissingTransformError(FileNotFoundError):
 
 def _statistics(data_dir: str) -> dict:
   """The manifest's ``statistics``, with a pixel mean (MissingTransformError otherwise)."""
-  statistics = metadata.read_manifest(data_dir).get(contract.MANIFEST_STATISTICS)
+  statistics = metadata.read_manifest(data_dir).statistics
   if not statistics:
     raise MissingTransformError(
         f'{data_dir!r} has no pixel statistics (no "statistics" in its manifest.json, no '
@@ -100,7 +100,7 @@ def _apply(transform, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
 
 
 def _channels(data_dir: str) -> int:
-  image = metadata.read_manifest(data_dir).get(contract.MANIFEST_IMAGE) or {}
+  image = metadata.read_manifest(data_dir).image
   return int(image.get('channels', 3))
 
 
@@ -164,8 +164,7 @@ class PreprocessingLayer(tf.keras.layers.Layer):
     self._transform = _load(path) if path else None
     self._mean = tf.constant(statistics[contract.STATS_PIXEL_MEAN], tf.float32)
     self._std = tf.constant(statistics[contract.STATS_PIXEL_STD], tf.float32)
-    manifest = metadata.read_manifest(data_dir)
-    image = manifest.get(contract.MANIFEST_IMAGE) or {}
+    image = metadata.read_manifest(data_dir).image
     self.image_size = int(image['image_size'])
     self.channels = int(image.get('channels', 3))
 
@@ -216,12 +215,12 @@ def class_weights(data_dir: str) -> Dict[int, float]:
     ValueError: the manifest has no statistics (``--stats=false``) or the dataset is unlabeled.
   """
   manifest = metadata.read_manifest(data_dir)
-  statistics = manifest.get(contract.MANIFEST_STATISTICS)
+  statistics = manifest.statistics
   if not statistics:
     raise ValueError(f'{data_dir!r} has no statistics in its manifest: it was converted with '
                      '--stats=false; convert it again with --stats=true.')
   frequencies = statistics.get(contract.STATS_CLASS_FREQUENCIES) or {}
-  names = manifest[contract.MANIFEST_CLASSES]
+  names = manifest.classes
   counts = {class_id: int(frequencies.get(name, 0)) for class_id, name in enumerate(names)}
   counts = {class_id: count for class_id, count in counts.items() if count > 0}
   if not counts:
