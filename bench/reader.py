@@ -68,7 +68,7 @@ def _random_crop_fn(image_size, dtype, plain_resize=False):
   (``contract.JPEG_DCT_METHOD``), or with ``plain_resize`` TensorFlow's default, as users write."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from imagerecords import contract  # pylint: disable=import-outside-toplevel
-  from imagerecords import dataset as lib  # pylint: disable=import-outside-toplevel
+  from imagerecords import preprocessing as lib  # pylint: disable=import-outside-toplevel
   dct_method = '' if plain_resize else contract.JPEG_DCT_METHOD
 
   def window(shape):
@@ -108,7 +108,7 @@ def row_load(records, split, batch_size, image_size, dtype, warmup, batches, ful
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import imagerecords  # pylint: disable=import-outside-toplevel
   from imagerecords import contract  # pylint: disable=import-outside-toplevel
-  from imagerecords import dataset as lib  # pylint: disable=import-outside-toplevel
+  from imagerecords import preprocessing as lib  # pylint: disable=import-outside-toplevel
   window_decode = lib._decode_window  # pylint: disable=protected-access
   if full_decode:
     def decode_whole_then_crop(encoded, window_fn, channels=3, raw_shape=None):

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import imagerecords
 from imagerecords import contract
-from imagerecords import dataset as dataset_lib
 from imagerecords import metadata
+from imagerecords import preprocessing
 
 SPLITS = ('train', 'validation')
 
@@ -245,7 +245,7 @@ def test_input_pipelines_together_cover_each_example_once(sample_dataset, split,
 @pytest.mark.parametrize('training', [False, True])
 def test_grayscale_and_png_images_become_rgb(encode, training):
   gray = tf.cast(tf.reshape(tf.range(30 * 50) % 256, [30, 50, 1]), tf.uint8)
-  image = dataset_lib.preprocess_image(encode(gray), 24, training, seed=tf.constant([1, 2]))
+  image = preprocessing.preprocess_image(encode(gray), 24, training, seed=tf.constant([1, 2]))
   assert image.shape == (24, 24, 3) and image.dtype == tf.float32
   assert float(tf.reduce_min(image)) >= 0.0 and float(tf.reduce_max(image)) <= 1.0
   np.testing.assert_array_equal(image[..., 0], image[..., 2])

@@ -14,7 +14,7 @@ The record rides through RunInference as the ``example`` of its ``PredictionResu
 GroupByKey or CoGroupByKey joins the embedding back, so on the local runner no step holds more
 records than one batch (docs/benchmarks.md measures the memory). The model sees the image as it
 is stored, decoded and resized exactly as ``imagerecords.load(..., image_size=S)`` does in
-evaluation (``imagerecords.dataset.preprocess_image``: the central square, resized to the
+evaluation (``imagerecords.preprocessing.preprocess_image``: the central square, resized to the
 model's input size ``S``), scaled to 0-255, then preprocessed (``--embedding_preprocessing``).
 So the stored embedding equals the model applied to what the reader yields.
 
@@ -362,18 +362,18 @@ class Embedder:
 
   def __init__(self, loaded: LoadedModel, spec: EmbeddingSpec, raw: bool = False):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from imagerecords import dataset  # pylint: disable=import-outside-toplevel
+    from imagerecords import preprocessing  # pylint: disable=import-outside-toplevel
     self.loaded = loaded
     self._raw = raw
     self._pooling = spec.pooling
     size, channels = loaded.input_size, loaded.channels
-    feature_spec = dataset.image_feature_spec(raw, return_filenames=False)
+    feature_spec = preprocessing.image_feature_spec(raw, return_filenames=False)
 
     @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops, no Python control flow
     def image(features):
-      pixels = dataset.preprocess_image(
+      pixels = preprocessing.preprocess_image(
           features[contract.IMAGE_ENCODED], size, training=False, channels=channels,
-          raw_shape=dataset.parse_raw_shape(features) if raw else None)
+          raw_shape=preprocessing.parse_raw_shape(features) if raw else None)
       return pixels * 255.  # the reader's [0, 1] values, back on the 0-255 scale
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])

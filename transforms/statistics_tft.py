@@ -36,7 +36,7 @@ the whole graph, image ops included, even where only the analyzers' inputs are n
 
 The transform (``preprocessing_fn``) maps a batch of encoded images (tf.string ``[B]``) to
 model input: decode, crop the central square and resize to the run's ``--image_size`` ``S``
-exactly as :func:`imagerecords.dataset.preprocess_image` does in evaluation, convert to float on
+exactly as :func:`imagerecords.preprocessing.preprocess_image` does in evaluation, convert to float on
 the 0-255 scale, subtract the mean and divide by the standard deviation. Its outputs:
 
 * ``image``: float32 ``[B, S, S, C]``, normalised (``C``: the run's ``--channels``);

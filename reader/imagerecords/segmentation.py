@@ -24,8 +24,8 @@ from typing import Optional
 import tensorflow as tf
 
 from imagerecords import contract
-from imagerecords.dataset import (central_square, image_feature_spec, parse_raw_shape,
-                                  random_window)
+from imagerecords.preprocessing import (central_square, image_feature_spec, parse_raw_shape,
+                                        random_window)
 
 
 def make_decode_fn(image_size: int, training: bool, dtype: tf.dtypes.DType,

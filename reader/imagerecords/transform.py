@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from imagerecords import contract
 from imagerecords import metadata
+from imagerecords.preprocessing import preprocess_image
 
 
 class MissingTransformError(FileNotFoundError):
@@ -138,7 +139,6 @@ def normalized_batch(encoded: tf.Tensor, image_size: int, channels: int, mean: t
   evaluation (``preprocess_image(training=False)``), then :func:`normalize_images` with
   ``mean``/``std`` (float32 ``[C]``, 0-255 scale). The one implementation behind
   :func:`preprocessing_layer` and the job's ``--stats=tft`` transform."""
-  from imagerecords.dataset import preprocess_image  # pylint: disable=import-outside-toplevel
   images = tf.map_fn(
       lambda e: preprocess_image(e, image_size, training=False, channels=channels), encoded,
       fn_output_signature=tf.TensorSpec([image_size, image_size, channels], tf.float32))
