@@ -500,7 +500,7 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
 def _crop(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
   """The ``window`` (int32 ``[y, x, h, w]``, inside the image) of ``image`` ``[H, W, C]``.
 
-  ``tf.image.crop_to_bounding_box``'s own slice without its bounds checks: the windows of
+  The pixels ``tf.image.crop_to_bounding_box`` gives, without its bounds checks: the windows of
   :func:`central_square` and :func:`random_window` lie inside the image by construction, and
   a check is an ``Assert`` op, which TensorFlow treats as a side effect. A function holding
   one runs it (and everything it depends on: the decode, crop and resize here) whenever it
@@ -509,7 +509,7 @@ def _crop(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
   ``transforms/statistics_tft.py``).
   """
   y, x, h, w = tf.unstack(window)
-  return tf.slice(image, tf.stack([y, x, 0]), tf.stack([h, w, -1]))
+  return image[y:y + h, x:x + w]  # keeps the static channel count
 
 
 def central_square(shape: tf.Tensor) -> tf.Tensor:
