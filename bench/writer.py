@@ -308,8 +308,8 @@ def startup_comparison(photos, root, times, image_size, rounds, extra_flags, wor
   repeated ``times`` times, and the README's first command on the bundled samples; ``rounds``
   rounds, the commands interleaved within each round so that both meet the same load.
   ``extra_flags``: more runs of the job, one per string of flags; ``baseline``: a checkout of
-  another version whose job runs too, with its defaults and with each of ``extra_flags``. Returns the report's ``startup`` section
-  (every time, medians, the per-round ratios)."""
+  another version whose job runs too, with its defaults and with each of ``extra_flags``.
+  Returns the report's ``startup`` section (every time, medians, the per-round ratios)."""
   data = work / f'startup_{times}x'
   links = common.repeat_tree(photos, root, times, data)
   patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links})

@@ -107,8 +107,8 @@ def _channels(data_dir: str) -> int:
 def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
   """(mean, std): float32 ``[C]`` per-channel pixel mean and standard deviation, 0-255 scale.
 
-  From ``transform_fn/`` where ``--stats=tft`` wrote one (:func:`saved_statistics`), else from the manifest's ``statistics``: the numbers
-  :func:`preprocessing_layer` normalises with.
+  From ``transform_fn/`` where ``--stats=tft`` wrote one (:func:`saved_statistics`), else
+  from the manifest's ``statistics``: the numbers :func:`preprocessing_layer` normalises with.
 
   Raises:
     IncompleteDatasetError: ``data_dir`` has no ``_SUCCESS`` marker.
