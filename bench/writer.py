@@ -308,8 +308,8 @@ def startup_comparison(photos, root, times, image_size, rounds, extra_flags, wor
   repeated ``times`` times, and the README's first command on the bundled samples; ``rounds``
   rounds, the commands interleaved within each round so that both meet the same load.
   ``extra_flags``: more runs of the job, one per string of flags; ``baseline``: a checkout of
-  another version whose job (defaults) runs too. Returns the report's ``startup`` section
-  (every time, medians, the per-round ratios)."""
+  another version whose job runs too, with its defaults and with each of ``extra_flags``.
+  Returns the report's ``startup`` section (every time, medians, the per-round ratios)."""
   data = work / f'startup_{times}x'
   links = common.repeat_tree(photos, root, times, data)
   patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links})
@@ -318,6 +318,8 @@ def startup_comparison(photos, root, times, image_size, rounds, extra_flags, wor
     commands[f'job {flags}'] = (flags.split(), None)
   if baseline:
     commands[f'job of {baseline}, defaults'] = ([], baseline)
+    for flags in extra_flags:  # the same flags on both sides: a before/after of each
+      commands[f'job of {baseline} {flags}'] = (flags.split(), baseline)
   samples = {'README command (48 samples)': None}
   if baseline:
     samples[f'README command (48 samples), job of {baseline}'] = baseline
@@ -523,7 +525,8 @@ def main(argv=None):
                       '--startup_flags=--stats=tft).')
   parser.add_argument('--startup_baseline', default=None,
                       help='--startup: also the job of this checkout (another version, e.g. '
-                      'from `git worktree add`), with its defaults: a before/after.')
+                      'from `git worktree add`), with its defaults and with each '
+                      '--startup_flags: a before/after.')
   common.add_row_flags(parser)
   args = parser.parse_args(argv)
   if args.startup:

@@ -335,18 +335,48 @@ def test_stats_flag_values_and_the_s3_refusal():
   validate(PipelineOptions(s3 + ['--stats=false']).view_as(ConvertOptions))
 
 
-def test_tft_instance_dict_advice_is_dropped_and_nothing_else(caplog):
-  """--stats=tft feeds TFT one instance on purpose: its two "instance dicts ... TFXIO"
-  performance warnings are dropped; any other warning of its logger still shows."""
-  import logging  # pylint: disable=import-outside-toplevel
+def test_tft_instances_are_one_row_per_image_as_tft_reads_them():
+  """The analysis's RecordBatches hold one instance per image: its exact sums, as TFT's own
+  TensorAdapter turns them into the preprocessing_fn's int64 inputs."""
+  # pylint: disable=import-outside-toplevel
+  from tfx_bsl.public import tfxio
 
-  from transforms import statistics_tft  # pylint: disable=import-outside-toplevel
-  statistics_tft._quiet_instance_dict_advice()  # pylint: disable=protected-access
-  absl_logger = logging.getLogger('absl')
-  with caplog.at_level(logging.WARNING):
-    absl_logger.warning('You are passing instance dicts and DatasetMetadata to TFT which will '
-                        'not provide optimal performance.')
-    absl_logger.warning('You are outputting instance dicts from `TransformDataset` which will '
-                        'not provide optimal performance.')
-    absl_logger.warning('Tables initialized inside a tf.function will be re-initialized')
-  assert [r.getMessage()[:6] for r in caplog.records] == ['Tables']
+  from transforms import codec
+  from transforms import statistics_tft
+  from transforms.pixel_sums import pixel_sums, stored_pixels
+  # pylint: disable=protected-access
+  for channels in (3, 1):
+    spec = codec.ImageSpec(image_size=64, image_format='jpeg', channels=channels)
+    sums = [pixel_sums(stored_pixels(codec.convert(path.read_bytes(), spec), channels))
+            for path in sorted((shared_data('hymenoptera') / 'val' / 'ants').glob('*.jpg'))[:5]]
+    config = statistics_tft._tensor_adapter_config(channels)
+    batch = statistics_tft._record_batch(sums, config.arrow_schema)
+    tensors = tfxio.TensorAdapter(config).ToBatchTensors(batch)
+    assert batch.num_rows == 5
+    assert tensors['pixel_sums'].numpy().tolist() == [list(s.sums) for s in sums]
+    assert tensors['pixel_squares'].numpy().tolist() == [list(s.squares) for s in sums]
+    assert tensors['num_pixels'].numpy().tolist() == [s.num_pixels for s in sums]
+    assert tensors['image/encoded'].numpy().tolist() == [b''] * 5
+
+
+def test_the_transforms_image_path_has_no_side_effect_so_the_analysis_skips_it():
+  """TFT's analysis runs a function that returns the analyzers' inputs; TensorFlow runs every
+  op with a side effect in a function whatever it returns, and prunes the rest. The image path
+  (decode, crop, resize, normalise) holds none, so the analysis never decodes the instances'
+  empty images (the --stats=tft runs of this module would fail on them otherwise)."""
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  from tensorflow.python.framework import op_def_registry
+
+  from imagerecords.transform import normalized_batch
+  for channels in (3, 1):
+    traced = tf.function(
+        lambda encoded, c=channels: normalized_batch(encoded, 48, c, tf.zeros([c]),
+                                                     tf.ones([c])),
+        input_signature=[tf.TensorSpec([None], tf.string)]).get_concrete_function()
+    graph = traced.graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    assert {node.op for node in nodes} >= {'StatelessWhile', 'DecodeAndCropJpeg'}
+    stateful = [node.name for node in nodes
+                if op_def_registry.get(node.op) and op_def_registry.get(node.op).is_stateful]
+    assert not stateful

@@ -13,26 +13,30 @@ the statistics baked in) into the output directory, and the same numbers go into
                                            image's exact per-channel sums (Python ints, computed
                                            in the conversion step: transforms.pixel_sums)
       | keep the training split            ``train`` if the run has it, else the first split
-      | add up the sums                    Beam CombineGlobally (AddPixelSums): the split's
-      |                                    totals, a few integers per bundle on the way
-      | to a TFT instance                  {'pixel_sums': int64 [C], 'pixel_squares': int64 [C],
-      |                                     'num_pixels': int64, 'image/encoded': 1-pixel PNG}
-      | analyze (tft_beam.AnalyzeDataset)  tft.sum of each (over the one instance: the totals)
+      | batch, to Arrow RecordBatches      one TFT instance per training image, as TFT reads
+      |                                    data (TFXIO): 'pixel_sums' int64 [C],
+      |                                    'pixel_squares' int64 [C], 'num_pixels' int64,
+      |                                    'image/encoded' b'' (not analysed; see below)
+      | analyze (tft_beam.AnalyzeDataset)  tft.sum of each over all instances (TFT's combiners)
       |   -> transform_fn                  -> OUT/transform_fn/, OUT/transformed_metadata/
       |                                       (tft_beam.WriteTransformFn)
-      | transform a probe image            the transform's pixel_mean, pixel_std outputs
+      | read the published transform       its pixel_mean, pixel_std, num_pixels outputs
+      |                                    (imagerecords.transform.saved_statistics)
       -> one element: the manifest's ``statistics`` (without class frequencies; WriteMetadata
          adds the training split's exact class counts)
 
 Mean and variance come from exact integer sums: ``mean = S / N``, ``std = sqrt(Q / N - mean^2)``
 (the population standard deviation, divide by N), with ``S`` and ``Q`` the int64 sums of the
 pixel values and of their squares over all ``N`` pixels of the split, exact up to 1.4e14 pixels.
-TensorFlow never sees the images here: their pixels were decoded once, by the conversion step,
-from the bytes it had just encoded, and Beam adds up their sums. (Decoding every image again
-inside TFT's analysis graph cost about 1 CPU ms per image and grew each worker's memory with
-the images analysed; feeding TFT one instance per image still cost its per-instance graph run;
-see docs/benchmarks.md.) The one instance's image is a placeholder: TensorFlow's function runs
-the whole graph, image ops included, even where only the analyzers' inputs are needed.
+TensorFlow never decodes the images here: their pixels were decoded once, by the conversion
+step, from the bytes it had just encoded (decoding every image again inside TFT's analysis graph
+cost about 1 CPU ms per image and grew each worker's memory with the images analysed; see
+docs/benchmarks.md). The analysis runs only what its analyzers need: TFT traces the
+``preprocessing_fn`` into a TensorFlow function that returns the analyzers' inputs, and
+TensorFlow prunes everything else -- the decode, crop and resize included -- because that image
+path holds no op with a side effect (``imagerecords.preprocessing`` crops without ``Assert`` ops for
+this reason; a function runs every such op whatever it returns). So the instances' image is an
+empty string that nothing reads, and an instance costs TFT a few int64 columns in a batch.
 
 The transform (``preprocessing_fn``) maps a batch of encoded images (tf.string ``[B]``) to
 model input: decode, crop the central square and resize to the run's ``--image_size`` ``S``
@@ -51,22 +55,22 @@ of the saved graph). ``tft.TFTransformOutput(OUT).transform_raw_features`` needs
 ``image/encoded`` alone; calling the SavedModel's ``transform_fn`` directly, pass zeros for them
 (``imagerecords.transform`` does).
 
-The manifest's numbers are read back from the transform itself (a 1-pixel probe image through
-``tft_beam.TransformDataset``), so they are the ones the transform normalises with.
+The manifest's numbers are read back from the published transform itself (its outputs for a
+1-pixel probe image, the reader's :func:`imagerecords.transform.saved_statistics`: TFT has no
+reader for the constants it bakes in), so they are the ones the transform normalises with.
 """
 
 import logging
-from typing import List, Optional
+from typing import Sequence
 
 import apache_beam as beam
-import cv2
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from transforms.folders import delete_tree
 from transforms.pixel_sums import PixelSums
-from transforms.statistics import AddPixelSums, training_split  # pylint: disable=unused-import
+from transforms.statistics import training_split  # pylint: disable=unused-import
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -76,6 +80,10 @@ STAGING_DIR = '.staging-tft'
 PIXEL_SUMS, PIXEL_SQUARES, NUM_PIXELS = 'pixel_sums', 'pixel_squares', 'num_pixels'
 """The analysis inputs: an image's per-channel sums of pixel values and of their squares, and
 its pixel count (``transforms.pixel_sums.PixelSums``)."""
+
+MAX_BATCH = 4096
+"""The most instances in one RecordBatch (``beam.BatchElements`` sizes them up to this by
+itself): one run of TFT's analysis function each, about 100 bytes an instance."""
 
 
 def make_preprocessing_fn(image_size: int, channels: int = 3):
@@ -88,7 +96,7 @@ def make_preprocessing_fn(image_size: int, channels: int = 3):
     from imagerecords.transform import normalized_batch
 
     encoded = inputs[contract.TRANSFORM_INPUT]  # tf.string [B]
-    # Analyzers: exact totals over the whole split of the per-image sums, computed by Beam.
+    # Analyzers: exact totals over the whole split of the per-image sums.
     total = tf.cast(tft.sum(inputs[PIXEL_SUMS], reduce_instance_dims=False), tf.float64)  # [C]
     total_squares = tf.cast(tft.sum(inputs[PIXEL_SQUARES], reduce_instance_dims=False),
                             tf.float64)  # [C]
@@ -104,80 +112,76 @@ def make_preprocessing_fn(image_size: int, channels: int = 3):
         contract.TRANSFORM_IMAGE: normalized_batch(encoded, image_size, channels, mean, std),
         contract.TRANSFORM_PIXEL_MEAN: tf.tile(mean[tf.newaxis], tf.concat([batch, [1]], 0)),
         contract.TRANSFORM_PIXEL_STD: tf.tile(std[tf.newaxis], tf.concat([batch, [1]], 0)),
-        'num_pixels': tf.fill(batch, pixel_count),  # int64 [B], for the manifest
+        contract.TRANSFORM_NUM_PIXELS: tf.fill(batch, pixel_count),  # int64 [B], the manifest's
     }
 
   return preprocessing_fn
 
 
-def _raw_metadata(channels: int):
-  """TFT's DatasetMetadata of the instances: the encoded image (tf.string) and the analysis
-  inputs (int64 ``[C]``, ``[C]``, ``[]``)."""
+def _tensor_adapter_config(channels: int):
+  """TFT's input description of the instances (a ``tfxio.TensorAdapterConfig``): the encoded
+  image (tf.string) and the analysis inputs (int64 ``[C]``, ``[C]``, ``[]``), as the Arrow
+  columns TFT's own in-memory TFXIO reads (``large_list`` of one value or of ``C``)."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
-  from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
-  return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({
+  from tensorflow_transform.tf_metadata import schema_utils
+  from tfx_bsl.public import tfxio
+  schema = schema_utils.schema_from_feature_spec({
       contract.TRANSFORM_INPUT: tf.io.FixedLenFeature([], tf.string),
       PIXEL_SUMS: tf.io.FixedLenFeature([channels], tf.int64),
       PIXEL_SQUARES: tf.io.FixedLenFeature([channels], tf.int64),
       NUM_PIXELS: tf.io.FixedLenFeature([], tf.int64),
-  }))
+  })
+  return tfxio.TFExampleBeamRecord(physical_format='inmem', schema=schema,
+                                   telemetry_descriptors=['imagerecords']).TensorAdapterConfig()
 
 
-def _instance(sums: PixelSums, encoded: bytes) -> dict:
-  """A TFT instance: the one analysed (the split's totals, with a 1-pixel PNG as the image,
-  which the analysis does not use but TensorFlow's function decodes anyway), or the probe
-  (zero sums, the same pixel)."""
-  return {contract.TRANSFORM_INPUT: encoded,
-          PIXEL_SUMS: np.array(sums.sums, np.int64),
-          PIXEL_SQUARES: np.array(sums.squares, np.int64),
-          NUM_PIXELS: np.int64(sums.num_pixels)}
+def _record_batch(sums: Sequence[PixelSums], arrow_schema):
+  """Instances, one per image's :class:`PixelSums` -> a ``pyarrow.RecordBatch`` of
+  ``arrow_schema`` (:func:`_tensor_adapter_config`): each row's ``pixel_sums`` and
+  ``pixel_squares`` (int64 ``[C]``), ``num_pixels`` (int64) and an empty ``image/encoded``,
+  which the analysis never reads (module doc)."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  rows = len(sums)
+
+  def column(values: np.ndarray, field) -> pa.Array:
+    """``values`` ``[rows, width]`` -> rows of ``width`` values each."""
+    width = values.shape[1]
+    return pa.LargeListArray.from_arrays(
+        pa.array(np.arange(0, rows * width + 1, width, dtype=np.int64)),
+        pa.array(values.ravel(), field.type.value_type))
+
+  columns = {
+      contract.TRANSFORM_INPUT: np.full((rows, 1), b'', dtype=object),
+      PIXEL_SUMS: np.array([s.sums for s in sums], np.int64).reshape(rows, -1),
+      PIXEL_SQUARES: np.array([s.squares for s in sums], np.int64).reshape(rows, -1),
+      NUM_PIXELS: np.array([s.num_pixels for s in sums], np.int64).reshape(rows, 1),
+  }
+  return pa.RecordBatch.from_arrays(
+      [column(columns[field.name], field) for field in arrow_schema], schema=arrow_schema)
 
 
-class _OneInstanceAdvice(logging.Filter):
-  """Drops tensorflow-transform's two warnings that instance dicts "will not provide optimal
-  performance" (use Arrow RecordBatches, TFXIO): TFT converts them itself, and here they are
-  one instance of a few integers analysed and one probe transformed, where its batching has
-  nothing to gain. Only these two messages, of TFT's ``absl`` logger; everything else passes."""
-
-  _ADVICE = ('You are passing instance dicts and DatasetMetadata to TFT',
-             'You are outputting instance dicts from `TransformDataset`')
-
-  def filter(self, record):
-    return not record.getMessage().startswith(self._ADVICE)
-
-
-def _quiet_instance_dict_advice() -> None:
-  """Adds :class:`_OneInstanceAdvice` to the ``absl`` logger, once."""
-  absl_logger = logging.getLogger('absl')
-  if not any(isinstance(f, _OneInstanceAdvice) for f in absl_logger.filters):
-    absl_logger.addFilter(_OneInstanceAdvice())
-
-
-def _one_pixel_png(channels: int) -> bytes:
-  """One black pixel as a PNG of ``channels`` channels."""
-  ok, png = cv2.imencode('.png', np.zeros((1, 1, channels), np.uint8))
-  if not ok:
-    raise RuntimeError('OpenCV could not encode a 1-pixel PNG')
-  return png.tobytes()
-
-
-def _statistics(unused_published, transformed: List[dict], split: str, num_examples: int,
-                staging_dir: str) -> dict:
-  """The transformed probe instance (none: an empty split) -> the manifest's ``statistics``
-  (see contract); ``pixel_mean`` and ``pixel_std`` are None for an empty training split."""
+def _statistics(unused_published, output_dir: str, split: str, num_examples: int,
+                channels: int) -> dict:
+  """The published transform's numbers -> the manifest's ``statistics`` (see contract);
+  ``pixel_mean`` and ``pixel_std`` are None for an empty training split."""
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  from imagerecords.transform import saved_statistics
+  staging_dir = FileSystems.join(output_dir, STAGING_DIR)
   try:  # TFT's temporary files: the transform is published, they served their purpose
     delete_tree(staging_dir)
   except OSError as error:  # BeamIOError: a file went away meanwhile; the run has succeeded
     _LOG.debug('left %s: %s', staging_dir, error)
-  instance = transformed[0] if transformed and num_examples else None  # else 0 / 0
+  transform = tf.saved_model.load(FileSystems.join(output_dir, contract.TRANSFORM_FN_DIR))
+  mean, std, num_pixels = (t.numpy() for t in saved_statistics(transform, channels))
+  empty = not num_examples  # the transform's are NaN (0 / 0)
   return {
       contract.STATS_SPLIT: split,
       contract.STATS_NUM_EXAMPLES: num_examples,
-      contract.STATS_NUM_PIXELS: int(instance['num_pixels']) if instance else 0,
-      contract.STATS_PIXEL_MEAN: instance and [
-          round(float(v), 6) for v in instance['pixel_mean']],
-      contract.STATS_PIXEL_STD: instance and [round(float(v), 6) for v in instance['pixel_std']],
+      contract.STATS_NUM_PIXELS: int(num_pixels),
+      contract.STATS_PIXEL_MEAN: None if empty else [round(float(v), 6) for v in mean],
+      contract.STATS_PIXEL_STD: None if empty else [round(float(v), 6) for v in std],
       contract.STATS_TRANSFORM_FN: contract.TRANSFORM_FN_DIR,
   }
 
@@ -210,31 +214,23 @@ class AnalyzeTrainingSplit(beam.PTransform):
     # pylint: disable=import-outside-toplevel
     import tensorflow_transform.beam as tft_beam
 
-    _quiet_instance_dict_advice()
     split = self._split
-    staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
-    placeholder = _one_pixel_png(self._channels)
+    config = _tensor_adapter_config(self._channels)
     training = examples | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
-    # the split's sums, added up by Beam (a lifted combiner: a few integers per bundle), as the
-    # one instance TFT analyses
+    # one instance per training image: its sums, in RecordBatches as TFT reads data
     instances = (
         training
         | 'pixel sums' >> beam.Map(lambda example: example.pixel_sums)
-        | 'add up the sums' >> beam.CombineGlobally(AddPixelSums(self._channels))
-        | 'to a TFT instance' >> beam.Map(_instance, placeholder))
-    metadata = _raw_metadata(self._channels)
-    with tft_beam.Context(temp_dir=staging_dir, force_tf_compat_v1=False):
-      transform_fn = ((instances, metadata)
+        | 'batch' >> beam.BatchElements(max_batch_size=MAX_BATCH)
+        | 'to record batches' >> beam.Map(_record_batch, config.arrow_schema))
+    with tft_beam.Context(temp_dir=FileSystems.join(self._output_dir, STAGING_DIR),
+                          force_tf_compat_v1=False):
+      transform_fn = ((instances, config)
                       | 'analyze pixels' >> tft_beam.AnalyzeDataset(
                           make_preprocessing_fn(self._image_size, self._channels)))
       published = transform_fn | 'write transform_fn' >> tft_beam.WriteTransformFn(
           self._output_dir)
-      # one black pixel through the transform: its pixel_mean / pixel_std are the numbers
-      probe = instances.pipeline | 'probe image' >> beam.Create([_instance(
-          AddPixelSums(self._channels).create_accumulator(), placeholder)])
-      transformed, _ = (((probe, metadata), transform_fn)
-                        | 'transform the probe' >> tft_beam.TransformDataset())
     num_examples = training | 'count' >> beam.combiners.Count.Globally()
     return published | 'statistics' >> beam.Map(
-        _statistics, beam.pvalue.AsList(transformed), split=split,
-        num_examples=beam.pvalue.AsSingleton(num_examples), staging_dir=staging_dir)
+        _statistics, output_dir=self._output_dir, split=split,
+        num_examples=beam.pvalue.AsSingleton(num_examples), channels=self._channels)

@@ -144,6 +144,7 @@ TRANSFORM_INPUT = IMAGE_ENCODED
 TRANSFORM_IMAGE = 'image'  # float32 [B, S, S, 3], normalised: (pixel - mean) / std
 TRANSFORM_PIXEL_MEAN = 'pixel_mean'  # float32 [B, 3], the same row for every example
 TRANSFORM_PIXEL_STD = 'pixel_std'  # float32 [B, 3]
+TRANSFORM_NUM_PIXELS = 'num_pixels'  # int64 [B]: the pixels the statistics cover
 JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
 """The ``dct_method`` of every TensorFlow decode of a record's JPEG (``tf.io.decode_jpeg``,
 ``tf.io.decode_and_crop_jpeg``): libjpeg-turbo's accurate integer IDCT, the pixels simplejpeg,

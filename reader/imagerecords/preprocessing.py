@@ -105,8 +105,7 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
       image = tf.cond(tf.shape(image)[2] == 1, lambda: tf.image.grayscale_to_rgb(image),
                       lambda: image[..., :3])
     image = tf.ensure_shape(image, [None, None, channels])
-    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
-    return tf.image.crop_to_bounding_box(image, y, x, h, w)
+    return _crop(image, window_fn(tf.shape(image)))
 
   def jpeg():
     window = window_fn(tf.image.extract_jpeg_shape(encoded))
@@ -116,10 +115,24 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3,
   def other():
     image = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint8,
                                expand_animations=False)
-    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
-    return tf.image.crop_to_bounding_box(image, y, x, h, w)
+    return _crop(image, window_fn(tf.shape(image)))
 
   return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def _crop(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+  """The ``window`` (int32 ``[y, x, h, w]``, inside the image) of ``image`` ``[H, W, C]``.
+
+  The pixels ``tf.image.crop_to_bounding_box`` gives, without its bounds checks: the windows of
+  :func:`central_square` and :func:`random_window` lie inside the image by construction, and
+  a check is an ``Assert`` op, which TensorFlow treats as a side effect. A function holding
+  one runs it (and everything it depends on: the decode, crop and resize here) whenever it
+  is called, even for outputs that do not need it; so, without them, tensorflow-transform's
+  analysis of the job's ``--stats=tft`` transform skips the image ops entirely (the job's
+  ``transforms/statistics_tft.py``).
+  """
+  y, x, h, w = tf.unstack(window)
+  return image[y:y + h, x:x + w]  # keeps the static channel count
 
 
 def central_square(shape: tf.Tensor) -> tf.Tensor:

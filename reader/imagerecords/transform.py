@@ -108,9 +108,8 @@ def _channels(data_dir: str) -> int:
 def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
   """(mean, std): float32 ``[C]`` per-channel pixel mean and standard deviation, 0-255 scale.
 
-  From ``transform_fn/`` where ``--stats=tft`` wrote one (its ``pixel_mean`` and ``pixel_std``
-  outputs for a 1-pixel probe image), else from the manifest's ``statistics``: the numbers
-  :func:`preprocessing_layer` normalises with.
+  From ``transform_fn/`` where ``--stats=tft`` wrote one (:func:`saved_statistics`), else
+  from the manifest's ``statistics``: the numbers :func:`preprocessing_layer` normalises with.
 
   Raises:
     IncompleteDatasetError: ``data_dir`` has no ``_SUCCESS`` marker.
@@ -122,9 +121,25 @@ def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
   if path is None:
     return (tf.constant(statistics[contract.STATS_PIXEL_MEAN], tf.float32),
             tf.constant(statistics[contract.STATS_PIXEL_STD], tf.float32))
-  probe = tf.io.encode_png(tf.zeros([1, 1, _channels(data_dir)], tf.uint8))
-  outputs = _apply(_load(path), tf.reshape(probe, [1]))
-  return outputs[contract.TRANSFORM_PIXEL_MEAN][0], outputs[contract.TRANSFORM_PIXEL_STD][0]
+  mean, std, _ = saved_statistics(_load(path), _channels(data_dir))
+  return mean, std
+
+
+def saved_statistics(transform, channels: int = 3) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(mean, std, num_pixels) that a loaded ``transform_fn/`` SavedModel
+  (``tf.saved_model.load``) normalises with: float32 ``[C]``, float32 ``[C]`` (0-255 scale) and
+  int64 ``[]``, the number of pixels they cover; NaN, NaN and 0 for an empty training split.
+
+  tensorflow-transform bakes its analyzers' results into the transform as constants and offers
+  no reader for them, so they are the transform's ``pixel_mean``, ``pixel_std`` and
+  ``num_pixels`` outputs for one probe: a black pixel, PNG-encoded with ``channels`` channels
+  (the transform's ``--channels``). The job reads its manifest's numbers the same way
+  (``transforms/statistics_tft.py``), so both are the transform's own.
+  """
+  probe = tf.io.encode_png(tf.zeros([1, 1, channels], tf.uint8))
+  outputs = _apply(transform, tf.reshape(probe, [1]))
+  return (outputs[contract.TRANSFORM_PIXEL_MEAN][0], outputs[contract.TRANSFORM_PIXEL_STD][0],
+          outputs[contract.TRANSFORM_NUM_PIXELS][0])
 
 
 def normalize_images(images: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
