@@ -50,21 +50,25 @@ s3:// alike.
 """
 
 import array
+import collections
 import itertools
 import os
 import uuid
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=protected-access
 from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
-from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, record_spans
+from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_frames
 
 from transforms import claim as run_claim
+from transforms.elements import METRICS_NAMESPACE
 from transforms.folders import delete_tree, is_local
+from transforms.splits import SHUFFLE_KEY_BYTES, shuffle_key
 from transforms.textfiles import write_text
 
 STAGING_DIR = '.staging-write'
@@ -87,49 +91,80 @@ class ShardRange(NamedTuple):
   num_records: int
 
 
-def frame_offsets(path: str) -> array.array:
-  """The byte offset of every record frame of an uncompressed TFRecord file, in file order.
+class StagingFile(NamedTuple):
+  """One staging file, as its writer saw it: where each record's frame starts, and its key.
 
-  Returns an ``array('q')`` (8 bytes per record). Reads only the 12-byte headers (seeking over
-  the data) through ``FileSystems``.
-
-  Raises:
-    FramingError: the file is cut short.
+  path: the uncompressed TFRecord file. offsets: ``array('q')``, the byte offset of every
+  record's frame, in file order. keys: the records' :func:`transforms.splits.shuffle_key` s
+  (``SHUFFLE_KEY_BYTES`` = 16 bytes each) concatenated in the same order. 24 bytes per record.
   """
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-    return array.array('q', (span.offset for span in record_spans(stream)))
+  path: str
+  offsets: array.array
+  keys: bytes
 
 
-def plan_shards(files: Sequence[Tuple[str, Sequence[int]]],
-                num_shards: int) -> List[List[ShardRange]]:
-  """Deals the records of the staging files into ``num_shards`` shards of near-equal size.
+def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[ShardRange]]:
+  """Deals the records of the staging files into ``num_shards`` shards of near-equal size, in
+  key order.
 
-  The records, taken file by file in the given order, are cut into ``num_shards`` contiguous
-  stretches; shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)`` of the ``T`` in all, so
-  shard sizes differ by at most one record, and every record goes to exactly one shard.
+  All records are ordered by key (equal keys, which two different paths of a split cannot
+  have, by staging path and offset), and that order is cut into ``num_shards`` stretches:
+  shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)`` of the ``T`` in all, so shard
+  sizes differ by at most one record and every record goes to exactly one shard. The result
+  depends only on the keys (and record bytes), never on how the records were spread over the
+  staging files. Consecutive records of a shard that follow each other in one staging file
+  make one ShardRange: a shard whose records reached the writer in key-sorted runs (as
+  ``ShuffleOrder`` hands them over) is a few long ranges, one whose records came in no order
+  is up to one range per record.
+
+  Memory: about 80 bytes per record while the order is computed (NumPy arrays of the keys,
+  offsets, file and record numbers and the sorting permutation), e.g. 80 MB for a split of a
+  million records, then the ShardRanges.
 
   Args:
-    files: (staging path, byte offsets of its record frames in file order) for every file.
+    files: every staging file of the split (``StagingFile``), in any order.
     num_shards: the number of final shards, at least 1.
 
   Returns:
-    ``num_shards`` lists of ShardRange (empty lists for empty shards), in shard order.
+    ``num_shards`` lists of ShardRange (empty lists for empty shards), in shard order; each
+    list in the order its records go into the shard.
+
+  Raises:
+    ValueError: a StagingFile whose keys do not hold one 16-byte key per offset.
   """
-  total = sum(len(offsets) for _, offsets in files)
-  bounds = [shard * total // num_shards for shard in range(num_shards + 1)]
+  files = sorted(files)  # by path: only equal keys depend on it
+  for file in files:
+    if len(file.keys) != len(file.offsets) * SHUFFLE_KEY_BYTES:
+      raise ValueError(f'{file.path}: {len(file.keys)} bytes of keys for '
+                       f'{len(file.offsets)} records')
+  counts = np.array([len(file.offsets) for file in files], dtype=np.int64)
+  total = int(counts.sum())
   plans: List[List[ShardRange]] = [[] for _ in range(num_shards)]
-  first = 0  # global index of the current file's first record
-  shard = 0
-  for path, offsets in files:
-    last = first + len(offsets)
-    while shard < num_shards and bounds[shard] < last:
-      start, stop = max(bounds[shard], first), min(bounds[shard + 1], last)
-      if stop > start:
-        plans[shard].append(ShardRange(path, offsets[start - first], stop - start))
-      if bounds[shard + 1] > last:
-        break  # this shard continues in the next file
-      shard += 1
-    first = last
+  if total == 0:
+    return plans
+  keys = np.frombuffer(b''.join(file.keys for file in files), dtype='>u8').reshape(total, 2)
+  offsets = np.concatenate([np.frombuffer(file.offsets, dtype=np.int64) for file in files
+                            if len(file.offsets)])
+  file_number = np.repeat(np.arange(len(files), dtype=np.int32), counts)
+  record_number = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
+                                                               counts)
+  # lexsort: the last key is the primary one
+  order = np.lexsort((record_number, file_number, keys[:, 1], keys[:, 0]))
+  del keys
+  file_number, record_number, offsets = file_number[order], record_number[order], offsets[order]
+  del order
+  # a range starts where the file changes or the record is not the next one of its file
+  starts = np.ones(total, dtype=bool)
+  starts[1:] = ((file_number[1:] != file_number[:-1])
+                | (record_number[1:] != record_number[:-1] + 1))
+  bounds = [shard * total // num_shards for shard in range(num_shards + 1)]
+  starts[[bound for bound in bounds[:-1] if bound < total]] = True  # every shard starts one
+  start_at = np.flatnonzero(starts)
+  stop_at = np.append(start_at[1:], total)
+  shard_of = np.searchsorted(np.array(bounds[1:]), start_at, side='right')
+  for shard, first, stop in zip(shard_of.tolist(), start_at.tolist(), stop_at.tolist()):
+    plans[shard].append(ShardRange(files[file_number[first]].path, int(offsets[first]),
+                                   stop - first))
   return plans
 
 
@@ -138,12 +173,69 @@ def dali_index_path(shard_path: str) -> str:
   return shard_path + contract.DALI_INDEX_SUFFIX
 
 
+_OPEN_STAGING_FILES = 16
+"""The most staging files a shard's copy keeps open at once (least recently used closed first):
+the ranges of a shard come from few files at a time when the records reached the writer in
+key-sorted runs; on gs:// and s3:// every open stream holds a read buffer."""
+
+
+class _StagingReader:
+  """The staging files a shard's copy reads, each opened once while in use, read sequentially
+  and seeking only where a range does not start where the last one of its file stopped."""
+
+  def __init__(self, max_open: int = _OPEN_STAGING_FILES):
+    self._max_open = max_open
+    self._open: 'collections.OrderedDict[str, list]' = collections.OrderedDict()  # path ->
+    # [stream, position]
+    self.seeks = 0
+
+  def frames(self, run: ShardRange) -> Iterator:
+    """Yields the ``run.num_records`` frames of ``run``, in file order.
+
+    Raises:
+      FramingError: the file holds fewer records from ``run.offset`` than the run says.
+    """
+    entry = self._open.pop(run.path, None)
+    if entry is None:
+      if len(self._open) >= self._max_open:
+        _, (oldest, _) = self._open.popitem(last=False)
+        oldest.close()
+      entry = [FileSystems.open(run.path, compression_type=CompressionTypes.UNCOMPRESSED),
+               None]
+    self._open[run.path] = entry
+    stream = entry[0]
+    if entry[1] != run.offset:
+      stream.seek(run.offset)
+      self.seeks += 1
+    entry[1] = None  # unknown until every frame of the run is read
+    copied = 0
+    position = run.offset
+    try:
+      for frame in itertools.islice(read_frames(stream, run.offset), run.num_records):
+        yield frame
+        position += HEADER_BYTES + len(frame.body)
+        copied += 1
+    except FramingError as error:
+      raise FramingError(f'{run.path}: {error}') from None
+    if copied < run.num_records:
+      raise FramingError(f'{run.path}: {copied} records from byte {run.offset}, where '
+                         f'the plan says {run.num_records}')
+    entry[1] = position
+
+  def close(self):
+    while self._open:
+      _, (stream, _) = self._open.popitem()
+      stream.close()
+
+
 def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool = False,
                dali_index: bool = False) -> int:
   """Writes the framed records of ``ranges``, in order, into the shard file ``shard_path``.
 
   Frames are copied byte for byte (12-byte header, data, 4-byte data CRC), one at a time, so
-  memory holds one record. With ``dali_index`` (uncompressed shards only), also writes
+  memory holds one record (and the read buffers of at most 16 open staging files). A range
+  that starts where the previous range of its staging file stopped is read on without a seek.
+  With ``dali_index`` (uncompressed shards only), also writes
   ``<shard_path>.idx`` while copying: one ``"<offset> <size>\\n"`` line per record, the byte
   offset of the record's frame in the shard and the frame's whole length (header + data + CRC):
   the format of NVIDIA DALI's ``tools/tfrecord2idx``, which ``fn.readers.tfrecord(index_path=)``
@@ -167,6 +259,7 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
   compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
   index = None
   position = written = 0
+  reader = _StagingReader()
   with FileSystems.create(shard_path, mime_type='application/octet-stream',
                           compression_type=compression) as out:
     if dali_index:
@@ -174,34 +267,26 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
                                  compression_type=CompressionTypes.UNCOMPRESSED)
     try:
       for run in ranges:
-        with FileSystems.open(run.path,
-                              compression_type=CompressionTypes.UNCOMPRESSED) as source:
-          source.seek(run.offset)
-          copied = 0
-          try:
-            for frame in itertools.islice(read_frames(source, run.offset), run.num_records):
-              out.write(frame.header)
-              out.write(frame.body)
-              size = HEADER_BYTES + len(frame.body)
-              if index is not None:
-                index.write(f'{position} {size}\n'.encode('ascii'))
-              position += size
-              copied += 1
-          except FramingError as error:
-            raise FramingError(f'{run.path}: {error}') from None
-          if copied < run.num_records:
-            raise FramingError(f'{run.path}: {copied} records from byte {run.offset}, where '
-                               f'the plan says {run.num_records}')
-          written += copied
+        for frame in reader.frames(run):
+          out.write(frame.header)
+          out.write(frame.body)
+          size = HEADER_BYTES + len(frame.body)
+          if index is not None:
+            index.write(f'{position} {size}\n'.encode('ascii'))
+          position += size
+          written += 1
     finally:
+      reader.close()
       if index is not None:
         index.close()
   return written
 
 
 class _WriteStagingFileFn(beam.DoFn):
-  """bytes (a serialized record) -> the path of one uncompressed TFRecord staging file per
-  bundle, emitted when the bundle ends (a bundle with no record writes no file).
+  """(key, serialized record) -> one ``StagingFile`` per bundle, emitted when the bundle ends (a
+  bundle with no record writes no file): the records are written in the order they come, as
+  one uncompressed TFRecord file, and each one's frame offset and key is kept (24 bytes per
+  record), so that nothing needs to read the file to plan the shards.
 
   A retried bundle writes a new file (a fresh name); the failed attempt's file is never
   referenced and goes with the staging folder. The run's ``claim`` is checked before each file
@@ -216,8 +301,12 @@ class _WriteStagingFileFn(beam.DoFn):
   def start_bundle(self):
     self._path = None
     self._handle = None
+    self._offsets = array.array('q')
+    self._keys = bytearray()
+    self._position = 0
 
-  def process(self, record: bytes):
+  def process(self, element: Tuple[bytes, bytes]):
+    key, record = element
     if self._handle is None:
       run_claim.check(self._claim)  # ClaimLost: another run owns the output now
       self._path = FileSystems.join(
@@ -225,11 +314,15 @@ class _WriteStagingFileFn(beam.DoFn):
       self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
                                         compression_type=CompressionTypes.UNCOMPRESSED)
     _TFRecordUtil.write_record(self._handle, record)
+    self._offsets.append(self._position)
+    self._keys += key
+    self._position += HEADER_BYTES + len(record) + FOOTER_BYTES
 
   def finish_bundle(self):
     if self._handle is not None:
       self._handle.close()
-      yield GlobalWindows.windowed_value(self._path)
+      yield GlobalWindows.windowed_value(
+          StagingFile(self._path, self._offsets, bytes(self._keys)))
 
 
 def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
@@ -275,6 +368,8 @@ class _WriteShardFn(beam.DoFn):
 
   def process(self, element):
     shard, ranges = element
+    # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
     path = FileSystems.join(self._output_dir, contract.shard_file_name(
         self._split, shard, self._num_shards, self._compressed))
     write_complete_shard(ranges, path, FileSystems.join(self._output_dir, STAGING_DIR),
@@ -305,13 +400,17 @@ class WriteSplits(beam.PTransform):
     dali_index: write a DALI index file ``<shard>.idx`` beside each (uncompressed) shard.
     claim: the run's ``transforms.claim.ClaimToken``, checked before each shard takes its
       final name (None: no check).
+    shuffle_seed: the seed of the records' order (``transforms.splits.shuffle_key`` of each
+      example's ``relpath``): the same examples, seed and shard counts give byte-identical
+      shard files, whatever order the examples come in and however many sources hold them.
 
   Raises:
     ValueError: ``dali_index`` with ``compressed``.
   """
 
   def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False,
-               dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None):
+               dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None,
+               shuffle_seed: int = 0):
     super().__init__()
     if dali_index and compressed:
       raise ValueError('--dali_index needs uncompressed shards (DALI reads records at byte '
@@ -321,6 +420,7 @@ class WriteSplits(beam.PTransform):
     self._compressed = compressed
     self._dali_index = dali_index
     self._claim = claim
+    self._shuffle_seed = shuffle_seed
 
   def expand(self, examples):
     # Several sources (the converted examples and a night's reused ones) are written to
@@ -338,13 +438,13 @@ class WriteSplits(beam.PTransform):
       for split, pcoll in zip(splits, by_split):
         located[split].append(
             pcoll
-            | f'{name}{split}: records' >> beam.Map(lambda example: example.serialized)
-            # One file per bundle, no GroupByKey over the records.
+            # ConvertedExample -> (its shuffle_key, serialized tf.train.Example)
+            | f'{name}{split}: keyed records' >> beam.Map(
+                lambda example, seed: (shuffle_key(example.relpath, seed), example.serialized),
+                self._shuffle_seed)
+            # One file per bundle, no GroupByKey over the records: -> StagingFile
             | f'{name}{split}: write staging files' >> beam.ParDo(
-                _WriteStagingFileFn(FileSystems.join(staging_dir, split), self._claim))
-            # str -> (staging path, array('q') of frame offsets)
-            | f'{name}{split}: locate records' >> beam.Map(
-                lambda path: (path, frame_offsets(path))))
+                _WriteStagingFileFn(FileSystems.join(staging_dir, split), self._claim)))
     written = []
     for split in splits:
       num_shards = self._num_shards[split]
@@ -352,11 +452,11 @@ class WriteSplits(beam.PTransform):
           located[split] | f'{split}: staging files of every source' >> beam.Flatten())
       written.append(
           staging_files
-          # -> one list of every staging file (always one element, [] when there is none)
+          # -> one list of every StagingFile (always one element, [] when there is none)
           | f'{split}: all staging files' >> beam.combiners.ToList()
-          # -> (shard index, [ShardRange, ...]) for each of the split's shards
+          # -> (shard index, [ShardRange, ...]) for each of the split's shards, in key order
           | f'{split}: deal into {num_shards} shards' >> beam.FlatMap(
-              lambda files, n: enumerate(plan_shards(sorted(files), n)), num_shards)
+              lambda files, n: enumerate(plan_shards(files, n)), num_shards)
           | f'{split}: spread shards over workers' >> beam.Reshuffle()
           | f'{split}: write shards' >> beam.ParDo(_WriteShardFn(
               self._output_dir, split, num_shards, self._compressed, self._dali_index,
