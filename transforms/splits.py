@@ -121,6 +121,13 @@ def bucket_count(num_images: int, images_per_bucket: int, max_buckets: int) -> i
   return min(max_buckets, max(1, -(-num_images // images_per_bucket)))
 
 
+def shuffle_bucket(key: bytes, num_buckets: int) -> int:
+  """The bucket of a :func:`shuffle_key` among ``num_buckets``: ``floor(top * B / 2**64)`` of
+  the key's top 64 bits ``top``, in [0, B). Monotone in the key, so each bucket is a
+  contiguous stretch of the key order, of 2**64 / B top values."""
+  return (int.from_bytes(key[:8], 'big') * num_buckets) >> 64
+
+
 class ShuffleOrder(beam.PTransform):
   """PCollection[LabeledImage] -> the same elements, bucket by bucket, each bucket in seeded key
   order.
@@ -158,8 +165,7 @@ class ShuffleOrder(beam.PTransform):
       return shuffle_key(image.relpath, seed)
 
     def key_by_bucket(image: LabeledImage, count: int):
-      top = int.from_bytes(sort_key(image)[:8], 'big')
-      return (top * bucket_count(count, per_bucket, max_buckets)) >> 64, image
+      return shuffle_bucket(sort_key(image), bucket_count(count, per_bucket, max_buckets)), image
 
     count = self._count or images | 'count images' >> beam.combiners.Count.Globally()
     return (
