@@ -243,3 +243,17 @@ def test_memory_bench_measures_two_sizes_and_its_exit_status_is_the_verdict(tmp_
   assert result.returncode == (0 if all(verdicts.values()) else 1), (
       result.stdout[-3000:] + result.stderr[-3000:])
   assert '| 1x |' in result.stdout and '| 2x |' in result.stdout
+
+
+def test_shard_plan_bench_reads_sorted_runs_in_few_ranges():
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'bench' / 'shard_plan.py'), '--records=2560', '--files=4',
+       '--num_shards=8'], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+  lines = dict(line.split(': ', 1) for line in result.stdout.splitlines())
+  assert set(lines) == {'key-sorted runs', 'no order'}
+  ranges = {name: int(text.split(' ShardRanges')[0].rsplit(', ', 1)[1].replace(',', ''))
+            for name, text in lines.items()}
+  # 10 runs of 256 and 8 shards: at most one range per run and one more per shard
+  assert 8 <= ranges['key-sorted runs'] <= 10 + 8
+  assert ranges['no order'] > 2560 // 2  # most records in no order are reads of their own
+

@@ -43,8 +43,9 @@ records come from the previous shards in key order too, so a shard reads a few l
 sequentially (about ``buckets / N + 2`` per shard and source). Records that reach the writer in
 no particular order (a step that regroups them before it) cost one range, i.e. one seek, per
 record: cheap on local disk, but one ranged request per record on gs:// and s3://. Memory: the
-plan holds 24 bytes per record of the split and about 80 while it sorts (80 MB for a million
-records), the copy one record and at most 16 open staging files. The copy moves framed records
+plan holds 24 bytes per record of the split and about 60 while it sorts (60 MB and about a
+second for a million records; ``bench/shard_plan.py``), plus about 110 bytes per ShardRange, the
+copy one record and at most 16 open staging files. The copy moves framed records
 (header, data, CRC) byte for byte, with no re-encoding, GZIP-compressing them on the way when
 asked. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``, a fixed number
 per split whatever the data's size. With ``dali_index``, each shard gets an NVIDIA DALI index
@@ -132,9 +133,9 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   ``ShuffleOrder`` hands them over) is a few long ranges, one whose records came in no order
   is up to one range per record.
 
-  Memory: about 80 bytes per record while the order is computed (NumPy arrays of the keys,
-  offsets, file and record numbers and the sorting permutation), e.g. 80 MB for a split of a
-  million records, then the ShardRanges.
+  Memory: about 60 bytes per record while the order is computed (NumPy arrays of the keys,
+  offsets, file and record numbers and the sorting permutation), e.g. 57 MiB and about a second
+  for a split of a million records, then about 110 bytes per ShardRange (``bench/shard_plan.py``).
 
   Args:
     files: every staging file of the split (``StagingFile``), in any order.
