@@ -33,7 +33,8 @@ byte-identical shard files (and DALI index files) on any runner, with any number
 or bundles, and a nightly run that copies most records from the previous night's shards
 (``transforms.incremental``) writes the files a full rebuild writes. Each shard is a uniform
 random sample of its split, in random order. (Two records of a split share a key only if their
-paths are equal, which cannot happen; the tie would be broken by staging file name and offset.)
+paths are equal, which cannot happen, or by a collision of 128 bits of SHA-256; such a tie would
+be broken by staging file name and offset, which follow the runner.)
 
 The cost of that order is in the copy's reads, not in memory: the staging files stay in
 arrival order, and a shard's records are read range by range, a range being consecutive
@@ -123,12 +124,12 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   """Deals the records of the staging files into ``num_shards`` shards of near-equal size, in
   key order.
 
-  All records are ordered by key (equal keys, which two different paths of a split cannot
-  have, by staging path and offset), and that order is cut into ``num_shards`` stretches:
-  shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)`` of the ``T`` in all, so shard
-  sizes differ by at most one record and every record goes to exactly one shard. The result
-  depends only on the keys (and record bytes), never on how the records were spread over the
-  staging files. Consecutive records of a shard that follow each other in one staging file
+  All records are ordered by key (equal keys, which two different paths of a split would have
+  only by a collision of 128 bits of SHA-256, by staging path and offset), and that order is
+  cut into ``num_shards`` stretches: shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)``
+  of the ``T`` in all, so shard sizes differ by at most one record and every record goes to
+  exactly one shard. Which records a shard gets, and in what order, depends only on the keys,
+  never on how the records were spread over the staging files. Consecutive records of a shard that follow each other in one staging file
   make one ShardRange: a shard whose records reached the writer in key-sorted runs (as
   ``ShuffleOrder`` hands them over) is a few long ranges, one whose records came in no order
   is up to one range per record.
