@@ -18,7 +18,7 @@ from imagerecords.framing import record_spans
 
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
 from transforms.splits import shuffle_key
-from transforms.write import STAGING_DIR, StagingFile, plan_shards
+from transforms.write import STAGING_DIR, ShardRange, StagingFile, copy_shard, plan_shards
 
 
 def _shard_and_staging_names(out: pathlib.Path):
@@ -256,4 +256,25 @@ def test_shard_plan_bench_reads_sorted_runs_in_few_ranges():
   # 10 runs of 256 and 8 shards: at most one range per run and one more per shard
   assert 8 <= ranges['key-sorted runs'] <= 10 + 8
   assert ranges['no order'] > 2560 // 2  # most records in no order are reads of their own
+
+
+def test_copy_reads_ranges_in_plan_order_and_gzip_shards_are_reproducible(tmp_path):
+  # a staging file of the sample photos' bytes as records; ranges out of file order (seeks)
+  photos = sorted(SAMPLES.rglob('*.jpg'))[:6]
+  staging = tmp_path / 'records.tfrecord'
+  with tf.io.TFRecordWriter(str(staging)) as writer:
+    for photo in photos:
+      writer.write(photo.read_bytes())
+  with open(staging, 'rb') as stream:
+    offsets = [span.offset for span in record_spans(stream)]
+  ranges = [ShardRange(str(staging), offsets[4], 2), ShardRange(str(staging), offsets[0], 3),
+            ShardRange(str(staging), offsets[3], 1)]
+  digests = set()
+  for name in ('a.tfrecord.gz', 'b.tfrecord.gz'):
+    assert copy_shard(ranges, str(tmp_path / name), compressed=True) == 6
+    digests.add(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    written = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / name), 'GZIP')]
+    assert written == [photos[i].read_bytes() for i in (4, 5, 0, 1, 2, 3)]
+    assert (tmp_path / name).read_bytes()[4:8] == bytes(4)  # the GZIP header's MTIME: none
+  assert len(digests) == 1
 
