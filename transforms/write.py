@@ -129,10 +129,10 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   cut into ``num_shards`` stretches: shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)``
   of the ``T`` in all, so shard sizes differ by at most one record and every record goes to
   exactly one shard. Which records a shard gets, and in what order, depends only on the keys,
-  never on how the records were spread over the staging files. Consecutive records of a shard that follow each other in one staging file
-  make one ShardRange: a shard whose records reached the writer in key-sorted runs (as
-  ``ShuffleOrder`` hands them over) is a few long ranges, one whose records came in no order
-  is up to one range per record.
+  never on how the records were spread over the staging files. Consecutive records of a shard
+  that follow each other in one staging file make one ShardRange: a shard whose records
+  reached the writer in key-sorted runs (as ``ShuffleOrder`` hands them over) is a few long
+  ranges, one whose records came in no order is up to one range per record.
 
   Memory: about 60 bytes per record while the order is computed (NumPy arrays of the keys,
   offsets, file and record numbers and the sorting permutation), e.g. 57 MiB and about a second
