@@ -110,10 +110,12 @@ class ConvertOptions(PipelineOptions):
         help="'gzip' writes .tfrecord.gz shards (JPEG data barely compresses). Default 'none'.")
     parser.add_argument(
         '--shuffle_seed', type=int, default=0,
-        help='Seed of the shuffle that mixes the classes over the shards (the split assignment '
-        'does not use it). It fixes the order the images go to conversion, not the shard files: '
-        'which shard holds a record, and where, follows the order the workers finish, so two '
-        'runs write the same records per split in different shards.')
+        help='Seed of the record order (the split assignment does not use it). Each split\'s '
+        'records are ordered on a hash of the seed and the image\'s path relative to the input '
+        'root, and cut into --num_shards stretches in that order: each shard is a random sample '
+        'of its split, in random order. The same input, options and seed write byte-identical '
+        'shard files on any runner (a nightly run writes what a full rebuild writes); another '
+        'seed writes the same records per split in other shards. Default 0.')
     parser.add_argument(
         '--overwrite', action='store_true', default=False,
         help='Replace the files of an earlier run in --output_dir instead of refusing to run.')

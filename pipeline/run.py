@@ -128,7 +128,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     examples = drop_near_duplicates(examples, dropped['files'], 'drop near duplicates')
   shard_paths = records | 'write shards' >> WriteSplits(
       config.output_dir, config.num_shards, config.compressed,
-      dali_index=config.dali_index, claim=config.claim)
+      dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed)
   split_stats = examples | 'split statistics' >> SplitStatistics()
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],

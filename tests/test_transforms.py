@@ -12,7 +12,8 @@ from tests.helpers import SAMPLES
 from transforms.elements import FAILURES_TAG, LabeledImage, SourceFile
 from transforms.labels import AssignLabels, ClassNames
 from transforms.listing import ListImageFiles
-from transforms.splits import AssignSplits, ShuffleOrder, bucket_count, hash_split
+from transforms.splits import (AssignSplits, ShuffleOrder, bucket_count, hash_split,
+                               shuffle_bucket, shuffle_key, unit_interval_hash)
 
 
 def _pipeline():
@@ -62,6 +63,21 @@ def test_shuffle_order_keeps_every_element():
     many = p | 'many' >> beam.Create(images) | 'shuffle in 13' >> ShuffleOrder(
         seed=3, images_per_bucket=16)
     assert_that(many, equal_to(images), label='13 buckets')
+
+
+def test_shuffle_buckets_are_stretches_of_the_seeded_key_order():
+  paths = [f'c{i % 3}/{i}.jpg' for i in range(500)]
+  keys = sorted(shuffle_key(path, 5) for path in paths)
+  assert len(set(keys)) == 500 and all(len(key) == 16 for key in keys)
+  buckets = [shuffle_bucket(key, 7) for key in keys]
+  assert buckets == sorted(buckets) and set(buckets) == set(range(7))  # each a stretch
+  assert shuffle_bucket(bytes(16), 7) == 0 and shuffle_bucket(b'\xff' * 16, 7) == 6
+  # the key's first 8 bytes are unit_interval_hash's; another seed, another order
+  path = paths[0]
+  assert int.from_bytes(shuffle_key(path, 5)[:8], 'big') / 2**64 == unit_interval_hash(
+      path, 'shuffle:5:')
+  assert sorted(paths, key=lambda p: shuffle_key(p, 5)) != sorted(
+      paths, key=lambda p: shuffle_key(p, 6))
 
 
 def test_shuffle_bucket_count_grows_with_the_images():

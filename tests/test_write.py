@@ -1,9 +1,12 @@
 """The shard writer: fixed shard counts and names, every record once, balanced and mixed
 shards, GZIP, no staging files left, and DALI index files (transforms/write.py)."""
 
+import array
 import collections
+import hashlib
 import json
 import pathlib
+import random
 import shutil
 import subprocess
 import sys
@@ -13,9 +16,9 @@ import tensorflow as tf
 from imagerecords import contract
 from imagerecords.framing import record_spans
 
-from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records
-from transforms.splits import unit_interval_hash
-from transforms.write import STAGING_DIR, plan_shards
+from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
+from transforms.splits import shuffle_key
+from transforms.write import STAGING_DIR, ShardRange, StagingFile, copy_shard, plan_shards
 
 
 def _shard_and_staging_names(out: pathlib.Path):
@@ -45,22 +48,69 @@ def _split_folder_input(root: pathlib.Path) -> pathlib.Path:
   return root
 
 
-@pytest.mark.parametrize('sizes,num_shards', [
-    ([5], 1), ([5], 2), ([3, 0, 7, 1], 4), ([2], 5), ([0, 0], 3), ([10, 11, 12], 7)])
-def test_plan_deals_every_record_once_in_order_into_balanced_shards(sizes, num_shards):
-  files = [(f'f{i}', [100 * i + j for j in range(n)]) for i, n in enumerate(sizes)]
-  plans = plan_shards(files, num_shards)
-  assert len(plans) == num_shards
-  dealt = []  # (file, offset) in shard order, then record order
+def _staging_files(names_per_file):
+  """StagingFiles of records named ``names_per_file`` (one list of names per file), each frame
+  100 bytes long, keyed by the seed-0 shuffle_key of the name; and {(path, offset): name}."""
+  files, where = [], {}
+  for number, names in enumerate(names_per_file):
+    path = f'f{number}'
+    offsets = array.array('q', [100 * i for i in range(len(names))])
+    files.append(StagingFile(path, offsets, b''.join(shuffle_key(n, 0) for n in names)))
+    where.update({(path, offset): name for offset, name in zip(offsets, names)})
+  return files, where
+
+
+def _dealt(plans, files, where):
+  """The names of each shard of ``plans``, in the order the copy writes them."""
+  offsets = {file.path: list(file.offsets) for file in files}
+  shards = []
   for ranges in plans:
+    names = []
     for run in ranges:
-      offsets = dict(files)[run.path]
-      first = offsets.index(run.offset)
-      assert run.num_records >= 1 and first + run.num_records <= len(offsets)
-      dealt += [(run.path, offset) for offset in offsets[first:first + run.num_records]]
-  assert dealt == [(path, offset) for path, offsets in files for offset in offsets]
-  counts = [sum(run.num_records for run in ranges) for ranges in plans]
-  assert max(counts) - min(counts) <= 1
+      first = offsets[run.path].index(run.offset)
+      assert run.num_records >= 1 and first + run.num_records <= len(offsets[run.path])
+      names += [where[run.path, offset]
+                for offset in offsets[run.path][first:first + run.num_records]]
+    shards.append(names)
+  return shards
+
+
+@pytest.mark.parametrize('total,num_shards', [(5, 1), (5, 2), (11, 4), (2, 5), (0, 3), (33, 7)])
+def test_plan_deals_records_in_key_order_whatever_files_they_came_in(total, num_shards):
+  names = [f'class{i % 3}/img{i}.jpg' for i in range(total)]
+  by_key = sorted(names, key=lambda name: shuffle_key(name, 0))
+  shuffled = random.Random(total).sample(names, total)
+  layouts = [
+      [names],  # one file, in listing order
+      [shuffled[i::3] for i in range(3)] + [[]],  # records dealt over 3 files, one empty file
+      [by_key[:total // 2], by_key[total // 2:]],  # two sorted runs
+  ]
+  dealt = []
+  for layout in layouts:
+    files, where = _staging_files(layout)
+    shards = _dealt(plan_shards(random.Random(1).sample(files, len(files)), num_shards), files,
+                    where)
+    assert len(shards) == num_shards
+    assert [name for shard in shards for name in shard] == by_key  # every record once
+    sizes = [len(shard) for shard in shards]
+    assert max(sizes) - min(sizes) <= 1
+    dealt.append(shards)
+  assert dealt[0] == dealt[1] == dealt[2]
+
+
+def test_plan_reads_a_sorted_run_in_one_range_per_shard():
+  names = [f'img{i}.jpg' for i in range(40)]
+  by_key = sorted(names, key=lambda name: shuffle_key(name, 0))
+  # two runs over disjoint stretches of the keys, as ShuffleOrder's buckets reach the writer
+  files, _ = _staging_files([by_key[20:], by_key[:20]])
+  plans = plan_shards(files, 4)
+  assert [[(run.path, run.num_records) for run in ranges] for ranges in plans] == [
+      [('f1', 10)], [('f1', 10)], [('f0', 10)], [('f0', 10)]]
+
+
+def test_plan_refuses_keys_that_do_not_match_the_offsets():
+  with pytest.raises(ValueError, match='f0: 16 bytes of keys for 2 records'):
+    plan_shards([StagingFile('f0', array.array('q', [0, 100]), bytes(16))], 1)
 
 
 def test_default_run_fixed_names_every_record_once_balanced_mixed_no_staging(sample_dataset):
@@ -78,7 +128,7 @@ def test_default_run_fixed_names_every_record_once_balanced_mixed_no_staging(sam
     seen.update(in_order)
     # 48 images make one shuffle bucket: shard after shard, the records are in the seeded
     # shuffle's order (not the listing's class-by-class order)
-    assert in_order == sorted(in_order, key=lambda name: unit_interval_hash(name, 'shuffle:0:'))
+    assert in_order == sorted(in_order, key=lambda name: shuffle_key(name, 0))
     assert in_order != sorted(in_order)
   assert seen == collections.Counter(_sample_relpaths())
 
@@ -118,6 +168,49 @@ def test_dali_index_and_empty_split_then_gzip_over_it(tmp_path):
   assert seen == collections.Counter(_sample_relpaths())
 
 
+def _shard_digests(out: pathlib.Path) -> dict:
+  """{shard or DALI index file name: SHA-256 of its bytes}."""
+  return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()
+          if p.name.endswith(contract.DALI_INDEX_SUFFIX) or contract.parse_shard_file_name(p.name)}
+
+
+def _records_per_split(out: pathlib.Path) -> dict:
+  return {split: sorted(name for records in read_records(out, split).values()
+                        for name in _filenames(records))
+          for split in ('train', 'val')}
+
+
+def test_same_input_options_and_seed_write_byte_identical_shards_on_any_runner(tmp_path):
+  # 398 photos make 2 shuffle buckets. One process (one bundle: the records reach the writer
+  # bucket by bucket) against two worker processes (several bundles, in the order the workers
+  # finish them); a different seed gives other shard files holding the same records.
+  photos = shared_data('hymenoptera')
+  flags = ['--image_size=24', '--resize_mode=center_crop', '--num_shards=train=3,val=2',
+           '--image_checks=false', '--dali_index']
+  runs = {
+      'one process': convert(photos, tmp_path / 'one process', *flags),
+      'two workers': convert(photos, tmp_path / 'two workers', *flags,
+                             '--direct_running_mode=multi_processing',
+                             '--direct_num_workers=2', in_memory=False),
+      'seed 7': convert(photos, tmp_path / 'seed 7', *flags, '--shuffle_seed=7'),
+  }
+  assert runs == dict.fromkeys(runs, 0)
+  digests = {name: _shard_digests(tmp_path / name) for name in runs}
+  assert len(digests['one process']) == 2 * (3 + 2)  # shards and their DALI index files
+  assert digests['one process'] == digests['two workers']
+  assert digests['seed 7'].keys() == digests['one process'].keys()
+  assert not set(digests['seed 7'].values()) & set(digests['one process'].values())
+  records = {name: _records_per_split(tmp_path / name) for name in runs}
+  assert records['one process'] == records['seed 7']
+  for split, count in (('train', 3), ('val', 2)):
+    shards = read_records(tmp_path / 'seed 7', split)
+    sizes = [len(shards[contract.shard_file_name(split, i, count)]) for i in range(count)]
+    assert max(sizes) - min(sizes) <= 1
+    in_order = [name for i in range(count)
+                for name in _filenames(shards[contract.shard_file_name(split, i, count)])]
+    assert in_order == sorted(in_order, key=lambda name: shuffle_key(name, 7))
+
+
 def test_dali_index_refused_with_gzip(tmp_path):
   out = tmp_path / 'out'
   assert convert(SAMPLES, out, '--dali_index', '--compression=gzip') == 2
@@ -150,3 +243,38 @@ def test_memory_bench_measures_two_sizes_and_its_exit_status_is_the_verdict(tmp_
   assert result.returncode == (0 if all(verdicts.values()) else 1), (
       result.stdout[-3000:] + result.stderr[-3000:])
   assert '| 1x |' in result.stdout and '| 2x |' in result.stdout
+
+
+def test_shard_plan_bench_reads_sorted_runs_in_few_ranges():
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'bench' / 'shard_plan.py'), '--records=2560', '--files=4',
+       '--num_shards=8'], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+  lines = dict(line.split(': ', 1) for line in result.stdout.splitlines())
+  assert set(lines) == {'key-sorted runs', 'no order'}
+  ranges = {name: int(text.split(' ShardRanges')[0].rsplit(', ', 1)[1].replace(',', ''))
+            for name, text in lines.items()}
+  # 10 runs of 256 and 8 shards: at most one range per run and one more per shard
+  assert 8 <= ranges['key-sorted runs'] <= 10 + 8
+  assert ranges['no order'] > 2560 // 2  # most records in no order are reads of their own
+
+
+def test_copy_reads_ranges_in_plan_order_and_gzip_shards_are_reproducible(tmp_path):
+  # a staging file of the sample photos' bytes as records; ranges out of file order (seeks)
+  photos = sorted(SAMPLES.rglob('*.jpg'))[:6]
+  staging = tmp_path / 'records.tfrecord'
+  with tf.io.TFRecordWriter(str(staging)) as writer:
+    for photo in photos:
+      writer.write(photo.read_bytes())
+  with open(staging, 'rb') as stream:
+    offsets = [span.offset for span in record_spans(stream)]
+  ranges = [ShardRange(str(staging), offsets[4], 2), ShardRange(str(staging), offsets[0], 3),
+            ShardRange(str(staging), offsets[3], 1)]
+  digests = set()
+  for name in ('a.tfrecord.gz', 'b.tfrecord.gz'):
+    assert copy_shard(ranges, str(tmp_path / name), compressed=True) == 6
+    digests.add(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    written = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / name), 'GZIP')]
+    assert written == [photos[i].read_bytes() for i in (4, 5, 0, 1, 2, 3)]
+    assert (tmp_path / name).read_bytes()[4:8] == bytes(4)  # the GZIP header's MTIME: none
+  assert len(digests) == 1
+

@@ -28,6 +28,24 @@ def unit_interval_hash(text: str, salt: str = '') -> float:
   return int.from_bytes(digest[:8], 'big') / 2.0**64
 
 
+SHUFFLE_KEY_BYTES = 16
+"""Length of :func:`shuffle_key`: 128 bits, so that two paths of one split never share a key
+(a 128-bit SHA-256 prefix collision)."""
+
+
+def shuffle_key(relpath: str, seed: int) -> bytes:
+  """The seeded sort key of an image, which fixes its place in its split's shards.
+
+  The first ``SHUFFLE_KEY_BYTES`` (16) bytes of the SHA-256 of ``'shuffle:<seed>:' + relpath``
+  (UTF-8); keys compare as bytes, i.e. as big-endian unsigned integers. Its first 8 bytes are
+  :func:`unit_interval_hash` ``(relpath, 'shuffle:<seed>:')`` as an integer, so the order is
+  that of the float but without its ties. It depends on nothing but the path and the seed: the
+  same on every runner, for a converted record and for one a night reuses (the convention of
+  TFDS, which orders its examples on a hash of their key).
+  """
+  return hashlib.sha256(f'shuffle:{seed}:{relpath}'.encode('utf-8')).digest()[:SHUFFLE_KEY_BYTES]
+
+
 def hash_split(relpath: str, fractions: Sequence[Tuple[str, float]]) -> str:
   """The split of ``relpath`` for ``fractions``: [(name, fraction), ...] summing to 1.
 
@@ -103,49 +121,58 @@ def bucket_count(num_images: int, images_per_bucket: int, max_buckets: int) -> i
   return min(max_buckets, max(1, -(-num_images // images_per_bucket)))
 
 
+def shuffle_bucket(key: bytes, num_buckets: int) -> int:
+  """The bucket of a :func:`shuffle_key` among ``num_buckets``: ``floor(top * B / 2**64)`` of
+  the key's top 64 bits ``top``, in [0, B). Monotone in the key, so each bucket is a
+  contiguous stretch of the key order, of 2**64 / B top values."""
+  return (int.from_bytes(key[:8], 'big') * num_buckets) >> 64
+
+
 class ShuffleOrder(beam.PTransform):
-  """PCollection[LabeledImage] -> the same elements in a pseudo-random, seeded order.
+  """PCollection[LabeledImage] -> the same elements, bucket by bucket, each bucket in seeded key
+  order.
 
-  The shard writer (``transforms.write``) cuts each split's records into contiguous stretches
-  in the order it receives them, and the listing comes in path order (class by class).
-  Shuffling the paths here, before any pixel is decoded, is cheap (paths only) and makes every
-  shard, and every stretch of a shard, a mix of classes.
+  The shard writer (``transforms.write``) orders each split's records on the same key
+  (:func:`shuffle_key` of the path and seed), whatever order they reach it in; this step makes
+  that order cheap to produce and spreads the conversion. Each path goes to one of ``B``
+  buckets, bucket ``b`` holding the keys whose top 64 bits lie in ``[b, b + 1) * 2**64 / B`` (a
+  contiguous stretch of the key order), by one GroupByKey, and each bucket is emitted sorted
+  by key. The conversion is fused after it, so the writer receives runs of records already in
+  key order, each over a narrow range of keys, and a shard's copy reads each run sequentially
+  instead of seeking record by record.
 
-  One GroupByKey does it: each path goes to one of ``B`` buckets by a seeded hash of its
-  relative path, and each bucket is emitted in hash order, so each bucket is a uniform random
-  sample in random order, whatever order the runner emits the buckets in. ``B`` grows with the
-  number of images (about ``images_per_bucket`` per bucket, at most ``max_buckets``): the step
-  after the GroupByKey (the conversion, fused to it) runs one bucket per work item, so ``B`` is
-  the conversion's parallelism on a cluster (5,005 buckets for ImageNet's 1.28 million images),
-  while a small run keeps buckets large enough to mix (48 images: one bucket, fully shuffled).
-  Only the count (one integer) and the paths are held, never image bytes. ``count``: that
-  count as a one-element PCollection when the caller has one (``Count.Globally`` of the same
-  images), else it is counted here.
+  ``B`` grows with the number of images (about ``images_per_bucket`` per bucket, at most
+  ``max_buckets``): the step after the GroupByKey (the conversion, fused to it) runs one bucket
+  per work item, so ``B`` is the conversion's parallelism on a cluster (5,005 buckets for
+  ImageNet's 1.28 million images). Only the count (one integer) and the paths are held, never
+  image bytes. ``count``: that count as a one-element PCollection when the caller has one
+  (``Count.Globally`` of the same images), else it is counted here. The order the buckets come
+  out in, and hence the order of conversion, follows the runner; the shard files do not.
   """
 
   def __init__(self, seed: int = 0, images_per_bucket: int = 256, max_buckets: int = 16384,
                count=None):
     super().__init__()
-    self._salt = f'shuffle:{seed}:'
+    self._seed = seed
     self._images_per_bucket = images_per_bucket
     self._max_buckets = max_buckets
     self._count = count
 
   def expand(self, images):
-    salt, per_bucket, max_buckets = self._salt, self._images_per_bucket, self._max_buckets
+    seed, per_bucket, max_buckets = self._seed, self._images_per_bucket, self._max_buckets
 
-    def sort_key(image: LabeledImage) -> float:
-      return unit_interval_hash(image.relpath, salt)
+    def sort_key(image: LabeledImage) -> bytes:
+      return shuffle_key(image.relpath, seed)
 
     def key_by_bucket(image: LabeledImage, count: int):
-      return int(sort_key(image) * bucket_count(count, per_bucket, max_buckets)), image
+      return shuffle_bucket(sort_key(image), bucket_count(count, per_bucket, max_buckets)), image
 
     count = self._count or images | 'count images' >> beam.combiners.Count.Globally()
     return (
         images
         | 'key by bucket' >> beam.Map(key_by_bucket, beam.pvalue.AsSingleton(count))
         | 'group buckets' >> beam.GroupByKey()
-        | 'emit in hash order' >> beam.FlatMap(lambda kv: sorted(kv[1], key=sort_key)))
+        | 'emit in key order' >> beam.FlatMap(lambda kv: sorted(kv[1], key=sort_key)))
 
 
 def probe_split_folders(input_dir: str) -> Tuple[str, ...]:

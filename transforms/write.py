@@ -1,5 +1,5 @@
 """Write each split's examples as a fixed number of TFRecord shards, in memory that does not
-grow with the data.
+grow with the data, in an order fixed by the seed alone.
 
 Beam's ``WriteToTFRecord(num_shards=N)`` keys every record round-robin and groups them with a
 GroupByKey; the local runner holds everything that reaches a GroupByKey in memory (about 5x the
@@ -8,32 +8,49 @@ GroupByKey; only small references do::
 
     PCollection[ConvertedExample]
       | partition by split
-      | <split>: records                     serialized tf.train.Example bytes
+      | <split>: keyed records               (shuffle_key(relpath, seed), serialized
+      |                                      tf.train.Example bytes)
       | <split>: write staging files         one uncompressed TFRecord file per bundle in
-      |                                      OUT/.staging-write/<split>/, no GroupByKey over
-      |                                      the records
-      | <split>: locate records              str -> (staging path, array of frame offsets)
-      | <split>: all staging files           one list (references only: 8 bytes per record)
-      | <split>: deal into N shards          -> (shard index, [ShardRange, ...]) for every shard
+      |                                      OUT/.staging-write/<split>/, records in arrival
+      |                                      order, no GroupByKey over the records
+      |                                      -> StagingFile(path, frame offsets, keys)
+      | <split>: all staging files           one list (references only: 24 bytes per record)
+      | <split>: deal into N shards          order every record on its key, cut N stretches
+      |                                      -> (shard index, [ShardRange, ...]) per shard
       | <split>: spread shards over workers  Reshuffle of the N references
-      | <split>: write shards                copy the framed records into each shard, which
-      |                                      takes its final name only once complete
+      | <split>: write shards                copy the framed records into each shard, in key
+      |                                      order; it takes its final name once complete
       -> all splits | delete staging files   after every shard is written
       -> PCollection[str]: the final shard paths
 
-Each final shard is a contiguous stretch of the staging records, cut so that shard sizes differ
-by at most one record; the copy moves framed records (header, data, CRC) byte for byte, with no
-re-encoding, GZIP-compressing them on the way when asked. The records reach the staging files in
-the seeded shuffled order of ``ShuffleOrder``, so every stretch, and hence every shard, is a mix
-of classes. Stretches rather than dealing record by record: every staging byte is then read once,
-sequentially, and the shard references are O(staging files + shards) small tuples (the plan
-reads 8 bytes of frame offset per record to cut the stretches), where record-by-record
-dealing would make each shard seek through every staging file (on gs:// and s3://, one ranged
-read per record, or the whole file per shard) for no better mix, the order being shuffled
-already. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``, a fixed
-number per split whatever the data's size, so the file set is the same on every runner. With
-``dali_index``, each shard gets an NVIDIA DALI index file ``<shard file name>.idx`` written
-while the shard is written (see :func:`copy_shard`).
+The order: every record's key is :func:`transforms.splits.shuffle_key`, 16 bytes of the SHA-256
+of the seed and its path relative to the input root (as TFDS orders its examples on a hash of
+their key). Each split's records are ordered on it and cut into ``N`` stretches whose sizes
+differ by at most one record; shard ``s`` holds stretch ``s``, in key order. Which records a
+shard holds, and in what order, therefore depends only on the split's set of paths, their
+record bytes, the seed and ``N``: the same input, options and ``--shuffle_seed`` give
+byte-identical shard files (and DALI index files) on any runner, with any number of workers
+or bundles, and a nightly run that copies most records from the previous night's shards
+(``transforms.incremental``) writes the files a full rebuild writes. Each shard is a uniform
+random sample of its split, in random order. (Two records of a split share a key only if their
+paths are equal, which cannot happen, or by a collision of 128 bits of SHA-256; such a tie would
+be broken by staging file name and offset, which follow the runner.)
+
+The cost of that order is in the copy's reads, not in memory: the staging files stay in
+arrival order, and a shard's records are read range by range, a range being consecutive
+records of one staging file (:func:`plan_shards`). ``ShuffleOrder`` hands the records over
+in key-sorted runs (one per shuffle bucket, over a narrow stretch of keys), and a night's reused
+records come from the previous shards in key order too, so a shard reads a few long ranges,
+sequentially (about ``buckets / N + 2`` per shard and source). Records that reach the writer in
+no particular order (a step that regroups them before it) cost one range, i.e. one seek, per
+record: cheap on local disk, but one ranged request per record on gs:// and s3://. Memory: the
+plan holds 24 bytes per record of the split and about 60 while it sorts (60 MB and about a
+second for a million records; ``bench/shard_plan.py``), plus about 110 bytes per ShardRange, the
+copy one record and at most 16 open staging files. The copy moves framed records
+(header, data, CRC) byte for byte, with no re-encoding, GZIP-compressing them on the way when
+asked. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``, a fixed number
+per split whatever the data's size. With ``dali_index``, each shard gets an NVIDIA DALI index
+file ``<shard file name>.idx`` written while the shard is written (see :func:`copy_shard`).
 
 A shard never exists half-written under its final name: locally it is written as
 ``OUT/.staging-write/.shards/<name>`` and renamed into place when complete (one ``rename`` on the
@@ -50,21 +67,25 @@ s3:// alike.
 """
 
 import array
+import collections
 import itertools
 import os
 import uuid
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=protected-access
 from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
-from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, record_spans
+from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_frames
 
 from transforms import claim as run_claim
+from transforms.elements import METRICS_NAMESPACE
 from transforms.folders import delete_tree, is_local
+from transforms.splits import SHUFFLE_KEY_BYTES, shuffle_key
 from transforms.textfiles import write_text
 
 STAGING_DIR = '.staging-write'
@@ -87,49 +108,82 @@ class ShardRange(NamedTuple):
   num_records: int
 
 
-def frame_offsets(path: str) -> array.array:
-  """The byte offset of every record frame of an uncompressed TFRecord file, in file order.
+class StagingFile(NamedTuple):
+  """One staging file, as its writer saw it: where each record's frame starts, and its key.
 
-  Returns an ``array('q')`` (8 bytes per record). Reads only the 12-byte headers (seeking over
-  the data) through ``FileSystems``.
-
-  Raises:
-    FramingError: the file is cut short.
+  path: the uncompressed TFRecord file. offsets: ``array('q')``, the byte offset of every
+  record's frame, in file order. keys: the records' :func:`transforms.splits.shuffle_key` s
+  (``SHUFFLE_KEY_BYTES`` = 16 bytes each) concatenated in the same order. 24 bytes per record.
   """
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-    return array.array('q', (span.offset for span in record_spans(stream)))
+  path: str
+  offsets: array.array
+  keys: bytes
 
 
-def plan_shards(files: Sequence[Tuple[str, Sequence[int]]],
-                num_shards: int) -> List[List[ShardRange]]:
-  """Deals the records of the staging files into ``num_shards`` shards of near-equal size.
+def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[ShardRange]]:
+  """Deals the records of the staging files into ``num_shards`` shards of near-equal size, in
+  key order.
 
-  The records, taken file by file in the given order, are cut into ``num_shards`` contiguous
-  stretches; shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)`` of the ``T`` in all, so
-  shard sizes differ by at most one record, and every record goes to exactly one shard.
+  All records are ordered by key (equal keys, which two different paths of a split would have
+  only by a collision of 128 bits of SHA-256, by staging path and offset), and that order is
+  cut into ``num_shards`` stretches: shard ``s`` gets records ``[s * T // n, (s + 1) * T // n)``
+  of the ``T`` in all, so shard sizes differ by at most one record and every record goes to
+  exactly one shard. Which records a shard gets, and in what order, depends only on the keys,
+  never on how the records were spread over the staging files. Consecutive records of a shard
+  that follow each other in one staging file make one ShardRange: a shard whose records
+  reached the writer in key-sorted runs (as ``ShuffleOrder`` hands them over) is a few long
+  ranges, one whose records came in no order is up to one range per record.
+
+  Memory: about 60 bytes per record while the order is computed (NumPy arrays of the keys,
+  offsets, file and record numbers and the sorting permutation), e.g. 57 MiB and about a second
+  for a split of a million records, then about 110 bytes per ShardRange (``bench/shard_plan.py``).
 
   Args:
-    files: (staging path, byte offsets of its record frames in file order) for every file.
+    files: every staging file of the split (``StagingFile``), in any order.
     num_shards: the number of final shards, at least 1.
 
   Returns:
-    ``num_shards`` lists of ShardRange (empty lists for empty shards), in shard order.
+    ``num_shards`` lists of ShardRange (empty lists for empty shards), in shard order; each
+    list in the order its records go into the shard.
+
+  Raises:
+    ValueError: a StagingFile whose keys do not hold one 16-byte key per offset.
   """
-  total = sum(len(offsets) for _, offsets in files)
-  bounds = [shard * total // num_shards for shard in range(num_shards + 1)]
+  files = sorted(files)  # by path: only equal keys depend on it
+  for file in files:
+    if len(file.keys) != len(file.offsets) * SHUFFLE_KEY_BYTES:
+      raise ValueError(f'{file.path}: {len(file.keys)} bytes of keys for '
+                       f'{len(file.offsets)} records')
+  counts = np.array([len(file.offsets) for file in files], dtype=np.int64)
+  total = int(counts.sum())
   plans: List[List[ShardRange]] = [[] for _ in range(num_shards)]
-  first = 0  # global index of the current file's first record
-  shard = 0
-  for path, offsets in files:
-    last = first + len(offsets)
-    while shard < num_shards and bounds[shard] < last:
-      start, stop = max(bounds[shard], first), min(bounds[shard + 1], last)
-      if stop > start:
-        plans[shard].append(ShardRange(path, offsets[start - first], stop - start))
-      if bounds[shard + 1] > last:
-        break  # this shard continues in the next file
-      shard += 1
-    first = last
+  if total == 0:
+    return plans
+  # as native integers: (top 64 bits, low 64 bits) of each key
+  keys = np.frombuffer(b''.join(file.keys for file in files), dtype='>u8').astype(np.uint64)
+  offsets = np.concatenate([np.frombuffer(file.offsets, dtype=np.int64) for file in files
+                            if len(file.offsets)])
+  file_number = np.repeat(np.arange(len(files), dtype=np.int32), counts)
+  record_number = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
+                                                               counts)
+  # lexsort: the last key is the primary one
+  order = np.lexsort((record_number, file_number, keys[1::2], keys[0::2]))
+  del keys
+  file_number, record_number, offsets = file_number[order], record_number[order], offsets[order]
+  del order
+  # a range starts where the file changes or the record is not the next one of its file
+  starts = np.ones(total, dtype=bool)
+  starts[1:] = ((file_number[1:] != file_number[:-1])
+                | (record_number[1:] != record_number[:-1] + 1))
+  bounds = [shard * total // num_shards for shard in range(num_shards + 1)]
+  starts[[bound for bound in bounds[:-1] if bound < total]] = True  # every shard starts one
+  start_at = np.flatnonzero(starts)
+  lengths = np.diff(np.append(start_at, total)).tolist()
+  shard_of = np.searchsorted(np.array(bounds[1:]), start_at, side='right').tolist()
+  paths = [file.path for file in files]
+  for shard, number, offset, length in zip(shard_of, file_number[start_at].tolist(),
+                                           offsets[start_at].tolist(), lengths):
+    plans[shard].append(ShardRange(paths[number], offset, length))
   return plans
 
 
@@ -138,12 +192,69 @@ def dali_index_path(shard_path: str) -> str:
   return shard_path + contract.DALI_INDEX_SUFFIX
 
 
+_OPEN_STAGING_FILES = 16
+"""The most staging files a shard's copy keeps open at once (least recently used closed first):
+the ranges of a shard come from few files at a time when the records reached the writer in
+key-sorted runs; on gs:// and s3:// every open stream holds a read buffer."""
+
+
+class _StagingReader:
+  """The staging files a shard's copy reads, each opened once while in use, read sequentially
+  and seeking only where a range does not start where the last one of its file stopped."""
+
+  def __init__(self, max_open: int = _OPEN_STAGING_FILES):
+    self._max_open = max_open
+    self._open: 'collections.OrderedDict[str, list]' = collections.OrderedDict()  # path ->
+    # [stream, position]
+    self.seeks = 0
+
+  def frames(self, run: ShardRange) -> Iterator:
+    """Yields the ``run.num_records`` frames of ``run``, in file order.
+
+    Raises:
+      FramingError: the file holds fewer records from ``run.offset`` than the run says.
+    """
+    entry = self._open.pop(run.path, None)
+    if entry is None:
+      if len(self._open) >= self._max_open:
+        _, (oldest, _) = self._open.popitem(last=False)
+        oldest.close()
+      entry = [FileSystems.open(run.path, compression_type=CompressionTypes.UNCOMPRESSED),
+               None]
+    self._open[run.path] = entry
+    stream = entry[0]
+    if entry[1] != run.offset:
+      stream.seek(run.offset)
+      self.seeks += 1
+    entry[1] = None  # unknown until every frame of the run is read
+    copied = 0
+    position = run.offset
+    try:
+      for frame in itertools.islice(read_frames(stream, run.offset), run.num_records):
+        yield frame
+        position += HEADER_BYTES + len(frame.body)
+        copied += 1
+    except FramingError as error:
+      raise FramingError(f'{run.path}: {error}') from None
+    if copied < run.num_records:
+      raise FramingError(f'{run.path}: {copied} records from byte {run.offset}, where '
+                         f'the plan says {run.num_records}')
+    entry[1] = position
+
+  def close(self):
+    while self._open:
+      _, (stream, _) = self._open.popitem()
+      stream.close()
+
+
 def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool = False,
                dali_index: bool = False) -> int:
   """Writes the framed records of ``ranges``, in order, into the shard file ``shard_path``.
 
   Frames are copied byte for byte (12-byte header, data, 4-byte data CRC), one at a time, so
-  memory holds one record. With ``dali_index`` (uncompressed shards only), also writes
+  memory holds one record (and the read buffers of at most 16 open staging files). A range
+  that starts where the previous range of its staging file stopped is read on without a seek.
+  With ``dali_index`` (uncompressed shards only), also writes
   ``<shard_path>.idx`` while copying: one ``"<offset> <size>\\n"`` line per record, the byte
   offset of the record's frame in the shard and the frame's whole length (header + data + CRC):
   the format of NVIDIA DALI's ``tools/tfrecord2idx``, which ``fn.readers.tfrecord(index_path=)``
@@ -167,6 +278,7 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
   compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
   index = None
   position = written = 0
+  reader = _StagingReader()
   with FileSystems.create(shard_path, mime_type='application/octet-stream',
                           compression_type=compression) as out:
     if dali_index:
@@ -174,34 +286,26 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
                                  compression_type=CompressionTypes.UNCOMPRESSED)
     try:
       for run in ranges:
-        with FileSystems.open(run.path,
-                              compression_type=CompressionTypes.UNCOMPRESSED) as source:
-          source.seek(run.offset)
-          copied = 0
-          try:
-            for frame in itertools.islice(read_frames(source, run.offset), run.num_records):
-              out.write(frame.header)
-              out.write(frame.body)
-              size = HEADER_BYTES + len(frame.body)
-              if index is not None:
-                index.write(f'{position} {size}\n'.encode('ascii'))
-              position += size
-              copied += 1
-          except FramingError as error:
-            raise FramingError(f'{run.path}: {error}') from None
-          if copied < run.num_records:
-            raise FramingError(f'{run.path}: {copied} records from byte {run.offset}, where '
-                               f'the plan says {run.num_records}')
-          written += copied
+        for frame in reader.frames(run):
+          out.write(frame.header)
+          out.write(frame.body)
+          size = HEADER_BYTES + len(frame.body)
+          if index is not None:
+            index.write(f'{position} {size}\n'.encode('ascii'))
+          position += size
+          written += 1
     finally:
+      reader.close()
       if index is not None:
         index.close()
   return written
 
 
 class _WriteStagingFileFn(beam.DoFn):
-  """bytes (a serialized record) -> the path of one uncompressed TFRecord staging file per
-  bundle, emitted when the bundle ends (a bundle with no record writes no file).
+  """(key, serialized record) -> one ``StagingFile`` per bundle, emitted when the bundle ends (a
+  bundle with no record writes no file): the records are written in the order they come, as
+  one uncompressed TFRecord file, and each one's frame offset and key is kept (24 bytes per
+  record), so that nothing needs to read the file to plan the shards.
 
   A retried bundle writes a new file (a fresh name); the failed attempt's file is never
   referenced and goes with the staging folder. The run's ``claim`` is checked before each file
@@ -216,8 +320,12 @@ class _WriteStagingFileFn(beam.DoFn):
   def start_bundle(self):
     self._path = None
     self._handle = None
+    self._offsets = array.array('q')
+    self._keys = bytearray()
+    self._position = 0
 
-  def process(self, record: bytes):
+  def process(self, element: Tuple[bytes, bytes]):
+    key, record = element
     if self._handle is None:
       run_claim.check(self._claim)  # ClaimLost: another run owns the output now
       self._path = FileSystems.join(
@@ -225,11 +333,15 @@ class _WriteStagingFileFn(beam.DoFn):
       self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
                                         compression_type=CompressionTypes.UNCOMPRESSED)
     _TFRecordUtil.write_record(self._handle, record)
+    self._offsets.append(self._position)
+    self._keys += key
+    self._position += HEADER_BYTES + len(record) + FOOTER_BYTES
 
   def finish_bundle(self):
     if self._handle is not None:
       self._handle.close()
-      yield GlobalWindows.windowed_value(self._path)
+      yield GlobalWindows.windowed_value(
+          StagingFile(self._path, self._offsets, bytes(self._keys)))
 
 
 def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
@@ -275,6 +387,8 @@ class _WriteShardFn(beam.DoFn):
 
   def process(self, element):
     shard, ranges = element
+    # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
     path = FileSystems.join(self._output_dir, contract.shard_file_name(
         self._split, shard, self._num_shards, self._compressed))
     write_complete_shard(ranges, path, FileSystems.join(self._output_dir, STAGING_DIR),
@@ -305,13 +419,17 @@ class WriteSplits(beam.PTransform):
     dali_index: write a DALI index file ``<shard>.idx`` beside each (uncompressed) shard.
     claim: the run's ``transforms.claim.ClaimToken``, checked before each shard takes its
       final name (None: no check).
+    shuffle_seed: the seed of the records' order (``transforms.splits.shuffle_key`` of each
+      example's ``relpath``): the same examples, seed and shard counts give byte-identical
+      shard files, whatever order the examples come in and however many sources hold them.
 
   Raises:
     ValueError: ``dali_index`` with ``compressed``.
   """
 
   def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False,
-               dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None):
+               dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None,
+               shuffle_seed: int = 0):
     super().__init__()
     if dali_index and compressed:
       raise ValueError('--dali_index needs uncompressed shards (DALI reads records at byte '
@@ -321,6 +439,7 @@ class WriteSplits(beam.PTransform):
     self._compressed = compressed
     self._dali_index = dali_index
     self._claim = claim
+    self._shuffle_seed = shuffle_seed
 
   def expand(self, examples):
     # Several sources (the converted examples and a night's reused ones) are written to
@@ -338,13 +457,13 @@ class WriteSplits(beam.PTransform):
       for split, pcoll in zip(splits, by_split):
         located[split].append(
             pcoll
-            | f'{name}{split}: records' >> beam.Map(lambda example: example.serialized)
-            # One file per bundle, no GroupByKey over the records.
+            # ConvertedExample -> (its shuffle_key, serialized tf.train.Example)
+            | f'{name}{split}: keyed records' >> beam.Map(
+                lambda example, seed: (shuffle_key(example.relpath, seed), example.serialized),
+                self._shuffle_seed)
+            # One file per bundle, no GroupByKey over the records: -> StagingFile
             | f'{name}{split}: write staging files' >> beam.ParDo(
-                _WriteStagingFileFn(FileSystems.join(staging_dir, split), self._claim))
-            # str -> (staging path, array('q') of frame offsets)
-            | f'{name}{split}: locate records' >> beam.Map(
-                lambda path: (path, frame_offsets(path))))
+                _WriteStagingFileFn(FileSystems.join(staging_dir, split), self._claim)))
     written = []
     for split in splits:
       num_shards = self._num_shards[split]
@@ -352,11 +471,11 @@ class WriteSplits(beam.PTransform):
           located[split] | f'{split}: staging files of every source' >> beam.Flatten())
       written.append(
           staging_files
-          # -> one list of every staging file (always one element, [] when there is none)
+          # -> one list of every StagingFile (always one element, [] when there is none)
           | f'{split}: all staging files' >> beam.combiners.ToList()
-          # -> (shard index, [ShardRange, ...]) for each of the split's shards
+          # -> (shard index, [ShardRange, ...]) for each of the split's shards, in key order
           | f'{split}: deal into {num_shards} shards' >> beam.FlatMap(
-              lambda files, n: enumerate(plan_shards(sorted(files), n)), num_shards)
+              lambda files, n: enumerate(plan_shards(files, n)), num_shards)
           | f'{split}: spread shards over workers' >> beam.Reshuffle()
           | f'{split}: write shards' >> beam.ParDo(_WriteShardFn(
               self._output_dir, split, num_shards, self._compressed, self._dali_index,
