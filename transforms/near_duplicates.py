@@ -9,7 +9,7 @@ Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` b
 docs/images.md). Only images sharing a band value are ever compared::
 
     ConvertedExample (with measures)
-      -> ((band, top PREFIX_BITS of its value), [(band value, phash, node), ...])
+      -> ((band, top PREFIX_BITS of its value), [(band value, phash as int64, node), ...])
                                                   NUM_BANDS entries per image, batched per bundle
       -> GroupByKey -> buckets by whole band value                     candidates
       -> confirmed pairs: Hamming distance <= distance                  (node, node) edges
@@ -72,11 +72,18 @@ shuffled elements per image, measured at about 7% of the job), and the grouped s
 key's images by their whole band value again."""
 
 _MAX_HELD = 20_000  # entries a worker batches before it sends them on
+_HASH_MASK = (1 << 64) - 1
+
+
+def _as_int64(phash: int) -> int:
+  """A 64-bit hash as the signed int64 of the same bits (``& _HASH_MASK`` gives it back):
+  Beam's coder writes an int64 as a varint, and pickles a larger int (half of all hashes)."""
+  return phash - (1 << 64) if phash >> 63 else phash
 
 
 class _BatchBandsFn(beam.DoFn):
-  """ConvertedExample -> ((band, value prefix), [(band value, phash, node), ...]): the
-  bundle's images batched by GroupByKey key (none without measures)."""
+  """ConvertedExample -> ((band, value prefix), [(band value, phash as a signed int64, node),
+  ...]): the bundle's images batched by GroupByKey key (none without measures)."""
 
   def start_bundle(self):
     self._batches = collections.defaultdict(list)
@@ -87,8 +94,9 @@ class _BatchBandsFn(beam.DoFn):
       return
     phash = ImageMeasures.of(example).phash
     node = (example.relpath, example.split, example.label, example.source_sha256)
+    carried = _as_int64(phash)
     for band, value in band_keys(phash):
-      self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, phash, node))
+      self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, carried, node))
     self._held += NUM_BANDS
     if self._held >= _MAX_HELD:  # bounded memory in a large bundle
       yield from self._flush()
@@ -107,8 +115,8 @@ def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, Node]]:
   (band, _), batches = element
   buckets: Dict[int, list] = collections.defaultdict(list)
   for batch in batches:
-    for value, phash, node in batch:
-      buckets[value].append((phash, node))
+    for value, carried, node in batch:
+      buckets[value].append((carried & _HASH_MASK, node))
   for members in buckets.values():
     if len(members) > 1:
       yield from bucket_edges(members, distance, band)
@@ -199,7 +207,7 @@ class NearDuplicateGroups(beam.PTransform):
     distance, keep_first = self._distance, self._keep_first
     return (
         examples
-        # ((band, value prefix), [(band value, phash, (DuplicateFile, sha256))]) per bundle
+        # ((band, value prefix), [(band value, phash as int64, node)]) per bundle
         | 'batch hash bands' >> beam.ParDo(_BatchBandsFn())
         | 'group by band' >> beam.GroupByKey()
         # (node, node): pairs within the distance, found in some bucket (maybe several)
