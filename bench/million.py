@@ -62,23 +62,29 @@ _POLL_S = 0.2
 
 
 def run_tree_measured(cmd, cwd=None, env=None):
-  """Runs ``cmd``; (exit status, wall s, CPU s of its tree, peak PSS sum bytes, output)."""
+  """Runs ``cmd``; (exit status, wall s, CPU s of its tree, peak PSS sum bytes, output,
+  (the launcher's PSS, the rest of the tree's) at that peak, bytes)."""
   env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL='2')
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   with tempfile.TemporaryFile() as log:
     start = time.perf_counter()
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                cwd=cwd or str(common.REPO))
-    peak = 0
+    peak, launcher_peak, workers_peak = 0, 0, 0
     while process.poll() is None:
-      peak = max(peak, sum(_memory(pid)[0] for pid in common.process_tree(process.pid)))
+      figures = {pid: _memory(pid)[0] for pid in common.process_tree(process.pid)}
+      total = sum(figures.values())
+      if total > peak:  # the launcher (the runner, its GroupByKeys) and the SDK workers
+        peak = total
+        launcher_peak = figures.get(process.pid, 0)
+        workers_peak = total - launcher_peak
       time.sleep(_POLL_S)
     wall = time.perf_counter() - start
     log.seek(0)
     output = log.read().decode('utf-8', 'replace')
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-  return process.returncode, wall, cpu, peak, output
+  return process.returncode, wall, cpu, peak, output, (launcher_peak, workers_peak)
 
 
 # --- the plain loop, in a child process -------------------------------------------------------
@@ -131,7 +137,7 @@ def loop_child(root, workers, image_size):
 
 def row_loop(root, workers, image_size):
   cmd = [sys.executable, __file__, '--_loop', str(root), str(workers), str(image_size)]
-  status, wall, cpu, peak, output = run_tree_measured(cmd)
+  status, wall, cpu, peak, output, _ = run_tree_measured(cmd)
   lines = [line for line in output.splitlines() if line.startswith('{')]
   if status != 0 or not lines:
     raise RuntimeError(f'the plain loop failed ({status}):\n{output[-3000:]}')
@@ -152,14 +158,16 @@ def row_job(root, files, workers, image_size, flags, out, tree=None, name='job')
   env = None
   if tree:
     env = dict(os.environ, PYTHONPATH=f'{tree}{os.pathsep}{tree}/reader')
-  status, wall, cpu, peak, output = run_tree_measured(cmd, cwd=tree, env=env)
+  status, wall, cpu, peak, output, (launcher, workers) = run_tree_measured(cmd, cwd=tree,
+                                                                          env=env)
   if status != 0:
     raise RuntimeError(f'{shlex.join(cmd)} exited with {status}:\n{output[-3000:]}')
   manifest = json.loads((pathlib.Path(out) / 'manifest.json').read_text())
   if manifest['num_examples'] != files:
     raise RuntimeError(f'{manifest["num_examples"]} examples written of {files} files')
   return {'row': f'{name}, {files:,} files', 'images': files, 'seconds': wall, 'cpu_s': cpu,
-          'peak_pss_mib': peak / 2**20, 'command': shlex.join(cmd)}
+          'peak_pss_mib': peak / 2**20, 'launcher_pss_mib': launcher / 2**20,
+          'workers_pss_mib': workers / 2**20, 'command': shlex.join(cmd)}
 
 
 def main(argv=None):
@@ -215,9 +223,11 @@ def main(argv=None):
     row['images_per_s'] = row['images'] / row['seconds']
     row['cpu_ms_per_image'] = 1000 * row['cpu_s'] / row['images']
   print(common.format_table(
-      ('row', 'images', 'wall s', 'images/s', 'CPU ms/img', 'cores busy', 'peak PSS MiB'),
+      ('row', 'images', 'wall s', 'images/s', 'CPU ms/img', 'cores busy', 'peak PSS MiB',
+       'of which launcher (runner)', 'SDK workers and the rest'),
       [(r['row'], r['images'], r['seconds'], r['images_per_s'], r['cpu_ms_per_image'],
-        r['cpu_s'] / r['seconds'], r['peak_pss_mib']) for r in report['rows']]))
+        r['cpu_s'] / r['seconds'], r['peak_pss_mib'], r.get('launcher_pss_mib'),
+        r.get('workers_pss_mib')) for r in report['rows']]))
   big, small = jobs[-1], jobs[0]
   ratio = big['images_per_s'] / loop['images_per_s'] if loop else None
   growth = big['peak_pss_mib'] / small['peak_pss_mib'] - 1 if len(jobs) > 1 else None

@@ -54,9 +54,10 @@ NUM_BANDS = 4
 BAND_BITS = 16
 _BAND_MASK = (1 << BAND_BITS) - 1
 
-Node = Tuple[str, str, Optional[str], str]
-"""A file of the graph: (relative path, split, class name, hex SHA-256 of its source); a plain
-tuple, which Beam's coder encodes natively (a NamedTuple it would pickle)."""
+Node = Tuple[str, str, Optional[str], bytes]
+"""A file of the graph: (relative path, split, class name, SHA-256 of its source: the 32-byte
+digest in the job, any value that tells two contents apart); a plain tuple, which Beam's coder
+encodes natively (a NamedTuple it would pickle)."""
 
 
 def band_keys(phash: int) -> List[Tuple[int, int]]:
@@ -93,7 +94,8 @@ class _BatchBandsFn(beam.DoFn):
     if example.measures is None:
       return
     phash = ImageMeasures.of(example).phash
-    node = (example.relpath, example.split, example.label, example.source_sha256)
+    # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
+    node = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
     carried = _as_int64(phash)
     for band, value in band_keys(phash):
       self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, carried, node))
