@@ -50,7 +50,7 @@ from imagerecords import contract
 from transforms import reads
 from transforms.sorted_lines import WriteSortedLines
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
-                                 LabeledImage)
+                                 LabeledImage, examples_of)
 
 KEEP_ALL = 'keep_all'
 KEEP_FIRST = 'keep_first'
@@ -343,15 +343,19 @@ class _BatchByDigestFn(beam.DoFn):
   files batched by ``SHA_PREFIX_HEX`` digits of their source's digest (plain tuples, which
   Beam's coder encodes natively; a NamedTuple it would pickle)."""
 
+  def __init__(self, batched: bool = False):
+    self._batched = batched
+
   def start_bundle(self):
     self._batches = collections.defaultdict(list)
     self._held = 0
 
-  def process(self, example):
-    digest = example.source_sha256
-    self._batches[digest[:SHA_PREFIX_HEX]].append(
-        (digest, example.relpath, example.split, example.label))
-    self._held += 1
+  def process(self, element):
+    for example in examples_of(element, self._batched):
+      digest = example.source_sha256
+      self._batches[digest[:SHA_PREFIX_HEX]].append(
+          (digest, example.relpath, example.split, example.label))
+      self._held += 1
     if self._held >= _MAX_HELD:  # bounded memory in a large bundle
       yield from self._flush()
 
@@ -383,12 +387,17 @@ class ExactGroups(beam.PTransform):
   Each bundle's files are batched by the first ``SHA_PREFIX_HEX`` hex digits of their digest
   and grouped on that prefix (at most 256 keys), then split by whole digest: the shuffle
   carries a few hundred elements per bundle rather than one per image, and only
-  (digest, path, split, label) tuples."""
+  (digest, path, split, label) tuples. ``batched``: the input's elements are lists of
+  ConvertedExample (``elements.examples_of``)."""
+
+  def __init__(self, batched: bool = False):
+    super().__init__()
+    self._batched = batched
 
   def expand(self, examples):
     return (
         examples
-        | 'batch by source sha256' >> beam.ParDo(_BatchByDigestFn())
+        | 'batch by source sha256' >> beam.ParDo(_BatchByDigestFn(self._batched))
         | 'group by digest prefix' >> beam.GroupByKey()
         | 'groups of two or more' >> beam.FlatMap(_exact_groups_of_key))
 

@@ -37,7 +37,8 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
-from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
+from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
+                                 examples_of)
 from transforms.image_measures import ImageMeasures, hamming
 
 DEFAULT_DISTANCE = 10
@@ -86,20 +87,25 @@ class _BatchBandsFn(beam.DoFn):
   """ConvertedExample -> ((band, value prefix), [(band value, phash as a signed int64, node),
   ...]): the bundle's images batched by GroupByKey key (none without measures)."""
 
+  def __init__(self, batched: bool = False):
+    self._batched = batched
+
   def start_bundle(self):
     self._batches = collections.defaultdict(list)
     self._held = 0
 
-  def process(self, example):
-    if example.measures is None:
-      return
-    phash = ImageMeasures.of(example).phash
-    # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
-    node = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
-    carried = _as_int64(phash)
-    for band, value in band_keys(phash):
-      self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, carried, node))
-    self._held += NUM_BANDS
+  def process(self, element):
+    for example in examples_of(element, self._batched):
+      if example.measures is None:
+        continue
+      phash = ImageMeasures.of(example).phash
+      # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
+      node = (example.relpath, example.split, example.label,
+              bytes.fromhex(example.source_sha256))
+      carried = _as_int64(phash)
+      for band, value in band_keys(phash):
+        self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, carried, node))
+      self._held += NUM_BANDS
     if self._held >= _MAX_HELD:  # bounded memory in a large bundle
       yield from self._flush()
 
@@ -192,25 +198,28 @@ class NearDuplicateGroups(beam.PTransform):
     distance: the largest Hamming distance (bits of 64) of two hashes of the same picture,
       0-``MAX_DISTANCE``.
     keep_first: mark each group's first file by path as the one kept (``--dedup=keep_first_near``).
+    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``).
 
   Raises:
     ValueError: ``distance`` is out of range.
   """
 
-  def __init__(self, distance: int = DEFAULT_DISTANCE, keep_first: bool = False):
+  def __init__(self, distance: int = DEFAULT_DISTANCE, keep_first: bool = False,
+               batched: bool = False):
     super().__init__()
     if not 0 <= distance <= MAX_DISTANCE:
       raise ValueError(f'--near_duplicate_distance must be within 0-{MAX_DISTANCE} bits, '
                        f'got {distance}')
     self._distance = distance
     self._keep_first = keep_first
+    self._batched = batched
 
   def expand(self, examples):
     distance, keep_first = self._distance, self._keep_first
     return (
         examples
         # ((band, value prefix), [(band value, phash as int64, node)]) per bundle
-        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn())
+        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn(self._batched))
         | 'group by band' >> beam.GroupByKey()
         # (node, node): pairs within the distance, found in some bucket (maybe several)
         | 'confirm by hamming distance' >> beam.FlatMap(_edges_of_key, distance)
