@@ -178,6 +178,8 @@ def main(argv=None):
   parser.add_argument('--work', default='/tmp/imagerecords_million',
                       help='Folder of the sets (kept and reused) and of the job outputs.')
   parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--photos', type=int, default=None,
+                      help='The first N of the 1,000 photos only (a smoke test).')
   parser.add_argument('--workers', type=int, default=2)
   parser.add_argument('--flags', default='', help='More flags of the job, one string.')
   parser.add_argument('--skip_loop', action='store_true')
@@ -191,8 +193,8 @@ def main(argv=None):
   sets = []
   for n in copies:
     start = time.perf_counter()
-    root = work / f'copies{n}'
-    files = common.distinct_copies(root, n)
+    root = work / (f'copies{n}' if args.photos is None else f'copies{n}_first{args.photos}')
+    files = common.distinct_copies(root, n, args.photos)
     print(f'{files:,} files in {root} (made or found in {time.perf_counter() - start:.0f} s)',
           flush=True)
     sets.append((root, files))
