@@ -266,7 +266,7 @@ def add_row_flags(parser) -> None:
                       'cumulative). Default: each row in a fresh process.')
 
 
-def distinct_copies(dest: pathlib.Path, copies: int) -> int:
+def distinct_copies(dest: pathlib.Path, copies: int, limit: Optional[int] = None) -> int:
   """Writes ``copies`` distinct files of each of Tiny ImageNet's 1,000 validation photos (64x64
   JPEGs, ``../shared/data/tiny_imagenet_val``) into ``dest/<wnid>/<stem>_<copy>.JPEG``, 200
   class folders; returns the number of files.
@@ -275,17 +275,17 @@ def distinct_copies(dest: pathlib.Path, copies: int) -> int:
   copy inserted after the start-of-image marker: the bytes (and SHA-256) differ, the pixels do
   not, so every file is a distinct input (no byte-identical duplicates) that costs the codec
   what the photo costs. A file set already complete (the same count) is kept: writing a million
-  files takes minutes.
+  files takes minutes. ``limit``: the first ``limit`` photos only (by file name; smoke tests).
   """
   source = shared_data('tiny_imagenet_val')
   classes = dict(line.split('\t')[:2] for line in
                  (source / 'val_annotations.txt').read_text().splitlines() if line)
   photos = [(classes[path.name], path.stem, path.read_bytes())
-            for path in sorted((source / 'images').iterdir()) if path.name in classes]
+            for path in sorted((source / 'images').iterdir()) if path.name in classes][:limit]
   marker = dest.parent / f'{dest.name}.complete'  # beside it: not one of the files listed
   if marker.exists():
     return len(photos) * copies
-  for wnid in set(classes.values()):
+  for wnid in {wnid for wnid, _, _ in photos}:
     (dest / wnid).mkdir(parents=True, exist_ok=True)
   for copy in range(copies):
     for wnid, stem, data in photos:

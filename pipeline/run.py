@@ -112,11 +112,15 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
        for name, source in (('converted', new_examples), ('reused', reused))]
       | 'converted and reused' >> beam.Flatten())
 
+  # the per-image analysis steps below take lists of examples: Beam's cost per element (each
+  # step's invocation, its counters) is then paid once per EXAMPLES_PER_BATCH images
+  batches = examples | 'batch the examples' >> _batches()
   # groups of byte-identical files and of near-identical pictures (perceptual hashes)
-  groups = [examples | 'exact duplicate groups' >> ExactGroups(), deduped['groups']]
+  groups = [batches | 'exact duplicate groups' >> ExactGroups(batched=True), deduped['groups']]
   if config.image_checks:
-    near_groups = examples | 'near-duplicate groups' >> NearDuplicateGroups(
-        config.near_duplicate_distance, keep_first=config.dedup == KEEP_FIRST_NEAR)
+    near_groups = batches | 'near-duplicate groups' >> NearDuplicateGroups(
+        config.near_duplicate_distance, keep_first=config.dedup == KEEP_FIRST_NEAR,
+        batched=True)
     groups.append(near_groups)
   all_groups = groups | 'all duplicate groups' >> beam.Flatten()
   near_failures = []
@@ -126,10 +130,11 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     records = tuple(drop_near_duplicates(source, dropped['files'], f'drop near duplicates {i}')
                     for i, source in enumerate(records))
     examples = drop_near_duplicates(examples, dropped['files'], 'drop near duplicates')
+    batches = examples | 'batch the examples kept' >> _batches()
   shard_paths = records | 'write shards' >> WriteSplits(
       config.output_dir, config.num_shards, config.compressed,
       dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed)
-  split_stats = examples | 'split statistics' >> SplitStatistics()
+  split_stats = batches | 'split statistics' >> SplitStatistics(batched=True)
   failures = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
        converted[FAILURES_TAG], *near_failures]
@@ -139,9 +144,10 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
   # quality.jsonl (flagged images), and one element: the manifest's quality section (counts)
   quality = None
   if config.image_checks:
-    quality = examples | 'report quality' >> ReportQuality(config.output_dir, spec.channels)
+    quality = batches | 'report quality' >> ReportQuality(config.output_dir, spec.channels,
+                                                          batched=True)
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
-  index = examples | 'image index' >> WriteImageIndex(config.output_dir)
+  index = batches | 'image index' >> WriteImageIndex(config.output_dir, batched=True)
   diff = None
   if config.previous_index:
     diff = examples | 'diff against the previous run' >> DiffAgainstPrevious(
@@ -151,8 +157,8 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     statistics = examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
         config.output_dir, stats_split, spec.image_size, spec.channels)
   elif config.stats:  # --stats: exact pixel mean/std of the training split, Beam alone
-    statistics = examples | 'training statistics' >> TrainingStatistics(
-        stats_split, spec.channels)
+    statistics = batches | 'training statistics' >> TrainingStatistics(
+        stats_split, spec.channels, batched=True)
   manifest = p | 'write metadata' >> WriteMetadata(
       config.metadata, shard_paths, class_names, split_stats, failures, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
@@ -161,6 +167,17 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     _ = manifest | 'publish the run' >> PublishRun(
         config.output_root, config.output_dir, config.publish_dir,
         claim=config.claim, run_id=config.run_id)
+
+
+EXAMPLES_PER_BATCH = 256
+"""Examples per list handed to the per-image analysis steps (about one shuffle bucket)."""
+
+
+def _batches() -> beam.PTransform:
+  """PCollection[ConvertedExample] -> PCollection[list of ConvertedExample], lists of
+  EXAMPLES_PER_BATCH (fewer at a bundle's end), in the same stage (fused)."""
+  return beam.BatchElements(min_batch_size=EXAMPLES_PER_BATCH,
+                            max_batch_size=EXAMPLES_PER_BATCH)
 
 
 def _without_record(example):

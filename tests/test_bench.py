@@ -90,3 +90,18 @@ def test_profile_bench_splits_the_cost_per_image(tmp_path):
   assert any(name.startswith('transforms/codec.py')
              for name in report['project_cumulative_ms_per_image'])
   assert '| this project\'s function | cumulative ms per image |' in stdout
+
+
+def test_million_bench_runs_the_loop_and_the_job_at_two_sizes(tmp_path):
+  shared_data('tiny_imagenet_val')
+  report_path = tmp_path / 'million.json'
+  stdout = _run('million.py', '--copies=1,2', '--photos=8', '--workers=1',
+                f'--work={tmp_path}', f'--json={report_path}')
+  report = json.loads(report_path.read_text())
+  rows = {row['row']: row for row in report['rows']}
+  assert rows['plain loop']['images'] == 16
+  assert rows['job, 8 files']['images'] == 8 and rows['job, 16 files']['images'] == 16
+  for row in report['rows']:
+    assert row['images_per_s'] > 0 and row['peak_pss_mib'] > 0 and row['cpu_s'] > 0, row['row']
+  assert len(report['targets']) == 3
+  assert '| target | measured | wanted | verdict |' in stdout

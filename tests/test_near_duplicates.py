@@ -69,13 +69,14 @@ def _node(name, sha256=None):
 
 
 def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance():
-  members = [(0b0, _node(f'{i}.jpg')) for i in range(4)]  # four equal hashes: a chain
+  members = [(0b0, _node(f'{i}.jpg')) for i in range(4)]  # four equal hashes: one link
   members.append((0b111, _node('near.jpg')))  # 3 bits from them
   members.append((0xFFFF0000FFFF0000, _node('far.jpg')))  # 32 bits away
   edges = list(near_duplicates.bucket_edges(members, distance=3))
-  assert len(edges) == 3 + 1
-  names = {(a[0], b[0]) for a, b in edges}
-  assert ('0.jpg', 'near.jpg') in names and not any('far.jpg' in pair for pair in names)
+  assert len(edges) == 1 + 1
+  assert tuple(_node(f'{i}.jpg') for i in range(4)) in edges
+  names = {tuple(node[0] for node in link) for link in edges}
+  assert ('0.jpg', 'near.jpg') in names and not any('far.jpg' in link for link in names)
   # a later band leaves equal hashes, and pairs that share an earlier band, to that band:
   # 0b0 and 0b111 differ in band 0 only, so band 1 finds them, band 2 leaves them to band 1
   assert list(near_duplicates.bucket_edges(members, distance=3, band=1)) == [
@@ -88,7 +89,10 @@ def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance():
 def test_components_join_through_shared_files_and_skip_exact_only_groups():
   a, b, c, d = (_node(n) for n in ('a.jpg', 'b.jpg', 'c.jpg', 'd.jpg'))
   same1, same2 = _node('x.jpg', sha256='one'), _node('y.jpg', sha256='one')
-  edges = [(b, c), (a, b), (d, c), (same1, same2), (a, b)]
+  e, f, g = (_node(n) for n in ('e.jpg', 'f.jpg', 'g.jpg'))
+  edges = [(b, c), (a, b), (d, c), (same1, same2), (a, b), (g, f, e), (e, d)]
+  assert near_duplicates.components(edges) == [[a, b, c, d, e, f, g], [same1, same2]]
+  edges = edges[:5]
   assert near_duplicates.components(edges) == [[a, b, c, d], [same1, same2]]
   groups = list(near_duplicates.near_groups(edges, keep_first=True))
   assert len(groups) == 1  # x.jpg and y.jpg are byte-identical: an exact group, not near

@@ -314,6 +314,43 @@ def _plain_jpeg_frame(data: bytes) -> bool:
   return False
 
 
+def _plain_upright_jpeg(data: bytes) -> Optional[Tuple[int, int]]:
+  """(height, width) of a JPEG that Pillow opens as format ``JPEG`` in mode ``RGB`` or ``L``
+  with EXIF orientation 1, told from its markers alone (walked by their lengths up to the first
+  scan; nothing is decoded): one 8-bit baseline, extended or progressive frame of 1 or 3
+  components, and no APP1 segment (EXIF and XMP, where an orientation is written) nor APP2
+  ``MPF`` segment (a multi-picture file, which Pillow opens as ``MPO``). None for anything
+  else, which then takes the general path (Pillow's parse first)."""
+  if data[:3] != _JPEG_SOI:
+    return None
+  position, shape, size = 2, None, len(data)
+  while position + 4 <= size:
+    if data[position] != 0xFF:
+      return None
+    marker = data[position + 1]
+    if marker == 0xFF:  # a fill byte
+      position += 1
+      continue
+    if marker == 0xDA:  # the first scan: every header segment has been seen
+      return shape
+    if marker == 0xE1 or 0xD0 <= marker <= 0xD8 or marker == 0x01:
+      return None  # EXIF/XMP, or a stand-alone marker before the scan: Pillow decides
+    if marker == 0xE2 and data[position + 4:position + 8] == b'MPF\x00':
+      return None
+    if marker in _PLAIN_JPEG_FRAMES:
+      if shape is not None or position + 10 > size:
+        return None
+      height = int.from_bytes(data[position + 5:position + 7], 'big')
+      width = int.from_bytes(data[position + 7:position + 9], 'big')
+      if data[position + 4] != 8 or data[position + 9] not in (1, 3) or not height or not width:
+        return None
+      shape = (height, width)
+    elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+      return None  # another frame type
+    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
+  return None
+
+
 def _check_jpeg_end(data: bytes) -> None:
   """Refuses a truncated JPEG. A file that does not end with the EOI marker is decoded once at
   1/8 scale to tell a truncated file (refused) from one with data after its end (kept:
@@ -580,6 +617,13 @@ def _decode(data: bytes, spec: ImageSpec) -> Tuple[np.ndarray, Tuple[int, int]]:
   The pixels may be smaller than the source (DCT-domain downscaling of JPEGs); the source size
   is the full one, from the header, that ``resize_geometry`` works in.
   """
+  shape = _plain_upright_jpeg(data)
+  if shape is not None and shape[0] * shape[1] <= spec.max_pixels:
+    # what Pillow would open as an upright JPEG of mode RGB or L: its header parse (in Python,
+    # about as costly as libjpeg-turbo's decode of a small photo) is skipped
+    pixels = _decode_jpeg_fast(data, shape, spec)
+    if pixels is not None:
+      return pixels, (shape[1], shape[0])
   image = _open(data)
   _check_pixels(image.size, spec)
   width, height = image.size

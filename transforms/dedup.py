@@ -12,7 +12,8 @@ labels conflict.
     --dedup=keep_all (default): every file is written; the groups come from the digests the
       conversion computes anyway, so finding them costs no extra read:
 
-        ConvertedExample -> (sha256, DuplicateFile) -> GroupByKey -> DuplicateGroup (2+ files)
+        ConvertedExample -> (sha256 prefix, [(sha256, file, split, label)] per bundle)
+          -> GroupByKey -> by whole sha256 -> DuplicateGroup (2+ files)
 
     --dedup=keep_first (and keep_first_near, for the exact copies): the files are hashed BEFORE
       the conversion (a streaming read through FileSystems, no decoding), grouped by digest, and
@@ -43,12 +44,13 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 
 from transforms import reads
 from transforms.sorted_lines import WriteSortedLines
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
-                                 LabeledImage)
+                                 LabeledImage, examples_of)
 
 KEEP_ALL = 'keep_all'
 KEEP_FIRST = 'keep_first'
@@ -329,28 +331,75 @@ class DropDuplicates(beam.PTransform):
             GROUPS_TAG: kept[GROUPS_TAG]}
 
 
-def _exact_group(element) -> Iterable[DuplicateGroup]:
-  sha256, copies = element
-  copies = list(copies)
-  if len(copies) > 1:
-    yield group_of(EXACT, copies, sha256)
+SHA_PREFIX_HEX = 2
+"""The GroupByKey key of ``ExactGroups``: the first hex digits of the source's SHA-256 (256
+keys). Each worker batches a bundle's files by key before the shuffle, so a bundle sends at most
+256 elements whatever its size, instead of one (digest, file) element per image."""
+_MAX_HELD = 20_000  # files a worker batches before it sends them on
 
 
-def _file_of(example) -> DuplicateFile:
-  return DuplicateFile(example.relpath, example.split, example.label)
+class _BatchByDigestFn(beam.DoFn):
+  """ConvertedExample -> (digest prefix, [(sha256, relpath, split, label), ...]): the bundle's
+  files batched by ``SHA_PREFIX_HEX`` digits of their source's digest (plain tuples, which
+  Beam's coder encodes natively; a NamedTuple it would pickle)."""
+
+  def __init__(self, batched: bool = False):
+    self._batched = batched
+
+  def start_bundle(self):
+    self._batches = collections.defaultdict(list)
+    self._held = 0
+
+  def process(self, element):
+    for example in examples_of(element, self._batched):
+      digest = example.source_sha256
+      self._batches[digest[:SHA_PREFIX_HEX]].append(
+          (digest, example.relpath, example.split, example.label))
+      self._held += 1
+    if self._held >= _MAX_HELD:  # bounded memory in a large bundle
+      yield from self._flush()
+
+  def _flush(self):
+    batches, self._batches, self._held = self._batches, collections.defaultdict(list), 0
+    return iter(batches.items())
+
+  def finish_bundle(self):
+    for element in self._flush():
+      yield GlobalWindows.windowed_value(element)
+
+
+def _exact_groups_of_key(element) -> Iterable[DuplicateGroup]:
+  """(digest prefix, [batches]) -> a DuplicateGroup per digest held by two or more files."""
+  _, batches = element
+  by_digest = collections.defaultdict(list)
+  for batch in batches:
+    for digest, relpath, split, label in batch:
+      by_digest[digest].append(DuplicateFile(relpath, split, label))
+  for digest, copies in by_digest.items():
+    if len(copies) > 1:
+      yield group_of(EXACT, copies, digest)
 
 
 class ExactGroups(beam.PTransform):
   """PCollection[ConvertedExample] -> PCollection[DuplicateGroup] of the byte-identical files
-  among them (by ``source_sha256``; only (sha256, DuplicateFile) tuples are grouped)."""
+  among them (by ``source_sha256``).
+
+  Each bundle's files are batched by the first ``SHA_PREFIX_HEX`` hex digits of their digest
+  and grouped on that prefix (at most 256 keys), then split by whole digest: the shuffle
+  carries a few hundred elements per bundle rather than one per image, and only
+  (digest, path, split, label) tuples. ``batched``: the input's elements are lists of
+  ConvertedExample (``elements.examples_of``)."""
+
+  def __init__(self, batched: bool = False):
+    super().__init__()
+    self._batched = batched
 
   def expand(self, examples):
     return (
         examples
-        | 'key by source sha256' >> beam.Map(
-            lambda example: (example.source_sha256, _file_of(example)))
-        | 'group identical sources' >> beam.GroupByKey()
-        | 'groups of two or more' >> beam.FlatMap(_exact_group))
+        | 'batch by source sha256' >> beam.ParDo(_BatchByDigestFn(self._batched))
+        | 'group by digest prefix' >> beam.GroupByKey()
+        | 'groups of two or more' >> beam.FlatMap(_exact_groups_of_key))
 
 
 class ReportDuplicates(beam.PTransform):

@@ -107,6 +107,13 @@ class ConvertedExample(NamedTuple):
   measures: Optional[tuple] = None
 
 
+def examples_of(element, batched: bool):
+  """The ConvertedExamples an element holds: with ``batched``, the element is a list of them
+  (``beam.BatchElements``: the per-image analysis steps then run once per batch, not once per
+  image); else it is one, alone."""
+  return element if batched else (element,)
+
+
 class Failure(NamedTuple):
   """An input that did not become an example: where it stopped and why, in words."""
   path: str

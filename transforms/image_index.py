@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
+from transforms.elements import examples_of
 from transforms.folders import escape_pattern
 from transforms.image_measures import ImageMeasures
 from transforms.sorted_lines import WriteSortedLines
@@ -58,18 +59,22 @@ class WriteImageIndex(beam.PTransform):
 
   One file (~170 bytes per image), lines sorted by file name so two runs' indexes compare
   with ``diff``; sorted by an external merge (``transforms.sorted_lines``), so no worker holds
-  every line.
+  every line. ``batched``: the input's elements are lists of ConvertedExample
+  (``elements.examples_of``).
   """
 
-  def __init__(self, output_dir: str):
+  def __init__(self, output_dir: str, batched: bool = False):
     super().__init__()
     self._output_dir = output_dir
+    self._batched = batched
 
   def expand(self, examples):
     path = beam.io.filesystems.FileSystems.join(self._output_dir, contract.IMAGES_INDEX_FILE)
+    batched = self._batched
     return (
         examples
-        | 'index lines' >> beam.Map(index_line)
+        | 'index lines' >> beam.FlatMap(
+            lambda element: [index_line(e) for e in examples_of(element, batched)])
         | 'write images.jsonl' >> WriteSortedLines(path))
 
 

@@ -9,11 +9,12 @@ Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` b
 docs/images.md). Only images sharing a band value are ever compared::
 
     ConvertedExample (with measures)
-      -> ((band, top PREFIX_BITS of its value), [(band value, phash, node), ...])
+      -> ((band, top PREFIX_BITS of its value), [(band value, phash as int64, node), ...])
                                                   NUM_BANDS entries per image, batched per bundle
       -> GroupByKey -> buckets by whole band value                     candidates
-      -> confirmed pairs: Hamming distance <= distance                  (node, node) edges
-      -> all edges, one list -> connected components (union-find)      DuplicateGroup('near')
+      -> confirmed links: Hamming distance <= distance       (node, node), or (node, ...)
+                                                              for a set of equal hashes
+      -> all links, one list -> connected components (union-find)      DuplicateGroup('near')
 
 With 16-bit bands a bucket holds N / 65,536 unrelated images on average, so the candidate pairs
 grow as N^2 / 2^17 per band: 30 million Hamming distances at a million images, a few per image.
@@ -21,8 +22,9 @@ The GroupByKey keys are coarser (4 x 2^PREFIX_BITS) and batched per bundle, so t
 carries no element per image; a key holds N / 256 images per band.
 The edges are only those between near-identical files, so the one worker that joins them into
 groups holds state for the duplicated files, not for every image. Identical hashes in a bucket
-(byte-identical copies, blank frames) are chained rather than paired, so a thousand blank
-frames cost a thousand edges, not half a million.
+(byte-identical copies, blank frames, copies re-saved with other metadata) are one link of
+all of them rather than pairs, so a thousand blank frames cost one element of a thousand
+nodes, not half a million pairs (nor a chain of 999 pairs, each node twice).
 
 A group is reported as ``near`` when it holds at least two different contents (SHA-256): a set
 of byte-identical files alone is an ``exact`` group (``transforms.dedup``). Flips and rotations
@@ -37,7 +39,8 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
-from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
+from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
+                                 examples_of)
 from transforms.image_measures import ImageMeasures, hamming
 
 DEFAULT_DISTANCE = 10
@@ -54,9 +57,10 @@ NUM_BANDS = 4
 BAND_BITS = 16
 _BAND_MASK = (1 << BAND_BITS) - 1
 
-Node = Tuple[str, str, Optional[str], str]
-"""A file of the graph: (relative path, split, class name, hex SHA-256 of its source); a plain
-tuple, which Beam's coder encodes natively (a NamedTuple it would pickle)."""
+Node = Tuple[str, str, Optional[str], bytes]
+"""A file of the graph: (relative path, split, class name, SHA-256 of its source: the 32-byte
+digest in the job, any value that tells two contents apart); a plain tuple, which Beam's coder
+encodes natively (a NamedTuple it would pickle)."""
 
 
 def band_keys(phash: int) -> List[Tuple[int, int]]:
@@ -72,24 +76,38 @@ shuffled elements per image, measured at about 7% of the job), and the grouped s
 key's images by their whole band value again."""
 
 _MAX_HELD = 20_000  # entries a worker batches before it sends them on
+_HASH_MASK = (1 << 64) - 1
+
+
+def _as_int64(phash: int) -> int:
+  """A 64-bit hash as the signed int64 of the same bits (``& _HASH_MASK`` gives it back):
+  Beam's coder writes an int64 as a varint, and pickles a larger int (half of all hashes)."""
+  return phash - (1 << 64) if phash >> 63 else phash
 
 
 class _BatchBandsFn(beam.DoFn):
-  """ConvertedExample -> ((band, value prefix), [(band value, phash, node), ...]): the
-  bundle's images batched by GroupByKey key (none without measures)."""
+  """ConvertedExample -> ((band, value prefix), [(band value, phash as a signed int64, node),
+  ...]): the bundle's images batched by GroupByKey key (none without measures)."""
+
+  def __init__(self, batched: bool = False):
+    self._batched = batched
 
   def start_bundle(self):
     self._batches = collections.defaultdict(list)
     self._held = 0
 
-  def process(self, example):
-    if example.measures is None:
-      return
-    phash = ImageMeasures.of(example).phash
-    node = (example.relpath, example.split, example.label, example.source_sha256)
-    for band, value in band_keys(phash):
-      self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, phash, node))
-    self._held += NUM_BANDS
+  def process(self, element):
+    for example in examples_of(element, self._batched):
+      if example.measures is None:
+        continue
+      phash = ImageMeasures.of(example).phash
+      # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
+      node = (example.relpath, example.split, example.label,
+              bytes.fromhex(example.source_sha256))
+      carried = _as_int64(phash)
+      for band, value in band_keys(phash):
+        self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, carried, node))
+      self._held += NUM_BANDS
     if self._held >= _MAX_HELD:  # bounded memory in a large bundle
       yield from self._flush()
 
@@ -102,13 +120,13 @@ class _BatchBandsFn(beam.DoFn):
       yield GlobalWindows.windowed_value(element)
 
 
-def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, Node]]:
-  """((band, prefix), [batches]) -> the confirmed edges of each bucket (whole band value)."""
+def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, ...]]:
+  """((band, prefix), [batches]) -> the confirmed links of each bucket (whole band value)."""
   (band, _), batches = element
   buckets: Dict[int, list] = collections.defaultdict(list)
   for batch in batches:
-    for value, phash, node in batch:
-      buckets[value].append((phash, node))
+    for value, carried, node in batch:
+      buckets[value].append((carried & _HASH_MASK, node))
   for members in buckets.values():
     if len(members) > 1:
       yield from bucket_edges(members, distance, band)
@@ -121,27 +139,29 @@ def _shared_earlier_band(hash_a: int, hash_b: int, band: int) -> bool:
 
 
 def bucket_edges(members: Iterable[Tuple[int, Node]], distance: int, band: int = 0
-                 ) -> Iterable[Tuple[Node, Node]]:
-  """The confirmed pairs of one bucket of band ``band``: ``(node, node)`` edges whose hashes
-  are at most ``distance`` bits apart. Members with the same hash are chained (n - 1 edges),
-  one member per distinct hash is compared with the others'. A pair whose hashes also agree on
-  an earlier band is left to that band's bucket, so each pair is found once."""
+                 ) -> Iterable[Tuple[Node, ...]]:
+  """The confirmed links of one bucket of band ``band``: tuples of nodes that belong to one
+  group. Members with the same hash are one link of all of them (sorted; n nodes, not n - 1
+  pairs: a million copies of one picture cost one element, each node once); one member per
+  distinct hash is compared with the others', and a pair whose hashes are at most
+  ``distance`` bits apart is a ``(node, node)`` link. A pair whose hashes also agree on an
+  earlier band is left to that band's bucket, so each pair is found once."""
   by_hash: Dict[int, List[Node]] = collections.defaultdict(list)
   for phash, node in members:
     by_hash[phash].append(node)
   for nodes in by_hash.values():
-    if band == 0:  # equal hashes agree on every band: band 0 chains them
-      nodes.sort()
-      yield from zip(nodes, nodes[1:])
+    if band == 0 and len(nodes) > 1:  # equal hashes agree on every band: band 0 links them
+      yield tuple(sorted(nodes))
   for (hash_a, nodes_a), (hash_b, nodes_b) in itertools.combinations(sorted(by_hash.items()), 2):
     if (hamming(hash_a, hash_b) <= distance
         and not _shared_earlier_band(hash_a, hash_b, band)):
       yield nodes_a[0], nodes_b[0]
 
 
-def components(edges: Iterable[Tuple[Node, Node]]) -> List[List[Node]]:
-  """Connected components of an undirected graph given by its edges (union-find with path
-  halving); each component sorted, components sorted by their first node."""
+def components(edges: Iterable[Tuple[Node, ...]]) -> List[List[Node]]:
+  """Connected components of an undirected graph given by its links (each a tuple of two or
+  more nodes that are connected: a pair is an edge), by union-find with path halving; each
+  component sorted, components sorted by their first node."""
   parent: Dict[Node, Node] = {}
 
   def root(node):
@@ -151,19 +171,23 @@ def components(edges: Iterable[Tuple[Node, Node]]) -> List[List[Node]]:
       node = parent[node]
     return node
 
-  for a, b in edges:
-    root_a, root_b = root(a), root(b)
-    if root_a != root_b:
-      parent[max(root_a, root_b)] = min(root_a, root_b)
+  for link in edges:
+    root_a = root(link[0])
+    for other in link[1:]:
+      root_b = root(other)
+      if root_a != root_b:
+        low, high = min(root_a, root_b), max(root_a, root_b)
+        parent[high] = low
+        root_a = low
   grouped = collections.defaultdict(list)
   for node in parent:
     grouped[root(node)].append(node)
   return sorted(sorted(nodes) for nodes in grouped.values())
 
 
-def near_groups(edges: Iterable[Tuple[Node, Node]], keep_first: bool = False
+def near_groups(edges: Iterable[Tuple[Node, ...]], keep_first: bool = False
                 ) -> Iterable[DuplicateGroup]:
-  """The ``near`` DuplicateGroups of the edges: components holding two or more contents.
+  """The ``near`` DuplicateGroups of the links: components holding two or more contents.
   ``keep_first``: each names its first file by path as ``kept``."""
   for nodes in components(edges):
     if len({node[3] for node in nodes}) < 2:
@@ -182,27 +206,31 @@ class NearDuplicateGroups(beam.PTransform):
     distance: the largest Hamming distance (bits of 64) of two hashes of the same picture,
       0-``MAX_DISTANCE``.
     keep_first: mark each group's first file by path as the one kept (``--dedup=keep_first_near``).
+    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``).
 
   Raises:
     ValueError: ``distance`` is out of range.
   """
 
-  def __init__(self, distance: int = DEFAULT_DISTANCE, keep_first: bool = False):
+  def __init__(self, distance: int = DEFAULT_DISTANCE, keep_first: bool = False,
+               batched: bool = False):
     super().__init__()
     if not 0 <= distance <= MAX_DISTANCE:
       raise ValueError(f'--near_duplicate_distance must be within 0-{MAX_DISTANCE} bits, '
                        f'got {distance}')
     self._distance = distance
     self._keep_first = keep_first
+    self._batched = batched
 
   def expand(self, examples):
     distance, keep_first = self._distance, self._keep_first
     return (
         examples
-        # ((band, value prefix), [(band value, phash, (DuplicateFile, sha256))]) per bundle
-        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn())
+        # ((band, value prefix), [(band value, phash as int64, node)]) per bundle
+        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn(self._batched))
         | 'group by band' >> beam.GroupByKey()
-        # (node, node): pairs within the distance, found in some bucket (maybe several)
+        # links: pairs within the distance, found in some bucket (maybe several), and the
+        # sets of equal hashes
         | 'confirm by hamming distance' >> beam.FlatMap(_edges_of_key, distance)
         | 'all edges' >> beam.combiners.ToList()
         | 'connected components' >> beam.FlatMap(near_groups, keep_first))

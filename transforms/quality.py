@@ -26,6 +26,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from transforms.elements import examples_of
 from transforms.image_measures import ImageMeasures
 from transforms.sorted_lines import WriteSortedLines
 
@@ -111,22 +112,25 @@ class _FlagFn(beam.DoFn):
   """ConvertedExample -> ImageQuality of a flagged image; on ``counts``, one Counter per
   bundle (measured, flagged, per flag), so that counting costs no element per image."""
 
-  def __init__(self, channels: int):
+  def __init__(self, channels: int, batched: bool = False):
     self._channels = channels
+    self._batched = batched
 
   def start_bundle(self):
     self._counts = collections.Counter()
 
-  def process(self, example):
-    if example.measures is None:
-      return
-    self._counts['num_measured'] += 1
-    measures = ImageMeasures.of(example)
-    flags = flags_of(measures, self._channels)
-    if flags:
-      self._counts['num_flagged'] += 1
-      self._counts.update(flags)
-      yield ImageQuality(example.relpath, example.split, example.label, tuple(flags), measures)
+  def process(self, element):
+    for example in examples_of(element, self._batched):
+      if example.measures is None:
+        continue
+      self._counts['num_measured'] += 1
+      measures = ImageMeasures.of(example)
+      flags = flags_of(measures, self._channels)
+      if flags:
+        self._counts['num_flagged'] += 1
+        self._counts.update(flags)
+        yield ImageQuality(example.relpath, example.split, example.label, tuple(flags),
+                           measures)
 
   def finish_bundle(self):
     if self._counts:
@@ -169,18 +173,20 @@ class ReportQuality(beam.PTransform):
   ``quality`` section, emitted once ``OUT/quality.jsonl`` is written (flagged images only, one
   line each, sorted by file, by an external merge: ``transforms.sorted_lines``).
 
-  ``channels``: of the stored images (``grayscale`` is raised for 3 only).
+  ``channels``: of the stored images (``grayscale`` is raised for 3 only). ``batched``: the
+  input's elements are lists of ConvertedExample (``elements.examples_of``).
   """
 
-  def __init__(self, output_dir: str, channels: int = 3):
+  def __init__(self, output_dir: str, channels: int = 3, batched: bool = False):
     super().__init__()
     self._output_dir = output_dir
     self._channels = channels
+    self._batched = batched
 
   def expand(self, examples):
     path = FileSystems.join(self._output_dir, contract.QUALITY_FILE)
     channels = self._channels
-    scanned = examples | 'flag images' >> beam.ParDo(_FlagFn(channels)).with_outputs(
+    scanned = examples | 'flag images' >> beam.ParDo(_FlagFn(channels, self._batched)).with_outputs(
         _COUNTS_TAG, main='flagged')
     written = (scanned.flagged
                | 'quality lines' >> beam.Map(ImageQuality.to_json)

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 from imagerecords import contract
 
+from transforms.elements import examples_of
 from transforms.pixel_sums import PixelSums
 
 _MOD = 2**256
@@ -31,16 +32,21 @@ def fingerprint_hex(total: int) -> str:
 
 
 class _SplitStatisticsFn(beam.CombineFn):
-  """ConvertedExample -> {split: {'num_examples', 'class_counts', 'fingerprint'}}."""
+  """ConvertedExample (with ``batched``: a list of them) -> {split: {'num_examples',
+  'class_counts', 'fingerprint'}}."""
+
+  def __init__(self, batched: bool = False):
+    self._batched = batched
 
   def create_accumulator(self):
     return {}
 
-  def add_input(self, accumulator, example):
-    counts, total = accumulator.get(example.split, (collections.Counter(), 0))
-    counts[example.label] += 1
-    accumulator[example.split] = (
-        counts, (total + int.from_bytes(example.record_sha256, 'big')) % _MOD)
+  def add_input(self, accumulator, element):
+    for example in examples_of(element, self._batched):
+      counts, total = accumulator.get(example.split, (collections.Counter(), 0))
+      counts[example.label] += 1
+      accumulator[example.split] = (
+          counts, (total + int.from_bytes(example.record_sha256, 'big')) % _MOD)
     return accumulator
 
   def merge_accumulators(self, accumulators):
@@ -67,11 +73,17 @@ class SplitStatistics(beam.PTransform):
   """PCollection[ConvertedExample] -> a one-element PCollection of per-split statistics.
 
   The element: ``{split: {'num_examples': int, 'class_counts': {class name: int},
-  'fingerprint': str}}``; ``{}`` when there are no examples.
+  'fingerprint': str}}``; ``{}`` when there are no examples. ``batched``: the input's elements
+  are lists of ConvertedExample (``elements.examples_of``).
   """
 
+  def __init__(self, batched: bool = False):
+    super().__init__()
+    self._batched = batched
+
   def expand(self, examples):
-    return examples | 'count and fingerprint' >> beam.CombineGlobally(_SplitStatisticsFn())
+    return examples | 'count and fingerprint' >> beam.CombineGlobally(
+        _SplitStatisticsFn(self._batched))
 
 
 # --- the training split's pixel statistics (--stats): exact, Beam combiners only ----------------
@@ -154,19 +166,26 @@ class TrainingStatistics(beam.PTransform):
   Args:
     split: the training split's name (:func:`training_split`).
     channels: the run's ``--channels`` (3: RGB, 1: grayscale).
+    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``);
+      each list is added up first (one combiner input per list).
   """
 
-  def __init__(self, split: str, channels: int = 3):
+  def __init__(self, split: str, channels: int = 3, batched: bool = False):
     super().__init__()
     self._split = split
     self._channels = channels
+    self._batched = batched
 
   def expand(self, examples):
-    split = self._split
+    split, batched, adder = self._split, self._batched, AddPixelSums(self._channels)
+
+    def count_and_sums(element):
+      sums = [e.pixel_sums for e in examples_of(element, batched) if e.split == split]
+      return len(sums), adder.merge_accumulators(sums)
+
     return (
         examples
-        | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
-        | 'count and pixel sums' >> beam.Map(lambda e: (1, e.pixel_sums))
+        | 'count and pixel sums' >> beam.Map(count_and_sums)
         | 'add up' >> beam.CombineGlobally(beam.combiners.TupleCombineFn(
             sum, AddPixelSums(self._channels)))
         | 'mean and std' >> beam.MapTuple(
