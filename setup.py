@@ -21,7 +21,7 @@ setuptools.setup(
     long_description=(_ROOT / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     python_requires='>=3.10,<3.13',
-    packages=['pipeline', 'transforms'],
+    packages=setuptools.find_packages(include=['pipeline', 'transforms', 'transforms.*']),
     install_requires=[
         f'imagerecords=={VERSION}',
         'apache-beam[gcp]==2.77.0',

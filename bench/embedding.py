@@ -13,7 +13,7 @@ Three rows, run one after the other on the same photos:
 * ``convert``: ``python -m pipeline.run`` as a user runs it (multi-process local runner, one
   SDK worker per core), ``--stats=false``;
 * ``convert + embed``: the same with ``--embedding_model`` (pooling avg: 1,280 floats per record);
-* ``model alone``: the embedding function of the job (``transforms.embedding.Embedder``: parse,
+* ``model alone``: the embedding function of the job (``transforms.image.embedding.Embedder``: parse,
   decode, crop and resize as the reader does, preprocess, EfficientNetB0, pool) on the records
   the second row wrote, in batches of ``--batch_size``, in this process (TensorFlow's own
   threads on every core), after one warm-up batch: the model's embeddings/s without Beam.
@@ -49,7 +49,7 @@ def _job(data: pathlib.Path, out: pathlib.Path, flags):
 
 def _model_alone(out: pathlib.Path, spec, batch_size: int):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from transforms import embedding  # pylint: disable=import-outside-toplevel
+  from transforms.image import embedding  # pylint: disable=import-outside-toplevel
   records = [record for path in sorted(out.glob('*.tfrecord'))
              for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
   embedder = embedding.Embedder(embedding.load(spec), spec)
@@ -75,7 +75,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import keras  # pylint: disable=import-outside-toplevel
-  from transforms import embedding  # pylint: disable=import-outside-toplevel
+  from transforms.image import embedding  # pylint: disable=import-outside-toplevel
   root = pathlib.Path(args.data)
   files = common.image_files(root, args.limit)
   report = {'machine_before': common.machine(), 'command': ' '.join(sys.argv), 'rows': {}}

@@ -10,7 +10,7 @@ class folders; 1,000 copies make 1,000,000 files (about 2.7 GB, a few minutes to
 
 * ``os.scandir walk``: the least Python can do (one process, ``os.scandir`` recursively,
   ``DirEntry.stat`` of each file), the floor for a listing that reads sizes and times.
-* ``job's listing, local runner``: the job's own first step (``transforms.listing.
+* ``job's listing, local runner``: the job's own first step (``transforms.inputs.listing.
   ListImageFiles``: the top folder on one worker, then each class folder on any worker, with
   size, mtime, link and special-file rules) and a count, on the multi-process local runner.
 * ``Beam fileio.MatchFiles``: ``fileio.MatchFiles(root/**)`` and a count on the same runner:
@@ -65,7 +65,7 @@ def _count_in_pipeline(root, listing):
 
 
 def row_job_listing(root):
-  from transforms.listing import ListImageFiles  # pylint: disable=import-outside-toplevel
+  from transforms.inputs.listing import ListImageFiles  # pylint: disable=import-outside-toplevel
 
   class Listed(__import__('apache_beam').PTransform):
     def expand(self, pbegin):
@@ -76,7 +76,7 @@ def row_job_listing(root):
 
 def row_match_files(root):
   from apache_beam.io import fileio  # pylint: disable=import-outside-toplevel
-  from transforms.folders import escape_pattern  # pylint: disable=import-outside-toplevel
+  from transforms.files.folders import escape_pattern  # pylint: disable=import-outside-toplevel
   return _count_in_pipeline(root, fileio.MatchFiles(escape_pattern(root) + '/**'))
 
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=wrong-import-position
 from imagerecords import contract  # pylint: disable=wrong-import-position
-from transforms.write import STAGING_DIR  # pylint: disable=wrong-import-position
+from transforms.outputs.write import STAGING_DIR  # pylint: disable=wrong-import-position
 
 LIMIT_MIB = 2048  # the goal: peak RSS under 2 GiB at every size
 MAX_GROWTH = 0.25  # the goal: under 25% growth of the peak from the smallest to the largest size
@@ -128,7 +128,7 @@ def _write_only(writer, source, out, num_shards):
   from apache_beam.options.pipeline_options import PipelineOptions
 
   from transforms.elements import ConvertedExample
-  from transforms.write import WriteSplits
+  from transforms.outputs.write import WriteSplits
 
   def example(path):
     data = pathlib.Path(path).read_bytes()

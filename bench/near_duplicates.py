@@ -7,7 +7,7 @@
 ``recall``: builds a set of known near duplicates from the 397 hymenoptera JPEG photos, each
   kept as is and edited five ways (re-encoded at JPEG quality 50 and 95, halved, cropped by
   4 px per side, cropped by 2% per side) plus mirrored, and runs the job's own grouping
-  (``transforms.near_duplicates``: the LSH bands, the Hamming confirmation, the connected
+  (``transforms.analysis.near_duplicates``: the LSH bands, the Hamming confirmation, the connected
   components) over the hashes the job computes (``codec.convert_keeping_pixels`` at the
   default 256 px, ``image_measures.measure``). Per distance threshold: the recall per edit
   (an edited copy in its original's group), the pairs of distinct photos joined (false
@@ -47,7 +47,9 @@ import common  # pylint: disable=wrong-import-position
 
 from PIL import Image  # pylint: disable=wrong-import-position
 
-from transforms import codec, image_measures, near_duplicates, quality  # noqa: E402
+from transforms.image import codec, image_measures
+
+from transforms.analysis import near_duplicates, quality  # noqa: E402
 
 SPEC = codec.ImageSpec(image_size=256, resize_mode='shorter_side', image_format='jpeg')
 EDITS = ('jpeg q50', 'jpeg q95', 'half size', 'crop 4 px', 'crop 2%', 'mirrored')

@@ -8,7 +8,7 @@ every DoFn) on ``--data`` repeated at each of the two ``--sizes`` (distinct name
 subtracts the smaller run's profile from the larger one's: what is left is the cost of the extra
 images alone, start-up and graph construction cancelled out (only functions called more often
 in the larger run are counted). It prints that cost per image by where it is spent (the image
-work proper in ``transforms/codec.py``, the rest of this project, Apache Beam, C built-ins such
+work proper in ``transforms/image/codec.py``, the rest of this project, Apache Beam, C built-ins such
 as hashing and file I/O, other libraries), the ``--top`` functions by own time per image, and
 the cumulative time per image of this project's functions.
 
@@ -36,8 +36,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 def _bucket(filename: str) -> str:
   """Where a profiled function lives, for the summary."""
-  if filename.endswith(f'{os.sep}transforms{os.sep}codec.py'):
-    return 'transforms/codec.py (image work)'
+  if filename.endswith(f'{os.sep}transforms{os.sep}image{os.sep}codec.py'):
+    return 'transforms/image/codec.py (image work)'
   if filename.startswith(str(common.REPO)) and '.venv' not in filename:
     return 'rest of this project (transforms/, pipeline/, reader/)'
   if 'apache_beam' in filename:

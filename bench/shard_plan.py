@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/shard_plan.py [--records=1000000] [--files=20] [--num_shards=1024]
 
-``transforms.write.plan_shards`` orders every record of a split on its seeded key and cuts the
+``transforms.outputs.write.plan_shards`` orders every record of a split on its seeded key and cuts the
 shards; it runs once per split, on one worker, over references only (24 bytes per record).
 This times it, and measures its peak Python/NumPy memory with ``tracemalloc`` (in a second
 call: tracing slows allocation), for ``--records`` records spread over ``--files`` staging files
@@ -13,7 +13,7 @@ in two layouts:
 * ``no order``: the records dealt to the files at random: a writer fed in no order (each record
   then becomes its own staging read).
 
-The keys are the job's own (``transforms.splits.shuffle_key``) of paths ``c<k>/img<i>.jpg``;
+The keys are the job's own (``transforms.inputs.splits.shuffle_key``) of paths ``c<k>/img<i>.jpg``;
 no image is involved, only the references the plan sees. Printed: one line per layout.
 """
 
@@ -27,8 +27,8 @@ import tracemalloc
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from transforms.splits import shuffle_key  # pylint: disable=wrong-import-position
-from transforms.write import StagingFile, plan_shards  # pylint: disable=wrong-import-position
+from transforms.inputs.splits import shuffle_key  # pylint: disable=wrong-import-position
+from transforms.outputs.write import StagingFile, plan_shards  # pylint: disable=wrong-import-position
 
 _FRAME_BYTES = 100_000  # a typical record's frame: only the offsets depend on it
 _RUN = 256  # ShuffleOrder's images per bucket

@@ -11,7 +11,7 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
   ``--direct_num_workers=WORKERS``), wall time of the whole command, at each size of
   ``--sizes``. From the two sizes: the steady-state rate (the slope: extra images over extra
   seconds) and the start-up (the intercept: the time extrapolated to zero images).
-* ``tight loop``: the job's own ``transforms.codec.convert(data, spec)`` (read the file,
+* ``tight loop``: the job's own ``transforms.image.codec.convert(data, spec)`` (read the file,
   convert) over the largest size's files in a ``multiprocessing.Pool(WORKERS)``, no Beam: the
   limit of this machine.
 * ``codec, 1 core`` and ``libjpeg-turbo floor, 1 core``: ``codec.convert`` in one process, and
@@ -55,7 +55,7 @@ MAX_TYPICAL_SIDE = 640  # the codec rows: photos of the targets' ~500x375 kind
 # --- rows, each run in its own process ------------------------------------------------------------
 
 def _spec(image_size):
-  from transforms import codec  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec  # pylint: disable=import-outside-toplevel
   return codec.ImageSpec(image_size=image_size, resize_mode='shorter_side',
                          image_format='jpeg', jpeg_quality=QUALITY)
 
@@ -63,7 +63,7 @@ def _spec(image_size):
 def _convert_file(path):
   """Pool worker: read the file and run the job's codec on it; (output bytes or -1 for a failed
   image, CPU seconds this process spent on it)."""
-  from transforms import codec  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec  # pylint: disable=import-outside-toplevel
   cpu = time.process_time()
   with open(path, 'rb') as handle:
     data = handle.read()
@@ -135,7 +135,7 @@ def _typical(datas, max_side):
 
 def row_codec(files, image_size, min_seconds, max_side):
   """codec.convert on bytes already in memory, one process."""
-  from transforms import codec  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec  # pylint: disable=import-outside-toplevel
   spec = _spec(image_size)
   datas = [d for d in _typical(_read_all(files), max_side) if _converts(codec, d, spec)]
   return _timed_loop(lambda d: codec.convert(d, spec), datas, min_seconds)
@@ -245,7 +245,7 @@ def row_dct(files, image_size, repeats):
   """Per large JPEG: ms of codec.convert (DCT-scaled decode) and of a full decode + the same
   resize + encode; the median of ``repeats`` runs each."""
   import simplejpeg  # pylint: disable=import-outside-toplevel
-  from transforms import codec  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec  # pylint: disable=import-outside-toplevel
   spec = _spec(image_size)
 
   def full(data):

@@ -8,12 +8,12 @@ its attributes. Every value pickles to any worker.
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-from transforms.codec import ImageSpec
-from transforms.embedding import EmbeddingModel
-from transforms.claim import ClaimToken
-from transforms.label_file import LabelFileFormat
-from transforms.metadata import MetadataSettings
-from transforms.pairing import MaskPairing
+from transforms.image.codec import ImageSpec
+from transforms.image.embedding import EmbeddingModel
+from transforms.outputs.claim import ClaimToken
+from transforms.inputs.label_file import LabelFileFormat
+from transforms.outputs.metadata import MetadataSettings
+from transforms.inputs.pairing import MaskPairing
 
 from pipeline.nightly import IncrementalPlan
 

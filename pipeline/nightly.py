@@ -8,7 +8,7 @@ A nightly job writes one complete output directory per run date under one root::
       _staging/dt=2026-11-21/          the run in progress: shards and metadata, no _SUCCESS
       LATEST                           'dt=2026-11-20': the newest published run
 
-The pipeline writes into the staging directory. Its last step (``transforms.publish``) moves
+The pipeline writes into the staging directory. Its last step (``transforms.outputs.publish``) moves
 the files into ``dt=DATE/``, writes ``_SUCCESS`` there and then points ``LATEST`` at it. A run
 that fails or is killed leaves ``LATEST`` and every published run as they were; what it staged
 has no ``_SUCCESS`` and is cleared by the next run of the same date, wherever it died (listing,
@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from pipeline.outputs import read_manifest
-from transforms.folders import delete_tree, escape_pattern, files_under, match
+from transforms.files.folders import delete_tree, escape_pattern, files_under, match
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -106,7 +106,7 @@ class IncrementalPlan(NamedTuple):
   """How a dated night reuses the previous run, decided at launch (``plan_incremental``).
 
   previous_run: the previous published run, or None on the first night. reuse: whether
-  unchanged images' records are copied from it (``transforms.incremental``); when False,
+  unchanged images' records are copied from it (``transforms.outputs.incremental``); when False,
   ``reason`` says why every image is converted. previous_index: its ``images.jsonl``.
   previous_shards: the paths of all its shards. settings: this night's conversion settings
   (``pipeline.options.conversion_settings``), kept in the manifest for the next night.
@@ -138,7 +138,7 @@ def plan_incremental(previous_dir: Optional[str], settings: Dict[str, object],
 
   Raises:
     UnreadableFile, ReadFailed: the previous run's manifest cannot be read
-      (``transforms.reads``).
+      (``transforms.files.reads``).
   """
   def full(reason):
     if previous_dir:

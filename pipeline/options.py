@@ -16,13 +16,15 @@ from imagerecords import contract
 
 import pipeline
 
-from transforms import codec, embedding, near_duplicates
-from transforms.dedup import DEDUP_MODES, DEFAULT_DEDUP
-from transforms.folders import count_local_files
-from transforms.labels import check_label_source
-from transforms.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
-from transforms.pairing import parse_masks
-from transforms.splits import SPLIT_FOLDER_NAMES
+from transforms.image import codec, embedding
+
+from transforms.analysis import near_duplicates
+from transforms.analysis.dedup import DEDUP_MODES, DEFAULT_DEDUP
+from transforms.files.folders import count_local_files
+from transforms.inputs.labels import check_label_source
+from transforms.inputs.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
+from transforms.inputs.pairing import parse_masks
+from transforms.inputs.splits import SPLIT_FOLDER_NAMES
 
 DEFAULT_SPLITS = 'train=0.8,validation=0.2'
 DEFAULT_CLAIM_LEASE_S = 120.0
@@ -318,7 +320,7 @@ def image_spec(options: ConvertOptions) -> codec.ImageSpec:
 
 
 def embedding_spec(options: ConvertOptions):
-  """The ``--embedding_*`` flags as a ``transforms.embedding.EmbeddingSpec``; None without
+  """The ``--embedding_*`` flags as a ``transforms.image.embedding.EmbeddingSpec``; None without
   ``--embedding_model``. Paths are made absolute (the workers load the model too)."""
   if not options.embedding_model:
     return None
@@ -516,8 +518,8 @@ def _positive_int(text: str, flag: str) -> int:
 
 
 STATS_EXACT, STATS_TFT, STATS_OFF = 'true', 'tft', 'false'
-"""The values of ``--stats``: Beam combiners alone (``transforms.statistics``), plus a
-tensorflow-transform analysis and ``transform_fn/`` (``transforms.statistics_tft``), none."""
+"""The values of ``--stats``: Beam combiners alone (``transforms.analysis.statistics``), plus a
+tensorflow-transform analysis and ``transform_fn/`` (``transforms.analysis.statistics_tft``), none."""
 
 
 def _stats_mode(text: str) -> str:
@@ -602,7 +604,7 @@ run's converts every image again (``pipeline.nightly.plan_incremental``)."""
 
 def conversion_settings(options: ConvertOptions, embedding_model=None) -> Dict[str, object]:
   """The values of ``CONVERSION_OPTIONS``, the record format version and this tool's version,
-  and the embedding model's settings (``transforms.embedding.EmbeddingModel.settings``: its
+  and the embedding model's settings (``transforms.image.embedding.EmbeddingModel.settings``: its
   spec and weights fingerprint; None without one): what two nights must share for one to
   reuse the other's records."""
   values = job_options(options)

@@ -2,7 +2,7 @@
 plain line every 10 s otherwise.
 
 The conversion's DoFn instances, in whichever worker process, leave their counts in a local
-folder (``transforms.progress``); while the pipeline runs, a thread of the launcher adds them
+folder (``transforms.image.progress``); while the pipeline runs, a thread of the launcher adds them
 up and shows images done of the total (known once the listing, labelling and de-duplication
 have ended), the percentage, the rate (since the first image was converted, so start-up does
 not drag it down) and the time left:
@@ -13,7 +13,7 @@ not drag it down) and the time left:
   seconds, e.g. ``converted 1,234 of 4,378 images (28%), 812 images/s, 4 s left, 0 failed``.
 
 On Dataflow and Flink the same counts are Beam metrics in the runner's UI (see
-``transforms.progress``); nothing is shown here.
+``transforms.image.progress``); nothing is shown here.
 """
 
 import contextlib
@@ -26,7 +26,7 @@ from typing import Iterator, Optional, TextIO
 
 from tqdm import tqdm
 
-from transforms.progress import Progress, read_progress
+from transforms.image.progress import Progress, read_progress
 
 _LOG = logging.getLogger('imagerecords')
 

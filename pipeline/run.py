@@ -8,7 +8,7 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
                     └─> class names (side input) ─────────┼─────────────────────┘      │
     converted examples <─── the previous run's records ───┴─── [embed: RunInference] ──┘
       (--run_date: unchanged images keep their record, copied from the previous run's shards;
-       --embedding_model: a new record gets image/embedding, transforms.embedding)
+       --embedding_model: a new record gets image/embedding, transforms.image.embedding)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split
       ├─> groups of exact and near duplicates (perceptual hashes), leakage, label conflicts
@@ -20,7 +20,7 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
                                                  (--run_date: then publish to dt=DATE/, LATEST)
 
 With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" (which splits
-too) and the class names are the masks' (``transforms.pairing``; their pixels: ``transforms.masks``).
+too) and the class names are the masks' (``transforms.inputs.pairing``; their pixels: ``transforms.image.masks``).
 """
 
 import _thread
@@ -44,26 +44,27 @@ import pipeline
 from pipeline import nightly, outputs, progress
 from pipeline import options as opts
 from pipeline.config import JobConfig
-from transforms import claim, pairing
-from transforms.masks import MASK_FORMAT
-from transforms.convert import ConvertImages
-from transforms.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
-from transforms.embedding import AddEmbeddings, probe
+from transforms.outputs import claim
+from transforms.inputs import pairing
+from transforms.image.masks import MASK_FORMAT
+from transforms.image.convert import ConvertImages
+from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
+from transforms.image.embedding import AddEmbeddings, probe
 from transforms.elements import FAILURES_TAG
-from transforms.folders import holds_a_file, is_local
-from transforms.image_index import DiffAgainstPrevious, WriteImageIndex
-from transforms.incremental import CountConverted, ReusePreviousRecords
-from transforms.label_file import LabelsFromFile, label_file_splits, sniff_format
-from transforms.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
-from transforms.listing import ListImageFiles
-from transforms.metadata import MetadataSettings, WriteMetadata
-from transforms.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
-from transforms.publish import PublishRun
-from transforms.quality import ReportQuality
-from transforms.splits import AssignSplits, ShuffleOrder, probe_split_folders
-from transforms.statistics import SplitStatistics, TrainingStatistics, training_split
-from transforms.statistics_tft import AnalyzeTrainingSplit
-from transforms.write import WriteSplits
+from transforms.files.folders import holds_a_file, is_local
+from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
+from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
+from transforms.inputs.label_file import LabelsFromFile, label_file_splits, sniff_format
+from transforms.inputs.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
+from transforms.inputs.listing import ListImageFiles
+from transforms.outputs.metadata import MetadataSettings, WriteMetadata
+from transforms.analysis.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
+from transforms.outputs.publish import PublishRun
+from transforms.analysis.quality import ReportQuality
+from transforms.inputs.splits import AssignSplits, ShuffleOrder, probe_split_folders
+from transforms.analysis.statistics import SplitStatistics, TrainingStatistics, training_split
+from transforms.analysis.statistics_tft import AnalyzeTrainingSplit
+from transforms.outputs.write import WriteSplits
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -186,7 +187,7 @@ def _without_record(example):
 
 def _reuse_previous_night(images, config: JobConfig, stats_split):
   """PCollection[LabeledImage] -> (the images to convert, the previous run's records of the
-  unchanged ones or None, the one-element night counts or None): see transforms.incremental."""
+  unchanged ones or None, the one-element night counts or None): see transforms.outputs.incremental."""
   plan = config.incremental
   if plan is None:  # not a dated run
     return images, None, None
@@ -254,7 +255,7 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
   returns everything the graph needs (:class:`pipeline.config.JobConfig`), as values that
   pickle to any worker.
 
-  ``claim_token``: the run's claim on its output (``transforms.claim``), checked by the
+  ``claim_token``: the run's claim on its output (``transforms.outputs.claim``), checked by the
   pipeline before it publishes; a dated run clears a dead run's staging folder here, so the
   claim must be held first.
 
@@ -346,10 +347,10 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       dali_index=options.dali_index,
       # --stats: opts.STATS_EXACT or STATS_TFT; None for --stats=false
       stats=None if options.stats == opts.STATS_OFF else options.stats,
-      embedding=embedding,  # --embedding_model: transforms.embedding.EmbeddingModel
+      embedding=embedding,  # --embedding_model: transforms.image.embedding.EmbeddingModel
       masks=masks, split_lists=split_lists,
       incremental=incremental,  # --run_date: what the night reuses (pipeline.nightly)
-      # this launch, in publication markers: the claim's id (transforms.claim) when it holds one
+      # this launch, in publication markers: the claim's id (transforms.outputs.claim) when it holds one
       run_id=claim_token.run_id if claim_token else f'{os.getpid()}-{uuid.uuid4().hex}',
       follow_external_symlinks=options.follow_external_symlinks,
       max_file_bytes=options.max_file_bytes)

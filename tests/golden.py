@@ -3,7 +3,7 @@ output the job wrote before the per-image overhead work of issue 15.
 
 ``output_digest(out, input_dir)`` keeps what a change of the graph must not change: the
 manifest less what varies from run to run (times, absolute paths, the runner's counters, and
-how each split's records are dealt into shards, which ``transforms.write`` owns), each split's
+how each split's records are dealt into shards, which ``transforms.outputs.write`` owns), each split's
 record count, class counts, bytes and fingerprint (the order-free sum of the records' SHA-256,
 so the same set of records), and the SHA-256 of every text output (``images.jsonl``,
 ``labels.txt``, ``failures.jsonl``, ``duplicates.jsonl``, ``quality.jsonl``, the TFDS files),
@@ -54,7 +54,7 @@ def output_digest(out: pathlib.Path, input_dir: str) -> dict:
   manifest['options']['label_source'] = manifest['options']['label_source'].replace(
       input_dir, '<input>')
   for split in manifest['splits'].values():
-    split.pop('shards')  # which shard holds a record: transforms.write's, not this digest's
+    split.pop('shards')  # which shard holds a record: transforms.outputs.write's, not this digest's
   files = {}
   for name in _TEXT_FILES:
     path = out / name

@@ -84,10 +84,10 @@ def test_profile_bench_splits_the_cost_per_image(tmp_path):
                 f'--json={report_path}', '--', '--stats=false')
   report = json.loads(report_path.read_text())
   assert report['images'] == [8, 16]
-  assert report['ms_per_image']['transforms/codec.py (image work)'] > 0
+  assert report['ms_per_image']['transforms/image/codec.py (image work)'] > 0
   # The decode is most of an image's cost, so it tops this project's functions even when the
   # smaller ones (the DoFns' generators) drown in the noise of 8 extra images.
-  assert any(name.startswith('transforms/codec.py')
+  assert any(name.startswith('transforms/image/codec.py')
              for name in report['project_cumulative_ms_per_image'])
   assert '| this project\'s function | cumulative ms per image |' in stdout
 

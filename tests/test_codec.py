@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.helpers import REPO, SAMPLES, shared_data
-from transforms import codec
-from transforms.example import build_example
+from transforms.image import codec
+from transforms.image.example import build_example
 
 NONE = codec.ImageSpec(resize_mode='none')
 
@@ -118,7 +118,7 @@ def _tf_features(example) -> dict:
 def test_pure_python_parse_reads_what_tensorflow_reads(sample_dataset):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from imagerecords import framing, wire  # pylint: disable=import-outside-toplevel
-  from transforms.example import example_filename  # pylint: disable=import-outside-toplevel
+  from transforms.image.example import example_filename  # pylint: disable=import-outside-toplevel
   shard = sorted(pathlib.Path(sample_dataset).glob('train-*.tfrecord'))[0]
   with shard.open('rb') as stream:
     records = list(framing.read_records(stream))
@@ -379,7 +379,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 _BOMB_SCRIPT = '''
 import resource, sys
-from transforms import codec
+from transforms.image import codec
 bombs = [open(path, 'rb').read() for path in sys.argv[1:]]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for data in bombs:

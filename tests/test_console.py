@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import progress as display
 from tests.helpers import REPO, manifest_of, shared_data
-from transforms.progress import Progress, ProgressFile, read_progress
+from transforms.image.progress import Progress, ProgressFile, read_progress
 
 # What TensorFlow, absl, oneDNN, CUDA and tensorflow-transform print when they are imported or
 # fed instance dicts: TensorFlow prints its start-up lines whatever TF_CPP_MIN_LOG_LEVEL says.

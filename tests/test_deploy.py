@@ -815,7 +815,7 @@ def test_sdist_carries_every_module_a_worker_imports(tmp_path):
     if top in job_packages:
       path = _module_file(REPO, name)
       if path is None:
-        continue  # a name imported from a module (from transforms.codec import ImageSpec)
+        continue  # a name imported from a module (from transforms.image.codec import ImageSpec)
       assert path.relative_to(REPO).as_posix() in members, f'{name} is not in the sdist'
       package = name if path.name == '__init__.py' else name.rpartition('.')[0]
       todo.extend(_first_party_imports(path, package))

@@ -174,7 +174,7 @@ def test_a_missing_or_unloadable_model_is_a_launch_error(photos, tmp_path, caplo
 
 
 def test_a_launcher_whose_workers_are_other_processes_loads_the_model_in_a_child(tmp_path):
-  from transforms import embedding  # pylint: disable=import-outside-toplevel
+  from transforms.image import embedding  # pylint: disable=import-outside-toplevel
   _tiny_model(1).save(tmp_path / 'tiny.keras')
   spec = embedding.EmbeddingSpec(str(tmp_path / 'tiny.keras'), pooling='none')
   in_child = embedding.probe(spec, 'jpeg', in_process=False)
@@ -184,7 +184,7 @@ def test_a_launcher_whose_workers_are_other_processes_loads_the_model_in_a_child
 
 def test_a_model_change_rebuilds_the_night_fully(tmp_path):
   from pipeline import nightly  # pylint: disable=import-outside-toplevel
-  from transforms.embedding import EmbeddingModel, EmbeddingSpec  # pylint: disable=C0415
+  from transforms.image.embedding import EmbeddingModel, EmbeddingSpec  # pylint: disable=C0415
   (tmp_path / 'images.jsonl').write_text('')
   model = EmbeddingModel(EmbeddingSpec('m.keras'), 224, 3, (1280,), 'a' * 64)
   before = {'image_size': 256, 'embedding': model.settings()}
@@ -203,7 +203,7 @@ def test_a_model_change_rebuilds_the_night_fully(tmp_path):
 
 def test_add_features_gives_the_bytes_of_one_serialization():
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from transforms.example import add_features, serialize_example  # pylint: disable=C0415
+  from transforms.image.example import add_features, serialize_example  # pylint: disable=C0415
   base = {'image/encoded': b'\xff\xd8' * 200, 'image/height': 300, 'image/filename': b'a.jpg'}
   embedding = np.linspace(-1, 1, 7, dtype=np.float32)
   added = {'image/embedding': embedding, 'image/embedding/shape': (7,)}
@@ -238,8 +238,8 @@ def test_the_linear_head_example_trains_on_the_stored_embeddings(pooled):
 def test_a_savedmodel_folder_embeds_raw_pixel_records(tmp_path):
   """A SavedModel (Keras' export: Keras 3 cannot load it with load_model) on records of raw
   pixels (--image_format=raw): the handler's function equals the model on the same pixels."""
-  from transforms import codec, embedding  # pylint: disable=import-outside-toplevel
-  from transforms.example import build_example  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec, embedding  # pylint: disable=import-outside-toplevel
+  from transforms.image.example import build_example  # pylint: disable=import-outside-toplevel
   model = _tiny_model(1)
   model.export(str(tmp_path / 'saved'), verbose=False)
   spec = embedding.EmbeddingSpec(str(tmp_path / 'saved'), pooling='avg')
@@ -310,7 +310,7 @@ def test_a_model_on_object_storage_is_copied_through_beams_filesystems(tmp_path,
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=C0415
   from tests.servers import free_ports, spawn, stop, wait_for_port  # pylint: disable=C0415
-  from transforms import embedding  # pylint: disable=import-outside-toplevel
+  from transforms.image import embedding  # pylint: disable=import-outside-toplevel
   model = _tiny_model(1)
   model.save(tmp_path / 'tiny.keras')
   model.export(str(tmp_path / 'saved'), verbose=False)

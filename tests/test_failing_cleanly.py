@@ -16,7 +16,7 @@ from imagerecords import contract
 from imagerecords.framing import record_spans
 
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, shared_data
-from transforms import write
+from transforms.outputs import write
 
 TIMEOUT_S = 600
 

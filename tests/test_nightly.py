@@ -297,7 +297,7 @@ def _stage(staging: pathlib.Path, names, text='new') -> None:
 def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
   """Runners retry a failed bundle: a second attempt of the publication must not delete what
   the first one published, nor the earlier run's files twice over the new ones."""
-  from transforms.publish import _PublishFn  # pylint: disable=import-outside-toplevel
+  from transforms.outputs.publish import _PublishFn  # pylint: disable=import-outside-toplevel
   staging, published = tmp_path / '_staging' / 'dt=2026-11-21', tmp_path / 'dt=2026-11-21'
   _stage(published, ['train-00000-of-00009.tfrecord', 'manifest.json', '_SUCCESS'], 'old')
   _stage(staging, ['train-00000-of-00002.tfrecord', 'manifest.json'])

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from tests.helpers import SAMPLES, convert, manifest_of
-from transforms import reads
+from transforms.files import reads
 
 FLAGS = ('--image_size=48', '--resize_mode=center_crop', '--num_shards=2',
          '--splits=train=0.75,validation=0.25')
@@ -118,7 +118,7 @@ def test_the_previous_nights_shards_are_read_again_after_a_reset(photos, tmp_pat
 def test_a_previous_shard_is_read_once_across_retries_and_a_cut_one_is_refused(
     photos, tmp_path, monkeypatch):
   from imagerecords.framing import FramingError, read_records  # pylint: disable=import-outside-toplevel
-  from transforms import incremental  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import incremental  # pylint: disable=import-outside-toplevel
   assert convert(photos, tmp_path / 'out', *FLAGS) == 0
   shard = sorted((tmp_path / 'out').glob('train-*.tfrecord'))[0]
   with open(shard, 'rb') as handle:

@@ -19,7 +19,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from tests.helpers import REPO, SAMPLES, manifest_of
-from transforms import claim
+from transforms.outputs import claim
 
 FLAGS = ('--image_size=32', '--resize_mode=center_crop', '--stats=false')
 TIMEOUT_S = 600

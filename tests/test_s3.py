@@ -165,7 +165,7 @@ def test_an_object_that_keeps_failing_fails_the_run_without_publishing(s3, tmp_p
   """In this process, so that the waits of Beam's own S3 retries (minutes: 7 retries from 5 s,
   with backoff) can be skipped; the same path of the job otherwise."""
   from apache_beam.utils import retry  # pylint: disable=import-outside-toplevel
-  from transforms import reads  # pylint: disable=import-outside-toplevel
+  from transforms.files import reads  # pylint: disable=import-outside-toplevel
   stuck = UPLOADED[3].relative_to(SAMPLES).as_posix()
   port, = free_ports(1)
   log = tmp_path / 'proxy.log'

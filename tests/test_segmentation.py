@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import all_records, convert, manifest_of, shared_data
-from transforms import codec, masks, pairing
+from transforms.image import codec, masks
+from transforms.inputs import pairing
 from transforms.elements import SourceFile
 
 # gray level of each class of the rock masks (0-3) in the images made from them

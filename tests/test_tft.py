@@ -139,8 +139,8 @@ def test_pixel_sums_are_exact_over_the_pixels_tensorflow_decodes(image_format, c
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
 
-  from transforms import codec
-  from transforms.pixel_sums import pixel_sums, stored_pixels
+  from transforms.image import codec
+  from transforms.image.pixel_sums import pixel_sums, stored_pixels
   spec = codec.ImageSpec(image_size=64, image_format=image_format, channels=channels)
   for path in sorted((shared_data('hymenoptera') / 'val' / 'bees').glob('*.jpg'))[:6]:
     encoded = codec.convert(path.read_bytes(), spec)
@@ -159,8 +159,8 @@ def test_pixel_sums_are_exact_over_the_pixels_tensorflow_decodes(image_format, c
 
 
 def test_add_pixel_sums_adds_exactly_and_gives_zeros_for_nothing():
-  from transforms.pixel_sums import PixelSums  # pylint: disable=import-outside-toplevel
-  from transforms.statistics import AddPixelSums  # pylint: disable=import-outside-toplevel
+  from transforms.image.pixel_sums import PixelSums  # pylint: disable=import-outside-toplevel
+  from transforms.analysis.statistics import AddPixelSums  # pylint: disable=import-outside-toplevel
   combine = AddPixelSums(channels=3)
   big = PixelSums((2**40, 1, 2), (2**60, 3, 4), 2**35)
   small = PixelSums((5, 6, 7), (8, 9, 10), 11)
@@ -293,7 +293,7 @@ def test_stats_false_writes_no_transform_and_normalize_says_what_is_missing(subs
 
 
 def test_training_split_is_train_else_the_first_by_name():
-  from transforms.statistics import training_split  # pylint: disable=import-outside-toplevel
+  from transforms.analysis.statistics import training_split  # pylint: disable=import-outside-toplevel
   assert training_split(['validation', 'train']) == 'train'
   assert training_split(['val', 'test']) == 'test'
   assert training_split([]) is None
@@ -341,9 +341,9 @@ def test_tft_instances_are_one_row_per_image_as_tft_reads_them():
   # pylint: disable=import-outside-toplevel
   from tfx_bsl.public import tfxio
 
-  from transforms import codec
-  from transforms import statistics_tft
-  from transforms.pixel_sums import pixel_sums, stored_pixels
+  from transforms.image import codec
+  from transforms.analysis import statistics_tft
+  from transforms.image.pixel_sums import pixel_sums, stored_pixels
   # pylint: disable=protected-access
   for channels in (3, 1):
     spec = codec.ImageSpec(image_size=64, image_format='jpeg', channels=channels)

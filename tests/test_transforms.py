@@ -10,9 +10,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import options as opts
 from tests.helpers import SAMPLES
 from transforms.elements import FAILURES_TAG, LabeledImage, SourceFile
-from transforms.labels import AssignLabels, ClassNames
-from transforms.listing import ListImageFiles
-from transforms.splits import (AssignSplits, ShuffleOrder, bucket_count, hash_split,
+from transforms.inputs.labels import AssignLabels, ClassNames
+from transforms.inputs.listing import ListImageFiles
+from transforms.inputs.splits import (AssignSplits, ShuffleOrder, bucket_count, hash_split,
                                shuffle_bucket, shuffle_key, unit_interval_hash)
 
 
@@ -130,7 +130,7 @@ def test_missing_input_dir_is_refused_at_launch(tmp_path):
 
 
 def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
-  from transforms.textfiles import read_text, write_lines  # pylint: disable=import-outside-toplevel
+  from transforms.files.textfiles import read_text, write_lines  # pylint: disable=import-outside-toplevel
   lines = [f'{i:07d} ' + 'é' * 200 for i in range(8000)]  # about 3 MiB: several blocks
   write_lines(str(tmp_path / 'many.jsonl'), iter(lines))
   assert read_text(str(tmp_path / 'many.jsonl')) == ''.join(line + '\n' for line in lines)
@@ -139,7 +139,7 @@ def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
 
 
 def test_write_sorted_lines_merges_runs_in_rounds_and_cleans_up(tmp_path):
-  from transforms.sorted_lines import STAGING_DIR, WriteSortedLines  # pylint: disable=import-outside-toplevel
+  from transforms.files.sorted_lines import STAGING_DIR, WriteSortedLines  # pylint: disable=import-outside-toplevel
   lines = [f'{{"file": "c{i % 7}/{(i * 7919) % 1000:04d} é.jpg"}}' for i in range(1000)]
   with _pipeline() as p:
     # 1,000 lines in runs of 30: 34 or more runs, merged 4 at a time: three rounds

@@ -1,5 +1,5 @@
 """The shard writer: fixed shard counts and names, every record once, balanced and mixed
-shards, GZIP, no staging files left, and DALI index files (transforms/write.py)."""
+shards, GZIP, no staging files left, and DALI index files (transforms/outputs/write.py)."""
 
 import array
 import collections
@@ -17,8 +17,8 @@ from imagerecords import contract
 from imagerecords.framing import record_spans
 
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
-from transforms.splits import shuffle_key
-from transforms.write import STAGING_DIR, ShardRange, StagingFile, copy_shard, plan_shards
+from transforms.inputs.splits import shuffle_key
+from transforms.outputs.write import STAGING_DIR, ShardRange, StagingFile, copy_shard, plan_shards
 
 
 def _shard_and_staging_names(out: pathlib.Path):

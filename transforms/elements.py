@@ -1,9 +1,12 @@
 """The element types that flow between the job's PTransforms.
 
 Small, picklable NamedTuples: paths and names travel through the graph, never image bytes
-(those are read inside the DoFn that converts them).
+(those are read inside the DoFn that converts them). ``EncodedImage`` is the one type with
+bytes: what the codec (``transforms.image.codec``) makes of an image and the record
+(``transforms.image.example``) stores, passed between them inside the conversion step.
 """
 
+import dataclasses
 import json
 from typing import NamedTuple, Optional
 
@@ -11,7 +14,7 @@ from typing import NamedTuple, Optional
 # 'list', 'missing' and 'duplicate' are reported but are not failed image inputs (NOT_INPUTS).
 STAGE_LIST = 'list'  # met by the listing but not listed: not an image file extension, a link
 # that leaves the root, dangles or loops, not a regular file, too large, a folder that cannot be
-# listed (transforms.listing)
+# listed (transforms.inputs.listing)
 STAGE_LABEL = 'label'  # no label could be assigned
 STAGE_MISSING = 'missing'  # named in the label file, but no such image (not an input)
 STAGE_SPLIT = 'split'  # no split could be assigned
@@ -53,7 +56,7 @@ def source_version(source: SourceFile, mask: Optional[SourceFile] = None) -> Opt
   file (and ``'+SIZE:MTIME'`` of its mask), as the listing saw them; None when the filesystem
   gives no size or time. Two nights whose versions of a file are equal saw the same bytes,
   unless the file was rewritten with the same size and its time set back (see
-  ``transforms.incremental``)."""
+  ``transforms.outputs.incremental``)."""
   versions = []
   for file in (source, mask):
     if file is None:
@@ -87,10 +90,10 @@ class ConvertedExample(NamedTuple):
   record_sha256: raw 32-byte SHA-256 digest of ``serialized`` (for the split's fingerprint).
   source_sha256: hex SHA-256 digest of the source file's bytes.
   pixel_sums: for the training split's examples when ``--stats`` is on, the stored image's
-    ``transforms.pixel_sums.PixelSums``; else None.
+    ``transforms.image.pixel_sums.PixelSums``; else None.
   version: the source's ``source_version`` (kept in images.jsonl, so that the next night can
     tell an unchanged file without reading it); None when unknown.
-  measures: the fields of the stored pixels' ``transforms.image_measures.ImageMeasures``
+  measures: the fields of the stored pixels' ``transforms.image.image_measures.ImageMeasures``
     (perceptual hash, quality measures) as a plain tuple (``ImageMeasures.of`` reads it): Beam's
     coder encodes a nested plain tuple in about 2 µs, a nested NamedTuple in about 18 µs, at
     every stage boundary the example crosses. None when no pixels were measured
@@ -124,3 +127,18 @@ class Failure(NamedTuple):
   def to_json(self) -> str:
     """One line of failures.jsonl."""
     return json.dumps(self._asdict(), ensure_ascii=False, sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedImage:
+  """An encoded image and the shape of its pixels (height, width in pixels; channels).
+
+  ``format`` is the ``image/format`` value: ``jpeg``, ``png``, ``raw``, or with
+  ``--image_format=original`` also ``gif`` or ``bmp``. Channels are 1 or 3, or for ``original``
+  what ``tf.io.decode_image`` gives for the file (1-4).
+  """
+  data: bytes
+  format: str
+  height: int
+  width: int
+  channels: int

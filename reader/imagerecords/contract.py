@@ -97,7 +97,7 @@ SPLIT_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
 
 # --- manifest.json ----------------------------------------------------------------------------
 # Its schema is the Manifest dataclass below: each key is a field's name, named there once; the
-# writer builds one (transforms/metadata.py) and readers parse one (Manifest.from_json).
+# writer builds one (transforms/outputs/metadata.py) and readers parse one (Manifest.from_json).
 #
 #   {"format_version": 1,
 #    "tool": {"name": "imagerecords", "version": "0.1.0"},
@@ -148,7 +148,7 @@ TRANSFORM_NUM_PIXELS = 'num_pixels'  # int64 [B]: the pixels the statistics cove
 JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
 """The ``dct_method`` of every TensorFlow decode of a record's JPEG (``tf.io.decode_jpeg``,
 ``tf.io.decode_and_crop_jpeg``): libjpeg-turbo's accurate integer IDCT, the pixels simplejpeg,
-Pillow and OpenCV give and the statistics above were computed from (``transforms/pixel_sums.py``
+Pillow and OpenCV give and the statistics above were computed from (``transforms/image/pixel_sums.py``
 in the writer). TensorFlow's default (``''``, its fast IDCT) gives red and blue about 1.1-1.3
 levels lower on the job's JPEGs, so a mean normalised with the statistics would be biased."""
 
@@ -227,8 +227,8 @@ class Manifest:
 
   Each field is one top-level key (its name), in the file's order; the sections owned by one
   step of the job stay JSON objects, their keys defined beside their owner: ``duplicates``
-  (``transforms/dedup.py``), ``quality`` (``transforms/quality.py``), ``diff``
-  (``transforms/image_index.py``), ``incremental`` (``pipeline/nightly.py``), ``statistics``
+  (``transforms/analysis/dedup.py``), ``quality`` (``transforms/analysis/quality.py``), ``diff``
+  (``transforms/outputs/image_index.py``), ``incremental`` (``pipeline/nightly.py``), ``statistics``
   (the ``STATS_*`` keys above), ``embedding`` (``EMBEDDING_*`` above), ``metrics`` (the
   runner's counters, added by the launcher after the job). ``embedding`` and ``metrics`` are
   left out of the file when None; every other key is always written (null when empty).

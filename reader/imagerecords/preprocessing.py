@@ -129,7 +129,7 @@ def _crop(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
   one runs it (and everything it depends on: the decode, crop and resize here) whenever it
   is called, even for outputs that do not need it; so, without them, tensorflow-transform's
   analysis of the job's ``--stats=tft`` transform skips the image ops entirely (the job's
-  ``transforms/statistics_tft.py``).
+  ``transforms/analysis/statistics_tft.py``).
   """
   y, x, h, w = tf.unstack(window)
   return image[y:y + h, x:x + w]  # keeps the static channel count

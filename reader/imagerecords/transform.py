@@ -88,7 +88,7 @@ def _apply(transform, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Runs the loaded transform on ``encoded`` (tf.string ``[B]``); returns its outputs.
 
   The SavedModel's signature also lists the job's analysis inputs (per-image pixel sums, see
-  the job's ``transforms/statistics_tft.py``), which no output depends on: they are fed zeros
+  the job's ``transforms/analysis/statistics_tft.py``), which no output depends on: they are fed zeros
   of their shapes. A transform without them (older outputs) gets the image alone.
   """
   function = transform.transform_fn
@@ -134,7 +134,7 @@ def saved_statistics(transform, channels: int = 3) -> Tuple[tf.Tensor, tf.Tensor
   no reader for them, so they are the transform's ``pixel_mean``, ``pixel_std`` and
   ``num_pixels`` outputs for one probe: a black pixel, PNG-encoded with ``channels`` channels
   (the transform's ``--channels``). The job reads its manifest's numbers the same way
-  (``transforms/statistics_tft.py``), so both are the transform's own.
+  (``transforms/analysis/statistics_tft.py``), so both are the transform's own.
   """
   probe = tf.io.encode_png(tf.zeros([1, 1, channels], tf.uint8))
   outputs = _apply(transform, tf.reshape(probe, [1]))

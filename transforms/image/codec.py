@@ -41,6 +41,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from transforms.elements import EncodedImage
+
 # OpenCV's own thread pool competes with Beam's workers for the same cores: one image is small,
 # parallelism comes from processing many images at once.
 cv2.setNumThreads(1)
@@ -149,21 +151,6 @@ class ImageSpec:
                        f'larger images itself), got {self.max_pixels:,}')
 
 
-@dataclasses.dataclass(frozen=True)
-class EncodedImage:
-  """An encoded image and the shape of its pixels (height, width in pixels; channels).
-
-  ``format`` is the ``image/format`` value: ``jpeg``, ``png``, ``raw``, or with
-  ``--image_format=original`` also ``gif`` or ``bmp``. Channels are 1 or 3, or for ``original``
-  what ``tf.io.decode_image`` gives for the file (1-4).
-  """
-  data: bytes
-  format: str
-  height: int
-  width: int
-  channels: int
-
-
 def convert(data: bytes, spec: ImageSpec) -> EncodedImage:
   """Decodes ``data``, applies its EXIF orientation, resizes it and re-encodes it.
 
@@ -200,7 +187,7 @@ class Converted(NamedTuple):
 
 def convert_keeping_pixels(data: bytes, spec: ImageSpec) -> Converted:
   """``convert``, also returning the pixels it encoded and the source's size, so that what
-  measures the image (``transforms.image_measures``) needs no second decode. Raises as
+  measures the image (``transforms.image.image_measures``) needs no second decode. Raises as
   ``convert``."""
   if spec.image_format == 'original':
     return Converted(original(data, spec), None, None)

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from imagerecords import contract
 from imagerecords import wire
 
-from transforms.codec import EncodedImage
+from transforms.elements import EncodedImage
 
 _LEN = 2  # protobuf wire type: length-delimited
 _ONE_BYTE = [bytes([value]) for value in range(0x80)]

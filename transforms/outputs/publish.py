@@ -24,9 +24,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms import claim as run_claim
-from transforms.folders import delete_paths, files_under
-from transforms.textfiles import read_text, replace_text, write_text
+from transforms.outputs import claim as run_claim
+from transforms.files.folders import delete_paths, files_under
+from transforms.files.textfiles import read_text, replace_text, write_text
 
 _LOG = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class PublishRun(beam.PTransform):
     root: the root of the dated runs (``--output_dir``).
     staging_dir: ``ROOT/_staging/dt=DATE``, where the pipeline wrote the run.
     publish_dir: ``ROOT/dt=DATE``.
-    claim: the run's ``transforms.claim.ClaimToken`` on its date, checked before publishing;
+    claim: the run's ``transforms.outputs.claim.ClaimToken`` on its date, checked before publishing;
       None: no check.
     run_id: this launch's id (unique per launch), written in the publication's marker.
   """

@@ -23,7 +23,7 @@ GroupByKey; only small references do::
       -> all splits | delete staging files   after every shard is written
       -> PCollection[str]: the final shard paths
 
-The order: every record's key is :func:`transforms.splits.shuffle_key`, 16 bytes of the SHA-256
+The order: every record's key is :func:`transforms.inputs.splits.shuffle_key`, 16 bytes of the SHA-256
 of the seed and its path relative to the input root (as TFDS orders its examples on a hash of
 their key). Each split's records are ordered on it and cut into ``N`` stretches whose sizes
 differ by at most one record; shard ``s`` holds stretch ``s``, in key order. Which records a
@@ -31,7 +31,7 @@ shard holds, and in what order, therefore depends only on the split's set of pat
 record bytes, the seed and ``N``: the same input, options and ``--shuffle_seed`` give
 byte-identical shard files (and DALI index files) on any runner, with any number of workers
 or bundles, and a nightly run that copies most records from the previous night's shards
-(``transforms.incremental``) writes the files a full rebuild writes. Each shard is a uniform
+(``transforms.outputs.incremental``) writes the files a full rebuild writes. Each shard is a uniform
 random sample of its split, in random order. (Two records of a split share a key only if their
 paths are equal, which cannot happen, or by a collision of 128 bits of SHA-256; such a tie would
 be broken by staging file name and offset, which follow the runner.)
@@ -82,11 +82,11 @@ from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_frames
 
-from transforms import claim as run_claim
+from transforms.outputs import claim as run_claim
 from transforms.elements import METRICS_NAMESPACE
-from transforms.folders import delete_tree, is_local
-from transforms.splits import SHUFFLE_KEY_BYTES, shuffle_key
-from transforms.textfiles import write_text
+from transforms.files.folders import delete_tree, is_local
+from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
+from transforms.files.textfiles import write_text
 
 STAGING_DIR = '.staging-write'
 """The output directory's subfolder for the staging files: never matched by a shard glob (the
@@ -112,7 +112,7 @@ class StagingFile(NamedTuple):
   """One staging file, as its writer saw it: where each record's frame starts, and its key.
 
   path: the uncompressed TFRecord file. offsets: ``array('q')``, the byte offset of every
-  record's frame, in file order. keys: the records' :func:`transforms.splits.shuffle_key` s
+  record's frame, in file order. keys: the records' :func:`transforms.inputs.splits.shuffle_key` s
   (``SHUFFLE_KEY_BYTES`` = 16 bytes each) concatenated in the same order. 24 bytes per record.
   """
   path: str
@@ -417,9 +417,9 @@ class WriteSplits(beam.PTransform):
     num_shards: split name -> number of shards (every split the data can have).
     compressed: GZIP-compress the shards (``.tfrecord.gz``).
     dali_index: write a DALI index file ``<shard>.idx`` beside each (uncompressed) shard.
-    claim: the run's ``transforms.claim.ClaimToken``, checked before each shard takes its
+    claim: the run's ``transforms.outputs.claim.ClaimToken``, checked before each shard takes its
       final name (None: no check).
-    shuffle_seed: the seed of the records' order (``transforms.splits.shuffle_key`` of each
+    shuffle_seed: the seed of the records' order (``transforms.inputs.splits.shuffle_key`` of each
       example's ``relpath``): the same examples, seed and shard counts give byte-identical
       shard files, whatever order the examples come in and however many sources hold them.
 

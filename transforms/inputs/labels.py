@@ -8,7 +8,7 @@ Label sources (``--label_source``; Beam's own ``--labels`` sets Dataflow job lab
 * ``filename:REGEX``: the regex's named group ``label``, else its first group, searched in the
   file's base name (the Kaggle dogs-vs-cats convention: ``filename:^([a-z]+)\.\d+\.jpg$``
   gives ``cat`` for ``cat.123.jpg``). A name the regex does not match is a failure.
-* ``file:PATH``: a label file (see ``transforms.label_file``).
+* ``file:PATH``: a label file (see ``transforms.inputs.label_file``).
 * ``none``: unlabeled images (a ``test/`` folder to predict on); records carry no class keys.
 
 Class ids are the sorted class names, numbered from 0, computed in the pipeline over every
@@ -25,7 +25,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, Failure, SourceFile
-from transforms.textfiles import read_text
+from transforms.files.textfiles import read_text
 
 
 def directory_label(relpath: str, split_folder: Optional[str] = None) -> Optional[str]:
@@ -137,7 +137,7 @@ class AssignLabels(beam.PTransform):
 
   Args:
     label_source: ``directory``, ``filename:REGEX`` or ``none`` (``file:PATH`` is
-      ``transforms.label_file.LabelsFromFile``).
+      ``transforms.inputs.label_file.LabelsFromFile``).
     split_folders: the split folder names at the top of the input (empty when there are none);
       with ``directory`` labels an image directly inside one has no class folder and fails at
       stage ``label``.

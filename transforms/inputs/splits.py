@@ -70,7 +70,7 @@ class _AssignSplit(beam.DoFn):
 
   def process(self, element) -> Iterable:
     source, label = element
-    if self._file_splits:  # a label file's split column (transforms.label_file)
+    if self._file_splits:  # a label file's split column (transforms.inputs.label_file)
       split = source.split
       if split not in self._file_splits:
         yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
@@ -132,7 +132,7 @@ class ShuffleOrder(beam.PTransform):
   """PCollection[LabeledImage] -> the same elements, bucket by bucket, each bucket in seeded key
   order.
 
-  The shard writer (``transforms.write``) orders each split's records on the same key
+  The shard writer (``transforms.outputs.write``) orders each split's records on the same key
   (:func:`shuffle_key` of the path and seed), whatever order they reach it in; this step makes
   that order cheap to produce and spreads the conversion. Each path goes to one of ``B``
   buckets, bucket ``b`` holding the keys whose top 64 bits lie in ``[b, b + 1) * 2**64 / B`` (a
@@ -183,6 +183,6 @@ def probe_split_folders(input_dir: str) -> Tuple[str, ...]:
   files; the listing itself happens in the pipeline.
   """
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-  from transforms.folders import holds_a_file  # pylint: disable=import-outside-toplevel
+  from transforms.files.folders import holds_a_file  # pylint: disable=import-outside-toplevel
   return tuple(name for name in SPLIT_FOLDER_NAMES
                if holds_a_file(FileSystems.join(input_dir, name)))

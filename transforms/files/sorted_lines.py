@@ -27,8 +27,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.folders import delete_paths, delete_tree, is_local
-from transforms.textfiles import write_lines
+from transforms.files.folders import delete_paths, delete_tree, is_local
+from transforms.files.textfiles import write_lines
 
 STAGING_DIR = '.staging-sorted'
 """The output directory's subfolder for the run files; deleted once the file is written."""

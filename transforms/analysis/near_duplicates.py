@@ -1,6 +1,6 @@
 """Groups of near-identical pictures (the same photo re-encoded, resized, cropped by a few pixels,
 under another name), found from the perceptual hashes the conversion computed
-(``transforms.image_measures``), in a cost that grows with the number of images, not its square.
+(``transforms.image.image_measures``), in a cost that grows with the number of images, not its square.
 
 Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` bands of
 ``BAND_BITS`` bits; two hashes within 3 bits of each other agree on at least one whole band
@@ -27,7 +27,7 @@ all of them rather than pairs, so a thousand blank frames cost one element of a 
 nodes, not half a million pairs (nor a chain of 999 pairs, each node twice).
 
 A group is reported as ``near`` when it holds at least two different contents (SHA-256): a set
-of byte-identical files alone is an ``exact`` group (``transforms.dedup``). Flips and rotations
+of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). Flips and rotations
 change the hash completely and are not found.
 """
 
@@ -38,10 +38,10 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
+from transforms.analysis.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
                                  examples_of)
-from transforms.image_measures import ImageMeasures, hamming
+from transforms.image.image_measures import ImageMeasures, hamming
 
 DEFAULT_DISTANCE = 10
 """Hashes at most this many bits apart (of 64) are the same picture. Validated by

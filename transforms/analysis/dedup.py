@@ -1,5 +1,5 @@
 """Find byte-identical source files, report every group of duplicates (exact, and the near ones
-of ``transforms.near_duplicates``) with the train/test leakage and label conflicts they cause,
+of ``transforms.analysis.near_duplicates``) with the train/test leakage and label conflicts they cause,
 and, with ``--dedup=keep_first`` (or ``keep_first_near``), write one file of each exact group.
 
 Two files are exact duplicates when the SHA-256 of their bytes is the same (the digest every
@@ -38,7 +38,6 @@ names differed.
 """
 
 import collections
-import hashlib
 import json
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -47,8 +46,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 
-from transforms import reads
-from transforms.sorted_lines import WriteSortedLines
+from transforms.files import reads
+from transforms.files.sorted_lines import WriteSortedLines
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
                                  LabeledImage, examples_of)
 
@@ -62,28 +61,6 @@ inputs (no silent change), and the report costs no extra read of the data."""
 
 GROUPS_TAG = 'groups'
 """The tag of ``DropDuplicates``' output of DuplicateGroup."""
-
-_CHUNK_BYTES = 1 << 20
-
-
-def file_sha256(path: str) -> str:
-  """Hex SHA-256 of the bytes of ``path`` (any filesystem Beam knows), read in 1 MiB chunks, so
-  memory stays bounded whatever the file's size.
-
-  Raises:
-    UnreadableFile: the file is gone, denied or a folder.
-    ReadFailed: transient errors persisted (``transforms.reads``).
-  """
-  def read_and_hash():  # from the first byte again on each attempt
-    digest = hashlib.sha256()
-    with FileSystems.open(path) as handle:
-      while True:
-        chunk = handle.read(_CHUNK_BYTES)
-        if not chunk:
-          break
-        digest.update(chunk)
-    return digest.hexdigest()
-  return reads.with_retries(read_and_hash, path)
 
 
 EXACT = 'exact'
@@ -102,7 +79,7 @@ class DuplicateGroup(NamedTuple):
   """Files that hold the same picture.
 
   kind: ``exact`` (byte-identical: same SHA-256) or ``near`` (perceptual hashes within
-    ``--near_duplicate_distance`` bits, linked through one another: ``transforms.near_duplicates``;
+    ``--near_duplicate_distance`` bits, linked through one another: ``transforms.analysis.near_duplicates``;
     at least two different contents).
   files: the DuplicateFiles, sorted by relative path.
   sha256: hex SHA-256 of the content (``exact``); None for ``near``.
@@ -261,7 +238,7 @@ class _HashSourceFn(beam.DoFn):
 
   def process(self, image: LabeledImage) -> Iterable[LabeledImage]:
     try:  # a transient error is retried, then fails the run (reads.ReadFailed)
-      digest = file_sha256(image.path)
+      digest = reads.file_sha256(image.path)
     except reads.UnreadableFile:  # reported with its reason by the conversion's own read
       yield image
       return
@@ -406,7 +383,7 @@ class ReportDuplicates(beam.PTransform):
   """PCollection[DuplicateGroup] (every kind) -> a one-element PCollection[dict], the manifest's
   ``duplicates`` section (``duplicates_section``), and ``OUT/duplicates.jsonl`` written, one
   group per line (``DuplicateGroup.to_dict``), lines sorted, by an external merge
-  (``transforms.sorted_lines``).
+  (``transforms.files.sorted_lines``).
 
   The section is emitted once the file is written, so the manifest (and ``_SUCCESS``) comes
   after it.

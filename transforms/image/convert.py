@@ -3,7 +3,7 @@
 Image bytes are read inside the DoFn through Beam's ``FileSystems`` (local, ``gs://``,
 ``s3://``): only paths travel through the graph. An input that is gone, denied or cannot be
 decoded becomes a ``Failure`` on the ``failures`` output with a reason, and the run goes on; a
-read that keeps failing for a transient reason fails the run instead (``transforms.reads``).
+read that keeps failing for a transient reason fails the run instead (``transforms.files.reads``).
 """
 
 import hashlib
@@ -11,14 +11,16 @@ from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
 
-from transforms import codec, image_measures, reads
-from transforms import masks
+from transforms.image import codec, image_measures
+
+from transforms.files import reads
+from transforms.image import masks
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)
 from transforms.elements import METRICS_NAMESPACE, STAGE_MASK
-from transforms.example import build_example
-from transforms.pixel_sums import pixel_sums, stored_pixels
-from transforms.progress import ProgressFile
+from transforms.image.example import build_example
+from transforms.image.pixel_sums import pixel_sums, stored_pixels
+from transforms.image.progress import ProgressFile
 
 
 class _ConvertImageFn(beam.DoFn):
@@ -27,10 +29,10 @@ class _ConvertImageFn(beam.DoFn):
   Side inputs ``class_names``: the sorted list of class names (class id = index); ``total``:
   the number of images to convert in the whole job (the ``images_to_convert`` gauge, and the
   progress files' total). Examples of ``stats_split`` carry their stored image's pixel sums
-  (``transforms.pixel_sums``). With ``measure``, examples carry their stored pixels'
-  ``transforms.image_measures`` (not for ``--image_format=original`` or segmentation, whose
+  (``transforms.image.pixel_sums``). With ``measure``, examples carry their stored pixels'
+  ``transforms.image.image_measures`` (not for ``--image_format=original`` or segmentation, whose
   pixels are not at hand). With ``progress_dir`` (local runs), each instance keeps its counts
-  in a file there (``transforms.progress``).
+  in a file there (``transforms.image.progress``).
   """
 
   def __init__(self, spec: codec.ImageSpec, stats_split: Optional[str] = None,
@@ -90,7 +92,7 @@ class _ConvertImageFn(beam.DoFn):
       if image.mask is None:  # the stored pixels are measured below, not decoded again
         converted, mask = codec.convert_keeping_pixels(data, self._spec), None
         encoded = converted.encoded
-      else:  # segmentation: the mask gets its image's crop and size (transforms.masks)
+      else:  # segmentation: the mask gets its image's crop and size (transforms.image.masks)
         converted = None
         encoded, mask = masks.convert_with_mask(
             data, image.mask, self._spec, num_classes=len(class_names))
@@ -116,7 +118,7 @@ class _ConvertImageFn(beam.DoFn):
     measures = None
     if self._measure and converted is not None and converted.pixels is not None:
       measures = tuple(image_measures.measure(converted.pixels, converted.source_size))
-    # hashed already when a dedup step ran before (transforms.dedup), else here
+    # hashed already when a dedup step ran before (transforms.analysis.dedup), else here
     source_sha256 = image.source_sha256 or hashlib.sha256(data).hexdigest()
     class_id = None if image.label is None else self._class_id(image.label, class_names)
     serialized = build_example(encoded, image.relpath, source_sha256, image.label, class_id,
@@ -134,12 +136,12 @@ class ConvertImages(beam.PTransform):
   """PCollection[LabeledImage] -> PCollection[ConvertedExample], and ``failures``.
 
   ``class_names``: a one-element PCollection holding the sorted class names (see
-  ``transforms.labels.ClassNames``), used as a side input to number the classes.
+  ``transforms.inputs.labels.ClassNames``), used as a side input to number the classes.
   ``stats_split``: the split whose examples carry ``pixel_sums`` (``--stats``), or None.
   ``measure``: examples carry ``measures`` (``--image_checks``).
   ``total``: a one-element PCollection, the number of images the job converts (counted
   before the shuffle, so that it is known before the first image is converted), or None.
-  ``progress_dir``: a local folder for the progress files (``transforms.progress``) on the
+  ``progress_dir``: a local folder for the progress files (``transforms.image.progress``) on the
   local runner, or None.
   """
 

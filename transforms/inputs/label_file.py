@@ -18,7 +18,7 @@ without is matched against the image's base name. The label file and the listing
 with a CoGroupByKey, so both directions are reported: an image the file does not name fails at
 stage ``label``; a file entry with no image is reported at stage ``missing`` (not an input, so
 it does not count against ``--max_failure_fraction``). Integer labels are class ids, kept as
-given (see ``transforms.labels.merge_class_names``).
+given (see ``transforms.inputs.labels.merge_class_names``).
 
 A ``split`` column assigns each image's split, overriding split folders and the hash split. The
 launcher reads the column once (``label_file_splits``, streaming, keeping only the distinct
@@ -37,9 +37,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms import reads
+from transforms.files import reads
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, STAGE_MISSING, STAGE_SPLIT, Failure
-from transforms.folders import escape_pattern
+from transforms.files.folders import escape_pattern
 
 
 class LabelFileFormat(NamedTuple):
@@ -196,7 +196,7 @@ class LabelsFromFile(beam.PTransform):
   """PCollection[SourceFile] -> PCollection[(SourceFile, str)], and ``failures``.
 
   With a ``split`` column each SourceFile comes out with its ``split`` set (see
-  ``transforms.splits.AssignSplits``' ``file_splits``).
+  ``transforms.inputs.splits.AssignSplits``' ``file_splits``).
 
   Args:
     label_file: path of the label file (any filesystem).

@@ -50,8 +50,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from imagerecords import contract
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample
-from transforms.example import add_features, serialize_example
-from transforms.folders import is_local
+from transforms.image.example import add_features, serialize_example
+from transforms.files.folders import is_local
 
 _LOG = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def probe(spec: EmbeddingSpec, image_format: str, in_process: bool = True) -> Em
   # with this one's import path; it prints one JSON line: the model, or the error
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
   result = subprocess.run(
-      [sys.executable, '-m', 'transforms.embedding', json.dumps([spec, image_format])],
+      [sys.executable, '-m', 'transforms.image.embedding', json.dumps([spec, image_format])],
       capture_output=True, text=True, env=env, check=False)
   lines = result.stdout.strip().splitlines()
   answer = json.loads(lines[-1]) if result.returncode == 0 and lines else {
@@ -188,7 +188,7 @@ def probe(spec: EmbeddingSpec, image_format: str, in_process: bool = True) -> Em
 
 
 def _probe_main(argv: Sequence[str]) -> None:
-  """``python -m transforms.embedding '[SPEC, IMAGE_FORMAT]'``: :func:`probe`'s child."""
+  """``python -m transforms.image.embedding '[SPEC, IMAGE_FORMAT]'``: :func:`probe`'s child."""
   spec, image_format = json.loads(argv[0])
   try:
     model = _probe_here(EmbeddingSpec(*spec), image_format, keep=False)

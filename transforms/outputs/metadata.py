@@ -27,11 +27,11 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import record_spans
 
-from transforms import claim as run_claim
-from transforms import tfds_metadata
+from transforms.outputs import claim as run_claim
+from transforms.outputs import tfds_metadata
 from transforms.elements import NOT_INPUTS, Failure
-from transforms.folders import match_literal
-from transforms.textfiles import write_text
+from transforms.files.folders import match_literal
+from transforms.files.textfiles import write_text
 
 
 class RunFailed(RuntimeError):
@@ -151,14 +151,14 @@ class _WriteMetadataFn(beam.DoFn):
         num_failures=num_failed,
         num_skipped=num_skipped,
         failures_by_stage=dict(sorted(by_stage.items())),
-        duplicates=duplicates,  # transforms.dedup.duplicates_section
-        quality=quality,  # transforms.quality.quality_section
-        diff=diff,  # transforms.image_index.DiffAgainstPrevious; None on a first run
-        # --run_date: what the night reused of the previous run (transforms.incremental)
+        duplicates=duplicates,  # transforms.analysis.dedup.duplicates_section
+        quality=quality,  # transforms.analysis.quality.quality_section
+        diff=diff,  # transforms.outputs.image_index.DiffAgainstPrevious; None on a first run
+        # --run_date: what the night reused of the previous run (transforms.outputs.incremental)
         incremental=launch.incremental and {
             **launch.incremental, 'reused': (incremental or {}).get('reused', 0),
             'converted': (incremental or {}).get('converted', 0)},
-        # transforms.statistics.TrainingStatistics (--stats) or statistics_tft's
+        # transforms.analysis.statistics.TrainingStatistics (--stats) or statistics_tft's
         # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
         statistics=statistics and {
             **statistics, contract.STATS_CLASS_FREQUENCIES: dict(getattr(
@@ -214,21 +214,21 @@ class WriteMetadata(beam.PTransform):
     shard_paths, class_names, split_stats, failures: PCollections used as side inputs
       (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and every Failure).
     duplicates: optional one-element PCollection of the manifest's ``duplicates`` section
-      (``transforms.dedup.ReportDuplicates``, emitted once duplicates.jsonl is written).
+      (``transforms.analysis.dedup.ReportDuplicates``, emitted once duplicates.jsonl is written).
     quality: optional one-element PCollection of the manifest's ``quality`` section
-      (``transforms.quality.ReportQuality``, emitted once quality.jsonl is written).
+      (``transforms.analysis.quality.ReportQuality``, emitted once quality.jsonl is written).
     diff: optional one-element PCollection, the diff against the previous run
-      (``transforms.image_index.DiffAgainstPrevious``).
+      (``transforms.outputs.image_index.DiffAgainstPrevious``).
     written: optional PCollection of paths of other files the run writes (``images.jsonl``):
       the metadata, and ``_SUCCESS``, wait until it is complete (Beam's ``WaitOn``).
     statistics: optional one-element PCollection, the manifest's ``statistics``
-      (``transforms.statistics.TrainingStatistics``, or with ``--stats=tft``
-      ``transforms.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
+      (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft``
+      ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
       written); the training split's class counts are added as ``class_frequencies``.
     incremental: optional one-element PCollection of a dated night's counts
-      (``transforms.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
+      (``transforms.outputs.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
       launch's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
-    claim: the run's ``transforms.claim.ClaimToken``, checked before anything is written and
+    claim: the run's ``transforms.outputs.claim.ClaimToken``, checked before anything is written and
       before ``_SUCCESS`` (None: no check).
   """
 

@@ -25,6 +25,7 @@ it is safe.
 import logging
 import random
 import time
+import hashlib
 from typing import Callable, Optional, TypeVar
 
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
@@ -156,3 +157,26 @@ def read_bytes(path: str, compression_type: Optional[str] = None) -> bytes:
                           ) as handle:
       return handle.read()
   return with_retries(read, path)
+
+
+_CHUNK_BYTES = 1 << 20
+
+
+def file_sha256(path: str) -> str:
+  """Hex SHA-256 of the bytes of ``path`` (any filesystem Beam knows), read in 1 MiB chunks, so
+  memory stays bounded whatever the file's size.
+
+  Raises:
+    UnreadableFile: the file is gone, denied or a folder.
+    ReadFailed: transient errors persisted .
+  """
+  def read_and_hash():  # from the first byte again on each attempt
+    digest = hashlib.sha256()
+    with FileSystems.open(path) as handle:
+      while True:
+        chunk = handle.read(_CHUNK_BYTES)
+        if not chunk:
+          break
+        digest.update(chunk)
+    return digest.hexdigest()
+  return with_retries(read_and_hash, path)

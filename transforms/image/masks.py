@@ -1,5 +1,5 @@
 """Segmentation masks, the pixel side: decode a mask of class indices and convert it exactly as
-its image is converted (pairing images with masks: ``transforms.pairing``).
+its image is converted (pairing images with masks: ``transforms.inputs.pairing``).
 
 Masks stay class indices: a palette PNG (Pillow mode ``P``) is read as its indices, never as the
 palette's colours; a grayscale mask (``L``) as its values; 1-bit as 0/1; 16- and 32-bit masks
@@ -23,8 +23,10 @@ import numpy as np
 from imagerecords import contract
 from PIL import Image, UnidentifiedImageError
 
-from transforms import codec, reads
-from transforms.elements import SourceFile
+from transforms.image import codec
+
+from transforms.files import reads
+from transforms.elements import EncodedImage, SourceFile
 
 VOID = contract.MASK_VOID
 """The void / ignore class of VOC masks; kept as it is, and the fill of padding."""
@@ -119,14 +121,14 @@ def upright_size(data: bytes) -> Tuple[int, int]:
 
 def read_mask_bytes(mask: SourceFile) -> bytes:
   """The mask file's bytes (any filesystem); MaskError naming it when it cannot be read."""
-  try:  # transient errors are retried, then fail the run (transforms.reads.ReadFailed)
+  try:  # transient errors are retried, then fail the run (transforms.files.reads.ReadFailed)
     return reads.read_bytes(mask.path)
   except reads.UnreadableFile as error:
     raise MaskError(f'mask {mask.relpath}: cannot read: {error}') from None
 
 
 def convert_with_mask(data: bytes, mask: SourceFile, spec: codec.ImageSpec,
-                      num_classes: int = 0) -> Tuple[codec.EncodedImage, bytes]:
+                      num_classes: int = 0) -> Tuple[EncodedImage, bytes]:
   """Converts an image as ``codec.convert`` does, and its mask with the same geometry.
 
   Args:

@@ -1,6 +1,6 @@
 """Exact per-channel pixel sums of one stored image, computed where it is converted.
 
-The training split's statistics (``transforms.statistics``) are the mean and standard
+The training split's statistics (``transforms.analysis.statistics``) are the mean and standard
 deviation of every pixel *as stored*: decoded from the record's ``image/encoded`` the way the
 reader (TensorFlow) decodes it. Each image's share is three integers per channel, computed in
 the conversion step right after the image is encoded (so the record is never parsed or decoded
@@ -31,7 +31,7 @@ import simplejpeg
 
 from imagerecords import contract
 
-from transforms.codec import EncodedImage
+from transforms.elements import EncodedImage
 
 _VALUES = np.arange(256, dtype=np.float64)
 _SQUARES = _VALUES * _VALUES

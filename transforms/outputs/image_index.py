@@ -23,9 +23,9 @@ from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
 from transforms.elements import examples_of
-from transforms.folders import escape_pattern
-from transforms.image_measures import ImageMeasures
-from transforms.sorted_lines import WriteSortedLines
+from transforms.files.folders import escape_pattern
+from transforms.image.image_measures import ImageMeasures
+from transforms.files.sorted_lines import WriteSortedLines
 
 # The diff's per-image verdicts, in the order the manifest lists them.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'
@@ -40,7 +40,7 @@ def index_line(example) -> str:
   channel], pixels]``) and ``measures`` (``--image_checks``: the perceptual hash and quality
   measures, ``ImageMeasures.to_index``) are there when known: the next night reuses the record
   of a file whose version is unchanged, with these, instead of converting it again
-  (``transforms.incremental``).
+  (``transforms.outputs.incremental``).
   """
   entry = {'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
            'split': example.split}
@@ -49,7 +49,7 @@ def index_line(example) -> str:
   if example.pixel_sums is not None:
     entry['pixel_sums'] = [list(example.pixel_sums[0]), list(example.pixel_sums[1]),
                            example.pixel_sums[2]]
-  if example.measures is not None:  # transforms.image_measures: reused with the record
+  if example.measures is not None:  # transforms.image.image_measures: reused with the record
     entry['measures'] = ImageMeasures.of(example).to_index()
   return json.dumps(entry, ensure_ascii=False, sort_keys=True)
 
@@ -58,7 +58,7 @@ class WriteImageIndex(beam.PTransform):
   """PCollection[ConvertedExample] -> writes ``<output_dir>/images.jsonl``; returns the path.
 
   One file (~170 bytes per image), lines sorted by file name so two runs' indexes compare
-  with ``diff``; sorted by an external merge (``transforms.sorted_lines``), so no worker holds
+  with ``diff``; sorted by an external merge (``transforms.files.sorted_lines``), so no worker holds
   every line. ``batched``: the input's elements are lists of ConvertedExample
   (``elements.examples_of``).
   """

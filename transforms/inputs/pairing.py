@@ -1,5 +1,5 @@
 """Segmentation data, the input side: pair each image with its mask of class indices
-(``--masks``); the masks' pixels are converted by ``transforms.masks``.
+(``--masks``); the masks' pixels are converted by ``transforms.image.masks``.
 
 Three layouts (``--masks=LAYOUT``)::
 
@@ -34,9 +34,9 @@ from imagerecords import contract
 from transforms.elements import (FAILURES_TAG, STAGE_LIST, STAGE_MASK, STAGE_MISSING,
                                  STAGE_SPLIT, Failure, LabeledImage, SourceFile,
                                  source_version)
-from transforms.folders import escape_pattern, match
-from transforms.textfiles import read_text
-from transforms.splits import hash_split
+from transforms.files.folders import escape_pattern, match
+from transforms.files.textfiles import read_text
+from transforms.inputs.splits import hash_split
 
 MASK_LAYOUTS = ('none', 'voc', 'folders', 'pattern:TEMPLATE')
 """The forms of ``--masks``."""
@@ -275,7 +275,7 @@ class PairImagesWithMasks(beam.PTransform):
   Each output is an image with ``mask`` set to its mask's SourceFile, ``label`` None and its
   split: from the split lists when given (``{split: image ids}``, VOC), else its top split
   folder (``split_folders``), else the hash of its path (``fractions``, as
-  ``transforms.splits.hash_split``). Failures: see the module docstring.
+  ``transforms.inputs.splits.hash_split``). Failures: see the module docstring.
   """
 
   def __init__(self, pairing: MaskPairing, input_dir: str,

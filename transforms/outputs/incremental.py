@@ -42,14 +42,14 @@ from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, read_records
 
-from transforms import reads
-from transforms.dedup import file_sha256
+from transforms.files import reads
+from transforms.files.reads import file_sha256
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
-from transforms.example import example_filename
-from transforms.folders import escape_pattern
-from transforms.image_index import keyed_by_file
-from transforms.image_measures import ImageMeasures
-from transforms.pixel_sums import PixelSums
+from transforms.image.example import example_filename
+from transforms.files.folders import escape_pattern
+from transforms.outputs.image_index import keyed_by_file
+from transforms.image.image_measures import ImageMeasures
+from transforms.image.pixel_sums import PixelSums
 
 REUSE_TAG = 'reuse'
 """The tag of the decision's output of (relpath, ReuseEntry)."""
@@ -139,11 +139,11 @@ def _read_batch(path: str, offset: int) -> Tuple[list, int, Optional[FramingErro
 
 def shard_records(path: str) -> Iterable[bytes]:
   """Every record of one TFRecord shard (``.gz`` ones decompressed), in file order, each read
-  once. Transient errors are retried (``transforms.reads``) from the last whole batch read, so
+  once. Transient errors are retried (``transforms.files.reads``) from the last whole batch read, so
   no record is yielded twice.
 
   Raises:
-    UnreadableFile, ReadFailed: see ``transforms.reads``.
+    UnreadableFile, ReadFailed: see ``transforms.files.reads``.
     FramingError: the shard is cut short.
   """
   if path.endswith(contract.GZIP_SUFFIX):  # no cheap seek into gzip: one read of the file

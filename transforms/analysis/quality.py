@@ -1,4 +1,4 @@
-"""Quality flags of every converted image, from its measures (``transforms.image_measures``):
+"""Quality flags of every converted image, from its measures (``transforms.image.image_measures``):
 placeholders, blank frames, thumbnails, images with no colour, odd shapes.
 
     ConvertedExample (with measures)
@@ -27,8 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from transforms.elements import examples_of
-from transforms.image_measures import ImageMeasures
-from transforms.sorted_lines import WriteSortedLines
+from transforms.image.image_measures import ImageMeasures
+from transforms.files.sorted_lines import WriteSortedLines
 
 LOW_INFORMATION = 'low_information'
 DARK = 'dark'
@@ -171,7 +171,7 @@ def summary_lines(section: Optional[dict]) -> List[str]:
 class ReportQuality(beam.PTransform):
   """PCollection[ConvertedExample] -> a one-element PCollection[dict], the manifest's
   ``quality`` section, emitted once ``OUT/quality.jsonl`` is written (flagged images only, one
-  line each, sorted by file, by an external merge: ``transforms.sorted_lines``).
+  line each, sorted by file, by an external merge: ``transforms.files.sorted_lines``).
 
   ``channels``: of the stored images (``grayscale`` is raised for 3 only). ``batched``: the
   input's elements are lists of ConvertedExample (``elements.examples_of``).

@@ -1,6 +1,6 @@
 """``--stats=tft``: exact pixel statistics of the training split with tensorflow-transform, and
 the transform that normalises with them (the default ``--stats`` computes the same numbers with
-Beam combiners alone, ``transforms.statistics``, and writes no transform).
+Beam combiners alone, ``transforms.analysis.statistics``, and writes no transform).
 
 A tensorflow-transform (TFT) analysis over every stored image of the training split (not a
 sample) computes the per-channel pixel mean and standard deviation of the images *as stored*
@@ -11,7 +11,7 @@ the statistics baked in) into the output directory, and the same numbers go into
 
     PCollection[ConvertedExample]          the training split's examples carry their stored
                                            image's exact per-channel sums (Python ints, computed
-                                           in the conversion step: transforms.pixel_sums)
+                                           in the conversion step: transforms.image.pixel_sums)
       | keep the training split            ``train`` if the run has it, else the first split
       | batch, to Arrow RecordBatches      one TFT instance per training image, as TFT reads
       |                                    data (TFXIO): 'pixel_sums' int64 [C],
@@ -68,9 +68,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.folders import delete_tree
-from transforms.pixel_sums import PixelSums
-from transforms.statistics import training_split  # pylint: disable=unused-import
+from transforms.files.folders import delete_tree
+from transforms.image.pixel_sums import PixelSums
+from transforms.analysis.statistics import training_split  # pylint: disable=unused-import
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -79,7 +79,7 @@ STAGING_DIR = '.staging-tft'
 
 PIXEL_SUMS, PIXEL_SQUARES, NUM_PIXELS = 'pixel_sums', 'pixel_squares', 'num_pixels'
 """The analysis inputs: an image's per-channel sums of pixel values and of their squares, and
-its pixel count (``transforms.pixel_sums.PixelSums``)."""
+its pixel count (``transforms.image.pixel_sums.PixelSums``)."""
 
 MAX_BATCH = 4096
 """The most instances in one RecordBatch (``beam.BatchElements`` sizes them up to this by

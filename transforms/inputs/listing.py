@@ -27,7 +27,7 @@ its own ancestors (same device and inode) is a loop, reported and not followed. 
 in twice is listed twice, under both names.
 
 Object stores (``gs://``, ``s3://``) have no links, folders or special files: they are listed
-through Beam's ``fileio`` with the root escaped (``transforms.folders.escape_pattern``), and
+through Beam's ``fileio`` with the root escaped (``transforms.files.folders.escape_pattern``), and
 the size limit applies to their objects as to local files.
 """
 
@@ -44,7 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_LIST, Failure,
                                  SourceFile)
-from transforms.folders import escape_pattern, is_local
+from transforms.files.folders import escape_pattern, is_local
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.webp', '.tif',
                     '.tiff', '.mpo', '.pgm', '.ppm', '.pbm', '.pnm')

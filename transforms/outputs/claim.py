@@ -57,8 +57,8 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.folders import delete_paths, escape_pattern, is_local, match, match_literal
-from transforms.textfiles import read_text, write_text
+from transforms.files.folders import delete_paths, escape_pattern, is_local, match, match_literal
+from transforms.files.textfiles import read_text, write_text
 
 _LOG = logging.getLogger('imagerecords')
 

@@ -7,7 +7,7 @@ from typing import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import reads
+from transforms.files import reads
 
 _BLOCK_CHARS = 1 << 20
 
@@ -57,7 +57,7 @@ def _put_empty_s3_object(path: str) -> None:
 
 def read_text(path: str) -> str:
   """All of ``path`` as UTF-8 text, on any filesystem Beam knows; transient errors are retried
-  (``transforms.reads``: raises UnreadableFile or ReadFailed)."""
+  (``transforms.files.reads``: raises UnreadableFile or ReadFailed)."""
   return reads.read_bytes(path, CompressionTypes.UNCOMPRESSED).decode('utf-8')
 
 
