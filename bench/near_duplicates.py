@@ -47,9 +47,8 @@ import common  # pylint: disable=wrong-import-position
 
 from PIL import Image  # pylint: disable=wrong-import-position
 
-from transforms.image import codec, image_measures
-
 from transforms.analysis import near_duplicates, quality  # noqa: E402
+from transforms.image import codec, image_measures
 
 SPEC = codec.ImageSpec(image_size=256, resize_mode='shorter_side', image_format='jpeg')
 EDITS = ('jpeg q50', 'jpeg q95', 'half size', 'crop 4 px', 'crop 2%', 'mirrored')

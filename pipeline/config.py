@@ -8,14 +8,13 @@ its attributes. Every value pickles to any worker.
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
+from pipeline.nightly import IncrementalPlan
 from transforms.image.codec import ImageSpec
 from transforms.image.embedding import EmbeddingModel
-from transforms.outputs.claim import ClaimToken
 from transforms.inputs.label_file import LabelFileFormat
-from transforms.outputs.metadata import MetadataSettings
 from transforms.inputs.pairing import MaskPairing
-
-from pipeline.nightly import IncrementalPlan
+from transforms.outputs.claim import ClaimToken
+from transforms.outputs.metadata import MetadataSettings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,12 +15,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from imagerecords import contract
 
 import pipeline
-
-from transforms.image import codec, embedding
-
 from transforms.analysis import near_duplicates
 from transforms.analysis.dedup import DEDUP_MODES, DEFAULT_DEDUP
 from transforms.files.folders import count_local_files
+from transforms.image import codec, embedding
 from transforms.inputs.labels import check_label_source
 from transforms.inputs.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
 from transforms.inputs.pairing import parse_masks

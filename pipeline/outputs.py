@@ -17,15 +17,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
-from transforms.outputs import claim, write
-
 from transforms.analysis import dedup, quality, statistics_tft
-
-from transforms.files import sorted_lines
 from transforms.elements import METRICS_NAMESPACE
+from transforms.files import sorted_lines
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
-from transforms.outputs.publish import delete_success_first
 from transforms.files.textfiles import read_text, replace_text, write_text
+from transforms.outputs import claim, write
+from transforms.outputs.publish import delete_success_first
 
 _LOG = logging.getLogger('imagerecords')
 

@@ -44,26 +44,26 @@ import pipeline
 from pipeline import nightly, outputs, progress
 from pipeline import options as opts
 from pipeline.config import JobConfig
-from transforms.outputs import claim
-from transforms.inputs import pairing
-from transforms.image.masks import MASK_FORMAT
-from transforms.image.convert import ConvertImages
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
-from transforms.image.embedding import AddEmbeddings, probe
+from transforms.analysis.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
+from transforms.analysis.quality import ReportQuality
+from transforms.analysis.statistics import SplitStatistics, TrainingStatistics, training_split
+from transforms.analysis.statistics_tft import AnalyzeTrainingSplit
 from transforms.elements import FAILURES_TAG
 from transforms.files.folders import holds_a_file, is_local
-from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
-from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
+from transforms.image.convert import ConvertImages
+from transforms.image.embedding import AddEmbeddings, probe
+from transforms.image.masks import MASK_FORMAT
+from transforms.inputs import pairing
 from transforms.inputs.label_file import LabelsFromFile, label_file_splits, sniff_format
 from transforms.inputs.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
 from transforms.inputs.listing import ListImageFiles
-from transforms.outputs.metadata import MetadataSettings, WriteMetadata
-from transforms.analysis.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
-from transforms.outputs.publish import PublishRun
-from transforms.analysis.quality import ReportQuality
 from transforms.inputs.splits import AssignSplits, ShuffleOrder, probe_split_folders
-from transforms.analysis.statistics import SplitStatistics, TrainingStatistics, training_split
-from transforms.analysis.statistics_tft import AnalyzeTrainingSplit
+from transforms.outputs import claim
+from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
+from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
+from transforms.outputs.metadata import MetadataSettings, WriteMetadata
+from transforms.outputs.publish import PublishRun
 from transforms.outputs.write import WriteSplits
 
 _LOG = logging.getLogger('imagerecords')

@@ -14,8 +14,8 @@ from imagerecords import contract, inspect, pictures
 from PIL import Image
 
 from pipeline import outputs
-from transforms.analysis import dedup
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
+from transforms.analysis import dedup
 
 CATDOG_REGEX = r'--label_source=filename:^([a-z]+)\.\d+\.jpg$'
 

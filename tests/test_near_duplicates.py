@@ -11,10 +11,9 @@ import random
 import numpy as np
 from PIL import Image
 
-from transforms.image import codec, image_measures
-
-from transforms.analysis import near_duplicates, quality
 from tests.helpers import SAMPLES, shared_data
+from transforms.analysis import near_duplicates, quality
+from transforms.image import codec, image_measures
 
 SPEC = codec.ImageSpec(image_size=256, resize_mode='shorter_side', image_format='jpeg')
 

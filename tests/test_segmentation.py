@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from tests.helpers import all_records, convert, manifest_of, shared_data
+from transforms.elements import SourceFile
 from transforms.image import codec, masks
 from transforms.inputs import pairing
-from transforms.elements import SourceFile
 
 # gray level of each class of the rock masks (0-3) in the images made from them
 LEVELS = np.array([20, 95, 170, 245], np.uint8)

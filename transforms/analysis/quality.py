@@ -27,8 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from transforms.elements import examples_of
-from transforms.image.image_measures import ImageMeasures
 from transforms.files.sorted_lines import WriteSortedLines
+from transforms.image.image_measures import ImageMeasures
 
 LOW_INFORMATION = 'low_information'
 DARK = 'dark'

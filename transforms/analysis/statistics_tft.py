@@ -68,9 +68,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
+from transforms.analysis.statistics import training_split  # pylint: disable=unused-import
 from transforms.files.folders import delete_tree
 from transforms.image.pixel_sums import PixelSums
-from transforms.analysis.statistics import training_split  # pylint: disable=unused-import
 
 _LOG = logging.getLogger('imagerecords')
 

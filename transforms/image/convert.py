@@ -11,9 +11,8 @@ from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
 
-from transforms.image import codec, image_measures
-
 from transforms.files import reads
+from transforms.image import codec, image_measures
 from transforms.image import masks
 from transforms.elements import (FAILURES_TAG, STAGE_DECODE, STAGE_READ, ConvertedExample,
                                  Failure, LabeledImage)

@@ -50,8 +50,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from imagerecords import contract
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample
-from transforms.image.example import add_features, serialize_example
 from transforms.files.folders import is_local
+from transforms.image.example import add_features, serialize_example
 
 _LOG = logging.getLogger(__name__)
 

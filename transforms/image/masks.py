@@ -23,10 +23,9 @@ import numpy as np
 from imagerecords import contract
 from PIL import Image, UnidentifiedImageError
 
-from transforms.image import codec
-
-from transforms.files import reads
 from transforms.elements import EncodedImage, SourceFile
+from transforms.files import reads
+from transforms.image import codec
 
 VOID = contract.MASK_VOID
 """The void / ignore class of VOC masks; kept as it is, and the fill of padding."""

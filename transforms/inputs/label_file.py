@@ -37,8 +37,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.files import reads
 from transforms.elements import FAILURES_TAG, STAGE_LABEL, STAGE_MISSING, STAGE_SPLIT, Failure
+from transforms.files import reads
 from transforms.files.folders import escape_pattern
 
 

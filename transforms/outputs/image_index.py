@@ -24,8 +24,8 @@ from imagerecords import contract
 
 from transforms.elements import examples_of
 from transforms.files.folders import escape_pattern
-from transforms.image.image_measures import ImageMeasures
 from transforms.files.sorted_lines import WriteSortedLines
+from transforms.image.image_measures import ImageMeasures
 
 # The diff's per-image verdicts, in the order the manifest lists them.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'

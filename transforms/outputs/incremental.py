@@ -42,14 +42,14 @@ from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, read_records
 
-from transforms.files import reads
-from transforms.files.reads import file_sha256
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
-from transforms.image.example import example_filename
+from transforms.files import reads
 from transforms.files.folders import escape_pattern
-from transforms.outputs.image_index import keyed_by_file
+from transforms.files.reads import file_sha256
+from transforms.image.example import example_filename
 from transforms.image.image_measures import ImageMeasures
 from transforms.image.pixel_sums import PixelSums
+from transforms.outputs.image_index import keyed_by_file
 
 REUSE_TAG = 'reuse'
 """The tag of the decision's output of (relpath, ReuseEntry)."""

@@ -27,11 +27,11 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import record_spans
 
-from transforms.outputs import claim as run_claim
-from transforms.outputs import tfds_metadata
 from transforms.elements import NOT_INPUTS, Failure
 from transforms.files.folders import match_literal
 from transforms.files.textfiles import write_text
+from transforms.outputs import claim as run_claim
+from transforms.outputs import tfds_metadata
 
 
 class RunFailed(RuntimeError):

@@ -24,9 +24,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.outputs import claim as run_claim
 from transforms.files.folders import delete_paths, files_under
 from transforms.files.textfiles import read_text, replace_text, write_text
+from transforms.outputs import claim as run_claim
 
 _LOG = logging.getLogger(__name__)
 

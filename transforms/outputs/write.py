@@ -82,11 +82,11 @@ from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_frames
 
-from transforms.outputs import claim as run_claim
 from transforms.elements import METRICS_NAMESPACE
 from transforms.files.folders import delete_tree, is_local
-from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
 from transforms.files.textfiles import write_text
+from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
+from transforms.outputs import claim as run_claim
 
 STAGING_DIR = '.staging-write'
 """The output directory's subfolder for the staging files: never matched by a shard glob (the
