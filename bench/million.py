@@ -31,8 +31,10 @@ Each row: wall seconds, images/s, CPU ms per image (user + system of the row's w
 tree, ``RUSAGE_CHILDREN``), cores busy, and the peak PSS of the whole process tree (the
 launcher, which is the runner, and every SDK worker; ``/proc/PID/smaps_rollup`` every 0.2 s,
 as ``bench/memory.py``: a page shared by k processes counts 1/k in each). Printed: the table,
-the ratio job/loop at the largest size (target >= 0.5), the job's PSS growth from the smallest
-to the largest size (target <= 25%) and its peak (target <= 2 GiB).
+where each job's CPU per image goes by step of the graph (the manifest's ``step_msecs``, and
+the rest: the runner's own work between steps), the ratio job/loop at the largest size (target
+>= 0.5), the job's PSS growth from the smallest to the largest size (target <= 25%) and its
+peak (target <= 2 GiB).
 
 ``--image_size``: 64 by default, the photos' own size, so that what is measured is the
 pipeline around the codec: at the job's default 256 every 64x64 photo is enlarged 16x in
@@ -172,7 +174,23 @@ def row_job(root, files, workers, image_size, flags, out, tree=None, name='job')
     raise RuntimeError(f'{manifest["num_examples"]} examples written of {files} files')
   return {'row': f'{name}, {files:,} files', 'images': files, 'seconds': wall, 'cpu_s': cpu,
           'peak_pss_mib': peak / 2**20, 'launcher_pss_mib': launcher / 2**20,
-          'workers_pss_mib': workers / 2**20, 'command': shlex.join(cmd)}
+          'workers_pss_mib': workers / 2**20, 'command': shlex.join(cmd),
+          'step_msecs': manifest.get('step_msecs') or {}}
+
+
+def step_table(jobs) -> str:
+  """Where each image's CPU goes, per top-level step of the graph (the manifest's
+  ``step_msecs``: each step's own code, over all workers), in ms per image for each job row;
+  the last line is the rest of the row's CPU time: the runner's (moving and encoding elements
+  between steps, its GroupByKeys), start-up and the launcher's reports."""
+  steps = sorted({step for job in jobs for step in job['step_msecs']},
+                 key=lambda step: -jobs[-1]['step_msecs'].get(step, 0))
+  rows = [(step, *(job['step_msecs'].get(step, 0) / job['images'] for job in jobs))
+          for step in steps]
+  rows.append(('(not in any step: the runner, start-up)',
+               *((1000 * job['cpu_s'] - sum(job['step_msecs'].values())) / job['images']
+                 for job in jobs)))
+  return common.format_table(('step: CPU ms per image', *(job['row'] for job in jobs)), rows)
 
 
 def main(argv=None):
@@ -235,6 +253,7 @@ def main(argv=None):
       [(r['row'], r['images'], r['seconds'], r['images_per_s'], r['cpu_ms_per_image'],
         r['cpu_s'] / r['seconds'], r['peak_pss_mib'], r.get('launcher_pss_mib'),
         r.get('workers_pss_mib')) for r in report['rows']]))
+  print(step_table(jobs))
   big, small = jobs[-1], jobs[0]
   ratio = big['images_per_s'] / loop['images_per_s'] if loop else None
   growth = big['peak_pss_mib'] / small['peak_pss_mib'] - 1 if len(jobs) > 1 else None

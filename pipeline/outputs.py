@@ -14,6 +14,7 @@ import tempfile
 from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import monitoring_infos
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
@@ -153,6 +154,33 @@ def beam_counters(result) -> Dict[str, int]:
       counters[gauge.key.metric.name] = max(counters.get(gauge.key.metric.name, 0),
                                             int(value.value))
   return dict(sorted(counters.items()))
+
+
+def step_msecs(result) -> Optional[Dict[str, int]]:
+  """Milliseconds each top-level step of the graph (``'convert images'``, ``'write shards'``,
+  ...) spent in its own code, summed over its inner transforms and every worker (the steps
+  that took at least 1 ms, costliest first): Beam's
+  ``beam:metric:ptransform_execution_time:total_msecs`` monitoring infos (start, process and
+  finish of each bundle), as Beam's local runner reports them; None where the runner reports
+  none (Dataflow and Flink show them in their own monitoring). What is not in any step is the
+  runner's: moving and encoding elements between steps, its GroupByKeys, start-up."""
+  infos = getattr(result, 'monitoring_infos', None)
+  if infos is None:
+    return None
+  totals: Dict[str, int] = {}
+  try:
+    for info in infos():
+      if info.urn == monitoring_infos.TOTAL_MSECS_URN:
+        step = info.labels.get(monitoring_infos.PTRANSFORM_LABEL, '').split('/', 1)[0]
+        if step and not step.startswith('ref_'):  # ref_PCollection_*: the runner's channels
+          totals[step] = totals.get(step, 0) + monitoring_infos.extract_counter_value(info)
+  except Exception as error:  # pylint: disable=broad-except
+    # The same boundary as beam_counters: each runner's monitoring client raises its own
+    # types; the step times only decorate a manifest the job already wrote.
+    _LOG.warning('the runner reported no step times: %s: %s', type(error).__name__, error)
+    return None
+  return {step: msecs for step, msecs in sorted(totals.items(), key=lambda item: -item[1])
+          if msecs} or None  # the steps that took at least a millisecond, costliest first
 
 
 def summary(manifest: contract.Manifest) -> str:

@@ -480,7 +480,8 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     manifest = None
   if manifest is not None and failure is None:
     # as every runner reports them
-    manifest = dataclasses.replace(manifest, metrics=outputs.beam_counters(p.result))
+    manifest = dataclasses.replace(manifest, metrics=outputs.beam_counters(p.result),
+                                   step_msecs=outputs.step_msecs(p.result))
     try:
       claim.check(held.token)  # another run owns the output now: leave its manifest alone
       outputs.write_manifest(published, manifest)

@@ -105,3 +105,7 @@ def test_million_bench_runs_the_loop_and_the_job_at_two_sizes(tmp_path):
     assert row['images_per_s'] > 0 and row['peak_pss_mib'] > 0 and row['cpu_s'] > 0, row['row']
   assert len(report['targets']) == 3
   assert '| target | measured | wanted | verdict |' in stdout
+  # where the CPU goes: the conversion is a step of each job row, and the table prints it
+  assert all(row['step_msecs'].get('convert images', 0) > 0 for row in report['rows']
+             if row['row'].startswith('job'))
+  assert '| step: CPU ms per image |' in stdout and '| convert images |' in stdout

@@ -230,8 +230,11 @@ class Manifest:
   (``transforms/analysis/dedup.py``), ``quality`` (``transforms/analysis/quality.py``), ``diff``
   (``transforms/outputs/image_index.py``), ``incremental`` (``pipeline/nightly.py``), ``statistics``
   (the ``STATS_*`` keys above), ``embedding`` (``EMBEDDING_*`` above), ``metrics`` (the
-  runner's counters, added by the launcher after the job). ``embedding`` and ``metrics`` are
-  left out of the file when None; every other key is always written (null when empty).
+  runner's counters) and ``step_msecs`` (milliseconds each top-level step of the graph spent
+  in its own code: DoFns, combiners, writes; not the runner's moving of elements between
+  steps), both added by the launcher after the job from what the runner reports.
+  ``embedding``, ``metrics`` and ``step_msecs`` are left out of the file when None; every
+  other key is always written (null when empty).
 
   Counts: ``num_inputs`` = ``num_examples`` + ``num_failures`` (image inputs);
   ``num_skipped``: files that were not image inputs (links, odd files). ``status`` is
@@ -265,8 +268,9 @@ class Manifest:
   statistics: Optional[Dict[str, Any]] = None
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)  # wall_time_s
   metrics: Optional[Dict[str, Any]] = None
+  step_msecs: Optional[Dict[str, int]] = None
 
-  _OMITTED_WHEN_NONE = ('embedding', 'metrics')
+  _OMITTED_WHEN_NONE = ('embedding', 'metrics', 'step_msecs')
 
   def to_json(self) -> Dict[str, Any]:
     """The JSON object written as ``manifest.json``, keys in field order."""
