@@ -41,7 +41,8 @@ CASES = {
 _TEXT_FILES = ('images.jsonl', 'labels.txt', 'failures.jsonl', 'duplicates.jsonl',
                'quality.jsonl', 'features.json', 'dataset_info.json',
                'image.class.label.labels.txt')
-_MANIFEST_VARIES = ('created_utc', 'input_dir', 'output_dir', 'timings', 'metrics')
+_MANIFEST_VARIES = ('created_utc', 'input_dir', 'output_dir', 'timings', 'metrics',
+                    'step_msecs')
 
 
 def output_digest(out: pathlib.Path, input_dir: str) -> dict:

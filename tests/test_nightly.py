@@ -161,7 +161,7 @@ def _comparable(run_dir: pathlib.Path) -> dict:
   manifest = json.loads(text)
   manifest['options'].pop('full_rebuild')
   kept = {k: v for k, v in manifest.items()
-          if k not in ('timings', 'created_utc', 'metrics', 'incremental')}
+          if k not in ('timings', 'created_utc', 'metrics', 'step_msecs', 'incremental')}
   return kept
 
 

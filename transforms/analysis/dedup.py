@@ -312,16 +312,26 @@ SHA_PREFIX_HEX = 2
 """The GroupByKey key of ``ExactGroups``: the first hex digits of the source's SHA-256 (256
 keys). Each worker batches a bundle's files by key before the shuffle, so a bundle sends at most
 256 elements whatever its size, instead of one (digest, file) element per image."""
-_MAX_HELD = 20_000  # files a worker batches before it sends them on
 
 
-class _BatchByDigestFn(beam.DoFn):
-  """ConvertedExample -> (digest prefix, [(sha256, relpath, split, label), ...]): the bundle's
-  files batched by ``SHA_PREFIX_HEX`` digits of their source's digest (plain tuples, which
-  Beam's coder encodes natively; a NamedTuple it would pickle)."""
+class BatchPerKeyFn(beam.DoFn):
+  """ConvertedExample (or, ``batched``, lists of them) -> (key, [entry, ...]): a bundle's
+  entries batched by their GroupByKey key before the shuffle, so that a bundle sends one element
+  per key instead of one per image (plain tuples as entries: Beam's coder encodes them natively,
+  a NamedTuple it would pickle).
 
-  def __init__(self, batched: bool = False):
+  Args:
+    entries_of: ConvertedExample -> iterable of (key, entry); a module-level function (it is
+      pickled to the workers).
+    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``).
+    max_held: entries a worker holds before it sends them on (bounded memory in a large
+      bundle).
+  """
+
+  def __init__(self, entries_of, batched: bool = False, max_held: int = 20_000):
+    self._entries_of = entries_of
     self._batched = batched
+    self._max_held = max_held
 
   def start_bundle(self):
     self._batches = collections.defaultdict(list)
@@ -329,11 +339,10 @@ class _BatchByDigestFn(beam.DoFn):
 
   def process(self, element):
     for example in examples_of(element, self._batched):
-      digest = example.source_sha256
-      self._batches[digest[:SHA_PREFIX_HEX]].append(
-          (digest, example.relpath, example.split, example.label))
-      self._held += 1
-    if self._held >= _MAX_HELD:  # bounded memory in a large bundle
+      for key, entry in self._entries_of(example):
+        self._batches[key].append(entry)
+        self._held += 1
+    if self._held >= self._max_held:
       yield from self._flush()
 
   def _flush(self):
@@ -343,6 +352,12 @@ class _BatchByDigestFn(beam.DoFn):
   def finish_bundle(self):
     for element in self._flush():
       yield GlobalWindows.windowed_value(element)
+
+
+def _digest_entries(example) -> Iterable[Tuple[str, Tuple[str, str, str, str]]]:
+  """ConvertedExample -> its one (digest prefix, (sha256, relpath, split, label)) entry."""
+  digest = example.source_sha256
+  yield digest[:SHA_PREFIX_HEX], (digest, example.relpath, example.split, example.label)
 
 
 def _exact_groups_of_key(element) -> Iterable[DuplicateGroup]:
@@ -374,7 +389,7 @@ class ExactGroups(beam.PTransform):
   def expand(self, examples):
     return (
         examples
-        | 'batch by source sha256' >> beam.ParDo(_BatchByDigestFn(self._batched))
+        | 'batch by source sha256' >> beam.ParDo(BatchPerKeyFn(_digest_entries, self._batched))
         | 'group by digest prefix' >> beam.GroupByKey()
         | 'groups of two or more' >> beam.FlatMap(_exact_groups_of_key))
 

@@ -36,11 +36,10 @@ import itertools
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
 
-from transforms.analysis.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
-from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
-                                 examples_of)
+from transforms.analysis.dedup import (NEAR, BatchPerKeyFn, DuplicateFile, DuplicateGroup,
+                                       group_of)
+from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
 from transforms.image.image_measures import ImageMeasures, hamming
 
 DEFAULT_DISTANCE = 10
@@ -75,7 +74,6 @@ bundle sends at most 1,024 elements whatever its size (a key per band value woul
 shuffled elements per image, measured at about 7% of the job), and the grouped step splits a
 key's images by their whole band value again."""
 
-_MAX_HELD = 20_000  # entries a worker batches before it sends them on
 _HASH_MASK = (1 << 64) - 1
 
 
@@ -85,39 +83,17 @@ def _as_int64(phash: int) -> int:
   return phash - (1 << 64) if phash >> 63 else phash
 
 
-class _BatchBandsFn(beam.DoFn):
-  """ConvertedExample -> ((band, value prefix), [(band value, phash as a signed int64, node),
-  ...]): the bundle's images batched by GroupByKey key (none without measures)."""
-
-  def __init__(self, batched: bool = False):
-    self._batched = batched
-
-  def start_bundle(self):
-    self._batches = collections.defaultdict(list)
-    self._held = 0
-
-  def process(self, element):
-    for example in examples_of(element, self._batched):
-      if example.measures is None:
-        continue
-      phash = ImageMeasures.of(example).phash
-      # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
-      node = (example.relpath, example.split, example.label,
-              bytes.fromhex(example.source_sha256))
-      carried = _as_int64(phash)
-      for band, value in band_keys(phash):
-        self._batches[(band, value >> (BAND_BITS - PREFIX_BITS))].append((value, carried, node))
-      self._held += NUM_BANDS
-    if self._held >= _MAX_HELD:  # bounded memory in a large bundle
-      yield from self._flush()
-
-  def _flush(self):
-    batches, self._batches, self._held = self._batches, collections.defaultdict(list), 0
-    return iter(batches.items())
-
-  def finish_bundle(self):
-    for element in self._flush():
-      yield GlobalWindows.windowed_value(element)
+def _band_entries(example):
+  """ConvertedExample -> ((band, value prefix), (band value, phash as a signed int64, node)) for
+  each of its bands; none without measures."""
+  if example.measures is None:
+    return
+  phash = ImageMeasures.of(example).phash
+  # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
+  node = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
+  carried = _as_int64(phash)
+  for band, value in band_keys(phash):
+    yield (band, value >> (BAND_BITS - PREFIX_BITS)), (value, carried, node)
 
 
 def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, ...]]:
@@ -227,7 +203,7 @@ class NearDuplicateGroups(beam.PTransform):
     return (
         examples
         # ((band, value prefix), [(band value, phash as int64, node)]) per bundle
-        | 'batch hash bands' >> beam.ParDo(_BatchBandsFn(self._batched))
+        | 'batch hash bands' >> beam.ParDo(BatchPerKeyFn(_band_entries, self._batched))
         | 'group by band' >> beam.GroupByKey()
         # links: pairs within the distance, found in some bucket (maybe several), and the
         # sets of equal hashes
