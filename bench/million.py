@@ -187,7 +187,7 @@ def step_table(jobs) -> str:
                  key=lambda step: -jobs[-1]['step_msecs'].get(step, 0))
   rows = [(step, *(job['step_msecs'].get(step, 0) / job['images'] for job in jobs))
           for step in steps]
-  rows.append(('(not in any step: the runner, start-up)',
+  rows.append(('(in no step: the runner, start-up, the launcher)',
                *((1000 * job['cpu_s'] - sum(job['step_msecs'].values())) / job['images']
                  for job in jobs)))
   return common.format_table(('step: CPU ms per image', *(job['row'] for job in jobs)), rows)

@@ -156,14 +156,20 @@ def beam_counters(result) -> Dict[str, int]:
   return dict(sorted(counters.items()))
 
 
+DATA_CHANNELS = '(data channels)'
+"""The entry of ``step_msecs`` that holds the workers' time moving elements in and out of the
+runner's data plane (decoding and encoding them), between the steps."""
+
+
 def step_msecs(result) -> Optional[Dict[str, int]]:
   """Milliseconds each top-level step of the graph (``'convert images'``, ``'write shards'``,
   ...) spent in its own code, summed over its inner transforms and every worker (the steps
   that took at least 1 ms, costliest first): Beam's
   ``beam:metric:ptransform_execution_time:total_msecs`` monitoring infos (start, process and
   finish of each bundle), as Beam's local runner reports them; None where the runner reports
-  none (Dataflow and Flink show them in their own monitoring). What is not in any step is the
-  runner's: moving and encoding elements between steps, its GroupByKeys, start-up."""
+  none (Dataflow and Flink show them in their own monitoring). The workers' reads and writes
+  of the runner's data plane are one entry, ``DATA_CHANNELS``; what is in no entry is the
+  runner's own work (its GroupByKeys, serving the data plane), start-up and the launcher's."""
   infos = getattr(result, 'monitoring_infos', None)
   if infos is None:
     return None
@@ -172,7 +178,9 @@ def step_msecs(result) -> Optional[Dict[str, int]]:
     for info in infos():
       if info.urn == monitoring_infos.TOTAL_MSECS_URN:
         step = info.labels.get(monitoring_infos.PTRANSFORM_LABEL, '').split('/', 1)[0]
-        if step and not step.startswith('ref_'):  # ref_PCollection_*: the runner's channels
+        if step.startswith('ref_'):  # ref_PCollection_*: a worker's reads and writes of the
+          step = DATA_CHANNELS       # runner's data plane, elements decoded and encoded
+        if step:
           totals[step] = totals.get(step, 0) + monitoring_infos.extract_counter_value(info)
   except Exception as error:  # pylint: disable=broad-except
     # The same boundary as beam_counters: each runner's monitoring client raises its own
