@@ -266,6 +266,14 @@ def add_row_flags(parser) -> None:
                       'cumulative). Default: each row in a fresh process.')
 
 
+def add_job_flags(parser, name: str = '--flags') -> None:
+  """The option of the benchmarks that run the whole job (memory.py, million.py, writer.py):
+  more flags for every run of it, one string split as a shell would (e.g. "--stats=false")."""
+  parser.add_argument(name, default='',
+                      help='More flags for every run of the job, one string split as a shell '
+                      'would (e.g. "--stats=false").')
+
+
 def distinct_copies(dest: pathlib.Path, copies: int, limit: Optional[int] = None) -> int:
   """Writes ``copies`` distinct files of each of Tiny ImageNet's 1,000 validation photos (64x64
   JPEGs, ``../shared/data/tiny_imagenet_val``) into ``dest/<wnid>/<stem>_<copy>.JPEG``, 200

@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -183,8 +184,7 @@ def main(argv=None):
   parser.add_argument('--sizes', default='1,4,16', help='Multiples of the 1x set to run.')
   parser.add_argument('--image_size', type=int, default=256, help='The job\'s --image_size.')
   parser.add_argument('--num_shards', type=int, default=4, help='The job\'s --num_shards.')
-  parser.add_argument('--flags', default='',
-                      help='More flags for the job, space-separated (e.g. "--stats=false").')
+  common.add_job_flags(parser)
   parser.add_argument('--writers', default='',
                       help="Instead of the job: the writer alone on the photos' bytes as "
                       "records, for each of these writers: 'new' (WriteSplits), 'beam' "
@@ -210,7 +210,7 @@ def main(argv=None):
   for size in sizes:
     with tempfile.TemporaryDirectory(prefix='imagerecords-memory-') as workdir:
       row = measure(files, root, args.base_repeat * size, args.image_size, args.num_shards,
-                    workdir, args.flags.split())
+                    workdir, shlex.split(args.flags))
     row['size'] = size
     rows.append(row)
     print(f'{size}x: {row["images"]} images, {row["output_mib"]:.0f} MiB written in '

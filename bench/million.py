@@ -204,7 +204,7 @@ def main(argv=None):
   parser.add_argument('--photos', type=int, default=None,
                       help='The first N of the 1,000 photos only (a smoke test).')
   parser.add_argument('--workers', type=int, default=2)
-  parser.add_argument('--flags', default='', help='More flags of the job, one string.')
+  common.add_job_flags(parser)
   parser.add_argument('--skip_loop', action='store_true')
   parser.add_argument('--compare', default=None,
                       help='Another checkout of the project (e.g. a `git worktree` of main): its '

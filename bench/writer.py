@@ -37,6 +37,7 @@ import io
 import json
 import os
 import pathlib
+import shlex
 import statistics
 import sys
 import tempfile
@@ -507,9 +508,7 @@ def main(argv=None):
                       help='Single-process rows repeat the photos until they ran this long.')
   parser.add_argument('--skip_original', action='store_true',
                       help='Skip the --image_format=original rows.')
-  parser.add_argument('--job_flags', default='',
-                      help='Extra flags for every run of the job, space-separated (e.g. '
-                      '--job_flags=--stats=false for a quick check).')
+  common.add_job_flags(parser, '--job_flags')
   parser.add_argument('--skip_variants', action='store_true',
                       help='Skip the pipeline rows with --stats=false.')
   parser.add_argument('--startup', action='store_true',
@@ -563,7 +562,7 @@ def main(argv=None):
     one = [str(p) for p in links[min(sizes)]]
 
     rows = []
-    job_flags = args.job_flags.split()
+    job_flags = shlex.split(args.job_flags)
     pipe_label = ' '.join(['pipeline', *job_flags])
     pipe_rows, _, startup, pipe_cpu = pipeline_rows(
         pipe_label, base, sizes, work, args.workers, args.image_size, job_flags)

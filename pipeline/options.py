@@ -155,9 +155,9 @@ class ConvertOptions(PipelineOptions):
         'each group of near-identical pictures (see --near_duplicate_distance). Every way the '
         'exact and near groups, with leakage across splits and label conflicts, are listed in '
         'duplicates.jsonl and counted in manifest.json.')
-    parser.add_argument(
-        '--image_checks', type=_boolean, nargs='?', const=True, default=True,
-        help="'true' (default): measure every converted image's stored pixels (no second "
+    _add_switch(
+        parser, '--image_checks', _boolean, True,
+        "'true' (default): measure every converted image's stored pixels (no second "
         'decode): a perceptual hash, grouped into near duplicates (duplicates.jsonl), and '
         'quality flags (quality.jsonl: low information, dark, bright, grayscale, small, odd '
         "aspect; docs/images.md). 'false': skip them; exact duplicates are still reported. "
@@ -191,9 +191,9 @@ class ConvertOptions(PipelineOptions):
         '--background', default='255,255,255',
         help="Colour that transparent pixels (alpha, palette or tRNS transparency) are "
         "composited on, and the fill of --resize_mode=pad: 'R,G,B' or '#rrggbb'. Default white.")
-    parser.add_argument(
-        '--stats', type=_stats_mode, nargs='?', const=STATS_EXACT, default=STATS_EXACT,
-        help="'true' (default): the training split's ('train', else the first split by name) "
+    _add_switch(
+        parser, '--stats', _stats_mode, STATS_EXACT,
+        "'true' (default): the training split's ('train', else the first split by name) "
         'exact per-channel pixel mean and standard deviation and class frequencies, added up by '
         'Beam combiners, go into manifest.json (imagerecords.load(normalize=True), '
         "preprocessing_layer, class_weights). 'tft': the same numbers from a "
@@ -529,6 +529,13 @@ def _stats_mode(text: str) -> str:
     return STATS_EXACT if _boolean(text) else STATS_OFF
   except argparse.ArgumentTypeError:
     raise argparse.ArgumentTypeError(f"expected true, false or tft, got {text!r}") from None
+
+
+def _add_switch(parser: argparse.ArgumentParser, flag: str, parse, default, help_text: str):
+  """A flag that is on by default and may be given bare (``--stats``: its default) or with a
+  value (``--stats=false``, ``--stats=tft``), ``parse`` turning the value into the option's."""
+  parser.add_argument(flag, type=parse, nargs='?', const=default, default=default,
+                      help=help_text)
 
 
 def _boolean(text: str) -> bool:

@@ -34,7 +34,7 @@ import dataclasses
 import io
 import re
 import warnings
-from typing import NamedTuple, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -277,6 +277,24 @@ def _jpeg_header(data: bytes) -> Tuple[int, int, int]:
 _PLAIN_JPEG_FRAMES = (0xC0, 0xC1, 0xC2)  # SOF0-2: baseline, extended, progressive (Huffman)
 
 
+def _jpeg_segments(data: bytes, min_bytes: int) -> Iterator[Tuple[Optional[int], int]]:
+  """(marker, position) of each marker of a JPEG's header after SOI, walked by the segments'
+  lengths (nothing is decoded; fill bytes skipped) while ``min_bytes`` remain from the marker;
+  (None, position) at a byte that is not a marker, and no more. The caller stops at the marker
+  it looks for: past the first scan (0xDA) the walk would read entropy-coded data."""
+  position, size = 2, len(data)
+  while position + min_bytes <= size:
+    if data[position] != 0xFF:
+      yield None, position
+      return
+    marker = data[position + 1]
+    if marker == 0xFF:  # a fill byte
+      position += 1
+      continue
+    yield marker, position
+    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
+
+
 def _plain_jpeg_frame(data: bytes) -> bool:
   """True for a JPEG whose markers up to the frame header are well formed and whose frame is
   8-bit baseline, extended or progressive, which every ``tf.io.decode_jpeg`` decodes (the
@@ -285,19 +303,13 @@ def _plain_jpeg_frame(data: bytes) -> bool:
   Pillow's stricter parse decides."""
   if data[:3] != _JPEG_SOI:
     return False
-  position = 2
-  while position + 9 < len(data):
-    if data[position] != 0xFF:
+  for marker, position in _jpeg_segments(data, 10):  # a frame header's fields: 10 bytes
+    if marker is None:
       return False
-    marker = data[position + 1]
-    if marker == 0xFF:  # a fill byte
-      position += 1
-      continue
     if marker in _PLAIN_JPEG_FRAMES:
       return data[position + 4] == 8  # the frame's sample precision, in bits
     if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xDA:
       return False  # another frame type, or the scan before any frame
-    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
   return False
 
 
@@ -310,14 +322,10 @@ def _plain_upright_jpeg(data: bytes) -> Optional[Tuple[int, int]]:
   else, which then takes the general path (Pillow's parse first)."""
   if data[:3] != _JPEG_SOI:
     return None
-  position, shape, size = 2, None, len(data)
-  while position + 4 <= size:
-    if data[position] != 0xFF:
+  shape = None
+  for marker, position in _jpeg_segments(data, 4):
+    if marker is None:
       return None
-    marker = data[position + 1]
-    if marker == 0xFF:  # a fill byte
-      position += 1
-      continue
     if marker == 0xDA:  # the first scan: every header segment has been seen
       return shape
     if marker == 0xE1 or 0xD0 <= marker <= 0xD8 or marker == 0x01:
@@ -325,7 +333,7 @@ def _plain_upright_jpeg(data: bytes) -> Optional[Tuple[int, int]]:
     if marker == 0xE2 and data[position + 4:position + 8] == b'MPF\x00':
       return None
     if marker in _PLAIN_JPEG_FRAMES:
-      if shape is not None or position + 10 > size:
+      if shape is not None or position + 10 > len(data):
         return None
       height = int.from_bytes(data[position + 5:position + 7], 'big')
       width = int.from_bytes(data[position + 7:position + 9], 'big')
@@ -334,7 +342,6 @@ def _plain_upright_jpeg(data: bytes) -> Optional[Tuple[int, int]]:
       shape = (height, width)
     elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
       return None  # another frame type
-    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
   return None
 
 
