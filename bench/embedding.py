@@ -13,9 +13,9 @@ Three rows, run one after the other on the same photos:
 * ``convert``: ``python -m pipeline.run`` as a user runs it (multi-process local runner, one
   SDK worker per core), ``--stats=false``;
 * ``convert + embed``: the same with ``--embedding_model`` (pooling avg: 1,280 floats per record);
-* ``model alone``: the embedding function of the job (``transforms.image.embedding.Embedder``: parse,
-  decode, crop and resize as the reader does, preprocess, EfficientNetB0, pool) on the records
-  the second row wrote, in batches of ``--batch_size``, in this process (TensorFlow's own
+* ``model alone``: the embedding function of the job (``transforms.image.embedding.Embedder``:
+  parse, decode, crop and resize as the reader does, preprocess, EfficientNetB0, pool) on the
+  records the second row wrote, in batches of ``--batch_size``, in this process (TensorFlow's own
   threads on every core), after one warm-up batch: the model's embeddings/s without Beam.
 
 Printed per row: images, wall seconds (start-up included for the job rows), images/s, CPU

@@ -8,8 +8,8 @@ every DoFn) on ``--data`` repeated at each of the two ``--sizes`` (distinct name
 subtracts the smaller run's profile from the larger one's: what is left is the cost of the extra
 images alone, start-up and graph construction cancelled out (only functions called more often
 in the larger run are counted). It prints that cost per image by where it is spent (the image
-work proper in ``transforms/image/codec.py``, the rest of this project, Apache Beam, C built-ins such
-as hashing and file I/O, other libraries), the ``--top`` functions by own time per image, and
+work proper in ``transforms/image/codec.py``, the rest of this project, Apache Beam, C built-ins
+such as hashing and file I/O, other libraries), the ``--top`` functions by own time per image, and
 the cumulative time per image of this project's functions.
 
 The in-memory runner is one process on one core: these are the costs each core pays in the

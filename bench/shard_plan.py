@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/shard_plan.py [--records=1000000] [--files=20] [--num_shards=1024]
 
-``transforms.outputs.write.plan_shards`` orders every record of a split on its seeded key and cuts the
-shards; it runs once per split, on one worker, over references only (24 bytes per record).
+``transforms.outputs.write.plan_shards`` orders every record of a split on its seeded key and cuts
+the shards; it runs once per split, on one worker, over references only (24 bytes per record).
 This times it, and measures its peak Python/NumPy memory with ``tracemalloc`` (in a second
 call: tracing slows allocation), for ``--records`` records spread over ``--files`` staging files
 in two layouts:
@@ -28,7 +28,8 @@ import tracemalloc
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from transforms.inputs.splits import shuffle_key  # pylint: disable=wrong-import-position
-from transforms.outputs.write import StagingFile, plan_shards  # pylint: disable=wrong-import-position
+from transforms.outputs.write import (StagingFile,  # pylint: disable=wrong-import-position
+                                      plan_shards)
 
 _FRAME_BYTES = 100_000  # a typical record's frame: only the offsets depend on it
 _RUN = 256  # ShuffleOrder's images per bucket

@@ -517,7 +517,8 @@ def _positive_int(text: str, flag: str) -> int:
 
 STATS_EXACT, STATS_TFT, STATS_OFF = 'true', 'tft', 'false'
 """The values of ``--stats``: Beam combiners alone (``transforms.analysis.statistics``), plus a
-tensorflow-transform analysis and ``transform_fn/`` (``transforms.analysis.statistics_tft``), none."""
+tensorflow-transform analysis and ``transform_fn/`` (``transforms.analysis.statistics_tft``),
+none."""
 
 
 def _stats_mode(text: str) -> str:

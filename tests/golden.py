@@ -3,9 +3,9 @@ output the job wrote before the per-image overhead work of issue 15.
 
 ``output_digest(out, input_dir)`` keeps what a change of the graph must not change: the
 manifest less what varies from run to run (times, absolute paths, the runner's counters, and
-how each split's records are dealt into shards, which ``transforms.outputs.write`` owns), each split's
-record count, class counts, bytes and fingerprint (the order-free sum of the records' SHA-256,
-so the same set of records), and the SHA-256 of every text output (``images.jsonl``,
+how each split's records are dealt into shards, which ``transforms.outputs.write`` owns), each
+split's record count, class counts, bytes and fingerprint (the order-free sum of the records'
+SHA-256, so the same set of records), and the SHA-256 of every text output (``images.jsonl``,
 ``labels.txt``, ``failures.jsonl``, ``duplicates.jsonl``, ``quality.jsonl``, the TFDS files),
 with the input folder's absolute path replaced by ``<input>``.
 

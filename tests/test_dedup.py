@@ -207,7 +207,8 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
           in summary)
   assert f'exact: {leaking[0]} (train, x) = {leaking[1]} (val, x)' in summary
   assert 'near: train/ants/original.jpg (train, ants) = val/bees/smaller.jpg (val, bees)' in summary
-  assert summary.count('LEAKAGE') == outputs.summary(contract.Manifest.from_json(manifest)).count('LEAKAGE') == 2
+  assert (summary.count('LEAKAGE')
+          == outputs.summary(contract.Manifest.from_json(manifest)).count('LEAKAGE') == 2)
   assert manifest['splits']['val']['class_counts']['x'] == 1
   # the placeholder is flagged, the real photos are not
   flagged = [json.loads(line) for line in (out / 'quality.jsonl').read_text().splitlines()]

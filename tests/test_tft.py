@@ -293,7 +293,8 @@ def test_stats_false_writes_no_transform_and_normalize_says_what_is_missing(subs
 
 
 def test_training_split_is_train_else_the_first_by_name():
-  from transforms.analysis.statistics import training_split  # pylint: disable=import-outside-toplevel
+  from transforms.analysis.statistics import (  # pylint: disable=import-outside-toplevel
+      training_split)
   assert training_split(['validation', 'train']) == 'train'
   assert training_split(['val', 'test']) == 'test'
   assert training_split([]) is None

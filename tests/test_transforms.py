@@ -130,7 +130,8 @@ def test_missing_input_dir_is_refused_at_launch(tmp_path):
 
 
 def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
-  from transforms.files.textfiles import read_text, write_lines  # pylint: disable=import-outside-toplevel
+  from transforms.files.textfiles import (read_text,  # pylint: disable=import-outside-toplevel
+                                          write_lines)
   lines = [f'{i:07d} ' + 'é' * 200 for i in range(8000)]  # about 3 MiB: several blocks
   write_lines(str(tmp_path / 'many.jsonl'), iter(lines))
   assert read_text(str(tmp_path / 'many.jsonl')) == ''.join(line + '\n' for line in lines)
@@ -139,7 +140,8 @@ def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
 
 
 def test_write_sorted_lines_merges_runs_in_rounds_and_cleans_up(tmp_path):
-  from transforms.files.sorted_lines import STAGING_DIR, WriteSortedLines  # pylint: disable=import-outside-toplevel
+  from transforms.files.sorted_lines import (STAGING_DIR,  # pylint: disable=import-outside-toplevel
+                                             WriteSortedLines)
   lines = [f'{{"file": "c{i % 7}/{(i * 7919) % 1000:04d} é.jpg"}}' for i in range(1000)]
   with _pipeline() as p:
     # 1,000 lines in runs of 30: 34 or more runs, merged 4 at a time: three rounds

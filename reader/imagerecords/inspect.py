@@ -31,7 +31,8 @@ Exit status: 0 and a last line ``OK`` when nothing is wrong; 1 and one line per 
 otherwise (at most 20 per shard, then a count of the rest); 2 when the directory cannot be
 inspected at all (no manifest).
 
-Pictures (drawn by :mod:`imagerecords.pictures`: Pillow, and matplotlib for the chart), written to ``--out`` (default ``./inspect_<name of OUT>``)::
+Pictures (drawn by :mod:`imagerecords.pictures`: Pillow, and matplotlib for the chart), written to
+``--out`` (default ``./inspect_<name of OUT>``)::
 
     contact_sheet_<split>.png   a grid of --samples images (8 per row), each titled with its
                                 class name; drawn round-robin from the shards' first records
@@ -68,7 +69,8 @@ import google_crc32c
 
 from imagerecords import contract
 from imagerecords import framing
-from imagerecords.report import Record, Report, SplitReport, parse_record  # pylint: disable=unused-import  (parse_record: part of this module's API)
+from imagerecords.report import (Record, Report, SplitReport,  # pylint: disable=unused-import
+                                 parse_record)  # parse_record: part of this module's API
 
 MAX_PROBLEMS_PER_SHARD = 20
 VOID_CLASS = contract.MASK_VOID  # 255: the "ignore" id of segmentation masks (PASCAL VOC's)
@@ -501,7 +503,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(format_table(report))
-  from imagerecords.pictures import render  # pylint: disable=import-outside-toplevel  (Pillow, matplotlib: the inspect extra)
+  # Pillow, matplotlib: the inspect extra
+  from imagerecords.pictures import render  # pylint: disable=import-outside-toplevel
   for path in render(report, out_dir, args.thumb_size, args.samples):
     print(f'wrote {path}')
   if report.problems:

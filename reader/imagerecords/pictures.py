@@ -219,7 +219,8 @@ def class_count_chart(report: Report) -> Image.Image:
     ys = [row + i * bar_h for row in range(len(names))]
     bars = axes.barh(ys, [row[i] for row in counts], height=bar_h * 0.9,
                      label=f'{split.name} ({split.num_examples:,})')
-    axes.bar_label(bars, labels=[f'{row[i]:,}' for row in counts], padding=3, fontsize=6 if big else 8)
+    axes.bar_label(bars, labels=[f'{row[i]:,}' for row in counts], padding=3,
+                   fontsize=6 if big else 8)
   axes.set_yticks([row + bar_h * (len(splits) - 1) / 2 for row in range(len(names))],
                   [name if len(name) <= 32 else name[:31] + '…' for name in names])
   axes.tick_params(axis='y', labelsize=7 if big else 10)

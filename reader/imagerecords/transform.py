@@ -88,8 +88,8 @@ def _apply(transform, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Runs the loaded transform on ``encoded`` (tf.string ``[B]``); returns its outputs.
 
   The SavedModel's signature also lists the job's analysis inputs (per-image pixel sums, see
-  the job's ``transforms/analysis/statistics_tft.py``), which no output depends on: they are fed zeros
-  of their shapes. A transform without them (older outputs) gets the image alone.
+  the job's ``transforms/analysis/statistics_tft.py``), which no output depends on: they are fed
+  zeros of their shapes. A transform without them (older outputs) gets the image alone.
   """
   function = transform.transform_fn
   (signature,), _ = function.structured_input_signature

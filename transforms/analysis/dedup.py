@@ -1,6 +1,7 @@
 """Find byte-identical source files, report every group of duplicates (exact, and the near ones
-of ``transforms.analysis.near_duplicates``) with the train/test leakage and label conflicts they cause,
-and, with ``--dedup=keep_first`` (or ``keep_first_near``), write one file of each exact group.
+of ``transforms.analysis.near_duplicates``) with the train/test leakage and label conflicts they
+cause, and, with ``--dedup=keep_first`` (or ``keep_first_near``), write one file of each exact
+group.
 
 Two files are exact duplicates when the SHA-256 of their bytes is the same (the digest every
 record carries as ``image/key/sha256``). Duplicates under different names are common in scraped
@@ -79,8 +80,8 @@ class DuplicateGroup(NamedTuple):
   """Files that hold the same picture.
 
   kind: ``exact`` (byte-identical: same SHA-256) or ``near`` (perceptual hashes within
-    ``--near_duplicate_distance`` bits, linked through one another: ``transforms.analysis.near_duplicates``;
-    at least two different contents).
+    ``--near_duplicate_distance`` bits, linked through one another:
+    ``transforms.analysis.near_duplicates``; at least two different contents).
   files: the DuplicateFiles, sorted by relative path.
   sha256: hex SHA-256 of the content (``exact``); None for ``near``.
   kept: with ``--dedup=keep_first`` (exact) or ``keep_first_near`` the one file written

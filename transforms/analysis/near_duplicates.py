@@ -1,6 +1,7 @@
 """Groups of near-identical pictures (the same photo re-encoded, resized, cropped by a few pixels,
 under another name), found from the perceptual hashes the conversion computed
-(``transforms.image.image_measures``), in a cost that grows with the number of images, not its square.
+(``transforms.image.image_measures``), in a cost that grows with the number of images, not its
+square.
 
 Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` bands of
 ``BAND_BITS`` bits; two hashes within 3 bits of each other agree on at least one whole band
@@ -27,8 +28,8 @@ all of them rather than pairs, so a thousand blank frames cost one element of a 
 nodes, not half a million pairs (nor a chain of 999 pairs, each node twice).
 
 A group is reported as ``near`` when it holds at least two different contents (SHA-256): a set
-of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). Flips and rotations
-change the hash completely and are not found.
+of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). Flips and
+rotations change the hash completely and are not found.
 """
 
 import collections

@@ -9,7 +9,8 @@ the same fingerprint, and any changed, missing or extra record changes it.
 With ``--stats`` (the default) the training split's exact per-channel pixel mean and standard
 deviation are added up here too, from integer sums, with Beam combiners alone
 (:class:`TrainingStatistics`); ``--stats=tft`` computes the same numbers inside a
-tensorflow-transform analysis that also writes ``transform_fn/`` (``transforms.analysis.statistics_tft``).
+tensorflow-transform analysis that also writes ``transform_fn/``
+(``transforms.analysis.statistics_tft``).
 """
 
 import collections
@@ -140,8 +141,8 @@ def mean_and_std(sums: PixelSums) -> Tuple[List[float], List[float]]:
 
 def statistics_section(split: str, num_examples: int, sums: PixelSums) -> dict:
   """The manifest's ``statistics`` (imagerecords.contract), without the class frequencies that
-  ``transforms.outputs.metadata.WriteMetadata`` adds: ``pixel_mean``/``pixel_std`` are 3 (or 1) floats
-  rounded to 6 decimals, None for an empty split; ``transform_fn`` None (none written)."""
+  ``transforms.outputs.metadata.WriteMetadata`` adds: ``pixel_mean``/``pixel_std`` are 3 (or 1)
+  floats rounded to 6 decimals, None for an empty split; ``transform_fn`` None (none written)."""
   mean, std = mean_and_std(sums) if sums.num_pixels else (None, None)
   return {
       contract.STATS_SPLIT: split,
@@ -157,11 +158,12 @@ class TrainingStatistics(beam.PTransform):
   """PCollection[ConvertedExample] -> a one-element PCollection: the manifest's ``statistics``
   of the training split ``split`` (see :func:`statistics_section`), exact.
 
-  The examples of ``split`` carry their stored image's :class:`~transforms.image.pixel_sums.PixelSums`
-  (computed by the conversion step from the bytes it had just encoded, as the reader decodes
-  them); this adds them up with a lifted combiner (a few integers per bundle travel), so no
-  worker imports TensorFlow. ``--stats=tft`` adds the tensorflow-transform analysis and its
-  ``transform_fn/`` on top of the same sums (``transforms.analysis.statistics_tft``).
+  The examples of ``split`` carry their stored image's
+  :class:`~transforms.image.pixel_sums.PixelSums` (computed by the conversion step from the bytes it
+  had just encoded, as the reader decodes them); this adds them up with a lifted combiner (a few
+  integers per bundle travel), so no worker imports TensorFlow. ``--stats=tft`` adds the
+  tensorflow-transform analysis and its ``transform_fn/`` on top of the same sums
+  (``transforms.analysis.statistics_tft``).
 
   Args:
     split: the training split's name (:func:`training_split`).

@@ -40,8 +40,8 @@ empty string that nothing reads, and an instance costs TFT a few int64 columns i
 
 The transform (``preprocessing_fn``) maps a batch of encoded images (tf.string ``[B]``) to
 model input: decode, crop the central square and resize to the run's ``--image_size`` ``S``
-exactly as :func:`imagerecords.preprocessing.preprocess_image` does in evaluation, convert to float on
-the 0-255 scale, subtract the mean and divide by the standard deviation. Its outputs:
+exactly as :func:`imagerecords.preprocessing.preprocess_image` does in evaluation, convert to float
+on the 0-255 scale, subtract the mean and divide by the standard deviation. Its outputs:
 
 * ``image``: float32 ``[B, S, S, C]``, normalised (``C``: the run's ``--channels``);
 * ``pixel_mean``, ``pixel_std``: float32 ``[B, C]``, the statistics (the same row for every

@@ -14,8 +14,8 @@ file again nor touches the full-size pixels twice::
       -> chroma (Cb, Cr) [64, 64, 2]       colour: RMS distance from neutral gray
 
 plus the source's upright width and height from its header. ``transforms.analysis.near_duplicates``
-groups the hashes, ``transforms.analysis.quality`` turns the rest into flags. Measured cost: about 0.06 ms
-per image, against about 2.1 ms for the conversion of a 500x375 photo (docs/benchmarks.md).
+groups the hashes, ``transforms.analysis.quality`` turns the rest into flags. Measured cost: about
+0.06 ms per image, against about 2.1 ms for the conversion of a 500x375 photo (docs/benchmarks.md).
 """
 
 import math

@@ -23,9 +23,9 @@ GroupByKey; only small references do::
       -> all splits | delete staging files   after every shard is written
       -> PCollection[str]: the final shard paths
 
-The order: every record's key is :func:`transforms.inputs.splits.shuffle_key`, 16 bytes of the SHA-256
-of the seed and its path relative to the input root (as TFDS orders its examples on a hash of
-their key). Each split's records are ordered on it and cut into ``N`` stretches whose sizes
+The order: every record's key is :func:`transforms.inputs.splits.shuffle_key`, 16 bytes of the
+SHA-256 of the seed and its path relative to the input root (as TFDS orders its examples on a hash
+of their key). Each split's records are ordered on it and cut into ``N`` stretches whose sizes
 differ by at most one record; shard ``s`` holds stretch ``s``, in key order. Which records a
 shard holds, and in what order, therefore depends only on the split's set of paths, their
 record bytes, the seed and ``N``: the same input, options and ``--shuffle_seed`` give
