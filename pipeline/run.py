@@ -20,7 +20,8 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
                                                  (--run_date: then publish to dt=DATE/, LATEST)
 
 With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" (which splits
-too) and the class names are the masks' (``transforms.inputs.pairing``; their pixels: ``transforms.image.masks``).
+too) and the class names are the masks' (``transforms.inputs.pairing``; their pixels:
+``transforms.image.masks``).
 """
 
 import _thread
@@ -45,7 +46,8 @@ from pipeline import nightly, outputs, progress
 from pipeline import options as opts
 from pipeline.config import JobConfig
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
-from transforms.analysis.near_duplicates import DroppedNear, NearDuplicateGroups, drop_near_duplicates
+from transforms.analysis.near_duplicates import (DroppedNear, NearDuplicateGroups,
+                                                 drop_near_duplicates)
 from transforms.analysis.quality import ReportQuality
 from transforms.analysis.statistics import SplitStatistics, TrainingStatistics, training_split
 from transforms.analysis.statistics_tft import AnalyzeTrainingSplit
@@ -187,7 +189,8 @@ def _without_record(example):
 
 def _reuse_previous_night(images, config: JobConfig, stats_split):
   """PCollection[LabeledImage] -> (the images to convert, the previous run's records of the
-  unchanged ones or None, the one-element night counts or None): see transforms.outputs.incremental."""
+  unchanged ones or None, the one-element night counts or None): see
+  transforms.outputs.incremental."""
   plan = config.incremental
   if plan is None:  # not a dated run
     return images, None, None
@@ -350,7 +353,8 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       embedding=embedding,  # --embedding_model: transforms.image.embedding.EmbeddingModel
       masks=masks, split_lists=split_lists,
       incremental=incremental,  # --run_date: what the night reuses (pipeline.nightly)
-      # this launch, in publication markers: the claim's id (transforms.outputs.claim) when it holds one
+      # this launch, in publication markers: the claim's id (transforms.outputs.claim) when it
+      # holds one
       run_id=claim_token.run_id if claim_token else f'{os.getpid()}-{uuid.uuid4().hex}',
       follow_external_symlinks=options.follow_external_symlinks,
       max_file_bytes=options.max_file_bytes)

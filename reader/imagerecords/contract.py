@@ -148,9 +148,10 @@ TRANSFORM_NUM_PIXELS = 'num_pixels'  # int64 [B]: the pixels the statistics cove
 JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
 """The ``dct_method`` of every TensorFlow decode of a record's JPEG (``tf.io.decode_jpeg``,
 ``tf.io.decode_and_crop_jpeg``): libjpeg-turbo's accurate integer IDCT, the pixels simplejpeg,
-Pillow and OpenCV give and the statistics above were computed from (``transforms/image/pixel_sums.py``
-in the writer). TensorFlow's default (``''``, its fast IDCT) gives red and blue about 1.1-1.3
-levels lower on the job's JPEGs, so a mean normalised with the statistics would be biased."""
+Pillow and OpenCV give and the statistics above were computed from
+(``transforms/image/pixel_sums.py`` in the writer). TensorFlow's default (``''``, its fast IDCT)
+gives red and blue about 1.1-1.3 levels lower on the job's JPEGs, so a mean normalised with the
+statistics would be biased."""
 
 # --- TensorFlow Datasets metadata (tfds.builder_from_directory(OUT)) ----------------------------
 TFDS_DATASET_INFO_FILE = 'dataset_info.json'
