@@ -31,10 +31,10 @@ Each row: wall seconds, images/s, CPU ms per image (user + system of the row's w
 tree, ``RUSAGE_CHILDREN``), cores busy, and the peak PSS of the whole process tree (the
 launcher, which is the runner, and every SDK worker; ``/proc/PID/smaps_rollup`` every 0.2 s,
 as ``bench/memory.py``: a page shared by k processes counts 1/k in each). Printed: the table,
-where each job's CPU per image goes by step of the graph (the manifest's ``step_msecs``, and
-the rest: the runner's own work between steps), the ratio job/loop at the largest size (target
->= 0.5), the job's PSS growth from the smallest to the largest size (target <= 25%) and its
-peak (target <= 2 GiB).
+where each job's time per image goes by step of the graph (the manifest's ``step_msecs``, and
+the rest of the CPU: the runner's own work, on a quiet machine), the ratio job/loop at the
+largest size (target >= 0.5), the job's PSS growth from the smallest to the largest size
+(target <= 25%) and its peak (target <= 2 GiB).
 
 ``--image_size``: 64 by default, the photos' own size, so that what is measured is the
 pipeline around the codec: at the job's default 256 every 64x64 photo is enlarged 16x in
@@ -179,18 +179,20 @@ def row_job(root, files, workers, image_size, flags, out, tree=None, name='job')
 
 
 def step_table(jobs) -> str:
-  """Where each image's CPU goes, per top-level step of the graph (the manifest's
-  ``step_msecs``: each step's own code, over all workers), in ms per image for each job row;
-  the last line is the rest of the row's CPU time: the runner's (moving and encoding elements
-  between steps, its GroupByKeys), start-up and the launcher's reports."""
+  """Where each image's time goes, per top-level step of the graph (the manifest's
+  ``step_msecs``: each step's own code, over all workers, elapsed time), in ms per image for
+  each job row; the last line is the row's CPU time less the steps' sum: on a quiet machine
+  the runner's own work (its GroupByKeys, serving the data plane), start-up and the launcher's
+  reports; on a busy one the steps' time includes waiting for a core and this goes down, even
+  below zero."""
   steps = sorted({step for job in jobs for step in job['step_msecs']},
                  key=lambda step: -jobs[-1]['step_msecs'].get(step, 0))
   rows = [(step, *(job['step_msecs'].get(step, 0) / job['images'] for job in jobs))
           for step in steps]
-  rows.append(('(in no step: the runner, start-up, the launcher)',
+  rows.append(("(the run's CPU less the steps: the runner, start-up)",
                *((1000 * job['cpu_s'] - sum(job['step_msecs'].values())) / job['images']
                  for job in jobs)))
-  return common.format_table(('step: CPU ms per image', *(job['row'] for job in jobs)), rows)
+  return common.format_table(('step: ms per image', *(job['row'] for job in jobs)), rows)
 
 
 def main(argv=None):

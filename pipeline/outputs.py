@@ -163,8 +163,10 @@ runner's data plane (decoding and encoding them), between the steps."""
 
 def step_msecs(result) -> Optional[Dict[str, int]]:
   """Milliseconds each top-level step of the graph (``'convert images'``, ``'write shards'``,
-  ...) spent in its own code, summed over its inner transforms and every worker (the steps
-  that took at least 1 ms, costliest first): Beam's
+  ...) spent running its own code, summed over its inner transforms and every worker (the
+  steps that took at least 1 ms, costliest first). Elapsed time, as each worker's state
+  sampler attributes it to the step it is in: on a machine whose cores are shared it includes
+  the time the step waited for one, so it is CPU time only on a quiet machine. Beam's
   ``beam:metric:ptransform_execution_time:total_msecs`` monitoring infos (start, process and
   finish of each bundle), as Beam's local runner reports them; None where the runner reports
   none (Dataflow and Flink show them in their own monitoring). The workers' reads and writes

@@ -373,27 +373,18 @@ def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_
   return written
 
 
-class _WriteShardFn(beam.DoFn):
+def _write_shard(element: Tuple[int, List[ShardRange]], output_dir: str, split: str,
+                 num_shards: int, compressed: bool, dali_index: bool,
+                 claim: Optional[run_claim.ClaimToken]) -> str:
   """(shard index, [ShardRange]) -> the final shard's path, after writing it."""
-
-  def __init__(self, output_dir: str, split: str, num_shards: int, compressed: bool,
-               dali_index: bool, claim: Optional[run_claim.ClaimToken]):
-    self._output_dir = output_dir
-    self._split = split
-    self._num_shards = num_shards
-    self._compressed = compressed
-    self._dali_index = dali_index
-    self._claim = claim
-
-  def process(self, element):
-    shard, ranges = element
-    # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
-    beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
-    path = FileSystems.join(self._output_dir, contract.shard_file_name(
-        self._split, shard, self._num_shards, self._compressed))
-    write_complete_shard(ranges, path, FileSystems.join(self._output_dir, STAGING_DIR),
-                         self._compressed, self._dali_index, self._claim)
-    yield path
+  shard, ranges = element
+  # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
+  beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
+  path = FileSystems.join(output_dir, contract.shard_file_name(split, shard, num_shards,
+                                                               compressed))
+  write_complete_shard(ranges, path, FileSystems.join(output_dir, STAGING_DIR), compressed,
+                       dali_index, claim)
+  return path
 
 
 def _delete_staging(shard_paths: List[str], staging_dir: str):
@@ -477,9 +468,9 @@ class WriteSplits(beam.PTransform):
           | f'{split}: deal into {num_shards} shards' >> beam.FlatMap(
               lambda files, n: enumerate(plan_shards(files, n)), num_shards)
           | f'{split}: spread shards over workers' >> beam.Reshuffle()
-          | f'{split}: write shards' >> beam.ParDo(_WriteShardFn(
-              self._output_dir, split, num_shards, self._compressed, self._dali_index,
-              self._claim)))
+          | f'{split}: write shards' >> beam.Map(
+              _write_shard, output_dir=self._output_dir, split=split, num_shards=num_shards,
+              compressed=self._compressed, dali_index=self._dali_index, claim=self._claim))
     return (
         written
         | 'all shard paths' >> beam.Flatten()
