@@ -68,7 +68,6 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.analysis.statistics import training_split  # pylint: disable=unused-import
 from transforms.files.folders import delete_tree
 from transforms.image.pixel_sums import PixelSums
 
@@ -198,7 +197,8 @@ class AnalyzeTrainingSplit(beam.PTransform):
 
   Args:
     output_dir: the run's output directory (TFT's temporary files go to ``STAGING_DIR`` in it).
-    split: the training split's name (see :func:`training_split`).
+    split: the training split's name (see
+      :func:`transforms.analysis.statistics.training_split`).
     image_size: the run's ``--image_size``: the side of the transform's ``image`` output.
     channels: the run's ``--channels`` (3: RGB, 1: grayscale): of the images and statistics.
   """

@@ -204,9 +204,8 @@ class _StagingReader:
 
   def __init__(self, max_open: int = _OPEN_STAGING_FILES):
     self._max_open = max_open
-    self._open: 'collections.OrderedDict[str, list]' = collections.OrderedDict()  # path ->
-    # [stream, position]
-    self.seeks = 0
+    # path -> [its open stream, the offset where the last range read stopped (None: unknown)]
+    self._open: 'collections.OrderedDict[str, list]' = collections.OrderedDict()
 
   def frames(self, run: ShardRange) -> Iterator:
     """Yields the ``run.num_records`` frames of ``run``, in file order.
@@ -225,7 +224,6 @@ class _StagingReader:
     stream = entry[0]
     if entry[1] != run.offset:
       stream.seek(run.offset)
-      self.seeks += 1
     entry[1] = None  # unknown until every frame of the run is read
     copied = 0
     position = run.offset
