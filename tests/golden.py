@@ -7,7 +7,9 @@ how each split's records are dealt into shards, which ``transforms.outputs.write
 split's record count, class counts, bytes and fingerprint (the order-free sum of the records'
 SHA-256, so the same set of records), and the SHA-256 of every text output (``images.jsonl``,
 ``labels.txt``, ``failures.jsonl``, ``duplicates.jsonl``, ``quality.jsonl``, the TFDS files),
-with the input folder's absolute path replaced by ``<input>``.
+with the input folder's absolute path replaced by ``<input>`` and each file's modification time
+in ``images.jsonl``'s ``version`` by ``<mtime>`` (a fresh copy or clone of the data has new
+times, and the index must still compare equal).
 
 Regenerate the stored digests ONLY for a change meant to change the output (say so in the
 commit), with the job of that commit:
@@ -18,6 +20,7 @@ commit), with the job of that commit:
 import hashlib
 import json
 import pathlib
+import re
 import sys
 import tempfile
 
@@ -41,8 +44,15 @@ CASES = {
 _TEXT_FILES = ('images.jsonl', 'labels.txt', 'failures.jsonl', 'duplicates.jsonl',
                'quality.jsonl', 'features.json', 'dataset_info.json',
                'image.class.label.labels.txt')
+# "version": "SIZE:MTIME" or "SIZE:MTIME+SIZE:MTIME" (elements.source_version)
+_VERSION = re.compile(r'"version": "([^"]*)"')
 _MANIFEST_VARIES = ('created_utc', 'input_dir', 'output_dir', 'timings', 'metrics',
                     'step_msecs')
+
+
+def _without_mtimes(match: re.Match) -> str:
+  sizes = (part.split(':', 1)[0] for part in match.group(1).split('+'))
+  return '"version": "' + '+'.join(f'{size}:<mtime>' for size in sizes) + '"'
 
 
 def output_digest(out: pathlib.Path, input_dir: str) -> dict:
@@ -61,6 +71,8 @@ def output_digest(out: pathlib.Path, input_dir: str) -> dict:
     path = out / name
     if path.exists():
       text = path.read_text(encoding='utf-8').replace(input_dir, '<input>')
+      if name == 'images.jsonl':
+        text = _VERSION.sub(_without_mtimes, text)
       files[name] = hashlib.sha256(text.encode('utf-8')).hexdigest()
   return {'manifest': manifest, 'files': files}
 
