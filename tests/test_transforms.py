@@ -9,11 +9,14 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import options as opts
 from tests.helpers import SAMPLES
+from transforms.batches import encode_entries
 from transforms.elements import FAILURES_TAG, LabeledImage, SourceFile
 from transforms.inputs.labels import AssignLabels, ClassNames
 from transforms.inputs.listing import ListImageFiles
+from transforms.inputs import splits
 from transforms.inputs.splits import (AssignSplits, ShuffleOrder, bucket_count, hash_split,
-                               shuffle_bucket, shuffle_key, unit_interval_hash)
+                                      key_range, shuffle_bucket, shuffle_key,
+                                      unit_interval_hash)
 
 
 def _pipeline():
@@ -78,6 +81,40 @@ def test_shuffle_buckets_are_stretches_of_the_seeded_key_order():
       path, 'shuffle:5:')
   assert sorted(paths, key=lambda p: shuffle_key(p, 5)) != sorted(
       paths, key=lambda p: shuffle_key(p, 6))
+
+
+def test_shuffle_key_ranges_are_regrouped_into_sorted_buckets():
+  # what ShuffleOrder's steps do, bundle by bundle: key ranges first (the count unknown), then
+  # the count splits each range's lists into buckets, each emitted in key order
+  images = [LabeledImage(f'/in/{i}', f'c{i % 3}/{i}.jpg', f'c{i % 3}', 'train')
+            for i in range(499)]
+  images.append(LabeledImage('/in/m.jpg', 'm.jpg', None, 'train', 'ab' * 32,  # travels too
+                             SourceFile('/in/m.png', 'm.png', None, 12, 1.5), '9:2.5+12:1.5'))
+  entries_of = splits._RangeEntries(5)
+  ranges = {}
+  for bundle in (images[:200], images[200:]):  # each bundle sends one list per range
+    per_range = {}
+    for image in bundle:
+      for kr, entry in entries_of(image):
+        per_range.setdefault(kr, []).append(entry)
+    for kr, entries in per_range.items():
+      ranges.setdefault(kr, []).append(encode_entries(entries))
+  buckets = {}
+  for kr, lists in ranges.items():
+    for bucket, entries in splits._by_bucket((kr, lists), len(images), 16, 16384):
+      buckets.setdefault(bucket, []).append(entries)
+  assert sorted(buckets) == list(range(bucket_count(500, 16, 16384)))  # 32 buckets
+  emitted = []
+  for bucket, lists in buckets.items():
+    out = list(splits._in_key_order((bucket, lists)))
+    keys = [shuffle_key(image.relpath, 5) for image in out]
+    assert keys == sorted(keys)
+    assert {shuffle_bucket(key, 32) for key in keys} == {bucket}
+    emitted += out
+  assert sorted(emitted) == sorted(images)
+  keys = sorted(shuffle_key(image.relpath, 5) for image in images)
+  assert [key_range(key) for key in keys] == sorted(key_range(key) for key in keys)
+  assert key_range(bytes(16)) == 0 and key_range(b'\xff' * 16) == splits.KEY_RANGES - 1
 
 
 def test_shuffle_bucket_count_grows_with_the_images():

@@ -2,6 +2,7 @@
 
     elements.py   the element types that travel between steps (SourceFile, LabeledImage,
                   EncodedImage, ConvertedExample, Failure)
+    batches.py    a bundle's elements batched per GroupByKey key before the shuffle
     files/        folders, retried reads, text files, one sorted file from many lines: on any
                   filesystem Beam knows (local, gs://, s3://)
     inputs/       listing, labels (folder, file name, label file), splits, image-mask pairing
@@ -13,5 +14,5 @@
                   metadata, the claim on the output, publication, the previous night's records
 
 ``pipeline/run.py`` wires them. The folders follow the data's way (inputs, image, analysis,
-outputs): each imports only from the ones before it, from files/ and from elements.py.
+outputs): each imports only from the ones before it, from files/, elements.py and batches.py.
 """

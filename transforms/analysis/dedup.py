@@ -44,13 +44,13 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 
 from transforms.files import reads
+from transforms.batches import BatchPerKeyFn, entries_in
 from transforms.files.sorted_lines import WriteSortedLines
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure,
-                                 LabeledImage, examples_of)
+                                 LabeledImage)
 
 KEEP_ALL = 'keep_all'
 KEEP_FIRST = 'keep_first'
@@ -315,46 +315,6 @@ keys). Each worker batches a bundle's files by key before the shuffle, so a bund
 256 elements whatever its size, instead of one (digest, file) element per image."""
 
 
-class BatchPerKeyFn(beam.DoFn):
-  """ConvertedExample (or, ``batched``, lists of them) -> (key, [entry, ...]): a bundle's
-  entries batched by their GroupByKey key before the shuffle, so that a bundle sends one element
-  per key instead of one per image (plain tuples as entries: Beam's coder encodes them natively,
-  a NamedTuple it would pickle).
-
-  Args:
-    entries_of: ConvertedExample -> iterable of (key, entry); a module-level function (it is
-      pickled to the workers).
-    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``).
-    max_held: entries a worker holds before it sends them on (bounded memory in a large
-      bundle).
-  """
-
-  def __init__(self, entries_of, batched: bool = False, max_held: int = 20_000):
-    self._entries_of = entries_of
-    self._batched = batched
-    self._max_held = max_held
-
-  def start_bundle(self):
-    self._batches = collections.defaultdict(list)
-    self._held = 0
-
-  def process(self, element):
-    for example in examples_of(element, self._batched):
-      for key, entry in self._entries_of(example):
-        self._batches[key].append(entry)
-        self._held += 1
-    if self._held >= self._max_held:
-      yield from self._flush()
-
-  def _flush(self):
-    batches, self._batches, self._held = self._batches, collections.defaultdict(list), 0
-    return iter(batches.items())
-
-  def finish_bundle(self):
-    for element in self._flush():
-      yield GlobalWindows.windowed_value(element)
-
-
 def _digest_entries(example) -> Iterable[Tuple[str, Tuple[str, str, str, str]]]:
   """ConvertedExample -> its one (digest prefix, (sha256, relpath, split, label)) entry."""
   digest = example.source_sha256
@@ -365,9 +325,8 @@ def _exact_groups_of_key(element) -> Iterable[DuplicateGroup]:
   """(digest prefix, [batches]) -> a DuplicateGroup per digest held by two or more files."""
   _, batches = element
   by_digest = collections.defaultdict(list)
-  for batch in batches:
-    for digest, relpath, split, label in batch:
-      by_digest[digest].append(DuplicateFile(relpath, split, label))
+  for digest, relpath, split, label in entries_in(batches):
+    by_digest[digest].append(DuplicateFile(relpath, split, label))
   for digest, copies in by_digest.items():
     if len(copies) > 1:
       yield group_of(EXACT, copies, digest)

@@ -38,8 +38,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 
-from transforms.analysis.dedup import (NEAR, BatchPerKeyFn, DuplicateFile, DuplicateGroup,
-                                       group_of)
+from transforms.analysis.dedup import NEAR, DuplicateFile, DuplicateGroup, group_of
+from transforms.batches import BatchPerKeyFn, entries_in
 from transforms.elements import FAILURES_TAG, METRICS_NAMESPACE, STAGE_DUPLICATE, Failure
 from transforms.image.image_measures import ImageMeasures, hamming
 
@@ -101,9 +101,8 @@ def _edges_of_key(element, distance: int) -> Iterable[Tuple[Node, ...]]:
   """((band, prefix), [batches]) -> the confirmed links of each bucket (whole band value)."""
   (band, _), batches = element
   buckets: Dict[int, list] = collections.defaultdict(list)
-  for batch in batches:
-    for value, carried, node in batch:
-      buckets[value].append((carried & _HASH_MASK, node))
+  for value, carried, node in entries_in(batches):
+    buckets[value].append((carried & _HASH_MASK, node))
   for members in buckets.values():
     if len(members) > 1:
       yield from bucket_edges(members, distance, band)

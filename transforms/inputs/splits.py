@@ -15,6 +15,7 @@ from typing import Iterable, Sequence, Tuple
 
 import apache_beam as beam
 
+from transforms.batches import BatchPerKeyFn, entries_in, encode_entries
 from transforms.elements import (FAILURES_TAG, STAGE_SPLIT, Failure, LabeledImage,
                                  source_version)
 
@@ -128,6 +129,46 @@ def shuffle_bucket(key: bytes, num_buckets: int) -> int:
   return (int.from_bytes(key[:8], 'big') * num_buckets) >> 64
 
 
+KEY_RANGES = 1024
+"""How many stretches of the key order ``ShuffleOrder`` batches the images into before it knows
+their number: ``key_range`` of a key is its top 10 bits."""
+
+
+def key_range(key: bytes) -> int:
+  """The stretch of the key order a :func:`shuffle_key` lies in, of ``KEY_RANGES``: its top 10
+  bits, in [0, 1024)."""
+  return int.from_bytes(key[:2], 'big') >> 6
+
+
+class _RangeEntries:
+  """LabeledImage -> its one (key range, (shuffle key, *LabeledImage fields)) entry: a plain
+  tuple, which Beam's coder encodes natively (a LabeledImage it would pickle)."""
+
+  def __init__(self, seed: int):
+    self._seed = seed
+
+  def __call__(self, image: LabeledImage):
+    key = shuffle_key(image.relpath, self._seed)
+    yield key_range(key), (key, *image)
+
+
+def _by_bucket(keyed_lists, count: int, images_per_bucket: int, max_buckets: int):
+  """(key range, its batches) -> (bucket, one batch of its entries there) for each bucket its
+  entries fall in (one or a few: a key range is a contiguous stretch of the keys); batches as
+  ``transforms.batches`` encodes them."""
+  num_buckets = bucket_count(count, images_per_bucket, max_buckets)
+  buckets = {}
+  for entry in entries_in(keyed_lists[1]):
+    buckets.setdefault(shuffle_bucket(entry[0], num_buckets), []).append(entry)
+  return ((bucket, encode_entries(entries)) for bucket, entries in buckets.items())
+
+
+def _in_key_order(bucket) -> Iterable[LabeledImage]:
+  """(bucket, its batches) -> its LabeledImages, sorted by shuffle key."""
+  entries = sorted(entries_in(bucket[1]), key=lambda entry: entry[0])
+  return (LabeledImage(*entry[1:]) for entry in entries)
+
+
 class ShuffleOrder(beam.PTransform):
   """PCollection[LabeledImage] -> the same elements, bucket by bucket, each bucket in seeded key
   order.
@@ -136,18 +177,27 @@ class ShuffleOrder(beam.PTransform):
   (:func:`shuffle_key` of the path and seed), whatever order they reach it in; this step makes
   that order cheap to produce and spreads the conversion. Each path goes to one of ``B``
   buckets, bucket ``b`` holding the keys whose top 64 bits lie in ``[b, b + 1) * 2**64 / B`` (a
-  contiguous stretch of the key order), by one GroupByKey, and each bucket is emitted sorted
-  by key. The conversion is fused after it, so the writer receives runs of records already in
-  key order, each over a narrow range of keys, and a shard's copy reads each run sequentially
-  instead of seeking record by record.
+  contiguous stretch of the key order), and each bucket is emitted sorted by key. The
+  conversion is fused after it, so the writer receives runs of records already in key order,
+  each over a narrow range of keys, and a shard's copy reads each run sequentially instead of
+  seeking record by record.
 
   ``B`` grows with the number of images (about ``images_per_bucket`` per bucket, at most
-  ``max_buckets``): the step after the GroupByKey (the conversion, fused to it) runs one bucket
-  per work item, so ``B`` is the conversion's parallelism on a cluster (5,005 buckets for
-  ImageNet's 1.28 million images). Only the count (one integer) and the paths are held, never
-  image bytes. ``count``: that count as a one-element PCollection when the caller has one
+  ``max_buckets``): the step after the last GroupByKey (the conversion, fused to it) runs one
+  bucket per work item, so ``B`` is the conversion's parallelism on a cluster (5,005 buckets
+  for ImageNet's 1.28 million images). Only the count (one integer) and the paths are held,
+  never image bytes. ``count``: that count as a one-element PCollection when the caller has one
   (``Count.Globally`` of the same images), else it is counted here. The order the buckets come
   out in, and hence the order of conversion, follows the runner; the shard files do not.
+
+  Two GroupByKeys of lists, no element per image between the listing and the conversion: each
+  bundle first batches its images by ``key_range`` (``KEY_RANGES`` stretches of the keys,
+  known without the count, so this is fused to the listing and the labels), a first
+  GroupByKey gathers each range, the count (a side input, ready by then) splits the ranges into
+  the ``B`` buckets, and a second GroupByKey gathers each bucket. On the local runner, whose
+  GroupByKeys and stage outputs are held in the launcher's memory, that holds about 2 * 1024
+  lists per bundle and range rather than one encoded element per image (and the images were
+  once held twice: whole before the count was known, then in the GroupByKey).
   """
 
   def __init__(self, seed: int = 0, images_per_bucket: int = 256, max_buckets: int = 16384,
@@ -159,20 +209,17 @@ class ShuffleOrder(beam.PTransform):
     self._count = count
 
   def expand(self, images):
-    seed, per_bucket, max_buckets = self._seed, self._images_per_bucket, self._max_buckets
-
-    def sort_key(image: LabeledImage) -> bytes:
-      return shuffle_key(image.relpath, seed)
-
-    def key_by_bucket(image: LabeledImage, count: int):
-      return shuffle_bucket(sort_key(image), bucket_count(count, per_bucket, max_buckets)), image
-
     count = self._count or images | 'count images' >> beam.combiners.Count.Globally()
     return (
         images
-        | 'key by bucket' >> beam.Map(key_by_bucket, beam.pvalue.AsSingleton(count))
+        | 'batch by key range' >> beam.ParDo(BatchPerKeyFn(_RangeEntries(self._seed),
+                                                           max_held=50_000))
+        | 'group key ranges' >> beam.GroupByKey()
+        | 'split ranges into buckets' >> beam.FlatMap(
+            _by_bucket, beam.pvalue.AsSingleton(count), self._images_per_bucket,
+            self._max_buckets)
         | 'group buckets' >> beam.GroupByKey()
-        | 'emit in key order' >> beam.FlatMap(lambda kv: sorted(kv[1], key=sort_key)))
+        | 'emit in key order' >> beam.FlatMap(_in_key_order))
 
 
 def probe_split_folders(input_dir: str) -> Tuple[str, ...]:

@@ -1,0 +1,74 @@
+"""A bundle's elements batched by their GroupByKey key before the shuffle.
+
+Beam's cost per element (each step's invocation, the coder, and on the local runner one entry
+of the in-memory GroupByKey held by the launcher) is then paid once per key and bundle, not once
+per image. Each batch travels as one ``bytes`` value, its entries (plain tuples of ``str``,
+``bytes``, ``int``, ``None``) encoded by Beam's ``FastPrimitivesCoder``: the local runner's
+GroupByKey (``GroupingBuffer``) keeps every value it receives decoded, as Python objects, in
+the launcher until the next stage reads it, and one ``bytes`` per batch costs there about the
+bytes themselves, where a list of tuples of strings costs about three times its encoded size
+(an object header per tuple and string). :func:`entries_in` decodes them on the other side.
+"""
+
+import collections
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+
+from transforms.elements import examples_of
+
+_CODER = beam.coders.FastPrimitivesCoder()
+
+
+class BatchPerKeyFn(beam.DoFn):
+  """element (or, ``batched``, lists of them) -> (key, bytes of [entry, ...]): a bundle's
+  entries batched by their GroupByKey key, so that a bundle sends one element per key (and per
+  ``max_held`` entries) instead of one per image; after the GroupByKey, :func:`entries_in` of
+  a key's values gives its entries back.
+
+  Args:
+    entries_of: element -> iterable of (key, entry); a module-level function (it is pickled
+      to the workers).
+    batched: the input's elements are lists (``elements.examples_of``).
+    max_held: entries a worker holds before it sends them on (bounded memory in a large
+      bundle; the local runner's bundles are a worker's whole share of the input).
+  """
+
+  def __init__(self, entries_of, batched: bool = False, max_held: int = 20_000):
+    self._entries_of = entries_of
+    self._batched = batched
+    self._max_held = max_held
+
+  def start_bundle(self):
+    self._batches = collections.defaultdict(list)
+    self._held = 0
+
+  def process(self, element):
+    for item in examples_of(element, self._batched):
+      for key, entry in self._entries_of(item):
+        self._batches[key].append(entry)
+        self._held += 1
+    if self._held >= self._max_held:
+      yield from self._flush()
+
+  def _flush(self):
+    batches, self._batches, self._held = self._batches, collections.defaultdict(list), 0
+    return ((key, encode_entries(entries)) for key, entries in batches.items())
+
+  def finish_bundle(self):
+    for element in self._flush():
+      yield GlobalWindows.windowed_value(element)
+
+
+def entries_in(batches: Iterable[bytes]) -> Iterator:
+  """The entries of one key's batches (the values a GroupByKey gathered from
+  :class:`BatchPerKeyFn`), batch by batch, each in the order it was added."""
+  for batch in batches:
+    yield from _CODER.decode(batch)
+
+
+def encode_entries(entries: list) -> bytes:
+  """One batch of entries as :class:`BatchPerKeyFn` sends it (for a step that regroups the
+  entries of :func:`entries_in` under other keys)."""
+  return _CODER.encode(entries)
