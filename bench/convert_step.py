@@ -15,8 +15,11 @@ the files once untimed (so both read from the page cache), converting them once 
 the smallest pass kept. The table gives each checkout's median over the rounds and the ratio;
 interleaving the rounds keeps the comparison fair on a shared machine.
 
-``--parts``: also the CPU per image of each piece the DoFn calls, in this checkout, each in its
-own loop over the same photos (smallest of 5 passes): what the DoFn's time is made of.
+``--parts``: also the CPU per image of each piece the DoFn calls, each in its own loop over the
+same photos (smallest of 5 passes), in each checkout's process of every round, the median over
+the rounds: what the DoFn's time is made of. A piece alone runs with its own data hot in the caches and another
+piece's data cold (at ``--image_size=256`` the pixels of 1,000 images do not fit), so the
+pieces do not add up to the DoFn's figure.
 """
 
 import argparse
@@ -74,21 +77,24 @@ def child(args) -> dict:
     start = time.process_time()
     one_pass()
     times.append((time.process_time() - start) * 1000 / len(images))
-  return {'cpu_ms_per_image': min(times), 'passes': times, 'outputs': len(outputs)}
+  result = {'cpu_ms_per_image': min(times), 'passes': times, 'outputs': len(outputs)}
+  if args.parts:
+    result['parts'] = parts(args)
+  return result
 
 
-def _run_child(checkout: pathlib.Path, args) -> dict:
+def _run_child(checkout: pathlib.Path, args, with_parts: bool) -> dict:
   env = {**os.environ, 'PYTHONPATH': f'{checkout}{os.pathsep}{checkout / "reader"}'}
   command = [sys.executable, str(pathlib.Path(__file__).resolve()), '--child',
              f'--images={args.images}', f'--passes={args.passes}',
-             f'--image_size={args.image_size}']
+             f'--image_size={args.image_size}'] + (['--parts'] if with_parts else [])
   result = subprocess.run(command, env=env, cwd=checkout, check=True, capture_output=True,
                           text=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def parts(args) -> list:
-  """(piece, CPU ms per image) of what the DoFn calls, this checkout, each in its own loop."""
+def parts(args) -> dict:
+  """piece -> CPU ms per image of what the DoFn calls, each in its own loop."""
   import hashlib  # pylint: disable=import-outside-toplevel
   from transforms.files import reads  # pylint: disable=import-outside-toplevel
   from transforms.image import codec, image_measures  # pylint: disable=import-outside-toplevel
@@ -127,7 +133,7 @@ def parts(args) -> list:
       loop()
       best = min(best, time.process_time() - start)
     rows.append((name, best * 1000 / len(images)))
-  return rows
+  return dict(rows)
 
 
 def main():
@@ -150,9 +156,13 @@ def main():
   if args.vs:
     checkouts['--vs'] = pathlib.Path(args.vs).resolve()
   results = {name: [] for name in checkouts}
+  pieces = {name: {} for name in checkouts} if args.parts else {}
   for round_number in range(args.rounds):
     for name, checkout in checkouts.items():
-      results[name].append(_run_child(checkout, args)['cpu_ms_per_image'])
+      result = _run_child(checkout, args, with_parts=args.parts)
+      results[name].append(result['cpu_ms_per_image'])
+      for piece, value in result.get('parts', {}).items():
+        pieces[name].setdefault(piece, []).append(value)
     print(f'round {round_number + 1}: ' + ', '.join(
         f'{name} {values[-1]:.4f}' for name, values in results.items()), flush=True)
   print(f'\nCPU ms per image of _ConvertImageFn.process, {args.images} photos of '
@@ -167,19 +177,19 @@ def main():
           + ', '.join(f'{value:.4f}' for value in values) + ' |')
   if args.vs:
     print(f'\nthis checkout / --vs: {medians["this checkout"] / medians["--vs"]:.3f}')
-  report = {'checkouts': {name: str(path) for name, path in checkouts.items()},
-            'cpu_ms_per_image': results, 'medians': medians}
-  if args.parts:
-    sys.path[:0] = [str(REPO), str(REPO / 'reader')]
-    rows = parts(args)
-    print('\nThe pieces, this checkout, each in its own loop (CPU ms per image):\n')
-    print('| piece | CPU ms/img |')
-    print('|---|---|')
-    for name, value in rows:
-      print(f'| {name} | {value:.4f} |')
-    report['parts'] = dict(rows)
+  if pieces:
+    names = list(pieces)
+    print('\nThe pieces, each in its own loop (CPU ms per image, median of the rounds):\n')
+    print('| piece | ' + ' | '.join(names) + (' | ratio |' if len(names) == 2 else ' |'))
+    print('|---' * (len(names) + 1 + (len(names) == 2)) + '|')
+    for piece in pieces[names[0]]:
+      values = [statistics.median(pieces[name][piece]) for name in names]
+      ratio = f' | {values[0] / values[1]:.2f}' if len(values) == 2 else ''
+      print(f'| {piece} | ' + ' | '.join(f'{value:.4f}' for value in values) + ratio + ' |')
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
+    pathlib.Path(args.json).write_text(json.dumps(
+        {'checkouts': {name: str(path) for name, path in checkouts.items()},
+         'cpu_ms_per_image': results, 'medians': medians, 'parts': pieces}, indent=1))
 
 
 if __name__ == '__main__':
