@@ -173,8 +173,7 @@ def main():
   if args.vs:
     checkouts['--vs'] = pathlib.Path(args.vs).resolve()
   workers = {name: _Worker(path, args) for name, path in checkouts.items()}
-  for process in workers.values():
-    process.ask()  # ready
+  outputs = {name: process.ask()['ready'] for name, process in workers.items()}
   passes = {name: [] for name in checkouts}
   for _ in range(args.passes):
     for name, process in workers.items():
@@ -185,7 +184,8 @@ def main():
     process.close()
 
   print(f'CPU ms per image of _ConvertImageFn.process, {args.images} photos of {DATA.name}, '
-        f'--image_size={args.image_size}; {args.passes} passes per checkout, interleaved\n')
+        f'--image_size={args.image_size}; {args.passes} passes per checkout, interleaved; '
+        f'outputs per pass: {outputs}\n')
   print('| checkout | CPU ms/img (median pass) | fastest | slowest |')
   print('|---|---|---|---|')
   medians = {}
@@ -194,7 +194,7 @@ def main():
     print(f'| {name} ({checkouts[name]}) | {medians[name]:.4f} | {min(values):.4f} | '
           f'{max(values):.4f} |')
   report = {'checkouts': {name: str(path) for name, path in checkouts.items()},
-            'passes': passes, 'medians': medians, 'parts': pieces}
+            'outputs': outputs, 'passes': passes, 'medians': medians, 'parts': pieces}
   if args.vs:
     ratios = [mine / other for mine, other in zip(passes['this checkout'], passes['--vs'])]
     report['ratio'] = statistics.median(ratios)
