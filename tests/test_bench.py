@@ -109,3 +109,18 @@ def test_million_bench_runs_the_loop_and_the_job_at_two_sizes(tmp_path):
   assert all(row['step_msecs'].get('convert images', 0) > 0 for row in report['rows']
              if row['row'].startswith('job'))
   assert '| step: ms per image |' in stdout and '| convert images |' in stdout
+
+
+def test_convert_step_bench_times_both_checkouts_pass_by_pass(tmp_path):
+  shared_data('tiny_imagenet_val')
+  report_path = tmp_path / 'convert_step.json'
+  stdout = _run('convert_step.py', f'--vs={REPO}', '--images=10', '--passes=2', '--parts',
+                f'--json={report_path}')
+  report = json.loads(report_path.read_text())
+  assert report['outputs'] == {'this checkout': 10, '--vs': 10}  # an example per photo
+  for name in ('this checkout', '--vs'):
+    assert len(report['passes'][name]) == 2 and min(report['passes'][name]) > 0
+    assert set(report['parts'][name]) == set(report['parts']['this checkout'])
+    assert all(value > 0 for value in report['parts'][name].values())
+  assert report['ratio'] > 0 and 'this checkout / --vs' in stdout
+  assert 'example.build_example' in report['parts']['--vs']

@@ -106,6 +106,34 @@ def test_example_bytes_parse_with_tensorflow():
   assert 'image/class/label' not in unlabeled.features.feature
 
 
+def test_build_example_gives_the_bytes_of_serialize_example_every_time():
+  # build_example makes the entries that repeat from record to record once (a cache): a record
+  # made from the cache must be the record made from scratch, whatever came before
+  # pylint: disable=import-outside-toplevel
+  from imagerecords import contract
+  from transforms.image.example import serialize_example
+  spec = codec.ImageSpec(image_size=48)  # shorter side: not square
+  images = [codec.convert(path.read_bytes(), spec) for path in sorted(SAMPLES.glob('*/*.jpg'))[:4]]
+  assert any(image.height != image.width for image in images)
+  for image in images * 2:  # the second time round, from the cache
+    for label, class_id, mask in (('ants', 1, None), ('bees', 0, b'\x89PNG mask'),
+                                  (None, None, None), ('été', 2**40, None)):
+      features = {contract.IMAGE_ENCODED: image.data, contract.IMAGE_FORMAT: b'jpeg',
+                  contract.IMAGE_HEIGHT: image.height, contract.IMAGE_WIDTH: image.width,
+                  contract.IMAGE_CHANNELS: image.channels,
+                  contract.FILENAME: 'a/b c.jpg'.encode(), contract.SOURCE_SHA256: b'ef' * 32}
+      if label is not None:
+        features.update({contract.CLASS_LABEL: class_id, contract.CLASS_TEXT: label.encode()})
+      if mask is not None:
+        features.update({contract.MASK_ENCODED: mask, contract.MASK_FORMAT: b'png'})
+      assert build_example(image, 'a/b c.jpg', 'ef' * 32, label, class_id,
+                           mask=mask) == serialize_example(features)
+  # True and 1 are one dict key; a bool feature is written as the int it is, cached or not
+  assert serialize_example({'x': True}) == serialize_example({'x': 1})
+  with pytest.raises(ValueError, match='negative'):
+    build_example(images[0], 'a.jpg', 'ef' * 32, 'ants', -1)
+
+
 def _tf_features(example) -> dict:
   """tf.train.Example -> {key: list of values}, as imagerecords.wire.parse_example returns."""
   parsed = {}

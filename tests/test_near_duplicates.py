@@ -130,3 +130,17 @@ def test_measures_of_gray_and_uniform_pixels():
   flags = quality.flags_of(image_measures.measure(blank, (300, 20)))
   assert flags == [quality.LOW_INFORMATION, quality.DARK, quality.GRAYSCALE, quality.SMALL,
                    quality.ODD_ASPECT]
+
+
+def test_measures_of_a_thumbnail_sized_image_equal_those_through_the_resize(monkeypatch):
+  # a 64x64 image is its own thumbnail (cv2.resize to the same size copies it): the measures
+  # taken without the resize equal those taken through it, on real 64x64 photos
+  photos = sorted((shared_data('tiny_imagenet_val') / 'images').glob('*.JPEG'))[:40]
+  spec = codec.ImageSpec(image_size=64)
+  converted = [codec.convert_keeping_pixels(path.read_bytes(), spec) for path in photos]
+  assert all(item.pixels.shape == (64, 64, 3) for item in converted)
+  pixels = [item.pixels for item in converted] + [item.pixels[..., :1] for item in converted]
+  direct = [image_measures.measure(item, (64, 64)) for item in pixels]
+  monkeypatch.setattr(image_measures, '_THUMBNAIL_SHAPE', None)  # always through cv2.resize
+  assert direct == [image_measures.measure(item, (64, 64)) for item in pixels]
+  assert all(type(value) is float for measures in direct for value in measures[3:])

@@ -158,6 +158,25 @@ def test_pixel_sums_are_exact_over_the_pixels_tensorflow_decodes(image_format, c
     assert list(sums.squares) == (expected * expected).sum(axis=0).tolist(), path.name
 
 
+def test_pixel_sums_of_large_and_saturated_images_are_exact_in_bands():
+  # pylint: disable=import-outside-toplevel
+  from transforms.image import pixel_sums as sums_module
+  photo = np.asarray(Image.open(next((shared_data('hymenoptera') / 'val' / 'bees').glob(
+      '*.jpg'))).convert('RGB'))
+  tiled = np.tile(photo, (6, 8, 1))  # over _BAND_PIXELS: summed band by band
+  white = np.full((1500, 1200, 1), 255, np.uint8)  # every square the largest: 255^2
+  assert tiled.shape[0] * tiled.shape[1] > sums_module._BAND_PIXELS  # pylint: disable=W0212
+  for pixels in (photo, tiled, white, photo[::3, 1::2], photo[:1, :1, 1:2]):
+    flat = pixels.reshape(-1, pixels.shape[2]).astype(np.int64)
+    got = sums_module.pixel_sums(pixels)
+    assert got.sums == tuple(flat.sum(axis=0).tolist())
+    assert got.squares == tuple((flat * flat).sum(axis=0).tolist())
+    assert got.num_pixels == len(flat)
+    assert all(type(value) is int for value in got.sums + got.squares)
+  with pytest.raises(ValueError, match='uint8'):
+    sums_module.pixel_sums(photo.astype(np.uint16))
+
+
 def test_add_pixel_sums_adds_exactly_and_gives_zeros_for_nothing():
   from transforms.image.pixel_sums import PixelSums  # pylint: disable=import-outside-toplevel
   from transforms.analysis.statistics import AddPixelSums  # pylint: disable=import-outside-toplevel

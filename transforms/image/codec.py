@@ -279,9 +279,10 @@ _PLAIN_JPEG_FRAMES = (0xC0, 0xC1, 0xC2)  # SOF0-2: baseline, extended, progressi
 
 def _jpeg_segments(data: bytes, min_bytes: int) -> Iterator[Tuple[Optional[int], int]]:
   """(marker, position) of each marker of a JPEG's header after SOI, walked by the segments'
-  lengths (nothing is decoded; fill bytes skipped) while ``min_bytes`` remain from the marker;
-  (None, position) at a byte that is not a marker, and no more. The caller stops at the marker
-  it looks for: past the first scan (0xDA) the walk would read entropy-coded data."""
+  lengths (nothing is decoded; fill bytes skipped) while ``min_bytes`` (at least 4: the marker
+  and its length) remain from the marker; (None, position) at a byte that is not a marker, and
+  no more. The caller stops at the marker it looks for: past the first scan (0xDA) the walk
+  would read entropy-coded data."""
   position, size = 2, len(data)
   while position + min_bytes <= size:
     if data[position] != 0xFF:
@@ -292,7 +293,7 @@ def _jpeg_segments(data: bytes, min_bytes: int) -> Iterator[Tuple[Optional[int],
       position += 1
       continue
     yield marker, position
-    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
+    position += 2 + (data[position + 2] << 8 | data[position + 3])  # big-endian length
 
 
 def _plain_jpeg_frame(data: bytes) -> bool:

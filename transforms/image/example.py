@@ -12,7 +12,9 @@ import time and its memory out of every Beam worker, and makes serialization det
 tests parse these bytes with TensorFlow's own ``tf.train.Example``.
 """
 
-from typing import Dict, List, Optional, Sequence, Union
+import functools
+from operator import itemgetter
+from typing import Dict, List, Optional, Tuple, Union
 
 from imagerecords import contract
 from imagerecords import wire
@@ -27,6 +29,8 @@ def _varint(value: int) -> bytes:
   """Protobuf base-128 varint of a non-negative integer."""
   if value < 0x80:
     return _ONE_BYTE[value]
+  if value < 0x4000:  # two bytes: every length of a small image's record
+    return bytes((value & 0x7F | 0x80, value >> 7))
   out = bytearray()
   while value > 0x7F:
     out.append(value & 0x7F | 0x80)
@@ -37,46 +41,68 @@ def _varint(value: int) -> bytes:
 
 # the one-byte keys of the length-delimited fields used: field number -> key
 _KEY = {number: _varint(number << 3 | _LEN) for number in (1, 2, 3)}
+_FIELD_1 = _KEY[1]
+_BY_KEY = itemgetter(0)
+
+# an entry: (feature key, the wire bytes of its Features.feature field up to the value's
+# bytes, the value's bytes); joined, head and value are that field of Features
+_Entry = Tuple[str, bytes, Union[bytes, memoryview]]
 
 
-def _feature_entry(key: str, value) -> List:
-  """The wire-format pieces of one ``Features.feature`` map entry (key = field 1, Feature =
-  field 2), its field key included; joined, they are the bytes of that field of ``Features``.
+@functools.lru_cache(maxsize=1024)
+def _key_field(key: str) -> bytes:
+  """A map entry's key field (field 1: the UTF-8 key) and the key byte of its value field
+  (field 2, the Feature); the same for every record, so made once per feature key."""
+  encoded = key.encode('utf-8')
+  return _KEY[1] + _varint(len(encoded)) + encoded + _KEY[2]
+
+
+def _feature_entry(key: str, value) -> _Entry:
+  """The :data:`_Entry` of one ``Features.feature`` map entry (key = field 1, Feature = field
+  2): the value's bytes apart, so that the image bytes are copied once, into the record.
 
   ``bytes`` -> BytesList of one value; ``int`` -> Int64List of one value; a ``numpy.ndarray``
   of float32 -> packed FloatList of its values (row-major); a tuple of ints -> packed
   Int64List. Raises ValueError for a negative int.
   """
   if isinstance(value, bytes):
-    kind = 1  # Feature.bytes_list
+    kind = _KEY[1]  # Feature.bytes_list
   elif isinstance(value, int):
     if value < 0:
       raise ValueError(f'negative int64 features are not written here: {value}')
-    kind, value = 3, _varint(value)  # Feature.int64_list, packed
+    kind, value = _KEY[3], _varint(value)  # Feature.int64_list, packed
   elif isinstance(value, tuple):
     if any(item < 0 for item in value):
       raise ValueError(f'negative int64 features are not written here: {value}')
-    kind, value = 3, b''.join(_varint(item) for item in value)  # packed Int64List
+    kind, value = _KEY[3], b''.join([_varint(item) for item in value])  # packed Int64List
   else:  # a float32 array: packed FloatList, little-endian IEEE 754 (protobuf's `float`)
-    kind, value = 2, value.astype('<f4', copy=False).tobytes()
-  key = key.encode('utf-8')
+    kind, value = _KEY[2], value.astype('<f4', copy=False).tobytes()
+  key_field = _key_field(key)
   value_length = _varint(len(value))
   list_size = 1 + len(value_length) + len(value)  # Bytes/Float/Int64List: field 1
   list_length = _varint(list_size)
   feature_size = 1 + len(list_length) + list_size  # Feature: field `kind`
   feature_length = _varint(feature_size)
-  key_length = _varint(len(key))
-  entry_size = 1 + len(key_length) + len(key) + 1 + len(feature_length) + feature_size
-  return [_KEY[1], _varint(entry_size),  # map entry: key = field 1, value = field 2
-          _KEY[1], key_length, key, _KEY[2], feature_length,
-          _KEY[kind], list_length, _KEY[1], value_length, value]
+  entry_size = len(key_field) + len(feature_length) + feature_size
+  # map entry (Features field 1): key = field 1, value = field 2
+  return key, b''.join((_FIELD_1, _varint(entry_size), key_field, feature_length, kind,
+                        list_length, _FIELD_1, value_length)), value
 
 
-def _example(entries: Sequence) -> bytes:
-  """A serialized Example of the map entries ``(key, pieces)``, in key order."""
-  pieces = [piece for _, entry in sorted(entries, key=lambda item: item[0]) for piece in entry]
-  features_size = sum(len(piece) for piece in pieces)
-  return b''.join([_KEY[1], _varint(features_size), *pieces])  # Example.features: field 1
+# An entry whose value repeats from record to record (a format, a class, a size): made once.
+# typed: True and 1 are one key of a dict, and must not share an entry here.
+_repeated_entry = functools.lru_cache(maxsize=4096, typed=True)(_feature_entry)
+
+
+def _example(entries: List[_Entry]) -> bytes:
+  """A serialized Example of the map entries, in key order."""
+  entries.sort(key=_BY_KEY)
+  pieces = []
+  features_size = 0
+  for _, head, value in entries:
+    pieces += (head, value)
+    features_size += len(head) + len(value)
+  return b''.join([_FIELD_1, _varint(features_size), *pieces])  # Example.features: field 1
 
 
 def serialize_example(features: Dict[str, Union[bytes, int, tuple, 'numpy.ndarray']]) -> bytes:
@@ -98,7 +124,7 @@ def serialize_example(features: Dict[str, Union[bytes, int, tuple, 'numpy.ndarra
   Raises:
     ValueError: a negative int value.
   """
-  return _example([(key, _feature_entry(key, value)) for key, value in features.items()])
+  return _example([_feature_entry(key, value) for key, value in features.items()])
 
 
 def add_features(serialized: bytes, features: Dict[str, Union[bytes, int, tuple,
@@ -117,9 +143,9 @@ def add_features(serialized: bytes, features: Dict[str, Union[bytes, int, tuple,
     if key in features:
       raise ValueError(f'the record has a feature {key!r} already')
     # the whole field: its key byte and length, then the entry
-    header = _KEY[1] + _varint(entry_end - entry_start)
-    entries.append((key, [header, view[entry_start:entry_end]]))
-  entries += [(key, _feature_entry(key, value)) for key, value in features.items()]
+    entries.append((key, _KEY[1] + _varint(entry_end - entry_start),
+                    view[entry_start:entry_end]))
+  entries += [_feature_entry(key, value) for key, value in features.items()]
   return _example(entries)
 
 
@@ -140,24 +166,26 @@ def build_example(image: EncodedImage, relpath: str, source_sha256: str,
   Returns:
     The serialized proto (bytes), as ``WriteToTFRecord`` writes it.
   """
-  features = {
-      contract.IMAGE_ENCODED: image.data,
-      contract.IMAGE_FORMAT: image.format.encode('ascii'),
-      contract.IMAGE_HEIGHT: image.height,
-      contract.IMAGE_WIDTH: image.width,
-      contract.IMAGE_CHANNELS: image.channels,
-      contract.FILENAME: relpath.encode('utf-8'),
-      contract.SOURCE_SHA256: source_sha256.encode('ascii'),
-  }
+  # the same bytes as serialize_example of these features; the entries that repeat from record
+  # to record are made once (_repeated_entry)
+  entries = [
+      _feature_entry(contract.IMAGE_ENCODED, image.data),
+      _repeated_entry(contract.IMAGE_FORMAT, image.format.encode('ascii')),
+      _repeated_entry(contract.IMAGE_HEIGHT, image.height),
+      _repeated_entry(contract.IMAGE_WIDTH, image.width),
+      _repeated_entry(contract.IMAGE_CHANNELS, image.channels),
+      _feature_entry(contract.FILENAME, relpath.encode('utf-8')),
+      _feature_entry(contract.SOURCE_SHA256, source_sha256.encode('ascii')),
+  ]
   if label is not None:
     if class_id is None:
       raise ValueError(f'{relpath}: a label needs its class id')
-    features[contract.CLASS_LABEL] = class_id
-    features[contract.CLASS_TEXT] = label.encode('utf-8')
+    entries.append(_repeated_entry(contract.CLASS_LABEL, class_id))
+    entries.append(_repeated_entry(contract.CLASS_TEXT, label.encode('utf-8')))
   if mask is not None:
-    features[contract.MASK_ENCODED] = mask
-    features[contract.MASK_FORMAT] = b'png'
-  return serialize_example(features)
+    entries.append(_feature_entry(contract.MASK_ENCODED, mask))
+    entries.append(_repeated_entry(contract.MASK_FORMAT, b'png'))
+  return _example(entries)
 
 
 def example_filename(serialized: bytes) -> str:

@@ -28,6 +28,7 @@ THUMBNAIL_SIZE = 64
 """Side of the square thumbnail every measure is taken on, in pixels."""
 
 _PIXELS = THUMBNAIL_SIZE * THUMBNAIL_SIZE
+_THUMBNAIL_SHAPE = (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
 _LOG2_PIXELS = np.log2(_PIXELS)
 _C_LOG2_C = np.concatenate([[0.0], np.arange(1, _PIXELS + 1) * np.log2(np.arange(1, _PIXELS + 1))])
 _HASH_INPUT = 32  # pHash's DCT input side (img_hash resizes to 32x32 itself; given it, it keeps it)
@@ -105,19 +106,26 @@ def measure(pixels: np.ndarray, source_size: Tuple[int, int]) -> ImageMeasures:
   Returns:
     ImageMeasures (see there).
   """
-  thumbnail = cv2.resize(np.ascontiguousarray(pixels), (THUMBNAIL_SIZE, THUMBNAIL_SIZE),
-                         interpolation=cv2.INTER_LINEAR)
+  pixels = np.ascontiguousarray(pixels)
+  if pixels.shape[:2] == _THUMBNAIL_SHAPE:  # cv2.resize to the same size is a copy of it
+    thumbnail = pixels
+  else:
+    thumbnail = cv2.resize(pixels, (THUMBNAIL_SIZE, THUMBNAIL_SIZE),
+                           interpolation=cv2.INTER_LINEAR)
   if thumbnail.ndim == 3 and thumbnail.shape[2] == 3:
     # Y of BT.601 YCbCr is the luma (as cv2.COLOR_RGB2GRAY); one meanStdDev gives the luma's
     # mean and deviation and the chroma's, whose distance from neutral (128, 128) is the colour
     ycc = cv2.cvtColor(thumbnail, cv2.COLOR_RGB2YCrCb)
     luma = cv2.extractChannel(ycc, 0)
-    means, stds = (values.ravel().tolist() for values in cv2.meanStdDev(ycc))
-    colour = math.sqrt(stds[1] ** 2 + stds[2] ** 2 + (means[1] - 128.0) ** 2
-                       + (means[2] - 128.0) ** 2)
+    means, stds = cv2.meanStdDev(ycc)
+    mean, mean_cr, mean_cb = means.ravel().tolist()
+    std, std_cr, std_cb = stds.ravel().tolist()
+    colour = math.sqrt(std_cr ** 2 + std_cb ** 2 + (mean_cr - 128.0) ** 2
+                       + (mean_cb - 128.0) ** 2)
   else:
     luma = thumbnail.reshape(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
-    means, stds = (values.ravel().tolist() for values in cv2.meanStdDev(luma))
+    means, stds = cv2.meanStdDev(luma)
+    mean, std = means.item(0), stds.item(0)
     colour = 0.0
   small = cv2.resize(luma, (_HASH_INPUT, _HASH_INPUT), interpolation=cv2.INTER_AREA)
   # Shannon entropy of the histogram: log2(n) - sum(c log2 c) / n, c the bin counts
@@ -125,6 +133,4 @@ def measure(pixels: np.ndarray, source_size: Tuple[int, int]) -> ImageMeasures:
   entropy = float(_LOG2_PIXELS - _C_LOG2_C[counts].sum() / _PIXELS)
   # rounded to 2 decimals, as quality.jsonl shows them and images.jsonl keeps them exactly
   return ImageMeasures(phash(small), int(source_size[0]), int(source_size[1]),
-                       round(means[0], 2), round(stds[0], 2), round(entropy, 2),
-                       round(colour, 2))
-
+                       round(mean, 2), round(std, 2), round(entropy, 2), round(colour, 2))

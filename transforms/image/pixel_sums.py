@@ -18,9 +18,14 @@ a second time elsewhere)::
       -> PixelSums(sums=[C], squares=[C], num_pixels): per channel, the sum of the 0-255 values
          and of their squares, as Python ints (exact)
 
-The sums come from a 256-bin histogram per channel (OpenCV's ``calcHist``, about 0.15 ms for a
-256 x 384 RGB image), whose counts are exact in float32 up to 2^24 pixels; larger images use
-numpy's integer ``bincount``.
+The sums are OpenCV's ``sumElems`` of the pixels and of their squares (``uint16``: 255^2 fits),
+one pass each over a band of rows of at most ``_BAND_PIXELS`` pixels (one row at least) at a
+time, so that the squares take at most 8 MiB for any image up to a million pixels wide: about
+5 µs for a 64 x 64 RGB image, 50 µs for 256 x 256 (a 256-bin ``calcHist`` per channel took 21
+and 143 µs; docs/benchmarks.md, "The conversion step's own code"). They are exact:
+``sumElems`` adds 8- and 16-bit values in integers, block by block, and the block totals in
+float64, exact below 2^53, which a band's sum of squares per channel (255^2 per pixel, about
+6.8e10 for a band of 2^20 pixels) is far from; the bands' totals are added as Python ints.
 """
 
 from typing import NamedTuple, Tuple
@@ -33,9 +38,7 @@ from imagerecords import contract
 
 from transforms.elements import EncodedImage
 
-_VALUES = np.arange(256, dtype=np.float64)
-_SQUARES = _VALUES * _VALUES
-_EXACT_FLOAT32_COUNT = 1 << 24
+_BAND_PIXELS = 1 << 20  # rows of at most this many pixels are summed at a time
 
 
 class PixelSums(NamedTuple):
@@ -76,16 +79,32 @@ def stored_pixels(image: EncodedImage, channels: int, original: bool = False) ->
 
 
 def pixel_sums(pixels: np.ndarray) -> PixelSums:
-  """The exact :class:`PixelSums` of ``uint8 [H, W, C]`` pixels."""
+  """The exact :class:`PixelSums` of ``uint8 [H, W, C]`` pixels, C = 1 to 4 (OpenCV's
+  ``sumElems`` sums at most 4 channels).
+
+  Raises:
+    ValueError: not ``uint8 [H, W, C]`` with C from 1 to 4.
+  """
+  if pixels.dtype != np.uint8 or pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
+    raise ValueError(f'pixel_sums takes uint8 [H, W, 1-4], got {pixels.dtype} {pixels.shape}')
   height, width, channels = pixels.shape
-  sums, squares = [], []
-  for channel in range(channels):
-    if height * width < _EXACT_FLOAT32_COUNT:
-      counts = cv2.calcHist([pixels], [channel], None, [256], [0, 256]).ravel().astype(
-          np.float64)
-    else:
-      counts = np.bincount(pixels[..., channel].ravel(), minlength=256).astype(np.float64)
-    # the totals stay below 2^53 (exact in float64) for any image under 1.3e11 pixels
-    sums.append(int(counts @ _VALUES))
-    squares.append(int(counts @ _SQUARES))
+  rows = max(1, _BAND_PIXELS // max(1, width))
+  if rows >= height:  # the usual case: one band
+    sums, squares = _band_sums(pixels)
+    return PixelSums(tuple(map(int, sums[:channels])), tuple(map(int, squares[:channels])),
+                     height * width)
+  sums, squares = [0] * channels, [0] * channels
+  for top in range(0, height, rows):
+    band_sums, band_squares = _band_sums(pixels[top:top + rows])
+    for channel in range(channels):
+      sums[channel] += int(band_sums[channel])
+      squares[channel] += int(band_squares[channel])
   return PixelSums(tuple(sums), tuple(squares), height * width)
+
+
+def _band_sums(pixels: np.ndarray) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+  """OpenCV's ``sumElems`` (4 float64 values, unused channels 0) of ``uint8 [h, w, C]`` pixels
+  and of their squares (``uint16``)."""
+  squares = pixels.astype(np.uint16)
+  squares *= squares
+  return cv2.sumElems(pixels), cv2.sumElems(squares)
