@@ -20,7 +20,9 @@ is not listed on a laptop. Every entry the listing meets is either listed or rep
 
 Local roots are walked with ``os.scandir`` (Beam's local listing is an ``os.walk`` that ignores
 errors and does not follow folder links): the root's top level in one step, then each folder
-below it in parallel (a Reshuffle spreads them over the workers). Symlinked files and folders
+below it, and the top level's own files in lots of a thousand, in parallel (a Reshuffle spreads
+them over the workers), in one step whose one output is fused to the classification, the
+labels and the splits (no per-file element held between stages). Symlinked files and folders
 are treated alike: followed while their target (``os.path.realpath``) stays inside the input
 root, or anywhere with ``follow_external_symlinks``; a folder link that leads back to one of
 its own ancestors (same device and inode) is a loop, reported and not followed. A folder linked
@@ -53,8 +55,6 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.
 DEFAULT_MAX_FILE_BYTES = 512 * 2**20
 """Files larger than this (512 MiB) are refused at listing, never read. A 50-megapixel camera
 JPEG is about 25 MB and an uncompressed 8-bit RGB TIFF at ``--max_pixels`` about 270 MB."""
-
-_FOLDERS_TAG = 'folders'
 
 
 def relative_path(path: str, root: str) -> str:
@@ -223,9 +223,15 @@ class _LocalTree:
         yield item
 
 
+TOP_ENTRIES_PER_ITEM = 1_000
+"""Entries of the start folder itself (its files and problems) per work item of the walk: a
+flat folder of a million files is then a thousand items, spread over the workers."""
+
+
 class _ListTopFolderFn(beam.DoFn):
-  """A start folder's relpath -> its files (SourceFile) and problems (``failures``), and the
-  folders directly in it (``folders``: _Folder), to be listed in parallel."""
+  """A start folder's relpath -> the walk's work items: each folder directly in it
+  (``_Folder``, walked below), and its own entries (files and problems) in tuples of at most
+  ``TOP_ENTRIES_PER_ITEM``."""
 
   def __init__(self, tree: _LocalTree):
     self._tree = tree
@@ -235,33 +241,41 @@ class _ListTopFolderFn(beam.DoFn):
     if start is None:
       return
     if isinstance(start, Failure):
-      yield beam.pvalue.TaggedOutput(FAILURES_TAG, start)
+      yield (start,)
       return
+    entries = []
     for item in self._tree.scan(start):
       if isinstance(item, _Folder):
-        yield beam.pvalue.TaggedOutput(_FOLDERS_TAG, item)
-      elif isinstance(item, Failure):
-        yield beam.pvalue.TaggedOutput(FAILURES_TAG, item)
-      else:
         yield item
+      else:
+        entries.append(item)
+        if len(entries) == TOP_ENTRIES_PER_ITEM:
+          yield tuple(entries)
+          entries = []
+    if entries:
+      yield tuple(entries)
 
 
 class _WalkFolderFn(beam.DoFn):
-  """_Folder -> every file below it (SourceFile), and every problem (``failures``)."""
+  """A work item of ``_ListTopFolderFn`` -> SourceFile and Failure elements: every file and
+  problem below a ``_Folder``, or the start folder's own entries as they are. One output for
+  both kinds (``_ClassifyListedFile``, fused after it, tells them apart): a Flatten of two
+  outputs would make the local runner hold every listed file between two stages."""
 
   def __init__(self, tree: _LocalTree):
     self._tree = tree
 
-  def process(self, folder: _Folder) -> Iterable:
-    todo = [folder]
+  def process(self, item: Union[_Folder, Tuple[Union[SourceFile, Failure], ...]]) -> Iterable:
+    if not isinstance(item, _Folder):
+      yield from item
+      return
+    todo = [item]
     while todo:
-      for item in self._tree.scan(todo.pop()):
-        if isinstance(item, _Folder):
-          todo.append(item)
-        elif isinstance(item, Failure):
-          yield beam.pvalue.TaggedOutput(FAILURES_TAG, item)
+      for entry in self._tree.scan(todo.pop()):
+        if isinstance(entry, _Folder):
+          todo.append(entry)
         else:
-          yield item
+          yield entry
 
 
 def _source_file(metadata: FileMetadata, root: str) -> SourceFile:
@@ -339,19 +353,13 @@ class ListImageFiles(beam.PTransform):
 
   def _list_local(self, pbegin):
     tree = _LocalTree(self._input_dir, self._follow_external)
-    top = (
+    # SourceFile and Failure elements, classified together below
+    return (
         pbegin
         | 'folders to list' >> beam.Create(list(self._folders) or [''])
-        | 'list the top folder' >> beam.ParDo(_ListTopFolderFn(tree)).with_outputs(
-            FAILURES_TAG, _FOLDERS_TAG, main='files'))
-    below = (
-        top[_FOLDERS_TAG]
+        | 'list the top folder' >> beam.ParDo(_ListTopFolderFn(tree))
         | 'spread folders over workers' >> beam.Reshuffle()
-        | 'walk each folder' >> beam.ParDo(_WalkFolderFn(tree)).with_outputs(
-            FAILURES_TAG, main='files'))
-    # SourceFile and Failure elements, classified together below
-    return ((top.files, top[FAILURES_TAG], below.files, below[FAILURES_TAG])
-            | 'everything listed' >> beam.Flatten())
+        | 'walk each folder' >> beam.ParDo(_WalkFolderFn(tree)))
 
   def _list_object_store(self, pbegin):
     root = escape_pattern(self._input_dir)
