@@ -112,6 +112,7 @@ def test_shuffle_key_ranges_are_regrouped_into_sorted_buckets():
     assert {shuffle_bucket(key, 32) for key in keys} == {bucket}
     emitted += out
   assert sorted(emitted) == sorted(images)
+  assert [type(image.mask) for image in emitted if image.mask] == [SourceFile]  # not a tuple
   keys = sorted(shuffle_key(image.relpath, 5) for image in images)
   assert [key_range(key) for key in keys] == sorted(key_range(key) for key in keys)
   assert key_range(bytes(16)) == 0 and key_range(b'\xff' * 16) == splits.KEY_RANGES - 1

@@ -28,8 +28,8 @@ class BatchPerKeyFn(beam.DoFn):
   a key's values gives its entries back.
 
   Args:
-    entries_of: element -> iterable of (key, entry); a module-level function (it is pickled
-      to the workers).
+    entries_of: element -> iterable of (key, entry); a module-level function or a picklable
+      callable (it is pickled to the workers).
     batched: the input's elements are lists (``elements.examples_of``).
     max_held: entries a worker holds before it sends them on (bounded memory in a large
       bundle; the local runner's bundles are a worker's whole share of the input).

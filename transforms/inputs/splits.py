@@ -195,9 +195,10 @@ class ShuffleOrder(beam.PTransform):
   known without the count, so this is fused to the listing and the labels), a first
   GroupByKey gathers each range, the count (a side input, ready by then) splits the ranges into
   the ``B`` buckets, and a second GroupByKey gathers each bucket. On the local runner, whose
-  GroupByKeys and stage outputs are held in the launcher's memory, that holds about 2 * 1024
-  lists per bundle and range rather than one encoded element per image (and the images were
-  once held twice: whole before the count was known, then in the GroupByKey).
+  GroupByKeys and stage outputs are held in the launcher's memory, the runner then handles one
+  batch (one ``bytes`` value, ``transforms.batches``) per bundle and key range, then per
+  bucket, rather than one element per image; the images were once held twice, one pickled
+  ``LabeledImage`` each: whole while the count was taken, then in the GroupByKey.
   """
 
   def __init__(self, seed: int = 0, images_per_bucket: int = 256, max_buckets: int = 16384,
