@@ -168,10 +168,12 @@ def step_msecs(result) -> Optional[Dict[str, int]]:
   sampler attributes it to the step it is in: on a machine whose cores are shared it includes
   the time the step waited for one, so it is CPU time only on a quiet machine. Beam's
   ``beam:metric:ptransform_execution_time:total_msecs`` monitoring infos (start, process and
-  finish of each bundle), as Beam's local runner reports them; None where the runner reports
-  none (Dataflow and Flink show them in their own monitoring). The workers' reads and writes
-  of the runner's data plane are one entry, ``DATA_CHANNELS``; what is in no entry is the
-  runner's own work (its GroupByKeys, serving the data plane), start-up and the launcher's."""
+  finish of each bundle), as Beam's local runner reports them (its state sampler attributes
+  time in samples of 200 ms: a step of a few milliseconds may show none); None where the
+  runner reports none (Dataflow and Flink show them in their own monitoring). The workers'
+  reads and writes of the runner's data plane are one entry, ``DATA_CHANNELS``; what is in no
+  entry is the runner's own work (its GroupByKeys, serving the data plane), start-up and the
+  launcher's."""
   infos = getattr(result, 'monitoring_infos', None)
   if infos is None:
     return None
