@@ -274,6 +274,13 @@ def add_job_flags(parser, name: str = '--flags') -> None:
                       'would (e.g. "--stats=false").')
 
 
+def tiny_imagenet_labels(source: pathlib.Path) -> Dict[str, str]:
+  """Tiny ImageNet's validation labels: file name -> WordNet id (``val_annotations.txt`` of
+  ``source``, tab-separated, the file name and its wnid first)."""
+  return dict(line.split('\t')[:2] for line in
+              (source / 'val_annotations.txt').read_text().splitlines() if line)
+
+
 def distinct_copies(dest: pathlib.Path, copies: int, limit: Optional[int] = None) -> int:
   """Writes ``copies`` distinct files of each of Tiny ImageNet's 1,000 validation photos (64x64
   JPEGs, ``../shared/data/tiny_imagenet_val``) into ``dest/<wnid>/<stem>_<copy>.JPEG``, 200
@@ -286,8 +293,7 @@ def distinct_copies(dest: pathlib.Path, copies: int, limit: Optional[int] = None
   files takes minutes. ``limit``: the first ``limit`` photos only (by file name; smoke tests).
   """
   source = shared_data('tiny_imagenet_val')
-  classes = dict(line.split('\t')[:2] for line in
-                 (source / 'val_annotations.txt').read_text().splitlines() if line)
+  classes = tiny_imagenet_labels(source)
   photos = [(classes[path.name], path.stem, path.read_bytes())
             for path in sorted((source / 'images').iterdir()) if path.name in classes][:limit]
   marker = dest.parent / f'{dest.name}.complete'  # beside it: not one of the files listed

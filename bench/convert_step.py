@@ -35,18 +35,19 @@ import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DATA = REPO.parent / 'shared' / 'data' / 'tiny_imagenet_val'
+# bench/ is on the path as the script's folder; the job's code comes from PYTHONPATH, each
+# worker's own checkout (the repository itself is not put on the path here)
+import common
+
+REPO = common.REPO
+DATA = common.SHARED_DATA / 'tiny_imagenet_val'
 
 
 def _images(limit: int):
   """LabeledImage of the first ``limit`` photos (sorted by name), their val_annotations label,
   split 'train' for 4 of every 5, 'validation' for the 5th."""
   from transforms.elements import LabeledImage  # pylint: disable=import-outside-toplevel
-  labels = {}
-  for line in (DATA / 'val_annotations.txt').read_text().splitlines():
-    fields = line.split('\t')
-    labels[fields[0]] = fields[1]
+  labels = common.tiny_imagenet_labels(DATA)
   paths = sorted((DATA / 'images').glob('*.JPEG'))[:limit]
   return [LabeledImage(str(path), f'images/{path.name}', labels[path.name],
                        'validation' if i % 5 == 4 else 'train') for i, path in enumerate(paths)]
@@ -167,8 +168,7 @@ def main():
   if args.worker:
     worker(args)
     return
-  if not DATA.is_dir():
-    sys.exit(f'{DATA} is missing: the benchmark reads the real photos in ../shared/data')
+  common.shared_data(DATA.name)  # exits with a message when it is missing
   checkouts = {'this checkout': REPO}
   if args.vs:
     checkouts['--vs'] = pathlib.Path(args.vs).resolve()
@@ -209,8 +209,7 @@ def main():
       values = [pieces[name][piece] for name in names]
       ratio = f' | {values[0] / values[1]:.2f}' if len(values) == 2 else ''
       print(f'| {piece} | ' + ' | '.join(f'{value:.4f}' for value in values) + ratio + ' |')
-  if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
+  common.write_json(args.json, report)
 
 
 if __name__ == '__main__':
