@@ -88,11 +88,7 @@ def pixel_sums(pixels: np.ndarray) -> PixelSums:
   if pixels.dtype != np.uint8 or pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
     raise ValueError(f'pixel_sums takes uint8 [H, W, 1-4], got {pixels.dtype} {pixels.shape}')
   height, width, channels = pixels.shape
-  rows = max(1, _BAND_PIXELS // max(1, width))
-  if rows >= height:  # the usual case: one band
-    sums, squares = _band_sums(pixels)
-    return PixelSums(tuple(map(int, sums[:channels])), tuple(map(int, squares[:channels])),
-                     height * width)
+  rows = max(1, _BAND_PIXELS // max(1, width))  # one band for any image under 2^20 pixels
   sums, squares = [0] * channels, [0] * channels
   for top in range(0, height, rows):
     band_sums, band_squares = _band_sums(pixels[top:top + rows])
