@@ -213,6 +213,7 @@ class ShuffleOrder(beam.PTransform):
     count = self._count or images | 'count images' >> beam.combiners.Count.Globally()
     return (
         images
+        # 50,000 held: about 50 paths per key range and flush, not 20 (1,024 ranges)
         | 'batch by key range' >> beam.ParDo(BatchPerKeyFn(_RangeEntries(self._seed),
                                                            max_held=50_000))
         | 'group key ranges' >> beam.GroupByKey()
