@@ -345,12 +345,33 @@ def precision_part(report, items):
         f'({near_duplicates.DEFAULT_DISTANCE} bits, similarity >= '
         f'{near_duplicates.MIN_SIMILARITY}); the defaults comparing every pair (no bands):')
   kinds = [kind for kind in EDITS + ('known copies',) if kind in default['recall_by_kind']]
-  print(common.format_table(['copy', 'hash alone, 10', 'defaults', 'defaults, every pair'], [
-      [kind] + [_percent(result['recall_by_kind'][kind]) for result in (old, default, every_pair)]
-      for kind in kinds] + [['all', *(f'{_percent(result["recall"])} / '
-                                      f'{_percent(result["precision"])} '
-                                      f'({result["false_pairs"]:,})'
-                                      for result in (old, default, every_pair))]]))
+  # how alike each copy is to its photo (whether or not the bands compare them)
+  pixels_of = {item.node: item.pixels for item in items}
+  alike = collections.defaultdict(list)
+  for a, b, kind in scorer.targets:
+    alike[kind].append(near_duplicates.similarity(pixels_of[a], pixels_of[b]))
+  report['precision']['similarity_to_its_photo'] = {
+      kind: {'median': statistics.median(values), 'p5': float(np.percentile(values, 5)),
+             'min': min(values)} for kind, values in alike.items()}
+  print(common.format_table(
+      ['copy', 'hash alone, 10', 'defaults', 'defaults, every pair',
+       'similarity to its photo: median, 5th percentile, least'],
+      [[kind] + [_percent(result['recall_by_kind'][kind])
+                 for result in (old, default, every_pair)]
+       + [f'{statistics.median(alike[kind]):.3f}, {np.percentile(alike[kind], 5):.3f}, '
+          f'{min(alike[kind]):.3f}'] for kind in kinds]
+      + [['all', *(f'{_percent(result["recall"])} / {_percent(result["precision"])} '
+                   f'({result["false_pairs"]:,})' for result in (old, default, every_pair)),
+          '']]))
+  closest = max(((alike, bits, nodes) for alike, bits, nodes in links
+                 if bits <= near_duplicates.DEFAULT_DISTANCE and len(nodes) == 2
+                 and picture_of[nodes[0]] != picture_of[nodes[1]]), default=None)
+  if closest:
+    report['precision']['most_alike_different'] = [closest[0], closest[1],
+                                                   closest[2][0][0], closest[2][1][0]]
+    print(f'\nthe most alike different photos compared (within '
+          f'{near_duplicates.DEFAULT_DISTANCE} bits): similarity {closest[0]:.3f}, '
+          f'{closest[1]} bits: {closest[2][0][0]}, {closest[2][1][0]}')
   # the different photos the hash alone joins at 10 bits, closest first
   by_node = {item.node: item for item in items}
   different = sorted(((bits, alike, nodes) for alike, bits, nodes in links
