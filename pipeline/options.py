@@ -91,6 +91,12 @@ class ConvertOptions(PipelineOptions):
         f'Default {codec.DEFAULT_MAX_PIXELS:,}, as Pillow; at most twice that (Pillow\'s own '
         'hard limit).')
     parser.add_argument(
+        '--max_jpeg_scans', type=int, default=codec.DEFAULT_MAX_JPEG_SCANS,
+        help='Refuse JPEGs of more scans than this (counted from the markers, before decoding): '
+        'each scan is a pass over the whole image, so a progressive JPEG of thousands of '
+        'scans holds a worker for minutes. Default %(default)s; real photos have 1 '
+        '(baseline) or about 10 (progressive).')
+    parser.add_argument(
         '--extensions', default=','.join(IMAGE_EXTENSIONS),
         help='Comma-separated file extensions taken for images, matched case-insensitively. '
         'Other files are reported in failures.jsonl as skipped. Default: %(default)s.')
@@ -315,7 +321,8 @@ def image_spec(options: ConvertOptions) -> codec.ImageSpec:
   return codec.ImageSpec(
       image_size=options.image_size, resize_mode=options.resize_mode,
       image_format=options.image_format, jpeg_quality=options.jpeg_quality,
-      max_pixels=options.max_pixels, chroma_subsampling=options.chroma_subsampling,
+      max_pixels=options.max_pixels, max_jpeg_scans=options.max_jpeg_scans,
+      chroma_subsampling=options.chroma_subsampling,
       channels=options.channels, background=codec.parse_background(options.background))
 
 
@@ -489,6 +496,8 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--max_failure_fraction must be within [0, 1]')
   if options.max_pixels < 1:
     raise ValueError('--max_pixels must be positive')
+  if options.max_jpeg_scans < 1:
+    raise ValueError('--max_jpeg_scans must be positive')
   if options.max_file_bytes < 1:
     raise ValueError('--max_file_bytes must be positive')
   if not 0 <= options.near_duplicate_distance <= near_duplicates.MAX_DISTANCE:
@@ -636,7 +645,8 @@ def help_of(action: argparse.Action) -> str:
 
 
 CONVERSION_OPTIONS = ('image_size', 'resize_mode', 'image_format', 'jpeg_quality', 'max_pixels',
-                      'chroma_subsampling', 'channels', 'background', 'label_source', 'masks')
+                      'max_jpeg_scans', 'chroma_subsampling', 'channels', 'background',
+                      'label_source', 'masks')
 """The options that decide a record's bytes: a night whose values differ from the previous
 run's converts every image again (``pipeline.nightly.plan_incremental``)."""
 
