@@ -223,7 +223,8 @@ def test_a_damaged_gzip_shard_ends_in_a_framing_error(nights, tmp_path):
 def test_a_vanished_previous_shard_is_reported_not_fatal(tmp_path):
   from transforms.outputs import incremental  # pylint: disable=import-outside-toplevel
   gone = str(tmp_path / 'train-00000-of-00001.tfrecord')
-  out = list(incremental._CopyRecordsFn().process(gone, reuse={}))  # pylint: disable=protected-access
+  copy = incremental._CopyRecordsFn()  # pylint: disable=protected-access
+  out = list(copy.process(gone, reuse={}))
   assert len(out) == 1 and out[0].tag == incremental.CHECKS_TAG
   check = out[0].value
   assert check.shard == gone and check.copied == ()

@@ -42,7 +42,8 @@ in the manifest's ``incremental.rejected`` and in a log line, and counted
 or a shard cut short, leaves the rest of that shard unlocatable: every image whose record is
 not found verified in some shard is converted again (``no intact record``). The SHA-256 is the
 one the split's fingerprint needs anyway (``ConvertedExample.record_sha256``), so the check
-adds no hashing; the checksums cost about 2 us per 30 KB record (``google-crc32c``).
+adds no hashing; the checksums cost about 4 us per 29 KB record (``google-crc32c``; under a
+tenth of the SHA-256: ``bench/reuse_check.py``).
 
 Class ids stay the same across nights (the previous ``labels.txt`` pins them), so a reused
 record, which holds its class id, equals what converting the file again writes: an
@@ -112,8 +113,10 @@ class RejectedRecord(NamedTuple):
   file: the image's relative path, as its record or the reuse entries name it; None where the
     damage hides it (a record that does not parse, the unlocatable rest of a shard).
   shard: the previous shard's path; None for an image found in no shard (``NO_INTACT_RECORD``).
-  record: the record's index in the shard (0-based, file order); None with no shard.
-  offset: the byte offset of its frame (of the decompressed stream for ``.tfrecord.gz``).
+  record: the record's index in the shard (0-based, file order); None where unknown (no shard,
+    or a shard that cannot be read).
+  offset: the byte offset of its frame (of the decompressed stream for ``.tfrecord.gz``); None
+    where unknown (as ``record``, and where a gzip stream stops inflating).
   reason: in words.
   """
   file: Optional[str]
@@ -269,6 +272,30 @@ def shard_frames(path: str) -> Iterator[Frame]:
       raise problem
 
 
+def _verify(frame: Frame, reuse: Dict[str, ReuseEntry]
+            ) -> Tuple[Optional[str], Optional[ReuseEntry], Optional[str]]:
+  """One previous record's verdict: (the file it names, None if it names none; that file's
+  ReuseEntry, None if the night does not reuse it; why the record may not be copied, None if
+  it may, or if it is not to be copied anyway)."""
+  intact = data_checksum_ok(frame)
+  try:
+    relpath = example_filename(frame.data)
+  except ValueError as error:  # no file to name: damaged, or not this job's record
+    return None, None, ('corrupt: the data fails its checksum' if not intact
+                        else f'not a record of this job: {error}')
+  entry = reuse.get(relpath)
+  if not intact:  # the name read from a damaged record may be wrong: a clue, no more
+    return relpath, entry, f'corrupt: the data fails its checksum (it names {relpath})'
+  if entry is None:  # removed, changed or moved since: converted again, or gone
+    return relpath, None, None
+  digest = hashlib.sha256(frame.data).digest()
+  if digest != entry.record_sha256:
+    return relpath, entry, (
+        f'the record differs from the one images.jsonl recorded (SHA-256 {digest.hex()[:16]}'
+        f'..., not {entry.record_sha256.hex()[:16]}...)')
+  return relpath, entry, None
+
+
 class _CopyRecordsFn(beam.DoFn):
   """A previous shard's path -> ConvertedExample for each of its records to reuse that passes
   verification (module docstring), and one ShardCheck on the ``checks`` output."""
@@ -282,48 +309,33 @@ class _CopyRecordsFn(beam.DoFn):
   def process(self, shard: str, reuse: Dict[str, ReuseEntry]) -> Iterable:
     copied, rejected = [], []
 
-    def reject(file, index, offset, reason):
+    def reject(file, number, offset, reason):
       self._rejected.inc()
-      rejected.append(RejectedRecord(file, shard, index, offset, reason))
-      _LOG.warning('%s, record %d (byte %d) of the previous run: %s%s', shard, index, offset,
-                   reason, f'; {file} is converted again' if file else '')
+      rejected.append(RejectedRecord(file, shard, number, offset, reason))
+      where = '' if number is None else f', record {number}' + (
+          '' if offset is None else f' (byte {offset})')
+      _LOG.warning('%s%s of the previous run: %s%s', shard, where, reason,
+                   f'; {file} is converted again' if file else '')
 
-    index = 0  # of the frame being read
+    number = 0  # frames read so far: the index of the next one
     try:
-      for frame in shard_frames(shard):
-        index += 1
-        intact = data_checksum_ok(frame)
-        try:
-          relpath = example_filename(frame.data)
-        except ValueError as error:  # no file to name (damaged, or not this job's record)
-          reject(None, index - 1, frame.offset, 'corrupt: the data fails its checksum' if not intact
-                 else f'not a record of this job: {error}')
-          continue
-        entry = reuse.get(relpath)
-        if not intact:  # named by a damaged record: the name may be wrong, and is a clue
-          reject(relpath if entry else None, index - 1, frame.offset,
-                 f'corrupt: the data fails its checksum (it names {relpath})')
-          continue
-        if entry is None:  # removed, changed or moved since: converted again, or gone
-          continue
-        digest = hashlib.sha256(frame.data).digest()
-        if digest != entry.record_sha256:
-          reject(relpath, index - 1, frame.offset, 'the record differs from the one images.jsonl '
-                 f'recorded (SHA-256 {digest.hex()[:16]}..., not {entry.record_sha256.hex()[:16]}'
-                 '...)')
-          continue
-        copied.append(relpath)
-        self._reused.inc()
-        self._bytes.inc(len(frame.data))
-        image = entry.image
-        yield ConvertedExample(image.split, image.label, relpath, frame.data, digest,
-                               entry.source_sha256, entry.pixel_sums, image.version,
-                               entry.measures)
+      for number, frame in enumerate(shard_frames(shard), 1):
+        relpath, entry, problem = _verify(frame, reuse)
+        if problem is not None:
+          reject(relpath if entry else None, number - 1, frame.offset, problem)
+        elif entry is not None:
+          copied.append(relpath)
+          self._reused.inc()
+          self._bytes.inc(len(frame.data))
+          image = entry.image
+          yield ConvertedExample(image.split, image.label, relpath, frame.data,
+                                 entry.record_sha256, entry.source_sha256, entry.pixel_sums,
+                                 image.version, entry.measures)
     except FramingError as error:  # the rest of the shard cannot be located
-      reject(None, index, error.offset or 0, f'{error.reason}; the images of this record and '
+      reject(None, number, error.offset, f'{error.reason}; the images of this record and '
              'those after it are converted again')
     except reads.UnreadableFile as error:  # gone or denied: none of its records can be reused
-      reject(None, 0, 0, f'cannot read the shard: {error}')
+      reject(None, None, None, f'cannot read the shard: {error}')
     yield beam.pvalue.TaggedOutput(CHECKS_TAG, ShardCheck(shard, tuple(copied), tuple(rejected)))
 
 
