@@ -170,7 +170,8 @@ TFDS_FILEPATH_TEMPLATE = '{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}'  # = shard_file_n
 RUN_DIR_PREFIX = 'dt='
 STAGING_DIR = '_staging'
 LATEST_FILE = 'LATEST'
-IMAGES_INDEX_FILE = 'images.jsonl'  # one JSON object per example: file, sha256, split, label
+IMAGES_INDEX_FILE = 'images.jsonl'  # one JSON object per example: file, sha256, record_sha256,
+# split, label (transforms/outputs/image_index.py)
 DUPLICATES_FILE = 'duplicates.jsonl'  # one JSON object per group of exact or near duplicates
 QUALITY_FILE = 'quality.jsonl'  # one JSON object per image a quality check flags
 RUN_DATE_RE = re.compile(r'^\d{4}-\d{2}-\d{2}$')

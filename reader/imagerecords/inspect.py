@@ -61,11 +61,8 @@ import gzip
 import json
 import math
 import os
-import struct
 import sys
 from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
-
-import google_crc32c
 
 from imagerecords import contract
 from imagerecords import framing
@@ -74,17 +71,6 @@ from imagerecords.report import (Record, Report, SplitReport,  # pylint: disable
 
 MAX_PROBLEMS_PER_SHARD = 20
 VOID_CLASS = contract.MASK_VOID  # 255: the "ignore" id of segmentation masks (PASCAL VOC's)
-_CRC_MASK_DELTA = 0xa282ead8  # TensorFlow's core/lib/hash/crc32c.h
-
-
-def masked_crc32c(data: bytes) -> int:
-  """The CRC-32C of ``data``, masked as TFRecord stores it (``crc32c::Mask`` in TensorFlow).
-
-  Masking rotates the CRC right by 15 bits and adds 0xa282ead8, modulo 2^32, so that a CRC of
-  data that itself holds CRCs is not degenerate.
-  """
-  crc = google_crc32c.value(data)
-  return ((((crc >> 15) | (crc << 17)) & 0xffffffff) + _CRC_MASK_DELTA) & 0xffffffff
 
 
 # --- the framing walk ---------------------------------------------------------------------------
@@ -121,13 +107,12 @@ def walk_frames(stream: BinaryIO, name: str, problems: List[str],
     problems: list the problem lines are appended to.
     check_crc: False skips both checksums (for drawing samples without verifying).
   """
-  length_ok = (lambda header: masked_crc32c(header[:8]) == struct.unpack('<I', header[8:])[0]
-               ) if check_crc else None
+  length_ok = framing.length_checksum_ok if check_crc else None
   index = 0
   try:
     for frame in framing.read_frames(stream, length_ok=length_ok):
       data = frame.data
-      if check_crc and masked_crc32c(data) != struct.unpack('<I', frame.body[-4:])[0]:
+      if check_crc and not framing.data_checksum_ok(frame):
         problems.append(f'{name}: record {index} (byte {frame.offset}): corrupt: the data '
                         f'({len(data)} bytes) fails its checksum')
         data = None

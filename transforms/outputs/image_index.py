@@ -2,7 +2,8 @@
 
     PCollection[ConvertedExample]
       -> images.jsonl: one line per example, sorted by file:
-         {"file": "ants/1.jpg", "label": "ants", "sha256": "<source bytes>", "split": "train",
+         {"file": "ants/1.jpg", "label": "ants", "sha256": "<source bytes>",
+          "record_sha256": "<the record's bytes>", "split": "train",
           "version": "<size>:<mtime>", "pixel_sums": [...] (--stats' training split)}
       -> with a previous run's images.jsonl, keyed by file, co-grouped with this run's:
          a one-element PCollection of the diff the manifest carries
@@ -35,6 +36,8 @@ MOVED_SPLIT, RELABELED = 'moved_split', 'relabeled'
 def index_line(example) -> str:
   """The images.jsonl line of a ConvertedExample (keys sorted, UTF-8 kept).
 
+  ``record_sha256`` (hex SHA-256 of the serialized record, ``ConvertedExample.record_sha256``)
+  is what the next night checks a record it copies against (``transforms.outputs.incremental``).
   ``version`` (the source's size and time as listed, ``elements.source_version``),
   ``pixel_sums`` (``--stats``' training split: ``[[sum per channel], [sum of squares per
   channel], pixels]``) and ``measures`` (``--image_checks``: the perceptual hash and quality
@@ -43,7 +46,7 @@ def index_line(example) -> str:
   (``transforms.outputs.incremental``).
   """
   entry = {'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
-           'split': example.split}
+           'record_sha256': example.record_sha256.hex(), 'split': example.split}
   if example.version is not None:
     entry['version'] = example.version
   if example.pixel_sums is not None:
@@ -57,7 +60,7 @@ def index_line(example) -> str:
 class WriteImageIndex(beam.PTransform):
   """PCollection[ConvertedExample] -> writes ``<output_dir>/images.jsonl``; returns the path.
 
-  One file (~170 bytes per image), lines sorted by file name so two runs' indexes compare
+  One file (~250 bytes per image), lines sorted by file name so two runs' indexes compare
   with ``diff``; sorted by an external merge (``transforms.files.sorted_lines``), so no worker holds
   every line. ``batched``: the input's elements are lists of ConvertedExample
   (``elements.examples_of``).

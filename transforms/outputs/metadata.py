@@ -32,6 +32,7 @@ from transforms.files.folders import match_literal
 from transforms.files.textfiles import write_text
 from transforms.outputs import claim as run_claim
 from transforms.outputs import tfds_metadata
+from transforms.outputs.incremental import NightCounts
 
 
 class RunFailed(RuntimeError):
@@ -93,16 +94,6 @@ def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
   return None
 
 
-def reuse_error(counts: Optional[dict], section: Optional[dict]):
-  """The reason a night fails when it found fewer records in the previous run's shards than it
-  decided to reuse (shards that lack records their index lists), or None."""
-  if not counts or counts['reused'] == counts['to_reuse']:
-    return None
-  return (f'{counts["to_reuse"]} unchanged images were to be reused from '
-          f'{(section or {}).get("reused_from")}, but its shards hold {counts["reused"]} of '
-          'their records; rerun with --full_rebuild')
-
-
 class _WriteMetadataFn(beam.DoFn):
   """None -> the metadata files, and the manifest (:class:`imagerecords.contract.Manifest`);
   see the module docstring."""
@@ -114,7 +105,7 @@ class _WriteMetadataFn(beam.DoFn):
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
               split_stats: Dict[str, dict], failures: List[Failure],
               duplicates: Optional[dict] = None, diff: Optional[dict] = None,
-              statistics: Optional[dict] = None, incremental: Optional[dict] = None,
+              statistics: Optional[dict] = None, incremental: Optional[NightCounts] = None,
               quality: Optional[dict] = None):
     settings = self._settings
     launch = settings.launch
@@ -136,7 +127,8 @@ class _WriteMetadataFn(beam.DoFn):
     error = '; '.join(problems) or failure_fraction_error(
         num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE)
     ) or vanished_classes_error(settings.required_classes, splits
-    ) or reuse_error(incremental, launch.incremental)
+    ) or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
+          if incremental else None)
 
     # The manifest, built here and only here: the launch's entries and this run's results.
     manifest = dataclasses.replace(
@@ -156,8 +148,7 @@ class _WriteMetadataFn(beam.DoFn):
         diff=diff,  # transforms.outputs.image_index.DiffAgainstPrevious; None on a first run
         # --run_date: what the night reused of the previous run (transforms.outputs.incremental)
         incremental=launch.incremental and {
-            **launch.incremental, 'reused': (incremental or {}).get('reused', 0),
-            'converted': (incremental or {}).get('converted', 0)},
+            **launch.incremental, **(incremental or NightCounts(0, 0)).manifest_fields()},
         # transforms.analysis.statistics.TrainingStatistics (--stats) or statistics_tft's
         # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
         statistics=statistics and {
@@ -225,9 +216,9 @@ class WriteMetadata(beam.PTransform):
       (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft``
       ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
       written); the training split's class counts are added as ``class_frequencies``.
-    incremental: optional one-element PCollection of a dated night's counts
-      (``transforms.outputs.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
-      launch's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
+    incremental: optional one-element PCollection of a dated night's
+      ``transforms.outputs.incremental.NightCounts``, added to the launch's ``incremental``
+      section (``pipeline.nightly.IncrementalPlan``).
     claim: the run's ``transforms.outputs.claim.ClaimToken``, checked before anything is written and
       before ``_SUCCESS`` (None: no check).
   """
