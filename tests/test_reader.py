@@ -376,6 +376,11 @@ def test_a_shard_of_another_data_set_is_refused_naming_it(three_outputs, tmp_pat
   # the other split is untouched and still reads
   assert len(_filenames(imagerecords.load(str(data_dir), 'validation', 4,
                                           return_filenames=True))) == 6
+  first = _swap_in(data_dir, three_outputs['theirs'], 'train', 0)
+  with pytest.raises(imagerecords.ShardMismatchError) as error:
+    imagerecords.load(str(data_dir), 'train', 4)
+  assert error.value.path == str(first)
+  assert f'; 1 more shard differs too: {shard.name}' in str(error.value)
 
 
 def test_the_off_switch_reads_the_replaced_shard_as_it_is(three_outputs, tmp_path):

@@ -138,8 +138,9 @@ def load(data_dir: str,
     verify_shards: how the shard files this input pipeline reads are checked against the
       manifest before the dataset is built (:func:`imagerecords.metadata.check_shards`):
       True (the default), each one's size in bytes, one ``stat`` per shard; ``'sha256'``,
-      also the SHA-256 of each, one full read of the shards first (about 1 s per GB on local
-      disk here; ``docs/reader.md``); False, nothing: for shards edited on purpose.
+      also the SHA-256 of each, one full read of the shards first (bound by SHA-256, about
+      1.4 GB/s a core, or by the storage; ``docs/reader.md``); False, nothing: for shards
+      edited on purpose.
 
   Returns:
     A batched, prefetched ``tf.data.Dataset`` as described above. Its cardinality (``len``)

@@ -58,8 +58,9 @@ class ShardMismatchError(ValueError):
       self.reason = f'its SHA-256 is {found}, the manifest says {expected}'
     self.reason += ' (replaced, edited or damaged since the job wrote it)'
     if others:
-      self.reason += (f'; {len(others)} more shards differ too: '
-                      + ', '.join(others[:3]) + (' ...' if len(others) > 3 else ''))
+      self.reason += ('; 1 more shard differs too: ' if len(others) == 1
+                      else f'; {len(others)} more shards differ too: ')
+      self.reason += ', '.join(others[:3]) + (' ...' if len(others) > 3 else '')
     super().__init__(f'{path} is not the shard {contract.MANIFEST_FILE} lists: {self.reason}. '
                      'Refusing to read it; convert the data again, or pass verify_shards=False '
                      'to read the shards as they are.')
@@ -178,7 +179,7 @@ checks nothing (for shards edited on purpose)."""
 
 _STAT_THREADS = 32  # stats in flight at once: each is one request on gs:// (tens of ms)
 _DIGEST_THREADS = 4  # shards read and hashed at once (SHA-256 and file reads free the GIL)
-_READ_BYTES = 4 << 20
+_READ_BYTES = 1 << 20  # tf.io.gfile reads of 1 MiB: 1.4-3.3 GiB/s here; of 2 MiB+: 0.1-0.2
 
 
 def check_shards(shards: Sequence[Shard], verify_shards: Union[bool, str] = True) -> None:
@@ -228,7 +229,7 @@ def check_shards(shards: Sequence[Shard], verify_shards: Union[bool, str] = True
 
 
 def file_sha256(path: str) -> str:
-  """The hex SHA-256 digest of every byte of the file ``path`` (read with ``tf.io.gfile``, 4 MiB
+  """The hex SHA-256 digest of every byte of the file ``path`` (read with ``tf.io.gfile``, 1 MiB
   at a time): what the manifest's per-shard ``sha256`` records."""
   digest = hashlib.sha256()
   with tf.io.gfile.GFile(path, 'rb') as f:
