@@ -373,6 +373,11 @@ def test_a_shard_of_another_data_set_is_refused_naming_it(three_outputs, tmp_pat
     message = str(error.value)
     assert str(shard) in message and 'verify_shards=False' in message
     assert f'holds {found} bytes, the manifest says {expected["bytes"]}' in message
+  # sharded by file under tf.distribute, a pipeline checks the files it reads: shard 0 is sound
+  contexts = [tf.distribute.InputContext(2, pipeline, 2) for pipeline in (0, 1)]
+  assert len(imagerecords.load(str(data_dir), 'train', 4, input_context=contexts[0])) == 3
+  with pytest.raises(imagerecords.ShardMismatchError, match='train-00001-of-00002'):
+    imagerecords.load(str(data_dir), 'train', 4, input_context=contexts[1])
   # the other split is untouched and still reads
   assert len(_filenames(imagerecords.load(str(data_dir), 'validation', 4,
                                           return_filenames=True))) == 6

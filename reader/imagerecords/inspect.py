@@ -363,7 +363,7 @@ def _not_the_manifests(path: str, entry: contract.ShardEntry) -> List[str]:
   """One problem line if the shard at ``path``, whose records all check out, is still not the
   file the manifest lists (``entry``): its size, or its SHA-256 where the manifest records one,
   differs (another data set's shard, the same photos written with other labels); else []."""
-  from imagerecords import metadata  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  from imagerecords import metadata  # pylint: disable=import-outside-toplevel
   shard = metadata.Shard(path, entry.num_examples, entry.bytes, entry.sha256)
   try:
     metadata.check_shards([shard], 'sha256' if entry.sha256 else True)
