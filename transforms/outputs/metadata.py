@@ -1,10 +1,11 @@
 """Write labels.txt, failures.jsonl, manifest.json and, last, _SUCCESS.
 
 One DoFn on one element, run after every shard is written (it takes the written shard paths as
-a side input, so no runner can start it earlier). It counts the records of each shard from the
-TFRecord framing (the writer deals records to shards itself, so the counts per shard are read
-back, not guessed), checks them against the examples converted, and decides whether the run
-succeeded:
+a side input, so no runner can start it earlier). It reads each shard back once, counting its
+records from the TFRecord framing (the writer deals records to shards itself, so the counts per
+shard are read back, not guessed) and digesting its bytes (SHA-256, the manifest's per-shard
+``sha256`` that the reader can check), checks the counts against the examples converted, and
+decides whether the run succeeded:
 
 * more failed inputs than ``max_failure_fraction`` of all image inputs, no image at all, or
   shards whose records do not add up: the manifest says ``"status": "failed"`` with the reason,
@@ -13,19 +14,21 @@ succeeded:
 """
 
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import gzip
+import hashlib
 import json
 import posixpath
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
-from imagerecords.framing import record_spans
+from imagerecords.framing import read_frames
 
 from transforms.elements import NOT_INPUTS, Failure
 from transforms.files.folders import match_literal
@@ -64,11 +67,53 @@ class MetadataSettings:
   start_time: float = 0.0
 
 
-def count_records(path: str) -> int:
-  """The number of records in one TFRecord shard (``.gz`` shards are decompressed)."""
+_READ_BYTES = 1 << 20
+_SUMMARY_THREADS = 8
+"""Shards read back at once by the metadata step: the reads wait on the disk or the object
+store and SHA-256 releases the GIL, so threads overlap them (gs:// and s3:// most)."""
+
+
+class ShardSummary(NamedTuple):
+  """What the manifest says of one written shard: ``num_records`` counted from its framing, and
+  ``sha256``, the hex SHA-256 of its bytes as stored (compressed, for ``.gz``)."""
+  num_records: int
+  sha256: str
+
+
+class _Digesting:
+  """A read-only, unseekable view of a binary stream that adds every byte read to a SHA-256."""
+
+  def __init__(self, stream):
+    self._stream = stream
+    self.digest = hashlib.sha256()
+
+  def read(self, size: int = -1) -> bytes:
+    data = self._stream.read(size)
+    self.digest.update(data)
+    return data
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return False
+
+
+def summarize_shard(path: str) -> ShardSummary:
+  """Counts the records of one TFRecord shard (``.gz`` ones decompressed) and digests its
+  stored bytes, in one front-to-back read of the file (no seek: one stream on gs:// and s3://).
+
+  Raises:
+    FramingError: the shard is cut short.
+  """
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-    stream = gzip.GzipFile(fileobj=raw) if path.endswith(contract.GZIP_SUFFIX) else raw
-    return sum(1 for _ in record_spans(stream))
+    stored = _Digesting(raw)
+    stream = gzip.GzipFile(fileobj=stored) if path.endswith(contract.GZIP_SUFFIX) else stored
+    count = sum(1 for _ in read_frames(stream))
+    while stored.read(_READ_BYTES):  # what the framing left unread (a gzip trailer)
+      pass
+  return ShardSummary(count, stored.digest.hexdigest())
+
 
 
 def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failures_path: str):
@@ -175,12 +220,16 @@ class _WriteMetadataFn(beam.DoFn):
       if name is not None:
         by_split[name.split].append(shard)
     sizes = {path: getattr(match_literal(path), 'size_in_bytes', None) for path in shard_paths}
+    shards_written = [shard for paths in by_split.values() for shard in paths]
+    with concurrent.futures.ThreadPoolExecutor(_SUMMARY_THREADS) as pool:
+      summaries = dict(zip(shards_written, pool.map(summarize_shard, shards_written)))
     splits, problems = {}, []
     for split, num_shards in sorted(self._settings.num_shards.items()):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
                                       'fingerprint': None})
       shards = [contract.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
-                                    num_examples=count_records(shard), bytes=sizes.get(shard))
+                                    num_examples=summaries[shard].num_records,
+                                    bytes=sizes.get(shard), sha256=summaries[shard].sha256)
                 for shard in sorted(by_split.get(split, []))]
       counted = sum(shard.num_examples for shard in shards)
       if len(shards) != num_shards:
