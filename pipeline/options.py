@@ -52,6 +52,14 @@ class ConvertOptions(PipelineOptions):
         "(filename,label) or 'FILENAME LABEL' lines (ImageNet val.txt, Tiny ImageNet "
         "val_annotations.txt). 'none': unlabeled images, records carry no class keys.")
     parser.add_argument(
+        '--allow_single_class', action='store_true', default=False,
+        help='Let a classification run end with a single class (a one-class set, e.g. '
+        'positives only, to be merged with others later). By default such a run fails (exit '
+        '1, nothing published) with the most common label failures and the --label_source to '
+        'try: one class usually means the labels came from the wrong place (every image in one '
+        'folder, a regex that captures one value, a label file that names one class). A run '
+        'whose inputs all fail (e.g. at stage label) fails whatever this says.')
+    parser.add_argument(
         '--label_map', default=None,
         help='labels.txt of an earlier run: its class ids are kept, new classes are appended '
         'after them, so nightly runs never renumber a class.')
