@@ -502,8 +502,8 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
       # container as another user own the folder they made) leaves the job's manifest as it is.
       _LOG.warning('manifest.json of %s keeps the job\'s own content: the runner\'s counters '
                    'could not be added: %s', published, error)
-  if manifest is not None:
-    print(outputs.summary(manifest), file=sys.stderr)
+  if manifest is not None:  # says "wrote" only once the run is published; else FAILED
+    print(outputs.summary(manifest, published=failure is None), file=sys.stderr)
   if failure is None:
     _LOG.info('done: %s', published)
     return 0
