@@ -195,8 +195,15 @@ def step_msecs(result) -> Optional[Dict[str, int]]:
           if msecs} or None  # the steps that took at least a millisecond, costliest first
 
 
-def summary(manifest: contract.Manifest) -> str:
-  """A few lines for people: examples per split and class, failures, where the output is."""
+def summary(manifest: contract.Manifest, published: bool = True) -> str:
+  """A few lines for people: examples per split and class, failures, where the output is.
+
+  The title says ``imagerecords wrote N examples ... to OUTPUT`` only for a complete manifest
+  of a run that was ``published`` (its ``_SUCCESS`` written; a dated run's moved into
+  ``dt=DATE/``); any other says ``imagerecords FAILED: ... not published``, since a manifest
+  may be complete and its run still fail after it (a full disk or a lost claim while
+  publishing).
+  """
   classes = manifest.classes
   # segmentation records have no class label: no per-class example counts to show
   segmentation = manifest.task == contract.TASK_SEGMENTATION
@@ -214,10 +221,13 @@ def summary(manifest: contract.Manifest) -> str:
                + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
   lines.extend(dedup.summary_lines(manifest.duplicates))  # duplicates and leakage
   lines.extend(quality.summary_lines(manifest.quality))  # flagged images
-  verdict = ('wrote' if manifest.status == 'complete' else 'FAILED:')
-  title = (f'imagerecords {verdict} {manifest.num_examples} examples in '
-           f'{len(classes)} classes to {manifest.output_dir} '
-           f'in {manifest.timings.get("wall_time_s", 0):.1f} s')
+  seconds = manifest.timings.get('wall_time_s', 0)
+  if published and manifest.status == 'complete':
+    title = (f'imagerecords wrote {manifest.num_examples} examples in {len(classes)} classes '
+             f'to {manifest.output_dir} in {seconds:.1f} s')
+  else:
+    title = (f'imagerecords FAILED: {manifest.num_examples} examples in {len(classes)} classes '
+             f'converted in {seconds:.1f} s, not published')
   return '\n'.join([title] + lines)
 
 

@@ -1,6 +1,7 @@
 """The nightly job (--run_date): three nights over a growing folder of real photos, then the
 ways a night goes wrong (failure, rerun, vanished class, leftovers of a killed run)."""
 
+import collections
 import hashlib
 import json
 import os
@@ -132,6 +133,33 @@ def test_manifest_diff_counts_what_changed(nights):
       'ants': {'added': 6}, 'bees': {'removed': 3}, 'aphids': {'added': 4}}
   assert manifests[NIGHTS[2]]['diff']['by_class'] == {
       'ants': {'changed': 2, 'removed': 2}, 'bees': {'added': 2}}
+
+
+def test_a_renamed_class_folder_is_reported_as_photos_that_moved_split(tmp_path):
+  # the same photos (same SHA-256) under a renamed class folder: their paths, so their hash
+  # splits, and their class change; the diff pairs them by digest, not only by path
+  hymenoptera = shared_data('hymenoptera') / 'train'
+  images, root = tmp_path / 'images', tmp_path / 'out'
+  for name in ('ants', 'bees'):
+    for path in sorted((hymenoptera / name).glob('*.jpg'))[:12]:
+      _link(path, images / name / path.name)
+  assert convert(images, root, f'--run_date={NIGHTS[0]}', *FLAGS) == 0
+  (images / 'bees').rename(images / 'wasps')
+  assert convert(images, root, f'--run_date={NIGHTS[1]}', *FLAGS) == 0
+  split_before = {sha: split for split, _, _, sha in _records(root / f'dt={NIGHTS[0]}').values()}
+  moved = collections.Counter(
+      (split_before[sha], split) for file, (split, _, _, sha) in
+      _records(root / f'dt={NIGHTS[1]}').items()
+      if file.startswith('wasps/') and split_before[sha] != split)
+  assert moved[('validation', 'train')] > 0  # the case as found: validation photos now train
+  diff = manifest_of(root / f'dt={NIGHTS[1]}')['diff']
+  assert diff['moved_split'] == sum(moved.values())
+  assert diff['added'] == diff['removed'] == diff['renamed'] == diff['relabeled'] == 12
+  assert diff['changed'] == 0 and diff['unchanged'] == 12
+  assert diff['by_class'] == {
+      'bees': {'removed': 12},
+      'wasps': {'added': 12, 'renamed': 12, 'relabeled': 12,
+                    'moved_split': sum(moved.values())}}
 
 
 def test_published_runs_are_never_touched_by_later_nights(nights):

@@ -7,8 +7,10 @@ shard are read back, not guessed) and digesting its bytes (SHA-256, the manifest
 ``sha256`` that the reader can check), checks the counts against the examples converted, and
 decides whether the run succeeded:
 
-* more failed inputs than ``max_failure_fraction`` of all image inputs, no image at all, or
-  shards whose records do not add up: the manifest says ``"status": "failed"`` with the reason,
+* more failed inputs than ``max_failure_fraction`` of all image inputs, no image at all,
+  shards whose records do not add up, or a classification run that ends with fewer than two
+  classes (one only with ``--allow_single_class``; :func:`class_count_error`): the manifest says
+  ``"status": "failed"`` with the reason,
   ``_SUCCESS`` is not written, and the step raises ``RunFailed`` so the job fails;
 * otherwise ``_SUCCESS`` is written last, and readers may trust the directory.
 """
@@ -56,6 +58,10 @@ class MetadataSettings:
   max_failure_fraction: ``--max_failure_fraction``.
   required_classes: ``--strict_labels``: the classes that must keep an example.
   start_time: epoch seconds at launch (the manifest's ``timings``).
+  label_source: ``--label_source`` of a classification run with labels, whose classes are
+    counted at the end (:func:`class_count_error`); None: no count (segmentation,
+    ``--label_source=none``).
+  allow_single_class: ``--allow_single_class``: a run with labels may end with one class.
   """
   launch: contract.Manifest
   write_dir: str
@@ -65,6 +71,8 @@ class MetadataSettings:
   max_failure_fraction: float
   required_classes: Tuple[str, ...] = ()
   start_time: float = 0.0
+  label_source: Optional[str] = None
+  allow_single_class: bool = False
 
 
 _READ_BYTES = 1 << 20
@@ -126,6 +134,77 @@ def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failu
   return None
 
 
+COMMON_REASONS_SHOWN = 3
+"""How many of the most common failure reasons a failed run's one-line reason quotes."""
+
+
+def common_failure_reasons(failures: List[Failure], most: int = COMMON_REASONS_SHOWN) -> str:
+  """The ``most`` most common reasons of the failed image inputs (not the stages of
+  ``NOT_INPUTS``), each with its stage and count, e.g. ``label: not inside a class folder: ...
+  (200)``; ties in reason order. '' when no input failed."""
+  counts = collections.Counter((f.stage, f.reason) for f in failures if f.stage not in NOT_INPUTS)
+  ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]
+  return '; '.join(f'{stage}: {reason} ({count})' for (stage, reason), count in ranked)
+
+
+def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
+  """What to try when ``--label_source`` gave no class, or the one class ``only_class``."""
+  kind, _, value = label_source.partition(':')
+  if kind == 'directory':
+    given = f'gave every image the class {only_class!r}' if only_class else 'gave no image a class'
+    return (f"--label_source=directory (the image's parent folder name) {given}; try "
+            "--label_source=file:PATH (a label file, e.g. Tiny ImageNet's val_annotations.txt) "
+            'or --label_source=filename:REGEX (the class in the file name)')
+  if kind == 'filename':
+    given = f'captured {only_class!r} in every file name' if only_class else 'matched no file name'
+    return (f'the regex of --label_source=filename:{value} {given}; check its group, or try '
+            '--label_source=directory or file:PATH')
+  if kind == 'file':
+    given = f'gives every image the class {only_class!r}' if only_class else 'labels no image'
+    return (f'the label file {value} {given}; check its file names and label column, or try '
+            '--label_source=directory or filename:REGEX')
+  return f'check --label_source={label_source}'
+
+
+def class_count_error(label_source: Optional[str], allow_single_class: bool,
+                      splits: Dict[str, contract.SplitEntry], failures: List[Failure],
+                      num_inputs: int) -> Optional[str]:
+  """The reason a classification run fails on its classes, or None.
+
+  A classifier needs two classes: a run whose examples (all splits together) hold one class
+  fails unless ``allow_single_class`` (``--allow_single_class``), and a run with image inputs
+  but no example at all (every input failed, e.g. at stage ``label``, under a
+  ``--max_failure_fraction`` that allowed it) always fails. Both are what labels taken from the
+  wrong place look like: Beam's ``--labels`` swallowing a label file, every image in one
+  folder, a regex that captures one value. The reason quotes the most common failure reasons
+  (:func:`common_failure_reasons`) and the ``--label_source`` to try.
+
+  Args:
+    label_source: ``--label_source``; None: not a classification run with labels (no check).
+    allow_single_class: one class is allowed.
+    splits: the manifest's splits, with their class counts.
+    failures: every Failure of the run.
+    num_inputs: image inputs (examples and failed inputs); 0: no check here (the run fails on
+      finding no image, :func:`failure_fraction_error`).
+  """
+  if label_source is None or num_inputs == 0:
+    return None
+  counts = collections.Counter()
+  for info in splits.values():
+    counts.update({name: n for name, n in info.class_counts.items() if n})
+  if len(counts) > 1 or (len(counts) == 1 and allow_single_class):
+    return None
+  reasons = common_failure_reasons(failures)
+  reasons = f'; most common failures: {reasons}' if reasons else ''
+  if not counts:
+    return (f'no class: none of the {num_inputs} image inputs became an example{reasons}; '
+            + _label_source_hint(label_source, None))
+  (name, count), = counts.items()
+  return (f'only one class, {name!r} ({count} examples), and a classifier needs two{reasons}; '
+          f'{_label_source_hint(label_source, name)}; or pass --allow_single_class if one class '
+          'is meant')
+
+
 def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
   """The reason a run fails when a class it must keep (``--strict_labels``: every class of the
   label map) has no example left in any split, or None."""
@@ -169,9 +248,12 @@ class _WriteMetadataFn(beam.DoFn):
     num_failed = len(failures) - num_skipped
     num_examples = sum(split.num_examples for split in splits.values())
     num_inputs = num_examples + num_failed
-    error = '; '.join(problems) or failure_fraction_error(
+    classes_error = class_count_error(settings.label_source, settings.allow_single_class, splits,
+                                      failures, num_inputs)
+    # no example at all: the class count's reason (the most common failures, what to try) first
+    error = '; '.join(problems) or (num_examples == 0 and classes_error) or failure_fraction_error(
         num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE)
-    ) or vanished_classes_error(settings.required_classes, splits
+    ) or classes_error or vanished_classes_error(settings.required_classes, splits
     ) or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
           if incremental else None)
 
