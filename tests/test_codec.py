@@ -6,6 +6,7 @@ import re
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import numpy as np
@@ -512,3 +513,39 @@ def test_reader_reads_raw_and_one_channel_outputs(tmp_path, flags, channels):
   assert seen == len(stored) > 0
   train = imagerecords.load(str(out), 'train', 4, image_size=24, training=True, seed=3)
   assert next(iter(train))[0].shape == (4, 24, 24, channels)
+
+
+def _in_new_thread(function):
+  """``function()`` run in a thread of its own (OpenCV's IPP switch is per thread, and a Beam
+  worker thread starts with OpenCV's default), its result."""
+  results = []
+  thread = threading.Thread(target=lambda: results.append(function()))
+  thread.start()
+  thread.join()
+  return results[0]
+
+
+def test_enlarging_resize_does_not_use_ipp():
+  # Intel IPP picks its code by CPU, and its bicubic resize gave other pixels on another machine
+  # (tests/test_same_output.py); OpenCV's own code gives the same ones with or without its
+  # AVX2 dispatch. cat.103.jpg (160x320) is enlarged to 256 wide.
+  import cv2  # pylint: disable=import-outside-toplevel
+  if not _in_new_thread(cv2.ipp.useIPP):
+    pytest.skip('this OpenCV has no IPP to avoid')
+  data = (shared_data('catdog_filenames') / 'train' / 'cat.103.jpg').read_bytes()
+  spec = codec.ImageSpec(image_size=256, resize_mode='shorter_side')
+  pixels = codec.decode(data, spec)
+  assert pixels.shape[1] < 256
+
+  def opencv_own():
+    cv2.ipp.setUseIPP(False)
+    return cv2.resize(pixels, (256, 512), interpolation=cv2.INTER_CUBIC)
+
+  def with_ipp():
+    cv2.ipp.setUseIPP(True)
+    return cv2.resize(pixels, (256, 512), interpolation=cv2.INTER_CUBIC)
+
+  expected = _in_new_thread(opencv_own)
+  assert not np.array_equal(_in_new_thread(with_ipp), expected)  # IPP is there to avoid
+  ours = _in_new_thread(lambda: codec.convert_keeping_pixels(data, spec).pixels)
+  np.testing.assert_array_equal(ours, expected)

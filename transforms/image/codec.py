@@ -25,7 +25,8 @@ What every source becomes (``channels`` = ``ImageSpec.channels``, 3 or 1):
     before resizing, so the stored image is upright and its width/height are the upright ones;
   * resizing follows ``resize_geometry``, with area interpolation when shrinking 2x or more,
     bilinear when shrinking less (what is left after a JPEG's DCT-domain downscale) and bicubic
-    when enlarging (OpenCV).
+    when enlarging (OpenCV's own code, never Intel IPP's: ``opencv_without_ipp``), so the same
+    source gives the same pixels on any x86 CPU.
 
 Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, RGB order.
 """
@@ -33,6 +34,7 @@ Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, 
 import dataclasses
 import io
 import re
+import threading
 import warnings
 from typing import Iterator, NamedTuple, Optional, Tuple
 
@@ -46,6 +48,24 @@ from transforms.elements import EncodedImage
 # OpenCV's own thread pool competes with Beam's workers for the same cores: one image is small,
 # parallelism comes from processing many images at once.
 cv2.setNumThreads(1)
+
+_IPP_OFF = threading.local()
+
+
+def opencv_without_ipp() -> None:
+  """Turns off OpenCV's Intel IPP code paths for the calling thread (once per thread).
+
+  IPP picks its code by the CPU it runs on (SSE4.2, AVX2, AVX-512), and its float arithmetic
+  gives other pixels on another CPU: with IPP, ``cv2.resize(INTER_CUBIC)`` changed 261 of the
+  300 catdog photos against OpenCV's own code, and the job's records differed between machines
+  (tests/test_same_output.py). OpenCV's own code gives the same pixels with or without its
+  SSE4/AVX2 dispatch (checked with ``OPENCV_CPU_DISABLE`` on every catdog photo). The switch is
+  thread-local in OpenCV (a Beam worker thread starts with IPP on), so every function of the job
+  that calls OpenCV on pixels calls this first.
+  """
+  if not getattr(_IPP_OFF, 'done', False):
+    cv2.ipp.setUseIPP(False)
+    _IPP_OFF.done = True
 
 RESIZE_MODES = ('shorter_side', 'center_crop', 'pad', 'stretch', 'none')
 IMAGE_FORMATS = ('jpeg', 'png', 'original', 'raw')
@@ -555,7 +575,7 @@ def apply_geometry(pixels: np.ndarray, geometry: Geometry, nearest: bool = False
     geometry: from ``resize_geometry``.
     nearest: nearest-neighbour resizing (for masks of class indices); otherwise area
       interpolation when shrinking 2x or more, bilinear when shrinking less, bicubic when
-      enlarging (OpenCV).
+      enlarging (OpenCV, without IPP: ``opencv_without_ipp``).
     background: fill of the padding: one value per channel of ``pixels``, or one for all.
     scale: ``(x, y)`` size of ``pixels`` relative to the source the crop box is in (below 1
       for a DCT-downscaled decode); the scaled box is rounded to whole pixels.
@@ -563,6 +583,7 @@ def apply_geometry(pixels: np.ndarray, geometry: Geometry, nearest: bool = False
   Returns:
     The result, ``geometry.output_size`` in size, same dtype and channels as ``pixels``.
   """
+  opencv_without_ipp()
   left, top, right, bottom = geometry.crop_box
   if scale != (1.0, 1.0):
     left, right = round(left * scale[0]), round(right * scale[0])

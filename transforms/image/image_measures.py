@@ -24,6 +24,8 @@ from typing import NamedTuple, Tuple
 import cv2
 import numpy as np
 
+from transforms.image.codec import opencv_without_ipp
+
 THUMBNAIL_SIZE = 64
 """Side of the square thumbnail every measure is taken on, in pixels."""
 
@@ -106,6 +108,7 @@ def measure(pixels: np.ndarray, source_size: Tuple[int, int]) -> ImageMeasures:
   Returns:
     ImageMeasures (see there).
   """
+  opencv_without_ipp()  # the same measures on any CPU (see there)
   pixels = np.ascontiguousarray(pixels)
   if pixels.shape[:2] == _THUMBNAIL_SHAPE:  # cv2.resize to the same size is a copy of it
     thumbnail = pixels
