@@ -134,7 +134,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool, entries: Sequence[str] 
   if found:
     # the record names the earlier run's entries too until they are gone: a deletion cut
     # short leaves them proven
-    old = {path[len(output_dir.rstrip('/')):].lstrip('/').split('/', 1)[0] for path in found}
+    old = {authorship.entry_name(output_dir, path) for path in found}
     authorship.write_record(output_dir, [*entries, *old], run_id, version)
     authorship.delete_success_first(found)
     _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)

@@ -108,12 +108,14 @@ def _manifest_entries(folder: str) -> FrozenSet[str]:
     return frozenset()
   try:
     manifest = contract.Manifest.from_json(json.loads(read_text(path)))
-  except (ValueError, TypeError, UnicodeDecodeError):  # a user's manifest.json: no proof
+    ours = isinstance(manifest.tool, dict) and manifest.tool.get('name') == WRITTEN_BY
+    shards = [shard.file for info in manifest.splits.values() for shard in info.shards]
+  except (ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError):
+    # a manifest.json of another shape (a user's own; Manifest.from_json checks little)
     return frozenset()
-  if (manifest.tool or {}).get('name') != WRITTEN_BY:
+  if not ours:
     return frozenset()
-  shards = [shard.file for info in manifest.splits.values() for shard in info.shards]
-  statistics = manifest.statistics or {}
+  statistics = manifest.statistics if isinstance(manifest.statistics, dict) else {}
   return frozenset([*METADATA_FILES, *shards,
                     *(name + contract.DALI_INDEX_SUFFIX for name in shards),
                     *(STATISTICS_DIRS if statistics.get(contract.STATS_TRANSFORM_FN) else ())])
@@ -135,8 +137,9 @@ def is_job_name(name: str) -> bool:
           or contract.parse_shard_file_name(name) is not None)
 
 
-def _name_in(folder: str, path: str) -> str:
-  """The name of the entry directly in ``folder`` that ``path`` is, or is below."""
+def entry_name(folder: str, path: str) -> str:
+  """The name of the entry directly in ``folder`` that ``path`` is, or is below:
+  ``entry_name('gs://b/out', 'gs://b/out/transform_fn/saved_model.pb') == 'transform_fn'``."""
   prefix = folder.rstrip('/\\')
   relative = path[len(prefix):].lstrip('/\\') if path.startswith(prefix) else path
   return relative.replace('\\', '/').split('/', 1)[0]
@@ -156,7 +159,7 @@ def _entries(folder: str) -> Dict[str, List[str]]:
       return {'': [folder]}
   found: Dict[str, List[str]] = {}
   for path in files_under(folder):
-    found.setdefault(_name_in(folder, path), []).append(path)
+    found.setdefault(entry_name(folder, path), []).append(path)
   return found
 
 
@@ -175,7 +178,7 @@ def refuse_foreign(folder: str, paths: Sequence[str], what: str) -> None:
   below them) whose entries ``folder``'s record does not name; ``what``: what the run would
   have done to them, for the message."""
   proven = proven_entries(folder)
-  foreign = [path for path in paths if _name_in(folder, path) not in proven]
+  foreign = [path for path in paths if entry_name(folder, path) not in proven]
   if foreign:
     raise NotWrittenByThisJob(_message(folder, foreign, what))
 

@@ -38,15 +38,14 @@ from transforms.outputs import claim as run_claim
 _LOG = logging.getLogger(__name__)
 
 
-def _move_tree(source: str, destination: str) -> int:
+def _move_tree(source: str, destination: str) -> None:
   """Moves every file below ``source`` to the same relative path below ``destination``
-  (which must hold no file), the output record first; returns the number of files moved.
+  (which must hold no file), the output record first.
 
   Raises:
     NotWrittenByThisJob: ``destination`` is not empty (something came there after the
       earlier run was deleted); nothing is moved.
   """
-  files = files_under(source)
   if '://' not in source:  # a local filesystem renames a whole directory at once
     left = authorship.remove_empty_folder(destination)
     if left:
@@ -55,8 +54,10 @@ def _move_tree(source: str, destination: str) -> int:
           'deleted: not written by imagerecords; the run publishes nothing over it')
     os.makedirs(os.path.dirname(destination), exist_ok=True)
     os.rename(source, destination)
-    authorship.remove_empty_folder(os.path.dirname(source))  # ROOT/_staging, once no other
-    return len(files)                                       # date stages there
+    # ROOT/_staging, once no other date stages there
+    authorship.remove_empty_folder(os.path.dirname(source))
+    return
+  files = files_under(source)
   prefix = len(source.rstrip('/')) + 1
   record = authorship.record_path(source)
   # the record first: whatever of the run is in destination/ is proven by it, if the move is
@@ -64,7 +65,6 @@ def _move_tree(source: str, destination: str) -> int:
   for group in ([f for f in files if f == record], [f for f in files if f != record]):
     if group:
       FileSystems.rename(group, [FileSystems.join(destination, f[prefix:]) for f in group])
-  return len(files)
 
 
 LATEST_LOCK = 'LATEST.lock'
