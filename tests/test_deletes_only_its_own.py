@@ -89,10 +89,12 @@ def test_publication_deletes_nothing_that_came_after_the_launch(tmp_path):
   (staging / '_SUCCESS').unlink()
   photo = _photos(published / 'incoming', per_class=1)
   before = _digests(published)
-  step = publish._PublishFn(str(root), str(staging), str(published), run_id='next')  # pylint: disable=protected-access
+  step = publish._PublishFn(  # pylint: disable=protected-access
+      str(root), str(staging), str(published), run_id='next')
   with pytest.raises(authorship.NotWrittenByThisJob, match=str(photo)):
     list(step.process({}))
   assert _digests(published) == before
+  assert (staging / 'manifest.json').exists()  # the new run stays staged, unpublished
 
 
 # --- 3. --overwrite replaces only its own files ------------------------------------------------
