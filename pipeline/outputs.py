@@ -169,21 +169,21 @@ def check_apart(input_dir: str, output_dir: str, run_date: Optional[str] = None)
   ``dt=DATE/`` folders included) is where the job writes, replaces and deletes.
   """
   source, target = _location(input_dir), _location(output_dir)
-  flag = '--output_dir' + (f' (the root of --run_date={run_date}\'s dated runs)'
-                           if run_date else '')
+  output = f'--output_dir={output_dir}' + (
+      f' (the root of the dated runs of --run_date={run_date})' if run_date else '')
   if source == target:
-    raise ValueError(f'--input_dir and {flag} are the same folder, {target}: the job would '
-                     'write its records among the photos and read them back as input on the '
-                     'next run; choose an output folder outside the input')
+    raise ValueError(f'--input_dir={input_dir} and {output} are the same folder, {target}: the '
+                     'job would write its records among the photos and read them back as '
+                     'input on the next run; choose an output folder outside the input')
   if _within(target, source):
-    raise ValueError(f'{flag}={output_dir} is inside --input_dir={input_dir}: the next run '
-                     'would list the records as input files (a folder named like a split, '
-                     'train/ or val/, would even turn the input into split folders); choose an '
-                     'output folder outside the input')
+    raise ValueError(f'{output} is inside --input_dir={input_dir}: the next run would list the '
+                     'records as input files (a folder named like a split, train/ or val/, '
+                     'would even turn the input into split folders); choose an output folder '
+                     'outside the input')
   if _within(source, target):
-    raise ValueError(f'--input_dir={input_dir} is inside {flag}={output_dir}, where the job '
-                     'writes, replaces and deletes its output' + (
-                         ' (dt=DATE/ and _staging/ folders)' if run_date else '')
+    raise ValueError(f'--input_dir={input_dir} is inside {output}, where the job writes, '
+                     'replaces and deletes its output' + (
+                         ' (its dt=DATE/ and _staging/ folders)' if run_date else '')
                      + '; move the input, or choose an output folder outside it')
 
 
