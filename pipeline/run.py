@@ -62,6 +62,7 @@ from transforms.inputs.labels import AssignLabels, ClassNames, RefuseUnknownClas
 from transforms.inputs.listing import ListImageFiles
 from transforms.inputs.splits import AssignSplits, ShuffleOrder, probe_split_folders
 from transforms.outputs import claim
+from transforms.outputs.authorship import NotWrittenByThisJob
 from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
 from transforms.outputs.metadata import MetadataSettings, WriteMetadata
@@ -374,8 +375,10 @@ def run(argv: Optional[List[str]] = None) -> int:
   is kept in the output's ``.imagerecords/`` folder, the run's working folders are removed and
   nothing is published. 2: nothing ran: a bad flag (unknown, empty, or Beam's ``--labels``
   naming a file), an empty or unreadable input, an unreadable label file, another run using
-  the same output (or date), or an earlier run's files in ``--output_dir`` (or a published
-  ``--run_date``) without ``--overwrite``.
+  the same output (or date), an earlier run's files in ``--output_dir`` (or a published
+  ``--run_date``) without ``--overwrite``, files the job did not write where it would replace
+  or delete them (``transforms.outputs.authorship``), or an input and an output folder one
+  inside the other.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:
@@ -404,6 +407,9 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
     output_root = opts.absolute_dir(convert_options.output_dir)
     if convert_options.run_date:
       nightly.check_run_date(convert_options.run_date)
+    # before the claim, the first write: neither folder may hold the other
+    outputs.check_apart(opts.absolute_dir(convert_options.input_dir), output_root,
+                        convert_options.run_date)
     held = claim.acquire(output_root, convert_options.run_date,
                          convert_options.claim_lease_seconds)
   except (ValueError, OSError, claim.OutputClaimed) as error:
@@ -447,11 +453,13 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   try:
     config = job_config(convert_options, held.token)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
-    outputs.prepare_output_dir(config.output_dir, convert_options.overwrite)
+    outputs.prepare_output_dir(config.output_dir, convert_options.overwrite,
+                               outputs.entries_written(config), config.run_id)
   except claim.ClaimLost as error:
     _LOG.error('run failed: %s', error)
     return 1
-  except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished) as error:
+  except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished,
+          NotWrittenByThisJob) as error:
     _LOG.error('%s', error)
     return 2
   _LOG.info('converting %s -> %s (%s splits: %s)', config.input_dir, config.output_dir,

@@ -303,10 +303,9 @@ def test_rerunning_a_published_date(nights):
   images, root, _, manifests, _ = nights
   date = NIGHTS[-1]
   assert convert(images, root, f'--run_date={date}', *FLAGS) == 2  # refused: published
-  # a killed run of the same date left files in staging: the rerun clears them
-  leftover = root / '_staging' / f'dt={date}' / 'train-00000-of-00009.tfrecord'
-  leftover.parent.mkdir(parents=True, exist_ok=True)
-  leftover.write_bytes(b'half a record')
+  # a killed run of the same date left files in staging (named by its output record): the
+  # rerun clears them
+  _stage(root / '_staging' / f'dt={date}', ['train-00000-of-00009.tfrecord'], 'half a record')
   flags = [f for f in FLAGS if not f.startswith('--num_shards')] + ['--num_shards=1']
   assert convert(images, root, f'--run_date={date}', '--overwrite', *flags) == 0
   run_dir = root / f'dt={date}'
@@ -316,10 +315,14 @@ def test_rerunning_a_published_date(nights):
   assert (root / 'LATEST').read_text().strip() == f'dt={date}'
 
 
-def _stage(staging: pathlib.Path, names, text='new') -> None:
-  staging.mkdir(parents=True, exist_ok=True)
+def _stage(folder: pathlib.Path, names, text='new') -> None:
+  """Writes ``names`` into ``folder`` with the output record of the run that wrote them (which
+  also names the publication's marker, as a dated run's does)."""
+  from transforms.outputs import authorship  # pylint: disable=import-outside-toplevel
+  folder.mkdir(parents=True, exist_ok=True)
   for name in names:
-    (staging / name).write_text(text)
+    (folder / name).write_text(text)
+  authorship.write_record(str(folder), [*names, '_OLD_RUN_DELETED'], text, '0')
 
 
 def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
@@ -333,13 +336,12 @@ def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
   for _ in range(2):  # the first attempt, then a retry after it had finished its move
     assert list(publish.process({'run': 1})) == [{'run': 1}]
     assert sorted(os.listdir(published)) == [
-        '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
+        '.imagerecords', '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
     assert (published / 'manifest.json').read_text() == 'new'
   # an attempt that died after deleting the earlier run, before moving anything
   shutil.rmtree(published)
   _stage(staging, ['train-00000-of-00002.tfrecord', 'manifest.json', '_OLD_RUN_DELETED'])
   list(publish.process({}))
   assert sorted(os.listdir(published)) == [
-      '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
+      '.imagerecords', '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
   assert (tmp_path / 'LATEST').read_text().strip() == 'dt=2026-11-21'
-
