@@ -54,6 +54,15 @@ def image_files(root: pathlib.Path, limit: Optional[int] = None) -> List[pathlib
 
 
 FOLLOW_LINKS = '--follow_external_symlinks'
+
+
+def one_class_flags(repo: Optional[pathlib.Path] = None) -> List[str]:
+  """``['--allow_single_class']`` where the job of ``repo`` (None: this checkout) has that
+  flag, else []: a bench's first ``--limit`` photos by path are often of one class (all
+  ``train/ants/`` of hymenoptera), which the job refuses to publish without it; older
+  checkouts (a before/after's baseline) neither have the flag nor need it."""
+  options = pathlib.Path(repo or REPO) / 'pipeline' / 'options.py'
+  return ['--allow_single_class'] if "'--allow_single_class'" in options.read_text() else []
 """The job's flag that takes the links of :func:`repeat_tree` (they point outside the input
 folder, which the job otherwise reports instead of reading); every bench run passes it."""
 

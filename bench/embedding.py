@@ -37,7 +37,8 @@ import common  # pylint: disable=wrong-import-position
 
 def _job(data: pathlib.Path, out: pathlib.Path, flags):
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={data}', f'--output_dir={out}',
-         '--stats=false', '--num_shards=2', common.FOLLOW_LINKS, *flags]
+         '--stats=false', '--num_shards=2', common.FOLLOW_LINKS, *common.one_class_flags(),
+         *flags]
   status, wall, peak, output, cpu = common.run_measured(cmd, cpu=True)
   if status != 0:
     sys.exit(f'the job failed ({status}):\n{output[-3000:]}')

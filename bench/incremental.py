@@ -24,8 +24,8 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from bench.common import (REPO, finish_report, format_table, machine, print_machine,  # noqa: E402
-                          run_measured, shared_data)
+from bench.common import (REPO, finish_report, format_table, machine, one_class_flags,  # noqa: E402
+                          print_machine, run_measured, shared_data)
 
 D1, D2 = '2026-11-01', '2026-11-02'
 
@@ -69,7 +69,7 @@ def change_night(root: pathlib.Path, paths: list) -> dict:
 
 def _night(images, root, date, *flags) -> dict:
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={images}',
-         f'--output_dir={root}', f'--run_date={date}', *flags]
+         f'--output_dir={root}', f'--run_date={date}', *one_class_flags(), *flags]
   status, wall, peak, output, cpu = run_measured(cmd, cpu=True)
   if status != 0:
     raise RuntimeError(f'{cmd} failed:\n{output[-3000:]}')

@@ -53,7 +53,8 @@ def _profile(photos, root, times, job_flags, tmp):
   work = pathlib.Path(tmp) / f'{times}x'
   common.repeat_tree(photos, root, times, work / 'data')
   argv = [f'--input_dir={work / "data"}', f'--output_dir={work / "out"}', '--overwrite',
-          '--direct_running_mode=in_memory', common.FOLLOW_LINKS, *job_flags]
+          '--direct_running_mode=in_memory', common.FOLLOW_LINKS, *common.one_class_flags(),
+          *job_flags]
   profile = cProfile.Profile()
   if profile.runcall(job.run, argv) != 0:
     sys.exit(f'the job failed at {times}x')

@@ -190,7 +190,8 @@ def convert(data, output, image_size, limit):
     source = output.parent / 'limited'
     common.repeat_tree(common.image_files(data, limit), data, 1, source)
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={source}', f'--output_dir={output}',
-         f'--image_size={image_size}', '--num_shards=4', '--overwrite', common.FOLLOW_LINKS]
+         f'--image_size={image_size}', '--num_shards=4', '--overwrite', common.FOLLOW_LINKS,
+         *common.one_class_flags()]
   status, wall, _, log = common.run_measured(cmd)
   if status != 0:
     raise RuntimeError(f'conversion failed (exit {status}):\n{log[-3000:]}')

@@ -410,7 +410,7 @@ def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_f
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
          f'--output_dir={output_dir}', f'--image_size={image_size}', '--overwrite',
          *([f'--direct_num_workers={workers}'] if workers_flag else []), common.FOLLOW_LINKS,
-         *flags]
+         *common.one_class_flags(repo), *flags]
   env = None
   if repo:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(pathlib.Path(repo) /

@@ -13,7 +13,10 @@ the files into ``dt=DATE/``, writes ``_SUCCESS`` there and then points ``LATEST`
 that fails or is killed leaves ``LATEST`` and every published run as they were; what it staged
 has no ``_SUCCESS`` and is cleared by the next run of the same date, wherever it died (listing,
 converting, the statistics, writing shards or metadata, publishing): a scheduler's automatic
-retry reruns the date to completion without ``--overwrite``.
+retry reruns the date to completion without ``--overwrite``. What it clears or replaces is only
+what the job wrote: each of ``_staging/dt=DATE/`` and ``dt=DATE/`` holds the output record of
+the run that wrote it (``transforms.outputs.authorship``), and anything the record does not
+name stops the launch (exit 2) instead of being deleted.
 """
 
 import datetime
@@ -25,7 +28,9 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from pipeline.outputs import read_manifest
-from transforms.files.folders import delete_tree, escape_pattern, files_under, match
+from transforms.files.folders import escape_pattern, match
+from transforms.outputs.authorship import own_folder_contents, remove_empty_folder
+from transforms.outputs.publish import read_latest
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -61,28 +66,39 @@ def check_run_date(text: str) -> str:
 
 
 def plan_run(root: str, run_date: str, overwrite: bool) -> RunLayout:
-  """Decides the run's directories and clears what an earlier, unfinished run of the same
-  date staged.
+  """Decides the run's directories, checks that what its publication will replace is the
+  job's, and clears what an earlier, unfinished run of the same date staged.
 
   Raises:
     ValueError: ``run_date`` is not a ``YYYY-MM-DD`` date.
     AlreadyPublished: ``ROOT/dt=DATE/_SUCCESS`` exists and ``overwrite`` is False. (With
       ``overwrite`` the published run stays readable until the new one replaces it.)
+    NotWrittenByThisJob: ``ROOT/dt=DATE/`` or ``ROOT/_staging/dt=DATE/`` holds an entry that
+      no output record there names (``transforms.outputs.authorship``: photos of a data lake
+      laid out by date, a user's files), or ``ROOT/LATEST`` is not the job's pointer; the
+      message names them, and nothing was deleted.
   """
   check_run_date(run_date)
+  read_latest(root)  # NotWrittenByThisJob: publication would replace a LATEST not the job's
   publish_dir = FileSystems.join(root, contract.run_dir_name(run_date))
   if (FileSystems.exists(FileSystems.join(publish_dir, contract.SUCCESS_FILE))
       and not overwrite):
     raise AlreadyPublished(
         f'{publish_dir} is already published (it has {contract.SUCCESS_FILE}); '
         'pass --overwrite to replace it')
+  # an earlier run's, or what a launch killed while publishing moved there: publication
+  # deletes it (not yet: a published run stays readable until the new one replaces it)
+  own_folder_contents(publish_dir, f'publishing --run_date={run_date} would delete them')
   staging_dir = FileSystems.join(root, contract.STAGING_DIR, contract.run_dir_name(run_date))
-  leftovers = files_under(staging_dir)
-  if leftovers or FileSystems.exists(staging_dir):
+  leftovers = own_folder_contents(
+      staging_dir, 'the run would clear them as the files of an unfinished run of the date')
+  if leftovers.files or leftovers.record:
     # whatever a dead attempt of this date left (shards, metadata, the working folders of the
     # shard writer, the statistics and the index, empty folders): never a reason to stop
-    _LOG.info('clearing %d files an unfinished run staged in %s', len(leftovers), staging_dir)
-    delete_tree(staging_dir)
+    _LOG.info('clearing %d entries an unfinished run staged in %s', len(leftovers.files),
+              staging_dir)
+    leftovers.delete()
+  remove_empty_folder(staging_dir)
   return RunLayout(root, run_date, publish_dir, staging_dir, previous_run(root, run_date))
 
 

@@ -10,10 +10,12 @@ import ctypes.util
 import difflib
 import os
 import pathlib
+import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
+                                                  PipelineOptions, StandardOptions)
 from imagerecords import contract
 
 import pipeline
@@ -49,6 +51,14 @@ class ConvertOptions(PipelineOptions):
         r"'filename:^([a-z]+)\.\d+\.jpg$'. 'file:PATH': a CSV label file with a header "
         "(filename,label) or 'FILENAME LABEL' lines (ImageNet val.txt, Tiny ImageNet "
         "val_annotations.txt). 'none': unlabeled images, records carry no class keys.")
+    parser.add_argument(
+        '--allow_single_class', action='store_true', default=False,
+        help='Let a classification run end with a single class (a one-class set, e.g. '
+        'positives only, to be merged with others later). By default such a run fails (exit '
+        '1, nothing published) with the most common label failures and the --label_source to '
+        'try: one class usually means the labels came from the wrong place (every image in one '
+        'folder, a regex that captures one value, a label file that names one class). A run '
+        'whose inputs all fail (e.g. at stage label) fails whatever this says.')
     parser.add_argument(
         '--label_map', default=None,
         help='labels.txt of an earlier run: its class ids are kept, new classes are appended '
@@ -90,6 +100,12 @@ class ConvertOptions(PipelineOptions):
         help='Refuse images whose header claims more pixels than this (decompression bombs). '
         f'Default {codec.DEFAULT_MAX_PIXELS:,}, as Pillow; at most twice that (Pillow\'s own '
         'hard limit).')
+    parser.add_argument(
+        '--max_jpeg_scans', type=int, default=codec.DEFAULT_MAX_JPEG_SCANS,
+        help='Refuse JPEGs of more scans than this (counted from the markers, before decoding): '
+        'each scan is a pass over the whole image, so a progressive JPEG of thousands of '
+        'scans holds a worker for minutes. Default %(default)s; real photos have 1 '
+        '(baseline) or about 10 (progressive).')
     parser.add_argument(
         '--extensions', default=','.join(IMAGE_EXTENSIONS),
         help='Comma-separated file extensions taken for images, matched case-insensitively. '
@@ -317,7 +333,8 @@ def image_spec(options: ConvertOptions) -> codec.ImageSpec:
   return codec.ImageSpec(
       image_size=options.image_size, resize_mode=options.resize_mode,
       image_format=options.image_format, jpeg_quality=options.jpeg_quality,
-      max_pixels=options.max_pixels, chroma_subsampling=options.chroma_subsampling,
+      max_pixels=options.max_pixels, max_jpeg_scans=options.max_jpeg_scans,
+      chroma_subsampling=options.chroma_subsampling,
       channels=options.channels, background=codec.parse_background(options.background))
 
 
@@ -478,12 +495,66 @@ def check_flags(argv: Sequence[str]) -> None:
                      'defined neither by this job nor by Beam (see --help)')
 
 
+def check_not_empty(options: ConvertOptions) -> None:
+  """Raises ValueError when one of the job's flags was given an empty value (``--run_date=``,
+  ``--input_dir=``, ``--label_map=``, ``--masks=``, ...; blanks count as empty).
+
+  A scheduler's template that rendered nothing (``--run_date={{ ds }}`` without a date) leaves
+  such a flag, and Beam's parser takes the empty string; most of the job's flags would then
+  mean their default (a plain run for ``--run_date``, no label map, classification for
+  ``--masks``) without a word. No flag of this job means anything when empty.
+
+  Raises:
+    ValueError: one line naming the first such flag.
+  """
+  for action in job_actions():
+    value = getattr(options, action.dest, None)
+    if isinstance(value, str) and not value.strip():
+      raise ValueError(f'--{action.dest} is empty: give it a value or leave the flag out (a '
+                       "scheduler's template that rendered nothing?)")
+
+
+DATAFLOW_LABEL_CHARACTERS = re.compile(r'[\w\-=]*')
+"""What a Dataflow job label (``key=value``) may hold: Google Cloud labels take lower-case
+letters, digits, ``_`` and ``-`` (international letters too), never a ``.``, ``/`` or ``:``."""
+
+
+def check_dataflow_labels(options: PipelineOptions) -> None:
+  """Raises ValueError when Beam's ``--labels`` (Dataflow job labels, ``key=value`` or a JSON
+  object) is given where it cannot mean that: a value that names a file (it exists, or holds a
+  character no Dataflow label holds: ``--labels=val_annotations.txt``), or any value with a
+  runner that is not Dataflow, which ignores it. Beam takes ``--labels`` for its own flag, so
+  without this check a label file meant by it is silently dropped and every image labelled by
+  its folder name.
+
+  Raises:
+    ValueError: one line naming the value and the hint ``--label_source=file:...``.
+  """
+  values = options.view_as(GoogleCloudOptions).labels or []
+  runner = options.view_as(StandardOptions).runner
+  runner_name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+  dataflow = 'dataflow' in (runner_name or '').lower()
+  for value in values:
+    text = str(value)
+    names_a_file = '{' not in text and (
+        os.path.exists(text) or not DATAFLOW_LABEL_CHARACTERS.fullmatch(text))
+    if names_a_file or not dataflow:
+      why = (f'the runner is {runner_name or "the local runner"}, which takes no job labels'
+             if not names_a_file else 'a Dataflow job label is key=value, never a file')
+      raise ValueError(
+          f"--labels={text} is Beam's flag for Dataflow job labels, not this job's labels "
+          f'({why}): for a label file pass --label_source=file:'
+          f'{text if names_a_file else "PATH"} (see --help for the other label sources)')
+
+
 def validate(options: ConvertOptions) -> None:
   """Checks what argparse cannot; raises ValueError with the flag's name.
 
   (--input_dir and --output_dir are checked here, not by argparse's ``required``: every
   PipelineOptions subclass is parsed whenever any options are, a TestPipeline's too.)
   """
+  check_not_empty(options)
+  check_dataflow_labels(options)
   for flag in ('input_dir', 'output_dir'):
     if not getattr(options, flag):
       raise ValueError(f'--{flag} is required (see --help)')
@@ -491,6 +562,8 @@ def validate(options: ConvertOptions) -> None:
     raise ValueError('--max_failure_fraction must be within [0, 1]')
   if options.max_pixels < 1:
     raise ValueError('--max_pixels must be positive')
+  if options.max_jpeg_scans < 1:
+    raise ValueError('--max_jpeg_scans must be positive')
   if options.max_file_bytes < 1:
     raise ValueError('--max_file_bytes must be positive')
   if not 0 <= options.near_duplicate_distance <= near_duplicates.MAX_DISTANCE:
@@ -638,7 +711,8 @@ def help_of(action: argparse.Action) -> str:
 
 
 CONVERSION_OPTIONS = ('image_size', 'resize_mode', 'image_format', 'jpeg_quality', 'max_pixels',
-                      'chroma_subsampling', 'channels', 'background', 'label_source', 'masks')
+                      'max_jpeg_scans', 'chroma_subsampling', 'channels', 'background',
+                      'label_source', 'masks')
 """The options that decide a record's bytes: a night whose values differ from the previous
 run's converts every image again (``pipeline.nightly.plan_incremental``)."""
 

@@ -11,20 +11,25 @@ import os
 import re
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import monitoring_infos
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
 
+import pipeline
+from pipeline.options import STATS_TFT
 from transforms.analysis import dedup, quality, statistics_tft
 from transforms.elements import METRICS_NAMESPACE
 from transforms.files import sorted_lines
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.files.textfiles import read_text, replace_text, write_text
-from transforms.outputs import claim, write
-from transforms.outputs.publish import delete_success_first
+from transforms.outputs import authorship, claim, write
+from transforms.outputs.publish import PUBLICATION_MARKER
+
+if TYPE_CHECKING:  # pipeline.config imports pipeline.nightly, which imports this module
+  from pipeline.config import JobConfig  # pylint: disable=cyclic-import
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -51,29 +56,37 @@ def _files_directly_in(directory: str) -> List[str]:
 
 
 def existing_outputs(output_dir: str) -> List[str]:
-  """Paths of what a run writes that is in ``output_dir`` (shards, metadata, the ``--stats``
-  folders, a dead run's working folders); never anything else, whatever its name."""
-  names = (contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
-           contract.SUCCESS_FILE, contract.IMAGES_INDEX_FILE, contract.DUPLICATES_FILE,
-           contract.QUALITY_FILE,
-           contract.TFDS_DATASET_INFO_FILE, contract.TFDS_FEATURES_FILE,
-           contract.TFDS_CLASS_NAMES_FILE)
+  """Paths of what bears the name of something a run writes in ``output_dir`` (shards,
+  metadata, the ``--stats=tft`` folders, a dead run's working folders:
+  ``authorship.is_job_name``); never anything else, whatever its name."""
   found = []
   for path in _files_directly_in(output_dir):
-    base = path.rsplit('/', 1)[-1]
-    if base.endswith(contract.DALI_INDEX_SUFFIX):  # a shard's DALI index (--dali_index)
-      base = base[:-len(contract.DALI_INDEX_SUFFIX)]
-    if base in names or contract.parse_shard_file_name(base):
+    if authorship.is_job_name(path.rsplit('/', 1)[-1]):
       found.append(path)
-  # --stats writes folders; a run that died leaves its working folders
-  for name in (contract.TRANSFORM_FN_DIR, contract.TRANSFORMED_METADATA_DIR, *WORKING_FOLDERS):
+  # object stores list the objects below a folder's name, not the folder
+  for name in (*authorship.STATISTICS_DIRS, *WORKING_FOLDERS):
     path = FileSystems.join(output_dir, name)
-    if is_local(path):
-      if os.path.lexists(path):
-        found.append(path)
-    else:
+    if not is_local(path):
       found.extend(files_under(path))
-  return sorted(found)
+  return sorted(set(found))
+
+
+def entries_written(config: 'JobConfig') -> List[str]:
+  """The names of the entries a run of ``config`` may write directly in its write folder
+  (``config.output_dir``): what its output record names (``transforms.outputs.authorship``)."""
+  shards = [contract.shard_file_name(split, index, count, config.compressed)
+            for split, count in config.num_shards.items() for index in range(count)]
+  tft = config.stats == STATS_TFT
+  skipped = {contract.QUALITY_FILE} if not config.image_checks else set()
+  if config.compressed:  # no TFDS metadata for GZIP shards (tfds_metadata.metadata_files)
+    skipped |= {contract.TFDS_DATASET_INFO_FILE, contract.TFDS_FEATURES_FILE,
+                contract.TFDS_CLASS_NAMES_FILE}
+  return sorted({
+      *shards, *(name + contract.DALI_INDEX_SUFFIX for name in shards if config.dali_index),
+      *(name for name in authorship.METADATA_FILES if name not in skipped),
+      *(authorship.STATISTICS_DIRS if tft else ()),
+      *(name for name in WORKING_FOLDERS if tft or name != statistics_tft.STAGING_DIR),
+      *((PUBLICATION_MARKER,) if config.publish_dir else ())})
 
 
 def remove_working_folders(write_dir: str) -> None:
@@ -87,28 +100,91 @@ def remove_working_folders(write_dir: str) -> None:
       _LOG.warning('could not remove %s: %s', path, error)
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
-  """Refuses to mix two runs' files: an earlier run's files are an error, or, with
-  ``overwrite``, deleted (``_SUCCESS`` first, so no reader trusts a half-deleted directory).
-  A local ``output_dir`` is then created by the launcher, so that the folder where it adds the
-  runner's counters to manifest.json after the job is its own, also where the SDK workers run
-  as another user (a worker pool in a container, as root: ``deploy/flink/``).
+def prepare_output_dir(output_dir: str, overwrite: bool, entries: Sequence[str] = (),
+                       run_id: str = '') -> None:
+  """Refuses to mix two runs' files, and to touch any file the job did not write, then
+  records what this run writes (``entries``, see :func:`entries_written`) in the folder's
+  output record (``transforms.outputs.authorship``) before the run writes anything.
+
+  What bears the job's names (:func:`existing_outputs`) must be named by the folder's record
+  (or listed by an imagerecords ``manifest.json``, for an output of an older version);
+  anything else of ``output_dir`` is never looked at. An earlier run's files are an error, or,
+  with ``overwrite``, deleted (``_SUCCESS`` first, so no reader trusts a half-deleted
+  directory). A local ``output_dir`` is then created by the launcher, so that the folder where
+  it adds the runner's counters to manifest.json after the job is its own, also where the SDK
+  workers run as another user (a worker pool in a container, as root: ``deploy/flink/``).
 
   Raises:
+    NotWrittenByThisJob: a file or folder bearing one of the job's names was not written by
+      it (a user's own ``manifest.json``, ``labels.txt``, ``transformed_metadata/``...); the
+      message names them. Nothing is deleted, with or without ``overwrite``.
     OutputNotEmpty: files of an earlier run exist and ``overwrite`` is False.
     OSError: the folder cannot be created.
   """
   found = existing_outputs(output_dir)
+  authorship.refuse_foreign(output_dir, found, '--overwrite would replace or delete them, and '
+                            'the run would write over them')
   if is_local(output_dir):
     os.makedirs(output_dir, exist_ok=True)
-  if not found:
-    return
-  if not overwrite:
+  if found and not overwrite:
     raise OutputNotEmpty(
         f'{output_dir} already holds {len(found)} files of an earlier run '
         f'(e.g. {found[0]}); pass --overwrite to replace them')
-  delete_success_first(found)
-  _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)
+  version = pipeline.__version__
+  if found:
+    # the record names the earlier run's entries too until they are gone: a deletion cut
+    # short leaves them proven
+    old = {authorship.entry_name(output_dir, path) for path in found}
+    authorship.write_record(output_dir, [*entries, *old], run_id, version)
+    authorship.delete_success_first(found)
+    _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)
+  authorship.write_record(output_dir, entries, run_id, version)
+
+
+def _location(path: str) -> str:
+  """``path`` as one comparable string: a local path made absolute with every link resolved
+  (``os.path.realpath``; the parts that do not exist yet kept as they are); a URL with its
+  scheme in lower case and no trailing ``/``. Object stores' keys are literal (``.``, ``..``
+  and ``//`` are characters of a key there), so they are compared as written."""
+  if is_local(path):
+    return os.path.realpath(os.path.abspath(path))
+  scheme, rest = path.split('://', 1)
+  return f'{scheme.lower()}://{rest.rstrip("/")}'
+
+
+def _within(inner: str, outer: str) -> bool:
+  """True when the location ``inner`` is ``outer`` or below it (whole path components)."""
+  separator = '/' if '://' in outer else os.sep
+  return inner == outer or inner.startswith(outer.rstrip(separator) + separator)
+
+
+def check_apart(input_dir: str, output_dir: str, run_date: Optional[str] = None) -> None:
+  """Raises ValueError unless ``input_dir`` and ``output_dir`` (with ``run_date``: the root of
+  the dated runs) are apart: neither is the other or inside it, compared as locations
+  (:func:`_location`: local links resolved, ``gs://`` and ``s3://`` URLs as written). Checked
+  at launch, before the run claims or writes anything.
+
+  An output inside the input would be listed as input by the next run (and ``IN/train`` turns
+  the input into split folders); an input inside the output (a dated run's root: its
+  ``dt=DATE/`` folders included) is where the job writes, replaces and deletes.
+  """
+  source, target = _location(input_dir), _location(output_dir)
+  output = f'--output_dir={output_dir}' + (
+      f' (the root of the dated runs of --run_date={run_date})' if run_date else '')
+  if source == target:
+    raise ValueError(f'--input_dir={input_dir} and {output} are the same folder, {target}: the '
+                     'job would write its records among the photos and read them back as '
+                     'input on the next run; choose an output folder outside the input')
+  if _within(target, source):
+    raise ValueError(f'{output} is inside --input_dir={input_dir}: the next run would list the '
+                     'records as input files (a folder named like a split, train/ or val/, '
+                     'would even turn the input into split folders); choose an output folder '
+                     'outside the input')
+  if _within(source, target):
+    raise ValueError(f'--input_dir={input_dir} is inside {output}, where the job writes, '
+                     'replaces and deletes its output' + (
+                         ' (its dt=DATE/ and _staging/ folders)' if run_date else '')
+                     + '; move the input, or choose an output folder outside it')
 
 
 def read_manifest(output_dir: str) -> Optional[contract.Manifest]:
@@ -195,8 +271,15 @@ def step_msecs(result) -> Optional[Dict[str, int]]:
           if msecs} or None  # the steps that took at least a millisecond, costliest first
 
 
-def summary(manifest: contract.Manifest) -> str:
-  """A few lines for people: examples per split and class, failures, where the output is."""
+def summary(manifest: contract.Manifest, published: bool = True) -> str:
+  """A few lines for people: examples per split and class, failures, where the output is.
+
+  The title says ``imagerecords wrote N examples ... to OUTPUT`` only for a complete manifest
+  of a run that was ``published`` (its ``_SUCCESS`` written; a dated run's moved into
+  ``dt=DATE/``); any other says ``imagerecords FAILED: ... not published``, since a manifest
+  may be complete and its run still fail after it (a full disk or a lost claim while
+  publishing).
+  """
   classes = manifest.classes
   # segmentation records have no class label: no per-class example counts to show
   segmentation = manifest.task == contract.TASK_SEGMENTATION
@@ -214,10 +297,13 @@ def summary(manifest: contract.Manifest) -> str:
                + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
   lines.extend(dedup.summary_lines(manifest.duplicates))  # duplicates and leakage
   lines.extend(quality.summary_lines(manifest.quality))  # flagged images
-  verdict = ('wrote' if manifest.status == 'complete' else 'FAILED:')
-  title = (f'imagerecords {verdict} {manifest.num_examples} examples in '
-           f'{len(classes)} classes to {manifest.output_dir} '
-           f'in {manifest.timings.get("wall_time_s", 0):.1f} s')
+  seconds = manifest.timings.get('wall_time_s', 0)
+  if published and manifest.status == 'complete':
+    title = (f'imagerecords wrote {manifest.num_examples} examples in {len(classes)} classes '
+             f'to {manifest.output_dir} in {seconds:.1f} s')
+  else:
+    title = (f'imagerecords FAILED: {manifest.num_examples} examples in {len(classes)} classes '
+             f'converted in {seconds:.1f} s, not published')
   return '\n'.join([title] + lines)
 
 

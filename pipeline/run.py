@@ -62,6 +62,7 @@ from transforms.inputs.labels import AssignLabels, ClassNames, RefuseUnknownClas
 from transforms.inputs.listing import ListImageFiles
 from transforms.inputs.splits import AssignSplits, ShuffleOrder, probe_split_folders
 from transforms.outputs import claim
+from transforms.outputs.authorship import NotWrittenByThisJob
 from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
 from transforms.outputs.metadata import MetadataSettings, WriteMetadata
@@ -331,7 +332,10 @@ def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimTo
       launch=launch, write_dir=layout.staging_dir if layout else output_dir,
       write_success=layout is None, num_shards=num_shards, compressed=compressed,
       max_failure_fraction=options.max_failure_fraction,
-      required_classes=tuple(label_map) if strict_labels else (), start_time=time.time())
+      required_classes=tuple(label_map) if strict_labels else (), start_time=time.time(),
+      # a classification run with labels ends with two classes or more (--allow_single_class)
+      label_source=None if masks or options.label_source == 'none' else options.label_source,
+      allow_single_class=options.allow_single_class)
   return JobConfig(
       input_dir=input_dir, spec=spec,
       # where the pipeline writes; a dated run stages, then publishes to publish_dir
@@ -365,12 +369,16 @@ def run(argv: Optional[List[str]] = None) -> int:
 
   0: the output is published (``_SUCCESS`` written; with ``--run_date``, moved into
   ``dt=DATE/`` and named by ``LATEST``). 1: the run failed (too many failed inputs, no image,
-  a class of the label map vanished under ``--strict_labels``, a full disk, a lost claim, a
-  pipeline error); the reason is logged last in one line, the whole log is kept in the
-  output's ``.imagerecords/`` folder, the run's working folders are removed and nothing is
-  published. 2: nothing ran: a bad flag, an empty or unreadable input, an unreadable label
-  file, another run using the same output (or date), or an earlier run's files in
-  ``--output_dir`` (or a published ``--run_date``) without ``--overwrite``.
+  fewer than two classes without ``--allow_single_class``, a class of the label map vanished
+  under ``--strict_labels``, a full disk, a lost claim, a pipeline error); the reason is
+  logged last in one line (the summary before it says FAILED, never "wrote"), the whole log
+  is kept in the output's ``.imagerecords/`` folder, the run's working folders are removed and
+  nothing is published. 2: nothing ran: a bad flag (unknown, empty, or Beam's ``--labels``
+  naming a file), an empty or unreadable input, an unreadable label file, another run using
+  the same output (or date), an earlier run's files in ``--output_dir`` (or a published
+  ``--run_date``) without ``--overwrite``, files the job did not write where it would replace
+  or delete them (``transforms.outputs.authorship``), or an input and an output folder one
+  inside the other.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:
@@ -399,6 +407,9 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
     output_root = opts.absolute_dir(convert_options.output_dir)
     if convert_options.run_date:
       nightly.check_run_date(convert_options.run_date)
+    # before the claim, the first write: neither folder may hold the other
+    outputs.check_apart(opts.absolute_dir(convert_options.input_dir), output_root,
+                        convert_options.run_date)
     held = claim.acquire(output_root, convert_options.run_date,
                          convert_options.claim_lease_seconds)
   except (ValueError, OSError, claim.OutputClaimed) as error:
@@ -442,11 +453,13 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   try:
     config = job_config(convert_options, held.token)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
-    outputs.prepare_output_dir(config.output_dir, convert_options.overwrite)
+    outputs.prepare_output_dir(config.output_dir, convert_options.overwrite,
+                               outputs.entries_written(config), config.run_id)
   except claim.ClaimLost as error:
     _LOG.error('run failed: %s', error)
     return 1
-  except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished) as error:
+  except (ValueError, OSError, outputs.OutputNotEmpty, nightly.AlreadyPublished,
+          NotWrittenByThisJob) as error:
     _LOG.error('%s', error)
     return 2
   _LOG.info('converting %s -> %s (%s splits: %s)', config.input_dir, config.output_dir,
@@ -497,8 +510,8 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
       # container as another user own the folder they made) leaves the job's manifest as it is.
       _LOG.warning('manifest.json of %s keeps the job\'s own content: the runner\'s counters '
                    'could not be added: %s', published, error)
-  if manifest is not None:
-    print(outputs.summary(manifest), file=sys.stderr)
+  if manifest is not None:  # says "wrote" only once the run is published; else FAILED
+    print(outputs.summary(manifest, published=failure is None), file=sys.stderr)
   if failure is None:
     _LOG.info('done: %s', published)
     return 0

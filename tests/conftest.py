@@ -21,6 +21,32 @@ def sample_dataset(tmp_path_factory) -> str:
   return str(out)
 
 
+@pytest.fixture()
+def s3_bucket(monkeypatch):
+  """A folder of an S3 bucket on moto's in-process server, reached through Beam's S3
+  filesystem: ``s3://claims/out``."""
+  moto = pytest.importorskip('moto')
+  from moto.server import ThreadedMotoServer  # pylint: disable=import-outside-toplevel
+  from tests.servers import free_ports  # pylint: disable=import-outside-toplevel
+  port, = free_ports(1)
+  server = ThreadedMotoServer(ip_address='127.0.0.1', port=port)
+  server.start()
+  try:
+    for name, value in (('AWS_ENDPOINT_URL_S3', f'http://127.0.0.1:{port}'),
+                        ('AWS_ACCESS_KEY_ID', 'testing'), ('AWS_SECRET_ACCESS_KEY', 'testing'),
+                        ('AWS_DEFAULT_REGION', 'us-east-1')):
+      monkeypatch.setenv(name, value)
+    import boto3  # pylint: disable=import-outside-toplevel
+    boto3.client('s3').create_bucket(Bucket='claims')
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    FileSystems.set_options(PipelineOptions([]))
+    yield 's3://claims/out'
+  finally:
+    server.stop()
+  del moto
+
+
 def pytest_terminal_summary(terminalreporter):
   """Says loudly, at the end of the run, how many tests were skipped because ../shared/data
   (the real photos most tests run on) is missing: a pass without them proves little."""

@@ -1,5 +1,6 @@
 """Test helpers: where the real photos are, running the job, reading its records back."""
 
+import io
 import json
 import os
 import pathlib
@@ -82,3 +83,27 @@ def filename_splits(output_dir) -> Dict[str, str]:
 def manifest_of(output_dir) -> dict:
   """The output's manifest.json."""
   return json.loads((pathlib.Path(output_dir) / 'manifest.json').read_text())
+
+
+def many_scan_jpeg(photo, scans: int) -> bytes:
+  """A progressive JPEG of ``scans`` scans made of a real photo (issue 22, item 6): the photo
+  saved progressive by Pillow (libjpeg's standard progression: 10 scans in colour), then its
+  scans repeated whole until there are ``scans`` of them (a multiple of the progression's).
+  Decoders take it with a warning ('bogus progression'); each scan is a pass over the image.
+
+  Raises:
+    ValueError: ``scans`` is not a multiple of the progression's scans.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  with Image.open(photo) as image:
+    buffer = io.BytesIO()
+    image.convert('RGB').save(buffer, 'JPEG', progressive=True, quality=90)
+  data = buffer.getvalue()
+  # Pillow writes no thumbnail and no 0xFFDA in its tables, and the entropy-coded data cannot
+  # hold one (0xFF is followed by 0x00 there): each 0xFFDA is a scan's start (SOS).
+  per_progression = data.count(b'\xff\xda')
+  if scans % per_progression:
+    raise ValueError(f'{scans} scans: not a multiple of the {per_progression} of one progression')
+  first = data.index(b'\xff\xda')
+  assert data.endswith(b'\xff\xd9')  # EOI, written once after the repeated scans
+  return data[:first] + data[first:-2] * (scans // per_progression) + b'\xff\xd9'

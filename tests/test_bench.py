@@ -127,3 +127,10 @@ def test_convert_step_bench_times_both_checkouts_pass_by_pass(tmp_path):
     assert all(value > 0 for value in report['parts'][name].values())
   assert report['ratio'] > 0 and 'this checkout / --vs' in stdout
   assert 'example.build_example' in report['parts']['--vs']
+
+
+def test_reuse_check_bench_times_every_check_on_real_records():
+  stdout = _run('reuse_check.py', '--limit=8', '--repeat=1', '--image_size=64')
+  assert 'records of hymenoptera at 64 px' in stdout
+  for step in ('read frames, length checksums', 'data checksum', 'image/filename', 'SHA-256'):
+    assert f'| {step} |' in stdout, step

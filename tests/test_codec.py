@@ -6,13 +6,14 @@ import re
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.helpers import REPO, SAMPLES, shared_data
+from tests.helpers import REPO, SAMPLES, many_scan_jpeg, shared_data
 from transforms.image import codec
 from transforms.image.example import build_example
 
@@ -88,6 +89,46 @@ def test_decompression_bomb_is_refused_from_the_header():
   data = next(SAMPLES.glob('ants/*.jpg')).read_bytes()
   with pytest.raises(codec.ImageError, match='decompression bomb'):
     codec.convert(data, codec.ImageSpec(max_pixels=1000))
+
+
+TINY_PHOTO = ('tiny_imagenet_val', 'images', 'val_0.JPEG')  # a real 64x64 photo
+
+
+def test_jpeg_scans_are_counted_from_the_markers():
+  messy = shared_data('messy')
+  assert codec.jpeg_scans(next(SAMPLES.glob('ants/*.jpg')).read_bytes()) == (1, False)
+  progressive = (messy / 'debian_mate__FreshFlower_progressive.jpg').read_bytes()
+  assert codec.jpeg_scans(progressive) == (10, True)
+  # markers inside segments are stepped over: a 400 KB ICC profile over many APP2 segments
+  # (0xFFDA 53 times in the file), and an MPO's second picture after the first one's EOI
+  icc = (messy / 'pillow__icc_profile_big.jpg').read_bytes()
+  assert icc.count(b'\xff\xda') == 53 and codec.jpeg_scans(icc) == (10, True)
+  assert codec.jpeg_scans((messy / 'pillow__sugarshack.mpo').read_bytes()) == (1, False)
+  assert codec.jpeg_scans((messy / 'ljt__testorig.png').read_bytes()) == (0, False)
+  hostile = many_scan_jpeg(shared_data('tiny_imagenet_val').joinpath(*TINY_PHOTO[1:]), 2000)
+  assert codec.jpeg_scans(hostile) == (2000, True)
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_any_decoding(monkeypatch):
+  hostile = many_scan_jpeg(shared_data('tiny_imagenet_val').joinpath(*TINY_PHOTO[1:]), 2000)
+
+  def decoded(*args, **kwargs):
+    raise AssertionError('decoded a JPEG the scan limit refuses')
+  monkeypatch.setattr(codec.simplejpeg, 'decode_jpeg', decoded)
+  monkeypatch.setattr(codec.ImageFile.ImageFile, 'load', decoded)
+  reason = re.escape('progressive JPEG with 2000 scans (limit 100, --max_jpeg_scans)')
+  for image_format in ('jpeg', 'original'):  # the reader would decode the kept bytes too
+    with pytest.raises(codec.ImageError, match=reason):
+      codec.convert(hostile, codec.ImageSpec(image_format=image_format))
+
+
+def test_max_jpeg_scans_is_the_most_scans_accepted():
+  data = (shared_data('messy') / 'pillow__app13-multiple.jpg').read_bytes()  # 11 scans
+  assert codec.convert(data, codec.ImageSpec(max_jpeg_scans=11)).height == 256  # 256x160
+  with pytest.raises(codec.ImageError, match=re.escape('with 11 scans (limit 10,')):
+    codec.convert(data, codec.ImageSpec(max_jpeg_scans=10))
+  with pytest.raises(ValueError, match='max_jpeg_scans must be at least 1'):
+    codec.ImageSpec(max_jpeg_scans=0)
 
 
 def test_example_bytes_parse_with_tensorflow():
@@ -472,3 +513,39 @@ def test_reader_reads_raw_and_one_channel_outputs(tmp_path, flags, channels):
   assert seen == len(stored) > 0
   train = imagerecords.load(str(out), 'train', 4, image_size=24, training=True, seed=3)
   assert next(iter(train))[0].shape == (4, 24, 24, channels)
+
+
+def _in_new_thread(function):
+  """``function()`` run in a thread of its own (OpenCV's IPP switch is per thread, and a Beam
+  worker thread starts with OpenCV's default), its result."""
+  results = []
+  thread = threading.Thread(target=lambda: results.append(function()))
+  thread.start()
+  thread.join()
+  return results[0]
+
+
+def test_enlarging_resize_does_not_use_ipp():
+  # Intel IPP picks its code by CPU, and its bicubic resize gave other pixels on another machine
+  # (tests/test_same_output.py); OpenCV's own code gives the same ones with or without its
+  # AVX2 dispatch. cat.103.jpg (160x320) is enlarged to 256 wide.
+  import cv2  # pylint: disable=import-outside-toplevel
+  if not _in_new_thread(cv2.ipp.useIPP):
+    pytest.skip('this OpenCV has no IPP to avoid')
+  data = (shared_data('catdog_filenames') / 'train' / 'cat.103.jpg').read_bytes()
+  spec = codec.ImageSpec(image_size=256, resize_mode='shorter_side')
+  pixels = codec.decode(data, spec)
+  assert pixels.shape[1] < 256
+
+  def opencv_own():
+    cv2.ipp.setUseIPP(False)
+    return cv2.resize(pixels, (256, 512), interpolation=cv2.INTER_CUBIC)
+
+  def with_ipp():
+    cv2.ipp.setUseIPP(True)
+    return cv2.resize(pixels, (256, 512), interpolation=cv2.INTER_CUBIC)
+
+  expected = _in_new_thread(opencv_own)
+  assert not np.array_equal(_in_new_thread(with_ipp), expected)  # IPP is there to avoid
+  ours = _in_new_thread(lambda: codec.convert_keeping_pixels(data, spec).pixels)
+  np.testing.assert_array_equal(ours, expected)

@@ -1,9 +1,11 @@
 """What a run prints (issue 13): only this project's lines, no third-party start-up chatter from
 any process, and one progress display for the whole job. Real photos (hymenoptera)."""
 
+import errno
 import io
 import logging
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -11,9 +13,10 @@ import sys
 import time
 
 import pytest
+from apache_beam.io import localfilesystem
 
 from pipeline import progress as display
-from tests.helpers import REPO, manifest_of, shared_data
+from tests.helpers import REPO, convert, manifest_of, shared_data
 from transforms.image.progress import Progress, ProgressFile, read_progress
 
 # What TensorFlow, absl, oneDNN, CUDA and tensorflow-transform print when they are imported or
@@ -120,6 +123,34 @@ def test_a_small_input_runs_in_one_process_and_reports_beam_metrics(photos, tmp_
   steps = manifest['step_msecs']
   assert not any('/' in step for step in steps) and all(ms > 0 for ms in steps.values())
   assert max(steps, key=steps.get) == 'convert images'
+
+
+def test_a_disk_that_fills_while_publishing_prints_only_the_failure(photos, tmp_path,
+                                                                    monkeypatch, capsys, caplog):
+  """A dated run whose disk fills once it publishes (its manifest staged, complete): the
+  console says FAILED and "run failed: disk full", never "wrote ... to OUT/dt=DATE" before
+  it. In this process's run, ENOSPC from the filesystem for the files only publication
+  writes in the staged and the dated folder: its markers and _SUCCESS (no file of the run's
+  own starts with '_')."""
+  root = tmp_path / 'root'
+  published = root / 'dt=2026-11-21'
+  create = localfilesystem.LocalFileSystem.create
+
+  def full_when_publishing(self, path, *args, **kwargs):
+    path = pathlib.Path(path)
+    if path.parent.name == published.name and path.name.startswith('_'):
+      raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    return create(self, str(path), *args, **kwargs)
+
+  monkeypatch.setattr(localfilesystem.LocalFileSystem, 'create', full_when_publishing)
+  assert convert(photos, root, '--run_date=2026-11-21', '--image_size=32', '--num_shards=1') == 1
+  console = capsys.readouterr().err
+  assert 'imagerecords wrote' not in console, console
+  assert 'imagerecords FAILED: 6 examples in 2 classes' in console, console
+  assert 'not published' in console
+  assert caplog.records[-1].getMessage().startswith('run failed: disk full')
+  assert not any(' done: ' in r.getMessage() for r in caplog.records)
+  assert not (published / '_SUCCESS').exists() and not (root / 'LATEST').exists()
 
 
 def test_progress_files_add_up_over_instances(tmp_path):

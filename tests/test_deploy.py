@@ -151,6 +151,7 @@ _WRONG = {
     'image_size': ['0', '-1', '256px'],
     'jpeg_quality': ['0', '101', '9O'],
     'max_pixels': ['0', '-5'],
+    'max_jpeg_scans': ['0', '-1', '100.5'],
     'extensions': ['.jpg,,.png', '.jp g'],
     'max_failure_fraction': ['1.5', '-0.1', '5%'],
     'run_date': ['2026-13-01', '2026-1-1', '21.11.2026', '{{ ds }}'],

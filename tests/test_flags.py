@@ -1,12 +1,15 @@
 """Flags that neither the job nor Beam defines stop the launch (exit 2) instead of being
-discarded; every runner's own flags pass through (``pipeline.options.check_flags``)."""
+discarded; every runner's own flags pass through (``pipeline.options.check_flags``). So do flags
+that would silently mean something else: an empty path or date (``check_not_empty``), Beam's
+``--labels`` taken for a label file (``check_dataflow_labels``)."""
 
 import logging
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import options as opts
-from tests.helpers import SAMPLES, convert
+from tests.helpers import SAMPLES, convert, shared_data
 
 # Real runner flags, as deploy/ and docs/converting.md pass them; none of them is the job's own.
 RUNNER_FLAGS = {
@@ -60,3 +63,64 @@ def test_a_typo_stops_the_launch_with_exit_2(tmp_path, caplog):
   assert any("--image_sise (did you mean --image_size?)" in e for e in errors), errors
   assert not out.exists()
   assert list(tmp_path.iterdir()) == []  # no claim file or log beside it either
+
+
+# Each flag of the job that takes a path or a date, given empty as a scheduler's template that
+# rendered nothing leaves it: every one stops the launch, naming itself, before anything is
+# written (an empty --run_date used to write a plain run into the nightly root).
+EMPTY_FLAGS = ['--run_date=', '--run_date= ', '--label_map=', '--masks=', '--embedding_model=',
+               '--embedding_weights=', '--label_source=file:', '--input_dir=', '--output_dir=']
+
+
+@pytest.mark.parametrize('flag', EMPTY_FLAGS)
+def test_an_empty_path_or_date_stops_the_launch_with_exit_2_naming_the_flag(tmp_path, caplog, flag):
+  from pipeline.run import run  # pylint: disable=import-outside-toplevel
+  root = tmp_path / 'root'
+  argv = [f'--input_dir={SAMPLES}', f'--output_dir={root}', '--image_size=32', '--num_shards=1',
+          '--stats=false', '--direct_running_mode=in_memory']
+  name = flag.split('=', 1)[0]
+  argv = [arg for arg in argv if not arg.startswith(name + '=')] + [flag]
+  with caplog.at_level(logging.ERROR, logger='imagerecords'):
+    assert run(argv) == 2
+  errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+  assert len(errors) == 1 and '\n' not in errors[0], errors
+  assert errors[0].startswith(name), errors
+  assert 'empty' in errors[0] or 'names no label file' in errors[0], errors
+  assert list(tmp_path.iterdir()) == []  # no output, claim or log
+
+
+def test_beams_labels_taken_for_a_label_file_stops_the_launch_with_the_hint(tmp_path, caplog):
+  # Beam defines --labels (Dataflow job labels): a label file meant by it used to be dropped
+  # without a word, and every photo of Tiny ImageNet labelled 'images' (its folder)
+  out = tmp_path / 'out'
+  with caplog.at_level(logging.ERROR, logger='imagerecords'):
+    status = convert(shared_data('tiny_imagenet_val'), out, '--labels=val_annotations.txt',
+                     '--image_size=32', '--num_shards=1')
+  assert status == 2
+  errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+  assert len(errors) == 1 and '--label_source=file:val_annotations.txt' in errors[0], errors
+  assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('runner, labels, refused', [
+    ('DataflowRunner', [], False),
+    ('DataflowRunner', ['--labels=team=vision', '--labels=cost-centre=ml_42'], False),
+    ('DataflowRunner', ['--labels={"team": "vision"}'], False),
+    ('dataflow', ['--labels=team=vision'], False),
+    ('DataflowRunner', ['--labels=val_annotations.txt'], True),
+    ('DataflowRunner', ['--labels=team=vision', '--labels=gs://bucket/labels.csv'], True),
+    ('DataflowRunner', ['--labels=annotations'], True),  # a file of that name exists here
+    ('FnApiRunner', ['--labels=team=vision'], True),
+    ('FlinkRunner', ['--labels=team=vision'], True),
+])
+def test_beams_labels_pass_only_as_dataflow_job_labels(tmp_path, monkeypatch, runner, labels,
+                                                        refused):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'annotations').write_text('val_0.JPEG n03444034\n')
+  options = PipelineOptions([f'--runner={runner}', *labels])
+  if not refused:
+    opts.check_dataflow_labels(options)
+    return
+  with pytest.raises(ValueError, match=r'--label_source=file:') as raised:
+    opts.check_dataflow_labels(options)
+  assert "Beam's flag for Dataflow job labels" in str(raised.value)

@@ -156,3 +156,54 @@ def test_csv_split_column_is_checked_at_launch(tmp_path, caplog):
                  '--num_shards=train=2,val=1') == 2
   assert "missing ['test']" in caplog.text
   assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
+
+
+def _last_reason(caplog) -> str:
+  """The run's last line, 'run failed: REASON', as REASON."""
+  message = caplog.records[-1].getMessage()
+  assert message.startswith('run failed: '), message
+  return message[len('run failed: '):]
+
+
+def test_a_run_that_ends_with_one_class_fails_and_names_the_flag_to_try(tmp_path, caplog):
+  # Tiny ImageNet's layout: every photo in images/, the classes in val_annotations.txt. The
+  # default --label_source=directory gives all of them the class 'images'.
+  source = shared_data('tiny_imagenet_val')
+  root = tmp_path / 'in'
+  (root / 'images').mkdir(parents=True)
+  lines = (source / 'val_annotations.txt').read_text().splitlines()[:40]
+  for line in lines:
+    name = line.split('\t')[0]
+    shutil.copy(source / 'images' / name, root / 'images' / name)
+  (root / 'val_annotations.txt').write_text('\n'.join(lines) + '\n')
+  flags = ('--image_size=32', '--num_shards=1')
+  out = tmp_path / 'out'
+  assert convert(root, out, *flags) == 1
+  reason = _last_reason(caplog)
+  assert reason.startswith("only one class, 'images' (40 examples)"), reason
+  assert '--label_source=file:PATH' in reason and '--allow_single_class' in reason, reason
+  manifest = manifest_of(out)
+  assert manifest['status'] == 'failed' and manifest['error'] == reason
+  assert not (out / '_SUCCESS').exists()
+  # the label file, as the reason says, gives the classes; one class on purpose is allowed
+  labelled = tmp_path / 'labelled'
+  assert convert(root, labelled, f'--label_source=file:{root}/val_annotations.txt', *flags) == 0
+  assert len(manifest_of(labelled)['classes']) > 20
+  single = tmp_path / 'single'
+  assert convert(root, single, '--allow_single_class', *flags) == 0
+  assert manifest_of(single)['classes'] == ['images'] and (single / '_SUCCESS').exists()
+
+
+def test_a_run_whose_every_input_fails_at_the_label_stage_fails_with_the_reasons(tmp_path,
+                                                                                 caplog):
+  # a regex written for another data set's names (cat.12.jpg) on hymenoptera's photos, under a
+  # --max_failure_fraction that lets every input fail: no example, no class
+  out = tmp_path / 'out'
+  assert convert(shared_data('hymenoptera') / 'val', out,
+                 r'--label_source=filename:^([a-z]+)\.\d+\.jpg$', '--max_failure_fraction=1',
+                 '--image_size=32', '--num_shards=1') == 1
+  reason = _last_reason(caplog)
+  assert reason.startswith('no class: none of the 153 image inputs became an example'), reason
+  assert 'label: file name does not match --label_source regex' in reason and '(153)' in reason
+  assert 'check its group' in reason, reason
+  assert manifest_of(out)['error'] == reason and not (out / '_SUCCESS').exists()

@@ -3,6 +3,7 @@
 import ast
 import pathlib
 import re
+import subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ('inputs', 'image', 'analysis', 'outputs')  # the data's way, in order
@@ -13,6 +14,13 @@ def _layout_block() -> str:
   readme = (REPO / 'README.md').read_text()
   section = readme.split('## Layout of this repository', 1)[1]
   return re.search(r'```\n(.*?)```', section, re.S).group(1)
+
+
+def _tracked_files():
+  """The repository's files as git tracks them: what a run of the job (``out/``), a virtual
+  environment or a build leaves in the working tree is not part of the layout."""
+  listed = subprocess.run(['git', 'ls-files', '-z'], cwd=REPO, capture_output=True, check=True)
+  return [path for path in listed.stdout.decode().split('\0') if path]
 
 
 def test_every_path_the_layout_names_exists_and_every_folder_is_named():
@@ -29,11 +37,10 @@ def test_every_path_the_layout_names_exists_and_every_folder_is_named():
       parent = name
     assert (REPO / name).exists(), f'README layout names {name}, which does not exist'
     named.add(name.rstrip('/'))
-  folders = {p.name for p in REPO.iterdir()
-             if p.is_dir() and not p.name.startswith(('.', '_')) and p.name != 'build'
-             and not p.name.endswith('.egg-info')}
-  stage_folders = {f'transforms/{p.name}' for p in (REPO / 'transforms').iterdir()
-                   if (p / '__init__.py').is_file()}
+  tracked = _tracked_files()
+  folders = {path.split('/')[0] for path in tracked if '/' in path} - {'.ci'}
+  stage_folders = {'/'.join(path.split('/')[:2]) for path in tracked
+                   if re.fullmatch(r'transforms/[^/]+/__init__\.py', path)}
   missing = (folders | stage_folders) - named
   assert not missing, f'folders the README layout does not name: {sorted(missing)}'
 

@@ -1,6 +1,7 @@
 """The nightly job (--run_date): three nights over a growing folder of real photos, then the
 ways a night goes wrong (failure, rerun, vanished class, leftovers of a killed run)."""
 
+import collections
 import hashlib
 import json
 import os
@@ -132,6 +133,33 @@ def test_manifest_diff_counts_what_changed(nights):
       'ants': {'added': 6}, 'bees': {'removed': 3}, 'aphids': {'added': 4}}
   assert manifests[NIGHTS[2]]['diff']['by_class'] == {
       'ants': {'changed': 2, 'removed': 2}, 'bees': {'added': 2}}
+
+
+def test_a_renamed_class_folder_is_reported_as_photos_that_moved_split(tmp_path):
+  # the same photos (same SHA-256) under a renamed class folder: their paths, so their hash
+  # splits, and their class change; the diff pairs them by digest, not only by path
+  hymenoptera = shared_data('hymenoptera') / 'train'
+  images, root = tmp_path / 'images', tmp_path / 'out'
+  for name in ('ants', 'bees'):
+    for path in sorted((hymenoptera / name).glob('*.jpg'))[:12]:
+      _link(path, images / name / path.name)
+  assert convert(images, root, f'--run_date={NIGHTS[0]}', *FLAGS) == 0
+  (images / 'bees').rename(images / 'wasps')
+  assert convert(images, root, f'--run_date={NIGHTS[1]}', *FLAGS) == 0
+  split_before = {sha: split for split, _, _, sha in _records(root / f'dt={NIGHTS[0]}').values()}
+  moved = collections.Counter(
+      (split_before[sha], split) for file, (split, _, _, sha) in
+      _records(root / f'dt={NIGHTS[1]}').items()
+      if file.startswith('wasps/') and split_before[sha] != split)
+  assert moved[('validation', 'train')] > 0  # the case as found: validation photos now train
+  diff = manifest_of(root / f'dt={NIGHTS[1]}')['diff']
+  assert diff['moved_split'] == sum(moved.values())
+  assert diff['added'] == diff['removed'] == diff['renamed'] == diff['relabeled'] == 12
+  assert diff['changed'] == 0 and diff['unchanged'] == 12
+  assert diff['by_class'] == {
+      'bees': {'removed': 12},
+      'wasps': {'added': 12, 'renamed': 12, 'relabeled': 12,
+                    'moved_split': sum(moved.values())}}
 
 
 def test_published_runs_are_never_touched_by_later_nights(nights):
@@ -275,10 +303,9 @@ def test_rerunning_a_published_date(nights):
   images, root, _, manifests, _ = nights
   date = NIGHTS[-1]
   assert convert(images, root, f'--run_date={date}', *FLAGS) == 2  # refused: published
-  # a killed run of the same date left files in staging: the rerun clears them
-  leftover = root / '_staging' / f'dt={date}' / 'train-00000-of-00009.tfrecord'
-  leftover.parent.mkdir(parents=True, exist_ok=True)
-  leftover.write_bytes(b'half a record')
+  # a killed run of the same date left files in staging (named by its output record): the
+  # rerun clears them
+  _stage(root / '_staging' / f'dt={date}', ['train-00000-of-00009.tfrecord'], 'half a record')
   flags = [f for f in FLAGS if not f.startswith('--num_shards')] + ['--num_shards=1']
   assert convert(images, root, f'--run_date={date}', '--overwrite', *flags) == 0
   run_dir = root / f'dt={date}'
@@ -288,10 +315,14 @@ def test_rerunning_a_published_date(nights):
   assert (root / 'LATEST').read_text().strip() == f'dt={date}'
 
 
-def _stage(staging: pathlib.Path, names, text='new') -> None:
-  staging.mkdir(parents=True, exist_ok=True)
+def _stage(folder: pathlib.Path, names, text='new') -> None:
+  """Writes ``names`` into ``folder`` with the output record of the run that wrote them (which
+  also names the publication's marker, as a dated run's does)."""
+  from transforms.outputs import authorship  # pylint: disable=import-outside-toplevel
+  folder.mkdir(parents=True, exist_ok=True)
   for name in names:
-    (staging / name).write_text(text)
+    (folder / name).write_text(text)
+  authorship.write_record(str(folder), [*names, '_OLD_RUN_DELETED'], text, '0')
 
 
 def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
@@ -305,13 +336,12 @@ def test_publishing_again_after_a_retry_keeps_the_new_run(tmp_path):
   for _ in range(2):  # the first attempt, then a retry after it had finished its move
     assert list(publish.process({'run': 1})) == [{'run': 1}]
     assert sorted(os.listdir(published)) == [
-        '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
+        '.imagerecords', '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
     assert (published / 'manifest.json').read_text() == 'new'
   # an attempt that died after deleting the earlier run, before moving anything
   shutil.rmtree(published)
   _stage(staging, ['train-00000-of-00002.tfrecord', 'manifest.json', '_OLD_RUN_DELETED'])
   list(publish.process({}))
   assert sorted(os.listdir(published)) == [
-      '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
+      '.imagerecords', '_SUCCESS', 'manifest.json', 'train-00000-of-00002.tfrecord']
   assert (tmp_path / 'LATEST').read_text().strip() == 'dt=2026-11-21'
-

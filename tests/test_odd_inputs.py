@@ -14,7 +14,8 @@ import sys
 import pytest
 from imagerecords import contract
 
-from tests.helpers import REPO, SAMPLES, all_records, convert, manifest_of
+from tests.helpers import (REPO, SAMPLES, all_records, convert, manifest_of, many_scan_jpeg,
+                           shared_data)
 
 ANTS = sorted((SAMPLES / 'ants').glob('*.jpg'))
 BEES = sorted((SAMPLES / 'bees').glob('*.jpg'))
@@ -210,13 +211,33 @@ def test_max_file_bytes_refuses_larger_photos_at_listing(tmp_path):
   root = tmp_path / 'in'
   _copy(photos, root / 'ants')
   assert convert(root, out, *FLAGS, f'--max_file_bytes={limit}',
-                 '--max_failure_fraction=1') == 0
+                 '--max_failure_fraction=1', '--allow_single_class') == 0  # ants only
   small = {f'ants/{p.name}' for p in photos if p.stat().st_size <= limit}
   large = {f'ants/{p.name}' for p in photos if p.stat().st_size > limit}
   assert small and large
   assert set(_records(out)) == small
   assert set(_failures(out)) == large
   assert manifest_of(out)['metrics']['images_read'] == len(small)
+
+
+def test_a_jpeg_of_thousands_of_scans_fails_alone_and_fast(tmp_path):
+  # issue 22, item 6: a real photo saved progressive, its scans repeated to 2,000 (a 64x64 one,
+  # so that the old code's decode of it stayed short); the job refuses it before decoding
+  root = tmp_path / 'in'
+  photos = _copy(ANTS[:10], root / 'ants') + _copy(BEES[:9], root / 'bees')
+  photo = shared_data('tiny_imagenet_val') / 'images' / 'val_0.JPEG'
+  (root / 'bees' / 'scans.jpg').write_bytes(many_scan_jpeg(photo, 2000))
+  out = tmp_path / 'out'
+  assert convert(root, out, *FLAGS, '--max_failure_fraction=0.1') == 0
+  assert _failures(out) == {'bees/scans.jpg': (
+      'decode', 'progressive JPEG with 2000 scans (limit 100, --max_jpeg_scans): each scan is '
+      'a pass over the whole image')}
+  converted = {p.relative_to(root).as_posix() for p in photos}
+  assert set(_records(out)) == converted
+  assert manifest_of(out)['options']['max_jpeg_scans'] == 100
+  # the limit is the flag's: raised to 2,000, the file converts with the others
+  assert convert(root, tmp_path / 'raised', *FLAGS, '--max_jpeg_scans=2000') == 0
+  assert set(_records(tmp_path / 'raised')) == converted | {'bees/scans.jpg'}
 
 
 # --- 4. folders that cannot be listed ---------------------------------------------------------

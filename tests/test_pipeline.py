@@ -2,6 +2,7 @@
 
 import collections
 import hashlib
+import json
 import pathlib
 import shutil
 
@@ -109,8 +110,11 @@ def test_too_many_failures_fail_the_run_without_success(tmp_path):
 def test_refuses_an_earlier_runs_output_unless_overwrite(tmp_path, sample_dataset):
   out = tmp_path / 'out'
   shutil.copytree(sample_dataset, out)
-  stale = out / 'train-00007-of-00008.tfrecord'
-  stale.write_bytes(b'')
+  stale = out / 'train-00007-of-00008.tfrecord'  # of an earlier run of 8 shards, which
+  stale.write_bytes(b'')                          # named it in the folder's output record
+  record = out / '.imagerecords' / 'output.json'
+  content = json.loads(record.read_text())
+  record.write_text(json.dumps({**content, 'entries': content['entries'] + [stale.name]}))
   assert convert(SAMPLES, out, '--num_shards=2') == 2
   assert (out / '_SUCCESS').exists()  # untouched
   assert convert(SAMPLES, out, '--num_shards=2', '--overwrite') == 0
@@ -151,19 +155,32 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(tmp_path):
   with open(bytes(images) + b'/caf\xe9.jpg', 'wb') as handle:
     handle.write(photos[0].read_bytes())
   out = tmp_path / 'out'
-  assert convert(tmp_path / 'images', out, '--splits=train=1') == 0
+  # one class folder: --allow_single_class (a run that ends with one class fails by default)
+  assert convert(tmp_path / 'images', out, '--splits=train=1', '--allow_single_class') == 0
   assert {r['image/filename'].decode() for _, r in all_records(out)} == {
       f'ants/{p.name}' for p in photos}
   failures = (out / 'failures.jsonl').read_text().splitlines()
   assert len(failures) == 1 and 'caf\\\\xe9.jpg' in failures[0] and 'UTF-8' in failures[0]
 
 
+def _working_folders(out: pathlib.Path) -> None:
+  for folder in ('.staging-write/train', '.staging-tft/tftransform_tmp', '.staging-sorted'):
+    (out / folder).mkdir(parents=True)
+    (out / folder / 'records-00000-of-00001').write_bytes(b'half')
+
+
 def test_a_dead_runs_working_folders_count_as_an_earlier_runs_files(tmp_path):
   from pipeline import outputs  # pylint: disable=import-outside-toplevel
-  for folder in ('.staging-write/train', '.staging-tft/tftransform_tmp', '.staging-sorted'):
-    (tmp_path / folder).mkdir(parents=True)
-    (tmp_path / folder / 'records-00000-of-00001').write_bytes(b'half')
+  from transforms.outputs import authorship  # pylint: disable=import-outside-toplevel
+  # the launch records what it writes before it writes anything; then it is killed
+  outputs.prepare_output_dir(str(tmp_path), False, outputs.WORKING_FOLDERS, 'dead')
+  _working_folders(tmp_path)
   with pytest.raises(outputs.OutputNotEmpty):
     outputs.prepare_output_dir(str(tmp_path), overwrite=False)
   outputs.prepare_output_dir(str(tmp_path), overwrite=True)
-  assert not list(tmp_path.iterdir())
+  assert [p.name for p in tmp_path.iterdir()] == ['.imagerecords']
+  # the same folders, named by no record (the last one names nothing): not the job's to delete
+  _working_folders(tmp_path)
+  with pytest.raises(authorship.NotWrittenByThisJob, match='.staging-write'):
+    outputs.prepare_output_dir(str(tmp_path), overwrite=True)
+  assert (tmp_path / '.staging-write' / 'train' / 'records-00000-of-00001').exists()

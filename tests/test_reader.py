@@ -6,9 +6,13 @@ The expected contents come from reading the shards directly (a glob, not the man
 reader is checked against the records themselves.
 """
 
+import gzip
+import hashlib
 import json
 import os
+import pathlib
 import shutil
+import uuid
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ import imagerecords
 from imagerecords import contract
 from imagerecords import metadata
 from imagerecords import preprocessing
+from tests.helpers import convert, manifest_of, shared_data
 
 SPLITS = ('train', 'validation')
 
@@ -268,3 +273,209 @@ def test_keras_model_trains_one_epoch(sample_dataset):
   history = model.fit(train, epochs=1, validation_data=validation, verbose=0)
   assert np.isfinite(history.history['loss'][0])
   assert np.isfinite(history.history['val_loss'][0])
+
+
+# --- the shards are the manifest's (issue 22, item 5) ---------------------------------------------
+# Three outputs of the same layout (splits train: 2 shards of 6 records, validation: 1 shard of 6),
+# written by the job from real photos: hymenoptera's ants and bees; the same photos with the two
+# class folders swapped (every record the same size, its label the other class); and cats and
+# dogs of catdog_filenames, another data set with the same record counts.
+
+PHOTOS = {'train': 6, 'validation': 3}  # per class and split
+
+
+def _photo_input(root, classes):
+  """Copies photos into ``root/<split>/<class>/``; ``classes``: class folder -> its photos."""
+  for name, photos in classes.items():
+    start = 0
+    for split, count in PHOTOS.items():
+      folder = root / split / name
+      folder.mkdir(parents=True)
+      for photo in photos[start:start + count]:
+        shutil.copyfile(photo, folder / photo.name)
+      start += count
+  return root
+
+
+@pytest.fixture(scope='module')
+def three_outputs(tmp_path_factory):
+  """{'ours', 'relabelled', 'theirs'} -> output dir, each converted by the job at 64 px."""
+  hymenoptera = shared_data('hymenoptera') / 'train'
+  catdog = shared_data('catdog_filenames') / 'train'
+  wanted = sum(PHOTOS.values())
+  ants = sorted((hymenoptera / 'ants').glob('*.jpg'))[:wanted]
+  bees = sorted((hymenoptera / 'bees').glob('*.jpg'))[:wanted]
+  by_number = lambda path: int(path.name.split('.')[1])
+  inputs = {'ours': {'ants': ants, 'bees': bees},
+            'relabelled': {'ants': bees, 'bees': ants},
+            'theirs': {'cat': sorted(catdog.glob('cat.*.jpg'), key=by_number)[:wanted],
+                       'dog': sorted(catdog.glob('dog.*.jpg'), key=by_number)[:wanted]}}
+  outputs = {}
+  for name, classes in inputs.items():
+    root = tmp_path_factory.mktemp(name)
+    out = root / 'out'
+    assert convert(_photo_input(root / 'in', classes), out, '--image_size=64',
+                   '--resize_mode=center_crop', '--num_shards=train=2,validation=1') == 0
+    outputs[name] = out
+  return outputs
+
+
+def _entry(data_dir, split, index):
+  """The manifest's entry of shard ``index`` of ``split``."""
+  return manifest_of(data_dir)['splits'][split]['shards'][index]
+
+
+def _swap_in(data_dir, other_dir, split, index):
+  """Replaces shard ``index`` of ``split`` in ``data_dir`` by ``other_dir``'s file of the same
+  name; returns its path."""
+  name = _entry(data_dir, split, index)['file']
+  shutil.copyfile(other_dir / name, data_dir / name)
+  return data_dir / name
+
+
+def test_the_manifest_records_each_shards_size_and_sha256(three_outputs):
+  for split, info in manifest_of(three_outputs['ours'])['splits'].items():
+    assert len(info['shards']) == {'train': 2, 'validation': 1}[split]
+    for entry in info['shards']:
+      stored = (three_outputs['ours'] / entry['file']).read_bytes()
+      assert entry['bytes'] == len(stored)
+      assert entry['sha256'] == hashlib.sha256(stored).hexdigest()
+
+
+def test_a_gzip_shard_is_counted_and_digested_as_stored(three_outputs, tmp_path):
+  from transforms.outputs.metadata import summarize_shard  # pylint: disable=C0415
+  entry = _entry(three_outputs['ours'], 'train', 0)
+  compressed = gzip.compress((three_outputs['ours'] / entry['file']).read_bytes())
+  path = tmp_path / (entry['file'] + contract.GZIP_SUFFIX)
+  path.write_bytes(compressed)
+  assert summarize_shard(str(path)) == (entry['num_examples'],
+                                        hashlib.sha256(compressed).hexdigest())
+
+
+def test_a_shard_of_another_data_set_is_refused_naming_it(three_outputs, tmp_path):
+  data_dir = pathlib.Path(_copy(three_outputs['ours'], tmp_path / 'out'))
+  expected = _entry(data_dir, 'train', 1)
+  # the issue's case: the same number of records, so no count tells them apart
+  assert _entry(three_outputs['theirs'], 'train', 1)['num_examples'] == expected['num_examples']
+  shard = _swap_in(data_dir, three_outputs['theirs'], 'train', 1)
+  found = shard.stat().st_size
+  assert found != expected['bytes']
+
+  for read in (lambda: imagerecords.load(str(data_dir), 'train', 4),
+               lambda: imagerecords.load(str(data_dir), 'train', 4, training=True, seed=0),
+               lambda: imagerecords.load(str(data_dir), 'train', 4, verify_shards='sha256'),
+               lambda: metadata.shard_files(str(data_dir), 'train')):
+    with pytest.raises(imagerecords.ShardMismatchError) as error:
+      read()
+    assert isinstance(error.value, ValueError)
+    assert (error.value.path, error.value.field) == (str(shard), 'bytes')
+    assert (error.value.expected, error.value.found) == (expected['bytes'], found)
+    message = str(error.value)
+    assert str(shard) in message and 'verify_shards=False' in message
+    assert f'holds {found} bytes, the manifest says {expected["bytes"]}' in message
+  # sharded by file under tf.distribute, a pipeline checks the files it reads: shard 0 is sound
+  contexts = [tf.distribute.InputContext(2, pipeline, 2) for pipeline in (0, 1)]
+  assert len(imagerecords.load(str(data_dir), 'train', 4, input_context=contexts[0])) == 3
+  with pytest.raises(imagerecords.ShardMismatchError, match='train-00001-of-00002'):
+    imagerecords.load(str(data_dir), 'train', 4, input_context=contexts[1])
+  # the other split is untouched and still reads
+  assert len(_filenames(imagerecords.load(str(data_dir), 'validation', 4,
+                                          return_filenames=True))) == 6
+  first = _swap_in(data_dir, three_outputs['theirs'], 'train', 0)
+  with pytest.raises(imagerecords.ShardMismatchError) as error:
+    imagerecords.load(str(data_dir), 'train', 4)
+  assert error.value.path == str(first)
+  assert f'; 1 more shard differs too: {shard.name}' in str(error.value)
+
+
+def test_the_off_switch_reads_the_replaced_shard_as_it_is(three_outputs, tmp_path):
+  data_dir = pathlib.Path(_copy(three_outputs['ours'], tmp_path / 'out'))
+  _swap_in(data_dir, three_outputs['theirs'], 'train', 1)
+  names = _filenames(imagerecords.load(str(data_dir), 'train', 4, return_filenames=True,
+                                       verify_shards=False))
+  assert len(names) == 12
+  assert sum(name.startswith(b'train/cat/') or name.startswith(b'train/dog/')
+             for name in names) == 6  # the cats and dogs, read as ants and bees
+  assert metadata.shard_files(str(data_dir), 'train', verify_shards=False) == [
+      str(data_dir / entry['file']) for entry in manifest_of(data_dir)['splits']['train']['shards']]
+
+
+def test_an_untouched_output_passes_every_check(three_outputs):
+  data_dir = str(three_outputs['ours'])
+  for verify in (True, 'sha256'):
+    for split, count in (('train', 12), ('validation', 6)):
+      ds = imagerecords.load(data_dir, split, 4, return_filenames=True, verify_shards=verify)
+      assert len(_filenames(ds)) == imagerecords.num_examples(data_dir, split) == count
+  with pytest.raises(ValueError, match='verify_shards must be one of'):
+    imagerecords.load(data_dir, 'train', 4, verify_shards='size')
+
+
+def _labels_by_photo(data_dir):
+  """Photo file name -> class id, over the validation split as ``load`` yields it."""
+  return {os.path.basename(name.decode()): int(label) for _, label, name in imagerecords.load(
+      str(data_dir), 'validation', 6, return_filenames=True).unbatch().as_numpy_iterator()}
+
+
+def test_the_same_photos_with_other_labels_are_refused_by_their_sha256(three_outputs, tmp_path):
+  data_dir = pathlib.Path(_copy(three_outputs['ours'], tmp_path / 'out'))
+  expected = _entry(data_dir, 'validation', 0)
+  shard = _swap_in(data_dir, three_outputs['relabelled'], 'validation', 0)
+  # Same photos, names and class texts of the same length: the size cannot tell them apart.
+  assert shard.stat().st_size == expected['bytes']
+  # so the default check reads it: every photo comes with the other class
+  assert {photo: 1 - label for photo, label in _labels_by_photo(data_dir).items()} == (
+      _labels_by_photo(three_outputs['ours']))
+
+  with pytest.raises(imagerecords.ShardMismatchError) as error:
+    imagerecords.load(str(data_dir), 'validation', 4, verify_shards='sha256')
+  found = hashlib.sha256(shard.read_bytes()).hexdigest()
+  assert (error.value.path, error.value.field) == (str(shard), 'sha256')
+  assert (error.value.expected, error.value.found) == (expected['sha256'], found)
+  assert f'its SHA-256 is {found}, the manifest says {expected["sha256"]}' in str(error.value)
+
+
+def test_a_manifest_without_digests_cannot_be_checked_by_sha256(three_outputs, tmp_path):
+  data_dir = pathlib.Path(_copy(three_outputs['ours'], tmp_path / 'out'))
+  manifest = manifest_of(data_dir)
+  for info in manifest['splits'].values():
+    for entry in info['shards']:
+      del entry['sha256']  # as an older job wrote it
+  (data_dir / contract.MANIFEST_FILE).write_text(json.dumps(manifest))
+  assert len(_filenames(imagerecords.load(str(data_dir), 'train', 4, return_filenames=True))) == 12
+  with pytest.raises(ValueError, match='records no SHA-256 for .*train-00000-of-00002'):
+    imagerecords.load(str(data_dir), 'train', 4, verify_shards='sha256')
+
+
+def test_shards_on_a_tensorflow_file_system_url_are_checked(three_outputs):
+  """``ram://``, TensorFlow's in-memory file system: a URL read through ``tf.io.gfile`` as
+  ``gs://`` is, with no server."""
+  data_dir = f'ram://readercheck-{uuid.uuid4().hex}/out'
+  tf.io.gfile.makedirs(data_dir)
+  for path in three_outputs['ours'].iterdir():
+    if path.is_file():
+      tf.io.gfile.copy(str(path), f'{data_dir}/{path.name}')
+  for verify in (True, 'sha256'):
+    assert len(_filenames(imagerecords.load(data_dir, 'train', 4, return_filenames=True,
+                                            verify_shards=verify))) == 12
+  name = _entry(three_outputs['ours'], 'train', 1)['file']
+  tf.io.gfile.copy(str(three_outputs['theirs'] / name), f'{data_dir}/{name}', overwrite=True)
+  with pytest.raises(imagerecords.ShardMismatchError, match=f'{data_dir}/{name} is not the'):
+    imagerecords.load(data_dir, 'train', 4)
+  tf.io.gfile.remove(f'{data_dir}/{name}')
+  with pytest.raises(imagerecords.IncompleteDatasetError, match=f'{data_dir}/{name} is missing'):
+    imagerecords.load(data_dir, 'train', 4)
+  assert len(imagerecords.load(data_dir, 'train', 4, verify_shards=False)) == 3  # as listed
+
+
+def test_inspect_names_a_sound_shard_that_is_not_the_manifests(three_outputs, tmp_path, capsys):
+  from imagerecords import inspect as inspect_lib  # pylint: disable=import-outside-toplevel
+  data_dir = pathlib.Path(_copy(three_outputs['ours'], tmp_path / 'out'))
+  shard = _swap_in(data_dir, three_outputs['relabelled'], 'validation', 0)
+  found = hashlib.sha256(shard.read_bytes()).hexdigest()
+  status = inspect_lib.main([str(data_dir), '--out', str(tmp_path / 'pictures')])
+  lines = capsys.readouterr().out.splitlines()
+  assert status == 1
+  assert [line for line in lines if line.startswith(shard.name)] == [
+      f'{shard.name}: not the shard manifest.json lists: its SHA-256 is {found}, the manifest '
+      f'says {_entry(data_dir, "validation", 0)["sha256"]} (replaced, edited or damaged since '
+      'the job wrote it)']

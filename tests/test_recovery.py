@@ -4,6 +4,7 @@ statistics and after writing shards; each next attempt starts without --overwrit
 that finishes publishes what a clean run publishes. A launch that died while publishing (moved
 into dt=DATE/, no _SUCCESS yet) is healed the same way."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -107,6 +108,9 @@ def test_a_night_killed_while_publishing_reruns_without_overwrite(photos, clean,
   # with a shard of another shard count that an earlier attempt had moved there
   (root / f'dt={DATE}' / '_SUCCESS').unlink()
   (root / f'dt={DATE}' / 'train-00000-of-00009.tfrecord').write_bytes(b'an older attempt')
+  record = root / f'dt={DATE}' / '.imagerecords' / 'output.json'  # what that attempt recorded
+  entries = json.loads(record.read_text())['entries'] + ['train-00000-of-00009.tfrecord']
+  record.write_text(json.dumps({**json.loads(record.read_text()), 'entries': entries}))
   result = _run_to_the_end(photos, root)
   assert result.returncode == 0, result.stderr[-3000:]
   _assert_same_run(root / f'dt={DATE}', clean)

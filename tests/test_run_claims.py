@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-from apache_beam.io.filesystems import FileSystems
 
 from tests.helpers import REPO, SAMPLES, manifest_of
 from transforms.outputs import claim
@@ -185,30 +184,6 @@ def test_exclusive_create_lets_one_of_many_claimants_win(tmp_path):
   with ThreadPoolExecutor(8) as pool:
     tokens = [t for t in pool.map(attempt, range(16)) if t is not None]
   assert len(tokens) == 1
-
-
-@pytest.fixture()
-def s3_bucket(monkeypatch):
-  """An S3 bucket on moto's in-process server, reached through Beam's S3 filesystem."""
-  moto = pytest.importorskip('moto')
-  from moto.server import ThreadedMotoServer  # pylint: disable=import-outside-toplevel
-  from tests.servers import free_ports  # pylint: disable=import-outside-toplevel
-  port, = free_ports(1)
-  server = ThreadedMotoServer(ip_address='127.0.0.1', port=port)
-  server.start()
-  try:
-    for name, value in (('AWS_ENDPOINT_URL_S3', f'http://127.0.0.1:{port}'),
-                        ('AWS_ACCESS_KEY_ID', 'testing'), ('AWS_SECRET_ACCESS_KEY', 'testing'),
-                        ('AWS_DEFAULT_REGION', 'us-east-1')):
-      monkeypatch.setenv(name, value)
-    import boto3  # pylint: disable=import-outside-toplevel
-    boto3.client('s3').create_bucket(Bucket='claims')
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    FileSystems.set_options(PipelineOptions([]))
-    yield 's3://claims/out'
-  finally:
-    server.stop()
-  del moto
 
 
 def test_a_claim_on_s3_is_exclusive(s3_bucket):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 __version__ = '0.1.0'
 
 __all__ = ['load', 'load_embeddings', 'class_names', 'num_examples', 'latest_run',
-           'IncompleteDatasetError',
+           'IncompleteDatasetError', 'ShardMismatchError',
            '__version__',
            'preprocessing_layer', 'class_weights', 'MissingTransformError']
 
@@ -37,6 +37,7 @@ _LAZY = {
     'num_examples': 'imagerecords.metadata',
     'latest_run': 'imagerecords.metadata',
     'IncompleteDatasetError': 'imagerecords.metadata',
+    'ShardMismatchError': 'imagerecords.metadata',
     'preprocessing_layer': 'imagerecords.transform',
     'class_weights': 'imagerecords.transform',
     'MissingTransformError': 'imagerecords.transform',
@@ -44,8 +45,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
   from imagerecords.dataset import load, load_embeddings
-  from imagerecords.metadata import (IncompleteDatasetError, class_names, latest_run,
-                                     num_examples)
+  from imagerecords.metadata import (IncompleteDatasetError, ShardMismatchError, class_names,
+                                     latest_run, num_examples)
   from imagerecords.transform import MissingTransformError, class_weights, preprocessing_layer
 
 

@@ -107,7 +107,8 @@ SPLIT_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
 #                         "class_counts": {"ants": 124, "bees": 120},
 #                         "fingerprint": "<64 hex digits>",
 #                         "shards": [{"file": "train-00000-of-00004.tfrecord",
-#                                     "num_examples": 61, "bytes": 1234567}, ...]},
+#                                     "num_examples": 61, "bytes": 1234567,
+#                                     "sha256": "<64 hex digits>"}, ...]},
 #               ...}, ...}
 #
 # "task": what the records hold. 'segmentation' (--masks): MASK_ENCODED/MASK_FORMAT beside the
@@ -170,7 +171,8 @@ TFDS_FILEPATH_TEMPLATE = '{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}'  # = shard_file_n
 RUN_DIR_PREFIX = 'dt='
 STAGING_DIR = '_staging'
 LATEST_FILE = 'LATEST'
-IMAGES_INDEX_FILE = 'images.jsonl'  # one JSON object per example: file, sha256, split, label
+IMAGES_INDEX_FILE = 'images.jsonl'  # one JSON object per example: file, sha256, record_sha256,
+# split, label (transforms/outputs/image_index.py)
 DUPLICATES_FILE = 'duplicates.jsonl'  # one JSON object per group of exact or near duplicates
 QUALITY_FILE = 'quality.jsonl'  # one JSON object per image a quality check flags
 RUN_DATE_RE = re.compile(r'^\d{4}-\d{2}-\d{2}$')
@@ -191,10 +193,17 @@ class ShardEntry:
 
   file: the shard's base name (:func:`shard_file_name`). num_examples: its records, counted
   from the written file's framing. bytes: its size on disk (None where the store gave none).
+  sha256: the hex SHA-256 digest of the file's bytes as stored (of the compressed bytes for
+  ``.tfrecord.gz``; ``sha256sum`` gives the same), read back once it is written, in the same
+  read that counts its records; None in manifests of jobs older than this key (an optional key
+  a reader may lack: the record format, and ``FORMAT_VERSION``, are unchanged). The reader
+  checks ``bytes`` before it reads a shard, and ``sha256`` on request
+  (``imagerecords.load(..., verify_shards=...)``).
   """
   file: str
   num_examples: int
   bytes: Optional[int] = None
+  sha256: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ with ``dtype=tf.uint8``, kept as 0-255 pixel values for the accelerator to scale
 """
 
 import re
-from typing import Optional
+from typing import Optional, Union
 
 import tensorflow as tf
 
@@ -64,7 +64,8 @@ def load(data_dir: str,
          repeat: bool = False,
          return_filenames: bool = False,
          normalize: bool = False,
-         return_embeddings: bool = False) -> tf.data.Dataset:
+         return_embeddings: bool = False,
+         verify_shards: Union[bool, str] = True) -> tf.data.Dataset:
   """A ``tf.data.Dataset`` of batches of ``split`` of the imagerecords directory ``data_dir``.
 
   Each element is ``(images, labels)``:
@@ -134,6 +135,12 @@ def load(data_dir: str,
       float32 ``[B, *shape]`` of the manifest's embedding shape (e.g. ``[B, 1280]``): the two
       inputs of a Keras model with two inputs. Not for segmentation outputs.
       :func:`imagerecords.load_embeddings` reads the embeddings without the images.
+    verify_shards: how the shard files this input pipeline reads are checked against the
+      manifest before the dataset is built (:func:`imagerecords.metadata.check_shards`):
+      True (the default), each one's size in bytes, one ``stat`` per shard; ``'sha256'``,
+      also the SHA-256 of each, one full read of the shards first (bound by SHA-256, about
+      1.4 GB/s a core, or by the storage; ``docs/reader.md``); False, nothing: for shards
+      edited on purpose.
 
   Returns:
     A batched, prefetched ``tf.data.Dataset`` as described above. Its cardinality (``len``)
@@ -146,6 +153,10 @@ def load(data_dir: str,
       else is read).
     ValueError: ``split`` is unknown (the message lists the available splits), or an argument
       is out of range.
+    IncompleteDatasetError: (``verify_shards``) a shard file the manifest lists is missing.
+    imagerecords.ShardMismatchError: (``verify_shards``) a shard's size, or with ``'sha256'``
+      its SHA-256, is not the manifest's: the shard was replaced or edited since the job wrote
+      it. The message names the shard, the manifest's value and the file's.
     tf.errors.FailedPreconditionError: while iterating, if the shards hold a different number
       of records than the manifest says.
     imagerecords.transform.MissingTransformError: ``normalize=True`` for a directory converted
@@ -170,7 +181,7 @@ def load(data_dir: str,
     decode_dtype = tf.float32  # normalised in float32, then cast to dtype
 
   dataset = _serialized_records(data_dir, manifest, split, training, shuffle_buffer, seed,
-                                input_context, repeat)
+                                input_context, repeat, verify_shards)
   labeled = bool(manifest.classes)
   image_info = manifest.image
   channels = int(image_info.get('channels', 3))
@@ -215,7 +226,8 @@ def load_embeddings(data_dir: str,
                     input_context: Optional[tf.distribute.InputContext] = None,
                     drop_remainder: Optional[bool] = None,
                     repeat: bool = False,
-                    return_filenames: bool = False) -> tf.data.Dataset:
+                    return_filenames: bool = False,
+                    verify_shards: Union[bool, str] = True) -> tf.data.Dataset:
   """A ``tf.data.Dataset`` of the stored embeddings of ``split``, without decoding an image.
 
   Each element is ``(embeddings, labels)``: ``embeddings`` float32 ``[B, *shape]``, the
@@ -227,20 +239,22 @@ def load_embeddings(data_dir: str,
       train = imagerecords.load_embeddings(OUT, 'train', 64, training=True)
       head = keras.Sequential([keras.layers.Dense(num_classes)])
 
-  The files, shuffling, sharding (``input_context``), ``repeat`` and ``drop_remainder``
-  behave as in :func:`load`; there is no augmentation (the embedding is of the stored image).
+  The files, shuffling, sharding (``input_context``), ``repeat``, ``drop_remainder`` and the
+  check of the shards (``verify_shards``) behave as in :func:`load`; there is no augmentation
+  (the embedding is of the stored image).
 
   Raises:
-    IncompleteDatasetError: no ``_SUCCESS`` marker.
+    IncompleteDatasetError: no ``_SUCCESS`` marker, or a shard file is missing.
     ValueError: ``split`` is unknown, ``batch_size`` is below 1, or the output holds no
       embeddings (converted without ``--embedding_model``).
+    imagerecords.ShardMismatchError: a shard is not the manifest's (as in :func:`load`).
   """
   manifest = metadata.read_manifest(data_dir)
   if batch_size < 1:
     raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
   shape = embedding_feature(manifest, data_dir)
   dataset = _serialized_records(data_dir, manifest, split, training, shuffle_buffer, seed,
-                                input_context, repeat)
+                                input_context, repeat, verify_shards)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
   labeled = bool(manifest.classes)
@@ -281,9 +295,10 @@ def embedding_feature(manifest: contract.Manifest, data_dir: str) -> list:
 def _serialized_records(data_dir: str, manifest: contract.Manifest, split: str, training: bool,
                         shuffle_buffer: int, seed: Optional[int],
                         input_context: Optional[tf.distribute.InputContext],
-                        repeat: bool) -> tf.data.Dataset:
+                        repeat: bool, verify_shards: Union[bool, str]) -> tf.data.Dataset:
   """The serialized records of ``split``, read, sharded, shuffled and repeated as :func:`load`
-  describes (its module docstring's first steps); :func:`load` and
+  describes (its module docstring's first steps), once the shard files this pipeline reads
+  are checked as ``verify_shards`` says; :func:`load` and
   :func:`imagerecords.load_embeddings` both read through here."""
   shards = metadata.split_shards(manifest, data_dir, split)
   files = [shard.path for shard in shards]
@@ -292,6 +307,9 @@ def _serialized_records(data_dir: str, manifest: contract.Manifest, split: str, 
     num_pipelines = input_context.num_input_pipelines
     pipeline_id = input_context.input_pipeline_id
   shard_by_record = num_pipelines > 1 and len(files) < num_pipelines
+  # Sharded by file, this pipeline reads every num_pipelines-th file (Dataset.shard below).
+  metadata.check_shards(shards if num_pipelines == 1 or shard_by_record
+                        else shards[pipeline_id::num_pipelines], verify_shards)
 
   # shard files -> serialized records ------------------------------------------------------
   dataset = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))

@@ -25,7 +25,11 @@ the pictures need and keeps the first two checks:
   the image's height and width (a palette or colour PNG does not: TensorFlow would decode its
   colours), and its class ids other than void (255) index ``labels.txt`` when that names classes;
 * the records counted per shard and per split, and per class for classification, equal the
-  manifest's counts.
+  manifest's counts;
+* a shard whose records all pass is the file the manifest lists: its size and SHA-256 equal
+  the manifest's ``bytes`` and ``sha256`` (the check of ``imagerecords.load(...,
+  verify_shards='sha256')``): sound records of another data set, or the same photos written
+  with other labels, are not the data the manifest describes.
 
 Exit status: 0 and a last line ``OK`` when nothing is wrong; 1 and one line per problem
 otherwise (at most 20 per shard, then a count of the rest); 2 when the directory cannot be
@@ -61,11 +65,8 @@ import gzip
 import json
 import math
 import os
-import struct
 import sys
 from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
-
-import google_crc32c
 
 from imagerecords import contract
 from imagerecords import framing
@@ -74,17 +75,6 @@ from imagerecords.report import (Record, Report, SplitReport,  # pylint: disable
 
 MAX_PROBLEMS_PER_SHARD = 20
 VOID_CLASS = contract.MASK_VOID  # 255: the "ignore" id of segmentation masks (PASCAL VOC's)
-_CRC_MASK_DELTA = 0xa282ead8  # TensorFlow's core/lib/hash/crc32c.h
-
-
-def masked_crc32c(data: bytes) -> int:
-  """The CRC-32C of ``data``, masked as TFRecord stores it (``crc32c::Mask`` in TensorFlow).
-
-  Masking rotates the CRC right by 15 bits and adds 0xa282ead8, modulo 2^32, so that a CRC of
-  data that itself holds CRCs is not degenerate.
-  """
-  crc = google_crc32c.value(data)
-  return ((((crc >> 15) | (crc << 17)) & 0xffffffff) + _CRC_MASK_DELTA) & 0xffffffff
 
 
 # --- the framing walk ---------------------------------------------------------------------------
@@ -121,13 +111,12 @@ def walk_frames(stream: BinaryIO, name: str, problems: List[str],
     problems: list the problem lines are appended to.
     check_crc: False skips both checksums (for drawing samples without verifying).
   """
-  length_ok = (lambda header: masked_crc32c(header[:8]) == struct.unpack('<I', header[8:])[0]
-               ) if check_crc else None
+  length_ok = framing.length_checksum_ok if check_crc else None
   index = 0
   try:
     for frame in framing.read_frames(stream, length_ok=length_ok):
       data = frame.data
-      if check_crc and masked_crc32c(data) != struct.unpack('<I', frame.body[-4:])[0]:
+      if check_crc and not framing.data_checksum_ok(frame):
         problems.append(f'{name}: record {index} (byte {frame.offset}): corrupt: the data '
                         f'({len(data)} bytes) fails its checksum')
         data = None
@@ -331,6 +320,8 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
                               f'says {expected}')
       elif verify and expected is not None and count != expected:
         shard_problems.append(f'{name}: {count} records, the manifest says {expected}')
+      elif verify and not shard_problems:
+        shard_problems.extend(_not_the_manifests(path, entry))
       problems.extend(_capped(shard_problems, name))
     report.samples = _round_robin(shard_samples, samples)
     listed_total = sum(entry.num_examples or 0 for entry in entries)
@@ -351,6 +342,19 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
                         f'({"; ".join(diffs)})')
   return Report(data_dir, class_names, splits, problems, verify, segmentation,
                 duplicate_groups, flagged, images, manifest.input_dir)
+
+
+def _not_the_manifests(path: str, entry: contract.ShardEntry) -> List[str]:
+  """One problem line if the shard at ``path``, whose records all check out, is still not the
+  file the manifest lists (``entry``): its size, or its SHA-256 where the manifest records one,
+  differs (another data set's shard, the same photos written with other labels); else []."""
+  from imagerecords import metadata  # pylint: disable=import-outside-toplevel
+  shard = metadata.Shard(path, entry.num_examples, entry.bytes, entry.sha256)
+  try:
+    metadata.check_shards([shard], 'sha256' if entry.sha256 else True)
+  except metadata.ShardMismatchError as error:
+    return [f'{entry.file}: not the shard {contract.MANIFEST_FILE} lists: {error.reason}']
+  return []
 
 
 def _read_shard(path, name, class_names, segmentation, verify, num_samples, problems, report,

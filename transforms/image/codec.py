@@ -25,7 +25,8 @@ What every source becomes (``channels`` = ``ImageSpec.channels``, 3 or 1):
     before resizing, so the stored image is upright and its width/height are the upright ones;
   * resizing follows ``resize_geometry``, with area interpolation when shrinking 2x or more,
     bilinear when shrinking less (what is left after a JPEG's DCT-domain downscale) and bicubic
-    when enlarging (OpenCV).
+    when enlarging (OpenCV's own code, never Intel IPP's: ``opencv_without_ipp``), so the same
+    source gives the same pixels on any x86 CPU.
 
 Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, RGB order.
 """
@@ -33,6 +34,7 @@ Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, 
 import dataclasses
 import io
 import re
+import threading
 import warnings
 from typing import Iterator, NamedTuple, Optional, Tuple
 
@@ -47,11 +49,35 @@ from transforms.elements import EncodedImage
 # parallelism comes from processing many images at once.
 cv2.setNumThreads(1)
 
+_IPP_OFF = threading.local()
+
+
+def opencv_without_ipp() -> None:
+  """Turns off OpenCV's Intel IPP code paths for the calling thread (once per thread).
+
+  IPP picks its code by the CPU it runs on (SSE4.2, AVX2, AVX-512), and its float arithmetic
+  gives other pixels on another CPU: with IPP, ``cv2.resize(INTER_CUBIC)`` changed 261 of the
+  300 catdog photos against OpenCV's own code, and the job's records differed between machines
+  (tests/test_same_output.py). OpenCV's own code gives the same pixels with or without its
+  SSE4/AVX2 dispatch (checked with ``OPENCV_CPU_DISABLE`` on every catdog photo). The switch is
+  thread-local in OpenCV (a Beam worker thread starts with IPP on), so every function of the job
+  that calls OpenCV on pixels calls this first.
+  """
+  if not getattr(_IPP_OFF, 'done', False):
+    cv2.ipp.setUseIPP(False)
+    _IPP_OFF.done = True
+
 RESIZE_MODES = ('shorter_side', 'center_crop', 'pad', 'stretch', 'none')
 IMAGE_FORMATS = ('jpeg', 'png', 'original', 'raw')
 CHROMA_SUBSAMPLINGS = ('420', '444')
 CHANNELS = (3, 1)
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # 89,478,485: Pillow's decompression-bomb limit
+DEFAULT_MAX_JPEG_SCANS = 100
+"""``ImageSpec.max_jpeg_scans``' default. Of the 1,823 JPEGs in ``../shared/data`` (photos,
+scans, wallpapers and libjpeg-turbo's and Pillow's test files), 1,816 have 1 scan and the
+progressive ones 7 to 11 (libjpeg's standard progression has 10 for colour, 6 for gray): 100 is
+nine times the most found. A JPEG of 2,000 repeated scans of one real photo (enlarged to
+8000x6015) took Pillow 55 s to decode here, 27 ms a scan (docs/images.md)."""
 WHITE = (255, 255, 255)
 
 _JPEG_SOI = b'\xff\xd8\xff'
@@ -119,12 +145,17 @@ class ImageSpec:
     max_pixels: an image whose header claims more pixels than this is refused before any pixel
       is decoded (decompression-bomb guard, default as Pillow's; at most twice that, Pillow's
       own hard limit).
+    max_jpeg_scans: a JPEG of more scans than this is refused before any pixel is decoded
+      (``jpeg_scans``): each scan is a pass over the whole image, so a file of thousands of
+      tiny scans holds a decoder for minutes. Bounds a decode's work with ``max_pixels``
+      (about scans x pixels); counted, not timed, so the same files are refused on any machine.
   """
   image_size: int = 256
   resize_mode: str = 'shorter_side'  # as --resize_mode
   image_format: str = 'jpeg'
   jpeg_quality: int = 90
   max_pixels: int = DEFAULT_MAX_PIXELS
+  max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
   chroma_subsampling: str = '420'
   channels: int = 3
   background: Tuple[int, int, int] = WHITE
@@ -149,6 +180,8 @@ class ImageSpec:
     if not 1 <= self.max_pixels <= 2 * DEFAULT_MAX_PIXELS:
       raise ValueError(f'max_pixels must be within 1-{2 * DEFAULT_MAX_PIXELS:,} (Pillow refuses '
                        f'larger images itself), got {self.max_pixels:,}')
+    if self.max_jpeg_scans < 1:
+      raise ValueError(f'max_jpeg_scans must be at least 1, got {self.max_jpeg_scans}')
 
 
 def convert(data: bytes, spec: ImageSpec) -> EncodedImage:
@@ -166,8 +199,8 @@ def convert(data: bytes, spec: ImageSpec) -> EncodedImage:
 
   Raises:
     ImageError: with a reason naming what is wrong (empty file, not an image, HTML or SVG
-      content, truncated or corrupt data, too many pixels, unsupported pixel format, a format
-      ``original`` cannot keep).
+      content, truncated or corrupt data, too many pixels, a JPEG of too many scans,
+      unsupported pixel format, a format ``original`` cannot keep).
   """
   return convert_keeping_pixels(data, spec).encoded
 
@@ -222,9 +255,9 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
   without decoding it: use ``jpeg`` or ``png`` to validate every pixel.
 
   Raises:
-    ImageError: not an image, too many pixels, truncated, or a format or pixel type that
-      ``tf.io.decode_image`` cannot decode (TIFF, WebP, PPM, 8-bit or compressed BMP, ...): the
-      reason says to use ``--image_format=jpeg`` or ``png``.
+    ImageError: not an image, too many pixels or JPEG scans, truncated, or a format or pixel
+      type that ``tf.io.decode_image`` cannot decode (TIFF, WebP, PPM, 8-bit or compressed BMP,
+      ...): the reason says to use ``--image_format=jpeg`` or ``png``.
   """
   if _plain_jpeg_frame(data):  # most photos: libjpeg-turbo's header parse alone, no Pillow
     return _original_jpeg(data, spec)
@@ -260,6 +293,7 @@ def _original_jpeg(data: bytes, spec: ImageSpec) -> EncodedImage:
   then its end (see ``original``)."""
   height, width, channels = _jpeg_header(data)
   _check_pixels((width, height), spec)
+  _check_jpeg_scans(data, spec)  # the reader decodes the kept bytes every epoch
   _check_jpeg_end(data)
   return EncodedImage(data, 'jpeg', height, width, channels)
 
@@ -277,23 +311,90 @@ def _jpeg_header(data: bytes) -> Tuple[int, int, int]:
 _PLAIN_JPEG_FRAMES = (0xC0, 0xC1, 0xC2)  # SOF0-2: baseline, extended, progressive (Huffman)
 
 
-def _jpeg_segments(data: bytes, min_bytes: int) -> Iterator[Tuple[Optional[int], int]]:
-  """(marker, position) of each marker of a JPEG's header after SOI, walked by the segments'
-  lengths (nothing is decoded; fill bytes skipped) while ``min_bytes`` (at least 4: the marker
-  and its length) remain from the marker; (None, position) at a byte that is not a marker, and
-  no more. The caller stops at the marker it looks for: past the first scan (0xDA) the walk
-  would read entropy-coded data."""
+_SOS, _EOI = 0xDA, 0xD9  # start of scan, end of image
+_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length field
+
+# The next marker in entropy-coded data or junk: 0xFF then a byte that is not a stuffed zero, a
+# restart marker (RST0-7, which only a scan's data holds) or a fill 0xFF (ITU-T T.81 B.1.1.2-5).
+_NEXT_MARKER = re.compile(rb'\xff[^\x00\xd0-\xd7\xff]')
+
+
+def _jpeg_segments(data: bytes, min_bytes: int,
+                   resync: bool = False) -> Iterator[Tuple[Optional[int], int]]:
+  """(marker, position) of each marker of a JPEG after SOI, walked by the segments' lengths
+  (nothing is decoded; fill bytes skipped) while ``min_bytes`` (at least 4: the marker and its
+  length) remain from the marker.
+
+  Without ``resync`` (a header's walk): (None, position) at a byte that is not a marker, and no
+  more; the caller stops at the marker it looks for, at the latest the first scan (0xDA), past
+  which the walk would read entropy-coded data as markers.
+
+  With ``resync`` (the whole file's walk, as libjpeg reads it): each scan's entropy-coded data,
+  and bytes that are not a marker (which libjpeg skips with a warning, 'extraneous bytes before
+  marker'), are skipped to the next marker; the walk ends at EOI (0xD9), or at the end of the
+  data. Segment payloads (EXIF thumbnails, ICC profiles) are stepped over by their lengths, so
+  markers inside them are not seen.
+  """
   position, size = 2, len(data)
   while position + min_bytes <= size:
-    if data[position] != 0xFF:
-      yield None, position
-      return
+    if data[position] != 0xFF or (resync and data[position + 1] == 0):
+      if not resync:
+        yield None, position
+        return
+      found = _NEXT_MARKER.search(data, position)
+      if found is None:
+        return
+      position = found.start()
+      continue
     marker = data[position + 1]
     if marker == 0xFF:  # a fill byte
       position += 1
       continue
     yield marker, position
+    if resync and marker == _EOI:
+      return
+    if resync and marker in _STANDALONE_MARKERS:
+      position += 2
+      continue
     position += 2 + (data[position + 2] << 8 | data[position + 3])  # big-endian length
+    if resync and marker == _SOS:  # the scan's header, then its entropy-coded data
+      found = _NEXT_MARKER.search(data, position)
+      if found is None:
+        return
+      position = found.start()
+
+
+class JpegScans(NamedTuple):
+  """What ``jpeg_scans`` finds in a JPEG's first image.
+
+  scans: its SOS markers, each a pass of the decoder over the image's coefficients.
+  progressive: its frame is progressive (SOF2, SOF6, SOF10, SOF14).
+  """
+  scans: int
+  progressive: bool
+
+
+_PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)
+
+
+def jpeg_scans(data: bytes) -> JpegScans:
+  """Counts the scans of a JPEG's first image (up to its EOI) from its markers alone, walked
+  as libjpeg reads them (``_jpeg_segments`` with ``resync``): nothing is decoded, and the
+  entropy-coded data is only searched for its next marker (0.05 ms for a 100 KB photo, 0.7 ms
+  for an 8.9 MB one, here).
+
+  Each scan costs the decoder a pass over the whole image, so the count bounds a decode's work
+  (``ImageSpec.max_jpeg_scans``). Returns ``JpegScans(0, False)`` for data that is not a JPEG.
+  """
+  if data[:3] != _JPEG_SOI:
+    return JpegScans(0, False)
+  scans, progressive = 0, False
+  for marker, _ in _jpeg_segments(data, 4, resync=True):
+    if marker == _SOS:
+      scans += 1
+    elif marker in _PROGRESSIVE_FRAMES:
+      progressive = True
+  return JpegScans(scans, progressive)
 
 
 def _plain_jpeg_frame(data: bytes) -> bool:
@@ -474,7 +575,7 @@ def apply_geometry(pixels: np.ndarray, geometry: Geometry, nearest: bool = False
     geometry: from ``resize_geometry``.
     nearest: nearest-neighbour resizing (for masks of class indices); otherwise area
       interpolation when shrinking 2x or more, bilinear when shrinking less, bicubic when
-      enlarging (OpenCV).
+      enlarging (OpenCV, without IPP: ``opencv_without_ipp``).
     background: fill of the padding: one value per channel of ``pixels``, or one for all.
     scale: ``(x, y)`` size of ``pixels`` relative to the source the crop box is in (below 1
       for a DCT-downscaled decode); the scaled box is rounded to whole pixels.
@@ -482,6 +583,7 @@ def apply_geometry(pixels: np.ndarray, geometry: Geometry, nearest: bool = False
   Returns:
     The result, ``geometry.output_size`` in size, same dtype and channels as ``pixels``.
   """
+  opencv_without_ipp()
   left, top, right, bottom = geometry.crop_box
   if scale != (1.0, 1.0):
     left, right = round(left * scale[0]), round(right * scale[0])
@@ -573,6 +675,16 @@ def _check_pixels(size: Tuple[int, int], spec: ImageSpec) -> None:
         f'max_pixels={spec.max_pixels:,} (possible decompression bomb)')
 
 
+def _check_jpeg_scans(data: bytes, spec: ImageSpec) -> None:
+  """Refuses a JPEG of more than ``spec.max_jpeg_scans`` scans, before any decoding (nothing for
+  other formats)."""
+  found = jpeg_scans(data)
+  if found.scans > spec.max_jpeg_scans:
+    kind = 'progressive JPEG' if found.progressive else 'JPEG'
+    raise ImageError(f'{kind} with {found.scans} scans (limit {spec.max_jpeg_scans}, '
+                     '--max_jpeg_scans): each scan is a pass over the whole image')
+
+
 def _describe_unknown(data: bytes) -> str:
   """Names what non-image bytes look like, for the failure report."""
   head = data[:512].lstrip().lower()
@@ -612,6 +724,7 @@ def _decode(data: bytes, spec: ImageSpec) -> Tuple[np.ndarray, Tuple[int, int]]:
   The pixels may be smaller than the source (DCT-domain downscaling of JPEGs); the source size
   is the full one, from the header, that ``resize_geometry`` works in.
   """
+  _check_jpeg_scans(data, spec)
   shape = _plain_upright_jpeg(data)
   if shape is not None and shape[0] * shape[1] <= spec.max_pixels:
     # what Pillow would open as an upright JPEG of mode RGB or L: its header parse (in Python,

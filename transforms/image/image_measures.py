@@ -28,6 +28,8 @@ from typing import NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
+from transforms.image.codec import opencv_without_ipp
+
 THUMBNAIL_SIZE = 64
 """Side of the square thumbnail every measure is taken on, in pixels."""
 
@@ -132,6 +134,7 @@ def measure(pixels: np.ndarray, source_size: Tuple[int, int]) -> ImageMeasures:
   Returns:
     ImageMeasures (see there).
   """
+  opencv_without_ipp()  # the same measures on any CPU (see there)
   pixels = np.ascontiguousarray(pixels)
   if pixels.shape[:2] == _THUMBNAIL_SHAPE:  # cv2.resize to the same size is a copy of it
     thumbnail = pixels

@@ -76,11 +76,15 @@ def filename_regex(label_source: str) -> 're.Pattern':
 
 def check_label_source(label_source: str, allowed=LABEL_SOURCES) -> None:
   """Raises ValueError unless ``label_source`` has one of the ``allowed`` forms (a
-  ``filename:REGEX`` must also compile, with a group), so a bad flag fails at launch."""
+  ``filename:REGEX`` must also compile, with a group; a ``file:PATH`` must give a path), so a
+  bad flag fails at launch."""
   kind = label_source.split(':', 1)[0] if ':' in label_source else label_source
   forms = {form.split(':', 1)[0]: form for form in allowed}
   if kind not in forms or (':' in forms[kind]) != (':' in label_source):
     raise ValueError(f'--label_source must be {", ".join(allowed)}; got {label_source!r}')
+  if kind == 'file' and not label_source.split(':', 1)[1].strip():
+    raise ValueError('--label_source=file: names no label file (a template that rendered '
+                     'nothing?): give its path, --label_source=file:PATH')
   if kind == 'filename':
     filename_regex(label_source)
 

@@ -24,12 +24,10 @@ Exclusive creation, the one primitive all of this needs, per filesystem:
 * local disk: a temporary file hard-linked to the claim's name (``link`` fails when the name
   exists: atomic on local filesystems and NFS), falling back to ``O_CREAT | O_EXCL`` where
   hard links are not supported;
-* ``s3://``: ``PutObject`` with ``If-None-Match: *`` (S3 conditional writes, August 2024),
-  through the client Beam's S3 filesystem configured. An S3-compatible server that ignores the
-  header makes the create non-exclusive;
-* ``gs://``: an upload with ``ifGenerationMatch=0`` through the google-cloud-storage client of
-  Beam's GCS filesystem (Beam's ``FileSystems`` exposes no precondition). Not exercised by the
-  tests (no GCS emulator here);
+* ``s3://``: ``PutObject`` with ``If-None-Match: *`` (S3 conditional writes, August 2024);
+  an S3-compatible server that ignores the header makes the create non-exclusive;
+* ``gs://``: an upload with ``ifGenerationMatch=0``. Not exercised by the tests (no GCS
+  emulator here). Both through ``transforms.files.conditional``;
 * any other scheme: an existence check, then a write: not exclusive; a warning says so.
 
 Limits: the lease is judged by the clock of the run that reads the claim against the heartbeat
@@ -57,6 +55,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.files import conditional
 from transforms.files.folders import delete_paths, escape_pattern, is_local, match, match_literal
 from transforms.files.textfiles import read_text, write_text
 
@@ -215,57 +214,13 @@ def _create_exclusive(path: str, text: str) -> bool:
         return True
     finally:
       os.remove(temporary)
-  scheme = FileSystems.get_scheme(path)
-  if scheme == 's3':
-    return _create_exclusive_s3(path, text)
-  if scheme == 'gs':
-    return _create_exclusive_gcs(path, text)
+  if conditional.has_conditional_writes(path):  # s3://, gs://
+    return conditional.write_if_version(path, text, None, content_type='application/json')
   _LOG.warning('%s: no exclusive create on %s://; two runs starting at the same moment may '
-               'both claim this output', path, scheme)
+               'both claim this output', path, FileSystems.get_scheme(path))
   if FileSystems.exists(path):
     return False
   write_text(path, text)
-  return True
-
-
-def _create_exclusive_s3(path: str, text: str) -> bool:
-  """``PutObject`` with ``If-None-Match: *``; False when S3 answers that the key exists (412)
-  or that a racing conditional write holds it (409).
-
-  Raises:
-    botocore.exceptions.ClientError: any other refusal (credentials, bucket).
-  """
-  from apache_beam.io.aws import s3io  # pylint: disable=import-outside-toplevel
-  from botocore.exceptions import ClientError  # pylint: disable=import-outside-toplevel
-  filesystem = FileSystems.get_filesystem(path)
-  bucket, key = path[len('s3://'):].split('/', 1)
-  client = s3io.S3IO(options=filesystem._options).client  # pylint: disable=protected-access
-  try:
-    client.client.put_object(Bucket=bucket, Key=key, Body=text.encode('utf-8'), IfNoneMatch='*')
-  except ClientError as error:
-    code = str(error.response.get('Error', {}).get('Code'))
-    if code in ('PreconditionFailed', '412', 'ConditionalRequestConflict', '409'):
-      return False
-    raise
-  return True
-
-
-def _create_exclusive_gcs(path: str, text: str) -> bool:
-  """An upload with ``ifGenerationMatch=0`` (only if no live object has the name); False when
-  GCS answers 412.
-
-  Raises:
-    google.api_core.exceptions.GoogleAPIError: any other refusal.
-  """
-  from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
-  filesystem = FileSystems.get_filesystem(path)
-  client = filesystem._gcsIO().client  # pylint: disable=protected-access
-  bucket, name = path[len('gs://'):].split('/', 1)
-  try:
-    client.bucket(bucket).blob(name).upload_from_string(
-        text.encode('utf-8'), content_type='application/json', if_generation_match=0)
-  except exceptions.PreconditionFailed:
-    return False
   return True
 
 

@@ -2,9 +2,11 @@
 
     PCollection[ConvertedExample]
       -> images.jsonl: one line per example, sorted by file:
-         {"file": "ants/1.jpg", "label": "ants", "sha256": "<source bytes>", "split": "train",
+         {"file": "ants/1.jpg", "label": "ants", "sha256": "<source bytes>",
+          "record_sha256": "<the record's bytes>", "split": "train",
           "version": "<size>:<mtime>", "pixel_sums": [...] (--stats' training split)}
-      -> with a previous run's images.jsonl, keyed by file, co-grouped with this run's:
+      -> with a previous run's images.jsonl, keyed by file, co-grouped with this run's (and
+         the files only one run has, keyed by their SHA-256, paired again: renamed photos):
          a one-element PCollection of the diff the manifest carries
 
 A nightly job over a growing folder wants to know what changed since last night: images
@@ -16,7 +18,7 @@ with the data like the rest of the job.
 
 import collections
 import json
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.textio import ReadFromText
@@ -29,12 +31,15 @@ from transforms.image.image_measures import ImageMeasures
 
 # The diff's per-image verdicts, in the order the manifest lists them.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'
-MOVED_SPLIT, RELABELED = 'moved_split', 'relabeled'
+MOVED_SPLIT, RELABELED, RENAMED = 'moved_split', 'relabeled', 'renamed'
+_UNPAIRED = 'unpaired'  # the tag of the files only one run has, paired again by their digest
 
 
 def index_line(example) -> str:
   """The images.jsonl line of a ConvertedExample (keys sorted, UTF-8 kept).
 
+  ``record_sha256`` (hex SHA-256 of the serialized record, ``ConvertedExample.record_sha256``)
+  is what the next night checks a record it copies against (``transforms.outputs.incremental``).
   ``version`` (the source's size and time as listed, ``elements.source_version``),
   ``pixel_sums`` (``--stats``' training split: ``[[sum per channel], [sum of squares per
   channel], pixels]``) and ``measures`` (``--image_checks``: the perceptual hash and quality
@@ -43,7 +48,7 @@ def index_line(example) -> str:
   (``transforms.outputs.incremental``).
   """
   entry = {'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
-           'split': example.split}
+           'record_sha256': example.record_sha256.hex(), 'split': example.split}
   if example.version is not None:
     entry['version'] = example.version
   if example.pixel_sums is not None:
@@ -57,7 +62,7 @@ def index_line(example) -> str:
 class WriteImageIndex(beam.PTransform):
   """PCollection[ConvertedExample] -> writes ``<output_dir>/images.jsonl``; returns the path.
 
-  One file (~170 bytes per image), lines sorted by file name so two runs' indexes compare
+  One file (~250 bytes per image), lines sorted by file name so two runs' indexes compare
   with ``diff``; sorted by an external merge (``transforms.files.sorted_lines``), so no worker holds
   every line. ``batched``: the input's elements are lists of ConvertedExample
   (``elements.examples_of``).
@@ -85,21 +90,66 @@ def keyed_by_file(line: str):
 
 
 def _verdicts(element):
-  """(file, {'now': [entry], 'before': [entry]}) -> (verdict, class name) pairs."""
+  """(file, {'now': [entry], 'before': [entry]}) -> (verdict, class name) pairs; a file only
+  one run has is also sent, keyed by its digest, to the ``_UNPAIRED`` output."""
   _, grouped = element
   now, before = list(grouped['now']), list(grouped['before'])
   if now and not before:
     yield ADDED, now[0]['label']
+    if now[0].get('sha256'):
+      yield beam.pvalue.TaggedOutput(_UNPAIRED, (now[0]['sha256'], ('now', now[0])))
     return
   if before and not now:
     yield REMOVED, before[0]['label']
+    if before[0].get('sha256'):
+      yield beam.pvalue.TaggedOutput(_UNPAIRED, (before[0]['sha256'], ('before', before[0])))
     return
   now, before = now[0], before[0]
   yield (UNCHANGED if now['sha256'] == before['sha256'] else CHANGED), now['label']
+  yield from _moves(before, now)
+
+
+def _moves(before: dict, now: dict):
+  """The verdicts of one image in both runs beyond its content: (MOVED_SPLIT, class) when its
+  split differs, (RELABELED, class) when its class does."""
   if now['split'] != before['split']:
     yield MOVED_SPLIT, now['label']
   if now['label'] != before['label']:
     yield RELABELED, now['label']
+
+
+def pair_renamed(removed: List[dict], added: List[dict]) -> List[Tuple[dict, dict]]:
+  """Pairs the entries of files of the previous run whose path is gone (``removed``) with
+  those of new paths (``added``), all of the same bytes (one SHA-256): the same photo renamed
+  or moved to another folder (a class folder renamed). Returns (before, now) pairs, at most
+  one per entry: first those of the same split and class, then of the same split, then of the
+  same class, then the rest, each in file order, so that the fewest pairs count as split moves
+  (a photo held twice is not taken for a move)."""
+  removed = sorted(removed, key=lambda entry: entry['file'])
+  added = sorted(added, key=lambda entry: entry['file'])
+  pairs = []
+  for same in (lambda a, b: a['split'] == b['split'] and a['label'] == b['label'],
+               lambda a, b: a['split'] == b['split'],
+               lambda a, b: a['label'] == b['label'],
+               lambda a, b: True):
+    for before in list(removed):
+      now = next((entry for entry in added if same(before, entry)), None)
+      if now is not None:
+        pairs.append((before, now))
+        removed.remove(before)
+        added.remove(now)
+  return pairs
+
+
+def _renamed_verdicts(element):
+  """(sha256, [('before' or 'now', entry)]) of the files only one run has -> (RENAMED,
+  class) for each renamed photo (:func:`pair_renamed`), with its split move and relabelling."""
+  _, tagged = element
+  removed = [entry for side, entry in tagged if side == 'before']
+  added = [entry for side, entry in tagged if side == 'now']
+  for before, now in pair_renamed(removed, added):
+    yield RENAMED, now['label']
+    yield from _moves(before, now)
 
 
 class _DiffFn(beam.CombineFn):
@@ -126,7 +176,7 @@ class _DiffFn(beam.CombineFn):
       if label is not None and verdict != UNCHANGED:
         by_class[str(label)][verdict] = count
     diff = {verdict: totals.get(verdict, 0)
-            for verdict in (ADDED, REMOVED, CHANGED, UNCHANGED, MOVED_SPLIT, RELABELED)}
+            for verdict in (ADDED, REMOVED, CHANGED, UNCHANGED, MOVED_SPLIT, RELABELED, RENAMED)}
     diff['by_class'] = {name: by_class[name] for name in sorted(by_class)}
     return diff
 
@@ -135,9 +185,14 @@ class DiffAgainstPrevious(beam.PTransform):
   """PCollection[ConvertedExample] -> a one-element PCollection: the diff with the previous run.
 
   The element: ``{'previous_run': path, 'added': n, 'removed': n, 'changed': n,
-  'unchanged': n, 'moved_split': n, 'relabeled': n, 'by_class': {class: {verdict: n}}}``.
-  ``changed`` counts files whose name stayed and whose bytes (SHA-256) did not; ``moved_split``
-  and ``relabeled`` count files whose split or class differs from the previous run's.
+  'unchanged': n, 'moved_split': n, 'relabeled': n, 'renamed': n,
+  'by_class': {class: {verdict: n}}}``. ``added``, ``removed``, ``changed`` and ``unchanged``
+  count files by path: ``changed``, those whose name stayed and whose bytes (SHA-256) did not.
+  ``renamed`` counts the photos among the removed and added files that are one file moved (the
+  same SHA-256 under another path: a renamed file or class folder; :func:`pair_renamed`).
+  ``moved_split`` and ``relabeled`` count the images whose split or class differs from the
+  previous run's: a file of the same path, or a renamed photo (a class folder renamed changes
+  the hash split of its photos and their class).
 
   Args:
     previous_index: the previous run's ``images.jsonl``.
@@ -156,9 +211,16 @@ class DiffAgainstPrevious(beam.PTransform):
         | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
         | 'key the previous run by file' >> beam.Map(keyed_by_file))
     previous_run = self._previous_run
-    return (
+    compared = (
         {'now': now, 'before': before}
         | 'pair by file' >> beam.CoGroupByKey()
-        | 'compare' >> beam.FlatMap(_verdicts)
+        | 'compare' >> beam.FlatMap(_verdicts).with_outputs(_UNPAIRED, main='verdicts'))
+    renamed = (
+        compared[_UNPAIRED]
+        | 'pair the rest by digest' >> beam.GroupByKey()
+        | 'compare renamed files' >> beam.FlatMap(_renamed_verdicts))
+    return (
+        (compared.verdicts, renamed)
+        | 'all verdicts' >> beam.Flatten()
         | 'count' >> beam.CombineGlobally(_DiffFn())
         | 'name the previous run' >> beam.Map(lambda diff: {'previous_run': previous_run, **diff}))

@@ -1,9 +1,10 @@
-"""Incremental nights: reuse the previous night's record of every unchanged image.
+"""Incremental nights: reuse the previous night's record of every unchanged image, verified.
 
 A nightly job over a growing bucket sees mostly the same files every night (typically 1-5%
 change). With ``--run_date`` and a previous published run converted with the same settings
 (``pipeline.nightly.plan_incremental`` decides, at launch), only new and changed images go
-through the codec; the records of the others are copied from the previous run's shards::
+through the codec; the records of the others are copied from the previous run's shards, each
+one only once it is verified::
 
     PCollection[LabeledImage] (this night's images, labelled and split)
       | key by file  ──┐
@@ -12,35 +13,58 @@ through the codec; the records of the others are copied from the previous run's 
       └─> reuse:   PCollection[(relpath, ReuseEntry)]   small: no image bytes
     previous shards (one element per shard file)
       | read each shard front to back, keep the records whose image/filename is to be reused
-        (side input: the reuse entries, as a dict)
-      -> PCollection[ConvertedExample]   the previous record's bytes, unchanged
+        (side input: the reuse entries, as a dict), verify each
+      ├─> PCollection[ConvertedExample]   the previous record's bytes, unchanged
+      └─> PCollection[ShardCheck]         per shard: the files copied, the records rejected
+    once: the reuse entries no verified record was copied for (rejected, or not found)
+      -> PCollection[LabeledImage], converted again with the night's new and changed images
 
 The rule for "unchanged", checked per file: the same relative path, the same ``version`` (the
 size in bytes and the modification time that the listing reports: ``os.stat`` locally, the
 object's ``updated`` / ``LastModified`` time on ``gs://`` / ``s3://``, through Beam's
-``FileMetadata``), the same label and split as the previous night, and, for the statistics'
-split, the pixel sums in the previous index. Where the filesystem gives no time, the file is
-read and its SHA-256 compared with the previous index's (a read, but no decode). The risk of
-the time rule: a file rewritten with exactly the same size whose time was set back (``touch
--d``, ``cp -p`` / ``rsync -t`` of other bytes of the same length over it) is not seen to change;
+``FileMetadata``), the same label and split as the previous night, a record digest
+(``record_sha256``) in the previous index, and, for the statistics' split, the pixel sums in
+the previous index. Where the filesystem gives no time, the file is read and its SHA-256
+compared with the previous index's (a read, but no decode). The risk of the time rule: a file
+rewritten with exactly the same size whose time was set back (``touch -d``, ``cp -p`` /
+``rsync -t`` of other bytes of the same length over it) is not seen to change;
 ``--full_rebuild`` converts everything.
 
+What a copied record is checked for (:class:`_CopyRecordsFn`): its frame's two checksums (the
+masked CRC-32C of the length field and of the data, as TFRecord defines them;
+``imagerecords.framing``), and the SHA-256 of its bytes against the ``record_sha256`` the
+previous night's ``images.jsonl`` recorded for the file. The checksums catch a flipped byte in
+the shard; the digest catches a record whose frame was written afresh around other bytes (a
+repaired or re-framed shard, another data set's record under the same file name). A record that
+fails either is never copied: its image is converted again from its source, the record is named
+in the manifest's ``incremental.rejected`` and in a log line, and counted
+(``previous_records_rejected``, ``images_reconverted``). A length field that fails its checksum,
+or a shard cut short, leaves the rest of that shard unlocatable: every image whose record is
+not found verified in some shard is converted again (``no intact record``). The SHA-256 is the
+one the split's fingerprint needs anyway (``ConvertedExample.record_sha256``), so the check
+adds no hashing; the checksums cost about 4 us per 29 KB record (``google-crc32c``; under a
+tenth of the SHA-256: ``bench/reuse_check.py``).
+
 Class ids stay the same across nights (the previous ``labels.txt`` pins them), so a reused
-record, which holds its class id, equals what converting the file again would write: an
-incremental night holds the same records as a full rebuild.
+record, which holds its class id, equals what converting the file again writes: an
+incremental night holds the same records as a full rebuild, byte for byte.
 """
 
+import collections
 import gzip
 import hashlib
 import io
-from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
+import logging
+import zlib
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
-from imagerecords.framing import HEADER_BYTES, FramingError, read_frames, read_records
+from imagerecords.framing import (HEADER_BYTES, Frame, FramingError, data_checksum_ok,
+                                  length_checksum_ok, read_frames)
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
 from transforms.files import reads
@@ -51,21 +75,98 @@ from transforms.image.image_measures import ImageMeasures
 from transforms.image.pixel_sums import PixelSums
 from transforms.outputs.image_index import keyed_by_file
 
+_LOG = logging.getLogger(__name__)
+
 REUSE_TAG = 'reuse'
 """The tag of the decision's output of (relpath, ReuseEntry)."""
+CHECKS_TAG = 'checks'
+"""The tag of the copy's output of one ShardCheck per previous shard."""
+_COUNTS_TAG = 'counts'
+
+MAX_REJECTED_LISTED = 100
+"""The most rejected records the manifest lists (``incremental.rejected``); the log names all."""
+
+NO_INTACT_RECORD = 'no intact record in the previous run\'s shards'
+"""The reason given for an image to reuse whose record was not found verified in any shard."""
 
 _BATCH_BYTES = 64 << 20  # records read per attempt from an uncompressed shard
 
 
 class ReuseEntry(NamedTuple):
-  """What the reused example carries besides its record bytes (from the previous index, checked
-  against this night's listing)."""
-  split: str
-  label: Optional[str]
+  """An unchanged file, to be reused: this night's ``image`` (converted again if its previous
+  record fails verification) and what the previous index holds for it.
+
+  record_sha256: the raw 32-byte SHA-256 of the previous record (``images.jsonl``'s
+    ``record_sha256``), which the copied record's bytes must match.
+  measures: the ImageMeasures fields (``ConvertedExample.measures``), or None.
+  """
+  image: LabeledImage
   source_sha256: str
+  record_sha256: bytes
   pixel_sums: Optional[PixelSums]
-  version: Optional[str]
-  measures: Optional[tuple] = None  # the ImageMeasures fields (ConvertedExample.measures)
+  measures: Optional[tuple] = None
+
+
+class RejectedRecord(NamedTuple):
+  """A previous record a night did not copy, and why.
+
+  file: the image's relative path, as its record or the reuse entries name it; None where the
+    damage hides it (a record that does not parse, the unlocatable rest of a shard).
+  shard: the previous shard's path; None for an image found in no shard (``NO_INTACT_RECORD``).
+  record: the record's index in the shard (0-based, file order); None where unknown (no shard,
+    or a shard that cannot be read).
+  offset: the byte offset of its frame (of the decompressed stream for ``.tfrecord.gz``); None
+    where unknown (as ``record``, and where a gzip stream stops inflating).
+  reason: in words.
+  """
+  file: Optional[str]
+  shard: Optional[str]
+  record: Optional[int]
+  offset: Optional[int]
+  reason: str
+
+  def to_json(self) -> dict:
+    """The manifest's form: ``{"file", "shard", "record", "offset", "reason"}``."""
+    return self._asdict()
+
+
+class ShardCheck(NamedTuple):
+  """What the copy of one previous shard found: ``copied``, the files whose record was verified
+  and copied (file order); ``rejected``, the RejectedRecords of the shard."""
+  shard: str
+  copied: Tuple[str, ...]
+  rejected: Tuple[RejectedRecord, ...]
+
+
+class NightCounts(NamedTuple):
+  """A dated night's counts (one element, for the manifest's ``incremental`` section).
+
+  reused: records copied from the previous run, verified. converted: images that went through
+  the codec (new, changed, and reconverted). to_reuse: files decided unchanged. reconverted:
+  of those, the ones converted again because no verified record was found. rejected: the first
+  ``MAX_REJECTED_LISTED`` RejectedRecords. ``to_reuse == reused + reconverted`` unless the
+  previous shards held a file's record twice (``reuse_error``).
+  """
+  reused: int
+  converted: int
+  to_reuse: int = 0
+  reconverted: int = 0
+  rejected: Tuple[RejectedRecord, ...] = ()
+
+  def manifest_fields(self) -> dict:
+    """The keys this night adds to the manifest's ``incremental`` section."""
+    return {'reused': self.reused, 'converted': self.converted,
+            'reconverted': self.reconverted,
+            'rejected': [record.to_json() for record in self.rejected]}
+
+  def reuse_error(self, reused_from: Optional[str]) -> Optional[str]:
+    """Why the night fails, or None: the previous shards held more records of the files to
+    reuse than there are files (a record twice), so a file would be written twice."""
+    if self.reused + self.reconverted == self.to_reuse:
+      return None
+    return (f'{self.to_reuse} unchanged images were to be reused from {reused_from}, but its '
+            f'shards hold {self.reused} verified records of {self.to_reuse - self.reconverted} '
+            'of them (a record held twice); rerun with --full_rebuild')
 
 
 def _sums(entry: dict) -> Optional[PixelSums]:
@@ -94,7 +195,7 @@ class _DecideFn(beam.DoFn):
       before = next(iter(grouped['before']), None)
       if before is not None and self._unchanged(image, before):
         yield beam.pvalue.TaggedOutput(REUSE_TAG, (relpath, ReuseEntry(
-            image.split, image.label, before['sha256'], _sums(before), image.version,
+            image, before['sha256'], bytes.fromhex(before['record_sha256']), _sums(before),
             _measures(before))))
       else:
         yield image
@@ -102,6 +203,8 @@ class _DecideFn(beam.DoFn):
   def _unchanged(self, image: LabeledImage, before: dict) -> bool:
     if (image.label != before.get('label') or image.split != before.get('split')
         or (image.source_sha256 is not None and image.source_sha256 != before.get('sha256'))
+        # an index of a version that kept no record digests: nothing to verify a copy with
+        or before.get('record_sha256') is None
         or (image.split == self._stats_split and before.get('pixel_sums') is None)
         # --image_checks: a record from a run that did not measure it (or whose measures
         # lack the pixels that confirm near duplicates) is converted again
@@ -120,76 +223,158 @@ class _DecideFn(beam.DoFn):
     return digest == before.get('sha256')
 
 
-def _read_batch(path: str, offset: int) -> Tuple[list, int, Optional[FramingError]]:
-  """Up to ``_BATCH_BYTES`` of records of an uncompressed shard from byte ``offset``:
-  (records, the offset after them or -1 once the shard has ended, the FramingError of a shard
-  cut short, returned rather than raised: bad data, not a read to retry)."""
-  records = []
+def _read_batch(path: str, offset: int) -> Tuple[List[Frame], int, Optional[FramingError]]:
+  """Up to ``_BATCH_BYTES`` of frames of an uncompressed shard from byte ``offset``, each
+  length field checked against its checksum: (frames, the offset after them or -1 once the
+  shard has ended, the FramingError of a shard cut short or of a length field that fails its
+  checksum, returned rather than raised: bad data, not a read to retry)."""
+  frames = []
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
     if offset:
       handle.seek(offset)
     try:
-      for frame in read_frames(handle, offset):
-        records.append(frame.data)
+      for frame in read_frames(handle, offset, length_ok=length_checksum_ok):
+        frames.append(frame)
         end = frame.offset + HEADER_BYTES + len(frame.body)
         if end - offset >= _BATCH_BYTES:
-          return records, end, None
+          return frames, end, None
     except FramingError as error:
-      return records, -1, error
-  return records, -1, None
+      return frames, -1, error
+  return frames, -1, None
 
 
-def shard_records(path: str) -> Iterable[bytes]:
-  """Every record of one TFRecord shard (``.gz`` ones decompressed), in file order, each read
-  once. Transient errors are retried (``transforms.files.reads``) from the last whole batch read, so
-  no record is yielded twice.
+def shard_frames(path: str) -> Iterator[Frame]:
+  """Every record frame of one TFRecord shard (``.gz`` ones decompressed: offsets are of the
+  decompressed stream), in file order, each read once and its length field checked against its
+  checksum (the data's checksum is the caller's to check: :func:`data_checksum_ok`). Transient
+  errors are retried (``transforms.files.reads``) from the last whole batch read, so no frame
+  is yielded twice.
 
   Raises:
     UnreadableFile, ReadFailed: see ``transforms.files.reads``.
-    FramingError: the shard is cut short.
+    FramingError: the shard is cut short, a length field fails its checksum, or a ``.gz``
+      shard does not inflate: nothing after that frame can be located (``error.offset``: the
+      frame's byte offset; None in a gzip stream).
   """
   if path.endswith(contract.GZIP_SUFFIX):  # no cheap seek into gzip: one read of the file
     data = reads.read_bytes(path, CompressionTypes.UNCOMPRESSED)
-    yield from read_records(gzip.GzipFile(fileobj=io.BytesIO(data)))
+    try:
+      yield from read_frames(gzip.GzipFile(fileobj=io.BytesIO(data)),
+                             length_ok=length_checksum_ok)
+    except (OSError, EOFError, zlib.error) as error:  # from the inflate of bytes in memory:
+      # a damaged gzip stream (BadGzipFile is an OSError), not a read to retry
+      raise FramingError(f'not a whole gzip stream: {error}') from error
     return
   offset = 0
   while offset >= 0:
-    records, offset, problem = reads.with_retries(
+    frames, offset, problem = reads.with_retries(
         lambda start=offset: _read_batch(path, start), path)
-    yield from records
+    yield from frames
     if problem is not None:
-      raise FramingError(f'{path}, a shard of the previous run: {problem}; rerun with '
-                         '--full_rebuild') from problem
+      raise problem
+
+
+def _verify(frame: Frame, reuse: Dict[str, ReuseEntry]
+            ) -> Tuple[Optional[str], Optional[ReuseEntry], Optional[str]]:
+  """One previous record's verdict: (the file it names, None if it names none; that file's
+  ReuseEntry, None if the night does not reuse it; why the record may not be copied, None if
+  it may, or if it is not to be copied anyway)."""
+  intact = data_checksum_ok(frame)
+  try:
+    relpath = example_filename(frame.data)
+  except ValueError as error:  # no file to name: damaged, or not this job's record
+    return None, None, ('corrupt: the data fails its checksum' if not intact
+                        else f'not a record of this job: {error}')
+  entry = reuse.get(relpath)
+  if not intact:  # the name read from a damaged record may be wrong: a clue, no more
+    return relpath, entry, f'corrupt: the data fails its checksum (it names {relpath})'
+  if entry is None:  # removed, changed or moved since: converted again, or gone
+    return relpath, None, None
+  digest = hashlib.sha256(frame.data).digest()
+  if digest != entry.record_sha256:
+    return relpath, entry, (
+        f'the record differs from the one images.jsonl recorded (SHA-256 {digest.hex()[:16]}'
+        f'..., not {entry.record_sha256.hex()[:16]}...)')
+  return relpath, entry, None
 
 
 class _CopyRecordsFn(beam.DoFn):
-  """A previous shard's path -> ConvertedExample for each of its records to reuse."""
+  """A previous shard's path -> ConvertedExample for each of its records to reuse that passes
+  verification (module docstring), and one ShardCheck on the ``checks`` output."""
 
   def __init__(self):
     self._reused = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_reused')
     self._bytes = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'reused_record_bytes')
+    self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+                                                  'previous_records_rejected')
 
-  def process(self, shard: str, reuse: Dict[str, ReuseEntry]) -> Iterable[ConvertedExample]:
-    for record in shard_records(shard):
-      relpath = example_filename(record)
-      entry = reuse.get(relpath)
-      if entry is None:  # removed, changed or moved since: converted again, or gone
-        continue
-      self._reused.inc()
-      self._bytes.inc(len(record))
-      yield ConvertedExample(entry.split, entry.label, relpath, record,
-                             hashlib.sha256(record).digest(), entry.source_sha256,
-                             entry.pixel_sums, entry.version, entry.measures)
+  def process(self, shard: str, reuse: Dict[str, ReuseEntry]) -> Iterable:
+    copied, rejected = [], []
+
+    def reject(file, number, offset, reason):
+      self._rejected.inc()
+      rejected.append(RejectedRecord(file, shard, number, offset, reason))
+      where = '' if number is None else f', record {number}' + (
+          '' if offset is None else f' (byte {offset})')
+      _LOG.warning('%s%s of the previous run: %s%s', shard, where, reason,
+                   f'; {file} is converted again' if file else '')
+
+    number = 0  # frames read so far: the index of the next one
+    try:
+      for number, frame in enumerate(shard_frames(shard), 1):
+        relpath, entry, problem = _verify(frame, reuse)
+        if problem is not None:
+          reject(relpath if entry else None, number - 1, frame.offset, problem)
+        elif entry is not None:
+          copied.append(relpath)
+          self._reused.inc()
+          self._bytes.inc(len(frame.data))
+          image = entry.image
+          yield ConvertedExample(image.split, image.label, relpath, frame.data,
+                                 entry.record_sha256, entry.source_sha256, entry.pixel_sums,
+                                 image.version, entry.measures)
+    except FramingError as error:  # the rest of the shard cannot be located
+      reject(None, number, error.offset, f'{error.reason}; the images of this record and '
+             'those after it are converted again')
+    except reads.UnreadableFile as error:  # gone or denied: none of its records can be reused
+      reject(None, None, None, f'cannot read the shard: {error}')
+    yield beam.pvalue.TaggedOutput(CHECKS_TAG, ShardCheck(shard, tuple(copied), tuple(rejected)))
+
+
+class _AccountFn(beam.DoFn):
+  """None -> the LabeledImage of every file to reuse that no shard copied a verified record of
+  (converted again), and the night's NightCounts (less ``converted``) on the ``counts``
+  output.
+
+  Side inputs: ``reuse`` (relpath -> ReuseEntry, every file to reuse), ``checks`` (every
+  ShardCheck). One element: a set of the copied files' paths in memory (about 100 bytes per
+  reused image, beside the ``reuse`` dict the copy holds too).
+  """
+
+  def __init__(self):
+    self._reconverted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_reconverted')
+
+  def process(self, unused_element, reuse: Dict[str, ReuseEntry], checks: List[ShardCheck]):
+    copies = collections.Counter(file for check in checks for file in check.copied)
+    named = {record.file for check in checks for record in check.rejected}
+    rejected = [record for check in sorted(checks) for record in check.rejected]
+    missing = sorted(set(reuse) - copies.keys())
+    for relpath in missing:
+      self._reconverted.inc()
+      if relpath not in named:  # its record was lost with a shard's unlocatable rest, or absent
+        rejected.append(RejectedRecord(relpath, None, None, None, NO_INTACT_RECORD))
+        _LOG.warning('%s: %s; it is converted again', relpath, NO_INTACT_RECORD)
+      yield reuse[relpath].image
+    yield beam.pvalue.TaggedOutput(_COUNTS_TAG, NightCounts(
+        reused=sum(copies.values()), converted=0, to_reuse=len(reuse),
+        reconverted=len(missing), rejected=tuple(rejected[:MAX_REJECTED_LISTED])))
 
 
 class ReusePreviousRecords(beam.PTransform):
   """PCollection[LabeledImage] -> {'convert': PCollection[LabeledImage] (to go through the
-  codec), 'reused': PCollection[ConvertedExample] (copied from the previous run), 'counts':
-  a one-element PCollection ``{'reused': n, 'converted': n, 'to_reuse': n}``}.
-
-  ``to_reuse`` (files decided unchanged) must equal ``reused`` (records found in the previous
-  shards); the metadata step fails the run when they differ (a previous run whose shards lack
-  records its index lists).
+  codec: new and changed images, and those whose previous record failed verification),
+  'reused': PCollection[ConvertedExample] (copied from the previous run, verified), 'counts': a
+  one-element PCollection of NightCounts}.
 
   Args:
     previous_index: the previous run's ``images.jsonl``.
@@ -219,32 +404,31 @@ class ReusePreviousRecords(beam.PTransform):
         | 'pair with the previous night' >> beam.CoGroupByKey()
         | 'unchanged?' >> beam.ParDo(_DecideFn(self._stats_split, self._measured)).with_outputs(
             REUSE_TAG, main='convert'))
-    reused = (
+    reuse = beam.pvalue.AsDict(decided[REUSE_TAG])
+    copied = (
         p
         | 'previous shards' >> beam.Create(self._previous_shards)
         | 'spread the shards' >> beam.Reshuffle()
-        | 'copy unchanged records' >> beam.ParDo(
-            _CopyRecordsFn(), reuse=beam.pvalue.AsDict(decided[REUSE_TAG])))
-    counts = {
-        name: pcoll | f'count {name}' >> beam.combiners.Count.Globally()
-        for name, pcoll in (('reused', reused), ('converted', decided.convert),
-                            ('to_reuse', decided[REUSE_TAG]))}
-    summary = (
+        | 'copy verified records' >> beam.ParDo(_CopyRecordsFn(), reuse=reuse).with_outputs(
+            CHECKS_TAG, main='reused'))
+    accounted = (
         p
         | 'once' >> beam.Create([None])
-        | 'counts' >> beam.Map(
-            lambda _, reused, converted, to_reuse: {
-                'reused': reused, 'converted': converted, 'to_reuse': to_reuse},
-            **{name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in counts.items()}))
-    return {'convert': decided.convert, 'reused': reused, 'counts': summary}
+        | 'records not copied' >> beam.ParDo(
+            _AccountFn(), reuse=reuse, checks=beam.pvalue.AsList(copied[CHECKS_TAG])
+        ).with_outputs(_COUNTS_TAG, main='again'))
+    convert = ((decided.convert, accounted.again)
+               | 'new, changed and not verified' >> beam.Flatten())
+    converted = convert | 'count converted' >> beam.combiners.Count.Globally()
+    counts = accounted[_COUNTS_TAG] | 'counts' >> beam.Map(
+        lambda counts, n: counts._replace(converted=n), beam.pvalue.AsSingleton(converted))
+    return {'convert': convert, 'reused': copied.reused, 'counts': counts}
 
 
 class CountConverted(beam.PTransform):
-  """PCollection[LabeledImage] -> the one-element ``counts`` of a night that reuses nothing
-  (``{'reused': 0, 'converted': n, 'to_reuse': 0}``)."""
+  """PCollection[LabeledImage] -> the one-element NightCounts of a night that reuses nothing."""
 
   def expand(self, images):
     return (images
             | 'count' >> beam.combiners.Count.Globally()
-            | 'as counts' >> beam.Map(
-                lambda n: {'reused': 0, 'converted': n, 'to_reuse': 0}))
+            | 'as counts' >> beam.Map(lambda n: NightCounts(reused=0, converted=n)))

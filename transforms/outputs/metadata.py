@@ -1,37 +1,43 @@
 """Write labels.txt, failures.jsonl, manifest.json and, last, _SUCCESS.
 
 One DoFn on one element, run after every shard is written (it takes the written shard paths as
-a side input, so no runner can start it earlier). It counts the records of each shard from the
-TFRecord framing (the writer deals records to shards itself, so the counts per shard are read
-back, not guessed), checks them against the examples converted, and decides whether the run
-succeeded:
+a side input, so no runner can start it earlier). It reads each shard back once, counting its
+records from the TFRecord framing (the writer deals records to shards itself, so the counts per
+shard are read back, not guessed) and digesting its bytes (SHA-256, the manifest's per-shard
+``sha256`` that the reader can check), checks the counts against the examples converted, and
+decides whether the run succeeded:
 
-* more failed inputs than ``max_failure_fraction`` of all image inputs, no image at all, or
-  shards whose records do not add up: the manifest says ``"status": "failed"`` with the reason,
+* more failed inputs than ``max_failure_fraction`` of all image inputs, no image at all,
+  shards whose records do not add up, or a classification run that ends with fewer than two
+  classes (one only with ``--allow_single_class``; :func:`class_count_error`): the manifest says
+  ``"status": "failed"`` with the reason,
   ``_SUCCESS`` is not written, and the step raises ``RunFailed`` so the job fails;
 * otherwise ``_SUCCESS`` is written last, and readers may trust the directory.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import gzip
+import hashlib
 import json
 import posixpath
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
-from imagerecords.framing import record_spans
+from imagerecords.framing import read_frames
 
 from transforms.elements import NOT_INPUTS, Failure
 from transforms.files.folders import match_literal
 from transforms.files.textfiles import write_text
 from transforms.outputs import claim as run_claim
 from transforms.outputs import tfds_metadata
+from transforms.outputs.incremental import NightCounts
 
 
 class RunFailed(RuntimeError):
@@ -52,6 +58,10 @@ class MetadataSettings:
   max_failure_fraction: ``--max_failure_fraction``.
   required_classes: ``--strict_labels``: the classes that must keep an example.
   start_time: epoch seconds at launch (the manifest's ``timings``).
+  label_source: ``--label_source`` of a classification run with labels, whose classes are
+    counted at the end (:func:`class_count_error`); None: no count (segmentation,
+    ``--label_source=none``).
+  allow_single_class: ``--allow_single_class``: a run with labels may end with one class.
   """
   launch: contract.Manifest
   write_dir: str
@@ -61,13 +71,57 @@ class MetadataSettings:
   max_failure_fraction: float
   required_classes: Tuple[str, ...] = ()
   start_time: float = 0.0
+  label_source: Optional[str] = None
+  allow_single_class: bool = False
 
 
-def count_records(path: str) -> int:
-  """The number of records in one TFRecord shard (``.gz`` shards are decompressed)."""
+_READ_BYTES = 1 << 20
+_SUMMARY_THREADS = 8
+"""Shards read back at once by the metadata step: the reads wait on the disk or the object
+store and SHA-256 releases the GIL, so threads overlap them (gs:// and s3:// most)."""
+
+
+class ShardSummary(NamedTuple):
+  """What the manifest says of one written shard: ``num_records`` counted from its framing, and
+  ``sha256``, the hex SHA-256 of its bytes as stored (compressed, for ``.gz``)."""
+  num_records: int
+  sha256: str
+
+
+class _Digesting:
+  """A read-only, unseekable view of a binary stream that adds every byte read to a SHA-256."""
+
+  def __init__(self, stream):
+    self._stream = stream
+    self.digest = hashlib.sha256()
+
+  def read(self, size: int = -1) -> bytes:
+    data = self._stream.read(size)
+    self.digest.update(data)
+    return data
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return False
+
+
+def summarize_shard(path: str) -> ShardSummary:
+  """Counts the records of one TFRecord shard (``.gz`` ones decompressed) and digests its
+  stored bytes, in one front-to-back read of the file (no seek: one stream on gs:// and s3://).
+
+  Raises:
+    FramingError: the shard is cut short.
+  """
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-    stream = gzip.GzipFile(fileobj=raw) if path.endswith(contract.GZIP_SUFFIX) else raw
-    return sum(1 for _ in record_spans(stream))
+    stored = _Digesting(raw)
+    stream = gzip.GzipFile(fileobj=stored) if path.endswith(contract.GZIP_SUFFIX) else stored
+    count = sum(1 for _ in read_frames(stream))
+    while stored.read(_READ_BYTES):  # what the framing left unread (a gzip trailer)
+      pass
+  return ShardSummary(count, stored.digest.hexdigest())
+
 
 
 def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failures_path: str):
@@ -78,6 +132,77 @@ def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failu
     return (f'{num_failed} of {num_inputs} image inputs failed ({num_failed / num_inputs:.1%}), '
             f'more than --max_failure_fraction={limit}; see {failures_path}')
   return None
+
+
+COMMON_REASONS_SHOWN = 3
+"""How many of the most common failure reasons a failed run's one-line reason quotes."""
+
+
+def common_failure_reasons(failures: List[Failure], most: int = COMMON_REASONS_SHOWN) -> str:
+  """The ``most`` most common reasons of the failed image inputs (not the stages of
+  ``NOT_INPUTS``), each with its stage and count, e.g. ``label: not inside a class folder: ...
+  (200)``; ties in reason order. '' when no input failed."""
+  counts = collections.Counter((f.stage, f.reason) for f in failures if f.stage not in NOT_INPUTS)
+  ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]
+  return '; '.join(f'{stage}: {reason} ({count})' for (stage, reason), count in ranked)
+
+
+def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
+  """What to try when ``--label_source`` gave no class, or the one class ``only_class``."""
+  kind, _, value = label_source.partition(':')
+  if kind == 'directory':
+    given = f'gave every image the class {only_class!r}' if only_class else 'gave no image a class'
+    return (f"--label_source=directory (the image's parent folder name) {given}; try "
+            "--label_source=file:PATH (a label file, e.g. Tiny ImageNet's val_annotations.txt) "
+            'or --label_source=filename:REGEX (the class in the file name)')
+  if kind == 'filename':
+    given = f'captured {only_class!r} in every file name' if only_class else 'matched no file name'
+    return (f'the regex of --label_source=filename:{value} {given}; check its group, or try '
+            '--label_source=directory or file:PATH')
+  if kind == 'file':
+    given = f'gives every image the class {only_class!r}' if only_class else 'labels no image'
+    return (f'the label file {value} {given}; check its file names and label column, or try '
+            '--label_source=directory or filename:REGEX')
+  return f'check --label_source={label_source}'
+
+
+def class_count_error(label_source: Optional[str], allow_single_class: bool,
+                      splits: Dict[str, contract.SplitEntry], failures: List[Failure],
+                      num_inputs: int) -> Optional[str]:
+  """The reason a classification run fails on its classes, or None.
+
+  A classifier needs two classes: a run whose examples (all splits together) hold one class
+  fails unless ``allow_single_class`` (``--allow_single_class``), and a run with image inputs
+  but no example at all (every input failed, e.g. at stage ``label``, under a
+  ``--max_failure_fraction`` that allowed it) always fails. Both are what labels taken from the
+  wrong place look like: Beam's ``--labels`` swallowing a label file, every image in one
+  folder, a regex that captures one value. The reason quotes the most common failure reasons
+  (:func:`common_failure_reasons`) and the ``--label_source`` to try.
+
+  Args:
+    label_source: ``--label_source``; None: not a classification run with labels (no check).
+    allow_single_class: one class is allowed.
+    splits: the manifest's splits, with their class counts.
+    failures: every Failure of the run.
+    num_inputs: image inputs (examples and failed inputs); 0: no check here (the run fails on
+      finding no image, :func:`failure_fraction_error`).
+  """
+  if label_source is None or num_inputs == 0:
+    return None
+  counts = collections.Counter()
+  for info in splits.values():
+    counts.update({name: n for name, n in info.class_counts.items() if n})
+  if len(counts) > 1 or (len(counts) == 1 and allow_single_class):
+    return None
+  reasons = common_failure_reasons(failures)
+  reasons = f'; most common failures: {reasons}' if reasons else ''
+  if not counts:
+    return (f'no class: none of the {num_inputs} image inputs became an example{reasons}; '
+            + _label_source_hint(label_source, None))
+  (name, count), = counts.items()
+  return (f'only one class, {name!r} ({count} examples), and a classifier needs two{reasons}; '
+          f'{_label_source_hint(label_source, name)}; or pass --allow_single_class if one class '
+          'is meant')
 
 
 def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
@@ -93,16 +218,6 @@ def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
   return None
 
 
-def reuse_error(counts: Optional[dict], section: Optional[dict]):
-  """The reason a night fails when it found fewer records in the previous run's shards than it
-  decided to reuse (shards that lack records their index lists), or None."""
-  if not counts or counts['reused'] == counts['to_reuse']:
-    return None
-  return (f'{counts["to_reuse"]} unchanged images were to be reused from '
-          f'{(section or {}).get("reused_from")}, but its shards hold {counts["reused"]} of '
-          'their records; rerun with --full_rebuild')
-
-
 class _WriteMetadataFn(beam.DoFn):
   """None -> the metadata files, and the manifest (:class:`imagerecords.contract.Manifest`);
   see the module docstring."""
@@ -114,7 +229,7 @@ class _WriteMetadataFn(beam.DoFn):
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
               split_stats: Dict[str, dict], failures: List[Failure],
               duplicates: Optional[dict] = None, diff: Optional[dict] = None,
-              statistics: Optional[dict] = None, incremental: Optional[dict] = None,
+              statistics: Optional[dict] = None, incremental: Optional[NightCounts] = None,
               quality: Optional[dict] = None):
     settings = self._settings
     launch = settings.launch
@@ -133,10 +248,14 @@ class _WriteMetadataFn(beam.DoFn):
     num_failed = len(failures) - num_skipped
     num_examples = sum(split.num_examples for split in splits.values())
     num_inputs = num_examples + num_failed
-    error = '; '.join(problems) or failure_fraction_error(
+    classes_error = class_count_error(settings.label_source, settings.allow_single_class, splits,
+                                      failures, num_inputs)
+    # no example at all: the class count's reason (the most common failures, what to try) first
+    error = '; '.join(problems) or (num_examples == 0 and classes_error) or failure_fraction_error(
         num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE)
-    ) or vanished_classes_error(settings.required_classes, splits
-    ) or reuse_error(incremental, launch.incremental)
+    ) or classes_error or vanished_classes_error(settings.required_classes, splits
+    ) or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
+          if incremental else None)
 
     # The manifest, built here and only here: the launch's entries and this run's results.
     manifest = dataclasses.replace(
@@ -156,8 +275,7 @@ class _WriteMetadataFn(beam.DoFn):
         diff=diff,  # transforms.outputs.image_index.DiffAgainstPrevious; None on a first run
         # --run_date: what the night reused of the previous run (transforms.outputs.incremental)
         incremental=launch.incremental and {
-            **launch.incremental, 'reused': (incremental or {}).get('reused', 0),
-            'converted': (incremental or {}).get('converted', 0)},
+            **launch.incremental, **(incremental or NightCounts(0, 0)).manifest_fields()},
         # transforms.analysis.statistics.TrainingStatistics (--stats) or statistics_tft's
         # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
         statistics=statistics and {
@@ -184,12 +302,16 @@ class _WriteMetadataFn(beam.DoFn):
       if name is not None:
         by_split[name.split].append(shard)
     sizes = {path: getattr(match_literal(path), 'size_in_bytes', None) for path in shard_paths}
+    shards_written = [shard for paths in by_split.values() for shard in paths]
+    with concurrent.futures.ThreadPoolExecutor(_SUMMARY_THREADS) as pool:
+      summaries = dict(zip(shards_written, pool.map(summarize_shard, shards_written)))
     splits, problems = {}, []
     for split, num_shards in sorted(self._settings.num_shards.items()):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
                                       'fingerprint': None})
       shards = [contract.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
-                                    num_examples=count_records(shard), bytes=sizes.get(shard))
+                                    num_examples=summaries[shard].num_records,
+                                    bytes=sizes.get(shard), sha256=summaries[shard].sha256)
                 for shard in sorted(by_split.get(split, []))]
       counted = sum(shard.num_examples for shard in shards)
       if len(shards) != num_shards:
@@ -225,9 +347,9 @@ class WriteMetadata(beam.PTransform):
       (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft``
       ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
       written); the training split's class counts are added as ``class_frequencies``.
-    incremental: optional one-element PCollection of a dated night's counts
-      (``transforms.outputs.incremental``: ``reused``, ``converted``, ``to_reuse``), added to the
-      launch's ``incremental`` section (``pipeline.nightly.IncrementalPlan``).
+    incremental: optional one-element PCollection of a dated night's
+      ``transforms.outputs.incremental.NightCounts``, added to the launch's ``incremental``
+      section (``pipeline.nightly.IncrementalPlan``).
     claim: the run's ``transforms.outputs.claim.ClaimToken``, checked before anything is written and
       before ``_SUCCESS`` (None: no check).
   """
