@@ -48,7 +48,6 @@ import argparse
 import collections
 import hashlib
 import io
-import itertools
 import pathlib
 import shutil
 import statistics
@@ -476,7 +475,8 @@ def cost_part(report, rounds):
   for name, value in best.items():
     print(f'  {name:<20} {value:.3f}')
   print(f'  measures / convert: {best["measures alone"] / best["convert"]:.1%}; '
-        f'(convert + measures) / convert - 1: {best["convert + measures"] / best["convert"] - 1:.1%}')
+        '(convert + measures) / convert - 1: '
+        f'{best["convert + measures"] / best["convert"] - 1:.1%}')
 
 
 def _job_cpu(source: pathlib.Path, out: pathlib.Path, checks: str) -> float:
