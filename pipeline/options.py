@@ -184,9 +184,11 @@ class ConvertOptions(PipelineOptions):
     parser.add_argument(
         '--near_duplicate_distance', type=int, default=near_duplicates.DEFAULT_DISTANCE,
         help='Two images whose 64-bit perceptual hashes (OpenCV pHash of the stored pixels) '
-        'differ in at most this many bits are near duplicates (re-encoded, resized, cropped '
-        f'by a few pixels; not flipped). 0-{near_duplicates.MAX_DISTANCE}; default '
-        f'{near_duplicates.DEFAULT_DISTANCE}, validated in docs/images.md.')
+        'differ in at most this many bits are compared on their pixels (a 96-byte thumbnail), '
+        f'and near duplicates when its similarity is {near_duplicates.MIN_SIMILARITY} or more '
+        '(re-encoded, resized, cropped by a few percent, brightened; not flipped). '
+        f'0-{near_duplicates.MAX_DISTANCE}; default {near_duplicates.DEFAULT_DISTANCE}, from '
+        'the precision/recall table in docs/benchmarks.md.')
     parser.add_argument(
         '--masks', default='none',
         help="Segmentation: pair each image with a mask of class indices, stored as "

@@ -134,3 +134,21 @@ def test_reuse_check_bench_times_every_check_on_real_records():
   assert 'records of hymenoptera at 64 px' in stdout
   for step in ('read frames, length checksums', 'data checksum', 'image/filename', 'SHA-256'):
     assert f'| {step} |' in stdout, step
+
+
+def test_near_duplicates_bench_prints_the_precision_recall_table(tmp_path):
+  report_path = tmp_path / 'near.json'
+  stdout = _run('near_duplicates.py', '--parts=precision,measures', '--limit=3',
+                '--data=catdog_filenames,messy', f'--json={report_path}')
+  precision = json.loads(report_path.read_text())['precision']
+  # 3 catdog photos with their 9 copies each, 3 messy files as they are
+  assert precision['images'] == 3 * 10 + 3 and precision['known_copy_pairs'] == 3 * 9
+  # a row per distance, a column for the hash alone and one per least similarity
+  assert len(precision['table']) == 6 * 6
+  for result in precision['table'].values():
+    assert 0 <= result['recall'] <= 1 and 0 <= result['precision'] <= 1
+  assert set(precision['similarity_to_its_photo']) == {
+      'jpeg q50', 'jpeg q95', 'webp', 'png', 'half size', 'crop 2%', 'crop 5%', 'brighter',
+      'darker'}
+  assert '**' in stdout and 'hash alone' in stdout and 'defaults, every pair' in stdout
+  assert 'luma 8x8, chroma 4x4 (the job)' in stdout

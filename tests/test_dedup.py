@@ -11,11 +11,11 @@ import pathlib
 import shutil
 
 from imagerecords import contract, inspect, pictures
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from pipeline import outputs
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
-from transforms.analysis import dedup
+from transforms.analysis import dedup, near_duplicates
 
 CATDOG_REGEX = r'--label_source=filename:^([a-z]+)\.\d+\.jpg$'
 
@@ -48,7 +48,10 @@ def _names(group):
 
 # Near-identical pairs of catdog_filenames, looked at side by side: the same photo cropped or
 # letterboxed by a few rows, or rescaled, under two names (different bytes, different sizes).
+# dog.1006 = dog.1149 (cropped) is 13 bits apart: found from the default distance 14 on; the
+# set's one more such pair, cat.124 = cat.15 (13 bits), shares no band and is not found.
 CATDOG_NEAR_PAIRS = [['train/cat.138.jpg', 'train/cat.86.jpg'],
+                     ['train/dog.1006.jpg', 'train/dog.1149.jpg'],
                      ['train/dog.1021.jpg', 'train/dog.1070.jpg'],
                      ['train/dog.1076.jpg', 'train/dog.1098.jpg']]
 
@@ -74,7 +77,7 @@ def test_keep_all_finds_the_catdog_duplicates_and_writes_every_file(tmp_path, ca
   assert duplicates['exact'] == {
       'num_groups': len(expected), 'num_files': sum(len(f) for f in expected.values()),
       'num_dropped': 0, 'num_leaking_groups': 0, 'num_label_conflicts': 0}
-  assert duplicates['near'] == {'num_groups': 3, 'num_files': 6, 'num_dropped': 0,
+  assert duplicates['near'] == {'num_groups': 4, 'num_files': 8, 'num_dropped': 0,
                                 'num_leaking_groups': 0, 'num_label_conflicts': 0}
   assert 'groups' not in duplicates and len(duplicates['examples']) <= 5
   records = [record for _, record in all_records(out)]
@@ -84,7 +87,7 @@ def test_keep_all_finds_the_catdog_duplicates_and_writes_every_file(tmp_path, ca
         source / record['image/filename'].decode())
   summary = capsys.readouterr().err
   assert f'{len(expected)} groups of byte-identical files' in summary
-  assert '3 groups of near-identical pictures (6 files): all written' in summary
+  assert '4 groups of near-identical pictures (8 files): all written' in summary
   assert 'LEAKAGE' not in summary and 'CONFLICT' not in summary
 
 
@@ -107,7 +110,7 @@ def test_keep_first_near_writes_one_file_per_near_group(tmp_path):
     assert 'near-identical to train/' in failures[name]['reason']
   manifest = manifest_of(out)
   assert manifest['num_examples'] == len(written) and manifest['num_failures'] == 0
-  assert manifest['duplicates']['near']['num_dropped'] == 3
+  assert manifest['duplicates']['near']['num_dropped'] == len(CATDOG_NEAR_PAIRS)
   assert manifest['duplicates']['exact']['num_dropped'] == len(dropped_exact)
   assert {g['kept'] for g in _duplicates(out) if g['kind'] == 'near'} == {
       pair[0] for pair in CATDOG_NEAR_PAIRS}
@@ -206,7 +209,8 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
   assert ('1 group across splits (LEAKAGE); 1 group with two labels (LABEL CONFLICT)'
           in summary)
   assert f'exact: {leaking[0]} (train, x) = {leaking[1]} (val, x)' in summary
-  assert 'near: train/ants/original.jpg (train, ants) = val/bees/smaller.jpg (val, bees)' in summary
+  assert (f'near (similarity {near["similarity"]:.3f}): train/ants/original.jpg (train, ants) = '
+          'val/bees/smaller.jpg (val, bees)') in summary
   assert (summary.count('LEAKAGE')
           == outputs.summary(contract.Manifest.from_json(manifest)).count('LEAKAGE') == 2)
   assert manifest['splits']['val']['class_counts']['x'] == 1
@@ -271,3 +275,99 @@ def test_manifest_section_holds_counts_and_a_few_examples():
   assert len(lines) == 2 + 5 + 1 and lines[-1] == '  every group: duplicates.jsonl'
   empty = dedup.duplicates_section({})
   assert dedup.summary_lines(empty) == [] and empty['examples'] == []
+
+
+# Different pictures of the shared data whose perceptual hashes lie within the default distance
+# (bits apart at the job's defaults, bench/near_duplicates.py --parts=precision), under two
+# class names: the hash alone grouped them (the flat frames at the old default, 10 bits; the
+# photos at 14), as near-identical pictures with a LABEL CONFLICT.
+DIFFERENT_PICTURES = {
+    'a/ant_2019439677.jpg': 'hymenoptera/train/ants/2019439677_2db655d361.jpg',
+    'b/ant_212100470.jpg': 'hymenoptera/val/ants/212100470_b485e7b7b9.jpg',  # 13 bits
+    'a/chopsticks.JPEG': 'tiny_imagenet_val/images/val_495.JPEG',
+    'b/freight_car.JPEG': 'tiny_imagenet_val/images/val_776.JPEG',  # 12 bits
+    'a/green.tiff': 'messy/pillow__multipage.tiff',  # a flat green frame
+    'b/red.jpg': 'messy/pillow__orientation_rectangle.jpg',  # flat red: 0 bits from green
+    'a/white.png': 'messy/pillow__tRNS_null_1x1.png',  # flat white: 0 bits
+    'b/gradient.jpg': 'messy/pillow__invalid-exif.jpg',  # a gray blur on black: 4 bits
+}
+# Copies: (file, its source in the shared data), the same picture in each group
+COPIES = [
+    {'black/frame.tif': 'messy/pillow__12in16bit.tif',  # two black frames: 0 bits
+     'black/frame.jpg': 'messy/pillow__jfif_unit_cm.jpg'},
+    {'dog/dog.1006.jpg': 'catdog_filenames/train/dog.1006.jpg',  # cropped: 13 bits
+     'dog/dog.1149.jpg': 'catdog_filenames/train/dog.1149.jpg'},
+    {'dog/dog.1076.jpg': 'catdog_filenames/train/dog.1076.jpg',  # rescaled: 2 bits
+     'dog/dog.1098.jpg': 'catdog_filenames/train/dog.1098.jpg'},
+]
+
+
+def _confirming_input(tmp_path):
+  """DIFFERENT_PICTURES and COPIES under one folder, and a sample photo with a copy 20% brighter
+  and one at half size (re-encoded); returns (root, the groups of copies by path)."""
+  root = tmp_path / 'in'
+  for relpath, source in [*DIFFERENT_PICTURES.items(),
+                          *(item for group in COPIES for item in group.items())]:
+    data_set, rest = source.split('/', 1)
+    (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shared_data(data_set) / rest, root / relpath)
+  photo = sorted((SAMPLES / 'bees').glob('*.jpg'))[2]
+  (root / 'bee').mkdir()
+  shutil.copy(photo, root / 'bee' / 'bee.jpg')
+  with Image.open(photo) as image:
+    ImageEnhance.Brightness(image).enhance(1.2).save(root / 'bee' / 'brighter.jpg', quality=90)
+    image.reduce(2).save(root / 'bee' / 'smaller.jpg', quality=80)
+  groups = [sorted(group) for group in COPIES]
+  groups.append(['bee/bee.jpg', 'bee/brighter.jpg', 'bee/smaller.jpg'])
+  return root, sorted(groups)
+
+
+def test_keep_first_near_drops_only_copies_confirmed_on_the_pixels(tmp_path, capsys):
+  root, copies = _confirming_input(tmp_path)
+  out = tmp_path / 'out'
+  assert convert(root, out, '--num_shards=1', '--dedup=keep_first_near',
+                 '--max_failure_fraction=0') == 0
+  summary = capsys.readouterr().err
+  near = [g for g in _duplicates(out) if g['kind'] == 'near']
+  assert sorted(_names(g) for g in near) == copies
+  for group in near:  # the confirmation is kept with the group
+    assert near_duplicates.MIN_SIMILARITY <= group['similarity'] <= 1
+    assert 0 <= group['hash_distance'] <= near_duplicates.DEFAULT_DISTANCE
+    assert group['kept'] == group['files'][0]['file'] and not group['label_conflict']
+  # every different picture is written; of each group of copies, the first by path only
+  written = {record['image/filename'].decode() for _, record in all_records(out)}
+  dropped = {name for group in copies for name in group[1:]}
+  assert written == set(DIFFERENT_PICTURES) | {group[0] for group in copies}
+  failures = {f['relpath']: f for f in _failures(out)}
+  assert set(failures) == dropped
+  assert all(f['stage'] == 'duplicate' and 'confirmed on the pixels' in f['reason']
+             for f in failures.values())
+  section = manifest_of(out)['duplicates']['near']
+  assert section['num_groups'] == len(copies) and section['num_label_conflicts'] == 0
+  assert section['num_dropped'] == len(dropped)
+  assert 'LABEL CONFLICT' not in summary
+
+
+def test_a_night_converts_again_a_record_whose_measures_lack_the_pixels(tmp_path):
+  root, copies = _confirming_input(tmp_path)
+  for relpath in DIFFERENT_PICTURES:  # the photos and copies are enough here
+    (root / relpath).unlink()
+  out = tmp_path / 'out'
+  images = sum(1 for path in root.rglob('*') if path.is_file())
+  assert convert(root, out, '--run_date=2026-11-18', '--num_shards=1') == 0
+  # an index of a version that kept no pixels with the measures
+  index = out / 'dt=2026-11-18' / 'images.jsonl'
+  entries = [json.loads(line) for line in index.read_text().splitlines()]
+  for entry in entries:
+    del entry['measures']['pixels']
+  index.write_text(''.join(json.dumps(entry, sort_keys=True) + '\n' for entry in entries))
+  assert convert(root, out, '--run_date=2026-11-19', '--num_shards=1') == 0
+  night = manifest_of(out / 'dt=2026-11-19')['incremental']
+  assert night['converted'] == images and night['reused'] == 0
+  # the next night reuses every record with its pixels, and finds the same groups from them
+  assert convert(root, out, '--run_date=2026-11-20', '--num_shards=1') == 0
+  night = manifest_of(out / 'dt=2026-11-20')['incremental']
+  assert night['reused'] == images and night['converted'] == 0
+  for date in ('2026-11-19', '2026-11-20'):
+    near = [g for g in _duplicates(out / f'dt={date}') if g['kind'] == 'near']
+    assert sorted(_names(g) for g in near) == copies, date

@@ -9,7 +9,7 @@ import io
 import random
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from tests.helpers import SAMPLES, shared_data
 from transforms.analysis import near_duplicates, quality
@@ -69,22 +69,35 @@ def _node(name, sha256=None):
   return (name, 'train', 'a', sha256 or f'sha256 of {name}')
 
 
-def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance():
-  members = [(0b0, _node(f'{i}.jpg')) for i in range(4)]  # four equal hashes: one link
-  members.append((0b111, _node('near.jpg')))  # 3 bits from them
-  members.append((0xFFFF0000FFFF0000, _node('far.jpg')))  # 32 bits away
+def _photo_pixels():
+  """The measured pixels of one real photo and of a different one."""
+  photos = sorted(SAMPLES.rglob('*.jpg'))
+  return [_measures(photo.read_bytes()).pixels for photo in photos[:2]]
+
+
+def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance_and_pixels():
+  pixels, other = _photo_pixels()
+  members = [(0b0, pixels, _node(f'{i}.jpg')) for i in range(4)]  # equal hashes and pixels
+  members.append((0b111, pixels, _node('near.jpg')))  # 3 bits from them, the same picture
+  members.append((0b1, other, _node('other.jpg')))  # 1 bit from them, another picture
+  members.append((0xFFFF0000FFFF0000, pixels, _node('far.jpg')))  # 32 bits away
   edges = list(near_duplicates.bucket_edges(members, distance=3))
-  assert len(edges) == 1 + 1
-  assert tuple(_node(f'{i}.jpg') for i in range(4)) in edges
-  names = {tuple(node[0] for node in link) for link in edges}
-  assert ('0.jpg', 'near.jpg') in names and not any('far.jpg' in link for link in names)
+  assert edges[0] == (1.0, 0, tuple(_node(f'{i}.jpg') for i in range(4)))  # one link of 4
+  assert [(alike, bits, tuple(node[0] for node in nodes)) for alike, bits, nodes in edges[1:]
+          ] == [(1.0, 3, ('0.jpg', 'near.jpg'))]
+  # with no least similarity, the other picture is linked by its hash alone
+  assert ('0.jpg', 'other.jpg') in [tuple(node[0] for node in nodes) for _, _, nodes in
+                                    near_duplicates.bucket_edges(members, 3, 0.0)]
   # a later band leaves equal hashes, and pairs that share an earlier band, to that band:
   # 0b0 and 0b111 differ in band 0 only, so band 1 finds them, band 2 leaves them to band 1
-  assert list(near_duplicates.bucket_edges(members, distance=3, band=1)) == [
-      (_node('0.jpg'), _node('near.jpg'))]
-  assert list(near_duplicates.bucket_edges(members, distance=3, band=2)) == []
+  assert list(near_duplicates.bucket_edges(members, 3, band=1)) == [
+      (1.0, 3, (_node('0.jpg'), _node('near.jpg')))]
+  assert list(near_duplicates.bucket_edges(members, 3, band=2)) == []
   assert not [e for e in near_duplicates.bucket_edges(members, distance=2)
-              if 'near.jpg' in (e[0][0], e[1][0])]
+              if 'near.jpg' in (e[2][0][0], e[2][1][0])]
+  # equal hashes but other pixels are compared, not linked as one
+  same_hash = [(0b0, pixels, _node('a.jpg')), (0b0, other, _node('b.jpg'))]
+  assert list(near_duplicates.bucket_edges(same_hash, 3)) == []
 
 
 def test_components_join_through_shared_files_and_skip_exact_only_groups():
@@ -95,13 +108,93 @@ def test_components_join_through_shared_files_and_skip_exact_only_groups():
   assert near_duplicates.components(edges) == [[a, b, c, d, e, f, g], [same1, same2]]
   edges = edges[:5]
   assert near_duplicates.components(edges) == [[a, b, c, d], [same1, same2]]
-  groups = list(near_duplicates.near_groups(edges, keep_first=True))
+  links = [(0.9, 4, (b, c)), (0.97, 2, (a, b)), (0.85, 7, (d, c)), (1.0, 0, (same1, same2))]
+  groups = list(near_duplicates.near_groups(links, keep_first=True))
   assert len(groups) == 1  # x.jpg and y.jpg are byte-identical: an exact group, not near
   assert [f.file for f in groups[0].files] == ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg']
   assert groups[0].kind == 'near' and groups[0].kept == 'a.jpg'
+  # the weakest link and the farthest hashes of the group are kept with it
+  assert (groups[0].similarity, groups[0].hash_distance) == (0.85, 7)
+  assert groups[0].to_dict()['similarity'] == 0.85 and groups[0].to_dict()['hash_distance'] == 7
   dropped = dict(near_duplicates.dropped_files(groups[0]))
   assert set(dropped) == {'b.jpg', 'c.jpg', 'd.jpg'}
-  assert dropped['b.jpg'].stage == 'duplicate' and 'near-identical to a.jpg' in dropped['b.jpg'].reason
+  assert dropped['b.jpg'].stage == 'duplicate'
+  assert 'near-identical to a.jpg' in dropped['b.jpg'].reason
+  assert 'similarity 0.850 or more' in dropped['b.jpg'].reason
+
+
+# Different pictures whose hashes (at the job's default size) are within the default distance:
+# (file of ../shared/data, file, bits apart); found by bench/near_duplicates.py --parts=precision
+DIFFERENT_WITHIN_THE_DISTANCE = [
+    ('tiny_imagenet_val/images/val_495.JPEG', 'tiny_imagenet_val/images/val_92.JPEG', 9),
+    # chopsticks on pink, a green pepper on white
+    ('tiny_imagenet_val/images/val_776.JPEG', 'messy/pillow__12in16bit.tif', 5),
+    # a freight car, a black frame
+    ('tiny_imagenet_val/images/val_836.JPEG', 'messy/pillow__jfif_unit_cm.jpg', 10),
+    # a loaf on white, a black frame
+    ('messy/pillow__multipage.tiff', 'messy/pillow__orientation_rectangle.jpg', 0),
+    # a green frame, a red frame
+    ('messy/pillow__tRNS_null_1x1.png', 'messy/pillow__12in16bit.tif', 0),
+    # a white frame, a black frame
+]
+
+# The same picture in two files of the shared data (looked at side by side)
+COPIES = [('catdog_filenames/train/cat.138.jpg', 'catdog_filenames/train/cat.86.jpg'),
+          ('catdog_filenames/train/dog.1021.jpg', 'catdog_filenames/train/dog.1070.jpg'),
+          ('catdog_filenames/train/dog.1076.jpg', 'catdog_filenames/train/dog.1098.jpg'),
+          ('messy/pillow__hopper.bmp', 'messy/pillow__hopper.webp'),
+          ('messy/pillow__hopper.bmp', 'messy/pillow__hopper_orientation_6.jpg'),
+          ('messy/pillow__pil_sample_cmyk.jpg', 'messy/pillow__pil_sample_rgb.jpg'),
+          ('messy/pillow__transparent.gif', 'messy/pillow__transparent.webp'),
+          ('messy/pillow__flower2.jpg', 'messy/pillow__jpeg_ff00_header.jpg')]
+
+
+def _shared_measures(name):
+  data_set, rest = name.split('/', 1)
+  return _measures((shared_data(data_set) / rest).read_bytes())
+
+
+def test_different_pictures_within_the_hash_distance_are_not_confirmed():
+  for name_a, name_b, bits in DIFFERENT_WITHIN_THE_DISTANCE:
+    a, b = _shared_measures(name_a), _shared_measures(name_b)
+    assert image_measures.hamming(a.phash, b.phash) == bits <= near_duplicates.DEFAULT_DISTANCE
+    alike = near_duplicates.similarity(a.pixels, b.pixels)
+    assert alike < near_duplicates.MIN_SIMILARITY, (name_a, name_b, alike)
+    nodes = [((a.phash, a.pixels, _node(name_a))), (b.phash, b.pixels, _node(name_b))]
+    assert list(near_duplicates.bucket_edges(nodes, near_duplicates.DEFAULT_DISTANCE)) == []
+
+
+def test_copies_in_the_shared_data_and_edited_copies_are_confirmed():
+  for name_a, name_b in COPIES:
+    a, b = _shared_measures(name_a), _shared_measures(name_b)
+    assert image_measures.hamming(a.phash, b.phash) <= near_duplicates.DEFAULT_DISTANCE
+    assert near_duplicates.similarity(a.pixels, b.pixels) >= near_duplicates.MIN_SIMILARITY, (
+        name_a, name_b)
+  for photo in sorted(SAMPLES.rglob('*.jpg'))[:8]:
+    data = photo.read_bytes()
+    original = _measures(data)
+    assert near_duplicates.similarity(original.pixels, original.pixels) == 1.0
+    with Image.open(io.BytesIO(data)) as image:
+      image = image.convert('RGB')
+      width, height = image.size
+      dx, dy = width // 50, height // 50
+      edits = {'q50': _jpeg(image, 50), 'half': _jpeg(image.reduce(2)),
+               'crop 2%': _jpeg(image.crop((dx, dy, width - dx, height - dy))),
+               'brighter': _jpeg(ImageEnhance.Brightness(image).enhance(1.2))}
+    for name, edited in edits.items():
+      copy = _measures(edited)
+      alike = near_duplicates.similarity(original.pixels, copy.pixels)
+      assert alike >= near_duplicates.MIN_SIMILARITY, (photo.name, name, alike)
+
+
+def test_the_pixels_are_kept_in_the_index_and_read_back():
+  measures = _measures(sorted(SAMPLES.rglob('*.jpg'))[0].read_bytes())
+  assert len(measures.pixels) == 96
+  entry = measures.to_index()
+  assert isinstance(entry['pixels'], str) and len(entry['pixels']) == 128  # base64
+  assert image_measures.ImageMeasures.from_index(entry) == measures
+  del entry['pixels']  # an index written before the pixels were measured
+  assert image_measures.ImageMeasures.from_index(entry).pixels is None
 
 
 def test_the_placeholder_is_flagged_and_real_photos_rarely():
@@ -143,4 +236,4 @@ def test_measures_of_a_thumbnail_sized_image_equal_those_through_the_resize(monk
   direct = [image_measures.measure(item, (64, 64)) for item in pixels]
   monkeypatch.setattr(image_measures, '_THUMBNAIL_SHAPE', None)  # always through cv2.resize
   assert direct == [image_measures.measure(item, (64, 64)) for item in pixels]
-  assert all(type(value) is float for measures in direct for value in measures[3:])
+  assert all(type(value) is float for measures in direct for value in measures[3:7])

@@ -80,17 +80,23 @@ class DuplicateGroup(NamedTuple):
   """Files that hold the same picture.
 
   kind: ``exact`` (byte-identical: same SHA-256) or ``near`` (perceptual hashes within
-    ``--near_duplicate_distance`` bits, linked through one another:
+    ``--near_duplicate_distance`` bits and pixels alike, linked through one another:
     ``transforms.analysis.near_duplicates``; at least two different contents).
   files: the DuplicateFiles, sorted by relative path.
   sha256: hex SHA-256 of the content (``exact``); None for ``near``.
   kept: with ``--dedup=keep_first`` (exact) or ``keep_first_near`` the one file written
     (``files[0].file``); None when all are.
+  similarity: ``near``: the lowest similarity of the pixels (0-1,
+    ``near_duplicates.similarity``) of the pairs that joined the group; None for ``exact``.
+  hash_distance: ``near``: the largest Hamming distance (bits of 64) of their hashes; None
+    for ``exact``.
   """
   kind: str
   files: Tuple[DuplicateFile, ...]
   sha256: Optional[str] = None
   kept: Optional[str] = None
+  similarity: Optional[float] = None
+  hash_distance: Optional[int] = None
 
   @property
   def leaks(self) -> bool:
@@ -108,14 +114,14 @@ class DuplicateGroup(NamedTuple):
         {"kind": "exact", "files": [{"file": "train/a.jpg", "split": "train", "label": "cat"},
          ...], "leaks_across_splits": false, "label_conflict": false, "sha256": "..."}
 
-    (``sha256`` for exact groups only; ``kept`` when one file was written).
+    (``sha256`` for exact groups only, ``similarity`` and ``hash_distance`` for near ones;
+    ``kept`` when one file was written).
     """
     entry = {'kind': self.kind, 'files': [f._asdict() for f in self.files],
              'leaks_across_splits': self.leaks, 'label_conflict': self.label_conflict}
-    if self.sha256 is not None:
-      entry['sha256'] = self.sha256
-    if self.kept is not None:
-      entry['kept'] = self.kept
+    for name in ('sha256', 'kept', 'similarity', 'hash_distance'):
+      if getattr(self, name) is not None:
+        entry[name] = getattr(self, name)
     return entry
 
   def to_json(self) -> str:
@@ -124,9 +130,10 @@ class DuplicateGroup(NamedTuple):
 
 
 def group_of(kind: str, files: Iterable[DuplicateFile], sha256: Optional[str] = None,
-             kept: Optional[str] = None) -> DuplicateGroup:
+             kept: Optional[str] = None, similarity: Optional[float] = None,
+             hash_distance: Optional[int] = None) -> DuplicateGroup:
   """A DuplicateGroup with its files sorted by path."""
-  return DuplicateGroup(kind, tuple(sorted(files)), sha256, kept)
+  return DuplicateGroup(kind, tuple(sorted(files)), sha256, kept, similarity, hash_distance)
 
 
 _NUM_EXAMPLES = 5
@@ -225,7 +232,9 @@ def summary_lines(section: Optional[dict]) -> List[str]:
     copies = ' = '.join(f'{f["file"]} ({f["split"]}, {f["label"]})' for f in group['files'][:4])
     more = f' and {len(group["files"]) - 4} more' if len(group['files']) > 4 else ''
     kept = f'  [kept {group["kept"]}]' if group.get('kept') else ''
-    lines.append(f'    {group["kind"]}: {copies}{more}{kept}')
+    alike = (f' (similarity {group["similarity"]:.3f})'
+             if group.get('similarity') is not None else '')
+    lines.append(f'    {group["kind"]}{alike}: {copies}{more}{kept}')
   lines.append(f'  every group: {section.get("file", contract.DUPLICATES_FILE)}')
   return lines
 

@@ -12,14 +12,18 @@ file again nor touches the full-size pixels twice::
                                            Perceptual Image Hash Functions")
            -> mean, standard deviation, entropy of the 256-bin histogram
       -> chroma (Cb, Cr) [64, 64, 2]       colour: RMS distance from neutral gray
+      -> 8x8 luma + 4x4 Cr + 4x4 Cb        ``pixels``: 96 bytes of area means, on which the
+                                           near duplicates the hash finds are confirmed
 
 plus the source's upright width and height from its header. ``transforms.analysis.near_duplicates``
-groups the hashes, ``transforms.analysis.quality`` turns the rest into flags. Measured cost: about
-0.06 ms per image, against about 2.1 ms for the conversion of a 500x375 photo (docs/benchmarks.md).
+groups the hashes and confirms them on ``pixels``, ``transforms.analysis.quality`` turns the rest
+into flags. Measured cost: about 0.06 ms per image, against about 2.1 ms for the conversion of a
+500x375 photo (docs/benchmarks.md).
 """
 
+import base64
 import math
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -36,6 +40,15 @@ _C_LOG2_C = np.concatenate([[0.0], np.arange(1, _PIXELS + 1) * np.log2(np.arange
 _HASH_INPUT = 32  # pHash's DCT input side (img_hash resizes to 32x32 itself; given it, it keeps it)
 _PHASH = None  # one cv2.img_hash.PHash per process, made on first use (not picklable)
 
+PIXELS_LUMA_SIDE = 8
+PIXELS_CHROMA_SIDE = 4
+"""``ImageMeasures.pixels``: the area means of the 64x64 thumbnail's luma on a
+``PIXELS_LUMA_SIDE`` square grid, then of its Cr and of its Cb on a ``PIXELS_CHROMA_SIDE`` one,
+``uint8``, rows first: 64 + 16 + 16 = 96 bytes. The smallest of the sizes compared by
+``bench/near_duplicates.py --parts=measures`` that confirmed the known copies as well as
+the larger ones (docs/benchmarks.md)."""
+_NEUTRAL_CHROMA = bytes([128]) * (2 * PIXELS_CHROMA_SIDE * PIXELS_CHROMA_SIDE)
+
 
 class ImageMeasures(NamedTuple):
   """Measures of one converted image (all of its stored pixels, after resizing).
@@ -50,6 +63,9 @@ class ImageMeasures(NamedTuple):
   entropy: Shannon entropy of the luma histogram (256 bins), in bits, 0-8.
   colour: root mean square distance of the chroma (Cb, Cr of BT.601 YCbCr, 0-255) from
     neutral gray (128, 128), 0-181; 0 for a gray picture and for one-channel images.
+  pixels: the picture in 96 bytes (``PIXELS_LUMA_SIDE``: 8x8 luma, 4x4 Cr, 4x4 Cb; chroma 128
+    for one-channel images), on which ``transforms.analysis.near_duplicates`` confirms the
+    pairs the hash finds; None in measures kept by a run that did not take it.
   """
   phash: int
   source_width: int
@@ -58,6 +74,7 @@ class ImageMeasures(NamedTuple):
   std: float
   entropy: float
   colour: float
+  pixels: Optional[bytes] = None
 
   @classmethod
   def of(cls, example) -> 'ImageMeasures':
@@ -66,14 +83,23 @@ class ImageMeasures(NamedTuple):
     return cls(*example.measures)
 
   def to_index(self) -> dict:
-    """The measures as images.jsonl keeps them (``phash`` as 16 hex digits, floats exact), so
-    that a later night reusing the record reuses them too (``from_index``)."""
-    return {**self._asdict(), 'phash': f'{self.phash:016x}'}
+    """The measures as images.jsonl keeps them (``phash`` as 16 hex digits, ``pixels`` in
+    base64, floats exact), so that a later night reusing the record reuses them too
+    (``from_index``)."""
+    entry = {**self._asdict(), 'phash': f'{self.phash:016x}'}
+    if self.pixels is None:
+      del entry['pixels']
+    else:
+      entry['pixels'] = base64.b64encode(self.pixels).decode('ascii')
+    return entry
 
   @classmethod
   def from_index(cls, entry: dict) -> 'ImageMeasures':
-    """The inverse of ``to_index``. Raises KeyError, ValueError on a malformed entry."""
-    return cls(**{**entry, 'phash': int(entry['phash'], 16)})
+    """The inverse of ``to_index`` (``pixels`` None when the entry has none: an index written
+    before they were measured). Raises KeyError, ValueError on a malformed entry."""
+    pixels = entry.get('pixels')
+    return cls(**{**entry, 'phash': int(entry['phash'], 16),
+                  'pixels': None if pixels is None else base64.b64decode(pixels)})
 
   def to_dict(self) -> dict:
     """The measures as quality.jsonl lists them (no hash)."""
@@ -125,15 +151,21 @@ def measure(pixels: np.ndarray, source_size: Tuple[int, int]) -> ImageMeasures:
     std, std_cr, std_cb = stds.ravel().tolist()
     colour = math.sqrt(std_cr ** 2 + std_cb ** 2 + (mean_cr - 128.0) ** 2
                        + (mean_cb - 128.0) ** 2)
+    chroma = cv2.resize(ycc, (PIXELS_CHROMA_SIDE, PIXELS_CHROMA_SIDE),
+                        interpolation=cv2.INTER_AREA)
+    chroma = chroma[..., 1].tobytes() + chroma[..., 2].tobytes()  # Cr, then Cb
   else:
     luma = thumbnail.reshape(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
     means, stds = cv2.meanStdDev(luma)
     mean, std = means.item(0), stds.item(0)
-    colour = 0.0
+    colour, chroma = 0.0, _NEUTRAL_CHROMA
   small = cv2.resize(luma, (_HASH_INPUT, _HASH_INPUT), interpolation=cv2.INTER_AREA)
+  picture = cv2.resize(small, (PIXELS_LUMA_SIDE, PIXELS_LUMA_SIDE),
+                       interpolation=cv2.INTER_AREA).tobytes() + chroma
   # Shannon entropy of the histogram: log2(n) - sum(c log2 c) / n, c the bin counts
   counts = np.bincount(luma.reshape(-1), minlength=256)
   entropy = float(_LOG2_PIXELS - _C_LOG2_C[counts].sum() / _PIXELS)
   # rounded to 2 decimals, as quality.jsonl shows them and images.jsonl keeps them exactly
   return ImageMeasures(phash(small), int(source_size[0]), int(source_size[1]),
-                       round(mean, 2), round(std, 2), round(entropy, 2), round(colour, 2))
+                       round(mean, 2), round(std, 2), round(entropy, 2), round(colour, 2),
+                       picture)

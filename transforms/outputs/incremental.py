@@ -206,8 +206,10 @@ class _DecideFn(beam.DoFn):
         # an index of a version that kept no record digests: nothing to verify a copy with
         or before.get('record_sha256') is None
         or (image.split == self._stats_split and before.get('pixel_sums') is None)
-        # --image_checks: a record from a run that did not measure it is converted again
-        or (self._measured and image.mask is None and before.get('measures') is None)):
+        # --image_checks: a record from a run that did not measure it (or whose measures
+        # lack the pixels that confirm near duplicates) is converted again
+        or (self._measured and image.mask is None
+            and 'pixels' not in (before.get('measures') or {}))):
       return False
     if image.version is not None:
       return image.version == before.get('version')
