@@ -28,7 +28,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from bench.common import format_table, image_files, machine, shared_data  # noqa: E402
+from bench.common import (format_table, image_files, machine, one_class_flags,  # noqa: E402
+                          shared_data)
 from imagerecords import framing  # noqa: E402  # pylint: disable=wrong-import-position
 from transforms.image.example import \
     example_filename  # noqa: E402  # pylint: disable=wrong-import-position
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
       shutil.copyfile(path, target)
     if run([f'--input_dir={photos}', f'--output_dir={out}',
             f'--image_size={args.image_size}', '--direct_running_mode=in_memory',
-            '--stats=false']) != 0:
+            '--stats=false', *one_class_flags()]) != 0:
       raise RuntimeError('the job failed')
     shards = [path.read_bytes() for path in sorted(out.glob('*.tfrecord'))]
   frames = [frame for data in shards
