@@ -52,10 +52,14 @@ STOP_GRACE_S = 10
 FLINK_SETTINGS = {
     'taskmanager.numberOfTaskSlots': 2,
     'taskmanager.memory.process.size': '2048m',
-    # the job's many shuffles: one task asked for 512 buffers of 32 KiB at parallelism 2, more
-    # than the 3481 that Flink's default (10% of the memory) gives 2 slots
+    # The job's many shuffles. Flink's batch jobs write each blocking result partition with its
+    # sort-shuffle, which asks for 512 buffers of 32 KiB (16 MB) per partition by default; the
+    # nightly graph's partitions at parallelism 2 took more than 12288 buffers (384 MB) so, and
+    # failed at start ("Insufficient number of network buffers: required 512, but only 460
+    # available"). 128 buffers (4 MB) a partition, and 384 MB of buffers per TaskManager.
     'taskmanager.memory.network.min': '384m',
     'taskmanager.memory.network.max': '384m',
+    'taskmanager.network.sort-shuffle.min-buffers': 128,
     'jobmanager.memory.process.size': '1024m',
     # a TaskManager that dies (SIGKILL, lost machine) fails its tasks; Flink restarts them on
     # the TaskManagers left, 3 times at most, 2 s apart
