@@ -238,3 +238,31 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
       with open(path, 'rb') as handle:
         for _ in record_spans(handle):  # FramingError: a shard cut short
           pass
+
+
+# --- what is tested is what is deployed ---------------------------------------------------------
+
+SHARED_SETTINGS = ('restart-strategy.type', 'restart-strategy.fixed-delay.attempts',
+                   'restart-strategy.fixed-delay.delay', 'heartbeat.interval',
+                   'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers')
+
+
+def test_compose_and_kubernetes_run_the_tested_flink_with_its_settings():
+  """docker-compose.yml and k8s/flink-session.yaml: the Flink minor version of the local
+  cluster and its restart strategy, heartbeats and shuffle buffers."""
+  import yaml  # pylint: disable=import-outside-toplevel
+  minor = '.'.join(local_cluster.FLINK_VERSION.split('.')[:2])
+  expected = {key: str(local_cluster.FLINK_SETTINGS[key]) for key in SHARED_SETTINGS}
+  flink = REPO / 'deploy' / 'flink'
+  compose = yaml.safe_load((flink / 'docker-compose.yml').read_text())['services']
+  properties = {}
+  for name in ('flink-jobmanager', 'flink-taskmanager'):
+    assert compose[name]['image'] == f'flink:{minor}', name
+    properties.update(yaml.safe_load(compose[name]['environment']['FLINK_PROPERTIES']))
+  assert {key: str(properties[key]) for key in SHARED_SETTINGS} == expected
+  assert f'beam_flink{minor}_job_server' in compose['beam-job-server']['image']
+  session = yaml.safe_load((flink / 'k8s' / 'flink-session.yaml').read_text())['spec']
+  assert session['image'] == f'flink:{minor}'
+  assert session['flinkVersion'] == 'v' + minor.replace('.', '_')
+  configuration = session['flinkConfiguration']
+  assert {key: str(configuration[key]) for key in SHARED_SETTINGS} == expected

@@ -2,6 +2,7 @@
 
     python -m deploy.flink.local_cluster start [--task_managers=2] [--dir=.flink-cluster]
     python -m deploy.flink.local_cluster status [--dir=...]
+    python -m deploy.flink.local_cluster flags [--dir=...]    # the job's flags for this cluster
     python -m deploy.flink.local_cluster stop [--dir=...]
 
 ``start`` launches, each as its own process (and process group) with its log in ``DIR/logs``:
@@ -433,7 +434,7 @@ def status(cluster: Cluster) -> str:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m deploy.flink.local_cluster', description=__doc__.split('\n\n')[0])
-  parser.add_argument('command', choices=('start', 'status', 'stop'))
+  parser.add_argument('command', choices=('start', 'status', 'flags', 'stop'))
   parser.add_argument('--dir', default=str(REPO / '.flink-cluster'),
                       help='state and logs of the cluster (default: .flink-cluster/)')
   parser.add_argument('--task_managers', type=int, default=2)
@@ -456,7 +457,9 @@ def main(argv=None) -> int:
     print(f'Flink {FLINK_VERSION} cluster up in {time.monotonic() - began:.0f} s: '
           f'{cluster.rest_url} (UI), logs in {cluster.log_dir}')
     print('Submit the job with: .venv/bin/python -m pipeline.run --input_dir=... '
-          f'--output_dir=... {" ".join(cluster.flags())}')
+          f'--output_dir=... {" ".join(cluster.flags())}\n'
+          f'(or $(.venv/bin/python -m deploy.flink.local_cluster flags) for those flags); '
+          'stop it with: .venv/bin/python -m deploy.flink.local_cluster stop')
     return 0
   try:
     cluster = load(args.dir)
@@ -465,6 +468,8 @@ def main(argv=None) -> int:
     return 1
   if args.command == 'status':
     print(status(cluster))
+  elif args.command == 'flags':
+    print(' '.join(cluster.flags()))
   else:
     stop(cluster)
     print(f'stopped; logs in {cluster.log_dir}')
