@@ -167,33 +167,39 @@ def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(clus
 
 # --- a TaskManager lost during the conversion ---------------------------------------------------
 
-def _kill_a_busy_task_manager(cluster, launcher) -> str:
-  """Waits until the job's tasks run on a TaskManager, SIGKILLs that TaskManager's process and
-  returns its name; fails when the job ends (or the launcher exits) first."""
+def _kill_the_converting_task_manager(cluster, launcher) -> str:
+  """Waits until a subtask of the job's conversion step ('convert images', pipeline/run.py) runs,
+  SIGKILLs the process of the TaskManager that runs it and returns its name; fails when the
+  launcher exits first."""
   deadline = time.monotonic() + JOB_TIMEOUT_S
   while time.monotonic() < deadline and launcher.poll() is None:
     try:
-      running = [job for job in cluster.rest('/jobs/overview')['jobs']
-                 if job['state'] == 'RUNNING' and job['tasks']['running'] > 0]
-      busy = [manager['id'] for manager in cluster.rest('/taskmanagers')['taskmanagers']
-              if manager['freeSlots'] < manager['slotsNumber']]
+      for job in cluster.rest('/jobs/overview')['jobs']:
+        if job['state'] != 'RUNNING':
+          continue
+        for vertex in cluster.rest(f'/jobs/{job["jid"]}')['vertices']:
+          if 'convert images' not in vertex['name'] or vertex['status'] != 'RUNNING':
+            continue
+          details = cluster.rest(f'/jobs/{job["jid"]}/vertices/{vertex["id"]}')
+          for subtask in details['subtasks']:
+            if subtask['status'] == 'RUNNING':
+              os.kill(cluster.service(subtask['taskmanager-id']).pid, signal.SIGKILL)
+              return subtask['taskmanager-id']
     except (urllib.error.URLError, OSError):
-      busy, running = [], []
-    if running and busy:
-      os.kill(cluster.service(busy[0]).pid, signal.SIGKILL)
-      return busy[0]
-    time.sleep(0.2)
-  pytest.fail('the job ended before a TaskManager ran its tasks')
+      pass  # the JobManager busy for a moment: ask again
+    time.sleep(0.1)
+  pytest.fail('the job ended before its conversion step ran')
 
 
 def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record(
     cluster, catdog, catdog_runs, tmp_path):
-  """SIGKILL to the TaskManager running the job's tasks: Flink's fixed-delay restart strategy
-  runs them again on the other TaskManager; the job completes with the clean run's records."""
+  """SIGKILL to the TaskManager running the conversion step: Flink's fixed-delay restart
+  strategy runs the failed tasks again on the other TaskManager; the job completes with the
+  clean run's records."""
   killed = []
   result = _on_flink(cluster, catdog, tmp_path / 'flink', *CATDOG_FLAGS,
                      during=lambda launcher: killed.append(
-                         _kill_a_busy_task_manager(cluster, launcher)))
+                         _kill_the_converting_task_manager(cluster, launcher)))
   try:
     _succeeded(result, cluster)
     jobs = cluster.rest('/jobs/overview')['jobs']
