@@ -42,7 +42,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # What the install step fetches (README.md: the install commands); both may be moved elsewhere.
 FLINK_HOME = pathlib.Path(os.environ.get('IMAGERECORDS_FLINK_HOME', REPO / '.flink' / 'pyflink'))
 JOB_SERVER_LIB = pathlib.Path(os.environ.get(
-    'IMAGERECORDS_FLINK_JOB_SERVER_LIB', REPO / 'deploy' / 'flink' / 'job-server' / 'target' / 'lib'))
+    'IMAGERECORDS_FLINK_JOB_SERVER_LIB',
+    REPO / 'deploy' / 'flink' / 'job-server' / 'target' / 'lib'))
 FLINK_VERSION = '1.19.3'  # apache-flink-libraries on PyPI; Beam's runner for Flink 1.19
 START_TIMEOUT_S = 120
 STOP_GRACE_S = 10
@@ -75,7 +76,7 @@ FLINK_SETTINGS = {
 }
 # Java 17 needs these opens for Flink 1.19 (flink-dist's own config.yaml, env.java.opts.all).
 JAVA_OPENS = ' '.join(
-    [f'--add-exports=java.base/sun.net.util=ALL-UNNAMED',
+    ['--add-exports=java.base/sun.net.util=ALL-UNNAMED',
      '--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED',
      '--add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED']
     + [f'--add-opens=java.base/{package}=ALL-UNNAMED' for package in (
@@ -137,7 +138,8 @@ class Cluster:
     any other TaskManager."""
     return ['--runner=PortableRunner', f'--job_endpoint=localhost:{self.job_port}',
             f'--artifact_endpoint=localhost:{self.artifact_port}',
-            '--environment_type=EXTERNAL', f'--environment_config=localhost:{self.worker_pool_port}',
+            '--environment_type=EXTERNAL',
+            f'--environment_config=localhost:{self.worker_pool_port}',
             f'--parallelism={self.slots_per_task_manager}', '--job_server_timeout=120']
 
   def rest(self, path: str):
@@ -339,7 +341,8 @@ def start(directory, task_managers: int = 2, python: str = sys.executable) -> Cl
                     FLINK_SETTINGS['taskmanager.numberOfTaskSlots'], [])
   try:
     cluster.services.append(_flink_process(
-        directory, 'jobmanager', 'org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint',
+        directory, 'jobmanager',
+        'org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint',
         'GET_JM_RESOURCE_PARAMS'))
     _save(cluster)
     for number in range(1, task_managers + 1):
