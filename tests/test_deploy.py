@@ -444,7 +444,7 @@ def test_flink_deployment_task_managers_carry_a_worker_pool_sidecar():
   (pool,) = pools
   assert 50000 in [port['containerPort'] for port in pool.get('ports', [])]
   assert _beam_version_of(pool['image']) == BEAM_VERSION
-  flink = spec['flinkVersion']  # v1_20
+  flink = spec['flinkVersion']  # v1_19
   (_, server), = [(p, d) for p, d in _kind('Deployment')
                   if 'job-server' in d['metadata']['name']]
   (job_server,) = server['spec']['template']['spec']['containers']

@@ -1,0 +1,274 @@
+"""The job on a real Apache Flink cluster: ``deploy/flink/local_cluster.py`` starts a JobManager,
+two TaskManagers, Beam's Flink job server and a Python worker pool on loopback, once for this
+module; the job is submitted to it unchanged, with the flags ``Cluster.flags()`` gives
+(``--runner=PortableRunner``, the job server's endpoints, ``--environment_type=EXTERNAL``).
+
+Each conversion is compared with the same conversion on the local runner (``tests/golden.py``'s
+``output_digest``: the manifest less times and paths, each split's counts and fingerprint, the
+SHA-256 of ``images.jsonl``, ``labels.txt``, ``duplicates.jsonl`` and the other text files).
+
+Needs the install step's ``.flink/`` and ``deploy/flink/job-server/target/lib`` (README.md):
+skipped without them, except in CI (``CI`` set), where their absence fails the module.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+
+import pytest
+
+from deploy.flink import local_cluster
+from tests.golden import output_digest
+from imagerecords import contract
+from imagerecords.framing import record_spans
+from tests.helpers import REPO, SAMPLES, convert, manifest_of, shared_data
+from transforms.outputs import write
+
+JOB_TIMEOUT_S = 420
+
+
+def _installed() -> None:
+  missing = [str(path) for path in (local_cluster.FLINK_HOME / 'lib', local_cluster.JOB_SERVER_LIB)
+             if not path.is_dir()]
+  if missing:
+    message = f'{", ".join(missing)} missing: run the install step of README.md'
+    if os.environ.get('CI'):
+      pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope='module')
+def cluster(tmp_path_factory):
+  """The local Flink cluster, started for this module and stopped (by process ids) after it."""
+  _installed()
+  with local_cluster.running(tmp_path_factory.mktemp('flink'), task_managers=2) as started:
+    yield started
+
+
+def _on_flink(cluster, input_dir, output_dir, *flags, during=None) -> subprocess.CompletedProcess:
+  """``python -m pipeline.run`` submitted to ``cluster``; ``during(process)`` runs while the
+  launcher waits for the job. Fails the test when the launcher runs past JOB_TIMEOUT_S."""
+  command = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
+             f'--output_dir={output_dir}', *flags, *cluster.flags()]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'reader')]))
+  with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True) as launcher:
+    if during:
+      during(launcher)
+    try:
+      stdout, stderr = launcher.communicate(timeout=JOB_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      launcher.kill()
+      stdout, stderr = launcher.communicate()
+      pytest.fail(f'{command} ran past {JOB_TIMEOUT_S} s:\n{stderr[-4000:]}\n{_logs(cluster)}')
+  return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+
+
+def _logs(cluster) -> str:
+  return f'(the cluster\'s logs: {cluster.log_dir})'
+
+
+def _night(run_dir: pathlib.Path, input_dir) -> dict:
+  """``output_digest`` of a published night, its output root (named in the manifest's
+  ``previous_run`` and ``reused_from``) written as ``<root>``."""
+  digest = json.dumps(output_digest(run_dir, str(input_dir)))
+  return json.loads(digest.replace(json.dumps(str(run_dir.parent))[1:-1], '<root>'))
+
+
+def _succeeded(result: subprocess.CompletedProcess, cluster) -> None:
+  assert result.returncode == 0, (
+      f'exit {result.returncode}:\n{result.stderr[-5000:]}\n{_logs(cluster)}')
+
+
+# --- the same records as the local runner -------------------------------------------------------
+
+CATDOG_FLAGS = (r'--label_source=filename:^([a-z]+)\.\d+\.jpg$', '--image_size=48',
+                '--dedup=keep_first_near', '--stats', '--num_shards=2')
+
+
+@pytest.fixture(scope='module')
+def catdog(tmp_path_factory):
+  """About 60 photos of ../shared/data/catdog_filenames, in a folder of their own: the first 28
+  cats and dogs by name (byte-identical copies among them) and the three near-identical pairs
+  of the set."""
+  source = shared_data('catdog_filenames') / 'train'
+  folder = tmp_path_factory.mktemp('catdog') / 'train'
+  folder.mkdir()
+  near = {'cat.138.jpg', 'cat.86.jpg', 'dog.1021.jpg', 'dog.1070.jpg', 'dog.1076.jpg',
+          'dog.1098.jpg'}
+  for kind in ('cat', 'dog'):
+    for path in sorted(source.glob(f'{kind}.*.jpg'))[:28]:
+      shutil.copyfile(path, folder / path.name)
+  for name in near:
+    shutil.copyfile(source / name, folder / name)
+  return folder.parent
+
+
+@pytest.fixture(scope='module')
+def catdog_runs(cluster, catdog, tmp_path_factory):
+  """{'flink' | 'local': output folder} of the same conversion on both runners."""
+  out = tmp_path_factory.mktemp('catdog_out')
+  result = _on_flink(cluster, catdog, out / 'flink', *CATDOG_FLAGS)
+  _succeeded(result, cluster)
+  assert convert(catdog, out / 'local', *CATDOG_FLAGS) == 0
+  return {'flink': out / 'flink', 'local': out / 'local'}
+
+
+def test_flink_writes_the_local_runners_records_with_statistics_and_near_duplicates(catdog_runs,
+                                                                                    catdog):
+  flink, local = (output_digest(catdog_runs[name], str(catdog)) for name in ('flink', 'local'))
+  manifest = flink['manifest']
+  assert manifest['num_examples'] > 0 and manifest['status'] == 'complete'
+  assert manifest['duplicates']['near']['num_dropped'] > 0  # near duplicates found, dropped
+  assert manifest['statistics']['num_pixels'] > 0
+  assert flink == local
+
+
+# --- nightly, with masks -------------------------------------------------------------------------
+
+NIGHT_FLAGS = ('--masks=voc', '--num_shards=1', '--splits=train=0.5,validation=0.5', '--stats')
+
+
+def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(cluster, tmp_path):
+  """../shared/data/segmentation/voc_palette (3 photos and their palette masks): night 1, then
+  night 2 after one mask changed, on Flink: night 2 converts that image again, reuses the other
+  two from night 1's shards, publishes dt=night 2 and points LATEST at it. Each night holds
+  what the local runner writes for it (night 2 on the local runner starts from Flink's
+  night 1)."""
+  voc = tmp_path / 'voc'
+  shutil.copytree(shared_data('segmentation/voc_palette'), voc)
+  root, local_root = tmp_path / 'flink', tmp_path / 'local'
+  _succeeded(_on_flink(cluster, voc, root, '--run_date=2026-12-01', *NIGHT_FLAGS), cluster)
+  assert convert(voc, local_root / 'night1', '--run_date=2026-12-01', *NIGHT_FLAGS) == 0
+  night1 = output_digest(root / 'dt=2026-12-01', str(voc))
+  assert night1['manifest']['num_examples'] == 3
+  assert night1['manifest']['statistics']['num_pixels'] > 0
+  assert night1 == output_digest(local_root / 'night1' / 'dt=2026-12-01', str(voc))
+
+  shutil.copytree(root, local_root / 'night2')
+  mask = voc / 'SegmentationClass' / '2011_000006.png'
+  mask.write_bytes(mask.read_bytes() + b'\0')  # other bytes (after IEND), the same pixels
+  _succeeded(_on_flink(cluster, voc, root, '--run_date=2026-12-02', *NIGHT_FLAGS), cluster)
+  assert (root / 'LATEST').read_text().strip() == 'dt=2026-12-02'
+  assert (root / 'dt=2026-12-01' / '_SUCCESS').is_file()
+  night = manifest_of(root / 'dt=2026-12-02')['incremental']
+  assert night['reused_from'].endswith('dt=2026-12-01')
+  assert (night['reused'], night['converted']) == (2, 1)
+  assert convert(voc, local_root / 'night2', '--run_date=2026-12-02', *NIGHT_FLAGS) == 0
+  assert (_night(root / 'dt=2026-12-02', voc)
+          == _night(local_root / 'night2' / 'dt=2026-12-02', voc))
+
+
+# --- a TaskManager lost during the conversion ---------------------------------------------------
+
+def _kill_the_converting_task_manager(cluster, launcher) -> str:
+  """Waits until a subtask of the job's conversion step ('convert images', pipeline/run.py) runs,
+  SIGKILLs the process of the TaskManager that runs it and returns its name; fails when the
+  launcher exits first."""
+  deadline = time.monotonic() + JOB_TIMEOUT_S
+  while time.monotonic() < deadline and launcher.poll() is None:
+    try:
+      for job in cluster.rest('/jobs/overview')['jobs']:
+        if job['state'] != 'RUNNING':
+          continue
+        for vertex in cluster.rest(f'/jobs/{job["jid"]}')['vertices']:
+          if 'convert images' not in vertex['name'] or vertex['status'] != 'RUNNING':
+            continue
+          details = cluster.rest(f'/jobs/{job["jid"]}/vertices/{vertex["id"]}')
+          for subtask in details['subtasks']:
+            if subtask['status'] == 'RUNNING':
+              os.kill(cluster.service(subtask['taskmanager-id']).pid, signal.SIGKILL)
+              return subtask['taskmanager-id']
+    except (urllib.error.URLError, OSError):
+      pass  # the JobManager busy for a moment: ask again
+    time.sleep(0.1)
+  pytest.fail('the job ended before its conversion step ran')
+
+
+def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record(
+    cluster, catdog, catdog_runs, tmp_path):
+  """SIGKILL to the TaskManager running the conversion step: Flink's fixed-delay restart
+  strategy runs the failed tasks again on the other TaskManager; the job completes with the
+  clean run's records."""
+  killed = []
+  result = _on_flink(cluster, catdog, tmp_path / 'flink', *CATDOG_FLAGS,
+                     during=lambda launcher: killed.append(
+                         _kill_the_converting_task_manager(cluster, launcher)))
+  try:
+    _succeeded(result, cluster)
+    jobs = cluster.rest('/jobs/overview')['jobs']
+    newest = max(jobs, key=lambda job: job['start-time'])
+    exceptions = cluster.rest(f'/jobs/{newest["jid"]}/exceptions')
+    # Flink saw the loss and restarted the tasks (the run did not merely finish before it)
+    assert exceptions.get('exceptionHistory', {}).get('entries'), exceptions
+    assert (output_digest(tmp_path / 'flink', str(catdog))
+            == output_digest(catdog_runs['flink'], str(catdog)))
+  finally:
+    cluster.add_task_manager()  # the next test finds two TaskManagers again
+
+
+# --- a failed run -------------------------------------------------------------------------------
+
+def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publishes_nothing(
+    cluster, tmp_path):
+  """8 photos and 2 files that do not decode (../shared/data/messy), --max_failure_fraction=0.1:
+  2 of 10 failed."""
+  images = tmp_path / 'images' / 'photos'
+  images.mkdir(parents=True)
+  for path in sorted((SAMPLES / 'ants').glob('*.jpg'))[:8]:
+    shutil.copyfile(path, images / path.name)
+  messy = shared_data('messy')
+  for name in ('constructed__zero_bytes.jpg', 'constructed__html_error_page_saved_as.jpg'):
+    shutil.copyfile(messy / name, images / name)
+  out = tmp_path / 'out'
+  result = _on_flink(cluster, images.parent, out, '--label_source=none', '--image_size=32',
+                     '--max_failure_fraction=0.1', '--stats=false')
+  assert result.returncode == 1, result.stderr[-4000:]
+  lines = result.stderr.strip().splitlines()
+  assert 'Traceback' not in result.stderr, result.stderr[-4000:]
+  assert 'ERROR run failed: 2 of 10 image inputs failed' in lines[-1], lines[-1]
+  assert 'more than --max_failure_fraction=0.1' in lines[-1], lines[-1]
+  assert manifest_of(out)['status'] == 'failed'
+  # nothing a reader takes (as tests/test_failing_cleanly.py on the local runner): no _SUCCESS,
+  # no working folder, and every file named like a shard is whole
+  assert not (out / contract.SUCCESS_FILE).exists()
+  assert not (out / write.STAGING_DIR).exists()
+  for path in out.iterdir():
+    if contract.parse_shard_file_name(path.name):
+      with open(path, 'rb') as handle:
+        for _ in record_spans(handle):  # FramingError: a shard cut short
+          pass
+
+
+# --- what is tested is what is deployed ---------------------------------------------------------
+
+SHARED_SETTINGS = ('restart-strategy.type', 'restart-strategy.fixed-delay.attempts',
+                   'restart-strategy.fixed-delay.delay', 'heartbeat.interval',
+                   'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers')
+
+
+def test_compose_and_kubernetes_run_the_tested_flink_with_its_settings():
+  """docker-compose.yml and k8s/flink-session.yaml: the Flink minor version of the local
+  cluster and its restart strategy, heartbeats and shuffle buffers."""
+  import yaml  # pylint: disable=import-outside-toplevel
+  minor = '.'.join(local_cluster.FLINK_VERSION.split('.')[:2])
+  expected = {key: str(local_cluster.FLINK_SETTINGS[key]) for key in SHARED_SETTINGS}
+  flink = REPO / 'deploy' / 'flink'
+  compose = yaml.safe_load((flink / 'docker-compose.yml').read_text())['services']
+  properties = {}
+  for name in ('flink-jobmanager', 'flink-taskmanager'):
+    assert compose[name]['image'] == f'flink:{minor}', name
+    properties.update(yaml.safe_load(compose[name]['environment']['FLINK_PROPERTIES']))
+  assert {key: str(properties[key]) for key in SHARED_SETTINGS} == expected
+  assert f'beam_flink{minor}_job_server' in compose['beam-job-server']['image']
+  session = yaml.safe_load((flink / 'k8s' / 'flink-session.yaml').read_text())['spec']
+  assert session['image'] == f'flink:{minor}'
+  assert session['flinkVersion'] == 'v' + minor.replace('.', '_')
+  configuration = session['flinkConfiguration']
+  assert {key: str(configuration[key]) for key in SHARED_SETTINGS} == expected
