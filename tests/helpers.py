@@ -107,3 +107,18 @@ def many_scan_jpeg(photo, scans: int) -> bytes:
   first = data.index(b'\xff\xda')
   assert data.endswith(b'\xff\xd9')  # EOI, written once after the repeated scans
   return data[:first] + data[first:-2] * (scans // per_progression) + b'\xff\xd9'
+
+
+def assert_nothing_a_reader_takes(out: pathlib.Path) -> None:
+  """A failed run's output (any runner): no _SUCCESS, no working folder, and every file named
+  like a shard is whole (``record_spans`` raises FramingError on a shard cut short)."""
+  from imagerecords import contract  # pylint: disable=import-outside-toplevel
+  from imagerecords.framing import record_spans  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
+  assert not (out / contract.SUCCESS_FILE).exists()
+  assert not (out / write.STAGING_DIR).exists()
+  for path in out.iterdir():
+    if contract.parse_shard_file_name(path.name):
+      with open(path, 'rb') as handle:
+        for _ in record_spans(handle):
+          pass

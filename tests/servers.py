@@ -10,21 +10,9 @@ from typing import List
 
 import pytest
 
+from deploy.flink.local_cluster import free_ports  # noqa: F401  (the tests' servers share it)
+
 START_TIMEOUT_S = 60
-
-
-def free_ports(count: int) -> List[int]:
-  """Distinct loopback ports that were free a moment ago (all held open until all are picked)."""
-  sockets = []
-  try:
-    for _ in range(count):
-      sock = socket.socket()
-      sock.bind(('localhost', 0))
-      sockets.append(sock)
-    return [sock.getsockname()[1] for sock in sockets]
-  finally:
-    for sock in sockets:
-      sock.close()
 
 
 def tail(path: pathlib.Path, chars: int = 4000) -> str:

@@ -13,10 +13,9 @@ import sys
 import pytest
 from apache_beam.io import localfilesystem
 from imagerecords import contract
-from imagerecords.framing import record_spans
 
-from tests.helpers import REPO, SAMPLES, convert, manifest_of, shared_data
-from transforms.outputs import write
+from tests.helpers import (REPO, SAMPLES, assert_nothing_a_reader_takes, convert, manifest_of,
+                           shared_data)
 
 TIMEOUT_S = 600
 
@@ -30,17 +29,6 @@ def _job(input_dir, output_dir, *flags) -> subprocess.CompletedProcess:
       [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
        f'--output_dir={output_dir}', '--stats=false', *flags],
       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-
-
-def _assert_nothing_a_reader_takes(out: pathlib.Path) -> None:
-  """No _SUCCESS, no working folder, and every file named like a shard is whole."""
-  assert not (out / contract.SUCCESS_FILE).exists()
-  assert not (out / write.STAGING_DIR).exists()
-  for path in out.iterdir():
-    if contract.parse_shard_file_name(path.name):
-      with open(path, 'rb') as handle:
-        for _ in record_spans(handle):  # FramingError: a shard cut short
-          pass
 
 
 def _assert_console_says_why_in_one_line(stderr: str, reason: str) -> pathlib.Path:
@@ -65,7 +53,7 @@ def test_a_run_over_the_failure_fraction_ends_in_one_line_and_keeps_its_log(tmp_
   # the summary (with at most 9 lines of duplicates and quality flags), the log's path, the reason
   assert len(result.stderr.strip().splitlines()) < 24
   assert manifest_of(out)['status'] == 'failed'
-  _assert_nothing_a_reader_takes(out)
+  assert_nothing_a_reader_takes(out)
 
 
 def test_a_full_disk_leaves_no_shard_cut_short(tmp_path, monkeypatch, caplog):
@@ -104,7 +92,7 @@ def test_a_full_disk_leaves_no_shard_cut_short(tmp_path, monkeypatch, caplog):
   out = tmp_path / 'out'
   assert convert(SAMPLES, out, '--num_shards=1') == 1
   assert re.match(r'run failed: disk full', caplog.records[-1].getMessage())
-  _assert_nothing_a_reader_takes(out)
+  assert_nothing_a_reader_takes(out)
   # the shard the disk filled up on never took its name (the smaller one may have, whole)
   assert not (out / contract.shard_file_name('train', 0, 1)).exists()
 
@@ -148,4 +136,4 @@ def test_a_real_full_disk_fails_in_one_line_and_leaves_no_shard_cut_short(tmp_pa
   result = _job(source.parent, out, *flags)
   assert result.returncode == 1, result.stderr[-3000:]
   _assert_console_says_why_in_one_line(result.stderr, 'disk full')
-  _assert_nothing_a_reader_takes(out)
+  assert_nothing_a_reader_takes(out)

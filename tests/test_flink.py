@@ -25,10 +25,8 @@ import pytest
 
 from deploy.flink import local_cluster
 from tests.golden import output_digest
-from imagerecords import contract
-from imagerecords.framing import record_spans
-from tests.helpers import REPO, SAMPLES, convert, manifest_of, shared_data
-from transforms.outputs import write
+from tests.helpers import (REPO, SAMPLES, assert_nothing_a_reader_takes, convert, manifest_of,
+                           shared_data)
 
 JOB_TIMEOUT_S = 420
 
@@ -235,15 +233,7 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
   assert 'ERROR run failed: 2 of 10 image inputs failed' in lines[-1], lines[-1]
   assert 'more than --max_failure_fraction=0.1' in lines[-1], lines[-1]
   assert manifest_of(out)['status'] == 'failed'
-  # nothing a reader takes (as tests/test_failing_cleanly.py on the local runner): no _SUCCESS,
-  # no working folder, and every file named like a shard is whole
-  assert not (out / contract.SUCCESS_FILE).exists()
-  assert not (out / write.STAGING_DIR).exists()
-  for path in out.iterdir():
-    if contract.parse_shard_file_name(path.name):
-      with open(path, 'rb') as handle:
-        for _ in record_spans(handle):  # FramingError: a shard cut short
-          pass
+  assert_nothing_a_reader_takes(out)
 
 
 # --- what is tested is what is deployed ---------------------------------------------------------
