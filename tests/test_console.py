@@ -112,17 +112,19 @@ def test_the_import_watch_can_fail(tmp_path):
 def test_a_small_input_runs_in_one_process_and_reports_beam_metrics(photos, tmp_path):
   """Six files: no worker processes. The counts are Beam metrics, what Dataflow's and Flink's
   UIs show: the images to convert (a gauge) and those converted (a counter); the manifest also
-  keeps the milliseconds of each step (``step_msecs``)."""
+  keeps the milliseconds of each top-level step (``step_msecs``)."""
   result = _run(photos, tmp_path / 'out')
   assert result.returncode == 0, result.stderr[-3000:]
   assert '6 input files: converting in this process' in result.stderr
   manifest = manifest_of(tmp_path / 'out')
   metrics = manifest['metrics']
   assert metrics['images_to_convert'] == metrics['images_converted'] == 6
-  # the runner's time per top-level step: the conversion is where six photos' time goes
+  # the runner's time per top-level step (which steps show time on six photos, and which the
+  # most, is the state sampler's 200 ms luck: the metadata step's read-back of the shards showed
+  # more than the conversion in one CI run)
   steps = manifest['step_msecs']
-  assert not any('/' in step for step in steps) and all(ms > 0 for ms in steps.values())
-  assert max(steps, key=steps.get) == 'convert images'
+  assert steps and not any('/' in step for step in steps), steps
+  assert all(ms > 0 for ms in steps.values()), steps
 
 
 def test_a_disk_that_fills_while_publishing_prints_only_the_failure(photos, tmp_path,
