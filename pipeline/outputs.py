@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import monitoring_infos
@@ -27,9 +27,6 @@ from transforms.files.folders import delete_tree, escape_pattern, files_under, i
 from transforms.files.textfiles import read_text, replace_text, write_text
 from transforms.outputs import authorship, claim, write
 from transforms.outputs.publish import PUBLICATION_MARKER
-
-if TYPE_CHECKING:  # pipeline.config imports pipeline.nightly, which imports this module
-  from pipeline.config import JobConfig  # pylint: disable=cyclic-import
 
 _LOG = logging.getLogger('imagerecords')
 
@@ -71,9 +68,11 @@ def existing_outputs(output_dir: str) -> List[str]:
   return sorted(set(found))
 
 
-def entries_written(config: 'JobConfig') -> List[str]:
-  """The names of the entries a run of ``config`` may write directly in its write folder
-  (``config.output_dir``): what its output record names (``transforms.outputs.authorship``)."""
+def entries_written(config) -> List[str]:
+  """The names of the entries a run of ``config`` (the run's ``pipeline.config.JobConfig``,
+  which imports this module through ``pipeline.nightly``) may write directly in its write
+  folder (``config.output_dir``): what its output record names
+  (``transforms.outputs.authorship``)."""
   shards = [contract.shard_file_name(split, index, count, config.compressed)
             for split, count in config.num_shards.items() for index in range(count)]
   tft = config.stats == STATS_TFT
