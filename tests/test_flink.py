@@ -165,27 +165,40 @@ def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(clus
 
 # --- a TaskManager lost during the conversion ---------------------------------------------------
 
+SLICE_S = 0.05
+
+
 def _kill_the_converting_task_manager(cluster, launcher) -> str:
-  """Waits until a subtask of the job's conversion step ('convert images', pipeline/run.py) runs,
-  SIGKILLs the process of the TaskManager that runs it and returns its name; fails when the
-  launcher exits first."""
+  """SIGKILLs the process of the TaskManager that runs a subtask of the job's conversion step
+  ('convert images', pipeline/run.py) and returns its name; fails when the launcher exits first.
+
+  Flink starts a step of the batch job when the steps before it have finished, and on six dozen
+  small photos the conversion takes a second or two: a poll of the REST API could miss it. So
+  the SDK workers (the worker pool's process group) run in slices of SLICE_S between polls and
+  are stopped (SIGSTOP) while the REST API is asked: no step can end unseen."""
+  pool = cluster.service('worker-pool').pid
   deadline = time.monotonic() + JOB_TIMEOUT_S
-  while time.monotonic() < deadline and launcher.poll() is None:
-    try:
-      for job in cluster.rest('/jobs/overview')['jobs']:
-        if job['state'] != 'RUNNING':
-          continue
-        for vertex in cluster.rest(f'/jobs/{job["jid"]}')['vertices']:
-          if 'convert images' not in vertex['name'] or vertex['status'] != 'RUNNING':
+  try:
+    while time.monotonic() < deadline and launcher.poll() is None:
+      os.killpg(pool, signal.SIGSTOP)
+      try:
+        for job in cluster.rest('/jobs/overview')['jobs']:
+          if job['state'] != 'RUNNING':
             continue
-          details = cluster.rest(f'/jobs/{job["jid"]}/vertices/{vertex["id"]}')
-          for subtask in details['subtasks']:
-            if subtask['status'] == 'RUNNING':
-              os.kill(cluster.service(subtask['taskmanager-id']).pid, signal.SIGKILL)
-              return subtask['taskmanager-id']
-    except (urllib.error.URLError, OSError):
-      pass  # the JobManager busy for a moment: ask again
-    time.sleep(0.1)
+          for vertex in cluster.rest(f'/jobs/{job["jid"]}')['vertices']:
+            if 'convert images' not in vertex['name'] or vertex['status'] != 'RUNNING':
+              continue
+            details = cluster.rest(f'/jobs/{job["jid"]}/vertices/{vertex["id"]}')
+            for subtask in details['subtasks']:
+              if subtask['status'] == 'RUNNING':
+                os.kill(cluster.service(subtask['taskmanager-id']).pid, signal.SIGKILL)
+                return subtask['taskmanager-id']
+      except (urllib.error.URLError, OSError):
+        pass  # the JobManager busy for a moment: ask again
+      os.killpg(pool, signal.SIGCONT)
+      time.sleep(SLICE_S)
+  finally:
+    os.killpg(pool, signal.SIGCONT)
   pytest.fail('the job ended before its conversion step ran')
 
 
