@@ -68,9 +68,11 @@ QUALITY = 90
 _POLL_S = 0.2
 
 
-def run_tree_measured(cmd, cwd=None, env=None):
+def run_tree_measured(cmd, cwd=None, env=None, also=()):
   """Runs ``cmd``; (exit status, wall s, CPU s of its tree, peak PSS sum bytes, output,
-  (the launcher's PSS, the rest of the tree's) at that peak, bytes)."""
+  (the launcher's PSS, the rest of the tree's) at that peak, bytes). ``also``: process ids
+  (e.g. a Flink cluster's services) whose trees count in the PSS sum, in "the rest"; their CPU
+  time is not in the figure (it is not in ``RUSAGE_CHILDREN`` until they are reaped)."""
   env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL='2')
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   with tempfile.TemporaryFile() as log:
@@ -79,7 +81,8 @@ def run_tree_measured(cmd, cwd=None, env=None):
                                cwd=cwd or str(common.REPO))
     peak, launcher_peak, workers_peak = 0, 0, 0
     while process.poll() is None:
-      figures = {pid: _memory(pid)[0] for pid in common.process_tree(process.pid)}
+      pids = {pid for root in (process.pid, *also) for pid in common.process_tree(root)}
+      figures = {pid: _memory(pid)[0] for pid in pids}
       total = sum(figures.values())
       if total > peak:  # the launcher (the runner, its GroupByKeys) and the SDK workers
         peak = total

@@ -253,7 +253,8 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
 
 SHARED_SETTINGS = ('restart-strategy.type', 'restart-strategy.fixed-delay.attempts',
                    'restart-strategy.fixed-delay.delay', 'heartbeat.interval',
-                   'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers')
+                   'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers',
+                   'taskmanager.memory.task.off-heap.size')
 
 
 def test_compose_and_kubernetes_run_the_tested_flink_with_its_settings():

@@ -62,6 +62,11 @@ FLINK_SETTINGS = {
     'taskmanager.memory.network.min': '384m',
     'taskmanager.memory.network.max': '384m',
     'taskmanager.network.sort-shuffle.min-buffers': 128,
+    # Beam's gRPC data plane to the SDK workers (Netty) allocates direct memory, which Flink
+    # budgets as task off-heap memory, 0 by default: at 100,000 images the TaskManager failed
+    # with "OutOfMemoryError: Direct buffer memory" in the near-duplicate step
+    # (bench/flink_scale.py --copies=100)
+    'taskmanager.memory.task.off-heap.size': '256m',
     'jobmanager.memory.process.size': '1024m',
     # a TaskManager that dies (SIGKILL, lost machine) fails its tasks; Flink restarts them on
     # the TaskManagers left, 5 times at most, 2 s apart: a killed TaskManager cost 2 restarts
