@@ -33,6 +33,7 @@ setuptools.setup(
         'numpy==2.4.6',
         'google-crc32c==1.9.0',
         'tqdm==4.70.1',
+        'psutil==7.2.2',
     ],
     entry_points={'console_scripts': ['imagerecords-convert=pipeline.run:main']},
 )

@@ -136,7 +136,9 @@ class ConvertOptions(PipelineOptions):
         'seed writes the same records per split in other shards. Default 0.')
     parser.add_argument(
         '--overwrite', action='store_true', default=False,
-        help='Replace the files of an earlier run in --output_dir instead of refusing to run.')
+        help='Replace the files of an earlier, published run in --output_dir instead of '
+        'refusing to run. What a run that failed or was interrupted left (no _SUCCESS) is '
+        'replaced without it.')
     parser.add_argument(
         '--claim_lease_seconds', type=float, default=DEFAULT_CLAIM_LEASE_S,
         help='A run claims its --output_dir (with --run_date: its date) and renews the claim '

@@ -21,7 +21,7 @@ from imagerecords import contract
 import pipeline
 from pipeline.options import STATS_TFT
 from transforms.analysis import dedup, quality, statistics_tft
-from transforms.elements import METRICS_NAMESPACE
+from transforms.elements import METRICS_NAMESPACE, STAGE_DUPLICATE, STAGE_LIST, STAGE_MISSING
 from transforms.files import sorted_lines
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.files.textfiles import read_text, replace_text, write_text
@@ -117,7 +117,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool, entries: Sequence[str] 
     NotWrittenByThisJob: a file or folder bearing one of the job's names was not written by
       it (a user's own ``manifest.json``, ``labels.txt``, ``transformed_metadata/``...); the
       message names them. Nothing is deleted, with or without ``overwrite``.
-    OutputNotEmpty: files of an earlier run exist and ``overwrite`` is False.
+    OutputNotEmpty: files of an earlier, published run exist and ``overwrite`` is False (what
+      a run that failed or was killed left is replaced without it, in one log line).
     OSError: the folder cannot be created.
   """
   found = existing_outputs(output_dir)
@@ -125,6 +126,11 @@ def prepare_output_dir(output_dir: str, overwrite: bool, entries: Sequence[str] 
                             'the run would write over them')
   if is_local(output_dir):
     os.makedirs(output_dir, exist_ok=True)
+  if found and not overwrite and not _was_published(output_dir, found):
+    _LOG.info('replacing the %d files of an earlier run in %s that failed or was interrupted '
+              '(no %s, the manifest not complete)', len(found), output_dir,
+              contract.SUCCESS_FILE)
+    overwrite = True
   if found and not overwrite:
     raise OutputNotEmpty(
         f'{output_dir} already holds {len(found)} files of an earlier run '
@@ -138,6 +144,30 @@ def prepare_output_dir(output_dir: str, overwrite: bool, entries: Sequence[str] 
     authorship.delete_success_first(found)
     _LOG.info('deleted %d files of an earlier run in %s', len(found), output_dir)
   authorship.write_record(output_dir, entries, run_id, version)
+
+
+def published_by(folder: str, run_id: str) -> bool:
+  """Whether run ``run_id`` published ``folder``: its ``_SUCCESS`` is there and its output
+  record (``transforms.outputs.authorship``, moved with the run on publication) names the run."""
+  return (FileSystems.exists(FileSystems.join(folder, contract.SUCCESS_FILE))
+          and authorship.record_run_id(folder) == run_id)
+
+
+def _was_published(output_dir: str, found: Sequence[str]) -> bool:
+  """Whether the job's files ``found`` in ``output_dir`` are a published run's (``_SUCCESS``
+  among them, or a manifest whose status is ``complete``), which only ``--overwrite`` replaces;
+  else they are what a run that failed or was killed left, which the next run replaces. A
+  manifest that cannot be read counts as published: nothing is deleted on a guess."""
+  names = {path.rstrip('/').rsplit('/', 1)[-1] for path in found}
+  if contract.SUCCESS_FILE in names:
+    return True
+  if contract.MANIFEST_FILE not in names:
+    return False
+  try:
+    manifest = read_manifest(output_dir)
+  except (OSError, ValueError):
+    return True
+  return manifest is None or manifest.status == 'complete'
 
 
 def _location(path: str) -> str:
@@ -270,6 +300,20 @@ def step_msecs(result) -> Optional[Dict[str, int]]:
           if msecs} or None  # the steps that took at least a millisecond, costliest first
 
 
+_SKIPPED_NOUNS = ((STAGE_LIST, 'file not taken for an image', 'files not taken for images'),
+                  (STAGE_MISSING, 'label line without an image', 'label lines without an image'),
+                  (STAGE_DUPLICATE, 'duplicate', 'duplicates'))
+"""The stages of ``failures.jsonl`` that are not failed inputs (``transforms.elements.NOT_INPUTS``)
+and what the summary calls one of their entries, and several."""
+
+
+def counted(count: int, singular: str, plural: str = '') -> str:
+  """``'1 file'``, ``'2 files'``, ``'9,900 label lines without an image'``: ``count`` with
+  thousands separators and its noun, ``plural`` (default: ``singular`` and an ``s``) unless
+  ``count`` is 1."""
+  return f'1 {singular}' if count == 1 else f'{count:,} {plural or singular + "s"}'
+
+
 def summary(manifest: contract.Manifest, published: bool = True) -> str:
   """A few lines for people: examples per split and class, failures, where the output is.
 
@@ -291,18 +335,25 @@ def summary(manifest: contract.Manifest, published: bool = True) -> str:
                  + ''.join(f'{info.class_counts.get(name, 0):>13}' for name in shown))
   if len(classes) > len(shown) and not segmentation:
     lines.append(f'  ... {len(classes) - len(shown)} more classes: see manifest.json')
-  by_stage = ', '.join(f'{n} at {stage}' for stage, n in manifest.failures_by_stage.items())
-  lines.append(f'  {manifest.num_failures} inputs failed, {manifest.num_skipped} files skipped'
-               + (f' ({by_stage}): see {contract.FAILURES_FILE}' if by_stage else ''))
+  by_stage = manifest.failures_by_stage
+  skipped = [counted(by_stage[stage], singular, plural)
+             for stage, singular, plural in _SKIPPED_NOUNS if by_stage.get(stage)]
+  failed = ', '.join(f'{n} at {stage}' for stage, n in by_stage.items()
+                     if stage not in {stage for stage, _, _ in _SKIPPED_NOUNS})
+  lines.append(f'  {counted(manifest.num_failures, "input")} failed'
+               + (f' ({failed})' if failed else '')
+               + (f'; skipped: {", ".join(skipped)}' if skipped else '')
+               + (f': see {contract.FAILURES_FILE}' if by_stage else ''))
   lines.extend(dedup.summary_lines(manifest.duplicates))  # duplicates and leakage
   lines.extend(quality.summary_lines(manifest.quality))  # flagged images
   seconds = manifest.timings.get('wall_time_s', 0)
+  # a segmentation run without class names (no class_names.txt) has none to count
+  what = counted(manifest.num_examples, 'example') + (
+      f' in {counted(len(classes), "class", "classes")}' if classes or not segmentation else '')
   if published and manifest.status == 'complete':
-    title = (f'imagerecords wrote {manifest.num_examples} examples in {len(classes)} classes '
-             f'to {manifest.output_dir} in {seconds:.1f} s')
+    title = f'imagerecords wrote {what} to {manifest.output_dir} in {seconds:.1f} s'
   else:
-    title = (f'imagerecords FAILED: {manifest.num_examples} examples in {len(classes)} classes '
-             f'converted in {seconds:.1f} s, not published')
+    title = f'imagerecords FAILED: {what} converted in {seconds:.1f} s, not published'
   return '\n'.join([title] + lines)
 
 

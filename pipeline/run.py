@@ -42,7 +42,7 @@ from apache_beam.runners.runner import PipelineState
 from imagerecords import contract
 
 import pipeline
-from pipeline import nightly, outputs, progress
+from pipeline import interrupt, nightly, outputs, progress
 from pipeline import options as opts
 from pipeline.config import JobConfig
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
@@ -389,7 +389,12 @@ def run(argv: Optional[List[str]] = None) -> int:
   options = PipelineOptions(argv)
   convert_options = options.view_as(opts.ConvertOptions)
   try:
-    return _claim_and_run(options, convert_options, argv, log_path)
+    with interrupt.signals_interrupt():
+      try:
+        return _claim_and_run(options, convert_options, argv, log_path)
+      except interrupt.Interrupted as interruption:  # before the run wrote anything
+        _LOG.error('interrupted (%s); nothing published', interruption.name)
+        return interruption.exit_status
   finally:
     outputs.close_run_log()
     if not outputs.is_kept(log_path):
@@ -423,7 +428,7 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
       status = _run_claimed(options, convert_options, held, log_path, output_root, small_input)
     finally:  # a launch that stopped before writing anything leaves no claim file either
       held.release(forget=status == 2)
-  except KeyboardInterrupt:  # from the heartbeat (or Ctrl-C, which goes on)
+  except interrupt.Interrupted:  # from the heartbeat (or a signal, which goes on)
     if not held.lost:
       raise
     # The output is another run's now: nothing here is cleaned up or published.
@@ -466,9 +471,35 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
             config.metadata.launch.split_source, ', '.join(
                 f'{s} ({n} shards)' for s, n in config.num_shards.items()))
   if small_input is not None:
-    _LOG.info('%d input files: converting in this process (no worker processes below %d '
-              'files; --direct_running_mode=multi_processing starts them)', small_input,
+    _LOG.info('%d files in the input folder: converting in this process (no worker processes '
+              'below %d files; --direct_running_mode=multi_processing starts them)', small_input,
               opts.IN_PROCESS_BELOW_FILES)
+  try:
+    return _run_prepared(options, convert_options, config, held, log_path, output_root)
+  except interrupt.Interrupted as interruption:
+    if held.lost:
+      raise  # the heartbeat's: the output is another run's now
+    return _interrupted(interruption, config)
+
+
+def _interrupted(interruption: interrupt.Interrupted, config: JobConfig) -> int:
+  """After SIGINT or SIGTERM, the run's output claimed: 0 when this run was published by then
+  (a scheduler must not retry it), else its working folders removed and 128 + signal."""
+  published = config.publish_dir or config.output_dir
+  if outputs.published_by(published, config.run_id):
+    _LOG.warning('interrupted (%s) after the run was published: %s is complete',
+                 interruption.name, published)
+    return 0
+  outputs.remove_working_folders(config.output_dir)
+  _LOG.error('interrupted (%s); nothing published (the next run replaces what this one left '
+             'in %s)', interruption.name, config.output_dir)
+  return interruption.exit_status
+
+
+def _run_prepared(options: PipelineOptions, convert_options: opts.ConvertOptions,
+                  config: JobConfig, held: claim.Claim, log_path: str, output_root: str) -> int:
+  """The run, its output claimed and prepared: runs the pipeline, reports. Raises
+  interrupt.Interrupted on SIGINT or SIGTERM."""
   failure = None
   try:
     with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
@@ -479,6 +510,9 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   except Exception as error:  # pylint: disable=broad-except
     # The boundary of the whole run: any error of any step ends here, to be reported in one
     # line (its traceback goes to the log file) and cleaned up after.
+    interruption = interrupt.interruption_behind(error)
+    if interruption:
+      raise interruption from error
     failure = error
   launched = None if failure is not None else launched_not_run(p.result, options)
   if launched:

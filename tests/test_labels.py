@@ -204,6 +204,6 @@ def test_a_run_whose_every_input_fails_at_the_label_stage_fails_with_the_reasons
                  '--image_size=32', '--num_shards=1') == 1
   reason = _last_reason(caplog)
   assert reason.startswith('no class: none of the 153 image inputs became an example'), reason
-  assert 'label: file name does not match --label_source regex' in reason and '(153)' in reason
+  assert 'label: file name does not match --label_source regex' in reason and '(153, e.g. ' in reason
   assert 'check its group' in reason, reason
   assert manifest_of(out)['error'] == reason and not (out / '_SUCCESS').exists()

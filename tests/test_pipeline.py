@@ -169,15 +169,14 @@ def _working_folders(out: pathlib.Path) -> None:
     (out / folder / 'records-00000-of-00001').write_bytes(b'half')
 
 
-def test_a_dead_runs_working_folders_count_as_an_earlier_runs_files(tmp_path):
+def test_a_dead_runs_working_folders_are_replaced_without_overwrite(tmp_path):
   from pipeline import outputs  # pylint: disable=import-outside-toplevel
   from transforms.outputs import authorship  # pylint: disable=import-outside-toplevel
-  # the launch records what it writes before it writes anything; then it is killed
+  # the launch records what it writes before it writes anything; then it is killed: no
+  # _SUCCESS, no manifest, so the next run replaces its leftovers without --overwrite
   outputs.prepare_output_dir(str(tmp_path), False, outputs.WORKING_FOLDERS, 'dead')
   _working_folders(tmp_path)
-  with pytest.raises(outputs.OutputNotEmpty):
-    outputs.prepare_output_dir(str(tmp_path), overwrite=False)
-  outputs.prepare_output_dir(str(tmp_path), overwrite=True)
+  outputs.prepare_output_dir(str(tmp_path), overwrite=False)
   assert [p.name for p in tmp_path.iterdir()] == ['.imagerecords']
   # the same folders, named by no record (the last one names nothing): not the job's to delete
   _working_folders(tmp_path)

@@ -85,6 +85,18 @@ def write_record(folder: str, entries: Iterable[str], run_id: str, version: str)
        'entries': sorted(set(entries))}, indent=1) + '\n')
 
 
+def record_run_id(folder: str) -> Optional[str]:
+  """The run id ``folder``'s record names (the run that wrote what it names last); None
+  when it has no record of ours."""
+  try:
+    record = json.loads(read_text(record_path(folder)))
+  except (OSError, ValueError, UnicodeDecodeError):  # none, or not our JSON
+    return None
+  if not isinstance(record, dict) or record.get('written_by') != WRITTEN_BY:
+    return None
+  return record.get('run_id') if isinstance(record.get('run_id'), str) else None
+
+
 def _read_record(folder: str) -> Optional[FrozenSet[str]]:
   """The entries ``folder``'s record names; None when it has none (or none of ours)."""
   path = record_path(folder)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import posixpath
 import time
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import read_frames
 
-from transforms.elements import NOT_INPUTS, Failure
+from transforms.elements import NOT_INPUTS, STAGE_DECODE, STAGE_LABEL, STAGE_READ, Failure
 from transforms.files.folders import match_literal
 from transforms.files.textfiles import write_text
 from transforms.outputs import claim as run_claim
@@ -124,13 +124,21 @@ def summarize_shard(path: str) -> ShardSummary:
 
 
 
-def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failures_path: str):
-  """The reason a run fails on its failures, or None when it may succeed."""
+def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failures_path: str,
+                           failures: Sequence[Failure] = (), label_source: Optional[str] = None
+                           ) -> Optional[str]:
+  """The reason a run fails on its failures, or None when it may succeed: the count, the most
+  common reasons with an example file each (:func:`common_failure_reasons`), the flag that
+  usually fixes the most common one (:func:`failure_hint`) and the report's path."""
   if num_inputs == 0:
     return 'no image files found under the input directory'
   if num_failed > limit * num_inputs:
+    reasons = common_failure_reasons(failures)
+    hint = failure_hint(failures, label_source)
     return (f'{num_failed} of {num_inputs} image inputs failed ({num_failed / num_inputs:.1%}), '
-            f'more than --max_failure_fraction={limit}; see {failures_path}')
+            f'more than --max_failure_fraction={limit}'
+            + (f'; most common: {reasons}' if reasons else '')
+            + (f'; {hint}' if hint else '') + f'; see {failures_path}')
   return None
 
 
@@ -138,13 +146,49 @@ COMMON_REASONS_SHOWN = 3
 """How many of the most common failure reasons a failed run's one-line reason quotes."""
 
 
-def common_failure_reasons(failures: List[Failure], most: int = COMMON_REASONS_SHOWN) -> str:
-  """The ``most`` most common reasons of the failed image inputs (not the stages of
-  ``NOT_INPUTS``), each with its stage and count, e.g. ``label: not inside a class folder: ...
-  (200)``; ties in reason order. '' when no input failed."""
+def _ranked_reasons(failures: Sequence[Failure], most: int) -> List[Tuple[Tuple[str, str], int]]:
+  """((stage, reason), count) of the ``most`` most common reasons of the failed image inputs
+  (not the stages of ``NOT_INPUTS``), most common first, ties in reason order."""
   counts = collections.Counter((f.stage, f.reason) for f in failures if f.stage not in NOT_INPUTS)
-  ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]
-  return '; '.join(f'{stage}: {reason} ({count})' for (stage, reason), count in ranked)
+  return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]
+
+
+def common_failure_reasons(failures: Sequence[Failure], most: int = COMMON_REASONS_SHOWN) -> str:
+  """The ``most`` most common reasons of the failed image inputs (not the stages of
+  ``NOT_INPUTS``), each with its stage, count and the first file (by path) that failed so, e.g.
+  ``label: not inside a class folder: ... (200, e.g. cat.1.jpg)``. '' when no input failed."""
+  ranked = _ranked_reasons(failures, most)
+  example = {}
+  for failure in sorted(failures, key=lambda f: f.relpath):
+    example.setdefault((failure.stage, failure.reason), failure.relpath)
+  return '; '.join(f'{stage}: {reason} ({count}, e.g. {example[stage, reason]})'
+                   for (stage, reason), count in ranked)
+
+
+def failure_hint(failures: Sequence[Failure], label_source: Optional[str]) -> str:
+  """What usually fixes the most common failure's stage, naming the flag; '' when no input
+  failed or no flag helps (a missing mask, a file that vanished)."""
+  ranked = _ranked_reasons(failures, 1)
+  if not ranked:
+    return ''
+  (stage, _), _ = ranked[0]
+  if stage == STAGE_LABEL and label_source:
+    kind, _, value = label_source.partition(':')
+    return {
+        'directory': 'images outside a class folder: move them into one, or try '
+                     '--label_source=file:PATH, --label_source=filename:REGEX or '
+                     '--label_source=none',
+        'filename': f'file names the regex of --label_source=filename:{value} does not match: '
+                    'check it, or try --label_source=directory or file:PATH',
+        'file': f'images the label file {value} does not name: check its file names, or try '
+                '--label_source=directory or filename:REGEX',
+    }.get(kind, f'check --label_source={label_source}')
+  if stage == STAGE_DECODE:
+    return ('files that are not images the job decodes: --extensions=jpg,jpeg,png (say) lists '
+            'only the types you mean, or a higher --max_failure_fraction accepts them')
+  if stage == STAGE_READ:
+    return 'files that could not be read: check their permissions and the storage'
+  return ''
 
 
 def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
@@ -153,8 +197,9 @@ def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
   if kind == 'directory':
     given = f'gave every image the class {only_class!r}' if only_class else 'gave no image a class'
     return (f"--label_source=directory (the image's parent folder name) {given}; try "
-            "--label_source=file:PATH (a label file, e.g. Tiny ImageNet's val_annotations.txt) "
-            'or --label_source=filename:REGEX (the class in the file name)')
+            "--label_source=file:PATH (a label file, e.g. Tiny ImageNet's val_annotations.txt), "
+            '--label_source=filename:REGEX (the class in the file name) or --label_source=none '
+            '(no labels)')
   if kind == 'filename':
     given = f'captured {only_class!r} in every file name' if only_class else 'matched no file name'
     return (f'the regex of --label_source=filename:{value} {given}; check its group, or try '
@@ -252,8 +297,8 @@ class _WriteMetadataFn(beam.DoFn):
                                       failures, num_inputs)
     # no example at all: the class count's reason (the most common failures, what to try) first
     error = '; '.join(problems) or (num_examples == 0 and classes_error) or failure_fraction_error(
-        num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE)
-    ) or classes_error or vanished_classes_error(settings.required_classes, splits
+        num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE),
+        failures, settings.label_source) or classes_error or vanished_classes_error(settings.required_classes, splits
     ) or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
           if incremental else None)
 
