@@ -115,7 +115,7 @@ def test_a_small_input_runs_in_one_process_and_reports_beam_metrics(photos, tmp_
   keeps the milliseconds of each top-level step (``step_msecs``)."""
   result = _run(photos, tmp_path / 'out')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert '6 input files: converting in this process' in result.stderr
+  assert '6 files in the input folder: converting in this process' in result.stderr
   manifest = manifest_of(tmp_path / 'out')
   metrics = manifest['metrics']
   assert metrics['images_to_convert'] == metrics['images_converted'] == 6

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 __version__ = '0.1.0'
 
-__all__ = ['load', 'load_embeddings', 'class_names', 'num_examples', 'latest_run',
+__all__ = ['load', 'load_embeddings', 'class_names', 'split_names', 'num_examples', 'latest_run',
            'IncompleteDatasetError', 'ShardMismatchError',
            '__version__',
            'preprocessing_layer', 'class_weights', 'MissingTransformError']
@@ -34,6 +34,7 @@ _LAZY = {
     'load': 'imagerecords.dataset',
     'load_embeddings': 'imagerecords.dataset',
     'class_names': 'imagerecords.metadata',
+    'split_names': 'imagerecords.metadata',
     'num_examples': 'imagerecords.metadata',
     'latest_run': 'imagerecords.metadata',
     'IncompleteDatasetError': 'imagerecords.metadata',
@@ -46,7 +47,7 @@ _LAZY = {
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
   from imagerecords.dataset import load, load_embeddings
   from imagerecords.metadata import (IncompleteDatasetError, ShardMismatchError, class_names,
-                                     latest_run, num_examples)
+                                     latest_run, num_examples, split_names)
   from imagerecords.transform import MissingTransformError, class_weights, preprocessing_layer
 
 

@@ -36,7 +36,8 @@ otherwise (at most 20 per shard, then a count of the rest); 2 when the directory
 inspected at all (no manifest).
 
 Pictures (drawn by :mod:`imagerecords.pictures`: Pillow, and matplotlib for the chart), written to
-``--out`` (default ``./inspect_<name of OUT>``)::
+the folder ``--out DIR`` names, and only then (nothing is written into the current folder, nor
+into ``OUT``, where a folder the job did not write would stop it replacing a dated run)::
 
     contact_sheet_<split>.png   a grid of --samples images (8 per row), each titled with its
                                 class name; drawn round-robin from the shards' first records
@@ -66,6 +67,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from imagerecords import contract
@@ -481,6 +483,29 @@ def _mean_size(sizes: List[Tuple[int, int]]) -> str:
 # --- command line -------------------------------------------------------------------------------
 
 
+def quiet_tensorflow() -> None:
+  """Imports TensorFlow and sets up its devices with this process's standard error (file
+  descriptor 2) sent to a temporary file: its C++ start-up lines (CPU features, "Could not find
+  cuda drivers", "failed call to cuInit" on a machine without a GPU) bypass
+  ``TF_CPP_MIN_LOG_LEVEL`` and Python's logging. When the import fails, what TensorFlow wrote is
+  shown and the error raised."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as sink:
+    os.dup2(sink.fileno(), 2)
+    try:
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      tf.config.list_physical_devices()  # the devices' set-up, where cuInit is called
+    except BaseException:
+      os.dup2(saved, 2)
+      sink.seek(0)
+      sys.stderr.write(sink.read().decode('utf-8', 'replace'))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the command line (see the module docstring); returns the exit status."""
   parser = argparse.ArgumentParser(
@@ -489,7 +514,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   'class-count chart of it.')
   parser.add_argument('data_dir', metavar='OUT', help='the output directory of the Beam job')
   parser.add_argument('--out', default=None, metavar='DIR',
-                      help='folder for the PNGs (default: ./inspect_<name of OUT>)')
+                      help='draw contact sheets and charts as PNGs into DIR (default: none)')
   parser.add_argument('--no-verify', dest='verify', action='store_false',
                       help='read only the records the pictures need; check only _SUCCESS, the '
                            "manifest's status, labels.txt and that the shards exist")
@@ -500,17 +525,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   if args.samples < 1 or args.thumb_size < 16:
     parser.error('--samples must be at least 1 and --thumb_size at least 16')
-  out_dir = args.out or f'inspect_{os.path.basename(args.data_dir.rstrip("/")) or "out"}'
+  quiet_tensorflow()
   try:
-    report = inspect(args.data_dir, verify=args.verify, samples=args.samples)
+    report = inspect(args.data_dir, verify=args.verify, samples=args.samples if args.out else 0)
   except NotAnOutputDirectory as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(format_table(report))
-  # Pillow, matplotlib: the inspect extra
-  from imagerecords.pictures import render  # pylint: disable=import-outside-toplevel
-  for path in render(report, out_dir, args.thumb_size, args.samples):
-    print(f'wrote {path}')
+  if args.out:
+    # Pillow, matplotlib: the inspect extra
+    from imagerecords.pictures import render  # pylint: disable=import-outside-toplevel
+    for path in render(report, args.out, args.thumb_size, args.samples):
+      print(f'wrote {path}')
+  else:
+    print('(pictures of the images, classes, duplicates and flags: --out DIR)')
   if report.problems:
     print(f'{len(report.problems)} problem(s) in {args.data_dir}:')
     for problem in report.problems:

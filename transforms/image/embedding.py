@@ -211,8 +211,15 @@ def _probe_here(spec: EmbeddingSpec, image_format: str, keep: bool) -> Embedding
     # The launch's boundary around the user's model: whatever Keras or TensorFlow raise on a
     # file that is no model, a truncated one, or one of another input shape is reported as
     # a bad flag (exit 2), before any image is read.
+    hint = ''
+    if (spec.model.startswith(APPLICATION_PREFIX) and not spec.weights
+        and ('URL fetch failure' in str(error) or isinstance(error, OSError))):
+      # Keras downloads an application's ImageNet weights on first use (keras.utils.get_file)
+      hint = ('; Keras could not download its ImageNet weights: without internet, pass '
+              '--embedding_weights=FILE, the weights file (.h5, without the top) fetched once '
+              'where there is internet (it lands in ~/.keras/models/)')
     raise ValueError(f'--embedding_model={spec.model}: cannot be loaded or run: '
-                     f'{type(error).__name__}: {error}') from None
+                     f'{type(error).__name__}: {error}{hint}') from None
   model = EmbeddingModel(spec, loaded.input_size, loaded.channels, shape, loaded.fingerprint,
                          raw=raw)
   if keep:

@@ -1,0 +1,74 @@
+"""What a newcomer meets in the first hour (issue 24, items 7 and 8): a quiet ``inspect`` that
+writes nothing it was not asked to, counts and words on the console that say what they count,
+and an offline embedding model that names the flag to use."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from pipeline import outputs
+from tests.helpers import REPO, SAMPLES, convert
+
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'reader')]))
+
+
+def test_inspect_prints_no_tensorflow_start_up_and_writes_pictures_only_where_told(tmp_path):
+  out = tmp_path / 'out'
+  assert convert(SAMPLES, out) == 0
+  here = tmp_path / 'cwd'
+  here.mkdir()
+  result = subprocess.run([sys.executable, '-m', 'imagerecords.inspect', str(out)], cwd=here,
+                          env=ENV, capture_output=True, text=True, check=False, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == '', result.stderr  # no cuInit, CPU-feature or absl lines
+  assert result.stdout.strip().splitlines()[-1] == 'OK'
+  assert '--out DIR' in result.stdout
+  assert not list(here.iterdir()), list(here.iterdir())  # nothing in the current folder
+  pictures = tmp_path / 'pictures'
+  result = subprocess.run([sys.executable, '-m', 'imagerecords.inspect', str(out), '--out',
+                           str(pictures)], cwd=here, env=ENV, capture_output=True, text=True,
+                          check=False, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert (pictures / 'class_counts.png').is_file() and not list(here.iterdir())
+
+
+def test_counts_on_the_console_name_what_they_count():
+  assert outputs.counted(1, 'file') == '1 file'
+  assert outputs.counted(9900, 'label line without an image',
+                         'label lines without an image') == (
+      '9,900 label lines without an image')
+  assert outputs.counted(1, 'class', 'classes') == '1 class'
+  assert outputs.counted(0, 'class', 'classes') == '0 classes'
+
+
+def test_a_label_file_run_calls_its_unmatched_lines_label_lines_not_files(tmp_path, capsys):
+  """A label file naming 3 images that exist and 2 that do not, among the 48 samples: the
+  summary counts 2 label lines without an image, and no skipped files."""
+  images = tmp_path / 'images'
+  names = sorted(p.relative_to(SAMPLES) for p in SAMPLES.glob('*/*.jpg'))
+  labels = tmp_path / 'labels.csv'
+  lines = ['filename,label'] + [f'{name.as_posix()},{name.parent.name}' for name in names]
+  lines += ['ants/gone_1.jpg,ants', 'bees/gone_2.jpg,bees']
+  labels.write_text('\n'.join(lines) + '\n')
+  shutil.copytree(SAMPLES, images)
+  assert convert(images, tmp_path / 'out', f'--label_source=file:{labels}') == 0
+  console = capsys.readouterr().err
+  assert '0 inputs failed; skipped: 2 label lines without an image' in console, console
+  assert 'files skipped' not in console
+
+
+def test_an_offline_keras_application_names_embedding_weights(tmp_path):
+  """Keras downloads an application's ImageNet weights on first use; with no way out (a proxy
+  on a closed loopback port, an empty Keras cache) the launch fails (exit 2) naming the flag."""
+  env = dict(ENV, KERAS_HOME=str(tmp_path / 'keras'), HTTPS_PROXY='http://127.0.0.1:9',
+             https_proxy='http://127.0.0.1:9', HTTP_PROXY='http://127.0.0.1:9',
+             http_proxy='http://127.0.0.1:9')
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', f'--input_dir={SAMPLES}',
+       f'--output_dir={tmp_path / "out"}', '--embedding_model=keras.applications:MobileNetV2',
+       '--direct_running_mode=in_memory'],
+      cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert 'URL fetch failure' in last and '--embedding_weights=FILE' in last, last
