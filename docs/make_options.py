@@ -32,7 +32,8 @@ hand; run `.venv/bin/python docs/make_options.py` after changing an option. -->
 ```
 
 The job's own options, with their defaults and `--help` texts (`python -m pipeline.run --help`
-prints the same). What each does in detail: [converting.md](converting.md) (inputs, labels,
+prints the same, in groups: input and labels, images, output and shards, nightly, analysis,
+embeddings; `--help_beam` lists Beam's own options). What each does in detail: [converting.md](converting.md) (inputs, labels,
 splits, links, claims), [images.md](images.md) (image handling, formats, `--dedup`),
 [segmentation.md](segmentation.md) (`--masks`), [output.md](output.md) (files, `--dali_index`,
 failing cleanly), [nightly.md](nightly.md) (`--run_date`, `--full_rebuild`) and

@@ -314,6 +314,32 @@ def counted(count: int, singular: str, plural: str = '') -> str:
   return f'1 {singular}' if count == 1 else f'{count:,} {plural or singular + "s"}'
 
 
+SUMMARY_CLASSES = 8
+"""Classes the console's summary counts per split; the others are named by their number."""
+SUMMARY_WIDTH = 80
+"""Columns the console's summary fits in (a terminal's default width)."""
+
+
+def summary_table(splits: Dict[str, contract.SplitEntry], classes: Sequence[str]) -> List[str]:
+  """The summary's table: a column per split (at most as many as fit in SUMMARY_WIDTH, the
+  others named by their number), rows of examples, shards and the examples of each of
+  ``classes`` (names cut to fit)."""
+  width = max([9] + [len(name) + 2 for name in splits])
+  label = min(max([8] + [len(name) for name in classes]), 24)
+  fit = max(1, (SUMMARY_WIDTH - 2 - label) // width)
+  names = list(splits)[:fit]
+  rows = [('examples', [splits[n].num_examples for n in names]),
+          ('shards', [splits[n].num_shards for n in names])]
+  rows += [(name, [splits[n].class_counts.get(name, 0) for n in names]) for name in classes]
+  lines = [f'  {"":<{label}}' + ''.join(f'{name:>{width}}' for name in names)]
+  lines += [f'  {title[:label]:<{label}}' + ''.join(f'{value:>{width},}' for value in values)
+            for title, values in rows]
+  if len(splits) > len(names):
+    lines.append(f'  ... {counted(len(splits) - len(names), "more split", "more splits")}: '
+                 'see manifest.json')
+  return lines
+
+
 def summary(manifest: contract.Manifest, published: bool = True) -> str:
   """A few lines for people: examples per split and class, failures, where the output is.
 
@@ -326,15 +352,11 @@ def summary(manifest: contract.Manifest, published: bool = True) -> str:
   classes = manifest.classes
   # segmentation records have no class label: no per-class example counts to show
   segmentation = manifest.task == contract.TASK_SEGMENTATION
-  shown = [] if segmentation else classes[:8]
-  header = f'  {"split":<12}{"examples":>9}{"shards":>8}' + ''.join(
-      f'{name[:12]:>13}' for name in shown)
-  lines = [header]
-  for split, info in manifest.splits.items():
-    lines.append(f'  {split:<12}{info.num_examples:>9}{info.num_shards:>8}'
-                 + ''.join(f'{info.class_counts.get(name, 0):>13}' for name in shown))
+  shown = [] if segmentation else classes[:SUMMARY_CLASSES]
+  lines = summary_table(manifest.splits, shown)
   if len(classes) > len(shown) and not segmentation:
-    lines.append(f'  ... {len(classes) - len(shown)} more classes: see manifest.json')
+    lines.append(f'  ... {counted(len(classes) - len(shown), "more class", "more classes")}: '
+                 'see manifest.json')
   by_stage = manifest.failures_by_stage
   skipped = [counted(by_stage[stage], singular, plural)
              for stage, singular, plural in _SKIPPED_NOUNS if by_stage.get(stage)]

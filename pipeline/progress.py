@@ -3,12 +3,14 @@ plain line every 10 s otherwise.
 
 The conversion's DoFn instances, in whichever worker process, leave their counts in a local
 folder (``transforms.image.progress``); while the pipeline runs, a thread of the launcher adds them
-up and shows images done of the total (known once the listing, labelling and de-duplication
-have ended), the percentage, the rate (since the first image was converted, so start-up does
-not drag it down) and the time left:
+up and shows the phase, images done of the total (known once the listing, labelling and
+de-duplication have ended), the percentage, the rate (over the last :data:`RATE_WINDOW_S`
+seconds, so start-up and a burst do not skew it) and the time left. The phases follow from
+the counts: ``listing`` (no total yet), ``converting``, then ``writing shards and reports``
+(every image handled: the shards, statistics, manifest and publication run on).
 
-* standard error is a terminal: a tqdm bar, redrawn twice a second, cleared for any log line
-  that comes meanwhile and redrawn after it;
+* standard error is a terminal: a tqdm bar with one clock from the job's start, redrawn twice
+  a second, cleared for any log line that comes meanwhile and redrawn after it;
 * otherwise (a file, a pipe, a scheduler's log): one INFO line every :data:`LINE_EVERY_S`
   seconds, e.g. ``converted 1,234 of 4,378 images (28%), 812 images/s, 4 s left, 0 failed``.
 
@@ -16,6 +18,7 @@ On Dataflow and Flink the same counts are Beam metrics in the runner's UI (see
 ``transforms.image.progress``); nothing is shown here.
 """
 
+import collections
 import contextlib
 import logging
 import shutil
@@ -34,6 +37,11 @@ LINE_EVERY_S = 10.0
 """Seconds between two plain progress lines (standard error not a terminal)."""
 BAR_EVERY_S = 0.5
 """Seconds between two reads of the counts for the live bar."""
+RATE_WINDOW_S = 10.0
+"""The rate is images handled over the last this many seconds (at least 1 s of them)."""
+LISTING = 'listing and labelling the input'
+CONVERTING = 'converting'
+WRITING = 'writing shards and reports'
 
 def _duration(seconds: float) -> str:
   """'4 s', '3 min 05 s', '2 h 01 min'."""
@@ -45,12 +53,22 @@ def _duration(seconds: float) -> str:
   return f'{seconds // 3600} h {seconds % 3600 // 60:02d} min'
 
 
+def phase(progress: Progress) -> str:
+  """LISTING (no total yet), CONVERTING, or WRITING (every image converted or failed)."""
+  if progress.total is None:
+    return LISTING
+  return WRITING if progress.done + progress.failed >= progress.total else CONVERTING
+
+
 def describe(progress: Progress, rate: Optional[float]) -> str:
   """The plain line for ``progress`` at ``rate`` images/s (None: nothing converted yet)."""
   failed = f', {progress.failed:,} failed'
   if progress.total is None:
     return (f'converted {progress.done:,} images{failed} (listing and labelling the input; '
             'the total comes when they end)')
+  if phase(progress) == WRITING:
+    return (f'{WRITING}: all {progress.total:,} images converted or failed '
+            f'({progress.failed:,} failed)')
   handled = progress.done + progress.failed
   percent = 100. * handled / progress.total if progress.total else 100.
   line = f'converted {progress.done:,} of {progress.total:,} images ({percent:.0f}%)'
@@ -61,21 +79,41 @@ def describe(progress: Progress, rate: Optional[float]) -> str:
 
 
 class _Meter:
-  """Turns successive counts into a rate: images handled per second since the first one."""
+  """Turns successive counts into a rate: images handled per second over the last
+  RATE_WINDOW_S seconds (None until a second of conversion has been seen)."""
 
   def __init__(self):
-    self._first: Optional[float] = None
-    self._first_count = 0
+    self._seen = collections.deque()  # (time, images handled), oldest first
 
   def rate(self, progress: Progress) -> Optional[float]:
     now, handled = time.monotonic(), progress.done + progress.failed
-    if self._first is None:
-      if handled:
-        self._first, self._first_count = now, handled
+    if not handled:
       return None
-    elapsed = now - self._first
-    return (handled - self._first_count) / elapsed if elapsed > 0 and (
-        handled > self._first_count) else None
+    self._seen.append((now, handled))
+    while len(self._seen) > 2 and now - self._seen[1][0] >= RATE_WINDOW_S:
+      self._seen.popleft()
+    first_time, first_count = self._seen[0]
+    elapsed = now - first_time
+    return (handled - first_count) / elapsed if elapsed >= 1.0 else None
+
+
+_BAR_FORMATS = {
+    LISTING: '{desc} [{elapsed}]',
+    CONVERTING: '{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]',
+    WRITING: '{desc} [{elapsed}{postfix}]',
+}
+"""tqdm's bar per phase; ``{elapsed}`` counts from the job's start in each."""
+
+
+def _postfix(progress: Progress, rate: Optional[float]) -> str:
+  """The bar's end: the rate over the window and the time left, the failures."""
+  parts = []
+  if rate and phase(progress) == CONVERTING:
+    left = max(progress.total - progress.done - progress.failed, 0) / rate
+    parts.append(f'{rate:,.0f} img/s, {_duration(left)} left')
+  if progress.failed:
+    parts.append(f'{progress.failed:,} failed')
+  return ', '.join(parts)
 
 
 class _ClearBar(logging.Filter):
@@ -107,32 +145,35 @@ def show_progress(stream: Optional[TextIO], console: Optional[logging.Handler] =
   interactive = stream is not None and stream.isatty()
   lock = threading.Lock()
   bar = tqdm(total=None, unit='img', file=stream, dynamic_ncols=True, leave=False,
-             desc='converting', disable=not interactive, mininterval=BAR_EVERY_S)
+             desc=LISTING, bar_format=_BAR_FORMATS[LISTING], disable=not interactive,
+             mininterval=BAR_EVERY_S)
   clear = _ClearBar(bar, lock) if interactive and console else None
   if clear:
     console.addFilter(clear)
 
   def watch():
     meter = _Meter()
-    last_line = time.monotonic()
+    last_line, last_phase = time.monotonic(), LISTING
     while not done.wait(BAR_EVERY_S if interactive else 1.0):
       progress = read_progress(progress_dir)
       rate = meter.rate(progress)
+      now_phase = phase(progress)
       if interactive:
         handled = progress.done + progress.failed
         with lock:
           if progress.total is not None and bar.total != progress.total:
             bar.total = progress.total
-          if handled and rate is None and not bar.n:  # the first images: time from here
-            bar.reset(total=bar.total)
           if handled > bar.n:
-            bar.update(handled - bar.n)  # tqdm's own smoothed rate and time left
-          bar.set_postfix_str(f'{progress.failed:,} failed' if progress.failed else '',
-                              refresh=False)
+            bar.update(handled - bar.n)
+          bar.set_description_str(now_phase, refresh=False)
+          bar.bar_format = _BAR_FORMATS[now_phase]
+          bar.set_postfix_str(_postfix(progress, rate), refresh=False)
           bar.refresh()
-      elif stream is not None and time.monotonic() - last_line >= LINE_EVERY_S:
+      elif stream is not None and (time.monotonic() - last_line >= LINE_EVERY_S or (
+          now_phase != last_phase and now_phase == WRITING)):
         last_line = time.monotonic()
         _LOG.info('%s', describe(progress, rate))
+      last_phase = now_phase
 
   thread = threading.Thread(target=watch, name='imagerecords-progress', daemon=True)
   thread.start()

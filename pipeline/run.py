@@ -378,11 +378,15 @@ def run(argv: Optional[List[str]] = None) -> int:
   the same output (or date), an earlier run's files in ``--output_dir`` (or a published
   ``--run_date``) without ``--overwrite``, files the job did not write where it would replace
   or delete them (``transforms.outputs.authorship``), or an input and an output folder one
-  inside the other.
+  inside the other. 130 or 143: SIGINT or SIGTERM stopped the run before it was published
+  (``pipeline.interrupt``; after publication it exits 0).
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:
     print(opts.help_text())
+    return 0
+  if '--help_beam' in argv:
+    print(opts.beam_help_text())
     return 0
   # before Beam parses the options (which may log, setting up logging its own way)
   log_path = outputs.configure_logging(verbose='--verbose' in argv)

@@ -175,6 +175,27 @@ def test_the_plain_line_says_done_of_total_percent_rate_and_time_left():
   assert display.describe(Progress(10, 0, None), None).startswith(
       'converted 10 images, 0 failed (listing')
   assert display.describe(Progress(0, 0, 90000), 10.).endswith('2 h 30 min left, 0 failed')
+  assert display.describe(Progress(98, 2, 100), 50.) == (
+      'writing shards and reports: all 100 images converted or failed (2 failed)')
+  assert [display.phase(Progress(0, 0, None)), display.phase(Progress(5, 0, 10)),
+          display.phase(Progress(9, 1, 10))] == [display.LISTING, display.CONVERTING,
+                                                 display.WRITING]
+
+
+def test_the_rate_is_taken_over_the_last_ten_seconds(monkeypatch):
+  """A burst after a slow start (a worker's first bundle reported at once) is neither averaged
+  with the start-up nor taken as the rate on its own: the rate is over RATE_WINDOW_S."""
+  clock = [0.]
+  monkeypatch.setattr(display.time, 'monotonic', lambda: clock[0])
+  meter = display._Meter()  # pylint: disable=protected-access
+  assert meter.rate(Progress(0, 0, 1000)) is None  # nothing converted yet
+  rates = []
+  for second, done in [(1, 10), (1.5, 10), (2, 20), (12, 120), (22, 220), (22.5, 900)]:
+    clock[0] = second
+    rates.append(meter.rate(Progress(done, 0, 1000)))
+  assert rates[:2] == [None, None]  # under a second seen
+  assert rates[2:5] == [10., 10., 10.]
+  assert 10 < rates[5] < 100, rates  # 680 images in 0.5 s, over a window of about 10 s
 
 
 class _Terminal(io.StringIO):
@@ -198,10 +219,11 @@ def test_plain_progress_lines_count_the_whole_job(monkeypatch, caplog):
   with display.show_progress(io.StringIO()) as progress_dir:
     _feed(progress_dir, 2.5)
     time.sleep(1.2)
-  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('converted')]
-  assert lines, caplog.text
-  assert re.fullmatch(r'converted 10 of 10 images \(100%\), [\d,]+ images/s, 0 s left, '
-                      r'0 failed', lines[-1]), lines
+  lines = [r.getMessage() for r in caplog.records]
+  converting = [line for line in lines if line.startswith('converted')]
+  assert any(re.fullmatch(r'converted \d+ of 10 images \(\d+%\), [\d,]+ images/s, \d+ s left, '
+                          r'0 failed', line) for line in converting), lines
+  assert lines[-1] == 'writing shards and reports: all 10 images converted or failed (0 failed)'
   assert not os.path.exists(progress_dir)  # removed when the run ends
 
 
@@ -214,5 +236,6 @@ def test_a_terminal_gets_a_live_bar(caplog):
     _feed(progress_dir, 1.5)
     time.sleep(0.8)
   shown = terminal.getvalue()
-  assert '10/10' in shown and 'img' in shown, shown
+  assert re.search(r'converting +\d+%\|[# ]+\| \d+/10 \[00:0', shown), shown
+  assert 'writing shards and reports [00:0' in shown, shown  # one clock from the start
   assert not [r for r in caplog.records if r.getMessage().startswith('converted')]

@@ -208,9 +208,11 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
       ('train/ants/twice.jpg', 'train/bees/twice.jpg'), tuple(leaking)]
   assert ('1 group across splits (LEAKAGE); 1 group with two labels (LABEL CONFLICT)'
           in summary)
-  assert f'exact: {leaking[0]} (train, x) = {leaking[1]} (val, x)' in summary
-  assert (f'near (similarity {near["similarity"]:.3f}): train/ants/original.jpg (train, ants) = '
-          'val/bees/smaller.jpg (val, bees)') in summary
+  assert (f'    exact group of 2 files:\n      {leaking[0]} (train, x)\n'
+          f'      {leaking[1]} (val, x)\n') in summary
+  assert (f'    near group of 2 files, similarity {near["similarity"]:.3f}:\n'
+          '      train/ants/original.jpg (train, ants)\n'
+          '      val/bees/smaller.jpg (val, bees)\n') in summary
   assert (summary.count('LEAKAGE')
           == outputs.summary(contract.Manifest.from_json(manifest)).count('LEAKAGE') == 2)
   assert manifest['splits']['val']['class_counts']['x'] == 1
@@ -241,7 +243,8 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
   manifest = manifest_of(out)
   cross = next(g for g in _duplicates(out) if _names(g) == leaking)
   assert cross['leaks_across_splits'] and cross['kept'] == leaking[0]
-  assert f'{leaking[0]} (train, x) = {leaking[1]} (val, x)  [kept {leaking[0]}]' in summary
+  assert (f'    exact group of 2 files, kept {leaking[0]}:\n      {leaking[0]} (train, x)\n'
+          f'      {leaking[1]} (val, x)\n') in summary
   assert 'x' not in manifest['splits']['val']['class_counts']
   assert sorted((f['relpath'], f['stage']) for f in _failures(out)) == [
       ('train/bees/twice.jpg', 'duplicate'), (leaking[1], 'duplicate')]
@@ -268,11 +271,12 @@ def test_manifest_section_holds_counts_and_a_few_examples():
   assert [_names(g) for g in section['examples']] == [
       ['train/c.jpg', 'train/d.jpg'], *[[f'train/{i:02}.jpg', f'val/{i:02}.jpg'] for i in range(4)]]
   lines = dedup.summary_lines(section)
-  assert lines[0] == ('  13 groups of byte-identical files (26 files): all written; '
-                      '12 groups across splits (LEAKAGE)')
-  assert lines[1] == ('  1 group of near-identical pictures (2 files): all written; '
-                      '1 group with two labels (LABEL CONFLICT)')
-  assert len(lines) == 2 + 5 + 1 and lines[-1] == '  every group: duplicates.jsonl'
+  assert lines[:4] == ['  13 groups of byte-identical files (26 files): all written',
+                       '    12 groups across splits (LEAKAGE)',
+                       '  1 group of near-identical pictures (2 files): all written',
+                       '    1 group with two labels (LABEL CONFLICT)']
+  assert len(lines) == 4 + 5 * 3 + 1 and lines[-1] == '  every group: duplicates.jsonl'
+  assert max(len(line) for line in lines) <= 80
   empty = dedup.duplicates_section({})
   assert dedup.summary_lines(empty) == [] and empty['examples'] == []
 

@@ -206,6 +206,17 @@ def _groups(count: int) -> str:
 _WHAT = {EXACT: 'byte-identical files', NEAR: 'near-identical pictures'}
 
 
+SHOWN_PER_GROUP = 3
+"""Files of a leaking or conflicting group the console's summary names, one per line."""
+SUMMARY_WIDTH = 80
+"""Columns the console's summary fits in (``pipeline.outputs.SUMMARY_WIDTH``)."""
+
+
+def _fit(text: str, width: int) -> str:
+  """``text``, or its end after '...' when longer than ``width`` (a path's file name stays)."""
+  return text if len(text) <= width else '...' + text[-max(width - 3, 8):]
+
+
 def summary_lines(section: Optional[dict]) -> List[str]:
   """Lines of the console summary for the manifest's ``duplicates`` section (none when there
   are no duplicates): the counts per kind, then the example groups with their splits and
@@ -225,16 +236,21 @@ def summary_lines(section: Optional[dict]) -> List[str]:
                 if counts['num_label_conflicts'] else '']
     problems = '; '.join(p for p in problems if p)
     lines.append(f'  {_groups(counts["num_groups"])} of {_WHAT[kind]} ({counts["num_files"]} '
-                 f'files): {written}' + (f'; {problems}' if problems else ''))
+                 f'files): {written}')
+    if problems:
+      lines.append(f'    {problems}')
   for group in section.get('examples', []):
     if not (group['leaks_across_splits'] or group['label_conflict']):
       continue
-    copies = ' = '.join(f'{f["file"]} ({f["split"]}, {f["label"]})' for f in group['files'][:4])
-    more = f' and {len(group["files"]) - 4} more' if len(group['files']) > 4 else ''
-    kept = f'  [kept {group["kept"]}]' if group.get('kept') else ''
-    alike = (f' (similarity {group["similarity"]:.3f})'
+    alike = (f', similarity {group["similarity"]:.3f}'
              if group.get('similarity') is not None else '')
-    lines.append(f'    {group["kind"]}{alike}: {copies}{more}{kept}')
+    kept = f', kept {_fit(group["kept"], 40)}' if group.get('kept') else ''
+    lines.append(f'    {group["kind"]} group of {len(group["files"])} files{alike}{kept}:')
+    for copy in group['files'][:SHOWN_PER_GROUP]:
+      where = f' ({copy["split"]}, {copy["label"]})'
+      lines.append(f'      {_fit(copy["file"], SUMMARY_WIDTH - 6 - len(where))}{where}')
+    if len(group['files']) > SHOWN_PER_GROUP:
+      lines.append(f'      ... and {len(group["files"]) - SHOWN_PER_GROUP} more')
   lines.append(f'  every group: {section.get("file", contract.DUPLICATES_FILE)}')
   return lines
 
