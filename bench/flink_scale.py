@@ -85,15 +85,7 @@ def row_flink(root, files, image_size, flags, out, cluster_dir):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('--copies', default='10,1000',
-                      help='Copies of the 1,000 photos per set, smallest first (10,1000: 10k '
-                      'and 1M files).')
-  parser.add_argument('--work', default='/tmp/imagerecords_million',
-                      help='Folder of the sets (kept and reused, shared with million.py) and '
-                      'of the job outputs.')
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--photos', type=int, default=None,
-                      help='The first N of the 1,000 photos only (a smoke test).')
+  million.add_set_flags(parser)
   parser.add_argument('--workers', type=int, default=2,
                       help="The local runner's SDK workers.")
   common.add_job_flags(parser)
@@ -125,17 +117,7 @@ def main(argv=None):
     report['rows'].append(row)
     print(f"{row['row']}: {row['seconds']:.1f} s, peak PSS {row['peak_pss_mib']:,.0f} MiB",
           flush=True)
-  report['machine_after'] = common.machine()
-  common.print_machine(report)
-  for row in report['rows']:
-    row['images_per_s'] = row['images'] / row['seconds']
-    row['cpu_ms_per_image'] = 1000 * row['cpu_s'] / row['images']
-  print(common.format_table(
-      ('row', 'images', 'wall s', 'images/s', 'CPU ms/img', 'cores busy', 'peak PSS MiB',
-       'of which launcher', 'the rest (workers; Flink: its cluster)'),
-      [(r['row'], r['images'], r['seconds'], r['images_per_s'], r['cpu_ms_per_image'],
-        r['cpu_s'] / r['seconds'], r['peak_pss_mib'], r['launcher_pss_mib'],
-        r['workers_pss_mib']) for r in report['rows']]))
+  million.print_rows(report, 'the rest: SDK workers (Flink: and its cluster)')
   big, small = flink[-1], flink[0]
   growth = big['peak_pss_mib'] / small['peak_pss_mib'] - 1 if len(flink) > 1 else None
   ratio = big['images_per_s'] / local[-1]['images_per_s'] if local else None

@@ -181,6 +181,36 @@ def row_job(root, files, workers, image_size, flags, out, tree=None, name='job')
           'step_msecs': manifest.get('step_msecs') or {}}
 
 
+def add_set_flags(parser) -> None:
+  """The flags of the sets and the job's image size, shared with ``flink_scale.py``."""
+  parser.add_argument('--copies', default='10,1000',
+                      help='Copies of the 1,000 photos per set, smallest first (10,1000: 10k '
+                      'and 1M files).')
+  parser.add_argument('--work', default='/tmp/imagerecords_million',
+                      help='Folder of the sets (kept and reused by million.py and '
+                      'flink_scale.py) and of the job outputs.')
+  parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--photos', type=int, default=None,
+                      help='The first N of the 1,000 photos only (a smoke test).')
+
+
+def print_rows(report: dict, rest: str = 'SDK workers and the rest') -> None:
+  """Notes the machine after the rows, adds each row's images/s and CPU ms per image, and
+  prints the machine line and the table of rows (``rest``: the title of the last column, the
+  PSS beside the launcher's)."""
+  report['machine_after'] = common.machine()
+  common.print_machine(report)
+  for row in report['rows']:
+    row['images_per_s'] = row['images'] / row['seconds']
+    row['cpu_ms_per_image'] = 1000 * row['cpu_s'] / row['images']
+  print(common.format_table(
+      ('row', 'images', 'wall s', 'images/s', 'CPU ms/img', 'cores busy', 'peak PSS MiB',
+       'of which launcher (runner)', rest),
+      [(r['row'], r['images'], r['seconds'], r['images_per_s'], r['cpu_ms_per_image'],
+        r['cpu_s'] / r['seconds'], r['peak_pss_mib'], r.get('launcher_pss_mib'),
+        r.get('workers_pss_mib')) for r in report['rows']]))
+
+
 def step_table(jobs) -> str:
   """Where each image's time goes, per top-level step of the graph (the manifest's
   ``step_msecs``: each step's own code, over all workers, elapsed time), in ms per image for
@@ -200,14 +230,7 @@ def step_table(jobs) -> str:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('--copies', default='10,1000',
-                      help='Copies of the 1,000 photos per set, smallest first (10,1000: 10k '
-                      'and 1M files).')
-  parser.add_argument('--work', default='/tmp/imagerecords_million',
-                      help='Folder of the sets (kept and reused) and of the job outputs.')
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--photos', type=int, default=None,
-                      help='The first N of the 1,000 photos only (a smoke test).')
+  add_set_flags(parser)
   parser.add_argument('--workers', type=int, default=2)
   common.add_job_flags(parser)
   parser.add_argument('--skip_loop', action='store_true')
@@ -247,17 +270,7 @@ def main(argv=None):
       report['rows'].append(other)
       print(f"{other['row']}: {other['seconds']:.1f} s, peak PSS "
             f"{other['peak_pss_mib']:,.0f} MiB", flush=True)
-  report['machine_after'] = common.machine()
-  common.print_machine(report)
-  for row in report['rows']:
-    row['images_per_s'] = row['images'] / row['seconds']
-    row['cpu_ms_per_image'] = 1000 * row['cpu_s'] / row['images']
-  print(common.format_table(
-      ('row', 'images', 'wall s', 'images/s', 'CPU ms/img', 'cores busy', 'peak PSS MiB',
-       'of which launcher (runner)', 'SDK workers and the rest'),
-      [(r['row'], r['images'], r['seconds'], r['images_per_s'], r['cpu_ms_per_image'],
-        r['cpu_s'] / r['seconds'], r['peak_pss_mib'], r.get('launcher_pss_mib'),
-        r.get('workers_pss_mib')) for r in report['rows']]))
+  print_rows(report)
   print(step_table(jobs))
   big, small = jobs[-1], jobs[0]
   ratio = big['images_per_s'] / loop['images_per_s'] if loop else None
