@@ -549,3 +549,33 @@ def test_enlarging_resize_does_not_use_ipp():
   assert not np.array_equal(_in_new_thread(with_ipp), expected)  # IPP is there to avoid
   ours = _in_new_thread(lambda: codec.convert_keeping_pixels(data, spec).pixels)
   np.testing.assert_array_equal(ours, expected)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+  assert len(payload) < 128
+  return bytes([field << 3 | 2, len(payload)]) + payload
+
+
+def _example_of(feature: bytes) -> bytes:
+  """A tf.train.Example whose one feature 'f' is the serialized Feature ``feature``."""
+  entry = _length_delimited(1, b'f') + _length_delimited(2, feature)
+  return _length_delimited(1, _length_delimited(1, entry))
+
+
+def test_pure_python_parse_refuses_what_protobuf_refuses():
+  """A packed float list whose bytes are not a multiple of 4, and a varint longer than 10
+  bytes: errors, where the values were silently cut or read (issue 25)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from google.protobuf.message import DecodeError  # pylint: disable=import-outside-toplevel
+  from imagerecords import wire  # pylint: disable=import-outside-toplevel
+  sound = _example_of(_length_delimited(2, _length_delimited(1, struct.pack('<2f', 1.5, -2))))
+  assert wire.parse_example(sound) == {'f': [1.5, -2.0]}
+  ragged = _example_of(_length_delimited(2, _length_delimited(1, struct.pack('<2f', 1, 2)[:7])))
+  long_varint = _example_of(_length_delimited(3, b'\x08' + b'\x80' * 10 + b'\x01'))
+  crossing = _example_of(_length_delimited(3, _length_delimited(1, b'\x01\x80')))
+  for serialized, reason in ((ragged, 'not a multiple of 4'), (long_varint, 'longer than 10'),
+                             (crossing, 'runs past its field')):
+    with pytest.raises(DecodeError):
+      tf.train.Example.FromString(serialized)  # protobuf refuses them too
+    with pytest.raises(ValueError, match=reason):
+      wire.parse_example(serialized)

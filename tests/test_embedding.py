@@ -335,12 +335,20 @@ def test_a_model_on_object_storage_is_copied_through_beams_filesystems(tmp_path,
                                              '--s3_access_key_id=testing',
                                              '--s3_secret_access_key=testing',
                                              '--s3_region_name=us-east-1']))
+    import tempfile  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    copies = tmp_path / 'tmp'
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(copies))
     for remote, local in (('s3://models/tiny.keras', tmp_path / 'tiny.keras'),
                           ('s3://models/saved', tmp_path / 'saved')):
       from_s3 = embedding.load(embedding.EmbeddingSpec(remote))
       here = embedding.load(embedding.EmbeddingSpec(str(local)))
       assert from_s3.fingerprint == here.fingerprint
       assert from_s3.output_shape == here.output_shape == (None, 28, 28, 16)
+      assert not list(copies.iterdir())  # the local copy is removed once loaded ...
+      images = tf.zeros((1, from_s3.input_size, from_s3.input_size, from_s3.channels))
+      assert np.array_equal(from_s3.call(images), here.call(images))  # ... and not needed
   finally:
     FileSystems.set_options(PipelineOptions([]))
     stop(server, signal.SIGTERM)

@@ -308,3 +308,32 @@ def test_segmentation_output_is_checked_and_overlaid(tmp_path, capsys):
   assert lines[-1].startswith(f'{shard.name}: record 0 (byte 0) (')
   assert lines[-1].endswith(f'): segmentation mask decodes to {height // 2}x{width // 2}x1, '
                             f'expected {height}x{width}x1')
+
+
+def test_record_spans_of_a_gzip_shard_decompress_it_once(dataset, tmp_path):
+  """A gzip.GzipFile says it is seekable, but its seeks decompress: the spans of a .gz shard
+  come from one front-to-back read of its compressed bytes (issue 25: it was 2.00x)."""
+  import gzip  # pylint: disable=import-outside-toplevel
+  import io  # pylint: disable=import-outside-toplevel
+  shard = _shard(dataset, 'train', 0)
+  packed = tmp_path / 'shard.tfrecord.gz'
+  packed.write_bytes(gzip.compress(shard.read_bytes()))
+
+  class Counting(io.FileIO):
+    read_bytes = 0
+
+    def read(self, size=-1):
+      data = super().read(size)
+      Counting.read_bytes += len(data)
+      return data
+
+    def readinto(self, buffer):
+      count = super().readinto(buffer)
+      Counting.read_bytes += count or 0
+      return count
+
+  with Counting(packed) as raw, gzip.GzipFile(fileobj=raw) as stream:
+    spans = list(framing.record_spans(stream))
+  assert spans == _spans(shard) and spans
+  assert Counting.read_bytes <= packed.stat().st_size, (Counting.read_bytes,
+                                                        packed.stat().st_size)

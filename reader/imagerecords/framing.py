@@ -18,6 +18,7 @@ previous night's records that a night reuses). The checksums need ``google-crc32
 reader's ``inspect`` extra; the job depends on it), imported when first used.
 """
 
+import gzip
 import struct
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
@@ -86,13 +87,14 @@ def record_spans(stream: BinaryIO) -> Iterator[RecordSpan]:
   """Yields the span of each record of an (uncompressed) TFRecord stream, in file order.
 
   Only headers are read; data is skipped with ``seek`` when the stream is seekable, and read
-  past otherwise (a gzip stream, say).
+  past otherwise. A ``gzip.GzipFile`` is read past although it says it is seekable: its seeks
+  decompress, and learning the size by seeking to the end would decompress the file twice.
 
   Raises:
     FramingError: a header or a record is cut short (a truncated file).
   """
   size = None
-  if getattr(stream, 'seekable', lambda: False)():
+  if getattr(stream, 'seekable', lambda: False)() and not isinstance(stream, gzip.GzipFile):
     start = stream.tell()
     size = stream.seek(0, 2) - start
     stream.seek(start)

@@ -26,18 +26,24 @@ FeatureValues = Union[List[bytes], List[float], List[int]]
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5  # protobuf wire types
 
 
-def _read_varint(data: bytes, position: int) -> Tuple[int, int]:
-  """(value, next position) of the protobuf base-128 varint at ``position``."""
+_MAX_VARINT_BYTES = 10  # 64 bits in 7-bit groups, as protobuf reads them
+
+
+def _read_varint(data: bytes, position: int, end: Optional[int] = None) -> Tuple[int, int]:
+  """(value, next position) of the protobuf base-128 varint at ``position``, which must end
+  before ``end`` (default: the record's end) within 10 bytes."""
+  end = len(data) if end is None else end
   value = shift = 0
-  while True:
-    if position >= len(data):
-      raise ValueError('a varint runs past the record: not a tf.train.Example')
+  for _ in range(_MAX_VARINT_BYTES):
+    if position >= end:
+      raise ValueError('a varint runs past its field: not a tf.train.Example')
     byte = data[position]
     position += 1
     value |= (byte & 0x7F) << shift
     if byte < 0x80:
-      return value, position
+      return value & ((1 << 64) - 1), position
     shift += 7
+  raise ValueError(f'a varint longer than {_MAX_VARINT_BYTES} bytes: not a tf.train.Example')
 
 
 def _fields(data: bytes, start: int, end: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -51,12 +57,12 @@ def _fields(data: bytes, start: int, end: int) -> Iterator[Tuple[int, int, int, 
   """
   position = start
   while position < end:
-    key, position = _read_varint(data, position)
+    key, position = _read_varint(data, position, end)
     wire_type = key & 7
     if wire_type == _VARINT:
-      _, value_end = _read_varint(data, position)
+      _, value_end = _read_varint(data, position, end)
     elif wire_type == _LEN:
-      length, position = _read_varint(data, position)
+      length, position = _read_varint(data, position, end)
       value_end = position + length
     elif wire_type == _FIXED64:
       value_end = position + 8
@@ -85,13 +91,16 @@ def _values(data: bytes, kind: int, start: int, end: int) -> FeatureValues:
     if kind == 1:
       values.append(data[value_start:value_end])
     elif kind == 2 and wire_type == _LEN:  # packed little-endian float32
+      if (value_end - value_start) % 4:
+        raise ValueError(f'a packed float list of {value_end - value_start} bytes, not a '
+                         'multiple of 4: not a tf.train.Example')
       values.extend(struct.unpack_from(f'<{(value_end - value_start) // 4}f', data, value_start))
     elif kind == 2:
       values.append(struct.unpack_from('<f', data, value_start)[0])
     elif wire_type == _LEN:  # packed varints
       position = value_start
       while position < value_end:
-        value, position = _read_varint(data, position)
+        value, position = _read_varint(data, position, value_end)
         values.append(_int64(value))
     else:
       values.append(_int64(_read_varint(data, value_start)[0]))

@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -259,9 +259,19 @@ def load(spec: EmbeddingSpec) -> LoadedModel:
       SavedModel, a non-square or channel-less input, or an output of rank 1.
     Exception: whatever Keras or TensorFlow raise on a file they cannot load.
   """
+  copies: List[str] = []  # the temporary folders of remote files, removed once loaded
+  try:
+    return _load(spec, copies)
+  finally:
+    for folder in copies:
+      shutil.rmtree(folder, ignore_errors=True)
+
+
+def _load(spec: EmbeddingSpec, copies: List[str]) -> LoadedModel:
+  """:func:`load`, the temporary folders of its local copies added to ``copies``."""
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  weights = spec.weights and _local_copy(spec.weights)
+  weights = spec.weights and _local_copy(spec.weights, copies)
   preprocess = None
   if spec.model.startswith(APPLICATION_PREFIX):
     name = spec.model[len(APPLICATION_PREFIX):]
@@ -275,7 +285,7 @@ def load(spec: EmbeddingSpec) -> LoadedModel:
     call, variables, input_shape = model, model.weights, model.input_shape
     output_shape = model.output_shape
   else:
-    path = _local_copy(spec.model)
+    path = _local_copy(spec.model, copies)
     if os.path.isdir(path):
       if spec.weights:
         raise ModelError('--embedding_weights is for Keras models, not a SavedModel folder')
@@ -337,12 +347,14 @@ def weights_fingerprint(variables: Iterable) -> str:
   return digest.hexdigest()
 
 
-def _local_copy(path: str) -> str:
+def _local_copy(path: str, copies: List[str]) -> str:
   """``path`` itself when local, else a copy of the file (or folder tree) in a new local
-  temporary folder, made through Beam's FileSystems (gs://, s3://, ...)."""
+  temporary folder, made through Beam's FileSystems (gs://, s3://, ...) and added to
+  ``copies`` (for the caller to remove)."""
   if is_local(path):
     return path
   target = tempfile.mkdtemp(prefix='imagerecords-model-')
+  copies.append(target)
   root = path.rstrip('/')
   name = root.rsplit('/', 1)[-1]
   if FileSystems.exists(FileSystems.join(root, SAVED_MODEL_FILE)):  # a SavedModel folder
