@@ -68,11 +68,13 @@ QUALITY = 90
 _POLL_S = 0.2
 
 
-def run_tree_measured(cmd, cwd=None, env=None, also=()):
+def run_tree_measured(cmd, cwd=None, env=None, also=(), poll_s=_POLL_S):
   """Runs ``cmd``; (exit status, wall s, CPU s of its tree, peak PSS sum bytes, output,
   (the launcher's PSS, the rest of the tree's) at that peak, bytes). ``also``: process ids
   (e.g. a Flink cluster's services) whose trees count in the PSS sum, in "the rest"; their CPU
-  time is not in the figure (it is not in ``RUSAGE_CHILDREN`` until they are reaped)."""
+  time is not in the figure (it is not in ``RUSAGE_CHILDREN`` until they are reaped).
+  ``poll_s``: seconds between two samples (reading ``smaps_rollup`` of large processes, JVMs,
+  costs CPU itself)."""
   env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL='2')
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   with tempfile.TemporaryFile() as log:
@@ -88,7 +90,7 @@ def run_tree_measured(cmd, cwd=None, env=None, also=()):
         peak = total
         launcher_peak = figures.get(process.pid, 0)
         workers_peak = total - launcher_peak
-      time.sleep(_POLL_S)
+      time.sleep(poll_s)
     wall = time.perf_counter() - start
     log.seek(0)
     output = log.read().decode('utf-8', 'replace')
@@ -160,7 +162,8 @@ def row_loop(root, workers, image_size):
 
 # --- the job -------------------------------------------------------------------------------
 
-def row_job(root, files, workers, image_size, flags, out, tree=None, name='job'):
+def row_job(root, files, workers, image_size, flags, out, tree=None, name='job',
+            poll_s=_POLL_S):
   """The job of the checkout ``tree`` (default: this one) on ``root``."""
   cmd = [sys.executable, '-m', 'pipeline.run', f'--input_dir={root}', f'--output_dir={out}',
          '--overwrite', f'--image_size={image_size}', f'--direct_num_workers={workers}',
@@ -168,8 +171,8 @@ def row_job(root, files, workers, image_size, flags, out, tree=None, name='job')
   env = None
   if tree:
     env = dict(os.environ, PYTHONPATH=f'{tree}{os.pathsep}{tree}/reader')
-  status, wall, cpu, peak, output, (launcher, workers) = run_tree_measured(cmd, cwd=tree,
-                                                                          env=env)
+  status, wall, cpu, peak, output, (launcher, workers) = run_tree_measured(
+      cmd, cwd=tree, env=env, poll_s=poll_s)
   if status != 0:
     raise RuntimeError(f'{shlex.join(cmd)} exited with {status}:\n{output[-3000:]}')
   manifest = json.loads((pathlib.Path(out) / 'manifest.json').read_text())

@@ -14,7 +14,8 @@ runner, waiting there for a stage, then closes its worker handlers (``FnApiRunne
 ``finally``), which wait for each worker process to end: without the first step they wait until
 the worker's own gRPC channels time out (80 s measured). ``pipeline.run`` then reports the
 interruption in one line, cleans up and exits ``128 + signal`` (130, 143), as a shell does. A
-second signal during that clean-up ends the process at once with the same status.
+job that a runner runs elsewhere (Flink, Dataflow) is cancelled first (:func:`cancel_submitted`).
+A second signal during that clean-up ends the process at once with the same status.
 """
 
 import contextlib
@@ -25,6 +26,7 @@ import threading
 from typing import Iterator, Optional
 
 import psutil
+from apache_beam.runners.runner import PipelineState
 
 _LOG = logging.getLogger('imagerecords')
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -91,6 +93,24 @@ def interruption_behind(error: BaseException) -> Optional[Interrupted]:
       return chain
     chain = chain.__cause__ or chain.__context__
   return Interrupted(_received[0]) if _received else None
+
+
+def cancel_submitted(pipeline) -> None:
+  """Cancels the job of ``pipeline`` (a ``beam.Pipeline`` or None) when a runner runs it
+  elsewhere and the launcher was waiting for it (Flink through the job server, Dataflow):
+  Beam sets ``Pipeline.result`` once the job is submitted, before waiting. Else the job would
+  run on, writing into the output whose claim this launcher releases. Local runners return
+  no result before the run ends: nothing to do."""
+  result = getattr(pipeline, 'result', None)
+  if result is None or PipelineState.is_terminal(result.state):
+    return
+  try:
+    result.cancel()
+    _LOG.info('cancelled the submitted job (%s)', result.state)
+  except Exception as error:  # pylint: disable=broad-except
+    # any runner's client error (gRPC, HTTP): the interruption is reported all the same, and
+    # the job, if it runs on, cannot publish: its claim is released (transforms.outputs.claim)
+    _LOG.warning('could not cancel the submitted job: %s', error)
 
 
 def stop_children(grace_s: float = CHILDREN_GRACE_S) -> int:

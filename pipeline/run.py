@@ -42,7 +42,7 @@ from apache_beam.runners.runner import PipelineState
 from imagerecords import contract
 
 import pipeline
-from pipeline import interrupt, nightly, outputs, progress
+from pipeline import interrupt, nightly, outputs, progress, usage
 from pipeline import options as opts
 from pipeline.config import JobConfig
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
@@ -383,10 +383,10 @@ def run(argv: Optional[List[str]] = None) -> int:
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   if '-h' in argv or '--help' in argv:
-    print(opts.help_text())
+    print(usage.help_text())
     return 0
   if '--help_beam' in argv:
-    print(opts.beam_help_text())
+    print(usage.beam_help_text())
     return 0
   # before Beam parses the options (which may log, setting up logging its own way)
   log_path = outputs.configure_logging(verbose='--verbose' in argv)
@@ -504,18 +504,22 @@ def _run_prepared(options: PipelineOptions, convert_options: opts.ConvertOptions
                   config: JobConfig, held: claim.Claim, log_path: str, output_root: str) -> int:
   """The run, its output claimed and prepared: runs the pipeline, reports. Raises
   interrupt.Interrupted on SIGINT or SIGTERM."""
-  failure = None
+  failure, p = None, None
   try:
     with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
         progress_dir):
       config = dataclasses.replace(config, progress_dir=progress_dir)
       with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
+  except interrupt.Interrupted:
+    interrupt.cancel_submitted(p)
+    raise
   except Exception as error:  # pylint: disable=broad-except
     # The boundary of the whole run: any error of any step ends here, to be reported in one
     # line (its traceback goes to the log file) and cleaned up after.
     interruption = interrupt.interruption_behind(error)
     if interruption:
+      interrupt.cancel_submitted(p)
       raise interruption from error
     failure = error
   launched = None if failure is not None else launched_not_run(p.result, options)

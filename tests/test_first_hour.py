@@ -75,14 +75,15 @@ def test_an_offline_keras_application_names_embedding_weights(tmp_path):
 
 
 def test_help_gives_an_example_first_then_the_options_in_groups_and_how_to_list_beams(capsys):
+  from pipeline import usage  # pylint: disable=import-outside-toplevel
   from pipeline import options as opts  # pylint: disable=import-outside-toplevel
   from pipeline.run import run  # pylint: disable=import-outside-toplevel
-  grouped = [name for _, names in opts.HELP_GROUPS for name in names]
+  grouped = [name for _, names in usage.HELP_GROUPS for name in names]
   assert sorted(grouped) == sorted(a.dest for a in opts.job_actions())  # each once
   assert run(['--help']) == 0
   text = capsys.readouterr().out
   headers = [text.index(f'\n{title}:\n') for title in ['example'] + [
-      title for title, _ in opts.HELP_GROUPS]] + [text.index('\nrunner (Beam')]
+      title for title, _ in usage.HELP_GROUPS]] + [text.index('\nrunner (Beam')]
   assert headers == sorted(headers), headers
   assert '--stats [true|false|tft]' in text and '--input_dir DIR' in text
   assert '[STATS]' not in text and 'INPUT_DIR' not in text

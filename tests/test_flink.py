@@ -224,6 +224,41 @@ def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record
     cluster.add_task_manager()  # the next test finds two TaskManagers again
 
 
+# --- a launcher stopped by SIGTERM --------------------------------------------------------------
+
+def test_sigterm_to_the_launcher_cancels_the_flink_job_and_publishes_nothing(
+    cluster, catdog, tmp_path):
+  """A scheduler stops the launcher while Flink runs the job: the launcher cancels the job
+  (else it would run on, writing into an output whose claim is released), says so in one line
+  and exits 143."""
+  before = {job['jid'] for job in cluster.rest('/jobs/overview')['jobs']}
+  ours = []
+
+  def stop_once_running(launcher):
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline and launcher.poll() is None:
+      running = [job['jid'] for job in cluster.rest('/jobs/overview')['jobs']
+                 if job['jid'] not in before and job['state'] == 'RUNNING']
+      if running:
+        ours.extend(running)
+        launcher.send_signal(signal.SIGTERM)
+        return
+      time.sleep(0.2)
+    pytest.fail('the job did not start running on Flink')
+
+  out = tmp_path / 'flink'
+  result = _on_flink(cluster, catdog, out, *CATDOG_FLAGS, during=stop_once_running)
+  assert result.returncode == 143, result.stderr[-4000:]
+  lines = result.stderr.strip().splitlines()
+  assert 'interrupted (SIGTERM); nothing published' in lines[-1], lines[-3:]
+  assert any('cancelled the submitted job' in line for line in lines), lines[-5:]
+  deadline = time.monotonic() + 60
+  while cluster.rest(f'/jobs/{ours[0]}')['state'] != 'CANCELED' and time.monotonic() < deadline:
+    time.sleep(0.5)
+  assert cluster.rest(f'/jobs/{ours[0]}')['state'] == 'CANCELED'
+  assert not (out / '_SUCCESS').exists()
+
+
 # --- a failed run -------------------------------------------------------------------------------
 
 def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publishes_nothing(
@@ -254,7 +289,8 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
 SHARED_SETTINGS = ('restart-strategy.type', 'restart-strategy.fixed-delay.attempts',
                    'restart-strategy.fixed-delay.delay', 'heartbeat.interval',
                    'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers',
-                   'taskmanager.memory.task.off-heap.size')
+                   'taskmanager.memory.task.off-heap.size', 'taskmanager.memory.managed.fraction',
+                   'cluster.uncaught-exception-handling')
 
 
 def test_compose_and_kubernetes_run_the_tested_flink_with_its_settings():

@@ -165,3 +165,26 @@ def test_a_signal_after_publication_says_so_and_exits_0(tmp_path):
   other = types.SimpleNamespace(publish_dir=None, output_dir=str(out), run_id='another-run')
   assert not outputs.published_by(str(out), 'another-run')
   assert _interrupted(Interrupted(signal.SIGTERM), other) == 143
+
+
+class _SubmittedJob:
+  """A PipelineResult of a job a runner runs elsewhere (Beam's PortableRunner's, in shape)."""
+
+  def __init__(self, state):
+    self.state, self.cancelled = state, False
+
+  def cancel(self):
+    self.cancelled, self.state = True, 'CANCELLED'
+
+
+def test_an_interrupted_launcher_cancels_a_job_that_runs_elsewhere_and_only_that():
+  from apache_beam.runners.runner import PipelineState  # pylint: disable=import-outside-toplevel
+  from pipeline import interrupt  # pylint: disable=import-outside-toplevel
+  running = types.SimpleNamespace(result=_SubmittedJob(PipelineState.RUNNING))
+  interrupt.cancel_submitted(running)
+  assert running.result.cancelled
+  done = types.SimpleNamespace(result=_SubmittedJob(PipelineState.DONE))
+  interrupt.cancel_submitted(done)
+  assert not done.result.cancelled
+  interrupt.cancel_submitted(types.SimpleNamespace())  # a local run: no result yet
+  interrupt.cancel_submitted(None)  # interrupted before the pipeline was made

@@ -172,6 +172,16 @@ def test_an_expired_claim_is_taken_over_and_its_holder_learns_it(tmp_path):
   assert third.token.path.endswith('claim.3')
 
 
+def test_a_released_claim_lets_no_step_of_its_run_publish(tmp_path):
+  """A launcher stopped by a signal releases its claim; a job a cluster still runs for it
+  must not publish after that (its metadata and publication steps check the claim)."""
+  held = claim.acquire(str(tmp_path), None, lease_s=60)
+  claim.check(held.token)
+  held.release()
+  with pytest.raises(claim.ClaimLost, match='released its claim'):
+    claim.check(held.token)
+
+
 def test_exclusive_create_lets_one_of_many_claimants_win(tmp_path):
   from concurrent.futures import ThreadPoolExecutor  # pylint: disable=import-outside-toplevel
 

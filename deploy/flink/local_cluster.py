@@ -67,6 +67,15 @@ FLINK_SETTINGS = {
     # with "OutOfMemoryError: Direct buffer memory" in the near-duplicate step
     # (bench/flink_scale.py --copies=100)
     'taskmanager.memory.task.off-heap.size': '256m',
+    # Beam's Java side of the data plane buffers the SDK workers' output on the task heap,
+    # which Flink's defaults left at 64 MB of a 2 GB TaskManager (40% of its memory managed, for
+    # Flink's own batch operators): at 1,000,000 images the listing step's output ran it out of
+    # heap ("OutOfMemoryError: Java heap space" in a gRPC thread). 10% managed: about 540 MB of
+    # task heap; Flink's sorts spill to disk sooner.
+    'taskmanager.memory.managed.fraction': 0.1,
+    # that OutOfMemoryError, in a gRPC thread, did not fail the task: the job hung. FAIL ends
+    # the TaskManager on an uncaught exception, and the restart strategy takes over.
+    'cluster.uncaught-exception-handling': 'FAIL',
     'jobmanager.memory.process.size': '1024m',
     # a TaskManager that dies (SIGKILL, lost machine) fails its tasks; Flink restarts them on
     # the TaskManagers left, 5 times at most, 2 s apart: a killed TaskManager cost 2 restarts

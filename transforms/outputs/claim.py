@@ -239,8 +239,9 @@ def _replace(path: str, text: str) -> None:
 def check(token: Optional[ClaimToken]) -> None:
   """Raises ClaimLost unless the claim ``token`` names is still this run's and the newest.
 
-  Called by the pipeline before anything is published (workers, any filesystem). None (a
-  pipeline built without a launcher's claim, in tests): no check.
+  Called by the pipeline before anything is published (workers, any filesystem). A claim its
+  launcher released (it ended, e.g. stopped by a signal while a cluster ran the job) counts as
+  lost too. None (a pipeline built without a launcher's claim, in tests): no check.
   """
   if token is None:
     return
@@ -256,6 +257,9 @@ def check(token: Optional[ClaimToken]) -> None:
   if claim is None or claim.get('run_id') != token.run_id:
     raise ClaimLost(f'lost the claim on the output: {token.path} no longer names this run '
                     f'({token.run_id}); another run took it over, so this run publishes nothing')
+  if claim.get('released'):  # a job left running when its launcher was stopped
+    raise ClaimLost(f'the launcher of this run ({token.run_id}) has ended and released its '
+                    f'claim ({token.path}), so this run publishes nothing')
 
 
 class Claim:
