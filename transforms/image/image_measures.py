@@ -23,6 +23,7 @@ into flags. Measured cost: about 0.06 ms per image, against about 2.1 ms for the
 
 import base64
 import math
+import threading
 from typing import NamedTuple, Optional, Tuple
 
 import cv2
@@ -38,7 +39,11 @@ _THUMBNAIL_SHAPE = (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
 _LOG2_PIXELS = np.log2(_PIXELS)
 _C_LOG2_C = np.concatenate([[0.0], np.arange(1, _PIXELS + 1) * np.log2(np.arange(1, _PIXELS + 1))])
 _HASH_INPUT = 32  # pHash's DCT input side (img_hash resizes to 32x32 itself; given it, it keeps it)
-_PHASH = None  # one cv2.img_hash.PHash per process, made on first use (not picklable)
+# One cv2.img_hash.PHash per thread, made on first use (not picklable). Not one per process: the
+# object keeps its working images between calls, and an SDK worker runs bundles in several
+# threads (on Flink, the two subtasks of the conversion in one worker): a shared one crashed a
+# worker at 1,000,000 images (SIGSEGV in cv2, bench/flink_scale.py).
+_PHASH = threading.local()
 
 PIXELS_LUMA_SIDE = 8
 PIXELS_CHROMA_SIDE = 4
@@ -113,10 +118,10 @@ def phash(luma: np.ndarray) -> int:
   ``luma`` should be small (the 32x32 area mean of the thumbnail here): img_hash shrinks its
   input to 32x32 bilinearly, which aliases a large image.
   """
-  global _PHASH
-  if _PHASH is None:
-    _PHASH = cv2.img_hash.PHash_create()
-  return int.from_bytes(_PHASH.compute(np.ascontiguousarray(luma)).tobytes(), 'big')
+  hasher = getattr(_PHASH, 'hasher', None)
+  if hasher is None:
+    hasher = _PHASH.hasher = cv2.img_hash.PHash_create()
+  return int.from_bytes(hasher.compute(np.ascontiguousarray(luma)).tobytes(), 'big')
 
 
 def hamming(a: int, b: int) -> int:
