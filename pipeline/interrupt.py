@@ -96,11 +96,13 @@ def interruption_behind(error: BaseException) -> Optional[Interrupted]:
 
 
 def cancel_submitted(pipeline) -> None:
-  """Cancels the job of ``pipeline`` (a ``beam.Pipeline`` or None) when a runner runs it
-  elsewhere and the launcher was waiting for it (Flink through the job server, Dataflow):
-  Beam sets ``Pipeline.result`` once the job is submitted, before waiting. Else the job would
-  run on, writing into the output whose claim this launcher releases. Local runners return
-  no result before the run ends: nothing to do."""
+  """Asks the runner to cancel the job of ``pipeline`` (a ``beam.Pipeline`` or None) when it
+  runs elsewhere and the launcher was waiting for it (Flink through Beam's job server,
+  Dataflow): Beam sets ``Pipeline.result`` once the job is submitted, before waiting. Beam's
+  Flink job server may leave a job already running on the cluster to run on; such a job fails
+  at its next claim check (``transforms.outputs.claim.check``: this launcher released the
+  claim) and publishes nothing. Local runners return no result before the run ends: nothing
+  to do."""
   result = getattr(pipeline, 'result', None)
   if result is None or PipelineState.is_terminal(result.state):
     return

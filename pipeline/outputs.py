@@ -369,9 +369,9 @@ def summary(manifest: contract.Manifest, published: bool = True) -> str:
   lines.extend(dedup.summary_lines(manifest.duplicates))  # duplicates and leakage
   lines.extend(quality.summary_lines(manifest.quality))  # flagged images
   seconds = manifest.timings.get('wall_time_s', 0)
-  # a segmentation run without class names (no class_names.txt) has none to count
+  # no class names: an unlabeled run (--label_source=none), a segmentation run without them
   what = counted(manifest.num_examples, 'example') + (
-      f' in {counted(len(classes), "class", "classes")}' if classes or not segmentation else '')
+      f' in {counted(len(classes), "class", "classes")}' if classes else '')
   if published and manifest.status == 'complete':
     title = f'imagerecords wrote {what} to {manifest.output_dir} in {seconds:.1f} s'
   else:

@@ -21,7 +21,7 @@ them with the process ids to ``DIR/cluster.json``. ``stop`` ends each process gr
 
 The Flink settings (:data:`FLINK_SETTINGS`) are those of ``docker-compose.yml`` and the
 Kubernetes manifests beside this file, sized for a 2-core machine: a fixed-delay restart
-strategy (a lost TaskManager's tasks are restarted), 2 slots and 2 GB per TaskManager.
+strategy (a lost TaskManager's tasks are restarted), 2 slots and 4 GB per TaskManager.
 """
 
 import argparse
@@ -53,7 +53,11 @@ STOP_GRACE_S = 10
 # runs in the worker pool's SDK workers, not in these JVMs.
 FLINK_SETTINGS = {
     'taskmanager.numberOfTaskSlots': 2,
-    'taskmanager.memory.process.size': '2048m',
+    # 4 GB, as docker-compose.yml: Beam's Java side of the data plane queues the SDK workers'
+    # output messages (up to 10 MB each, Beam Python's flush threshold) on the task heap, and at
+    # 1,000,000 images the conversion's output ran a 2 GB TaskManager's 662 MB heap out; the JVM
+    # commits only what it uses
+    'taskmanager.memory.process.size': '4096m',
     # The job's many shuffles. Flink's batch jobs write each blocking result partition with its
     # sort-shuffle, which asks for 512 buffers of 32 KiB (16 MB) per partition by default; the
     # nightly graph's partitions at parallelism 2 took more than 12288 buffers (384 MB) so, and

@@ -206,6 +206,8 @@ def _groups(count: int) -> str:
 _WHAT = {EXACT: 'byte-identical files', NEAR: 'near-identical pictures'}
 
 
+SHOWN_GROUPS = 3
+"""Leaking or conflicting groups the console's summary shows (the manifest keeps more)."""
 SHOWN_PER_GROUP = 3
 """Files of a leaking or conflicting group the console's summary names, one per line."""
 SUMMARY_WIDTH = 80
@@ -239,19 +241,21 @@ def summary_lines(section: Optional[dict]) -> List[str]:
                  f'files): {written}')
     if problems:
       lines.append(f'    {problems}')
-  for group in section.get('examples', []):
-    if not (group['leaks_across_splits'] or group['label_conflict']):
-      continue
+  shown = [group for group in section.get('examples', [])
+           if group['leaks_across_splits'] or group['label_conflict']]
+  for group in shown[:SHOWN_GROUPS]:
     alike = (f', similarity {group["similarity"]:.3f}'
              if group.get('similarity') is not None else '')
     kept = f', kept {_fit(group["kept"], 40)}' if group.get('kept') else ''
     lines.append(f'    {group["kind"]} group of {len(group["files"])} files{alike}{kept}:')
     for copy in group['files'][:SHOWN_PER_GROUP]:
-      where = f' ({copy["split"]}, {copy["label"]})'
+      where = f' ({copy["split"]}' + (f', {copy["label"]})' if copy['label'] is not None else ')')
       lines.append(f'      {_fit(copy["file"], SUMMARY_WIDTH - 6 - len(where))}{where}')
     if len(group['files']) > SHOWN_PER_GROUP:
       lines.append(f'      ... and {len(group["files"]) - SHOWN_PER_GROUP} more')
-  lines.append(f'  every group: {section.get("file", contract.DUPLICATES_FILE)}')
+  more = (f' ({len(shown) - SHOWN_GROUPS} more leaking or conflicting shown there)'
+          if len(shown) > SHOWN_GROUPS else '')
+  lines.append(f'  every group{more}: {section.get("file", contract.DUPLICATES_FILE)}')
   return lines
 
 
