@@ -61,6 +61,7 @@ def signals_interrupt() -> Iterator[None]:
   if threading.current_thread() is not threading.main_thread():
     yield
     return
+
   def handler(signum, unused_frame):
     if _received:
       _LOG.error('%s again: stopping now', signal.Signals(signum).name)

@@ -316,8 +316,8 @@ def counted(count: int, singular: str, plural: str = '') -> str:
 
 SUMMARY_CLASSES = 8
 """Classes the console's summary counts per split; the others are named by their number."""
-SUMMARY_WIDTH = 80
-"""Columns the console's summary fits in (a terminal's default width)."""
+SUMMARY_WIDTH = dedup.SUMMARY_WIDTH
+"""Columns the console's summary fits in (a terminal's default width), its duplicate lines too."""
 
 
 def summary_table(splits: Dict[str, contract.SplitEntry], classes: Sequence[str]) -> List[str]:

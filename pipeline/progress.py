@@ -73,9 +73,13 @@ def describe(progress: Progress, rate: Optional[float]) -> str:
   percent = 100. * handled / progress.total if progress.total else 100.
   line = f'converted {progress.done:,} of {progress.total:,} images ({percent:.0f}%)'
   if rate:
-    left = max(progress.total - handled, 0) / rate
-    line += f', {rate:,.0f} images/s, {_duration(left)} left'
+    line += f', {rate:,.0f} images/s, {_time_left(progress, rate)} left'
   return line + failed
+
+
+def _time_left(progress: Progress, rate: float) -> str:
+  """The images still to handle at ``rate`` images/s, as a duration ('4 s')."""
+  return _duration(max(progress.total - progress.done - progress.failed, 0) / rate)
 
 
 class _Meter:
@@ -109,8 +113,7 @@ def _postfix(progress: Progress, rate: Optional[float]) -> str:
   """The bar's end: the rate over the window and the time left, the failures."""
   parts = []
   if rate and phase(progress) == CONVERTING:
-    left = max(progress.total - progress.done - progress.failed, 0) / rate
-    parts.append(f'{rate:,.0f} img/s, {_duration(left)} left')
+    parts.append(f'{rate:,.0f} img/s, {_time_left(progress, rate)} left')
   if progress.failed:
     parts.append(f'{progress.failed:,} failed')
   return ', '.join(parts)

@@ -211,7 +211,8 @@ SHOWN_GROUPS = 3
 SHOWN_PER_GROUP = 3
 """Files of a leaking or conflicting group the console's summary names, one per line."""
 SUMMARY_WIDTH = 80
-"""Columns the console's summary fits in (``pipeline.outputs.SUMMARY_WIDTH``)."""
+"""Columns the console's summary fits in (a terminal's default width; ``pipeline.outputs``
+fits its table in the same)."""
 
 
 def _fit(text: str, width: int) -> str:

@@ -85,20 +85,9 @@ def write_record(folder: str, entries: Iterable[str], run_id: str, version: str)
        'entries': sorted(set(entries))}, indent=1) + '\n')
 
 
-def record_run_id(folder: str) -> Optional[str]:
-  """The run id ``folder``'s record names (the run that wrote what it names last); None
-  when it has no record of ours."""
-  try:
-    record = json.loads(read_text(record_path(folder)))
-  except (OSError, ValueError, UnicodeDecodeError):  # none, or not our JSON
-    return None
-  if not isinstance(record, dict) or record.get('written_by') != WRITTEN_BY:
-    return None
-  return record.get('run_id') if isinstance(record.get('run_id'), str) else None
-
-
-def _read_record(folder: str) -> Optional[FrozenSet[str]]:
-  """The entries ``folder``'s record names; None when it has none (or none of ours)."""
+def _record(folder: str) -> Optional[dict]:
+  """``folder``'s output record as written by this job; None when it has none, or none of
+  ours (not our JSON: no proof)."""
   path = record_path(folder)
   if not FileSystems.exists(path):
     return None
@@ -106,10 +95,22 @@ def _read_record(folder: str) -> Optional[FrozenSet[str]]:
     record = json.loads(read_text(path))
   except (ValueError, UnicodeDecodeError):  # not our JSON: no proof
     return None
-  if not isinstance(record, dict) or record.get('written_by') != WRITTEN_BY or not isinstance(
-      record.get('entries'), list):
+  return record if isinstance(record, dict) and record.get('written_by') == WRITTEN_BY else None
+
+
+def record_run_id(folder: str) -> Optional[str]:
+  """The run id ``folder``'s record names (the run that wrote what it names last); None
+  when it has no record of ours."""
+  run_id = (_record(folder) or {}).get('run_id')
+  return run_id if isinstance(run_id, str) else None
+
+
+def _read_record(folder: str) -> Optional[FrozenSet[str]]:
+  """The entries ``folder``'s record names; None when it has none (or none of ours)."""
+  entries = (_record(folder) or {}).get('entries')
+  if not isinstance(entries, list):
     return None
-  return frozenset(name for name in record['entries'] if isinstance(name, str))
+  return frozenset(name for name in entries if isinstance(name, str))
 
 
 def _manifest_entries(folder: str) -> FrozenSet[str]:
