@@ -340,6 +340,17 @@ def summary_table(splits: Dict[str, contract.SplitEntry], classes: Sequence[str]
   return lines
 
 
+def mask_classes(manifest: contract.Manifest) -> List[str]:
+  """The class names a segmentation run's masks hold, in any split, in class id order: those
+  ``manifest.classes`` names first (in its order, which is the ids'), then ``class <id>`` by
+  id (``contract.mask_class_name``)."""
+  found = {name for split in manifest.splits.values()
+           for name, n in split.class_counts.items() if n}
+  named = [name for name in manifest.classes if name in found]
+  unnamed = sorted(found - set(named), key=lambda name: (len(name), name))  # 'class 10' last
+  return named + unnamed
+
+
 def summary(manifest: contract.Manifest, published: bool = True) -> str:
   """A few lines for people: examples per split and class, failures, where the output is.
 
@@ -349,12 +360,13 @@ def summary(manifest: contract.Manifest, published: bool = True) -> str:
   may be complete and its run still fail after it (a full disk or a lost claim while
   publishing).
   """
-  classes = manifest.classes
-  # segmentation records have no class label: no per-class example counts to show
   segmentation = manifest.task == contract.TASK_SEGMENTATION
-  shown = [] if segmentation else classes[:SUMMARY_CLASSES]
+  # segmentation: the classes the masks hold (examples whose mask holds each), named by
+  # labels.txt where it names them, else 'class <id>'
+  classes = mask_classes(manifest) if segmentation else manifest.classes
+  shown = classes[:SUMMARY_CLASSES]
   lines = summary_table(manifest.splits, shown)
-  if len(classes) > len(shown) and not segmentation:
+  if len(classes) > len(shown):
     lines.append(f'  ... {counted(len(classes) - len(shown), "more class", "more classes")}: '
                  'see manifest.json')
   by_stage = manifest.failures_by_stage
@@ -370,8 +382,9 @@ def summary(manifest: contract.Manifest, published: bool = True) -> str:
   lines.extend(quality.summary_lines(manifest.quality))  # flagged images
   seconds = manifest.timings.get('wall_time_s', 0)
   # no class names: an unlabeled run (--label_source=none), a segmentation run without them
+  noun = ('mask class', 'mask classes') if segmentation else ('class', 'classes')
   what = counted(manifest.num_examples, 'example') + (
-      f' in {counted(len(classes), "class", "classes")}' if classes else '')
+      f' in {counted(len(classes), *noun)}' if classes else '')
   if published and manifest.status == 'complete':
     title = f'imagerecords wrote {what} to {manifest.output_dir} in {seconds:.1f} s'
   else:

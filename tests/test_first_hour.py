@@ -1,14 +1,19 @@
 """What a newcomer meets in the first hour (issue 24, items 7 and 8): a quiet ``inspect`` that
-writes nothing it was not asked to, counts and words on the console that say what they count,
-and an offline embedding model that names the flag to use."""
+writes nothing it was not asked to, counts and words on the console that say what they count
+(a VOC run's mask classes too), and an offline embedding model that names the flag to use."""
 
+import collections
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
+from imagerecords import inspect
+from PIL import Image
+
 from pipeline import outputs
-from tests.helpers import REPO, SAMPLES, convert
+from tests.helpers import REPO, SAMPLES, convert, manifest_of, shared_data
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'reader')]))
 
@@ -90,3 +95,38 @@ def test_help_gives_an_example_first_then_the_options_in_groups_and_how_to_list_
   assert run(['--help_beam']) == 0
   beam = capsys.readouterr().out
   assert '--runner' in beam and '--direct_num_workers' in beam and '--input_dir' not in beam
+
+
+def test_a_voc_run_without_class_names_counts_the_classes_its_masks_hold(tmp_path, capsys):
+  """The 3 VOC photos and their palette masks, without ``class_names.txt``: the summary says
+  how many classes the masks hold (not '0 classes'), the manifest counts the examples whose
+  mask holds each as inspect does, and with the class names the same counts carry names."""
+  voc = tmp_path / 'voc'
+  shutil.copytree(shared_data('segmentation/voc_palette'), voc)
+  names = (voc / 'class_names.txt').read_text().split('\n')
+  (voc / 'class_names.txt').unlink()
+  expected = collections.Counter()  # class id -> masks that hold it (void 255 left out)
+  for mask in (voc / 'SegmentationClass').glob('*.png'):
+    expected.update(v for v in np.unique(np.asarray(Image.open(mask))).tolist() if v != 255)
+  assert convert(voc, tmp_path / 'out', '--masks=voc', '--image_size=512') == 0
+  console = capsys.readouterr().err
+  assert f'3 examples in {len(expected)} mask classes' in console, console
+  counts = collections.Counter()
+  for split in manifest_of(tmp_path / 'out')['splits'].values():
+    counts.update(split['class_counts'])
+  assert counts == {f'class {i}': n for i, n in expected.items()}
+  assert 'class 15' in console  # a row of the table
+  report = inspect.inspect(str(tmp_path / 'out'))  # reads every record's mask
+  assert not report.problems, report.problems
+  read = collections.Counter()
+  for split in report.splits.values():
+    read.update(split.class_counts)
+  assert read == counts
+  # with the class names, the same counts under their names
+  (voc / 'class_names.txt').write_text('\n'.join(names))
+  assert convert(voc, tmp_path / 'named', '--masks=voc', '--image_size=512') == 0
+  named = collections.Counter()
+  for split in manifest_of(tmp_path / 'named')['splits'].values():
+    named.update(split['class_counts'])
+  assert named == {names[i]: n for i, n in expected.items()}
+  assert 'person' in capsys.readouterr().err

@@ -259,7 +259,8 @@ def test_statistics_of_an_incremental_night_equal_a_full_rebuilds(nights, tmp_pa
 
 
 def test_a_changed_mask_converts_its_image_again(tmp_path):
-  """--masks: an image is unchanged only while its mask is too."""
+  """--masks: an image is unchanged only while its mask is too; a reused record keeps its
+  mask's class counts."""
   voc = tmp_path / 'voc'
   shutil.copytree(shared_data('segmentation/voc_palette'), voc)
   root = tmp_path / 'out'
@@ -271,6 +272,12 @@ def test_a_changed_mask_converts_its_image_again(tmp_path):
   night = manifest_of(root / 'dt=2026-11-21')
   assert (night['incremental']['reused'], night['incremental']['converted']) == (2, 1)
   assert night['num_examples'] == 3
+  # the reused records' mask classes come from images.jsonl: the class counts are night 1's
+  # (masks holding 3, 4 and 3 classes)
+  first = manifest_of(root / 'dt=2026-11-20')
+  assert {name: split['class_counts'] for name, split in night['splits'].items()} == {
+      name: split['class_counts'] for name, split in first['splits'].items()}
+  assert sum(sum(split['class_counts'].values()) for split in first['splits'].values()) == 10
 
 
 def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):

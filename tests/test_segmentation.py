@@ -110,7 +110,8 @@ def test_mask_values_beyond_the_class_names_fail():
   image = (root / 'JPEGImages' / '2011_000003.jpg').read_bytes()
   mask = SourceFile(str(root / 'SegmentationClass' / '2011_000003.png'), 'm.png')
   spec = codec.ImageSpec(image_size=64)
-  masks.convert_with_mask(image, mask, spec, num_classes=21)  # 0, 5, 15, 255: fine
+  # 0, 5, 15 and void: fine, and those are the ids the stored mask holds
+  assert masks.convert_with_mask(image, mask, spec, num_classes=21)[2] == (0, 5, 15)
   with pytest.raises(masks.MaskError, match=r'class ids \[5, 15\] beyond the 3 class'):
     masks.convert_with_mask(image, mask, spec, num_classes=3)
 
@@ -119,7 +120,7 @@ def test_original_images_keep_their_masks_as_they_are():
   root = shared_data('segmentation/voc_palette')
   image = (root / 'JPEGImages' / '2011_000006.jpg').read_bytes()
   path = root / 'SegmentationClass' / '2011_000006.png'
-  encoded, mask = masks.convert_with_mask(
+  encoded, mask, _ = masks.convert_with_mask(
       image, SourceFile(str(path), 'm.png'), codec.ImageSpec(image_format='original'))
   assert encoded.data == image
   np.testing.assert_array_equal(masks.decode_mask(mask), np.asarray(Image.open(path)))
@@ -165,9 +166,10 @@ def test_mask_gets_the_crop_of_its_exif_oriented_dct_scaled_image(tmp_path, resi
   mask_file = tmp_path / 'm.png'
   mask_file.write_bytes(_png(upright_mask))
   spec = codec.ImageSpec(image_size=256, resize_mode=resize_mode)
-  encoded, mask_png = masks.convert_with_mask(
+  encoded, mask_png, class_ids = masks.convert_with_mask(
       data, SourceFile(str(mask_file), 'm.png'), spec)
   mask = masks.decode_mask(mask_png)
+  assert list(class_ids) == [v for v in np.unique(mask).tolist() if v != masks.VOID]
   image = np.asarray(Image.open(io.BytesIO(encoded.data)))
   assert mask.shape == image.shape[:2] == (encoded.height, encoded.width)
   expected = codec.resize_geometry(768, 1024, spec).output_size

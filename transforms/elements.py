@@ -8,7 +8,7 @@ bytes: what the codec (``transforms.image.codec``) makes of an image and the rec
 
 import dataclasses
 import json
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 # The stages an input can fail at, in pipeline order; each is a value of Failure.stage.
 # 'list', 'missing' and 'duplicate' are reported but are not failed image inputs (NOT_INPUTS).
@@ -98,6 +98,9 @@ class ConvertedExample(NamedTuple):
     coder encodes a nested plain tuple in about 2 µs, a nested NamedTuple in about 18 µs, at
     every stage boundary the example crosses. None when no pixels were measured
     (``--image_format=original``, a segmentation example, ``--image_checks=false``).
+  mask_classes: a segmentation example's class ids that its stored mask holds, ascending,
+    void (255) left out (``transforms.image.masks.convert_with_mask``); None for a
+    classification example.
   """
   split: str
   label: Optional[str]
@@ -108,6 +111,7 @@ class ConvertedExample(NamedTuple):
   pixel_sums: Optional[tuple] = None
   version: Optional[str] = None
   measures: Optional[tuple] = None
+  mask_classes: Optional[Tuple[int, ...]] = None
 
 
 def examples_of(element, batched: bool):

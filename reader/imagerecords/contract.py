@@ -118,6 +118,13 @@ TASK_CLASSIFICATION = 'classification'
 TASK_SEGMENTATION = 'segmentation'
 MASK_VOID = 255  # the void / ignore class id of masks (VOC's convention), kept as it is
 
+
+def mask_class_name(class_id: int, class_names) -> str:
+  """The name of a mask's class id in ``class_counts`` and reports: ``class_names[class_id]``
+  (``labels.txt``: line i names class id i), else ``'class <id>'`` (a run without class
+  names, or an id beyond them)."""
+  return class_names[class_id] if 0 <= class_id < len(class_names) else f'class {class_id}'
+
 # --- embeddings (--embedding_model; absent otherwise) --------------------------------------------
 #   "embedding": {"model": "keras.applications:EfficientNetB0", "weights": "/path/or/null",
 #                 "fingerprint": "<64 hex digits: SHA-256 of the weights as loaded>",

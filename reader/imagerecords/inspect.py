@@ -205,11 +205,6 @@ def _first_line(error) -> str:
   return message.splitlines()[0]
 
 
-def mask_class_name(class_id: int, class_names: Sequence[str]) -> str:
-  """The name of a mask class id: ``class_names[class_id]``, else ``'class <id>'``."""
-  return class_names[class_id] if 0 <= class_id < len(class_names) else f'class {class_id}'
-
-
 class NotAnOutputDirectory(FileNotFoundError):
   """``manifest.json`` is missing or unreadable: there is nothing to inspect."""
 
@@ -336,7 +331,9 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
     elif all_counted:
       manifest_counts = {k: v for k, v in info.class_counts.items() if v}
       counted = {k: v for k, v in report.class_counts.items() if v}
-      if class_names and not segmentation and manifest_counts != counted:
+      # segmentation: examples whose mask holds the class (none listed by older versions)
+      listed = bool(manifest_counts) if segmentation else bool(class_names)
+      if listed and manifest_counts != counted:
         diffs = [f'{c}: {counted.get(c, 0)} read, {manifest_counts.get(c, 0)} listed'
                  for c in sorted(set(counted) | set(manifest_counts))
                  if counted.get(c, 0) != manifest_counts.get(c, 0)]
@@ -392,7 +389,7 @@ def _read_shard(path, name, class_names, segmentation, verify, num_samples, prob
           if record.label is not None and 0 <= record.label < len(class_names):
             report.class_counts[class_names[record.label]] += 1
           for class_id in sorted(record.mask_classes or ()):
-            report.class_counts[mask_class_name(class_id, class_names)] += 1
+            report.class_counts[contract.mask_class_name(class_id, class_names)] += 1
         if record.filename in wanted:
           images[record.filename] = record
         if len(firsts) < num_samples:

@@ -32,9 +32,35 @@ def fingerprint_hex(total: int) -> str:
   return f'{total % _MOD:064x}'
 
 
+class _SplitCounts:
+  """One split's running counts: examples, examples per class label, examples per mask class
+  id, and the fingerprint's sum."""
+  __slots__ = ('examples', 'labels', 'mask_classes', 'total')
+
+  def __init__(self):
+    self.examples = 0
+    self.labels = collections.Counter()
+    self.mask_classes = collections.Counter()
+    self.total = 0
+
+  def add(self, example) -> None:
+    self.examples += 1
+    if example.label is not None:
+      self.labels[example.label] += 1
+    if example.mask_classes:
+      self.mask_classes.update(example.mask_classes)
+    self.total = (self.total + int.from_bytes(example.record_sha256, 'big')) % _MOD
+
+  def merge(self, other: '_SplitCounts') -> None:
+    self.examples += other.examples
+    self.labels.update(other.labels)
+    self.mask_classes.update(other.mask_classes)
+    self.total = (self.total + other.total) % _MOD
+
+
 class _SplitStatisticsFn(beam.CombineFn):
-  """ConvertedExample (with ``batched``: a list of them) -> {split: {'num_examples',
-  'class_counts', 'fingerprint'}}."""
+  """ConvertedExample (with ``batched``: a list of them) -> the element :class:`SplitStatistics`
+  describes."""
 
   def __init__(self, batched: bool = False):
     self._batched = batched
@@ -44,29 +70,31 @@ class _SplitStatisticsFn(beam.CombineFn):
 
   def add_input(self, accumulator, element):
     for example in examples_of(element, self._batched):
-      counts, total = accumulator.get(example.split, (collections.Counter(), 0))
-      counts[example.label] += 1
-      accumulator[example.split] = (
-          counts, (total + int.from_bytes(example.record_sha256, 'big')) % _MOD)
+      counts = accumulator.get(example.split)
+      if counts is None:
+        counts = accumulator[example.split] = _SplitCounts()
+      counts.add(example)
     return accumulator
 
   def merge_accumulators(self, accumulators):
     merged = {}
     for accumulator in accumulators:
-      for split, (counts, total) in accumulator.items():
-        merged_counts, merged_total = merged.get(split, (collections.Counter(), 0))
-        merged_counts.update(counts)
-        merged[split] = (merged_counts, (merged_total + total) % _MOD)
+      for split, counts in accumulator.items():
+        if split in merged:
+          merged[split].merge(counts)
+        else:
+          merged[split] = counts
     return merged
 
   def extract_output(self, accumulator) -> Dict[str, dict]:
     return {
         split: {
-            'num_examples': sum(counts.values()),
+            'num_examples': counts.examples,
             'class_counts': {str(label): n for label, n in sorted(
-                counts.items(), key=lambda kv: str(kv[0])) if label is not None},
-            'fingerprint': fingerprint_hex(total),
-        } for split, (counts, total) in sorted(accumulator.items())
+                counts.labels.items(), key=lambda kv: str(kv[0]))},
+            'mask_class_counts': dict(sorted(counts.mask_classes.items())),
+            'fingerprint': fingerprint_hex(counts.total),
+        } for split, counts in sorted(accumulator.items())
     }
 
 
@@ -74,8 +102,9 @@ class SplitStatistics(beam.PTransform):
   """PCollection[ConvertedExample] -> a one-element PCollection of per-split statistics.
 
   The element: ``{split: {'num_examples': int, 'class_counts': {class name: int},
-  'fingerprint': str}}``; ``{}`` when there are no examples. ``batched``: the input's elements
-  are lists of ConvertedExample (``elements.examples_of``).
+  'mask_class_counts': {mask class id: examples whose mask holds it}, 'fingerprint': str}}``;
+  ``{}`` when there are no examples. ``batched``: the input's elements are lists of
+  ConvertedExample (``elements.examples_of``).
   """
 
   def __init__(self, batched: bool = False):

@@ -89,11 +89,11 @@ class _ConvertImageFn(beam.DoFn):
     self._bytes_read.inc(len(data))
     try:
       if image.mask is None:  # the stored pixels are measured below, not decoded again
-        converted, mask = codec.convert_keeping_pixels(data, self._spec), None
+        converted, mask, mask_classes = codec.convert_keeping_pixels(data, self._spec), None, None
         encoded = converted.encoded
       else:  # segmentation: the mask gets its image's crop and size (transforms.image.masks)
         converted = None
-        encoded, mask = masks.convert_with_mask(
+        encoded, mask, mask_classes = masks.convert_with_mask(
             data, image.mask, self._spec, num_classes=len(class_names))
     except masks.MaskError as error:
       yield self._fail(image, STAGE_MASK, str(error))
@@ -128,7 +128,7 @@ class _ConvertImageFn(beam.DoFn):
       self._progress.update(done=1)
     yield ConvertedExample(image.split, image.label, image.relpath, serialized,
                            hashlib.sha256(serialized).digest(), source_sha256, sums,
-                           image.version, measures)
+                           image.version, measures, mask_classes)
 
 
 class ConvertImages(beam.PTransform):

@@ -127,7 +127,7 @@ def read_mask_bytes(mask: SourceFile) -> bytes:
 
 
 def convert_with_mask(data: bytes, mask: SourceFile, spec: codec.ImageSpec,
-                      num_classes: int = 0) -> Tuple[EncodedImage, bytes]:
+                      num_classes: int = 0) -> Tuple[EncodedImage, bytes, Tuple[int, ...]]:
   """Converts an image as ``codec.convert`` does, and its mask with the same geometry.
 
   Args:
@@ -140,7 +140,8 @@ def convert_with_mask(data: bytes, mask: SourceFile, spec: codec.ImageSpec,
   and so is its mask, which must then have the stored size.
 
   Returns:
-    (the encoded image, its mask as 8-bit grayscale PNG bytes of the same height and width).
+    (the encoded image, its mask as 8-bit grayscale PNG bytes of the same height and width,
+    the class ids the stored mask holds, ascending, void (``VOID``) left out).
 
   Raises:
     MaskError: the mask cannot be read or decoded, is not class indices, differs in size from
@@ -170,7 +171,8 @@ def convert_with_mask(data: bytes, mask: SourceFile, spec: codec.ImageSpec,
   if resized.shape != (encoded.height, encoded.width):
     raise MaskError(f'mask {mask.relpath}: resized to {resized.shape[1]}x{resized.shape[0]} '
                     f'but the image to {encoded.width}x{encoded.height} (a codec geometry bug)')
-  return encoded, encode_mask(resized)
+  class_ids = np.flatnonzero(np.bincount(resized.ravel(), minlength=256)[:VOID])
+  return encoded, encode_mask(resized), tuple(class_ids.tolist())
 
 
 def mask_values(encoded_mask: bytes) -> List[int]:

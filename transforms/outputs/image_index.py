@@ -56,6 +56,8 @@ def index_line(example) -> str:
                            example.pixel_sums[2]]
   if example.measures is not None:  # transforms.image.image_measures: reused with the record
     entry['measures'] = ImageMeasures.of(example).to_index()
+  if example.mask_classes is not None:  # a segmentation record: its mask's class ids
+    entry['mask_classes'] = list(example.mask_classes)
   return json.dumps(entry, ensure_ascii=False, sort_keys=True)
 
 

@@ -99,12 +99,14 @@ class ReuseEntry(NamedTuple):
   record_sha256: the raw 32-byte SHA-256 of the previous record (``images.jsonl``'s
     ``record_sha256``), which the copied record's bytes must match.
   measures: the ImageMeasures fields (``ConvertedExample.measures``), or None.
+  mask_classes: a segmentation record's mask class ids (``ConvertedExample.mask_classes``).
   """
   image: LabeledImage
   source_sha256: str
   record_sha256: bytes
   pixel_sums: Optional[PixelSums]
   measures: Optional[tuple] = None
+  mask_classes: Optional[Tuple[int, ...]] = None
 
 
 class RejectedRecord(NamedTuple):
@@ -179,6 +181,11 @@ def _measures(entry: dict) -> Optional[tuple]:
   return None if measures is None else tuple(ImageMeasures.from_index(measures))
 
 
+def _mask_classes(entry: dict) -> Optional[Tuple[int, ...]]:
+  ids = entry.get('mask_classes')
+  return None if ids is None else tuple(ids)
+
+
 class _DecideFn(beam.DoFn):
   """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert, or
   (relpath, ReuseEntry) on the ``reuse`` output. Files only in the previous index (removed
@@ -196,7 +203,7 @@ class _DecideFn(beam.DoFn):
       if before is not None and self._unchanged(image, before):
         yield beam.pvalue.TaggedOutput(REUSE_TAG, (relpath, ReuseEntry(
             image, before['sha256'], bytes.fromhex(before['record_sha256']), _sums(before),
-            _measures(before))))
+            _measures(before), _mask_classes(before))))
       else:
         yield image
 
@@ -209,7 +216,9 @@ class _DecideFn(beam.DoFn):
         # --image_checks: a record from a run that did not measure it (or whose measures
         # lack the pixels that confirm near duplicates) is converted again
         or (self._measured and image.mask is None
-            and 'pixels' not in (before.get('measures') or {}))):
+            and 'pixels' not in (before.get('measures') or {}))
+        # a mask's class ids (the split's class counts) from a run that did not keep them
+        or (image.mask is not None and before.get('mask_classes') is None)):
       return False
     if image.version is not None:
       return image.version == before.get('version')
@@ -332,7 +341,7 @@ class _CopyRecordsFn(beam.DoFn):
           image = entry.image
           yield ConvertedExample(image.split, image.label, relpath, frame.data,
                                  entry.record_sha256, entry.source_sha256, entry.pixel_sums,
-                                 image.version, entry.measures)
+                                 image.version, entry.measures, entry.mask_classes)
     except FramingError as error:  # the rest of the shard cannot be located
       reject(None, number, error.offset, f'{error.reason}; the images of this record and '
              'those after it are converted again')

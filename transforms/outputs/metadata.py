@@ -287,7 +287,7 @@ class _WriteMetadataFn(beam.DoFn):
     failures = sorted(failures, key=lambda f: (f.relpath, f.stage))
     write_text(path(contract.FAILURES_FILE), ''.join(f.to_json() + '\n' for f in failures))
 
-    splits, problems = self._describe_splits(shard_paths, split_stats)
+    splits, problems = self._describe_splits(shard_paths, split_stats, class_names)
     by_stage = collections.Counter(f.stage for f in failures)
     num_skipped = sum(by_stage.get(stage, 0) for stage in NOT_INPUTS)
     num_failed = len(failures) - num_skipped
@@ -338,9 +338,11 @@ class _WriteMetadataFn(beam.DoFn):
       write_text(path(contract.SUCCESS_FILE), '')
     yield manifest
 
-  def _describe_splits(self, shard_paths, split_stats
+  def _describe_splits(self, shard_paths, split_stats, class_names: List[str]
                        ) -> Tuple[Dict[str, contract.SplitEntry], List[str]]:
-    """The manifest's ``splits`` section, and the integrity problems found."""
+    """The manifest's ``splits`` section, and the integrity problems found. A segmentation
+    split's class counts are the examples whose mask holds each class, by name
+    (``contract.mask_class_name``: ``class <id>`` where ``class_names`` has none)."""
     by_split = collections.defaultdict(list)
     for shard in shard_paths:
       name = contract.parse_shard_file_name(posixpath.basename(shard.replace('\\', '/')))
@@ -364,9 +366,12 @@ class _WriteMetadataFn(beam.DoFn):
       if counted != stats['num_examples']:
         problems.append(f'split {split}: {counted} records in the shards, '
                         f'{stats["num_examples"]} examples converted')
+      class_counts = stats['class_counts'] or {
+          contract.mask_class_name(class_id, class_names): n
+          for class_id, n in sorted(stats.get('mask_class_counts', {}).items())}
       splits[split] = contract.SplitEntry(
           num_examples=stats['num_examples'], num_shards=num_shards,
-          compressed=self._settings.compressed, class_counts=stats['class_counts'],
+          compressed=self._settings.compressed, class_counts=class_counts,
           fingerprint=stats['fingerprint'], bytes=sum(shard.bytes or 0 for shard in shards),
           shards=shards)
     return splits, problems
