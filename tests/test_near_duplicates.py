@@ -64,10 +64,9 @@ def test_hashes_within_three_bits_share_a_band():
   assert len(near_duplicates.band_keys(0)) == near_duplicates.NUM_BANDS
 
 
-def _node(name, sha256=None):
-  """A graph node: the file, split, class, and its content's digest (one per file unless
-  given)."""
-  return (name, 'train', 'a', sha256 or f'sha256 of {name}')
+def _node(name):
+  """A graph node: a content (the job's is its SHA-256 digest; here, its file's name)."""
+  return f'content of {name}'
 
 
 def _photo_pixels():
@@ -84,43 +83,52 @@ def test_bucket_edges_chain_equal_hashes_and_confirm_by_distance_and_pixels():
   members.append((0xFFFF0000FFFF0000, pixels, _node('far.jpg')))  # 32 bits away
   edges = list(near_duplicates.bucket_edges(members, distance=3))
   assert edges[0] == (1.0, 0, tuple(_node(f'{i}.jpg') for i in range(4)))  # one link of 4
-  assert [(alike, bits, tuple(node[0] for node in nodes)) for alike, bits, nodes in edges[1:]
-          ] == [(1.0, 3, ('0.jpg', 'near.jpg'))]
+  assert edges[1:] == [(1.0, 3, (_node('0.jpg'), _node('near.jpg')))]
   # with no least similarity, the other picture is linked by its hash alone
-  assert ('0.jpg', 'other.jpg') in [tuple(node[0] for node in nodes) for _, _, nodes in
-                                    near_duplicates.bucket_edges(members, 3, 0.0)]
+  assert (_node('0.jpg'), _node('other.jpg')) in [
+      nodes for _, _, nodes in near_duplicates.bucket_edges(members, 3, 0.0)]
   # a later band leaves equal hashes, and pairs that share an earlier band, to that band:
   # 0b0 and 0b111 differ in band 0 only, so band 1 finds them, band 2 leaves them to band 1
   assert list(near_duplicates.bucket_edges(members, 3, band=1)) == [
       (1.0, 3, (_node('0.jpg'), _node('near.jpg')))]
   assert list(near_duplicates.bucket_edges(members, 3, band=2)) == []
   assert not [e for e in near_duplicates.bucket_edges(members, distance=2)
-              if 'near.jpg' in (e[2][0][0], e[2][1][0])]
+              if _node('near.jpg') in e[2]]
   # equal hashes but other pixels are compared, not linked as one
   same_hash = [(0b0, pixels, _node('a.jpg')), (0b0, other, _node('b.jpg'))]
   assert list(near_duplicates.bucket_edges(same_hash, 3)) == []
+  # copies of one content are one node: a thousand of them make no link at all
+  assert list(near_duplicates.bucket_edges([(0b0, pixels, _node('a.jpg'))] * 1000, 3)) == []
 
 
-def test_components_join_through_shared_files_and_skip_exact_only_groups():
-  a, b, c, d = (_node(n) for n in ('a.jpg', 'b.jpg', 'c.jpg', 'd.jpg'))
-  same1, same2 = _node('x.jpg', sha256='one'), _node('y.jpg', sha256='one')
-  e, f, g = (_node(n) for n in ('e.jpg', 'f.jpg', 'g.jpg'))
+def test_components_join_through_shared_pictures_and_groups_list_every_file_once():
+  a, b, c, d, e, f, g = (_node(n) for n in 'abcdefg')
+  same1, same2 = _node('x'), _node('y')
   edges = [(b, c), (a, b), (d, c), (same1, same2), (a, b), (g, f, e), (e, d)]
   assert near_duplicates.components(edges) == [[a, b, c, d, e, f, g], [same1, same2]]
   edges = edges[:5]
   assert near_duplicates.components(edges) == [[a, b, c, d], [same1, same2]]
   links = [(0.9, 4, (b, c)), (0.97, 2, (a, b)), (0.85, 7, (d, c)), (1.0, 0, (same1, same2))]
-  groups = list(near_duplicates.near_groups(links, keep_first=True))
-  assert len(groups) == 1  # x.jpg and y.jpg are byte-identical: an exact group, not near
-  assert [f.file for f in groups[0].files] == ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg']
-  assert groups[0].kind == 'near' and groups[0].kept == 'a.jpg'
-  # the weakest link and the farthest hashes of the group are kept with it
-  assert (groups[0].similarity, groups[0].hash_distance) == (0.85, 7)
-  assert groups[0].to_dict()['similarity'] == 0.85 and groups[0].to_dict()['hash_distance'] == 7
-  dropped = dict(near_duplicates.dropped_files(groups[0]))
-  assert set(dropped) == {'b.jpg', 'c.jpg', 'd.jpg'}
+  groups = near_duplicates.linked_groups(links)
+  # the weakest link and the farthest hashes of each group are kept with it
+  assert groups == [((a, b, c, d), 0.85, 7), ((same1, same2), 1.0, 0)]
+  # the files of a group's pictures, each once, sorted by path; a re-saved copy of a.jpg too
+  files = [('d.jpg', 'val', 'x', b'd'), ('b.jpg', 'train', 'x', b'b'),
+           ('a.jpg', 'train', 'x', b'a'), ('c.jpg', 'train', 'x', b'c'),
+           ('a copy of a.jpg', 'val', 'x', b'a2'), ('b.jpg', 'train', 'x', b'b')]
+  group = near_duplicates.near_group(files, 0.85, 7, keep_first=True)
+  assert [f.file for f in group.files] == ['a copy of a.jpg', 'a.jpg', 'b.jpg', 'c.jpg', 'd.jpg']
+  assert group.kind == 'near' and group.kept == 'a copy of a.jpg' and group.leaks
+  assert (group.similarity, group.hash_distance) == (0.85, 7)
+  assert group.to_dict()['similarity'] == 0.85 and group.to_dict()['hash_distance'] == 7
+  assert near_duplicates.near_group(files).kept is None
+  # byte-identical files alone are an exact group, not a near one
+  assert near_duplicates.near_group([('x.jpg', 'train', 'x', b'1'),
+                                     ('y.jpg', 'train', 'x', b'1')]) is None
+  dropped = dict(near_duplicates.dropped_files(group))
+  assert set(dropped) == {'a.jpg', 'b.jpg', 'c.jpg', 'd.jpg'}
   assert dropped['b.jpg'].stage == 'duplicate'
-  assert 'near-identical to a.jpg' in dropped['b.jpg'].reason
+  assert 'near-identical to a copy of a.jpg' in dropped['b.jpg'].reason
   assert 'similarity 0.850 or more' in dropped['b.jpg'].reason
 
 

@@ -6,18 +6,23 @@ that grows with the number of images, not its square.
 Locality-sensitive hashing by bands: the 64-bit hash is cut into ``NUM_BANDS`` bands of
 ``BAND_BITS`` bits; two hashes within 3 bits of each other agree on at least one whole band
 (pigeonhole), and most pairs within ``--near_duplicate_distance`` (default
-``DEFAULT_DISTANCE``) do too. Only images sharing a band value are ever compared::
+``DEFAULT_DISTANCE``) do too. Only images sharing a band value are ever compared. The graph's
+nodes are pictures (``Picture``: a hash and its pixels), not files: files with equal hashes and
+pixels (copies re-saved with other metadata, blank frames) are one node, and every file of a
+picture lies in the same bucket of every band::
 
     ConvertedExample (with measures)
       -> ((band, top PREFIX_BITS of its value),
-          [(band value, phash as int64, pixels, node), ...])
+          [(band value, phash as int64, pixels, file), ...])
                                                   NUM_BANDS entries per image, batched per bundle
-      -> GroupByKey -> buckets by whole band value                     candidates
-      -> Hamming distance <= distance                                  same hash, maybe
-      -> similarity of their ``pixels`` >= MIN_SIMILARITY              same picture: a link
-           (similarity, distance, (node, node)), or (1.0, 0, (node, ...)) for a set of equal
-           hashes and pixels
-      -> all links, one list -> connected components (union-find)      DuplicateGroup('near')
+      -> GroupByKey -> buckets by whole band value -> pictures and their files
+      -> Hamming distance <= distance                                  same picture, maybe
+      -> similarity of their ``pixels`` >= MIN_SIMILARITY              a link of two pictures
+      -> all links, one list -> connected components (union-find)      linked groups
+      and, on a side output, the files of each linked picture and of each picture whose
+      files hold two contents or more (band 0 only):
+      -> in a linked group (a side input): GroupByKey by group       DuplicateGroup('near')
+         alone: the picture's files are its group                    DuplicateGroup('near')
 
 The hash alone is not enough: pHash keeps the signs of 64 low frequencies of the luma, so two
 different photos of the same layout (a dark band under a pale sky, a brown box on white), and
@@ -31,22 +36,21 @@ With 16-bit bands a bucket holds N / 65,536 unrelated images on average, so the 
 grow as N^2 / 2^17 per band: 30 million Hamming distances at a million images, a few per image.
 The GroupByKey keys are coarser (4 x 2^PREFIX_BITS) and batched per bundle, so that the shuffle
 carries no element per image; a key holds N / 256 images per band.
-The edges are only those between near-identical files, so the one worker that joins them into
-groups holds state for the duplicated files, not for every image. Identical hashes and pixels
-in a bucket (byte-identical copies, blank frames, copies re-saved with other metadata) are one
-link of all of them rather than pairs, so a thousand blank frames cost one element of a thousand
-nodes, not half a million pairs (nor a chain of 999 pairs, each node twice).
+The links join different pictures only, so the one element that holds them all (and the
+side input made of it) grows with the pictures that are near copies of another picture, not
+with the images nor with the copies of one picture: a folder of a million files holding a
+thousand re-saved copies of each of a thousand photos has no link at all (only the thousand
+pictures' files, each set found whole in its band-0 bucket).
 
 A group is reported as ``near`` when it holds at least two different contents (SHA-256): a set
-of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). It keeps the
-lowest similarity and the largest hash distance of the links that joined it. Flips and
-rotations change the hash completely and are not found; nor is a grayscale copy of a colour
-photo (its chroma differs).
+of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). It keeps the lowest similarity and the largest hash distance of the links
+that joined it. Flips and rotations change the hash completely and are not found; nor is a
+grayscale copy of a colour photo (its chroma differs).
 """
 
 import collections
 import itertools
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Hashable, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -134,14 +138,34 @@ NUM_BANDS = 4
 BAND_BITS = 16
 _BAND_MASK = (1 << BAND_BITS) - 1
 
-Node = Tuple[str, str, Optional[str], bytes]
-"""A file of the graph: (relative path, split, class name, SHA-256 of its source: the 32-byte
-digest in the job, any value that tells two contents apart); a plain tuple, which Beam's coder
-encodes natively (a NamedTuple it would pickle)."""
+Node = Hashable
+"""A node of the graph (:func:`bucket_edges`, :func:`components`): any hashable, sortable
+value; the job's is a ``Picture``, the benchmark's a file."""
+
+Picture = Tuple[int, bytes]
+"""A picture: (its 64-bit perceptual hash, its ``ImageMeasures.pixels``). Files with equal
+hashes and pixels are one picture."""
+
+File = Tuple[str, str, Optional[str], bytes]
+"""A file of a picture: (relative path, split, class name, the 32-byte SHA-256 digest of its
+source); a plain tuple, which Beam's coder encodes natively (a NamedTuple it would pickle)."""
 
 Link = Tuple[float, int, Tuple[Node, ...]]
-"""Files confirmed as one picture: (``similarity`` of their pixels, Hamming distance of their
+"""Nodes confirmed as one picture: (``similarity`` of their pixels, Hamming distance of their
 hashes, the nodes: two, or any number with equal hashes and pixels, then 1.0 and 0)."""
+
+
+class LinkedGroup(NamedTuple):
+  """Nodes joined by links: ``nodes`` sorted, the lowest ``similarity`` and the largest
+  ``hash_distance`` of the links that joined them."""
+  nodes: Tuple[Node, ...]
+  similarity: float
+  hash_distance: int
+
+
+PICTURE_FILES_TAG = 'picture_files'
+"""The side output of the bucket step: (Picture, (File, ...)) of a picture that is linked, or
+whose files hold two contents or more."""
 
 
 def band_keys(phash: int) -> List[Tuple[int, int]]:
@@ -167,29 +191,44 @@ def _as_int64(phash: int) -> int:
 
 def _band_entries(example):
   """ConvertedExample -> ((band, value prefix), (band value, phash as a signed int64, pixels,
-  node)) for each of its bands; none without measures, or without the pixels that confirm a
+  File)) for each of its bands; none without measures, or without the pixels that confirm a
   pair (measures kept by a run that did not take them)."""
   if example.measures is None:
     return
   measures = ImageMeasures.of(example)
   if measures.pixels is None:
     return
-  # the digest's 32 bytes rather than its 64 hex digits: each node travels four times
-  node = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
+  # the digest's 32 bytes rather than its 64 hex digits: each file travels four times
+  file = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
   carried = _as_int64(measures.phash)
   for band, value in band_keys(measures.phash):
-    yield (band, value >> (BAND_BITS - PREFIX_BITS)), (value, carried, measures.pixels, node)
+    yield (band, value >> (BAND_BITS - PREFIX_BITS)), (value, carried, measures.pixels, file)
 
 
-def _edges_of_key(element, distance: int, min_similarity: float) -> Iterable[Link]:
-  """((band, prefix), [batches]) -> the confirmed links of each bucket (whole band value)."""
+def _bucket_links(element, distance: int, min_similarity: float) -> Iterable:
+  """((band, prefix), [batches]) -> the links between the pictures of each bucket (whole band
+  value), and on ``PICTURE_FILES_TAG`` the files of each picture linked here and (band 0,
+  where every picture is met once) of each picture whose files hold two contents or more."""
   (band, _), batches = element
-  buckets: Dict[int, list] = collections.defaultdict(list)
-  for value, carried, pixels, node in entries_in(batches):
-    buckets[value].append((carried & _HASH_MASK, pixels, node))
-  for members in buckets.values():
-    if len(members) > 1:
-      yield from bucket_edges(members, distance, min_similarity, band)
+  buckets: Dict[int, Dict[Picture, List[File]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
+  for value, carried, pixels, file in entries_in(batches):
+    buckets[value][(carried & _HASH_MASK, pixels)].append(file)
+  for pictures in buckets.values():
+    sent = set()
+    if band == 0:
+      for picture, files in pictures.items():
+        if len({file[3] for file in files}) > 1:
+          sent.add(picture)
+          yield beam.pvalue.TaggedOutput(PICTURE_FILES_TAG, (picture, tuple(files)))
+    if len(pictures) > 1:
+      for link in bucket_edges(((phash, pixels, (phash, pixels)) for phash, pixels in pictures),
+                               distance, min_similarity, band):
+        yield link
+        for picture in link[2]:
+          if picture not in sent:
+            sent.add(picture)
+            yield beam.pvalue.TaggedOutput(PICTURE_FILES_TAG, (picture, tuple(pictures[picture])))
 
 
 def _shared_earlier_band(hash_a: int, hash_b: int, band: int) -> bool:
@@ -201,15 +240,15 @@ def _shared_earlier_band(hash_a: int, hash_b: int, band: int) -> bool:
 def bucket_edges(members: Iterable[Tuple[int, bytes, Node]], distance: int,
                  min_similarity: float = MIN_SIMILARITY, band: int = 0) -> Iterable[Link]:
   """The confirmed links (``Link``) of one bucket of band ``band``, its members given as
-  (hash, pixels, node). Members with the same hash and pixels are one link of all of them
-  (sorted; n nodes, not n - 1 pairs: a million copies of one picture cost one element, each
-  node once); one member per distinct (hash, pixels) is compared with the others', and a pair
-  whose hashes are at most ``distance`` bits apart and whose pixels' ``similarity`` is at least
-  ``min_similarity`` is a two-node link. A pair whose hashes also agree on an earlier band is
-  left to that band's bucket, so each pair is found once."""
-  by_picture: Dict[Tuple[int, bytes], List[Node]] = collections.defaultdict(list)
+  (hash, pixels, node); a node met more than once (copies of one content) counts once.
+  Different nodes with the same hash and pixels are one link of all of them (sorted; n nodes,
+  not n - 1 pairs); one node per distinct (hash, pixels) is compared with the others', and a
+  pair whose hashes are at most ``distance`` bits apart and whose pixels' ``similarity`` is at
+  least ``min_similarity`` is a two-node link. A pair whose hashes also agree on an earlier band
+  is left to that band's bucket, so each pair is found once."""
+  by_picture: Dict[Tuple[int, bytes], Dict[Node, None]] = collections.defaultdict(dict)
   for phash, pixels, node in members:
-    by_picture[(phash, pixels)].append(node)
+    by_picture[(phash, pixels)][node] = None  # an ordered set
   for nodes in by_picture.values():
     if band == 0 and len(nodes) > 1:  # equal hashes agree on every band: band 0 links them
       yield 1.0, 0, tuple(sorted(nodes))
@@ -220,13 +259,14 @@ def bucket_edges(members: Iterable[Tuple[int, bytes, Node]], distance: int,
       planes[pixels] = _planes(pixels)
     return planes[pixels]
 
-  for ((hash_a, pixels_a), nodes_a), ((hash_b, pixels_b), nodes_b) in itertools.combinations(
-      sorted(by_picture.items()), 2):
+  pictures = sorted((key, min(nodes)) for key, nodes in by_picture.items())
+  for ((hash_a, pixels_a), node_a), ((hash_b, pixels_b), node_b) in itertools.combinations(
+      pictures, 2):
     bits = hamming(hash_a, hash_b)
     if bits <= distance and not _shared_earlier_band(hash_a, hash_b, band):
       alike = _similarity(planes_of(pixels_a), planes_of(pixels_b))
       if alike >= min_similarity:
-        yield alike, bits, (nodes_a[0], nodes_b[0])
+        yield alike, bits, (node_a, node_b)
 
 
 def components(edges: Iterable[Tuple[Node, ...]]) -> List[List[Node]]:
@@ -256,10 +296,9 @@ def components(edges: Iterable[Tuple[Node, ...]]) -> List[List[Node]]:
   return sorted(sorted(nodes) for nodes in grouped.values())
 
 
-def near_groups(links: Iterable[Link], keep_first: bool = False) -> Iterable[DuplicateGroup]:
-  """The ``near`` DuplicateGroups of the links: components holding two or more contents, each
-  with the lowest similarity and the largest hash distance of the links that joined it.
-  ``keep_first``: each names its first file by path as ``kept``."""
+def linked_groups(links: Iterable[Link]) -> List[LinkedGroup]:
+  """The connected components of the links' nodes (:func:`components`), each with the lowest
+  similarity and the largest hash distance of the links that joined it."""
   links = list(links)
   groups = components(nodes for _, _, nodes in links)
   group_of_node = {node: i for i, nodes in enumerate(groups) for node in nodes}
@@ -267,12 +306,61 @@ def near_groups(links: Iterable[Link], keep_first: bool = False) -> Iterable[Dup
   for alike, bits, nodes in links:
     i = group_of_node[nodes[0]]
     lowest[i], farthest[i] = min(lowest[i], alike), max(farthest[i], bits)
-  for i, nodes in enumerate(groups):
-    if len({node[3] for node in nodes}) < 2:
-      continue  # byte-identical copies only: an exact group
-    files = [DuplicateFile(*node[:3]) for node in nodes]
-    yield group_of(NEAR, files, kept=files[0].file if keep_first else None,
-                   similarity=lowest[i], hash_distance=farthest[i])
+  return [LinkedGroup(tuple(nodes), lowest[i], farthest[i]) for i, nodes in enumerate(groups)]
+
+
+ALONE_TAG = 'alone'
+"""The output of :class:`_ByGroupFn` for a picture in no linked group."""
+
+
+class _ByGroupFn(beam.DoFn):
+  """(Picture, files) -> (its linked group's index, files), or on ``ALONE_TAG`` the picture
+  and its files when it is in none of ``groups`` (a side input: the LinkedGroups)."""
+
+  def __init__(self):
+    self._seen = None
+    self._index: Dict[Picture, int] = {}
+
+  def process(self, element, groups: List[LinkedGroup]):
+    if groups is not self._seen:  # one index per side input, not one per element
+      self._seen = groups
+      self._index = {node: i for i, group in enumerate(groups) for node in group.nodes}
+    picture, files = element
+    i = self._index.get(picture)
+    if i is None:
+      yield beam.pvalue.TaggedOutput(ALONE_TAG, files)
+    else:
+      yield i, files
+
+
+def near_group(files: Iterable[File], similarity: float = 1.0, hash_distance: int = 0,
+               keep_first: bool = False) -> Optional[DuplicateGroup]:
+  """The ``near`` DuplicateGroup of a group's files (each once, however often given), with its
+  similarity and hash distance (equal pictures: 1.0 and 0); None unless they hold two contents
+  or more (byte-identical files alone are an ``exact`` group). ``keep_first``: it names its
+  first file by path as ``kept``."""
+  files = set(files)
+  if len({file[3] for file in files}) < 2:
+    return None
+  listed = sorted(DuplicateFile(*file[:3]) for file in files)
+  return group_of(NEAR, listed, kept=listed[0].file if keep_first else None,
+                  similarity=similarity, hash_distance=hash_distance)
+
+
+def _linked_near_group(element, groups: List[LinkedGroup], keep_first: bool):
+  index, file_sets = element
+  group = groups[index]
+  # None only if two linked pictures share a content (measures of two versions, reused)
+  found = near_group(itertools.chain.from_iterable(file_sets), group.similarity,
+                     group.hash_distance, keep_first)
+  if found is not None:
+    yield found
+
+
+def _alone_near_group(files, keep_first: bool):
+  group = near_group(files, keep_first=keep_first)
+  if group is not None:
+    yield group
 
 
 class NearDuplicateGroups(beam.PTransform):
@@ -307,18 +395,31 @@ class NearDuplicateGroups(beam.PTransform):
     self._min_similarity = min_similarity
 
   def expand(self, examples):
-    distance, keep_first = self._distance, self._keep_first
-    return (
+    keep_first = self._keep_first
+    buckets = (
         examples
-        # ((band, value prefix), [(band value, phash as int64, pixels, node)]) per bundle
+        # ((band, value prefix), [(band value, phash as int64, pixels, file)]) per bundle
         | 'batch hash bands' >> beam.ParDo(BatchPerKeyFn(_band_entries, self._batched))
         | 'group by band' >> beam.GroupByKey()
-        # links: pairs within the distance whose pixels are alike, found in some bucket
-        # (maybe several), and the sets of equal hashes and pixels
-        | 'confirm on the pixels' >> beam.FlatMap(_edges_of_key, distance,
-                                                  self._min_similarity)
-        | 'all edges' >> beam.combiners.ToList()
-        | 'connected components' >> beam.FlatMap(near_groups, keep_first))
+        # links: pairs of pictures within the distance whose pixels are alike, found in some
+        # bucket (maybe several); the files of the pictures that may be near duplicates
+        | 'confirm on the pixels' >> beam.FlatMap(
+            _bucket_links, self._distance, self._min_similarity).with_outputs(
+                PICTURE_FILES_TAG, main='links'))
+    # one element: the linked pictures in groups (connected components)
+    groups = beam.pvalue.AsSingleton(
+        buckets.links
+        | 'all links' >> beam.combiners.ToList()
+        | 'linked groups' >> beam.Map(linked_groups), default_value=[])
+    by_group = buckets[PICTURE_FILES_TAG] | 'find their groups' >> beam.ParDo(
+        _ByGroupFn(), groups=groups).with_outputs(ALONE_TAG, main='linked')
+    linked = (by_group.linked
+              | 'by group' >> beam.GroupByKey()
+              | 'linked near groups' >> beam.FlatMap(_linked_near_group, groups=groups,
+                                                     keep_first=keep_first))
+    alone = by_group[ALONE_TAG] | 'equal pictures' >> beam.FlatMap(_alone_near_group,
+                                                                   keep_first)
+    return (linked, alone) | 'near groups' >> beam.Flatten()
 
 
 def dropped_files(group: DuplicateGroup) -> Iterable[Tuple[str, Failure]]:
