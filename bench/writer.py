@@ -246,12 +246,12 @@ def row_dct(files, image_size, repeats):
   """Per large JPEG: ms of codec.convert (DCT-scaled decode) and of a full decode + the same
   resize + encode; the median of ``repeats`` runs each."""
   import simplejpeg  # pylint: disable=import-outside-toplevel
-  from transforms.image import codec  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec, resizing  # pylint: disable=import-outside-toplevel
   spec = _spec(image_size)
 
   def full(data):
     pixels = simplejpeg.decode_jpeg(data, colorspace='RGB')
-    return codec.encode(codec.resize(pixels, image_size, 'shorter_side'), spec)
+    return codec.encode(resizing.resize(pixels, image_size, 'shorter_side'), spec)
 
   results = []
   for path in files:

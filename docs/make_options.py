@@ -19,6 +19,7 @@ OPTIONS_MD = pathlib.Path(__file__).resolve().parent / 'options.md'
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
+from pipeline import generated  # pylint: disable=wrong-import-position
 from pipeline import options as opts  # pylint: disable=wrong-import-position
 
 HEADER = """\
@@ -76,7 +77,7 @@ def render() -> str:
 def main(argv: List[str]) -> int:
   """Writes docs/options.md, or with --check compares it; returns the exit status."""
   text = render()
-  return opts.write_or_check_generated(OPTIONS_MD, text, argv,
+  return generated.write_or_check_generated(OPTIONS_MD, text, argv,
                                        str(pathlib.Path(__file__).relative_to(ROOT)),
                                        f'{text.count(chr(10) + "| `--")} options')
 

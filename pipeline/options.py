@@ -1,36 +1,28 @@
-"""The job's command-line options, as Beam ``PipelineOptions``, and their validation.
+"""The job's command-line options, as Beam ``PipelineOptions``, and the parsers of their values.
 
 Every flag is snake_case with help text; Beam's own flags (``--runner``, ``--project``,
-``--temp_location``, ``--job_endpoint``, ...) pass through to Beam unchanged.
+``--temp_location``, ``--job_endpoint``, ...) pass through to Beam unchanged. Their checks are
+``pipeline.validation``'s; what they become for the graph, ``pipeline.config``'s; what a local
+run sets for its processes, ``pipeline.local_runner``'s.
 """
 
 import argparse
-import ctypes
-import ctypes.util
-import difflib
 import os
-import pathlib
-import re
-import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
-                                                  PipelineOptions, StandardOptions)
+from apache_beam.options.pipeline_options import PipelineOptions
 from imagerecords import contract
 
 import pipeline
+from transforms import private_apis
 from transforms.analysis import near_duplicates
 from transforms.analysis.dedup import DEDUP_MODES, DEFAULT_DEDUP
-from transforms.files.folders import count_local_files
-from transforms.image import codec, embedding
-from transforms.inputs.labels import check_label_source
+from transforms.image import codec, embedding, resizing
 from transforms.inputs.listing import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS
-from transforms.inputs.pairing import parse_masks
 from transforms.inputs.splits import SPLIT_FOLDER_NAMES
+from transforms.outputs import claim
 
 DEFAULT_SPLITS = 'train=0.8,validation=0.2'
-DEFAULT_CLAIM_LEASE_S = 120.0
-LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
 
 
 class ConvertOptions(PipelineOptions):
@@ -80,7 +72,7 @@ class ConvertOptions(PipelineOptions):
         '--image_size', type=int, default=256,
         help='Target size in pixels (see --resize_mode). Default 256.')
     parser.add_argument(
-        '--resize_mode', default='shorter_side', choices=codec.RESIZE_MODES,
+        '--resize_mode', default='shorter_side', choices=resizing.RESIZE_MODES,
         help="'shorter_side' (default): keep the aspect ratio, shorter side = image_size. "
         "'center_crop': image_size x image_size central square. 'pad': fit inside image_size x "
         "image_size keeping the aspect ratio, pad to the square with --background. 'stretch': "
@@ -140,11 +132,11 @@ class ConvertOptions(PipelineOptions):
         'refusing to run. What a run that failed or was interrupted left (no _SUCCESS) is '
         'replaced without it.')
     parser.add_argument(
-        '--claim_lease_seconds', type=float, default=DEFAULT_CLAIM_LEASE_S,
+        '--claim_lease_seconds', type=float, default=claim.DEFAULT_LEASE_S,
         help='A run claims its --output_dir (with --run_date: its date) and renews the claim '
         'every quarter of this; another run finding a claim not renewed for this long takes it '
         'over (a run that died). A claim of a process that is gone from this host is taken '
-        f'over at once. Default {DEFAULT_CLAIM_LEASE_S:g} s.')
+        f'over at once. Default {claim.DEFAULT_LEASE_S:g} s.')
     parser.add_argument(
         '--verbose', action='store_true', default=False,
         help='Show every log line on the console, tracebacks included (by default they go to '
@@ -367,248 +359,6 @@ def absolute_dir(path: str) -> str:
   return os.path.abspath(path)
 
 
-IN_PROCESS_BELOW_FILES = 1000
-"""A local input folder with fewer files than this runs in the launcher's process
-(``--direct_running_mode=in_memory``) unless a flag says otherwise: starting and stopping
-the worker processes costs about 2.5 s on 2 cores, more than a second core saves below about
-2,000 images there (docs/benchmarks.md, start-up)."""
-
-
-MALLOC_ARENAS = 2
-"""glibc ``malloc`` arenas per process of a local run (``MALLOC_ARENA_MAX``; glibc's default is
-8 per core). The multi-process local runner's launcher receives every stage's output through
-gRPC threads, each of which gets an arena of its own; freed memory stays in the arena it was
-taken from, so the process tree's footprint grows with the threads, not with what it holds.
-Two arenas: the whole job on 100,000 64x64 photos peaks about 20% lower (1,053-1,155 MiB of
-PSS against 1,348-1,378, three runs each), at the same CPU (docs/benchmarks.md)."""
-
-_M_ARENA_MAX = -8  # glibc's malloc.h
-
-
-def limit_malloc_arenas() -> bool:
-  """Sets :data:`MALLOC_ARENAS` for this process (``mallopt``) and for the processes it starts
-  (``MALLOC_ARENA_MAX`` in the environment, which glibc reads at a process's start), unless
-  the environment sets ``MALLOC_ARENA_MAX`` already (then glibc applied it to this process at
-  its start, and it is left as it is). Returns whether it set them: False too where the C
-  library has no ``mallopt`` (not glibc)."""
-  if 'MALLOC_ARENA_MAX' in os.environ:
-    return False
-  try:
-    mallopt = ctypes.CDLL(ctypes.util.find_library('c')).mallopt
-  except (OSError, AttributeError):  # no C library by that name, or one without mallopt
-    return False
-  if not mallopt(_M_ARENA_MAX, MALLOC_ARENAS):  # 0: refused (a C library that is not glibc)
-    return False
-  os.environ['MALLOC_ARENA_MAX'] = str(MALLOC_ARENAS)
-  return True
-
-
-def apply_local_runner_defaults(options: PipelineOptions,
-                                argv: Sequence[str]) -> Optional[int]:
-  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per usable
-  core; a small local input (fewer than :data:`IN_PROCESS_BELOW_FILES` files, counted with a
-  walk that stops there) in this one process instead. Returns that small input's file count
-  (None otherwise).
-
-  Also limits glibc's malloc arenas (:func:`limit_malloc_arenas`). Only what the user did
-  not set is set. ``FnApiRunner`` rather than ``DirectRunner``: Beam
-  2.77's DirectRunner first tries to download the Prism runner, which hangs offline. Usable
-  cores: those this process may run on (``os.sched_getaffinity``: a container's or
-  ``taskset``'s CPU set), not every core of the machine.
-  """
-  standard = options.view_as(StandardOptions)
-  if standard.runner is None:
-    standard.runner = 'FnApiRunner'
-  if standard.runner not in LOCAL_RUNNERS:
-    return None
-  limit_malloc_arenas()
-  direct = options.view_as(DirectOptions)
-  small = None
-  if not any(arg.startswith('--direct_running_mode') for arg in argv):
-    input_dir = options.view_as(ConvertOptions).input_dir
-    count = count_local_files(input_dir, IN_PROCESS_BELOW_FILES) if (
-        input_dir and not any(arg.startswith('--direct_num_workers') for arg in argv)) else None
-    if count is not None and count < IN_PROCESS_BELOW_FILES:
-      direct.direct_running_mode, small = 'in_memory', count
-    else:
-      direct.direct_running_mode = 'multi_processing'
-  if (direct.direct_running_mode != 'in_memory'
-      and not any(arg.startswith('--direct_num_workers') for arg in argv)):
-    direct.direct_num_workers = usable_cores()
-  return small
-
-
-def usable_cores() -> int:
-  """The cores this process may run on (its CPU affinity), at least 1."""
-  try:
-    return max(len(os.sched_getaffinity(0)), 1)
-  except AttributeError:  # no sched_getaffinity (macOS, Windows): every core
-    return os.cpu_count() or 1
-
-
-def runs_in_process(options: PipelineOptions) -> bool:
-  """Whether the pipeline's workers run in this very process: the local runner in
-  ``--direct_running_mode=in_memory`` (after :func:`apply_local_runner_defaults`)."""
-  return (options.view_as(StandardOptions).runner in LOCAL_RUNNERS
-          and options.view_as(DirectOptions).direct_running_mode == 'in_memory')
-
-
-def check_flags(argv: Sequence[str]) -> None:
-  """Raises ValueError unless every flag in ``argv`` is defined by this job (``ConvertOptions``)
-  or by one of Beam's option classes (every runner's: Dataflow, Flink, portable, local, ...).
-
-  Beam itself only logs "Discarding unparseable args" and goes on with the defaults, so a typo
-  (``--image_sise=64``) would run the whole job at the default size. The parser is Beam's own:
-  the one ``PipelineOptions.get_all_options`` assembles from every registered options class
-  (the runner modules register theirs on import), parsed the same way (no abbreviations).
-  The suggestion is Beam's too: ``difflib.get_close_matches`` over the parser's flags, as in
-  ``PipelineOptions._warn_on_unknown_options``.
-
-  Args:
-    argv: the arguments after the program name, e.g. ``['--input_dir=in', '--project=p']``.
-      Tokens after a bare ``--`` and values that do not start with ``-`` are not flags.
-
-  Raises:
-    ValueError: one line naming the unknown flags, each with Beam's suggestion when it has
-      one, e.g. ``unknown flag --image_sise (did you mean --image_size?)``.
-  """
-  found = {}
-
-  def look_up(parser):  # called with the parser once every options class has added its flags
-    found['unknown'] = parser.parse_known_args(list(argv))[1]
-    found['known'] = [flag for action in parser._actions  # pylint: disable=protected-access
-                      for flag in action.option_strings]
-
-  # retain_unknown_options: Beam adds the unknown flags to its parser (after look_up ran)
-  # instead of logging that it discards them; the parsed values are not used.
-  PipelineOptions(list(argv)).get_all_options(
-      add_extra_args_fn=look_up, retain_unknown_options=True)
-  problems = []
-  for token in found['unknown']:
-    if token == '--':
-      break
-    if not token.startswith('-'):
-      continue  # the value of an unknown flag written as two tokens (--image_sise 64)
-    name = token.split('=', 1)[0]
-    suggestions = difflib.get_close_matches(name, found['known'])
-    problems.append(f'{name} (did you mean {suggestions[0]}?)' if suggestions else name)
-  if problems:
-    raise ValueError(f'unknown flag{"s" if len(problems) > 1 else ""} {", ".join(problems)}: '
-                     'defined neither by this job nor by Beam (see --help)')
-
-
-def check_not_empty(options: ConvertOptions) -> None:
-  """Raises ValueError when one of the job's flags was given an empty value (``--run_date=``,
-  ``--input_dir=``, ``--label_map=``, ``--masks=``, ...; blanks count as empty).
-
-  A scheduler's template that rendered nothing (``--run_date={{ ds }}`` without a date) leaves
-  such a flag, and Beam's parser takes the empty string; most of the job's flags would then
-  mean their default (a plain run for ``--run_date``, no label map, classification for
-  ``--masks``) without a word. No flag of this job means anything when empty.
-
-  Raises:
-    ValueError: one line naming the first such flag.
-  """
-  for action in job_actions():
-    value = getattr(options, action.dest, None)
-    if isinstance(value, str) and not value.strip():
-      raise ValueError(f'--{action.dest} is empty: give it a value or leave the flag out (a '
-                       "scheduler's template that rendered nothing?)")
-
-
-DATAFLOW_LABEL_CHARACTERS = re.compile(r'[\w\-=]*')
-"""What a Dataflow job label (``key=value``) may hold: Google Cloud labels take lower-case
-letters, digits, ``_`` and ``-`` (international letters too), never a ``.``, ``/`` or ``:``."""
-
-
-def check_dataflow_labels(options: PipelineOptions) -> None:
-  """Raises ValueError when Beam's ``--labels`` (Dataflow job labels, ``key=value`` or a JSON
-  object) is given where it cannot mean that: a value that names a file (it exists, or holds a
-  character no Dataflow label holds: ``--labels=val_annotations.txt``), or any value with a
-  runner that is not Dataflow, which ignores it. Beam takes ``--labels`` for its own flag, so
-  without this check a label file meant by it is silently dropped and every image labelled by
-  its folder name.
-
-  Raises:
-    ValueError: one line naming the value and the hint ``--label_source=file:...``.
-  """
-  values = options.view_as(GoogleCloudOptions).labels or []
-  runner = options.view_as(StandardOptions).runner
-  runner_name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-  dataflow = 'dataflow' in (runner_name or '').lower()
-  for value in values:
-    text = str(value)
-    names_a_file = '{' not in text and (
-        os.path.exists(text) or not DATAFLOW_LABEL_CHARACTERS.fullmatch(text))
-    if names_a_file or not dataflow:
-      why = (f'the runner is {runner_name or "the local runner"}, which takes no job labels'
-             if not names_a_file else 'a Dataflow job label is key=value, never a file')
-      raise ValueError(
-          f"--labels={text} is Beam's flag for Dataflow job labels, not this job's labels "
-          f'({why}): for a label file pass --label_source=file:'
-          f'{text if names_a_file else "PATH"} (see --help for the other label sources)')
-
-
-def validate(options: ConvertOptions) -> None:
-  """Checks what argparse cannot; raises ValueError with the flag's name.
-
-  (--input_dir and --output_dir are checked here, not by argparse's ``required``: every
-  PipelineOptions subclass is parsed whenever any options are, a TestPipeline's too.)
-  """
-  check_not_empty(options)
-  check_dataflow_labels(options)
-  for flag in ('input_dir', 'output_dir'):
-    if not getattr(options, flag):
-      raise ValueError(f'--{flag} is required (see --help)')
-  if not 0 <= options.max_failure_fraction <= 1:
-    raise ValueError('--max_failure_fraction must be within [0, 1]')
-  if options.max_pixels < 1:
-    raise ValueError('--max_pixels must be positive')
-  if options.max_jpeg_scans < 1:
-    raise ValueError('--max_jpeg_scans must be positive')
-  if options.max_file_bytes < 1:
-    raise ValueError('--max_file_bytes must be positive')
-  if not 0 <= options.near_duplicate_distance <= near_duplicates.MAX_DISTANCE:
-    raise ValueError(f'--near_duplicate_distance must be within 0-{near_duplicates.MAX_DISTANCE} '
-                     f'bits, got {options.near_duplicate_distance}')
-  if options.dedup == 'keep_first_near' and (options.image_format == 'original'
-                                             or options.masks != 'none'
-                                             or not options.image_checks):
-    raise ValueError('--dedup=keep_first_near needs the pixels the conversion measures, which '
-                     '--image_format=original, --masks and --image_checks=false do not measure '
-                     '(use keep_first)')
-  if not options.claim_lease_seconds > 0:
-    raise ValueError('--claim_lease_seconds must be positive')
-  if not extensions(options):
-    raise ValueError('--extensions names no extension')
-  check_label_source(options.label_source)
-  if options.strict_labels and not (options.label_map or options.run_date):
-    raise ValueError('--strict_labels needs --label_map (or --run_date: the previous run\'s)')
-  if options.stats == STATS_TFT and options.output_dir.startswith('s3://'):
-    raise ValueError('--stats=tft writes its transform with TensorFlow, which has no s3:// '
-                     'filesystem in 2.21; pass --stats (the default) for an s3:// --output_dir')
-  if options.stats == STATS_TFT and any(c in options.output_dir for c in '[*?'):
-    raise ValueError('--stats=tft writes its transform as a TensorFlow SavedModel, and '
-                     'TensorFlow loads one through glob patterns: in a folder whose path holds '
-                     f'[, * or ? ({options.output_dir}) it could not be read back; pass --stats '
-                     '(the default) or choose another --output_dir')
-  if options.stats == STATS_TFT and options.image_format == contract.RAW_FORMAT:
-    raise ValueError('--stats=tft: its transform decodes encoded images, and '
-                     '--image_format=raw stores none; pass --stats (the default)')
-  if options.dali_index and options.compression == 'gzip':
-    raise ValueError('--dali_index needs uncompressed shards: DALI reads records at byte '
-                     'offsets of the uncompressed file; drop --compression=gzip')
-  if parse_masks(options.masks) and (options.label_source != 'directory' or options.strict_labels):
-    raise ValueError('--masks: segmentation records carry no class label; drop --label_source '
-                     'and --strict_labels (--label_map names the mask classes)')
-  image_spec(options)
-  spec = embedding_spec(options)
-  if spec:
-    embedding.check_spec(spec)
-  elif options.embedding_weights:
-    raise ValueError('--embedding_weights needs --embedding_model')
-
-
 def _split_name(name: str, flag: str) -> str:
   if not contract.SPLIT_NAME_RE.match(name):
     raise ValueError(f'{flag}: split name {name!r} may hold only letters, digits and _')
@@ -662,8 +412,8 @@ def _boolean(text: str) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m pipeline.run')
-  ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  for action in parser._actions:  # pylint: disable=protected-access
+  private_apis.declare_options(ConvertOptions, parser)
+  for action in private_apis.parser_actions(parser):
     if action.dest in ('input_dir', 'output_dir'):
       action.required = True
   return parser
@@ -676,14 +426,13 @@ def job_actions() -> List[argparse.Action]:
   ``deploy/dataflow/make_metadata.py`` (metadata.json) and ``docs/make_options.py``
   (docs/options.md).
   """
-  parser = argparse.ArgumentParser(add_help=False)
-  ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  return list(parser._actions)  # pylint: disable=protected-access
+  return private_apis.parser_actions(private_apis.declare_options(
+      ConvertOptions, argparse.ArgumentParser(add_help=False)))
 
 
 def required_names() -> frozenset:
   """The options ``python -m pipeline.run --help`` marks required."""
-  actions = _parser()._actions  # pylint: disable=protected-access
+  actions = private_apis.parser_actions(_parser())
   return frozenset(action.dest for action in actions if action.required)
 
 
@@ -727,24 +476,5 @@ def job_options(options: ConvertOptions) -> Dict[str, object]:
   """This job's own options (not Beam's) and their values, for the manifest."""
   values = options.get_all_options()
   return {action.dest: values.get(action.dest)
-          for action in _parser()._actions  # pylint: disable=protected-access
+          for action in private_apis.parser_actions(_parser())
           if action.dest != 'help'}
-
-
-def write_or_check_generated(path: pathlib.Path, text: str, argv: Sequence[str], script: str,
-                             what: str) -> int:
-  """The write-or-check step of the files generated from these options (``metadata.json``,
-  ``docs/options.md``), as their generators' exit status.
-
-  With ``--check`` in ``argv``: 0 when ``path`` holds ``text``, else 1 after printing how to
-  regenerate it (``script``: the generator's path relative to the repo root). Without: writes
-  ``text`` there, prints ``wrote PATH (WHAT)`` and returns 0.
-  """
-  if '--check' in argv:
-    if path.exists() and path.read_text(encoding='utf-8') == text:
-      return 0
-    print(f'{path} is stale: run python {script}', file=sys.stderr)
-    return 1
-  path.write_text(text, encoding='utf-8')
-  print(f'wrote {path} ({what})')
-  return 0

@@ -16,7 +16,7 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
       ├─> quality flags (placeholders, blank, dark, bright, grayscale, small, odd aspect)
       ├─> images.jsonl, and its diff against the previous run (--run_date)
       └─> the training split's pixel statistics (--stats; --stats=tft: and transform_fn/)
-    all of the above + every step's failures ─> labels, failures, manifest, _SUCCESS
+    all of the above + every step's failures (failures.jsonl) ─> labels, manifest, _SUCCESS
                                                  (--run_date: then publish to dt=DATE/, LATEST)
 
 With ``--masks`` (segmentation), "label ─> split" is "pair images with masks" (which splits
@@ -30,8 +30,6 @@ import dataclasses
 import logging
 import os
 import sys
-import time
-import uuid
 from typing import Iterator, List, Optional
 
 import apache_beam as beam
@@ -39,10 +37,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   StandardOptions)
 from apache_beam.runners.runner import PipelineState
-from imagerecords import contract
 
-import pipeline
-from pipeline import interrupt, nightly, outputs, progress, usage
+from pipeline import interrupt, local_runner, nightly, outputs, progress, usage, validation
 from pipeline import options as opts
 from pipeline.config import JobConfig
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
@@ -52,20 +48,19 @@ from transforms.analysis.quality import ReportQuality
 from transforms.analysis.statistics import SplitStatistics, TrainingStatistics, training_split
 from transforms.analysis.statistics_tft import AnalyzeTrainingSplit
 from transforms.elements import FAILURES_TAG
-from transforms.files.folders import holds_a_file, is_local
 from transforms.image.convert import ConvertImages
-from transforms.image.embedding import AddEmbeddings, probe
-from transforms.image.masks import MASK_FORMAT
+from transforms.image.embedding import AddEmbeddings
 from transforms.inputs import pairing
-from transforms.inputs.label_file import LabelsFromFile, label_file_splits, sniff_format
-from transforms.inputs.labels import AssignLabels, ClassNames, RefuseUnknownClasses, read_label_map
+from transforms.inputs.label_file import LabelsFromFile
+from transforms.inputs.labels import AssignLabels, ClassNames, RefuseUnknownClasses
 from transforms.inputs.listing import ListImageFiles
-from transforms.inputs.splits import AssignSplits, ShuffleOrder, probe_split_folders
+from transforms.inputs.splits import AssignSplits, ShuffleOrder
 from transforms.outputs import claim
 from transforms.outputs.authorship import NotWrittenByThisJob
+from transforms.outputs.failures import WriteFailures
 from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
 from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
-from transforms.outputs.metadata import MetadataSettings, WriteMetadata
+from transforms.outputs.metadata import WriteMetadata
 from transforms.outputs.publish import PublishRun
 from transforms.outputs.write import WriteSplits
 
@@ -76,7 +71,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
 def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
-  """Adds the whole conversion to ``p``; ``config`` comes from ``job_config``."""
+  """Adds the whole conversion to ``p``; ``config`` comes from ``JobConfig.from_options``."""
   spec = config.spec
 
   # PBegin -> SourceFile(path, relpath)
@@ -139,10 +134,12 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
       config.output_dir, config.num_shards, config.compressed,
       dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed)
   split_stats = batches | 'split statistics' >> SplitStatistics(batched=True)
-  failures = (
+  failure_summary = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
        converted[FAILURES_TAG], *near_failures]
-      | 'all failures' >> beam.Flatten())
+      | 'all failures' >> beam.Flatten()
+      # failures.jsonl, and one element: their counts and most common reasons
+      | 'report failures' >> WriteFailures(config.output_dir))
   # duplicates.jsonl, and one element: the manifest's duplicates section (counts, a few groups)
   duplicates = all_groups | 'report duplicates' >> ReportDuplicates(config.output_dir)
   # quality.jsonl (flagged images), and one element: the manifest's quality section (counts)
@@ -164,7 +161,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     statistics = batches | 'training statistics' >> TrainingStatistics(
         stats_split, spec.channels, batched=True)
   manifest = p | 'write metadata' >> WriteMetadata(
-      config.metadata, shard_paths, class_names, split_stats, failures, duplicates,
+      config.metadata, shard_paths, class_names, split_stats, failure_summary, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
       quality=quality, claim=config.claim)
   if config.publish_dir:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST
@@ -237,133 +234,6 @@ def _label_and_split(p: beam.Pipeline, files, config: JobConfig):
   return images, label_failures, class_names
 
 
-def _check_input_dir(input_dir: str) -> None:
-  """Raises ValueError unless ``input_dir`` is a folder with something in it (locally: any
-  entry, a link to a folder included; on object stores: one object, found with a limit of 1)."""
-  if is_local(input_dir):
-    try:
-      with os.scandir(input_dir) as entries:
-        empty = next(entries, None) is None
-    except OSError as error:
-      raise ValueError(f'--input_dir={input_dir} cannot be listed: {error.strerror or error}'
-                       ) from None
-  else:
-    empty = not holds_a_file(input_dir)
-  if empty:
-    raise ValueError(f'--input_dir={input_dir} does not exist or holds no file')
-
-
-def job_config(options: opts.ConvertOptions, claim_token: Optional[claim.ClaimToken] = None
-               ) -> JobConfig:
-  """Validates the options, probes the input's layout (a few bounded look-ups, no listing) and
-  returns everything the graph needs (:class:`pipeline.config.JobConfig`), as values that
-  pickle to any worker.
-
-  ``claim_token``: the run's claim on its output (``transforms.outputs.claim``), checked by the
-  pipeline before it publishes; a dated run clears a dead run's staging folder here, so the
-  claim must be held first.
-
-  Raises:
-    ValueError: a flag's value is wrong, or the input directory holds no file.
-    OSError: the label file or label map cannot be read.
-  """
-  opts.validate(options)
-  input_dir = opts.absolute_dir(options.input_dir)
-  output_dir = opts.absolute_dir(options.output_dir)
-  label_file = None
-  if options.label_source.startswith('file:'):
-    label_file = opts.absolute_dir(options.label_source.split(':', 1)[1])
-  _check_input_dir(input_dir)
-  layout = nightly.plan_run(output_dir, options.run_date, options.overwrite) if (
-      options.run_date) else None
-  previous = layout.previous_dir if layout else None
-  label_map_path = options.label_map
-  if (not label_map_path and previous and options.label_source != 'none'
-      and FileSystems.exists(FileSystems.join(previous, contract.LABELS_FILE))):
-    label_map_path = FileSystems.join(previous, contract.LABELS_FILE)  # ids stay across nights
-  masks = pairing.parse_masks(options.masks)
-  if masks and masks.layout == 'voc' and not label_map_path:
-    label_map_path = pairing.voc_class_names_path(input_dir)  # labelme's VOC export
-  label_map = read_label_map(label_map_path) if label_map_path else ()
-  strict_labels = options.strict_labels and bool(label_map)
-  if options.strict_labels and not label_map:  # --run_date's first night: nothing to keep yet
-    _LOG.warning('--strict_labels: no earlier run under %s to take classes from; this first '
-                 'run sets them', output_dir)
-  spec = opts.image_spec(options)
-  # --embedding_model: loaded once, checked, fingerprinted; kept for a worker of this process
-  embedding = probe(opts.embedding_spec(options), spec.image_format,
-                    in_process=opts.runs_in_process(options)) if (
-      options.embedding_model) else None
-  incremental = nightly.plan_incremental(
-      previous, opts.conversion_settings(options, embedding), label_map,
-      options.full_rebuild) if layout else None
-  previous_index = previous and FileSystems.join(previous, contract.IMAGES_INDEX_FILE)
-  if previous_index and not FileSystems.exists(previous_index):
-    previous_index = None  # written by a version without images.jsonl: no diff this night
-  label_file_format = sniff_format(label_file) if label_file else None
-  # a label file's split column assigns the splits (--splits must stay auto)
-  file_splits = (label_file_splits(label_file, label_file_format, options.splits)
-                 if label_file else ())
-  # VOC's ImageSets/Segmentation/NAME.txt lists are the splits (with --splits=auto)
-  split_lists = (pairing.read_split_lists(input_dir)
-                 if masks and masks.layout == 'voc' and options.splits == 'auto' else {})
-  split_folders, fractions = ((), []) if file_splits or split_lists else opts.resolve_splits(
-      options.splits, probe_split_folders(input_dir))
-  splits = list(file_splits or split_lists or split_folders) or [name for name, _ in fractions]
-  num_shards = opts.parse_num_shards(options.num_shards, splits)
-  compressed = options.compression == 'gzip'
-  # the manifest's entries known at launch; the metadata step adds the results
-  launch = contract.Manifest(
-      tool={'name': 'imagerecords', 'version': pipeline.__version__},
-      input_dir=input_dir,
-      output_dir=layout.publish_dir if layout else output_dir,  # where readers find it
-      options=opts.job_options(options),
-      image={'format': spec.image_format, 'channels': spec.channels,
-             'image_size': spec.image_size, 'resize_mode': spec.resize_mode,
-             **({'mask': {'format': MASK_FORMAT, 'void': contract.MASK_VOID,
-                          'layout': masks.layout}} if masks else {})},
-      embedding=embedding.manifest_section() if embedding else None,
-      split_source=('label_file' if file_splits else 'split_lists' if split_lists
-                    else 'folders' if split_folders else 'hash'),
-      task=contract.TASK_SEGMENTATION if masks else contract.TASK_CLASSIFICATION,
-      run_date=options.run_date,
-      incremental=incremental.manifest_section() if incremental else None)
-  metadata = MetadataSettings(
-      launch=launch, write_dir=layout.staging_dir if layout else output_dir,
-      write_success=layout is None, num_shards=num_shards, compressed=compressed,
-      max_failure_fraction=options.max_failure_fraction,
-      required_classes=tuple(label_map) if strict_labels else (), start_time=time.time(),
-      # a classification run with labels ends with two classes or more (--allow_single_class)
-      label_source=None if masks or options.label_source == 'none' else options.label_source,
-      allow_single_class=options.allow_single_class)
-  return JobConfig(
-      input_dir=input_dir, spec=spec,
-      # where the pipeline writes; a dated run stages, then publishes to publish_dir
-      output_dir=layout.staging_dir if layout else output_dir,
-      output_root=output_dir, publish_dir=layout.publish_dir if layout else None,
-      previous_run=previous, previous_index=previous_index,
-      extensions=opts.extensions(options), label_source=options.label_source,
-      label_file=label_file,
-      label_file_format=label_file_format, file_splits=file_splits,
-      dedup=options.dedup, near_duplicate_distance=options.near_duplicate_distance,
-      image_checks=options.image_checks,
-      label_map=label_map, strict_labels=strict_labels,
-      split_folders=split_folders,
-      fractions=fractions, num_shards=num_shards, compressed=compressed,
-      shuffle_seed=options.shuffle_seed, metadata=metadata, claim=claim_token,
-      dali_index=options.dali_index,
-      # --stats: opts.STATS_EXACT or STATS_TFT; None for --stats=false
-      stats=None if options.stats == opts.STATS_OFF else options.stats,
-      embedding=embedding,  # --embedding_model: transforms.image.embedding.EmbeddingModel
-      masks=masks, split_lists=split_lists,
-      incremental=incremental,  # --run_date: what the night reuses (pipeline.nightly)
-      # this launch, in publication markers: the claim's id (transforms.outputs.claim) when it
-      # holds one
-      run_id=claim_token.run_id if claim_token else f'{os.getpid()}-{uuid.uuid4().hex}',
-      follow_external_symlinks=options.follow_external_symlinks,
-      max_file_bytes=options.max_file_bytes)
-
-
 def run(argv: Optional[List[str]] = None) -> int:
   """Runs the job to completion; returns the process exit status.
 
@@ -408,11 +278,11 @@ def run(argv: Optional[List[str]] = None) -> int:
 def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOptions,
                    argv: List[str], log_path: str) -> int:
   """:func:`run` once the logging is set: claims the output, runs, releases the claim."""
-  small_input = opts.apply_local_runner_defaults(options, argv)
+  small_input = local_runner.apply_local_runner_defaults(options, argv)
   FileSystems.set_options(options)  # the launcher's own look-ups (s3:// needs its options)
   try:  # the flags first: a bad one touches nothing
-    opts.check_flags(argv)
-    opts.validate(convert_options)
+    validation.check_flags(argv)
+    validation.validate(convert_options)
     output_root = opts.absolute_dir(convert_options.output_dir)
     if convert_options.run_date:
       nightly.check_run_date(convert_options.run_date)
@@ -446,7 +316,7 @@ def _progress(options: PipelineOptions) -> Iterator[Optional[str]]:
   """On a local runner, the whole job's progress on the console while the block runs
   (``pipeline.progress``); yields the conversion's ``progress_dir``, None elsewhere (Dataflow,
   Flink: Beam metrics show it)."""
-  if options.view_as(StandardOptions).runner not in opts.LOCAL_RUNNERS:  # set by then
+  if options.view_as(StandardOptions).runner not in local_runner.LOCAL_RUNNERS:  # set by then
     yield None
     return
   console = outputs.console_handler()
@@ -460,7 +330,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   """The run, its output claimed: prepares the output, runs the pipeline, reports.
   ``small_input``: the file count of an input small enough to convert in this process."""
   try:
-    config = job_config(convert_options, held.token)
+    config = JobConfig.from_options(convert_options, held.token)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
     outputs.prepare_output_dir(config.output_dir, convert_options.overwrite,
                                outputs.entries_written(config), config.run_id)
@@ -477,7 +347,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   if small_input is not None:
     _LOG.info('%d files in the input folder: converting in this process (no worker processes '
               'below %d files; --direct_running_mode=multi_processing starts them)', small_input,
-              opts.IN_PROCESS_BELOW_FILES)
+              local_runner.IN_PROCESS_BELOW_FILES)
   try:
     return _run_prepared(options, convert_options, config, held, log_path, output_root)
   except interrupt.Interrupted as interruption:

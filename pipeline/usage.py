@@ -6,6 +6,7 @@ import argparse
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import options as opts
+from transforms import private_apis
 
 HELP_GROUPS = (
     ('input and labels', ('input_dir', 'label_source', 'allow_single_class', 'label_map',
@@ -48,8 +49,7 @@ def beam_help_text() -> str:
                                    add_help=False, usage='%(prog)s ... [Beam options]')
   for cls in PipelineOptions.__subclasses__():
     if cls.__module__.startswith('apache_beam.'):
-      cls._add_argparse_args(  # pylint: disable=protected-access
-          parser.add_argument_group(cls.__name__))
+      private_apis.declare_options(cls, parser.add_argument_group(cls.__name__))
   return parser.format_help()
 
 

@@ -27,6 +27,18 @@ def shared_data(name: str) -> pathlib.Path:
   return path
 
 
+def copy_photos(dest: pathlib.Path, per_folder: int, source: pathlib.Path = SAMPLES,
+                folders=('ants', 'bees')) -> pathlib.Path:
+  """Copies the first ``per_folder`` photos (``*.jpg``, by name) of each of ``source``'s
+  ``folders`` (which may be paths such as ``train/ants``) into the same folders under
+  ``dest``, and returns ``dest``: the real-photo input most tests convert."""
+  for folder in folders:
+    (dest / folder).mkdir(parents=True, exist_ok=True)
+    for path in sorted((source / folder).glob('*.jpg'))[:per_folder]:
+      (dest / folder / path.name).write_bytes(path.read_bytes())
+  return dest
+
+
 def convert(input_dir, output_dir, *flags: str, in_memory: bool = True) -> int:
   """Runs the job in this process; returns its exit status.
 

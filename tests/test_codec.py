@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.helpers import REPO, SAMPLES, many_scan_jpeg, shared_data
-from transforms.image import codec
+from transforms.image import codec, jpeg_markers, masks, resizing
 from transforms.image.example import build_example
 
 NONE = codec.ImageSpec(resize_mode='none')
@@ -57,8 +57,8 @@ def test_resize_modes_on_a_real_photo():
 def test_dct_downscaled_decode_matches_a_full_decode():
   path = shared_data('messy') / 'debian_ukui__rhythm_8.9MB_3840px.jpg'  # 3840x2400
   spec = codec.ImageSpec(image_size=256, resize_mode='center_crop')
-  fast = codec.resize(codec.decode(path.read_bytes(), spec), 256, 'center_crop')
-  full = codec.resize(codec.decode(path.read_bytes(), NONE), 256, 'center_crop')
+  fast = resizing.resize(codec.decode(path.read_bytes(), spec), 256, 'center_crop')
+  full = resizing.resize(codec.decode(path.read_bytes(), NONE), 256, 'center_crop')
   assert fast.shape == full.shape == (256, 256, 3)
   assert np.abs(fast.astype(int) - full.astype(int)).mean() < 3.0
 
@@ -67,7 +67,7 @@ def test_png_output_is_lossless():
   data = next(SAMPLES.glob('bees/*.jpg')).read_bytes()
   spec = codec.ImageSpec(image_size=64, resize_mode='center_crop', image_format='png')
   encoded = codec.convert(data, spec)
-  expected = codec.resize(codec.decode(data, spec), 64, 'center_crop')
+  expected = resizing.resize(codec.decode(data, spec), 64, 'center_crop')
   with Image.open(io.BytesIO(encoded.data)) as stored:
     assert np.array_equal(np.asarray(stored.convert('RGB')), expected)
 
@@ -96,17 +96,17 @@ TINY_PHOTO = ('tiny_imagenet_val', 'images', 'val_0.JPEG')  # a real 64x64 photo
 
 def test_jpeg_scans_are_counted_from_the_markers():
   messy = shared_data('messy')
-  assert codec.jpeg_scans(next(SAMPLES.glob('ants/*.jpg')).read_bytes()) == (1, False)
+  assert jpeg_markers.jpeg_scans(next(SAMPLES.glob('ants/*.jpg')).read_bytes()) == (1, False)
   progressive = (messy / 'debian_mate__FreshFlower_progressive.jpg').read_bytes()
-  assert codec.jpeg_scans(progressive) == (10, True)
+  assert jpeg_markers.jpeg_scans(progressive) == (10, True)
   # markers inside segments are stepped over: a 400 KB ICC profile over many APP2 segments
   # (0xFFDA 53 times in the file), and an MPO's second picture after the first one's EOI
   icc = (messy / 'pillow__icc_profile_big.jpg').read_bytes()
-  assert icc.count(b'\xff\xda') == 53 and codec.jpeg_scans(icc) == (10, True)
-  assert codec.jpeg_scans((messy / 'pillow__sugarshack.mpo').read_bytes()) == (1, False)
-  assert codec.jpeg_scans((messy / 'ljt__testorig.png').read_bytes()) == (0, False)
+  assert icc.count(b'\xff\xda') == 53 and jpeg_markers.jpeg_scans(icc) == (10, True)
+  assert jpeg_markers.jpeg_scans((messy / 'pillow__sugarshack.mpo').read_bytes()) == (1, False)
+  assert jpeg_markers.jpeg_scans((messy / 'ljt__testorig.png').read_bytes()) == (0, False)
   hostile = many_scan_jpeg(shared_data('tiny_imagenet_val').joinpath(*TINY_PHOTO[1:]), 2000)
-  assert codec.jpeg_scans(hostile) == (2000, True)
+  assert jpeg_markers.jpeg_scans(hostile) == (2000, True)
 
 
 def test_a_jpeg_of_too_many_scans_is_refused_before_any_decoding(monkeypatch):
@@ -221,7 +221,7 @@ def test_pure_python_parse_reads_what_tensorflow_reads(sample_dataset):
     ('none', (0, 0, 500, 375), (500, 375), (0, 0, 0, 0)),
 ])
 def test_resize_geometry_of_each_mode(mode, crop_box, size, pad):
-  geometry = codec.resize_geometry(500, 375, codec.ImageSpec(image_size=100, resize_mode=mode))
+  geometry = resizing.resize_geometry(500, 375, codec.ImageSpec(image_size=100, resize_mode=mode))
   assert geometry == (crop_box, size, pad)
   expected = (100, 100) if mode in ('center_crop', 'pad', 'stretch') else size
   assert geometry.output_size == expected
@@ -229,20 +229,21 @@ def test_resize_geometry_of_each_mode(mode, crop_box, size, pad):
 
 @pytest.mark.parametrize('mode', ['center_crop', 'pad', 'stretch', 'shorter_side'])
 def test_a_mask_given_the_same_geometry_lines_up_with_its_image(mode):
-  """A 'mask' whose value is the source column index, cropped and resized with nearest-
-  neighbour by resize_geometry, stays aligned with the image's own crop of a column ramp."""
+  """A 'mask' whose value is the source column index, cropped and resized by the job's mask
+  resizer (masks.resize_mask: nearest-neighbour) with resize_geometry's geometry, stays aligned
+  with the image's own crop of a column ramp; its padding is void."""
   spec = codec.ImageSpec(image_size=64, resize_mode=mode, image_format='png')
   width, height = 500, 375
   ramp = np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
-  image = codec.resize(np.repeat(ramp[..., None], 3, axis=-1), 64, mode, background=(0, 0, 0))
-  geometry = codec.resize_geometry(width, height, spec)
-  mask = codec.apply_geometry(ramp, geometry, nearest=True, background=0)
+  image = resizing.resize(np.repeat(ramp[..., None], 3, axis=-1), 64, mode, background=(0, 0, 0))
+  geometry = resizing.resize_geometry(width, height, spec)
+  mask = masks.resize_mask(ramp, geometry)
   assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
   inside = np.zeros(mask.shape, bool)
   left, top, right, bottom = geometry.pad
   inside[top:mask.shape[0] - bottom, left:mask.shape[1] - right] = True
   assert np.abs(mask[inside].astype(int) - image[..., 0][inside].astype(int)).mean() < 3
-  assert (image[~inside] == 0).all() and (mask[~inside] == 0).all()
+  assert (image[~inside] == 0).all() and (mask[~inside] == masks.VOID).all()
 
 
 def test_pad_and_stretch_on_a_real_photo():
@@ -253,7 +254,7 @@ def test_pad_and_stretch_on_a_real_photo():
   padded = codec.decode(codec.convert(data, codec.ImageSpec(
       image_size=80, resize_mode='pad', image_format='png', background=red)).data, NONE)
   assert padded.shape == (80, 80, 3)
-  geometry = codec.resize_geometry(width, height, codec.ImageSpec(80, 'pad'))
+  geometry = resizing.resize_geometry(width, height, codec.ImageSpec(80, 'pad'))
   band = padded[:geometry.pad[1]] if geometry.pad[1] else padded[:, :geometry.pad[0]]
   assert band.size and (band == red).all()
   stretched = codec.convert(data, codec.ImageSpec(image_size=80, resize_mode='stretch'))
@@ -307,8 +308,8 @@ def test_raw_format_is_the_pixels_row_major():
   encoded = codec.convert(data, spec)
   full = codec.decode(data, NONE)  # the geometry is the full-size source's (a DCT-scaled
   source_size = full.shape[1], full.shape[0]  # decode is smaller)
-  expected = codec.resize(codec.decode(data, spec), 40, 'shorter_side', source_size=source_size)
-  assert expected.shape[:2] == codec.resize(full, 40, 'shorter_side').shape[:2]
+  expected = resizing.resize(codec.decode(data, spec), 40, 'shorter_side', source_size=source_size)
+  assert expected.shape[:2] == resizing.resize(full, 40, 'shorter_side').shape[:2]
   assert encoded.format == 'raw' and len(encoded.data) == expected.size
   assert (encoded.height, encoded.width, encoded.channels) == expected.shape
   assert np.array_equal(np.frombuffer(encoded.data, np.uint8).reshape(expected.shape), expected)

@@ -7,7 +7,6 @@ import logging
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 from apache_beam.io import localfilesystem
 
 from pipeline import progress as display
-from tests.helpers import REPO, convert, manifest_of, shared_data
+from tests.helpers import REPO, convert, copy_photos, manifest_of, shared_data
 from transforms.image.progress import Progress, ProgressFile, read_progress
 
 # What TensorFlow, absl, oneDNN, CUDA and tensorflow-transform print when they are imported or
@@ -31,12 +30,8 @@ OURS = re.compile(r'^(\d\d:\d\d:\d\d (INFO|WARNING|ERROR) |imagerecords wrote | 
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
   """Six real photos in two class folders."""
-  root = tmp_path_factory.mktemp('console') / 'in'
-  for name in ('ants', 'bees'):
-    (root / name).mkdir(parents=True)
-    for path in sorted((shared_data('hymenoptera') / 'train' / name).glob('*.jpg'))[:3]:
-      shutil.copy(path, root / name / path.name)
-  return root
+  return copy_photos(tmp_path_factory.mktemp('console') / 'in', 3,
+                     shared_data('hymenoptera') / 'train')
 
 
 # A sitecustomize module, first on PYTHONPATH: every Python process of the run (the launcher,

@@ -2,12 +2,11 @@
 on real photos; the stored embedding is the model applied to the stored image."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from tests.helpers import SAMPLES, convert, manifest_of, read_records
+from tests.helpers import SAMPLES, convert, copy_photos, manifest_of, read_records
 
 # EfficientNetB0 at a 96 px input (3x3x1280 feature map): the real architecture, small inputs
 INPUT = 96
@@ -40,12 +39,7 @@ def _tiny_model(seed: int):
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
   """Ten of the bundled hymenoptera photos, ants/ and bees/."""
-  root = tmp_path_factory.mktemp('photos')
-  for label in ('ants', 'bees'):
-    (root / label).mkdir()
-    for path in sorted((SAMPLES / label).glob('*.jpg'))[:5]:
-      shutil.copy(path, root / label / path.name)
-  return root
+  return copy_photos(tmp_path_factory.mktemp('photos'), 5)
 
 
 @pytest.fixture(scope='module')

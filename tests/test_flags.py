@@ -8,7 +8,7 @@ import logging
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import options as opts
+from pipeline import validation
 from tests.helpers import SAMPLES, convert, shared_data
 
 # Real runner flags, as deploy/ and docs/converting.md pass them; none of them is the job's own.
@@ -30,7 +30,7 @@ RUNNER_FLAGS = {
 
 @pytest.mark.parametrize('runner', sorted(RUNNER_FLAGS))
 def test_runner_flags_pass(runner):
-  opts.check_flags(['--input_dir=in', '--output_dir=out', '--image_size=64', '--stats=false',
+  validation.check_flags(['--input_dir=in', '--output_dir=out', '--image_size=64', '--stats=false',
                     '--verbose', *RUNNER_FLAGS[runner]])
 
 
@@ -45,13 +45,13 @@ def test_runner_flags_pass(runner):
 ])
 def test_unknown_flags_are_named_with_beams_suggestion(argv, message):
   with pytest.raises(ValueError) as raised:
-    opts.check_flags(['--input_dir=in', *argv, '--project=p'])
+    validation.check_flags(['--input_dir=in', *argv, '--project=p'])
   assert message in str(raised.value)
   assert '\n' not in str(raised.value)
 
 
 def test_after_a_double_dash_nothing_is_a_flag():
-  opts.check_flags(['--input_dir=in', '--', '--not_a_flag'])
+  validation.check_flags(['--input_dir=in', '--', '--not_a_flag'])
 
 
 def test_a_typo_stops_the_launch_with_exit_2(tmp_path, caplog):
@@ -119,8 +119,8 @@ def test_beams_labels_pass_only_as_dataflow_job_labels(tmp_path, monkeypatch, ru
   (tmp_path / 'annotations').write_text('val_0.JPEG n03444034\n')
   options = PipelineOptions([f'--runner={runner}', *labels])
   if not refused:
-    opts.check_dataflow_labels(options)
+    validation.check_dataflow_labels(options)
     return
   with pytest.raises(ValueError, match=r'--label_source=file:') as raised:
-    opts.check_dataflow_labels(options)
+    validation.check_dataflow_labels(options)
   assert "Beam's flag for Dataflow job labels" in str(raised.value)

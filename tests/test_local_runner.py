@@ -1,4 +1,4 @@
-"""What a local run sets for its own processes (``pipeline.options.apply_local_runner_defaults``):
+"""What a local run sets for its own processes (``pipeline.local_runner.apply_local_runner_defaults``):
 glibc's malloc arenas, for the launcher and the SDK worker processes it starts."""
 
 import os
@@ -12,9 +12,9 @@ from tests.helpers import REPO
 _PROBE = '''
 import os, sys
 from apache_beam.options.pipeline_options import PipelineOptions
-from pipeline import options as opts
+from pipeline import local_runner
 argv = sys.argv[1:]
-opts.apply_local_runner_defaults(PipelineOptions(argv), argv)
+local_runner.apply_local_runner_defaults(PipelineOptions(argv), argv)
 print(os.environ.get('MALLOC_ARENA_MAX'))
 '''
 
@@ -39,7 +39,7 @@ def test_a_local_run_limits_malloc_arenas_for_itself_and_its_workers():
 
 
 def test_limit_malloc_arenas_leaves_a_set_environment_alone(monkeypatch):
-  from pipeline import options as opts  # pylint: disable=import-outside-toplevel
+  from pipeline import local_runner  # pylint: disable=import-outside-toplevel
   monkeypatch.setenv('MALLOC_ARENA_MAX', '3')
-  assert opts.limit_malloc_arenas() is False
+  assert local_runner.limit_malloc_arenas() is False
   assert os.environ['MALLOC_ARENA_MAX'] == '3'

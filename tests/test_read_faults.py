@@ -4,12 +4,11 @@ first read of a file costs a retry, never an image; a file that keeps failing fa
 without publishing; a file deleted after the listing is a per-image failure with its reason."""
 
 import json
-import shutil
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from tests.helpers import SAMPLES, convert, manifest_of
+from tests.helpers import convert, copy_photos, manifest_of
 from transforms.files import reads
 
 FLAGS = ('--image_size=48', '--resize_mode=center_crop', '--num_shards=2',
@@ -19,12 +18,7 @@ FLAGS = ('--image_size=48', '--resize_mode=center_crop', '--num_shards=2',
 @pytest.fixture
 def photos(tmp_path):
   """A copy of 24 sample photos (12 ants, 12 bees)."""
-  images = tmp_path / 'images'
-  for label in ('ants', 'bees'):
-    (images / label).mkdir(parents=True)
-    for path in sorted((SAMPLES / label).glob('*.jpg'))[:12]:
-      shutil.copyfile(path, images / label / path.name)
-  return images
+  return copy_photos(tmp_path / 'images', 12)
 
 
 class _Faults:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import uuid
 
@@ -479,3 +480,20 @@ def test_inspect_names_a_sound_shard_that_is_not_the_manifests(three_outputs, tm
       f'{shard.name}: not the shard manifest.json lists: its SHA-256 is {found}, the manifest '
       f'says {_entry(data_dir, "validation", 0)["sha256"]} (replaced, edited or damaged since '
       'the job wrote it)']
+
+
+@pytest.mark.parametrize('splits, message', [
+    ({'train': None}, "split 'train' is null"),
+    ({'train': [1, 2]}, "split 'train' is an array"),
+    ({'train': {'num_examples': 1, 'num_shards': 1, 'shards': None}},
+     "split 'train' has \"shards\" that are not a list of objects"),
+    ({'train': {'num_examples': 1, 'num_shards': 1, 'shards': ['a']}},
+     "split 'train' has \"shards\" that are not a list of objects"),
+    ({'train': {'num_shards': 1}}, "split 'train' is incomplete"),
+    ([['train', 1]], '"splits" is an array'),
+])
+def test_a_malformed_split_entry_is_a_value_error_naming_the_split(splits, message):
+  """Manifest.from_json keeps its promise: a null, an array or a split without its counts is a
+  ValueError that says which split (not an AttributeError from deep inside)."""
+  with pytest.raises(ValueError, match=re.escape(message)):
+    contract.Manifest.from_json({'format_version': 1, 'splits': splits})

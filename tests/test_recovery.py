@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.helpers import REPO, shared_data
+from tests.helpers import REPO, copy_photos, shared_data
 from tests.test_nightly import _comparable, _split_records
 
 DATE = '2026-11-24'
@@ -59,13 +59,8 @@ def _kill_when(images, root, watched: pathlib.Path) -> None:
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
   """A copy of 120 hymenoptera training photos (ants and bees)."""
-  source = shared_data('hymenoptera') / 'train'
-  images = tmp_path_factory.mktemp('recovery') / 'images'
-  for label in ('ants', 'bees'):
-    (images / label).mkdir(parents=True)
-    for path in sorted((source / label).glob('*.jpg'))[:60]:
-      shutil.copyfile(path, images / label / path.name)
-  return images
+  return copy_photos(tmp_path_factory.mktemp('recovery') / 'images', 60,
+                     shared_data('hymenoptera') / 'train')
 
 
 @pytest.fixture(scope='module')

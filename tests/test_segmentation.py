@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.helpers import all_records, convert, manifest_of, shared_data
 from transforms.elements import SourceFile
-from transforms.image import codec, masks
+from transforms.image import codec, masks, resizing
 from transforms.inputs import pairing
 
 # gray level of each class of the rock masks (0-3) in the images made from them
@@ -150,7 +150,7 @@ def test_palette_masks_are_read_as_indices_never_colours():
     masks.decode_mask(_png(rgb), 'mask x.png')
 
 
-@pytest.mark.parametrize('resize_mode', codec.RESIZE_MODES)
+@pytest.mark.parametrize('resize_mode', resizing.RESIZE_MODES)
 def test_mask_gets_the_crop_of_its_exif_oriented_dct_scaled_image(tmp_path, resize_mode):
   # An image made from a real mask (class c -> gray level LEVELS[c]), 1024x768 upright (so
   # libjpeg-turbo decodes it DCT-scaled at image_size 256), stored rotated with EXIF
@@ -172,7 +172,7 @@ def test_mask_gets_the_crop_of_its_exif_oriented_dct_scaled_image(tmp_path, resi
   assert list(class_ids) == [v for v in np.unique(mask).tolist() if v != masks.VOID]
   image = np.asarray(Image.open(io.BytesIO(encoded.data)))
   assert mask.shape == image.shape[:2] == (encoded.height, encoded.width)
-  expected = codec.resize_geometry(768, 1024, spec).output_size
+  expected = resizing.resize_geometry(768, 1024, spec).output_size
   assert (encoded.width, encoded.height) == expected
   padding = mask == masks.VOID  # only --resize_mode=pad pads
   assert padding.any() == (resize_mode == 'pad')

@@ -14,7 +14,7 @@ import sys
 import pytest
 import tensorflow as tf
 from imagerecords import contract
-from imagerecords.framing import record_spans
+from imagerecords.framing import frame_record, record_spans
 
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
 from transforms.inputs.splits import shuffle_key
@@ -278,3 +278,14 @@ def test_copy_reads_ranges_in_plan_order_and_gzip_shards_are_reproducible(tmp_pa
     assert (tmp_path / name).read_bytes()[4:8] == bytes(4)  # the GZIP header's MTIME: none
   assert len(digests) == 1
 
+
+
+def test_a_framed_record_is_what_tensorflow_writes(tmp_path):
+  """framing.frame_record, the job's writer of the TFRecord framing, gives TensorFlow's own
+  bytes for real records of every size (an empty one too)."""
+  records = [b''] + [photo.read_bytes() for photo in sorted(SAMPLES.rglob('*.jpg'))[:5]]
+  path = tmp_path / 'tf.tfrecord'
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in records:
+      writer.write(record)
+  assert b''.join(frame_record(record) for record in records) == path.read_bytes()

@@ -14,7 +14,6 @@ The exit status is ``pipeline.run.run``'s (0 submitted/published, 1 failed, 2 no
 2 for a switch whose value is neither true nor false.
 """
 
-import argparse
 import logging
 import sys
 from typing import FrozenSet, List, Sequence
@@ -24,13 +23,11 @@ FALSE_VALUES = ('false', '0', 'no', '')
 
 
 def switch_flags() -> FrozenSet[str]:
-  """The job's ``store_true`` options, as ``'--name'`` strings (from ``ConvertOptions``)."""
+  """The job's ``store_true`` options, as ``'--name'`` strings (``pipeline.options.is_switch``
+  of ``pipeline.options.job_actions``)."""
   from pipeline import options  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser()
-  options.ConvertOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  actions = parser._actions  # pylint: disable=protected-access
-  return frozenset(action.option_strings[0] for action in actions
-                   if action.nargs == 0 and action.const is True)
+  return frozenset(action.option_strings[0] for action in options.job_actions()
+                   if options.is_switch(action))
 
 
 def template_argv(argv: Sequence[str], switches: FrozenSet[str]) -> List[str]:

@@ -27,6 +27,7 @@ METADATA = pathlib.Path(__file__).resolve().parent / 'metadata.json'
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
+from pipeline import generated  # pylint: disable=wrong-import-position
 from pipeline import options as opts  # pylint: disable=wrong-import-position
 
 _URL = r'(gs|s3)://[a-z0-9][-_.a-z0-9]*[a-z0-9]/\S.*'
@@ -168,7 +169,7 @@ def main(argv: List[str]) -> int:
   except ValueError as error:
     print(error, file=sys.stderr)
     return 1
-  return opts.write_or_check_generated(METADATA, text, argv,
+  return generated.write_or_check_generated(METADATA, text, argv,
                                        str(pathlib.Path(__file__).relative_to(ROOT)),
                                        f'{len(json.loads(text)["parameters"])} parameters')
 

@@ -300,17 +300,37 @@ class Manifest:
     missing ones take their defaults (older manifests have no ``task``: classification).
 
     Raises:
-      ValueError: ``data`` is not a JSON object, or a split entry lacks its counts.
+      ValueError: ``data`` is not a JSON object, its ``splits`` or one of them is not an
+        object (a null, an array), a split's ``shards`` are not objects, or a split entry
+        lacks its counts; the message names the split.
     """
     if not isinstance(data, dict):
       raise ValueError(f'{MANIFEST_FILE} holds a {type(data).__name__}, not a JSON object')
     fields = _known(cls, data)
-    try:
-      fields['splits'] = {name: SplitEntry.from_json(entry)
-                          for name, entry in (data.get('splits') or {}).items()}
-    except TypeError as error:  # a split entry without num_examples or num_shards
-      raise ValueError(f'{MANIFEST_FILE}: a split entry is incomplete ({error})') from None
+    splits = data.get('splits') or {}
+    if not isinstance(splits, dict):
+      raise ValueError(f'{MANIFEST_FILE}: "splits" is {_json_type(splits)}, not an object')
+    fields['splits'] = {}
+    for name, entry in splits.items():
+      shards = entry.get('shards', []) if isinstance(entry, dict) else None
+      if not isinstance(shards, list) or not all(isinstance(shard, dict) for shard in shards):
+        what = (f'is {_json_type(entry)}' if not isinstance(entry, dict)
+                else 'has "shards" that are not a list of objects')
+        raise ValueError(f'{MANIFEST_FILE}: split {name!r} {what}, not an object of counts')
+      try:
+        fields['splits'][name] = SplitEntry.from_json(entry)
+      except TypeError as error:  # a split entry without num_examples or num_shards
+        raise ValueError(f'{MANIFEST_FILE}: split {name!r} is incomplete ({error})') from None
     return cls(**fields)
+
+
+def _json_type(value) -> str:
+  """What a JSON value is, in JSON's words: 'null', 'an array', 'a string'..."""
+  if value is None:
+    return 'null'
+  names = {list: 'an array', str: 'a string', bool: 'a boolean', int: 'a number',
+           float: 'a number', dict: 'an object'}
+  return names.get(type(value), type(value).__name__)
 
 
 def _known(cls, data: Dict[str, Any]) -> Dict[str, Any]:

@@ -9,12 +9,13 @@ A TFRecord file is a sequence of records, each framed as (TensorFlow's
     uint32 masked_crc32c(data)
 
 so records can be counted, located (offset, size) and checked by reading the 12-byte headers
-and skipping the data. This module is the one reader of that framing, without TensorFlow:
+and skipping the data. This module is the one owner of that framing, without TensorFlow:
 :func:`record_spans` (headers only: counts for the manifest, the writer's shard cutting, DALI
 index files) and :func:`read_frames` (whole frames: the writer's shard copies, the previous
-night's records, ``inspect``'s checksum verification, :func:`read_records`), and the one check
-of its checksums (:func:`length_checksum_ok`, :func:`data_checksum_ok`: ``inspect`` and the
-previous night's records that a night reuses). The checksums need ``google-crc32c`` (the
+night's records, ``inspect``'s checksum verification, :func:`read_records`), its one writer
+(:func:`frame_record`: the job's shards), and the one check of its checksums
+(:func:`length_checksum_ok`, :func:`data_checksum_ok`: ``inspect`` and the previous night's
+records that a night reuses). The checksums need ``google-crc32c`` (the
 reader's ``inspect`` extra; the job depends on it), imported when first used.
 """
 
@@ -171,6 +172,17 @@ def masked_crc32c(data: bytes) -> int:
   import google_crc32c  # pylint: disable=import-outside-toplevel  # the 'inspect' extra
   crc = google_crc32c.value(data)
   return ((((crc >> 15) | (crc << 17)) & 0xffffffff) + _CRC_MASK_DELTA) & 0xffffffff
+
+
+def frame_record(data: bytes) -> bytes:
+  """``data`` framed as one TFRecord record (the module docstring): header, data, footer.
+
+  ``len(frame_record(data)) == HEADER_BYTES + len(data) + FOOTER_BYTES``; the bytes TensorFlow's
+  ``tf.io.TFRecordWriter`` writes for the same record.
+  """
+  length = struct.pack('<Q', len(data))
+  return b''.join((length, struct.pack('<I', masked_crc32c(length)), data,
+                   struct.pack('<I', masked_crc32c(data))))
 
 
 def length_checksum_ok(header: bytes) -> bool:

@@ -23,6 +23,8 @@ from typing import Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import private_apis
+
 SCHEMES = ('s3', 'gs')
 """The filesystems with conditional writes here."""
 
@@ -34,19 +36,14 @@ def has_conditional_writes(path: str) -> bool:
 
 def _s3_client(path: str):
   """(boto3 S3 client of Beam's configured S3 filesystem, bucket, key) of ``path``."""
-  from apache_beam.io.aws import s3io  # pylint: disable=import-outside-toplevel
-  filesystem = FileSystems.get_filesystem(path)
   bucket, key = path[len('s3://'):].split('/', 1)
-  client = s3io.S3IO(options=filesystem._options).client  # pylint: disable=protected-access
-  return client.client, bucket, key
+  return private_apis.s3_client(path), bucket, key
 
 
 def _gcs_blob(path: str):
   """The google-cloud-storage ``Blob`` of ``path``, through Beam's GCS filesystem's client."""
-  filesystem = FileSystems.get_filesystem(path)
-  client = filesystem._gcsIO().client  # pylint: disable=protected-access
   bucket, name = path[len('gs://'):].split('/', 1)
-  return client.bucket(bucket).blob(name)
+  return private_apis.gcs_client(path).bucket(bucket).blob(name)
 
 
 def read_versioned(path: str) -> Tuple[Optional[str], Optional[str]]:

@@ -41,12 +41,19 @@ def _read_lines(path: str) -> Iterator[str]:
       yield line[:-1]
 
 
-def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64) -> str:
+KEY_SEPARATOR = '\0'
+"""Between a keyed line's sort key and the line, in run files (``WriteSortedLines(keyed=True)``):
+it sorts before any other character, so lines order by their whole key first."""
+
+
+def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64,
+               keyed: bool = False) -> str:
   """Merges the sorted run files ``runs`` (in ``staging_dir``) into ``path``; deletes
   ``staging_dir``; returns ``path``.
 
   More than ``fan_in`` runs are merged in rounds: ``fan_in`` at a time into new runs in
-  ``staging_dir``, until ``fan_in`` or fewer are left.
+  ``staging_dir``, until ``fan_in`` or fewer are left. ``keyed``: the runs' lines are
+  ``key KEY_SEPARATOR line``, and ``path`` gets the lines without their keys.
   """
   runs = sorted(runs)
   while len(runs) > fan_in:
@@ -57,17 +64,20 @@ def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64) -
       write_lines(merged[-1], heapq.merge(*(_read_lines(run) for run in group)))
       delete_paths(group)
     runs = merged
-  write_lines(path, heapq.merge(*(_read_lines(run) for run in runs)))
+  merged = heapq.merge(*(_read_lines(run) for run in runs))
+  write_lines(path, (line.split(KEY_SEPARATOR, 1)[1] for line in merged) if keyed else merged)
   delete_tree(staging_dir)  # the runs
   return path
 
 
 class _WriteSortedRunsFn(beam.DoFn):
-  """str -> the paths of sorted run files, each of at most ``run_lines`` lines."""
+  """str (``keyed``: (sort key, str)) -> the paths of sorted run files, each of at most
+  ``run_lines`` lines (``keyed``: ``key KEY_SEPARATOR line``)."""
 
-  def __init__(self, staging_dir: str, run_lines: int):
+  def __init__(self, staging_dir: str, run_lines: int, keyed: bool = False):
     self._staging_dir = staging_dir
     self._run_lines = run_lines
+    self._keyed = keyed
 
   def start_bundle(self):
     self._lines: List[str] = []
@@ -79,7 +89,12 @@ class _WriteSortedRunsFn(beam.DoFn):
     self._lines = []
     return run
 
-  def process(self, line: str) -> Iterable[str]:
+  def process(self, line) -> Iterable[str]:
+    if self._keyed:
+      key, line = line
+      if KEY_SEPARATOR in key:
+        raise ValueError(f'a sort key holds KEY_SEPARATOR: {key!r}')
+      line = f'{key}{KEY_SEPARATOR}{line}'
     self._lines.append(line)
     if len(self._lines) >= self._run_lines:
       yield self._write_run()
@@ -93,20 +108,24 @@ class WriteSortedLines(beam.PTransform):
   """PCollection[str] (lines without newlines) -> a one-element PCollection: ``path``, after
   writing every line to it, sorted (Python's ``str`` order), one per line (UTF-8).
 
-  Run files go to ``STAGING_DIR/<name of path>`` beside ``path`` and are deleted when it is written; no lines
-  at all write an empty file.
+  Run files go to ``STAGING_DIR/<name of path>`` beside ``path`` and are deleted when it is
+  written; no lines at all write an empty file.
 
   Args:
     path: the file to write.
     run_lines: lines a worker sorts in memory at a time (one run file each).
     fan_in: run files merged at once.
+    keyed: the elements are (sort key, line) pairs, keys without ``KEY_SEPARATOR``: lines are
+      ordered by their key (then by themselves), and only the lines are written.
   """
 
-  def __init__(self, path: str, run_lines: int = 20_000, fan_in: int = 64):
+  def __init__(self, path: str, run_lines: int = 20_000, fan_in: int = 64,
+               keyed: bool = False):
     super().__init__()
     self._path = path
     self._run_lines = run_lines
     self._fan_in = fan_in
+    self._keyed = keyed
 
   def expand(self, lines):
     # one subfolder per file: the job writes several sorted files at once, and each merge
@@ -115,16 +134,19 @@ class WriteSortedLines(beam.PTransform):
     staging_dir = FileSystems.join(folder, STAGING_DIR, name)
     return (
         lines
-        | 'sorted runs' >> beam.ParDo(_WriteSortedRunsFn(staging_dir, self._run_lines))
+        | 'sorted runs' >> beam.ParDo(_WriteSortedRunsFn(staging_dir, self._run_lines,
+                                                         self._keyed))
         | 'all runs' >> beam.combiners.ToList()
-        | 'merge runs' >> beam.Map(_merge_and_tidy, self._path, staging_dir, self._fan_in))
+        | 'merge runs' >> beam.Map(_merge_and_tidy, self._path, staging_dir, self._fan_in,
+                                   self._keyed))
 
 
-def _merge_and_tidy(runs: List[str], path: str, staging_dir: str, fan_in: int) -> str:
+def _merge_and_tidy(runs: List[str], path: str, staging_dir: str, fan_in: int,
+                    keyed: bool = False) -> str:
   """``merge_runs``, then removes ``STAGING_DIR`` itself once the last file's runs are gone
   (locally; object stores have no empty folders). Another file's merge still running keeps
   it: the last one to finish removes it."""
-  merge_runs(runs, path, staging_dir, fan_in)
+  merge_runs(runs, path, staging_dir, fan_in, keyed)
   parent = FileSystems.split(staging_dir)[0]
   if is_local(parent):
     try:

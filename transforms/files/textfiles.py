@@ -7,6 +7,7 @@ from typing import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import private_apis
 from transforms.files import reads
 
 _BLOCK_CHARS = 1 << 20
@@ -48,11 +49,8 @@ def _put_empty_s3_object(path: str) -> None:
   ``PutObject`` through the client Beam's S3 filesystem configured (endpoint, credentials
   from the S3 pipeline options) does.
   """
-  from apache_beam.io.aws import s3io  # pylint: disable=import-outside-toplevel
-  filesystem = FileSystems.get_filesystem(path)
   bucket, key = path[len('s3://'):].split('/', 1)
-  client = s3io.S3IO(options=filesystem._options).client  # pylint: disable=protected-access
-  client.client.put_object(Bucket=bucket, Key=key, Body=b'')
+  private_apis.s3_client(path).put_object(Bucket=bucket, Key=key, Body=b'')
 
 
 def read_text(path: str) -> str:

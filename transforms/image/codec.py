@@ -5,9 +5,8 @@ the benchmarks call exactly the same code.
 
 The fast path is libjpeg-turbo through simplejpeg for JPEG sources (decode, with DCT-domain
 downscaling when the source is at least twice the target) plus OpenCV for resizing; every other
-format, and any JPEG that libjpeg-turbo refuses in strict mode, goes through Pillow. Measured on
-these machines (DESIGN.md): about 1.5 ms per ~500x375 photo with the fast path, 2.2-3 ms with
-Pillow.
+format, and any JPEG that libjpeg-turbo refuses in strict mode, goes through Pillow (what each
+costs: docs/benchmarks.md).
 
 What every source becomes (``channels`` = ``ImageSpec.channels``, 3 or 1):
 
@@ -23,9 +22,9 @@ What every source becomes (``channels`` = ``ImageSpec.channels``, 3 or 1):
   * animated GIF/WebP, multi-page TIFF and MPO give their first frame;
   * EXIF orientation (tag 0x0112, values 1-8, as defined by the EXIF 2.3 standard) is applied
     before resizing, so the stored image is upright and its width/height are the upright ones;
-  * resizing follows ``resize_geometry``, with area interpolation when shrinking 2x or more,
+  * resizing follows ``resizing.resize_geometry``, with area interpolation when shrinking 2x or more,
     bilinear when shrinking less (what is left after a JPEG's DCT-domain downscale) and bicubic
-    when enlarging (OpenCV's own code, never Intel IPP's: ``opencv_without_ipp``), so the same
+    when enlarging (OpenCV's own code, never Intel IPP's: ``resizing.opencv_without_ipp``), so the same
     source gives the same pixels on any x86 CPU.
 
 Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, RGB order.
@@ -34,9 +33,8 @@ Pixel arrays are ``uint8``, shape ``[height, width, channels]``, channels last, 
 import dataclasses
 import io
 import re
-import threading
 import warnings
-from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -44,30 +42,8 @@ import simplejpeg
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from transforms.elements import EncodedImage
+from transforms.image import jpeg_markers, resizing
 
-# OpenCV's own thread pool competes with Beam's workers for the same cores: one image is small,
-# parallelism comes from processing many images at once.
-cv2.setNumThreads(1)
-
-_IPP_OFF = threading.local()
-
-
-def opencv_without_ipp() -> None:
-  """Turns off OpenCV's Intel IPP code paths for the calling thread (once per thread).
-
-  IPP picks its code by the CPU it runs on (SSE4.2, AVX2, AVX-512), and its float arithmetic
-  gives other pixels on another CPU: with IPP, ``cv2.resize(INTER_CUBIC)`` changed 261 of the
-  300 catdog photos against OpenCV's own code, and the job's records differed between machines
-  (tests/test_same_output.py). OpenCV's own code gives the same pixels with or without its
-  SSE4/AVX2 dispatch (checked with ``OPENCV_CPU_DISABLE`` on every catdog photo). The switch is
-  thread-local in OpenCV (a Beam worker thread starts with IPP on), so every function of the job
-  that calls OpenCV on pixels calls this first.
-  """
-  if not getattr(_IPP_OFF, 'done', False):
-    cv2.ipp.setUseIPP(False)
-    _IPP_OFF.done = True
-
-RESIZE_MODES = ('shorter_side', 'center_crop', 'pad', 'stretch', 'none')
 IMAGE_FORMATS = ('jpeg', 'png', 'original', 'raw')
 CHROMA_SUBSAMPLINGS = ('420', '444')
 CHANNELS = (3, 1)
@@ -79,8 +55,6 @@ progressive ones 7 to 11 (libjpeg's standard progression has 10 for colour, 6 fo
 nine times the most found. A JPEG of 2,000 repeated scans of one real photo (enlarged to
 8000x6015) took Pillow 55 s to decode here, 27 ms a scan (docs/images.md)."""
 WHITE = (255, 255, 255)
-
-_JPEG_SOI = b'\xff\xd8\xff'
 
 ORIGINAL_FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp'}
 """Pillow format -> ``image/format`` of the sources ``--image_format=original`` stores as they
@@ -131,7 +105,7 @@ class ImageSpec:
       ``pad`` fits the whole image inside ``image_size`` x ``image_size`` keeping its aspect
       ratio and pads it to that square with ``background`` (the crop-or-pad of
       ``tf.image.resize_with_pad``); ``stretch`` scales to ``image_size`` x ``image_size``
-      ignoring the aspect ratio; ``none`` keeps the source size. See ``resize_geometry``.
+      ignoring the aspect ratio; ``none`` keeps the source size. See ``resizing.resize_geometry``.
     image_format: the stored image: ``jpeg``; ``png`` (lossless); ``raw`` (uint8 pixels,
       row-major ``[height, width, channels]``, ``height * width * channels`` bytes);
       ``original`` (the source file's bytes unchanged, for JPEG/PNG/GIF/BMP sources only; no
@@ -161,8 +135,8 @@ class ImageSpec:
   background: Tuple[int, int, int] = WHITE
 
   def __post_init__(self):
-    if self.resize_mode not in RESIZE_MODES:
-      raise ValueError(f'resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}')
+    if self.resize_mode not in resizing.RESIZE_MODES:
+      raise ValueError(f'resize_mode must be one of {resizing.RESIZE_MODES}, got {self.resize_mode!r}')
     if self.image_format not in IMAGE_FORMATS:
       raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}')
     if self.resize_mode != 'none' and self.image_size < 1:
@@ -226,7 +200,7 @@ def convert_keeping_pixels(data: bytes, spec: ImageSpec) -> Converted:
     return Converted(original(data, spec), None, None)
   pixels, source_size = _decode(data, spec)
   background = spec.background if spec.channels == 3 else (luma(spec.background),)
-  pixels = resize(pixels, spec.image_size, spec.resize_mode, background=background,
+  pixels = resizing.resize(pixels, spec.image_size, spec.resize_mode, background=background,
                   source_size=source_size)
   return Converted(encode(pixels, spec), pixels, source_size)
 
@@ -259,7 +233,7 @@ def original(data: bytes, spec: ImageSpec) -> EncodedImage:
       type that ``tf.io.decode_image`` cannot decode (TIFF, WebP, PPM, 8-bit or compressed BMP,
       ...): the reason says to use ``--image_format=jpeg`` or ``png``.
   """
-  if _plain_jpeg_frame(data):  # most photos: libjpeg-turbo's header parse alone, no Pillow
+  if jpeg_markers.plain_jpeg_frame(data):  # most photos: libjpeg-turbo's header parse alone, no Pillow
     return _original_jpeg(data, spec)
   image = _open(data)
   _check_pixels(image.size, spec)
@@ -308,145 +282,6 @@ def _jpeg_header(data: bytes) -> Tuple[int, int, int]:
   return height, width, 1 if colorspace == 'Gray' else 3  # CMYK/YCCK decode to RGB
 
 
-_PLAIN_JPEG_FRAMES = (0xC0, 0xC1, 0xC2)  # SOF0-2: baseline, extended, progressive (Huffman)
-
-
-_SOS, _EOI = 0xDA, 0xD9  # start of scan, end of image
-_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length field
-
-# The next marker in entropy-coded data or junk: 0xFF then a byte that is not a stuffed zero, a
-# restart marker (RST0-7, which only a scan's data holds) or a fill 0xFF (ITU-T T.81 B.1.1.2-5).
-_NEXT_MARKER = re.compile(rb'\xff[^\x00\xd0-\xd7\xff]')
-
-
-def _jpeg_segments(data: bytes, min_bytes: int,
-                   resync: bool = False) -> Iterator[Tuple[Optional[int], int]]:
-  """(marker, position) of each marker of a JPEG after SOI, walked by the segments' lengths
-  (nothing is decoded; fill bytes skipped) while ``min_bytes`` (at least 4: the marker and its
-  length) remain from the marker.
-
-  Without ``resync`` (a header's walk): (None, position) at a byte that is not a marker, and no
-  more; the caller stops at the marker it looks for, at the latest the first scan (0xDA), past
-  which the walk would read entropy-coded data as markers.
-
-  With ``resync`` (the whole file's walk, as libjpeg reads it): each scan's entropy-coded data,
-  and bytes that are not a marker (which libjpeg skips with a warning, 'extraneous bytes before
-  marker'), are skipped to the next marker; the walk ends at EOI (0xD9), or at the end of the
-  data. Segment payloads (EXIF thumbnails, ICC profiles) are stepped over by their lengths, so
-  markers inside them are not seen.
-  """
-  position, size = 2, len(data)
-  while position + min_bytes <= size:
-    if data[position] != 0xFF or (resync and data[position + 1] == 0):
-      if not resync:
-        yield None, position
-        return
-      found = _NEXT_MARKER.search(data, position)
-      if found is None:
-        return
-      position = found.start()
-      continue
-    marker = data[position + 1]
-    if marker == 0xFF:  # a fill byte
-      position += 1
-      continue
-    yield marker, position
-    if resync and marker == _EOI:
-      return
-    if resync and marker in _STANDALONE_MARKERS:
-      position += 2
-      continue
-    position += 2 + (data[position + 2] << 8 | data[position + 3])  # big-endian length
-    if resync and marker == _SOS:  # the scan's header, then its entropy-coded data
-      found = _NEXT_MARKER.search(data, position)
-      if found is None:
-        return
-      position = found.start()
-
-
-class JpegScans(NamedTuple):
-  """What ``jpeg_scans`` finds in a JPEG's first image.
-
-  scans: its SOS markers, each a pass of the decoder over the image's coefficients.
-  progressive: its frame is progressive (SOF2, SOF6, SOF10, SOF14).
-  """
-  scans: int
-  progressive: bool
-
-
-_PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)
-
-
-def jpeg_scans(data: bytes) -> JpegScans:
-  """Counts the scans of a JPEG's first image (up to its EOI) from its markers alone, walked
-  as libjpeg reads them (``_jpeg_segments`` with ``resync``): nothing is decoded, and the
-  entropy-coded data is only searched for its next marker (0.05 ms for a 100 KB photo, 0.7 ms
-  for an 8.9 MB one, here).
-
-  Each scan costs the decoder a pass over the whole image, so the count bounds a decode's work
-  (``ImageSpec.max_jpeg_scans``). Returns ``JpegScans(0, False)`` for data that is not a JPEG.
-  """
-  if data[:3] != _JPEG_SOI:
-    return JpegScans(0, False)
-  scans, progressive = 0, False
-  for marker, _ in _jpeg_segments(data, 4, resync=True):
-    if marker == _SOS:
-      scans += 1
-    elif marker in _PROGRESSIVE_FRAMES:
-      progressive = True
-  return JpegScans(scans, progressive)
-
-
-def _plain_jpeg_frame(data: bytes) -> bool:
-  """True for a JPEG whose markers up to the frame header are well formed and whose frame is
-  8-bit baseline, extended or progressive, which every ``tf.io.decode_jpeg`` decodes (the
-  markers are walked by their lengths; nothing is decoded). Anything else (12-bit, lossless
-  or arithmetic-coded frames, junk bytes between markers) goes the way of other formats:
-  Pillow's stricter parse decides."""
-  if data[:3] != _JPEG_SOI:
-    return False
-  for marker, position in _jpeg_segments(data, 10):  # a frame header's fields: 10 bytes
-    if marker is None:
-      return False
-    if marker in _PLAIN_JPEG_FRAMES:
-      return data[position + 4] == 8  # the frame's sample precision, in bits
-    if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xDA:
-      return False  # another frame type, or the scan before any frame
-  return False
-
-
-def _plain_upright_jpeg(data: bytes) -> Optional[Tuple[int, int]]:
-  """(height, width) of a JPEG that Pillow opens as format ``JPEG`` in mode ``RGB`` or ``L``
-  with EXIF orientation 1, told from its markers alone (walked by their lengths up to the first
-  scan; nothing is decoded): one 8-bit baseline, extended or progressive frame of 1 or 3
-  components, and no APP1 segment (EXIF and XMP, where an orientation is written) nor APP2
-  ``MPF`` segment (a multi-picture file, which Pillow opens as ``MPO``). None for anything
-  else, which then takes the general path (Pillow's parse first)."""
-  if data[:3] != _JPEG_SOI:
-    return None
-  shape = None
-  for marker, position in _jpeg_segments(data, 4):
-    if marker is None:
-      return None
-    if marker == 0xDA:  # the first scan: every header segment has been seen
-      return shape
-    if marker == 0xE1 or 0xD0 <= marker <= 0xD8 or marker == 0x01:
-      return None  # EXIF/XMP, or a stand-alone marker before the scan: Pillow decides
-    if marker == 0xE2 and data[position + 4:position + 8] == b'MPF\x00':
-      return None
-    if marker in _PLAIN_JPEG_FRAMES:
-      if shape is not None or position + 10 > len(data):
-        return None
-      height = int.from_bytes(data[position + 5:position + 7], 'big')
-      width = int.from_bytes(data[position + 7:position + 9], 'big')
-      if data[position + 4] != 8 or data[position + 9] not in (1, 3) or not height or not width:
-        return None
-      shape = (height, width)
-    elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-      return None  # another frame type
-  return None
-
-
 def _check_jpeg_end(data: bytes) -> None:
   """Refuses a truncated JPEG. A file that does not end with the EOI marker is decoded once at
   1/8 scale to tell a truncated file (refused) from one with data after its end (kept:
@@ -472,158 +307,6 @@ def _bmp_channels(data: bytes, width: int, height: int, compression: int) -> int
 
 
 _PNG_CHANNELS = {'1': 1, 'L': 1, 'I': 1, 'I;16': 1, 'I;16B': 1, 'LA': 2, 'RGB': 3, 'RGBA': 4}
-
-
-class Geometry(NamedTuple):
-  """What ``resize`` does to an image, in pixels; see ``resize_geometry``.
-
-  Attributes:
-    crop_box: ``(left, top, right, bottom)`` of the kept region, in source (upright, full-size)
-      pixel coordinates, right/bottom exclusive, as Pillow's ``Image.crop`` box.
-    size: ``(width, height)`` the kept region is resized to.
-    pad: ``(left, top, right, bottom)`` pixels of background added around the resized region
-      (non-zero only with ``resize_mode='pad'``).
-  """
-  crop_box: Tuple[int, int, int, int]
-  size: Tuple[int, int]
-  pad: Tuple[int, int, int, int] = (0, 0, 0, 0)
-
-  @property
-  def output_size(self) -> Tuple[int, int]:
-    """``(width, height)`` of the stored image: the resized region plus its padding."""
-    return (self.size[0] + self.pad[0] + self.pad[2], self.size[1] + self.pad[1] + self.pad[3])
-
-
-def resize_geometry(width: int, height: int, spec: 'ImageSpec') -> Geometry:
-  """The crop, resize and padding that ``resize`` applies to a ``width`` x ``height`` image.
-
-  A pure function of the upright source size and ``spec.image_size`` / ``spec.resize_mode``,
-  so that anything stored beside an image (a segmentation mask, resized with nearest-neighbour)
-  can be given exactly the same crop and size: crop ``crop_box`` from the full-size source,
-  resize the crop to ``size``, then pad by ``pad``.
-
-  Modes (see ``ImageSpec``): ``none`` keeps everything; ``shorter_side`` scales the whole image
-  so its shorter side is ``image_size`` (the longer side rounded to the nearest pixel);
-  ``center_crop`` keeps the central square of side ``min(width, height)`` (offset rounded down,
-  as ``tf.image.resize_with_crop_or_pad``) and scales it to ``image_size`` square; ``pad``
-  scales the whole image to fit inside ``image_size`` square and centres it on the square
-  (offset rounded down, as ``tf.image.resize_with_crop_or_pad``); ``stretch`` scales the whole
-  image to ``image_size`` square, ignoring its aspect ratio.
-
-  Args:
-    width, height: the upright source size in pixels (after EXIF orientation), both >= 1.
-    spec: the conversion settings; only ``image_size`` and ``resize_mode`` are used.
-
-  Returns:
-    A ``Geometry``; ``crop_box`` is in source pixels, ``size`` and ``pad`` in output pixels.
-  """
-  full = (0, 0, width, height)
-  size = spec.image_size
-  mode = spec.resize_mode
-  if mode == 'none':
-    return Geometry(full, (width, height))
-  if mode == 'center_crop':
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return Geometry((left, top, left + side, top + side), (size, size))
-  if mode == 'stretch':
-    return Geometry(full, (size, size))
-  if mode == 'shorter_side':
-    scale = size / min(width, height)
-    return Geometry(full, (size if width <= height else max(1, round(width * scale)),
-                           size if height <= width else max(1, round(height * scale))))
-  if mode == 'pad':
-    scale = size / max(width, height)
-    out_w = size if width >= height else max(1, round(width * scale))
-    out_h = size if height >= width else max(1, round(height * scale))
-    left, top = (size - out_w) // 2, (size - out_h) // 2
-    return Geometry(full, (out_w, out_h), (left, top, size - out_w - left, size - out_h - top))
-  raise ValueError(f'resize_mode must be one of {RESIZE_MODES}, got {mode!r}')
-
-
-def resize(pixels: np.ndarray, image_size: int, resize_mode: str,
-           background: Tuple[int, ...] = (255, 255, 255),
-           source_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-  """Resizes ``uint8 [H, W, C]`` pixels as ``resize_mode`` says (see ``resize_geometry``).
-
-  Args:
-    pixels: the upright image, ``uint8 [H, W, C]``.
-    image_size: target size in pixels.
-    resize_mode: one of ``RESIZE_MODES``.
-    background: fill of the padding (``pad`` mode), one value per channel of ``pixels``.
-    source_size: ``(width, height)`` of the full-size source when ``pixels`` is a smaller
-      (DCT-downscaled) decode of it: the geometry is computed on the source size, as
-      ``resize_geometry`` gives it to masks, and its crop box scaled to ``pixels``.
-
-  Returns:
-    ``uint8 [out_h, out_w, C]``, ``(out_w, out_h)`` = ``resize_geometry(...).output_size``.
-  """
-  height, width = pixels.shape[:2]
-  source_w, source_h = source_size or (width, height)
-  geometry = resize_geometry(source_w, source_h, _ResizeSpec(image_size, resize_mode))
-  return apply_geometry(pixels, geometry, background=background,
-                        scale=(width / source_w, height / source_h))
-
-
-def apply_geometry(pixels: np.ndarray, geometry: Geometry, nearest: bool = False,
-                   background=(255, 255, 255),
-                   scale: Tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
-  """Crops, resizes and pads ``uint8 [H, W, C]`` (or ``[H, W]``) pixels by ``geometry``.
-
-  Args:
-    pixels: the image (or a mask of class indices) the geometry was computed for.
-    geometry: from ``resize_geometry``.
-    nearest: nearest-neighbour resizing (for masks of class indices); otherwise area
-      interpolation when shrinking 2x or more, bilinear when shrinking less, bicubic when
-      enlarging (OpenCV, without IPP: ``opencv_without_ipp``).
-    background: fill of the padding: one value per channel of ``pixels``, or one for all.
-    scale: ``(x, y)`` size of ``pixels`` relative to the source the crop box is in (below 1
-      for a DCT-downscaled decode); the scaled box is rounded to whole pixels.
-
-  Returns:
-    The result, ``geometry.output_size`` in size, same dtype and channels as ``pixels``.
-  """
-  opencv_without_ipp()
-  left, top, right, bottom = geometry.crop_box
-  if scale != (1.0, 1.0):
-    left, right = round(left * scale[0]), round(right * scale[0])
-    top, bottom = round(top * scale[1]), round(bottom * scale[1])
-  height, width = pixels.shape[:2]
-  if (left, top, right, bottom) != (0, 0, width, height):
-    pixels = pixels[top:bottom, left:right]
-  out_w, out_h = geometry.size
-  if (out_h, out_w) != pixels.shape[:2]:
-    if nearest:
-      interpolation = cv2.INTER_NEAREST
-    elif out_w * 2 <= pixels.shape[1] or out_h * 2 <= pixels.shape[0]:
-      interpolation = cv2.INTER_AREA  # shrinking 2x or more: average every source pixel
-    elif out_w * out_h < pixels.shape[0] * pixels.shape[1]:
-      # Shrinking less than 2x (every JPEG after its DCT-domain downscale): bilinear's two taps
-      # still reach every source pixel, at a fifth of INTER_AREA's cost at non-integer factors
-      # (0.16 vs 0.75 ms for a 500x375 photo to 256 px; docs/benchmarks.md).
-      interpolation = cv2.INTER_LINEAR
-    else:
-      interpolation = cv2.INTER_CUBIC
-    resized = cv2.resize(np.ascontiguousarray(pixels), (out_w, out_h), interpolation=interpolation)
-    pixels = resized.reshape((out_h, out_w) + pixels.shape[2:])
-  pad_left, pad_top, pad_right, pad_bottom = geometry.pad
-  if any(geometry.pad):
-    fill = np.asarray(background, dtype=pixels.dtype).reshape(-1)
-    channels = pixels.shape[2] if pixels.ndim == 3 else 1
-    if fill.size not in (1, channels):
-      raise ValueError(f'background {tuple(background)} does not fit {channels} channel(s)')
-    padded = np.empty((out_h + pad_top + pad_bottom, out_w + pad_left + pad_right)
-                      + pixels.shape[2:], pixels.dtype)
-    padded[...] = fill if pixels.ndim == 3 else fill[0]
-    padded[pad_top:pad_top + out_h, pad_left:pad_left + out_w] = pixels
-    pixels = padded
-  return pixels
-
-
-class _ResizeSpec(NamedTuple):
-  """The two fields of ``ImageSpec`` that ``resize_geometry`` reads."""
-  image_size: int
-  resize_mode: str
 
 
 def encode(pixels: np.ndarray, spec: ImageSpec) -> EncodedImage:
@@ -678,7 +361,7 @@ def _check_pixels(size: Tuple[int, int], spec: ImageSpec) -> None:
 def _check_jpeg_scans(data: bytes, spec: ImageSpec) -> None:
   """Refuses a JPEG of more than ``spec.max_jpeg_scans`` scans, before any decoding (nothing for
   other formats)."""
-  found = jpeg_scans(data)
+  found = jpeg_markers.jpeg_scans(data)
   if found.scans > spec.max_jpeg_scans:
     kind = 'progressive JPEG' if found.progressive else 'JPEG'
     raise ImageError(f'{kind} with {found.scans} scans (limit {spec.max_jpeg_scans}, '
@@ -692,7 +375,7 @@ def _describe_unknown(data: bytes) -> str:
     return 'HTML content (a web page saved with an image extension)'
   if b'<svg' in head or (head.startswith(b'<?xml') and b'svg' in data[:4096].lower()):
     return 'SVG vector graphics, not a raster image'
-  if data[:3] == _JPEG_SOI:
+  if data[:3] == jpeg_markers.JPEG_SOI:
     return 'JPEG data that no decoder here accepts (e.g. 12-bit or lossless JPEG)'
   if data[:8] == b'\x89PNG\r\n\x1a\n':
     return 'PNG signature with a corrupt or unsupported header'
@@ -718,14 +401,28 @@ def _exif_orientation(image: Image.Image) -> int:
     return 1
 
 
+def upright_size(data: bytes) -> Tuple[int, int]:
+  """``(width, height)`` of an image file after its EXIF orientation (5-8 swap the sides), as
+  :func:`decode` turns it; read from the header (a PNG's EXIF needs a decode).
+
+  Raises:
+    PIL.UnidentifiedImageError: Pillow cannot read the header.
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # a decompression-bomb warning: the decode refuses those
+    image = Image.open(io.BytesIO(data))
+  width, height = image.size
+  return (height, width) if _exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
 def _decode(data: bytes, spec: ImageSpec) -> Tuple[np.ndarray, Tuple[int, int]]:
   """(upright pixels ``uint8 [h, w, spec.channels]``, upright source ``(width, height)``).
 
   The pixels may be smaller than the source (DCT-domain downscaling of JPEGs); the source size
-  is the full one, from the header, that ``resize_geometry`` works in.
+  is the full one, from the header, that ``resizing.resize_geometry`` works in.
   """
   _check_jpeg_scans(data, spec)
-  shape = _plain_upright_jpeg(data)
+  shape = jpeg_markers.plain_upright_jpeg(data)
   if shape is not None and shape[0] * shape[1] <= spec.max_pixels:
     # what Pillow would open as an upright JPEG of mode RGB or L: its header parse (in Python,
     # about as costly as libjpeg-turbo's decode of a small photo) is skipped

@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
-from transforms.image.codec import opencv_without_ipp
+from transforms.image.resizing import opencv_without_ipp
 
 THUMBNAIL_SIZE = 64
 """Side of the square thumbnail every measure is taken on, in pixels."""

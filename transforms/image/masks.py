@@ -5,7 +5,7 @@ Masks stay class indices: a palette PNG (Pillow mode ``P``) is read as its indic
 palette's colours; a grayscale mask (``L``) as its values; 1-bit as 0/1; 16- and 32-bit masks
 as their values when they fit in 8 bits. 255 is the void / ignore class (VOC's convention) and
 is kept. A mask must have its image's upright size (after the image's EXIF orientation; masks
-themselves are never rotated). It gets the image's own geometry (``codec.resize_geometry``: the
+themselves are never rotated). It gets the image's own geometry (``resizing.resize_geometry``: the
 same crop box in source pixels, the same output size) with nearest-neighbour sampling aligned on
 pixel centres (OpenCV ``INTER_NEAREST_EXACT``, the same as Pillow's ``NEAREST``), so it holds
 only values of the source mask; padding (``--resize_mode=pad``) is filled with 255. It is stored
@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from transforms.elements import EncodedImage, SourceFile
 from transforms.files import reads
-from transforms.image import codec
+from transforms.image import codec, resizing
 
 VOID = contract.MASK_VOID
 """The void / ignore class of VOC masks; kept as it is, and the fill of padding."""
@@ -76,7 +76,7 @@ def decode_mask(data: bytes, name: str = 'mask') -> np.ndarray:
                   'is expected; colour-coded masks must be mapped to indices first)')
 
 
-def resize_mask(mask: np.ndarray, geometry: codec.Geometry) -> np.ndarray:
+def resize_mask(mask: np.ndarray, geometry: resizing.Geometry) -> np.ndarray:
   """``uint8 [H, W]`` class indices cropped, resized and padded as ``geometry`` says.
 
   Nearest-neighbour sampling aligned on pixel centres (``cv2.INTER_NEAREST_EXACT``), so every
@@ -100,22 +100,6 @@ def encode_mask(mask: np.ndarray) -> bytes:
   if not ok:
     raise MaskError('PNG encoding of the mask failed')
   return buffer.tobytes()
-
-
-def upright_size(data: bytes) -> Tuple[int, int]:
-  """``(width, height)`` of an image file after its EXIF orientation (5-8 swap the sides), as
-  ``codec.decode`` turns it; read from the header (PNG's EXIF needs a decode)."""
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    image = Image.open(io.BytesIO(data))
-    width, height = image.size
-    try:
-      orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # malformed EXIF: upright, as codec does
-      orientation = 1
-  if orientation in (5, 6, 7, 8):
-    return height, width
-  return width, height
 
 
 def read_mask_bytes(mask: SourceFile) -> bytes:
@@ -151,10 +135,10 @@ def convert_with_mask(data: bytes, mask: SourceFile, spec: codec.ImageSpec,
   encoded = codec.convert(data, spec)
   if spec.image_format == 'original':  # the source bytes as they are: not oriented, not resized
     width, height = encoded.width, encoded.height
-    geometry = codec.Geometry((0, 0, width, height), (width, height))
+    geometry = resizing.Geometry((0, 0, width, height), (width, height))
   else:
-    width, height = upright_size(data)
-    geometry = codec.resize_geometry(width, height, spec)
+    width, height = codec.upright_size(data)
+    geometry = resizing.resize_geometry(width, height, spec)
   indices = decode_mask(read_mask_bytes(mask), f'mask {mask.relpath}')
   if indices.shape != (height, width):
     raw = Image.open(io.BytesIO(data)).size

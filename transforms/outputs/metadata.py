@@ -1,4 +1,5 @@
-"""Write labels.txt, failures.jsonl, manifest.json and, last, _SUCCESS.
+"""Write labels.txt, manifest.json and, last, _SUCCESS (failures.jsonl is written before:
+``transforms.outputs.failures``).
 
 One DoFn on one element, run after every shard is written (it takes the written shard paths as
 a side input, so no runner can start it earlier). It reads each shard back once, counting its
@@ -24,7 +25,7 @@ import hashlib
 import json
 import posixpath
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -32,11 +33,12 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords.framing import read_frames
 
-from transforms.elements import NOT_INPUTS, STAGE_DECODE, STAGE_LABEL, STAGE_READ, Failure
 from transforms.files.folders import match_literal
 from transforms.files.textfiles import write_text
 from transforms.outputs import claim as run_claim
 from transforms.outputs import tfds_metadata
+from transforms.outputs.failures import (FailureSummary, common_failure_reasons,
+                                         failure_fraction_error, summarize)
 from transforms.outputs.incremental import NightCounts
 
 
@@ -46,7 +48,8 @@ class RunFailed(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class MetadataSettings:
-  """What the metadata step knows at launch (``pipeline.run.job_config`` builds it once).
+  """What the metadata step knows at launch (``pipeline.config.JobConfig.from_options`` builds
+  it once).
 
   launch: the manifest's launch-time entries (``tool``, ``input_dir``, ``output_dir``,
     ``options``, ``image``, ``embedding``, ``split_source``, ``task``, ``run_date``,
@@ -123,74 +126,6 @@ def summarize_shard(path: str) -> ShardSummary:
   return ShardSummary(count, stored.digest.hexdigest())
 
 
-
-def failure_fraction_error(num_failed: int, num_inputs: int, limit: float, failures_path: str,
-                           failures: Sequence[Failure] = (), label_source: Optional[str] = None
-                           ) -> Optional[str]:
-  """The reason a run fails on its failures, or None when it may succeed: the count, the most
-  common reasons with an example file each (:func:`common_failure_reasons`), the flag that
-  usually fixes the most common one (:func:`failure_hint`) and the report's path."""
-  if num_inputs == 0:
-    return 'no image files found under the input directory'
-  if num_failed > limit * num_inputs:
-    reasons = common_failure_reasons(failures)
-    hint = failure_hint(failures, label_source)
-    return (f'{num_failed} of {num_inputs} image inputs failed ({num_failed / num_inputs:.1%}), '
-            f'more than --max_failure_fraction={limit}'
-            + (f'; most common: {reasons}' if reasons else '')
-            + (f'; {hint}' if hint else '') + f'; see {failures_path}')
-  return None
-
-
-COMMON_REASONS_SHOWN = 3
-"""How many of the most common failure reasons a failed run's one-line reason quotes."""
-
-
-def _ranked_reasons(failures: Sequence[Failure], most: int) -> List[Tuple[Tuple[str, str], int]]:
-  """((stage, reason), count) of the ``most`` most common reasons of the failed image inputs
-  (not the stages of ``NOT_INPUTS``), most common first, ties in reason order."""
-  counts = collections.Counter((f.stage, f.reason) for f in failures if f.stage not in NOT_INPUTS)
-  return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]
-
-
-def common_failure_reasons(failures: Sequence[Failure], most: int = COMMON_REASONS_SHOWN) -> str:
-  """The ``most`` most common reasons of the failed image inputs (not the stages of
-  ``NOT_INPUTS``), each with its stage, count and the first file (by path) that failed so, e.g.
-  ``label: not inside a class folder: ... (200, e.g. cat.1.jpg)``. '' when no input failed."""
-  ranked = _ranked_reasons(failures, most)
-  example = {}
-  for failure in sorted(failures, key=lambda f: f.relpath):
-    example.setdefault((failure.stage, failure.reason), failure.relpath)
-  return '; '.join(f'{stage}: {reason} ({count}, e.g. {example[stage, reason]})'
-                   for (stage, reason), count in ranked)
-
-
-def failure_hint(failures: Sequence[Failure], label_source: Optional[str]) -> str:
-  """What usually fixes the most common failure's stage, naming the flag; '' when no input
-  failed or no flag helps (a missing mask, a file that vanished)."""
-  ranked = _ranked_reasons(failures, 1)
-  if not ranked:
-    return ''
-  (stage, _), _ = ranked[0]
-  if stage == STAGE_LABEL and label_source:
-    kind, _, value = label_source.partition(':')
-    return {
-        'directory': 'images outside a class folder: move them into one, or try '
-                     '--label_source=file:PATH, --label_source=filename:REGEX or '
-                     '--label_source=none',
-        'filename': f'file names the regex of --label_source=filename:{value} does not match: '
-                    'check it, or try --label_source=directory or file:PATH',
-        'file': f'images the label file {value} does not name: check its file names, or try '
-                '--label_source=directory or filename:REGEX',
-    }.get(kind, f'check --label_source={label_source}')
-  if stage == STAGE_DECODE:
-    return ('files that are not images the job decodes: --extensions=jpg,jpeg,png (say) lists '
-            'only the types you mean, or a higher --max_failure_fraction accepts them')
-  if stage == STAGE_READ:
-    return 'files that could not be read: check their permissions and the storage'
-  return ''
-
-
 def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
   """What to try when ``--label_source`` gave no class, or the one class ``only_class``."""
   kind, _, value = label_source.partition(':')
@@ -212,7 +147,7 @@ def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
 
 
 def class_count_error(label_source: Optional[str], allow_single_class: bool,
-                      splits: Dict[str, contract.SplitEntry], failures: List[Failure],
+                      splits: Dict[str, contract.SplitEntry], failures: FailureSummary,
                       num_inputs: int) -> Optional[str]:
   """The reason a classification run fails on its classes, or None.
 
@@ -228,9 +163,9 @@ def class_count_error(label_source: Optional[str], allow_single_class: bool,
     label_source: ``--label_source``; None: not a classification run with labels (no check).
     allow_single_class: one class is allowed.
     splits: the manifest's splits, with their class counts.
-    failures: every Failure of the run.
+    failures: the run's failures, summarized (``transforms.outputs.failures``).
     num_inputs: image inputs (examples and failed inputs); 0: no check here (the run fails on
-      finding no image, :func:`failure_fraction_error`).
+      finding no image, ``transforms.outputs.failures.failure_fraction_error``).
   """
   if label_source is None or num_inputs == 0:
     return None
@@ -272,7 +207,7 @@ class _WriteMetadataFn(beam.DoFn):
     self._claim = claim
 
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
-              split_stats: Dict[str, dict], failures: List[Failure],
+              split_stats: Dict[str, dict], failures: FailureSummary,
               duplicates: Optional[dict] = None, diff: Optional[dict] = None,
               statistics: Optional[dict] = None, incremental: Optional[NightCounts] = None,
               quality: Optional[dict] = None):
@@ -284,21 +219,17 @@ class _WriteMetadataFn(beam.DoFn):
       return FileSystems.join(settings.write_dir, name)
 
     write_text(path(contract.LABELS_FILE), ''.join(f'{name}\n' for name in class_names))
-    failures = sorted(failures, key=lambda f: (f.relpath, f.stage))
-    write_text(path(contract.FAILURES_FILE), ''.join(f.to_json() + '\n' for f in failures))
 
     splits, problems = self._describe_splits(shard_paths, split_stats, class_names)
-    by_stage = collections.Counter(f.stage for f in failures)
-    num_skipped = sum(by_stage.get(stage, 0) for stage in NOT_INPUTS)
-    num_failed = len(failures) - num_skipped
+    num_skipped, num_failed = failures.num_skipped, failures.num_failed
     num_examples = sum(split.num_examples for split in splits.values())
     num_inputs = num_examples + num_failed
     classes_error = class_count_error(settings.label_source, settings.allow_single_class, splits,
                                       failures, num_inputs)
     # no example at all: the class count's reason (the most common failures, what to try) first
     error = '; '.join(problems) or (num_examples == 0 and classes_error) or failure_fraction_error(
-        num_failed, num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE),
-        failures, settings.label_source) or classes_error or vanished_classes_error(settings.required_classes, splits
+        num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE), failures,
+        settings.label_source) or classes_error or vanished_classes_error(settings.required_classes, splits
     ) or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
           if incremental else None)
 
@@ -314,7 +245,7 @@ class _WriteMetadataFn(beam.DoFn):
         num_examples=num_examples,
         num_failures=num_failed,
         num_skipped=num_skipped,
-        failures_by_stage=dict(sorted(by_stage.items())),
+        failures_by_stage=failures.by_stage,
         duplicates=duplicates,  # transforms.analysis.dedup.duplicates_section
         quality=quality,  # transforms.analysis.quality.quality_section
         diff=diff,  # transforms.outputs.image_index.DiffAgainstPrevious; None on a first run
@@ -384,7 +315,9 @@ class WriteMetadata(beam.PTransform):
   Args:
     settings: what is known at launch (:class:`MetadataSettings`).
     shard_paths, class_names, split_stats, failures: PCollections used as side inputs
-      (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and every Failure).
+      (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and the one
+      ``transforms.outputs.failures.FailureSummary`` of ``WriteFailures``, emitted once
+      failures.jsonl is written).
     duplicates: optional one-element PCollection of the manifest's ``duplicates`` section
       (``transforms.analysis.dedup.ReportDuplicates``, emitted once duplicates.jsonl is written).
     quality: optional one-element PCollection of the manifest's ``quality`` section
@@ -430,4 +363,4 @@ class WriteMetadata(beam.PTransform):
         shard_paths=beam.pvalue.AsList(shard_paths),
         class_names=beam.pvalue.AsSingleton(class_names, default_value=[]),
         split_stats=beam.pvalue.AsSingleton(split_stats, default_value={}),
-        failures=beam.pvalue.AsList(failures), **extra)
+        failures=beam.pvalue.AsSingleton(failures, default_value=summarize(())), **extra)

@@ -77,10 +77,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=protected-access
 from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
-from imagerecords.framing import FOOTER_BYTES, HEADER_BYTES, FramingError, read_frames
+from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, FramingError, frame_record,
+                                  read_frames)
 
 from transforms.elements import METRICS_NAMESPACE
 from transforms.files.folders import delete_tree, is_local
@@ -330,7 +330,7 @@ class _WriteStagingFileFn(beam.DoFn):
           self._folder, f'{_STAGING_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
       self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
                                         compression_type=CompressionTypes.UNCOMPRESSED)
-    _TFRecordUtil.write_record(self._handle, record)
+    self._handle.write(frame_record(record))
     self._offsets.append(self._position)
     self._keys += key
     self._position += HEADER_BYTES + len(record) + FOOTER_BYTES

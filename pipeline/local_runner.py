@@ -1,0 +1,103 @@
+"""What a run on Beam's local runner sets for its own processes before the pipeline starts:
+the runner and its mode (one worker per usable core, or the launcher's own process for a small
+folder) and glibc's malloc arenas. Only what the user did not set is set.
+"""
+
+import ctypes
+import ctypes.util
+import os
+from typing import Optional, Sequence
+
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions)
+
+from pipeline.options import ConvertOptions
+from transforms.files.folders import count_local_files
+
+LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
+"""The runners that run the pipeline on this machine, in this process or its children."""
+
+IN_PROCESS_BELOW_FILES = 1000
+"""A local input folder with fewer files than this runs in the launcher's process
+(``--direct_running_mode=in_memory``) unless a flag says otherwise: starting and stopping
+the worker processes costs about 2.5 s on 2 cores, more than a second core saves below about
+2,000 images there (docs/benchmarks.md, start-up)."""
+
+
+MALLOC_ARENAS = 2
+"""glibc ``malloc`` arenas per process of a local run (``MALLOC_ARENA_MAX``; glibc's default is
+8 per core). The multi-process local runner's launcher receives every stage's output through
+gRPC threads, each of which gets an arena of its own; freed memory stays in the arena it was
+taken from, so the process tree's footprint grows with the threads, not with what it holds.
+Two arenas: the whole job on 100,000 64x64 photos peaks about 20% lower (1,053-1,155 MiB of
+PSS against 1,348-1,378, three runs each), at the same CPU (docs/benchmarks.md)."""
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def limit_malloc_arenas() -> bool:
+  """Sets :data:`MALLOC_ARENAS` for this process (``mallopt``) and for the processes it starts
+  (``MALLOC_ARENA_MAX`` in the environment, which glibc reads at a process's start), unless
+  the environment sets ``MALLOC_ARENA_MAX`` already (then glibc applied it to this process at
+  its start, and it is left as it is). Returns whether it set them: False too where the C
+  library has no ``mallopt`` (not glibc)."""
+  if 'MALLOC_ARENA_MAX' in os.environ:
+    return False
+  try:
+    mallopt = ctypes.CDLL(ctypes.util.find_library('c')).mallopt
+  except (OSError, AttributeError):  # no C library by that name, or one without mallopt
+    return False
+  if not mallopt(_M_ARENA_MAX, MALLOC_ARENAS):  # 0: refused (a C library that is not glibc)
+    return False
+  os.environ['MALLOC_ARENA_MAX'] = str(MALLOC_ARENAS)
+  return True
+
+
+def apply_local_runner_defaults(options: PipelineOptions,
+                                argv: Sequence[str]) -> Optional[int]:
+  """Runs on every core by default: FnApiRunner in multi-process mode, one worker per usable
+  core; a small local input (fewer than :data:`IN_PROCESS_BELOW_FILES` files, counted with a
+  walk that stops there) in this one process instead. Returns that small input's file count
+  (None otherwise).
+
+  Also limits glibc's malloc arenas (:func:`limit_malloc_arenas`). Only what the user did
+  not set is set. ``FnApiRunner`` rather than ``DirectRunner``: Beam
+  2.77's DirectRunner first tries to download the Prism runner, which hangs offline. Usable
+  cores: those this process may run on (``os.sched_getaffinity``: a container's or
+  ``taskset``'s CPU set), not every core of the machine.
+  """
+  standard = options.view_as(StandardOptions)
+  if standard.runner is None:
+    standard.runner = 'FnApiRunner'
+  if standard.runner not in LOCAL_RUNNERS:
+    return None
+  limit_malloc_arenas()
+  direct = options.view_as(DirectOptions)
+  small = None
+  if not any(arg.startswith('--direct_running_mode') for arg in argv):
+    input_dir = options.view_as(ConvertOptions).input_dir
+    count = count_local_files(input_dir, IN_PROCESS_BELOW_FILES) if (
+        input_dir and not any(arg.startswith('--direct_num_workers') for arg in argv)) else None
+    if count is not None and count < IN_PROCESS_BELOW_FILES:
+      direct.direct_running_mode, small = 'in_memory', count
+    else:
+      direct.direct_running_mode = 'multi_processing'
+  if (direct.direct_running_mode != 'in_memory'
+      and not any(arg.startswith('--direct_num_workers') for arg in argv)):
+    direct.direct_num_workers = usable_cores()
+  return small
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its CPU affinity), at least 1."""
+  try:
+    return max(len(os.sched_getaffinity(0)), 1)
+  except AttributeError:  # no sched_getaffinity (macOS, Windows): every core
+    return os.cpu_count() or 1
+
+
+def runs_in_process(options: PipelineOptions) -> bool:
+  """Whether the pipeline's workers run in this very process: the local runner in
+  ``--direct_running_mode=in_memory`` (after :func:`apply_local_runner_defaults`)."""
+  return (options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+          and options.view_as(DirectOptions).direct_running_mode == 'in_memory')
