@@ -341,7 +341,8 @@ def test_stats_flag_values_and_the_s3_refusal():
   # pylint: disable=import-outside-toplevel
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from pipeline.options import ConvertOptions, validate
+  from pipeline.options import ConvertOptions
+  from pipeline.validation import validate
   for flags, expected in (([], 'true'), (['--stats'], 'true'), (['--stats=false'], 'false'),
                           (['--stats=True'], 'true'), (['--stats=0'], 'false'),
                           (['--stats=TFT'], 'tft')):

@@ -1,5 +1,6 @@
 """The PTransforms one by one, on TestPipeline(runner='FnApiRunner'), and option parsing."""
 
+import pathlib
 import shutil
 
 import apache_beam as beam
@@ -192,3 +193,26 @@ def test_write_sorted_lines_merges_runs_in_rounds_and_cleans_up(tmp_path):
   with _pipeline() as p:
     _ = p | beam.Create([]) | WriteSortedLines(str(tmp_path / 'empty.jsonl'))
   assert (tmp_path / 'empty.jsonl').read_bytes() == b''
+
+
+def test_a_merge_run_again_after_it_completed_keeps_its_file(tmp_path):
+  """The merge deletes its runs only once the file is whole: run again after that (a Flink
+  region restart), it keeps the file; runs gone and no file is an error that says so."""
+  from transforms.files import sorted_lines  # pylint: disable=import-outside-toplevel
+  from transforms.files.textfiles import (read_text,  # pylint: disable=import-outside-toplevel
+                                          write_lines)
+  staging = tmp_path / sorted_lines.STAGING_DIR / 'index.jsonl'
+  staging.mkdir(parents=True)
+  runs = []
+  for number, lines in enumerate([['a', 'c'], ['b', 'd'], ['e']]):
+    runs.append(str(staging / f'run-{number}'))
+    write_lines(runs[-1], lines)
+  path = str(tmp_path / 'index.jsonl')
+  merge = sorted_lines._merge_and_tidy  # pylint: disable=protected-access
+  assert merge(runs, path, str(staging), 2) == path
+  assert read_text(path) == 'a\nb\nc\nd\ne\n' and not staging.exists()
+  assert merge(runs, path, str(staging), 2) == path
+  assert read_text(path) == 'a\nb\nc\nd\ne\n'
+  pathlib.Path(path).unlink()
+  with pytest.raises(FileNotFoundError, match='never written'):
+    merge(runs, path, str(staging), 2)

@@ -4,6 +4,8 @@ shards, GZIP, no staging files left, and DALI index files (transforms/outputs/wr
 import array
 import collections
 import hashlib
+import io
+import itertools
 import json
 import pathlib
 import random
@@ -289,3 +291,35 @@ def test_a_framed_record_is_what_tensorflow_writes(tmp_path):
     for record in records:
       writer.write(record)
   assert b''.join(frame_record(record) for record in records) == path.read_bytes()
+
+
+def test_each_write_step_is_safe_to_run_again_after_it_completed(tmp_path):
+  """Flink runs a finished step again when a later task of its region fails: the keys beside a
+  staging file read back as written; dealing after the staging files are gone yields empty
+  plans when every shard exists (and fails when one does not); a shard that exists is not
+  written again."""
+  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
+  photos = sorted(SAMPLES.rglob('*.jpg'))[:6]
+  staging = tmp_path / write.STAGING_DIR / 'train'
+  staging.mkdir(parents=True)
+  path = staging / 'records-a.tfrecord'
+  records = [photo.read_bytes() for photo in photos]
+  path.write_bytes(b''.join(frame_record(record) for record in records))
+  offsets = array.array('q', itertools.accumulate([0] + [len(frame_record(r)) for r in records[:-1]]))
+  keys = b''.join(shuffle_key(photo.name, 0) for photo in photos)
+  write.write_staging_keys(StagingFile(str(path), offsets, keys))
+  assert write.read_staging_keys(str(path)) == StagingFile(str(path), offsets, keys)
+  plans = list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
+  paths = [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
+           for plan in plans]
+  written = [pathlib.Path(p).read_bytes() for p in paths]
+  assert sum(len(list(record_spans(io.BytesIO(data)))) for data in written) == 6
+  shutil.rmtree(tmp_path / write.STAGING_DIR)  # the staging files are deleted once all is written
+  again = list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
+  assert again == [(0, []), (1, [])]
+  assert [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
+          for plan in again] == paths
+  assert [pathlib.Path(p).read_bytes() for p in paths] == written
+  pathlib.Path(paths[1]).unlink()
+  with pytest.raises(FileNotFoundError):
+    list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access

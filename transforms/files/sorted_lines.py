@@ -27,7 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.files.folders import delete_paths, delete_tree, is_local
+from transforms.files.folders import delete_tree, is_local
 from transforms.files.textfiles import write_lines
 
 STAGING_DIR = '.staging-sorted'
@@ -62,8 +62,7 @@ def merge_runs(runs: List[str], path: str, staging_dir: str, fan_in: int = 64,
       group = runs[start:start + fan_in]
       merged.append(FileSystems.join(staging_dir, f'merged-{uuid.uuid4().hex}'))
       write_lines(merged[-1], heapq.merge(*(_read_lines(run) for run in group)))
-      delete_paths(group)
-    runs = merged
+    runs = merged  # every run stays until the file is written: see _merge_and_tidy
   merged = heapq.merge(*(_read_lines(run) for run in runs))
   write_lines(path, (line.split(KEY_SEPARATOR, 1)[1] for line in merged) if keyed else merged)
   delete_tree(staging_dir)  # the runs
@@ -145,7 +144,21 @@ def _merge_and_tidy(runs: List[str], path: str, staging_dir: str, fan_in: int,
                     keyed: bool = False) -> str:
   """``merge_runs``, then removes ``STAGING_DIR`` itself once the last file's runs are gone
   (locally; object stores have no empty folders). Another file's merge still running keeps
-  it: the last one to finish removes it."""
+  it: the last one to finish removes it.
+
+  Safe to run again after it completed (Flink runs a step again when a task of its region
+  fails later): the runs are deleted only once ``path`` is written whole, so runs that are gone
+  while ``path`` exists mean an earlier attempt wrote it, and it is kept.
+
+  Raises:
+    FileNotFoundError: a run is gone and ``path`` was never written.
+  """
+  missing = [run for run in runs if not FileSystems.exists(run)]
+  if missing:
+    if FileSystems.exists(path):
+      return path
+    raise FileNotFoundError(f'{len(missing)} sorted runs of {path} are gone, and it was never '
+                            f'written: {missing[0]}')
   merge_runs(runs, path, staging_dir, fan_in, keyed)
   parent = FileSystems.split(staging_dir)[0]
   if is_local(parent):

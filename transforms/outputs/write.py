@@ -13,9 +13,11 @@ GroupByKey; only small references do::
       | <split>: write staging files         one uncompressed TFRecord file per bundle in
       |                                      OUT/.staging-write/<split>/, records in arrival
       |                                      order, no GroupByKey over the records
-      |                                      -> StagingFile(path, frame offsets, keys)
-      | <split>: all staging files           one list (references only: 24 bytes per record)
-      | <split>: deal into N shards          order every record on its key, cut N stretches
+      |                                      and beside it <file>.keys: its frame offsets
+      |                                      and keys (24 bytes per record) -> its path
+      | <split>: all staging files           one list of paths (a few per worker)
+      | <split>: deal into N shards          read every .keys file, order every record on its
+      |                                      key, cut N stretches
       |                                      -> (shard index, [ShardRange, ...]) per shard
       | <split>: spread shards over workers  Reshuffle of the N references
       | <split>: write shards                copy the framed records into each shard, in key
@@ -51,6 +53,15 @@ copy one record and at most 16 open staging files. The copy moves framed records
 asked. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``, a fixed number
 per split whatever the data's size. With ``dali_index``, each shard gets an NVIDIA DALI index
 file ``<shard file name>.idx`` written while the shard is written (see :func:`copy_shard`).
+
+The offsets and keys travel through a file beside each staging file, not through the runner:
+on Flink a million records' 24 MB would be one record of its sort, beyond what its sort buffers
+take (``Cannot write record to fresh sort buffer. Record too large``, measured at 1M images).
+
+Every step is safe to run again after it completed (Flink restarts a failed region's tasks,
+and a step whose input was kept from before runs a second time): a shard that exists under its
+final name is complete, so writing it is skipped; planning after the staging files were
+deleted is skipped when every shard of the split exists.
 
 A shard never exists half-written under its final name: locally it is written as
 ``OUT/.staging-write/.shards/<name>`` and renamed into place when complete (one ``rename`` on the
@@ -108,6 +119,11 @@ class ShardRange(NamedTuple):
   num_records: int
 
 
+KEYS_SUFFIX = '.keys'
+"""Beside each staging file: its record count (8 bytes, little-endian), the frame offsets
+(``int64``, little-endian) and the keys (:data:`SHUFFLE_KEY_BYTES` each), in file order."""
+
+
 class StagingFile(NamedTuple):
   """One staging file, as its writer saw it: where each record's frame starts, and its key.
 
@@ -118,6 +134,34 @@ class StagingFile(NamedTuple):
   path: str
   offsets: array.array
   keys: bytes
+
+
+def write_staging_keys(staging: StagingFile) -> None:
+  """Writes ``staging``'s offsets and keys to ``<its path>.keys`` (:data:`KEYS_SUFFIX`)."""
+  with FileSystems.create(staging.path + KEYS_SUFFIX, mime_type='application/octet-stream',
+                          compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    handle.write(len(staging.offsets).to_bytes(8, 'little'))
+    handle.write(np.asarray(staging.offsets, dtype='<i8').tobytes())
+    handle.write(staging.keys)
+
+
+def read_staging_keys(path: str) -> StagingFile:
+  """The StagingFile of the staging file ``path``, from ``<path>.keys``.
+
+  Raises:
+    FileNotFoundError: no such file (the staging files are gone).
+    FramingError: the file is shorter than its count says.
+  """
+  keys_path = path + KEYS_SUFFIX
+  if not FileSystems.exists(keys_path):
+    raise FileNotFoundError(f'{keys_path} does not exist')
+  with FileSystems.open(keys_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    data = handle.read()
+  count = int.from_bytes(data[:8], 'little')
+  if len(data) != 8 + count * (8 + SHUFFLE_KEY_BYTES):
+    raise FramingError(f'{keys_path}: {len(data)} bytes, not the {count} records it counts')
+  offsets = array.array('q', np.frombuffer(data, '<i8', count, 8).astype(np.int64).tobytes())
+  return StagingFile(path, offsets, data[8 + 8 * count:])
 
 
 def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[ShardRange]]:
@@ -300,10 +344,11 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
 
 
 class _WriteStagingFileFn(beam.DoFn):
-  """(key, serialized record) -> one ``StagingFile`` per bundle, emitted when the bundle ends (a
-  bundle with no record writes no file): the records are written in the order they come, as
-  one uncompressed TFRecord file, and each one's frame offset and key is kept (24 bytes per
-  record), so that nothing needs to read the file to plan the shards.
+  """(key, serialized record) -> one staging file's path per bundle, emitted when the bundle
+  ends (a bundle with no record writes no file): the records are written in the order they
+  come, as one uncompressed TFRecord file, and each one's frame offset and key is kept and
+  written beside it (:func:`write_staging_keys`: 24 bytes per record), so that nothing needs
+  to read the records to plan the shards.
 
   A retried bundle writes a new file (a fresh name); the failed attempt's file is never
   referenced and goes with the staging folder. The run's ``claim`` is checked before each file
@@ -338,8 +383,8 @@ class _WriteStagingFileFn(beam.DoFn):
   def finish_bundle(self):
     if self._handle is not None:
       self._handle.close()
-      yield GlobalWindows.windowed_value(
-          StagingFile(self._path, self._offsets, bytes(self._keys)))
+      write_staging_keys(StagingFile(self._path, self._offsets, bytes(self._keys)))
+      yield GlobalWindows.windowed_value(self._path)
 
 
 def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
@@ -371,15 +416,40 @@ def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_
   return written
 
 
+def _shard_path(output_dir: str, split: str, shard: int, num_shards: int,
+                compressed: bool) -> str:
+  return FileSystems.join(output_dir, contract.shard_file_name(split, shard, num_shards,
+                                                               compressed))
+
+
+def _deal(staging_paths: List[str], num_shards: int, output_dir: str, split: str,
+          compressed: bool) -> Iterator[Tuple[int, List[ShardRange]]]:
+  """The staging files' paths -> (shard index, [ShardRange]) of each of the split's shards
+  (:func:`plan_shards`); when the staging files are gone and every shard exists (this step run
+  again after the shards were written and the staging deleted), (shard index, []) each, which
+  :func:`_write_shard` finds written."""
+  try:
+    files = [read_staging_keys(path) for path in sorted(staging_paths)]
+  except FileNotFoundError:
+    if not all(FileSystems.exists(_shard_path(output_dir, split, shard, num_shards, compressed))
+               for shard in range(num_shards)):
+      raise
+    yield from ((shard, []) for shard in range(num_shards))
+    return
+  yield from enumerate(plan_shards(files, num_shards))
+
+
 def _write_shard(element: Tuple[int, List[ShardRange]], output_dir: str, split: str,
                  num_shards: int, compressed: bool, dali_index: bool,
                  claim: Optional[run_claim.ClaimToken]) -> str:
-  """(shard index, [ShardRange]) -> the final shard's path, after writing it."""
+  """(shard index, [ShardRange]) -> the final shard's path, after writing it; a shard that
+  exists under its final name is complete (it appears only so), and is not written again."""
   shard, ranges = element
+  path = _shard_path(output_dir, split, shard, num_shards, compressed)
+  if FileSystems.exists(path):  # an earlier attempt of this step wrote it
+    return path
   # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
   beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
-  path = FileSystems.join(output_dir, contract.shard_file_name(split, shard, num_shards,
-                                                               compressed))
   write_complete_shard(ranges, path, FileSystems.join(output_dir, STAGING_DIR), compressed,
                        dali_index, claim)
   return path
@@ -460,11 +530,11 @@ class WriteSplits(beam.PTransform):
           located[split] | f'{split}: staging files of every source' >> beam.Flatten())
       written.append(
           staging_files
-          # -> one list of every StagingFile (always one element, [] when there is none)
+          # -> one list of every staging file's path (always one element, [] when none)
           | f'{split}: all staging files' >> beam.combiners.ToList()
           # -> (shard index, [ShardRange, ...]) for each of the split's shards, in key order
           | f'{split}: deal into {num_shards} shards' >> beam.FlatMap(
-              lambda files, n: enumerate(plan_shards(files, n)), num_shards)
+              _deal, num_shards, self._output_dir, split, self._compressed)
           | f'{split}: spread shards over workers' >> beam.Reshuffle()
           | f'{split}: write shards' >> beam.Map(
               _write_shard, output_dir=self._output_dir, split=split, num_shards=num_shards,
