@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO, SAMPLES, shared_data
 
 
@@ -18,6 +20,7 @@ def _run(script, *args):
   return result.stdout
 
 
+@pytest.mark.slow
 def test_writer_startup_comparison_times_whole_commands_on_the_same_photos(tmp_path):
   report_path = tmp_path / 'startup.json'
   stdout = _run('writer.py', f'--data={shared_data("hymenoptera")}', '--limit=4', '--startup',
@@ -32,6 +35,7 @@ def test_writer_startup_comparison_times_whole_commands_on_the_same_photos(tmp_p
   assert 'job defaults / tf.data converter' in stdout and 'README command' in stdout
 
 
+@pytest.mark.slow
 def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
   data = shared_data('hymenoptera')
   report_path = tmp_path / 'writer.json'
@@ -59,6 +63,7 @@ def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
   assert '| target | measured | wanted | verdict |' in stdout
 
 
+@pytest.mark.slow
 def test_reader_bench_runs_every_row(sample_dataset, tmp_path):
   report_path = tmp_path / 'reader.json'
   stdout = _run('reader.py', f'--records={sample_dataset}', f'--data={SAMPLES}', '--limit=8',
@@ -77,6 +82,7 @@ def test_reader_bench_runs_every_row(sample_dataset, tmp_path):
   assert '| target | measured | wanted | verdict |' in stdout
 
 
+@pytest.mark.slow
 def test_profile_bench_splits_the_cost_per_image(tmp_path):
   data = shared_data('hymenoptera')
   report_path = tmp_path / 'profile.json'
@@ -92,6 +98,7 @@ def test_profile_bench_splits_the_cost_per_image(tmp_path):
   assert '| this project\'s function | cumulative ms per image |' in stdout
 
 
+@pytest.mark.slow
 def test_million_bench_runs_the_loop_and_the_job_at_two_sizes(tmp_path):
   shared_data('tiny_imagenet_val')
   report_path = tmp_path / 'million.json'
@@ -129,6 +136,7 @@ def test_convert_step_bench_times_both_checkouts_pass_by_pass(tmp_path):
   assert 'example.build_example' in report['parts']['--vs']
 
 
+@pytest.mark.slow
 def test_reuse_check_bench_times_every_check_on_real_records():
   stdout = _run('reuse_check.py', '--limit=8', '--repeat=1', '--image_size=64')
   assert 'records of hymenoptera at 64 px' in stdout

@@ -184,6 +184,7 @@ def _tf_features(example) -> dict:
   return parsed
 
 
+@pytest.mark.slow
 def test_pure_python_parse_reads_what_tensorflow_reads(sample_dataset):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from imagerecords import framing, wire  # pylint: disable=import-outside-toplevel
@@ -486,6 +487,7 @@ def test_decompression_bomb_fails_from_its_header_with_bounded_memory(tmp_path):
     (('--image_format=raw',), 3),
     (('--channels=1',), 1),
 ])
+@pytest.mark.slow
 def test_reader_reads_raw_and_one_channel_outputs(tmp_path, flags, channels):
   import imagerecords  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel

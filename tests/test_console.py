@@ -75,6 +75,7 @@ def _run(photos, out, *flags, watch=None):
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_a_default_run_prints_only_its_own_lines_and_imports_no_tensorflow(photos, tmp_path):
   """The default statistics included, with worker processes (forced: six files would run in
   the launcher's process): every console line is this job's, none a third party's start-up
@@ -104,6 +105,7 @@ def test_the_import_watch_can_fail(tmp_path):
   assert re.search(r'^process \d+ imports tensorflow$', notes.read_text(), re.M)
 
 
+@pytest.mark.slow
 def test_a_small_input_runs_in_one_process_and_reports_beam_metrics(photos, tmp_path):
   """Six files: no worker processes. The counts are Beam metrics, what Dataflow's and Flink's
   UIs show: the images to convert (a gauge) and those converted (a counter); the manifest also

@@ -11,6 +11,7 @@ import pathlib
 import shutil
 
 from imagerecords import contract, inspect, pictures
+import pytest
 from PIL import Image, ImageEnhance
 
 from pipeline import outputs
@@ -180,6 +181,7 @@ def _leaking_input(tmp_path):
   return root, [f'train/x/{pair[0]}', f'val/x/{pair[1]}']
 
 
+@pytest.mark.slow
 def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
   root, leaking = _leaking_input(tmp_path)
   out = tmp_path / 'all'
@@ -353,6 +355,7 @@ def test_keep_first_near_drops_only_copies_confirmed_on_the_pixels(tmp_path, cap
   assert 'LABEL CONFLICT' not in summary
 
 
+@pytest.mark.slow
 def test_a_night_converts_again_a_record_whose_measures_lack_the_pixels(tmp_path):
   root, copies = _confirming_input(tmp_path)
   for relpath in DIFFERENT_PICTURES:  # the photos and copies are enough here

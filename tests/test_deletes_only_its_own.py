@@ -48,6 +48,7 @@ def test_a_dated_run_whose_input_is_its_dated_folder_deletes_nothing(tmp_path, c
   assert f'--input_dir={images} is inside --output_dir' in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('folder', [f'dt={DATE}', f'_staging/dt={DATE}'])
 @pytest.mark.parametrize('overwrite', [(), ('--overwrite',)])
 def test_a_dated_folder_holding_files_the_job_did_not_write_is_refused(tmp_path, caplog, folder,
@@ -77,6 +78,7 @@ def test_a_latest_file_that_is_not_the_jobs_is_never_replaced(tmp_path, caplog):
   assert not (root / f'dt={DATE}').exists()
 
 
+@pytest.mark.slow
 def test_publication_deletes_nothing_that_came_after_the_launch(tmp_path):
   """Files that appear in dt=DATE/ between the launch's check and the publication: the step
   fails and deletes nothing, neither them nor the earlier run they sit in."""
@@ -125,6 +127,7 @@ def test_files_that_only_share_the_jobs_names_are_refused_not_replaced(tmp_path,
   assert 'not written by imagerecords' in refusal and 'files of an earlier run' not in refusal
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_jobs_earlier_run_and_nothing_beside_it(tmp_path):
   images, out = _photos(tmp_path / 'images'), tmp_path / 'out'
   out.mkdir()
@@ -234,6 +237,7 @@ def _racing_publishers(monkeypatch, root: str, older: str, newer: str) -> None:
     thread.join(timeout=60)
 
 
+@pytest.mark.slow
 def test_latest_never_moves_back_when_two_dates_publish_at_once(tmp_path, monkeypatch):
   root = tmp_path / 'lake'
   root.mkdir()

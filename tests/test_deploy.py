@@ -724,6 +724,7 @@ def nightly_runs(tmp_path_factory):
   return {'root': root, 'env': env, 'flags': flags, 'runs': runs}
 
 
+@pytest.mark.slow
 def test_nightly_sh_publishes_a_dated_run_silently(nightly_runs):
   first = nightly_runs['runs'][0]
   records = nightly_runs['root'] / 'records'

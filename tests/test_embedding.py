@@ -69,6 +69,7 @@ def _model(path):
   return keras.models.load_model(path, compile=False)
 
 
+@pytest.mark.slow
 def test_the_stored_embedding_is_the_model_applied_to_the_image_the_reader_yields(
     pooled, model_files):
   import imagerecords  # pylint: disable=import-outside-toplevel
@@ -119,6 +120,7 @@ def test_tfds_reads_the_embedding_feature(pooled):
                                   by_name[example['image/filename']])
 
 
+@pytest.mark.slow
 def test_an_application_by_name_with_offline_weights_stores_the_whole_map(
     model_files, photos, pooled, tmp_path):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -167,6 +169,7 @@ def test_a_missing_or_unloadable_model_is_a_launch_error(photos, tmp_path, caplo
   assert not out.exists() or not any(out.glob('*.tfrecord'))
 
 
+@pytest.mark.slow
 def test_a_launcher_whose_workers_are_other_processes_loads_the_model_in_a_child(tmp_path):
   from transforms.image import embedding  # pylint: disable=import-outside-toplevel
   _tiny_model(1).save(tmp_path / 'tiny.keras')
@@ -211,6 +214,7 @@ def test_add_features_gives_the_bytes_of_one_serialization():
     add_features(record, {'image/height': 1})
 
 
+@pytest.mark.slow
 def test_the_linear_head_example_trains_on_the_stored_embeddings(pooled):
   import re  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
@@ -261,6 +265,7 @@ def test_the_reader_names_an_output_without_embeddings():
                                    'out/x') == [3, 3, 8]
 
 
+@pytest.mark.slow
 def test_nights_reuse_embeddings_of_the_same_model_and_rebuild_for_other_weights(
     photos, tmp_path):
   import imagerecords  # pylint: disable=import-outside-toplevel

@@ -4,11 +4,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO, manifest_of
 
 _ACCURACY = r'(\d\.\d{3})'
 
 
+@pytest.mark.slow
 def test_train_classifier_runs_and_reports_validation_accuracy(sample_dataset):
   result = subprocess.run(
       [sys.executable, str(REPO / 'examples' / 'train_classifier.py'),

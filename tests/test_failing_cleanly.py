@@ -43,6 +43,7 @@ def _assert_console_says_why_in_one_line(stderr: str, reason: str) -> pathlib.Pa
   return log
 
 
+@pytest.mark.slow
 def test_a_run_over_the_failure_fraction_ends_in_one_line_and_keeps_its_log(tmp_path):
   out = tmp_path / 'out'
   result = _job(shared_data('messy'), out, '--label_source=none', '--image_size=64')
@@ -121,6 +122,7 @@ def small_disk(tmp_path):
     subprocess.run(['umount', str(target)], check=True)
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_fails_in_one_line_and_leaves_no_shard_cut_short(tmp_path, small_disk):
   photos = sorted((shared_data('hymenoptera') / 'val' / 'ants').glob('*.jpg'))[:40]
   source = tmp_path / 'in' / 'ants'

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from imagerecords import inspect
 from PIL import Image
 
@@ -18,6 +19,7 @@ from tests.helpers import REPO, SAMPLES, convert, manifest_of, shared_data
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'reader')]))
 
 
+@pytest.mark.slow
 def test_inspect_prints_no_tensorflow_start_up_and_writes_pictures_only_where_told(tmp_path):
   out = tmp_path / 'out'
   assert convert(SAMPLES, out) == 0
@@ -63,6 +65,7 @@ def test_a_label_file_run_calls_its_unmatched_lines_label_lines_not_files(tmp_pa
   assert 'files skipped' not in console
 
 
+@pytest.mark.slow
 def test_an_offline_keras_application_names_embedding_weights(tmp_path):
   """Keras downloads an application's ImageNet weights on first use; with no way out (a proxy
   on a closed loopback port, an empty Keras cache) the launch fails (exit 2) naming the flag."""
@@ -97,6 +100,7 @@ def test_help_gives_an_example_first_then_the_options_in_groups_and_how_to_list_
   assert '--runner' in beam and '--direct_num_workers' in beam and '--input_dir' not in beam
 
 
+@pytest.mark.slow
 def test_a_voc_run_without_class_names_counts_the_classes_its_masks_hold(tmp_path, capsys):
   """The 3 VOC photos and their palette masks, without ``class_names.txt``: the summary says
   how many classes the masks hold (not '0 classes'), the manifest counts the examples whose

@@ -118,6 +118,7 @@ def catdog_runs(cluster, catdog, tmp_path_factory):
   return {'flink': out / 'flink', 'local': out / 'local'}
 
 
+@pytest.mark.slow
 def test_flink_writes_the_local_runners_records_with_statistics_and_near_duplicates(catdog_runs,
                                                                                     catdog):
   flink, local = (output_digest(catdog_runs[name], str(catdog)) for name in ('flink', 'local'))
@@ -133,6 +134,7 @@ def test_flink_writes_the_local_runners_records_with_statistics_and_near_duplica
 NIGHT_FLAGS = ('--masks=voc', '--num_shards=1', '--splits=train=0.5,validation=0.5', '--stats')
 
 
+@pytest.mark.slow
 def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(cluster, tmp_path):
   """../shared/data/segmentation/voc_palette (3 photos and their palette masks): night 1, then
   night 2 after one mask changed, on Flink: night 2 converts that image again, reuses the other
@@ -202,6 +204,7 @@ def _kill_the_converting_task_manager(cluster, launcher) -> str:
   pytest.fail('the job ended before its conversion step ran')
 
 
+@pytest.mark.slow
 def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record(
     cluster, catdog, catdog_runs, tmp_path):
   """SIGKILL to the TaskManager running the conversion step: Flink's fixed-delay restart
@@ -226,6 +229,7 @@ def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record
 
 # --- a launcher stopped by SIGTERM --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_cancels_the_flink_job_and_publishes_nothing(
     cluster, catdog, tmp_path):
   """A scheduler stops the launcher while Flink runs the job: the launcher asks the runner to
@@ -269,6 +273,7 @@ def test_sigterm_to_the_launcher_cancels_the_flink_job_and_publishes_nothing(
 
 # --- a failed run -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publishes_nothing(
     cluster, tmp_path):
   """8 photos and 2 files that do not decode (../shared/data/messy), --max_failure_fraction=0.1:

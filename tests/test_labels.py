@@ -4,6 +4,8 @@ import collections
 import json
 import shutil
 
+import pytest
+
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
 
 
@@ -30,6 +32,7 @@ def test_file_name_not_matching_the_regex_is_a_failure(tmp_path):
   assert len(failures) + len(matched) == 48
 
 
+@pytest.mark.slow
 def test_labels_from_tiny_imagenet_annotation_file(tmp_path):
   source = shared_data('tiny_imagenet_val')
   expected = {}
@@ -82,6 +85,7 @@ def test_integer_labels_are_kept_as_class_ids(tmp_path):
     assert record['image/class/label'] == (3 if folder == 'ants' else 5)
 
 
+@pytest.mark.slow
 def test_label_map_pins_ids_and_strict_labels_refuses_new_classes(tmp_path):
   pinned = tmp_path / 'labels.txt'
   pinned.write_text('bees\nwasps\n')
@@ -165,6 +169,7 @@ def _last_reason(caplog) -> str:
   return message[len('run failed: '):]
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_with_one_class_fails_and_names_the_flag_to_try(tmp_path, caplog):
   # Tiny ImageNet's layout: every photo in images/, the classes in val_annotations.txt. The
   # default --label_source=directory gives all of them the class 'images'.

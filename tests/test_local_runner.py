@@ -28,6 +28,7 @@ def _arenas_after_defaults(runner_flags, environ_value=None):
   return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc is the Linux C library')
 def test_a_local_run_limits_malloc_arenas_for_itself_and_its_workers():
   local = ['--runner=FnApiRunner', '--direct_running_mode=multi_processing',

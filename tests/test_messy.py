@@ -126,6 +126,7 @@ def _upright_size(entry: Entry, path) -> Tuple[int, int]:
   return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+@pytest.mark.slow
 def test_every_decodable_file_is_an_upright_first_frame_example(manifest, lossless):
   _, records, failures = lossless
   messy = shared_data('messy')
@@ -190,6 +191,7 @@ def test_every_bad_file_is_reported_with_a_reason_naming_what_is_wrong(manifest,
   assert summary['num_examples'] == 72
 
 
+@pytest.mark.slow
 def test_channels_1_keeps_every_file_gray(manifest, tmp_path_factory):
   out, records, failures = _run(tmp_path_factory, '--channels=1', '--resize_mode=center_crop',
                                 '--image_size=24')

@@ -70,6 +70,7 @@ def _stop_workers_once_started(job: subprocess.Popen) -> list:
   pytest.fail(f'no SDK workers started: {job.communicate()[1][-3000:]}')
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_replaced_by_its_corrected_rerun_without_overwrite(tmp_path, caplog):
   flat, out = _flat_photos(tmp_path), tmp_path / 'out'
   assert convert(flat, out) == 1  # no class folders: every image fails at stage label
@@ -83,6 +84,7 @@ def test_a_failed_run_is_replaced_by_its_corrected_rerun_without_overwrite(tmp_p
   assert manifest_of(out)['status'] == 'complete'
 
 
+@pytest.mark.slow
 def test_a_run_over_the_failure_fraction_names_the_common_reasons_an_example_and_the_flag(
     tmp_path):
   """The sample's class folders, plus 24 photos outside them and 2 files that do not decode
@@ -106,6 +108,7 @@ def test_a_run_over_the_failure_fraction_names_the_common_reasons_an_example_and
   assert 'try --label_source=file:PATH, --label_source=filename:REGEX or --label_source=none' in last
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_job_or_its_group_ends_it_in_one_line_workers_claim_and_log_gone(
     tmp_path, signum):
@@ -133,6 +136,7 @@ def test_a_signal_to_the_job_or_its_group_ends_it_in_one_line_workers_claim_and_
   assert manifest_of(out)['num_examples'] == 48
 
 
+@pytest.mark.slow
 def test_a_signal_on_the_local_runner_in_one_process_ends_the_run_in_one_line(tmp_path):
   """Below 1,000 files the job converts in the launcher itself, where Beam re-raises the
   signal's exception as the running step's RuntimeError."""

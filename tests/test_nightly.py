@@ -81,6 +81,7 @@ def _digests(run_dir: pathlib.Path) -> dict:
           for p in sorted(run_dir.rglob('*')) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_each_night_is_published_and_latest_names_the_newest(nights):
   _, root, records, manifests, _ = nights
   assert (root / 'LATEST').read_text().strip() == f'dt={NIGHTS[-1]}'
@@ -135,6 +136,7 @@ def test_manifest_diff_counts_what_changed(nights):
       'ants': {'changed': 2, 'removed': 2}, 'bees': {'added': 2}}
 
 
+@pytest.mark.slow
 def test_a_renamed_class_folder_is_reported_as_photos_that_moved_split(tmp_path):
   # the same photos (same SHA-256) under a renamed class folder: their paths, so their hash
   # splits, and their class change; the diff pairs them by digest, not only by path
@@ -203,6 +205,7 @@ def _split_records(run_dir) -> dict:
           for split, info in manifest['splits'].items()}
 
 
+@pytest.mark.slow
 def test_an_incremental_night_holds_what_a_full_rebuild_holds(nights, tmp_path):
   images, root, _, _, _ = nights
   rebuilt_root = tmp_path / 'rebuilt'
@@ -235,6 +238,7 @@ def test_a_changed_setting_rebuilds_the_night_fully(nights, tmp_path):
   assert night['converted'] == manifest_of(other / 'dt=2026-11-23')['num_examples']
 
 
+@pytest.mark.slow
 def test_statistics_of_an_incremental_night_equal_a_full_rebuilds(nights, tmp_path):
   """--stats: reused training images bring their pixel sums from the previous index."""
   images, _, _, _, _ = nights
@@ -258,6 +262,7 @@ def test_statistics_of_an_incremental_night_equal_a_full_rebuilds(nights, tmp_pa
   assert manifests['full']['statistics']['num_pixels'] > 0
 
 
+@pytest.mark.slow
 def test_a_changed_mask_converts_its_image_again(tmp_path):
   """--masks: an image is unchanged only while its mask is too; a reused record keeps its
   mask's class counts."""
@@ -280,6 +285,7 @@ def test_a_changed_mask_converts_its_image_again(tmp_path):
   assert sum(sum(split['class_counts'].values()) for split in first['splits'].values()) == 10
 
 
+@pytest.mark.slow
 def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
   images, root, _, _, _ = nights
   broken = tmp_path / 'images'
@@ -295,6 +301,7 @@ def test_a_failed_night_publishes_nothing_and_keeps_latest(nights, tmp_path):
   assert not (staged / '_SUCCESS').exists()
 
 
+@pytest.mark.slow
 def test_a_vanished_class_fails_the_night_under_strict_labels(nights, tmp_path):
   images, root, _, _, _ = nights
   fewer = tmp_path / 'images'
@@ -306,6 +313,7 @@ def test_a_vanished_class_fails_the_night_under_strict_labels(nights, tmp_path):
   assert (root / 'LATEST').read_text().strip() == f'dt={NIGHTS[-1]}'
 
 
+@pytest.mark.slow
 def test_rerunning_a_published_date(nights):
   images, root, _, manifests, _ = nights
   date = NIGHTS[-1]

@@ -103,6 +103,7 @@ def _assert_same_as_rebuilt(night: pathlib.Path, rebuilt: pathlib.Path) -> None:
     assert (night / name).read_bytes() == (rebuilt / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_an_incremental_night_writes_the_shards_of_a_full_rebuild(nights, tmp_path):
   _, _, rebuilt, kept = nights
   night = _night_2(nights, tmp_path)
@@ -123,6 +124,7 @@ def test_the_index_records_each_record_s_digest(nights):
   assert {entry['file']: entry['record_sha256'] for entry in index} == digests
 
 
+@pytest.mark.slow
 def test_damaged_records_are_converted_again_never_copied(nights, tmp_path):
   """Night 1's shards damaged four ways, one per shard: a flipped byte in a record's image
   bytes; in its class id; in its image bytes with the frame's checksum written afresh (only
@@ -184,6 +186,7 @@ def test_damaged_records_are_converted_again_never_copied(nights, tmp_path):
   assert lost == expected - {name for name, (_, word) in problems.items() if word != 'length'}
 
 
+@pytest.mark.slow
 def test_an_index_without_record_digests_converts_those_images_again(nights, tmp_path):
   """A previous night written before images.jsonl held record digests has nothing to check a
   record against: its images are converted again, not copied unverified."""

@@ -56,6 +56,7 @@ def _records(out: pathlib.Path) -> dict:
     ('out*', 'out-b'),  # a star: anything
     ('ou?', 'oux'),  # a question mark: one character
 ])
+@pytest.mark.slow
 def test_overwrite_deletes_only_inside_the_named_output(tmp_path, name, sibling):
   # the sibling holds a complete earlier run, which the name as a pattern would match
   assert convert(SAMPLES, tmp_path / sibling, *FLAGS) == 0
@@ -93,6 +94,7 @@ def test_an_input_folder_named_like_a_pattern_is_read_alone(tmp_path):
   assert manifest_of(out)['input_dir'] == str(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_a_dated_run_under_a_pattern_named_root_ignores_its_siblings_runs(tmp_path):
   root, sibling = tmp_path / 'nightly[1]', tmp_path / 'nightly1'
   assert convert(SAMPLES, sibling, '--run_date=2026-01-01', *FLAGS) == 0
@@ -175,6 +177,7 @@ def test_follow_external_symlinks_takes_links_that_leave_the_root(tmp_path):
 
 # --- 3. files that are not regular files, and files too large to read -------------------------
 
+@pytest.mark.slow
 def test_special_files_and_huge_files_are_reported_without_being_read(tmp_path):
   root = tmp_path / 'in'
   _copy(ANTS[:3], root / 'ants')
@@ -220,6 +223,7 @@ def test_max_file_bytes_refuses_larger_photos_at_listing(tmp_path):
   assert manifest_of(out)['metrics']['images_read'] == len(small)
 
 
+@pytest.mark.slow
 def test_a_jpeg_of_thousands_of_scans_fails_alone_and_fast(tmp_path):
   # issue 22, item 6: a real photo saved progressive, its scans repeated to 2,000 (a 64x64 one,
   # so that the old code's decode of it stayed short); the job refuses it before decoding

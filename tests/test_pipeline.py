@@ -31,6 +31,7 @@ def hymenoptera(tmp_path_factory):
   return source, out
 
 
+@pytest.mark.slow
 def test_hymenoptera_every_file_once_in_its_split_with_its_folder_class(hymenoptera):
   source, out = hymenoptera
   expected = {}  # relpath -> (split, class)
@@ -76,6 +77,7 @@ def test_hymenoptera_shards_and_sizes(hymenoptera):
         assert record['image/channels'] == 3 and record['image/format'] == b'jpeg'
 
 
+@pytest.mark.slow
 def test_hash_split_fractions_and_stability(tmp_path):
   source = shared_data('tiny_imagenet_val') / 'images'
   images = tmp_path / 'images'

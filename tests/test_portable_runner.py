@@ -106,6 +106,7 @@ def _manifest(output_dir: pathlib.Path) -> dict:
   return json.loads((output_dir / 'manifest.json').read_text())
 
 
+@pytest.mark.slow
 def test_both_runs_publish_their_output(runs, portable_services):
   for name, run in runs.items():
     result = run['result']
@@ -156,6 +157,7 @@ def _other_user_prefix():
           '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search']
 
 
+@pytest.mark.slow
 def test_a_launcher_of_another_user_than_the_workers_publishes(portable_services, tmp_path):
   prefix = _other_user_prefix()
   launch = tmp_path / 'launch'

@@ -4,6 +4,7 @@ changes one fails here, by name."""
 
 import argparse
 
+import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -24,6 +25,7 @@ def test_the_s3_client_is_the_one_the_s3_options_configure():
     FileSystems.set_options(PipelineOptions([]))
 
 
+@pytest.mark.slow  # Beam looks for credentials 5 times, 20 s in all, before it goes anonymous
 def test_the_gcs_client_is_a_storage_client_anonymous_without_credentials():
   from google.cloud import storage  # pylint: disable=import-outside-toplevel
   client = private_apis.gcs_client('gs://bucket/key')

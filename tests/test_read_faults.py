@@ -51,6 +51,7 @@ def _fingerprints(run_dir) -> dict:
   return {split: info['fingerprint'] for split, info in manifest_of(run_dir)['splits'].items()}
 
 
+@pytest.mark.slow
 def test_transient_errors_cost_a_retry_not_an_image(photos, tmp_path, monkeypatch):
   assert convert(photos, tmp_path / 'clean', *FLAGS) == 0
   every_third = sorted(photos.rglob('*.jpg'))[::3]
@@ -65,6 +66,7 @@ def test_transient_errors_cost_a_retry_not_an_image(photos, tmp_path, monkeypatc
   assert _fingerprints(tmp_path / 'faulty') == _fingerprints(tmp_path / 'clean')
 
 
+@pytest.mark.slow
 def test_a_file_that_keeps_failing_fails_the_night_and_publishes_nothing(photos, tmp_path,
                                                                           monkeypatch, caplog):
   root = tmp_path / 'out'
@@ -95,6 +97,7 @@ def test_a_file_deleted_after_the_listing_is_a_failure_with_its_reason(photos, t
   assert manifest_of(tmp_path / 'out')['num_examples'] == 23
 
 
+@pytest.mark.slow
 def test_the_previous_nights_shards_are_read_again_after_a_reset(photos, tmp_path,
                                                                  monkeypatch):
   root = tmp_path / 'out'
@@ -109,6 +112,7 @@ def test_the_previous_nights_shards_are_read_again_after_a_reset(photos, tmp_pat
   assert _fingerprints(root / 'dt=2026-11-21') == _fingerprints(root / 'dt=2026-11-20')
 
 
+@pytest.mark.slow
 def test_a_previous_shard_is_read_once_across_retries_and_a_cut_one_is_refused(
     photos, tmp_path, monkeypatch):
   from imagerecords.framing import FramingError, read_records  # pylint: disable=import-outside-toplevel

@@ -59,6 +59,7 @@ def _copy(src, dst):
   return str(dst)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('training', [False, True])
 @pytest.mark.parametrize('image_size', [64, 40])
 def test_batches_have_documented_shapes_dtypes_and_range(sample_dataset, training, image_size):
@@ -334,6 +335,7 @@ def _swap_in(data_dir, other_dir, split, index):
   return data_dir / name
 
 
+@pytest.mark.slow
 def test_the_manifest_records_each_shards_size_and_sha256(three_outputs):
   for split, info in manifest_of(three_outputs['ours'])['splits'].items():
     assert len(info['shards']) == {'train': 2, 'validation': 1}[split]

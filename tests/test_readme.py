@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
 
 
@@ -30,6 +32,7 @@ def _first_command_job() -> str:
   return block.strip().rsplit(' && ', 1)[1]
 
 
+@pytest.mark.slow
 def test_the_first_command_then_the_tests_in_a_clone(tmp_path):
   """The README's two commands in a row (issue 24): in a clone of this repository (its files
   as git sees them, uncommitted ones included), the first command's job writes out/, then the

@@ -81,6 +81,7 @@ def _assert_same_run(run_dir: pathlib.Path, clean_dir: pathlib.Path) -> None:
   assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in clean_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_a_night_killed_in_any_phase_reruns_to_what_a_clean_run_publishes(photos, clean,
                                                                           tmp_path):
   root = tmp_path / 'out'
@@ -96,6 +97,7 @@ def test_a_night_killed_in_any_phase_reruns_to_what_a_clean_run_publishes(photos
   assert not staging.exists()
 
 
+@pytest.mark.slow
 def test_a_night_killed_while_publishing_reruns_without_overwrite(photos, clean, tmp_path):
   root = tmp_path / 'out'
   shutil.copytree(clean, root / f'dt={DATE}')

@@ -70,6 +70,7 @@ def _digests(root: pathlib.Path) -> dict:
           for p in sorted(root.rglob('*')) if p.is_file() and claim.WORK_DIR not in p.parts}
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
   out, log = tmp_path / 'out', tmp_path / 'first.log'
   first = _start(log, out, '--num_shards=2')
@@ -93,6 +94,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
   assert third.returncode == 2 and 'already holds' in _last_line(third.stderr)
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_date_are_refused_and_other_dates_go_on(tmp_path):
   root, log = tmp_path / 'root', tmp_path / 'first.log'
   first = _start(log, root, '--run_date=2026-11-21', '--num_shards=1')
@@ -114,6 +116,7 @@ def test_two_runs_of_one_date_are_refused_and_other_dates_go_on(tmp_path):
   assert (root / 'LATEST').read_text().strip() == 'dt=2026-11-21'
 
 
+@pytest.mark.slow
 def test_the_claim_of_a_killed_run_is_taken_over_without_overwrite(tmp_path):
   out, log = tmp_path / 'out', tmp_path / 'first.log'
   first = _start(log, out)
@@ -128,6 +131,7 @@ def test_the_claim_of_a_killed_run_is_taken_over_without_overwrite(tmp_path):
   assert sorted(p.name for p in (out / claim.WORK_DIR).glob('claim.*')) == ['claim.2']
 
 
+@pytest.mark.slow
 def test_a_run_stalled_past_its_lease_loses_its_claim_and_publishes_nothing(tmp_path):
   out, log = tmp_path / 'out', tmp_path / 'first.log'
   first = _start(log, out, '--claim_lease_seconds=1')

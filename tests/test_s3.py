@@ -81,6 +81,7 @@ def converted(s3, tmp_path_factory):
   return result, local
 
 
+@pytest.mark.slow
 def test_the_run_is_published_in_the_bucket(converted, s3):
   result, local = converted
   assert result.returncode == 0, f'{result.stderr[-6000:]}\n--- moto:\n{tail(s3["log"])}'
@@ -142,6 +143,7 @@ def _run_through_proxy(s3, tmp_path, output: str, rules) -> subprocess.Completed
   return result
 
 
+@pytest.mark.slow
 def test_resets_and_throttling_on_s3_cost_retries_not_images(converted, s3, tmp_path):
   _, clean = converted
   names = [p.relative_to(SAMPLES).as_posix() for p in UPLOADED]
@@ -160,6 +162,7 @@ def test_resets_and_throttling_on_s3_cost_retries_not_images(converted, s3, tmp_
           == {s: i['fingerprint'] for s, i in clean_manifest['splits'].items()})
 
 
+@pytest.mark.slow
 def test_an_object_that_keeps_failing_fails_the_run_without_publishing(s3, tmp_path,
                                                                        monkeypatch):
   """In this process, so that the waits of Beam's own S3 retries (minutes: 7 retries from 5 s,

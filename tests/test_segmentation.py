@@ -300,6 +300,7 @@ def test_folders_layout_reports_missing_orphan_and_mis_sized_masks(tmp_path):
                     for i, s in enumerate(stems) if i > 2}
 
 
+@pytest.mark.slow
 def test_pattern_layout_and_reader_crop_flip_alignment(tmp_path):
   # Images made from real masks (class c -> gray LEVELS[c]), masks beside them as
   # {stem}_mask.png: in training the reader's random window and flip must hit both alike, so

@@ -18,6 +18,7 @@ import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+import pytest
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import outputs
@@ -42,6 +43,7 @@ def _tree(root):
           for path in sorted(root.rglob('*')) if path.is_file()}
 
 
+@pytest.mark.slow
 def test_a_template_launch_is_reported_as_submitted_and_touches_no_published_run(tmp_path):
   out = tmp_path / 'records'
   first = _launch(out, '--runner=FnApiRunner')

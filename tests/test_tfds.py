@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import json
 
+import pytest
 from imagerecords import contract
 
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
@@ -46,6 +47,7 @@ def test_split_slicing_and_supervised_keys(sample_dataset):
     assert image.ndim == 3 and 0 <= label < len(builder.info.features['image/class/label'].names)
 
 
+@pytest.mark.slow
 def test_unlabeled_output_is_readable_without_class_features(tmp_path):
   out = tmp_path / 'out'
   assert convert(SAMPLES / 'bees', out, '--label_source=none', '--image_size=32',
@@ -58,6 +60,7 @@ def test_unlabeled_output_is_readable_without_class_features(tmp_path):
     assert len(list(builder.as_dataset(split=split))) == info['num_examples']
 
 
+@pytest.mark.slow
 def test_segmentation_output_yields_images_with_their_masks(tmp_path):
   out = tmp_path / 'out'
   assert convert(shared_data('segmentation/voc_palette'), out, '--masks=voc',

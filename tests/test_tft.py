@@ -58,6 +58,7 @@ def _stored_pixels(output_dir, split: str) -> np.ndarray:
   return np.concatenate(pixels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('output', ['converted', 'converted_exact'])
 def test_statistics_equal_numpy_over_the_stored_training_images(output, request):
   converted = request.getfixturevalue(output)
@@ -297,6 +298,7 @@ def test_normalize_uses_the_manifest_statistics(converted):
                              atol=2e-2, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_stats_false_writes_no_transform_and_normalize_says_what_is_missing(subset, tmp_path):
   import imagerecords  # pylint: disable=import-outside-toplevel
   out = tmp_path / 'out'

@@ -135,6 +135,7 @@ def test_default_run_fixed_names_every_record_once_balanced_mixed_no_staging(sam
   assert seen == collections.Counter(_sample_relpaths())
 
 
+@pytest.mark.slow
 def test_dali_index_and_empty_split_then_gzip_over_it(tmp_path):
   source = _split_folder_input(tmp_path / 'in')
   out = tmp_path / 'out'
@@ -182,6 +183,7 @@ def _records_per_split(out: pathlib.Path) -> dict:
           for split in ('train', 'val')}
 
 
+@pytest.mark.slow
 def test_same_input_options_and_seed_write_byte_identical_shards_on_any_runner(tmp_path):
   # 398 photos make 2 shuffle buckets. One process (one bundle: the records reach the writer
   # bucket by bucket) against two worker processes (several bundles, in the order the workers
@@ -219,6 +221,7 @@ def test_dali_index_refused_with_gzip(tmp_path):
   assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_memory_bench_measures_two_sizes_and_its_exit_status_is_the_verdict(tmp_path):
   report_path = tmp_path / 'memory.json'
   result = subprocess.run(
