@@ -121,6 +121,7 @@ def test_million_bench_runs_the_loop_and_the_job_at_two_sizes(tmp_path):
   assert all(f'| {step} |' in stdout for row in jobs for step in row['step_msecs'])
 
 
+@pytest.mark.slow
 def test_convert_step_bench_times_both_checkouts_pass_by_pass(tmp_path):
   shared_data('tiny_imagenet_val')
   report_path = tmp_path / 'convert_step.json'

@@ -92,6 +92,7 @@ def test_keep_all_finds_the_catdog_duplicates_and_writes_every_file(tmp_path, ca
   assert 'LEAKAGE' not in summary and 'CONFLICT' not in summary
 
 
+@pytest.mark.slow
 def test_keep_first_near_writes_one_file_per_near_group(tmp_path):
   source = shared_data('catdog_filenames')
   expected = _expected_groups(source)
@@ -119,6 +120,7 @@ def test_keep_first_near_writes_one_file_per_near_group(tmp_path):
   assert set(index) == written
 
 
+@pytest.mark.slow
 def test_keep_first_writes_one_file_per_group_and_reports_the_others(tmp_path):
   source = shared_data('catdog_filenames')
   expected = _expected_groups(source)

@@ -246,6 +246,7 @@ def test_latest_never_moves_back_when_two_dates_publish_at_once(tmp_path, monkey
   assert (root / 'LATEST').read_text() == 'dt=2026-01-03\n'
 
 
+@pytest.mark.slow
 def test_latest_on_s3_never_moves_back_when_two_dates_publish_at_once(s3_bucket, monkeypatch):
   s3_root = s3_bucket  # a nightly root on S3 (moto), through Beam's S3 filesystem
   write_text(f'{s3_root}/LATEST', 'dt=2026-01-01\n')

@@ -5,6 +5,7 @@ import collections
 import json
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -13,6 +14,7 @@ from transforms.elements import STAGE_DECODE, STAGE_LIST, STAGE_READ, Failure
 from transforms.outputs import failures
 
 
+@pytest.mark.slow
 def test_the_messy_folder_s_failures_are_in_file_order_and_summarized(tmp_path):
   """The 90 odd files of ../shared/data/messy: failures.jsonl holds every failure once, in
   (file, stage) order, and the manifest's counts are those of the file."""

@@ -260,6 +260,7 @@ def test_mask_overlay_on_a_real_voc_pair(tmp_path):
   assert sheet.width >= 64 and sheet.height >= 64
 
 
+@pytest.mark.slow
 def test_segmentation_output_is_checked_and_overlaid(tmp_path, capsys):
   """Twelve image/mask pairs of the rock VOC data converted with --masks=voc: inspect passes,
   counts per mask class the examples whose mask holds it, draws the overlays, and names a mask

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
 
 
+@pytest.mark.slow
 def test_labels_from_file_names_catdog(tmp_path):
   out = tmp_path / 'out'
   assert convert(shared_data('catdog_filenames'), out,
@@ -21,6 +22,7 @@ def test_labels_from_file_names_catdog(tmp_path):
   assert (out / 'labels.txt').read_text() == 'cat\ndog\n'
 
 
+@pytest.mark.slow
 def test_file_name_not_matching_the_regex_is_a_failure(tmp_path):
   out = tmp_path / 'out'
   assert convert(SAMPLES, out, r'--label_source=filename:^(?P<label>\d)\d*_[0-9a-f]+\.jpg$',
@@ -53,6 +55,7 @@ def test_labels_from_tiny_imagenet_annotation_file(tmp_path):
   assert manifest_of(out)['failures_by_stage'] == {'list': 2}  # wnids.txt, words.txt
 
 
+@pytest.mark.slow
 def test_label_file_gaps_are_reported_both_ways(tmp_path):
   root = tmp_path / 'in'
   shutil.copytree(SAMPLES, root)
@@ -121,6 +124,7 @@ def _tiny_imagenet_subset_with_splits(tmp_path, count=60):
   return tmp_path / 'in', labels, expected
 
 
+@pytest.mark.slow
 def test_csv_split_column_assigns_each_image_its_split(tmp_path):
   root, labels, expected = _tiny_imagenet_subset_with_splits(tmp_path)
   # two lines with a bad split: each is a failure of its image, at stage split

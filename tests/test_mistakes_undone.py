@@ -158,6 +158,7 @@ def test_a_signal_on_the_local_runner_in_one_process_ends_the_run_in_one_line(tm
   assert not (tmp_path / 'out' / '_SUCCESS').exists()
 
 
+@pytest.mark.slow
 def test_a_signal_after_publication_says_so_and_exits_0(tmp_path):
   """A scheduler's retry must not meet "already published": the run that published exits 0."""
   out = tmp_path / 'out'

@@ -227,6 +227,7 @@ def test_an_incremental_night_holds_what_a_full_rebuild_holds(nights, tmp_path):
     assert (incremental / name).read_bytes() == (rebuilt / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_changed_setting_rebuilds_the_night_fully(nights, tmp_path):
   images, root, _, _, _ = nights
   other = tmp_path / 'out'

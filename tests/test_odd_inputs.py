@@ -128,6 +128,7 @@ def _linked_input(tmp_path: pathlib.Path) -> pathlib.Path:
   return root
 
 
+@pytest.mark.slow
 def test_links_inside_the_root_are_followed_and_the_others_reported(tmp_path):
   root = _linked_input(tmp_path)
   out = tmp_path / 'out'
@@ -246,6 +247,7 @@ def test_a_jpeg_of_thousands_of_scans_fails_alone_and_fast(tmp_path):
 
 # --- 4. folders that cannot be listed ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
   root = tmp_path / 'in'
   _copy(ANTS[:3], root / 'ants')

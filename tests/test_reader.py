@@ -229,6 +229,7 @@ def test_unlabeled_dataset_yields_images_only(sample_dataset, tmp_path):
 
 @pytest.mark.parametrize('split', SPLITS)
 @pytest.mark.parametrize('extra_pipelines', [0, 1])
+@pytest.mark.slow
 def test_input_pipelines_together_cover_each_example_once(sample_dataset, split, extra_pipelines):
   # 2 pipelines shard by file; more pipelines than files shard by record.
   num_files = len(metadata.shard_files(sample_dataset, split))

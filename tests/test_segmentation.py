@@ -236,6 +236,7 @@ def test_reader_yields_pairs_with_one_crop_and_flip(voc_palette_out):
   assert seen == 3
 
 
+@pytest.mark.slow
 def test_rock_voc_split_lists_are_the_splits(tmp_path):
   root = shared_data('segmentation/rock_voc') / 'VOC2007'
   out = tmp_path / 'out'
@@ -266,6 +267,7 @@ def test_rock_voc_split_lists_are_the_splits(tmp_path):
     assert set(np.unique(masks.numpy())) <= {0, 1, 2, 3}
 
 
+@pytest.mark.slow
 def test_folders_layout_reports_missing_orphan_and_mis_sized_masks(tmp_path):
   root = shared_data('segmentation/rock_voc') / 'VOC2007'
   source = tmp_path / 'in'

@@ -80,6 +80,7 @@ def test_launched_not_run_tells_a_launch_from_a_finished_job():
       'gs://b/launch/job_object')
 
 
+@pytest.mark.slow
 def test_a_manifest_the_launcher_may_not_rewrite_leaves_the_run_published(
     tmp_path, monkeypatch, caplog):
   out = tmp_path / 'records'

@@ -74,6 +74,7 @@ def test_segmentation_output_yields_images_with_their_masks(tmp_path):
       assert mask.shape == example['image/encoded'].shape[:2] + (1,)
 
 
+@pytest.mark.slow
 def test_raw_pixels_are_read_as_bytes_of_the_stored_shape(tmp_path):
   import numpy as np  # pylint: disable=import-outside-toplevel
   out = tmp_path / 'out'

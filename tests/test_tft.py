@@ -259,6 +259,7 @@ def test_a_serving_model_with_the_layer_exports_with_the_transform_inside(conver
   np.testing.assert_allclose(served.numpy(), np.array(expected), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_load_normalize_centres_the_training_split_on_real_photos(subset, tmp_path):
   """The statistics describe the pixels the reader yields: every pixel of the training split
   as ``load(training=False, normalize=True)`` gives it has mean 0 and std 1 per channel.
