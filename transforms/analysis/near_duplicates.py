@@ -43,9 +43,10 @@ thousand re-saved copies of each of a thousand photos has no link at all (only t
 pictures' files, each set found whole in its band-0 bucket).
 
 A group is reported as ``near`` when it holds at least two different contents (SHA-256): a set
-of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). It keeps the lowest similarity and the largest hash distance of the links
-that joined it. Flips and rotations change the hash completely and are not found; nor is a
-grayscale copy of a colour photo (its chroma differs).
+of byte-identical files alone is an ``exact`` group (``transforms.analysis.dedup``). It keeps
+the lowest similarity and the largest hash distance of the links that joined it. Flips and
+rotations change the hash completely and are not found; nor is a grayscale copy of a colour
+photo (its chroma differs).
 """
 
 import collections

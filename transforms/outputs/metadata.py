@@ -227,11 +227,13 @@ class _WriteMetadataFn(beam.DoFn):
     classes_error = class_count_error(settings.label_source, settings.allow_single_class, splits,
                                       failures, num_inputs)
     # no example at all: the class count's reason (the most common failures, what to try) first
-    error = '; '.join(problems) or (num_examples == 0 and classes_error) or failure_fraction_error(
-        num_inputs, settings.max_failure_fraction, path(contract.FAILURES_FILE), failures,
-        settings.label_source) or classes_error or vanished_classes_error(settings.required_classes, splits
-    ) or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
-          if incremental else None)
+    error = ('; '.join(problems) or (num_examples == 0 and classes_error)
+             or failure_fraction_error(num_inputs, settings.max_failure_fraction,
+                                       path(contract.FAILURES_FILE), failures,
+                                       settings.label_source)
+             or classes_error or vanished_classes_error(settings.required_classes, splits)
+             or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
+                 if incremental else None))
 
     # The manifest, built here and only here: the launch's entries and this run's results.
     manifest = dataclasses.replace(
