@@ -94,6 +94,7 @@ from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, FramingError, fram
                                   read_frames)
 
 from transforms.elements import METRICS_NAMESPACE
+from transforms.files import reads
 from transforms.files.folders import delete_tree, is_local
 from transforms.files.textfiles import write_text
 from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
@@ -149,14 +150,15 @@ def read_staging_keys(path: str) -> StagingFile:
   """The StagingFile of the staging file ``path``, from ``<path>.keys``.
 
   Raises:
-    FileNotFoundError: no such file (the staging files are gone).
+    FileNotFoundError: the file cannot be read (the staging files are gone).
+    ReadFailed: it kept failing with transient errors (``transforms.files.reads``).
     FramingError: the file is shorter than its count says.
   """
   keys_path = path + KEYS_SUFFIX
-  if not FileSystems.exists(keys_path):
-    raise FileNotFoundError(f'{keys_path} does not exist')
-  with FileSystems.open(keys_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-    data = handle.read()
+  try:  # transient errors are retried
+    data = reads.read_bytes(keys_path, CompressionTypes.UNCOMPRESSED)
+  except reads.UnreadableFile as error:
+    raise FileNotFoundError(f'{keys_path}: {error}') from None
   count = int.from_bytes(data[:8], 'little')
   if len(data) != 8 + count * (8 + SHUFFLE_KEY_BYTES):
     raise FramingError(f'{keys_path}: {len(data)} bytes, not the {count} records it counts')
