@@ -406,5 +406,4 @@ class ReportDuplicates(beam.PTransform):
     return (
         groups
         | 'count duplicates' >> beam.CombineGlobally(_SectionFn())
-        | 'after the file' >> beam.Map(lambda section, _: section,
-                                       beam.pvalue.AsSingleton(written)))
+        | 'after the file' >> beam.transforms.util.WaitOn(written))

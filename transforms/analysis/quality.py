@@ -194,5 +194,4 @@ class ReportQuality(beam.PTransform):
     return (scanned[_COUNTS_TAG]
             | 'add counts' >> beam.CombineGlobally(_add_counts)
             | 'manifest section' >> beam.Map(quality_section)
-            | 'after the file' >> beam.Map(lambda section, _: section,
-                                           beam.pvalue.AsSingleton(written)))
+            | 'after the file' >> beam.transforms.util.WaitOn(written))

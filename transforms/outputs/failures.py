@@ -204,6 +204,5 @@ class WriteFailures(beam.PTransform):
                | 'write failures.jsonl' >> WriteSortedLines(self._path, keyed=True))
     return (failures
             | 'count failures' >> beam.CombineGlobally(_SummaryFn())
-            | 'after the file' >> beam.Map(lambda summary, _: summary,
-                                           beam.pvalue.AsSingleton(written)))
+            | 'after the file' >> beam.transforms.util.WaitOn(written))
 
