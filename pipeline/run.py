@@ -42,11 +42,12 @@ from pipeline import interrupt, local_runner, nightly, outputs, progress, usage,
 from pipeline import options as opts
 from pipeline.config import JobConfig
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
-from transforms.analysis.near_duplicates import (DroppedNear, NearDuplicateGroups,
-                                                 drop_near_duplicates)
+from transforms.analysis.near_duplicates import (DropNearDuplicates, DroppedNear,
+                                                 NearDuplicateGroups)
 from transforms.analysis.quality import ReportQuality
 from transforms.analysis.statistics import SplitStatistics, TrainingStatistics, training_split
 from transforms.analysis.statistics_tft import AnalyzeTrainingSplit
+from transforms.batches import ExampleBatches
 from transforms.elements import FAILURES_TAG
 from transforms.image.convert import ConvertImages
 from transforms.image.embedding import AddEmbeddings
@@ -103,37 +104,28 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
   new_examples = converted.examples
   if config.embedding:  # --embedding_model: + image/embedding, by RunInference
     new_examples = new_examples | 'embed images' >> AddEmbeddings(config.embedding)
+  # the examples of every source: the writer takes each apart (the records are never
+  # flattened); the per-image analysis steps read them all, in lists, without their records
   records = (new_examples,) if reused is None else (new_examples, reused)
-  # what every step but the writer reads of an example: all but its record bytes, so that the
-  # records of two sources are never flattened (held in memory) on the local runner
-  examples = new_examples if reused is None else (
-      [source | f'{name}: drop the record bytes' >> beam.Map(_without_record)
-       for name, source in (('converted', new_examples), ('reused', reused))]
-      | 'converted and reused' >> beam.Flatten())
+  batches = records | 'examples in batches' >> ExampleBatches()
 
-  # the per-image analysis steps below take lists of examples: Beam's cost per element (each
-  # step's invocation, its counters) is then paid once per EXAMPLES_PER_BATCH images
-  batches = examples | 'batch the examples' >> _batches()
   # groups of byte-identical files and of near-identical pictures (perceptual hashes)
-  groups = [batches | 'exact duplicate groups' >> ExactGroups(batched=True), deduped['groups']]
+  groups = [batches | 'exact duplicate groups' >> ExactGroups(), deduped['groups']]
   if config.image_checks:
     near_groups = batches | 'near-duplicate groups' >> NearDuplicateGroups(
-        config.near_duplicate_distance, keep_first=config.dedup == KEEP_FIRST_NEAR,
-        batched=True)
+        config.near_duplicate_distance, keep_first=config.dedup == KEEP_FIRST_NEAR)
     groups.append(near_groups)
   all_groups = groups | 'all duplicate groups' >> beam.Flatten()
   near_failures = []
   if config.dedup == KEEP_FIRST_NEAR:  # only the first file of each near group is written
     dropped = near_groups | 'near duplicates not written' >> DroppedNear()
     near_failures.append(dropped[FAILURES_TAG])
-    records = tuple(drop_near_duplicates(source, dropped['files'], f'drop near duplicates {i}')
-                    for i, source in enumerate(records))
-    examples = drop_near_duplicates(examples, dropped['files'], 'drop near duplicates')
-    batches = examples | 'batch the examples kept' >> _batches()
+    records = records | 'drop near duplicates' >> DropNearDuplicates(dropped['files'])
+    batches = records | 'examples kept in batches' >> ExampleBatches()
   shard_paths = records | 'write shards' >> WriteSplits(
       config.output_dir, config.num_shards, config.compressed,
       dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed)
-  split_stats = batches | 'split statistics' >> SplitStatistics(batched=True)
+  split_stats = batches | 'split statistics' >> SplitStatistics()
   failure_summary = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
        converted[FAILURES_TAG], *near_failures]
@@ -145,21 +137,20 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
   # quality.jsonl (flagged images), and one element: the manifest's quality section (counts)
   quality = None
   if config.image_checks:
-    quality = batches | 'report quality' >> ReportQuality(config.output_dir, spec.channels,
-                                                          batched=True)
+    quality = batches | 'report quality' >> ReportQuality(config.output_dir, spec.channels)
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
-  index = batches | 'image index' >> WriteImageIndex(config.output_dir, batched=True)
+  index = batches | 'image index' >> WriteImageIndex(config.output_dir)
   diff = None
   if config.previous_index:
-    diff = examples | 'diff against the previous run' >> DiffAgainstPrevious(
+    diff = batches | 'diff against the previous run' >> DiffAgainstPrevious(
         config.previous_index, config.previous_run)
   statistics = None
   if config.stats == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
-    statistics = examples | 'training statistics (tft)' >> AnalyzeTrainingSplit(
+    statistics = batches | 'training statistics (tft)' >> AnalyzeTrainingSplit(
         config.output_dir, stats_split, spec.image_size, spec.channels)
   elif config.stats:  # --stats: exact pixel mean/std of the training split, Beam alone
     statistics = batches | 'training statistics' >> TrainingStatistics(
-        stats_split, spec.channels, batched=True)
+        stats_split, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
       config.metadata, shard_paths, class_names, split_stats, failure_summary, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
@@ -168,21 +159,6 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     _ = manifest | 'publish the run' >> PublishRun(
         config.output_root, config.output_dir, config.publish_dir,
         claim=config.claim, run_id=config.run_id)
-
-
-EXAMPLES_PER_BATCH = 256
-"""Examples per list handed to the per-image analysis steps (about one shuffle bucket)."""
-
-
-def _batches() -> beam.PTransform:
-  """PCollection[ConvertedExample] -> PCollection[list of ConvertedExample], lists of
-  EXAMPLES_PER_BATCH (fewer at a bundle's end), in the same stage (fused)."""
-  return beam.BatchElements(min_batch_size=EXAMPLES_PER_BATCH,
-                            max_batch_size=EXAMPLES_PER_BATCH)
-
-
-def _without_record(example):
-  return example._replace(serialized=b'')
 
 
 def _reuse_previous_night(images, config: JobConfig, stats_split):

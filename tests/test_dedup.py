@@ -114,6 +114,8 @@ def test_keep_first_near_writes_one_file_per_near_group(tmp_path):
   assert manifest['num_examples'] == len(written) and manifest['num_failures'] == 0
   assert manifest['duplicates']['near']['num_dropped'] == len(CATDOG_NEAR_PAIRS)
   assert manifest['duplicates']['exact']['num_dropped'] == len(dropped_exact)
+  # each file dropped counted once (not once for its record and again for the analysis)
+  assert manifest['metrics']['near_duplicates_dropped'] == len(CATDOG_NEAR_PAIRS)
   assert {g['kept'] for g in _duplicates(out) if g['kind'] == 'near'} == {
       pair[0] for pair in CATDOG_NEAR_PAIRS}
   index = [json.loads(line)['file'] for line in (out / 'images.jsonl').read_text().splitlines()]

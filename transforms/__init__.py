@@ -2,7 +2,8 @@
 
     elements.py   the element types that travel between steps (SourceFile, LabeledImage,
                   EncodedImage, ConvertedExample, Failure)
-    batches.py    a bundle's elements batched per GroupByKey key before the shuffle
+    batches.py    a bundle's elements batched per GroupByKey key before the shuffle, and lists
+                  of elements for a combiner
     files/        folders, retried reads, text files, one sorted file from many lines: on any
                   filesystem Beam knows (local, gs://, s3://)
     inputs/       listing, labels (folder, file name, label file), splits, image-mask pairing

@@ -1,4 +1,5 @@
-"""A bundle's elements batched by their GroupByKey key before the shuffle.
+"""Batches of elements: a bundle's batched by their GroupByKey key before the shuffle, and the
+job's examples in lists for the per-image analysis steps.
 
 Beam's cost per element (each step's invocation, the coder, and on the local runner one entry
 of the in-memory GroupByKey held by the launcher) is then paid once per key and bundle, not once
@@ -16,13 +17,11 @@ from typing import Iterable, Iterator
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.elements import examples_of
-
 _CODER = beam.coders.FastPrimitivesCoder()
 
 
 class BatchPerKeyFn(beam.DoFn):
-  """element (or, ``batched``, lists of them) -> (key, bytes of [entry, ...]): a bundle's
+  """element -> (key, bytes of [entry, ...]): a bundle's
   entries batched by their GroupByKey key, so that a bundle sends one element per key (and per
   ``max_held`` entries) instead of one per image; after the GroupByKey, :func:`entries_in` of
   a key's values gives its entries back.
@@ -30,14 +29,12 @@ class BatchPerKeyFn(beam.DoFn):
   Args:
     entries_of: element -> iterable of (key, entry); a module-level function or a picklable
       callable (it is pickled to the workers).
-    batched: the input's elements are lists (``elements.examples_of``).
     max_held: entries a worker holds before it sends them on (bounded memory in a large
       bundle; the local runner's bundles are a worker's whole share of the input).
   """
 
-  def __init__(self, entries_of, batched: bool = False, max_held: int = 20_000):
+  def __init__(self, entries_of, max_held: int = 20_000):
     self._entries_of = entries_of
-    self._batched = batched
     self._max_held = max_held
 
   def start_bundle(self):
@@ -45,10 +42,9 @@ class BatchPerKeyFn(beam.DoFn):
     self._held = 0
 
   def process(self, element):
-    for item in examples_of(element, self._batched):
-      for key, entry in self._entries_of(item):
-        self._batches[key].append(entry)
-        self._held += 1
+    for key, entry in self._entries_of(element):
+      self._batches[key].append(entry)
+      self._held += 1
     if self._held >= self._max_held:
       yield from self._flush()
 
@@ -72,3 +68,37 @@ def encode_entries(entries: list) -> bytes:
   """One batch of entries as :class:`BatchPerKeyFn` sends it (for a step that regroups the
   entries of :func:`entries_in` under other keys)."""
   return _CODER.encode(entries)
+
+
+
+EXAMPLES_PER_BATCH = 256
+"""Examples per list that :class:`ExampleBatches` hands to the analysis steps (about one
+shuffle bucket)."""
+
+
+class ExampleBatches(beam.PTransform):
+  """A tuple of PCollection[ConvertedExample], one per source (the night's converted examples
+  and, on a night that reuses, the previous run's records) -> PCollection[List[ConvertedExample]]
+  of them all, in lists of ``EXAMPLES_PER_BATCH`` (fewer at a bundle's end): the input of the
+  per-image analysis steps (duplicates, counts, quality flags, the index, the statistics).
+
+  The steps after it then pay Beam's cost per element (an invocation of each fused step, its
+  counters) once per list: measured against each step batching on its own, which costs one
+  invocation per image and step (docs/benchmarks.md, "The graph as drawn").
+
+  One source is batched as it is. Several are flattened first with their record bytes
+  (``serialized``) emptied, which no analysis step reads: a Flatten makes the local runner
+  hold its whole output in memory between two stages, so the records themselves never pass
+  one; the writer (``transforms.outputs.write.WriteSplits``) takes each source apart.
+  """
+
+  def expand(self, sources):
+    if len(sources) == 1:
+      examples = sources[0]
+    else:
+      examples = ([source | f'source {number}: drop the record bytes' >> beam.Map(
+          lambda example: example._replace(serialized=b''))
+                   for number, source in enumerate(sources)]
+                  | 'all sources' >> beam.Flatten())
+    return examples | 'batch' >> beam.BatchElements(
+        min_batch_size=EXAMPLES_PER_BATCH, max_batch_size=EXAMPLES_PER_BATCH)

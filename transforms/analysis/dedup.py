@@ -345,10 +345,12 @@ keys). Each worker batches a bundle's files by key before the shuffle, so a bund
 256 elements whatever its size, instead of one (digest, file) element per image."""
 
 
-def _digest_entries(example) -> Iterable[Tuple[str, Tuple[str, str, str, str]]]:
-  """ConvertedExample -> its one (digest prefix, (sha256, relpath, split, label)) entry."""
-  digest = example.source_sha256
-  yield digest[:SHA_PREFIX_HEX], (digest, example.relpath, example.split, example.label)
+def _digest_entries(batch) -> Iterable[Tuple[str, Tuple[str, str, str, str]]]:
+  """A list of ConvertedExample -> each one's (digest prefix, (sha256, relpath, split,
+  label)) entry."""
+  for example in batch:
+    digest = example.source_sha256
+    yield digest[:SHA_PREFIX_HEX], (digest, example.relpath, example.split, example.label)
 
 
 def _exact_groups_of_key(element) -> Iterable[DuplicateGroup]:
@@ -363,23 +365,18 @@ def _exact_groups_of_key(element) -> Iterable[DuplicateGroup]:
 
 
 class ExactGroups(beam.PTransform):
-  """PCollection[ConvertedExample] -> PCollection[DuplicateGroup] of the byte-identical files
-  among them (by ``source_sha256``).
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) ->
+  PCollection[DuplicateGroup] of the byte-identical files among them (by ``source_sha256``).
 
   Each bundle's files are batched by the first ``SHA_PREFIX_HEX`` hex digits of their digest
   and grouped on that prefix (at most 256 keys), then split by whole digest: the shuffle
   carries a few hundred elements per bundle rather than one per image, and only
-  (digest, path, split, label) tuples. ``batched``: the input's elements are lists of
-  ConvertedExample (``elements.examples_of``)."""
-
-  def __init__(self, batched: bool = False):
-    super().__init__()
-    self._batched = batched
+  (digest, path, split, label) tuples."""
 
   def expand(self, examples):
     return (
         examples
-        | 'batch by source sha256' >> beam.ParDo(BatchPerKeyFn(_digest_entries, self._batched))
+        | 'batch by source sha256' >> beam.ParDo(BatchPerKeyFn(_digest_entries))
         | 'group by digest prefix' >> beam.GroupByKey()
         | 'groups of two or more' >> beam.FlatMap(_exact_groups_of_key))
 

@@ -178,7 +178,7 @@ PREFIX_BITS = 8
 """The GroupByKey key of a band is its index and the top ``PREFIX_BITS`` bits of its value
 (4 x 256 keys): each worker batches the images of a bundle by key before the shuffle, so a
 bundle sends at most 1,024 elements whatever its size (a key per band value would cost four
-shuffled elements per image, measured at about 7% of the job), and the grouped step splits a
+shuffled elements per image), and the grouped step splits a
 key's images by their whole band value again."""
 
 _HASH_MASK = (1 << 64) - 1
@@ -190,20 +190,21 @@ def _as_int64(phash: int) -> int:
   return phash - (1 << 64) if phash >> 63 else phash
 
 
-def _band_entries(example):
-  """ConvertedExample -> ((band, value prefix), (band value, phash as a signed int64, pixels,
-  File)) for each of its bands; none without measures, or without the pixels that confirm a
-  pair (measures kept by a run that did not take them)."""
-  if example.measures is None:
-    return
-  measures = ImageMeasures.of(example)
-  if measures.pixels is None:
-    return
-  # the digest's 32 bytes rather than its 64 hex digits: each file travels four times
-  file = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
-  carried = _as_int64(measures.phash)
-  for band, value in band_keys(measures.phash):
-    yield (band, value >> (BAND_BITS - PREFIX_BITS)), (value, carried, measures.pixels, file)
+def _band_entries(batch):
+  """A list of ConvertedExample -> ((band, value prefix), (band value, phash as a signed
+  int64, pixels, File)) for each band of each; none for an example without measures, or
+  without the pixels that confirm a pair (measures kept by a run that did not take them)."""
+  for example in batch:
+    if example.measures is None:
+      continue
+    measures = ImageMeasures.of(example)
+    if measures.pixels is None:
+      continue
+    # the digest's 32 bytes rather than its 64 hex digits: each file travels four times
+    file = (example.relpath, example.split, example.label, bytes.fromhex(example.source_sha256))
+    carried = _as_int64(measures.phash)
+    for band, value in band_keys(measures.phash):
+      yield (band, value >> (BAND_BITS - PREFIX_BITS)), (value, carried, measures.pixels, file)
 
 
 def _bucket_links(element, distance: int, min_similarity: float) -> Iterable:
@@ -365,7 +366,8 @@ def _alone_near_group(files, keep_first: bool):
 
 
 class NearDuplicateGroups(beam.PTransform):
-  """PCollection[ConvertedExample] -> PCollection[DuplicateGroup] of kind ``near``.
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) ->
+  PCollection[DuplicateGroup] of kind ``near``.
 
   Examples without measures (not decoded: ``--image_format=original``, segmentation) take no
   part, nor those whose measures lack ``pixels``.
@@ -374,7 +376,6 @@ class NearDuplicateGroups(beam.PTransform):
     distance: the largest Hamming distance (bits of 64) of two hashes of the same picture,
       0-``MAX_DISTANCE``.
     keep_first: mark each group's first file by path as the one kept (``--dedup=keep_first_near``).
-    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``).
     min_similarity: the least ``similarity`` of the pixels of two images whose hashes are
       within ``distance``, 0-1, for them to be one picture.
 
@@ -383,7 +384,7 @@ class NearDuplicateGroups(beam.PTransform):
   """
 
   def __init__(self, distance: int = DEFAULT_DISTANCE, keep_first: bool = False,
-               batched: bool = False, min_similarity: float = MIN_SIMILARITY):
+               min_similarity: float = MIN_SIMILARITY):
     super().__init__()
     if not 0 <= distance <= MAX_DISTANCE:
       raise ValueError(f'--near_duplicate_distance must be within 0-{MAX_DISTANCE} bits, '
@@ -392,7 +393,6 @@ class NearDuplicateGroups(beam.PTransform):
       raise ValueError(f'the least similarity must be within 0-1, got {min_similarity}')
     self._distance = distance
     self._keep_first = keep_first
-    self._batched = batched
     self._min_similarity = min_similarity
 
   def expand(self, examples):
@@ -400,7 +400,7 @@ class NearDuplicateGroups(beam.PTransform):
     buckets = (
         examples
         # ((band, value prefix), [(band value, phash as int64, pixels, file)]) per bundle
-        | 'batch hash bands' >> beam.ParDo(BatchPerKeyFn(_band_entries, self._batched))
+        | 'batch hash bands' >> beam.ParDo(BatchPerKeyFn(_band_entries))
         | 'group by band' >> beam.GroupByKey()
         # links: pairs of pictures within the distance whose pixels are alike, found in some
         # bucket (maybe several); the files of the pictures that may be near duplicates
@@ -453,10 +453,19 @@ class _DropFn(beam.DoFn):
     yield example
 
 
-def drop_near_duplicates(examples, dropped, label: str):
-  """``examples`` (PCollection[ConvertedExample]) without the files named by ``dropped``
-  (PCollection[str] of relpaths, a side input: the duplicated files only)."""
-  return examples | label >> beam.ParDo(_DropFn(), dropped=beam.pvalue.AsList(dropped))
+class DropNearDuplicates(beam.PTransform):
+  """A tuple of PCollection[ConvertedExample], one per source (as ``WriteSplits`` takes them)
+  -> the same tuple, without the files named by ``dropped`` (PCollection[str] of relpaths, a
+  side input: the files not kept, ``DroppedNear``'s ``files``)."""
+
+  def __init__(self, dropped):
+    super().__init__()
+    self._dropped = dropped
+
+  def expand(self, sources):
+    dropped = beam.pvalue.AsList(self._dropped)
+    return tuple(source | f'source {number}' >> beam.ParDo(_DropFn(), dropped=dropped)
+                 for number, source in enumerate(sources))
 
 
 class DroppedNear(beam.PTransform):

@@ -26,7 +26,6 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
-from transforms.elements import examples_of
 from transforms.files.sorted_lines import WriteSortedLines
 from transforms.image.image_measures import ImageMeasures
 
@@ -109,18 +108,17 @@ _COUNTS_TAG = 'counts'
 
 
 class _FlagFn(beam.DoFn):
-  """ConvertedExample -> ImageQuality of a flagged image; on ``counts``, one Counter per
+  """A list of ConvertedExample -> ImageQuality of each flagged image; on ``counts``, one Counter per
   bundle (measured, flagged, per flag), so that counting costs no element per image."""
 
-  def __init__(self, channels: int, batched: bool = False):
+  def __init__(self, channels: int):
     self._channels = channels
-    self._batched = batched
 
   def start_bundle(self):
     self._counts = collections.Counter()
 
-  def process(self, element):
-    for example in examples_of(element, self._batched):
+  def process(self, batch):
+    for example in batch:
       if example.measures is None:
         continue
       self._counts['num_measured'] += 1
@@ -169,24 +167,22 @@ def summary_lines(section: Optional[dict]) -> List[str]:
 
 
 class ReportQuality(beam.PTransform):
-  """PCollection[ConvertedExample] -> a one-element PCollection[dict], the manifest's
-  ``quality`` section, emitted once ``OUT/quality.jsonl`` is written (flagged images only, one
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
+  one-element PCollection[dict], the manifest's ``quality`` section, emitted once ``OUT/quality.jsonl`` is written (flagged images only, one
   line each, sorted by file, by an external merge: ``transforms.files.sorted_lines``).
 
-  ``channels``: of the stored images (``grayscale`` is raised for 3 only). ``batched``: the
-  input's elements are lists of ConvertedExample (``elements.examples_of``).
+  ``channels``: of the stored images (``grayscale`` is raised for 3 only).
   """
 
-  def __init__(self, output_dir: str, channels: int = 3, batched: bool = False):
+  def __init__(self, output_dir: str, channels: int = 3):
     super().__init__()
     self._output_dir = output_dir
     self._channels = channels
-    self._batched = batched
 
-  def expand(self, examples):
+  def expand(self, batches):
     path = FileSystems.join(self._output_dir, contract.QUALITY_FILE)
     channels = self._channels
-    scanned = examples | 'flag images' >> beam.ParDo(_FlagFn(channels, self._batched)).with_outputs(
+    scanned = batches | 'flag images' >> beam.ParDo(_FlagFn(channels)).with_outputs(
         _COUNTS_TAG, main='flagged')
     written = (scanned.flagged
                | 'quality lines' >> beam.Map(ImageQuality.to_json)

@@ -21,7 +21,6 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 from imagerecords import contract
 
-from transforms.elements import examples_of
 from transforms.image.pixel_sums import PixelSums
 
 _MOD = 2**256
@@ -59,17 +58,13 @@ class _SplitCounts:
 
 
 class _SplitStatisticsFn(beam.CombineFn):
-  """ConvertedExample (with ``batched``: a list of them) -> the element :class:`SplitStatistics`
-  describes."""
-
-  def __init__(self, batched: bool = False):
-    self._batched = batched
+  """Lists of ConvertedExample -> the element :class:`SplitStatistics` describes."""
 
   def create_accumulator(self):
     return {}
 
-  def add_input(self, accumulator, element):
-    for example in examples_of(element, self._batched):
+  def add_input(self, accumulator, examples):
+    for example in examples:
       counts = accumulator.get(example.split)
       if counts is None:
         counts = accumulator[example.split] = _SplitCounts()
@@ -99,21 +94,16 @@ class _SplitStatisticsFn(beam.CombineFn):
 
 
 class SplitStatistics(beam.PTransform):
-  """PCollection[ConvertedExample] -> a one-element PCollection of per-split statistics.
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
+  one-element PCollection of per-split statistics.
 
   The element: ``{split: {'num_examples': int, 'class_counts': {class name: int},
   'mask_class_counts': {mask class id: examples whose mask holds it}, 'fingerprint': str}}``;
-  ``{}`` when there are no examples. ``batched``: the input's elements are lists of
-  ConvertedExample (``elements.examples_of``).
+  ``{}`` when there are no examples.
   """
 
-  def __init__(self, batched: bool = False):
-    super().__init__()
-    self._batched = batched
-
-  def expand(self, examples):
-    return examples | 'count and fingerprint' >> beam.CombineGlobally(
-        _SplitStatisticsFn(self._batched))
+  def expand(self, batches):
+    return batches | 'count and fingerprint' >> beam.CombineGlobally(_SplitStatisticsFn())
 
 
 # --- the training split's pixel statistics (--stats): exact, Beam combiners only ----------------
@@ -184,8 +174,9 @@ def statistics_section(split: str, num_examples: int, sums: PixelSums) -> dict:
 
 
 class TrainingStatistics(beam.PTransform):
-  """PCollection[ConvertedExample] -> a one-element PCollection: the manifest's ``statistics``
-  of the training split ``split`` (see :func:`statistics_section`), exact.
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
+  one-element PCollection: the manifest's ``statistics`` of the training split ``split`` (see
+  :func:`statistics_section`), exact.
 
   The examples of ``split`` carry their stored image's
   :class:`~transforms.image.pixel_sums.PixelSums` (computed by the conversion step from the bytes it
@@ -197,25 +188,22 @@ class TrainingStatistics(beam.PTransform):
   Args:
     split: the training split's name (:func:`training_split`).
     channels: the run's ``--channels`` (3: RGB, 1: grayscale).
-    batched: the input's elements are lists of ConvertedExample (``elements.examples_of``);
-      each list is added up first (one combiner input per list).
   """
 
-  def __init__(self, split: str, channels: int = 3, batched: bool = False):
+  def __init__(self, split: str, channels: int = 3):
     super().__init__()
     self._split = split
     self._channels = channels
-    self._batched = batched
 
-  def expand(self, examples):
-    split, batched, adder = self._split, self._batched, AddPixelSums(self._channels)
+  def expand(self, batches):
+    split, adder = self._split, AddPixelSums(self._channels)
 
-    def count_and_sums(element):
-      sums = [e.pixel_sums for e in examples_of(element, batched) if e.split == split]
+    def count_and_sums(batch):
+      sums = [e.pixel_sums for e in batch if e.split == split]
       return len(sums), adder.merge_accumulators(sums)
 
     return (
-        examples
+        batches
         | 'count and pixel sums' >> beam.Map(count_and_sums)
         | 'add up' >> beam.CombineGlobally(beam.combiners.TupleCombineFn(
             sum, AddPixelSums(self._channels)))

@@ -30,8 +30,8 @@ Mean and variance come from exact integer sums: ``mean = S / N``, ``std = sqrt(Q
 pixel values and of their squares over all ``N`` pixels of the split, exact up to 1.4e14 pixels.
 TensorFlow never decodes the images here: their pixels were decoded once, by the conversion
 step, from the bytes it had just encoded (decoding every image again inside TFT's analysis graph
-cost about 1 CPU ms per image and grew each worker's memory with the images analysed; see
-docs/benchmarks.md). The analysis runs only what its analyzers need: TFT traces the
+costs a second decode per image and grows each worker's memory with the images analysed;
+docs/benchmarks.md, "``--stats=tft``"). The analysis runs only what its analyzers need: TFT traces the
 ``preprocessing_fn`` into a TensorFlow function that returns the analyzers' inputs, and
 TensorFlow prunes everything else -- the decode, crop and resize included -- because that image
 path holds no op with a side effect (``imagerecords.preprocessing`` crops without ``Assert`` ops for
@@ -69,12 +69,11 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from transforms.files.folders import delete_tree
+from transforms.files.working_folders import TFT_FOLDER
 from transforms.image.pixel_sums import PixelSums
 
 _LOG = logging.getLogger('imagerecords')
 
-STAGING_DIR = '.staging-tft'
-"""The output directory's subfolder for TFT's temporary files; deleted when the analysis ends."""
 
 PIXEL_SUMS, PIXEL_SQUARES, NUM_PIXELS = 'pixel_sums', 'pixel_squares', 'num_pixels'
 """The analysis inputs: an image's per-channel sums of pixel values and of their squares, and
@@ -167,7 +166,7 @@ def _statistics(unused_published, output_dir: str, split: str, num_examples: int
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from imagerecords.transform import saved_statistics
-  staging_dir = FileSystems.join(output_dir, STAGING_DIR)
+  staging_dir = FileSystems.join(output_dir, TFT_FOLDER)
   try:  # TFT's temporary files: the transform is published, they served their purpose
     delete_tree(staging_dir)
   except OSError as error:  # BeamIOError: a file went away meanwhile; the run has succeeded
@@ -186,7 +185,8 @@ def _statistics(unused_published, output_dir: str, split: str, num_examples: int
 
 
 class AnalyzeTrainingSplit(beam.PTransform):
-  """PCollection[ConvertedExample] -> a one-element PCollection: the manifest's ``statistics``.
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
+  one-element PCollection: the manifest's ``statistics``.
 
   Writes ``OUT/transform_fn/`` and ``OUT/transformed_metadata/`` (TFT's layout, readable with
   ``tft.TFTransformOutput(OUT)`` or ``tf.saved_model.load(OUT/transform_fn)``) before the element
@@ -196,7 +196,7 @@ class AnalyzeTrainingSplit(beam.PTransform):
   split has no example, ``pixel_mean`` and ``pixel_std`` are None (the transform's are NaN).
 
   Args:
-    output_dir: the run's output directory (TFT's temporary files go to ``STAGING_DIR`` in it).
+    output_dir: the run's output directory (TFT's temporary files go to ``TFT_FOLDER`` in it).
     split: the training split's name (see
       :func:`transforms.analysis.statistics.training_split`).
     image_size: the run's ``--image_size``: the side of the transform's ``image`` output.
@@ -210,20 +210,21 @@ class AnalyzeTrainingSplit(beam.PTransform):
     self._image_size = image_size
     self._channels = channels
 
-  def expand(self, examples):
+  def expand(self, batches):
     # pylint: disable=import-outside-toplevel
     import tensorflow_transform.beam as tft_beam
 
     split = self._split
     config = _tensor_adapter_config(self._channels)
-    training = examples | 'keep the training split' >> beam.Filter(lambda e: e.split == split)
+    training = batches | 'keep the training split' >> beam.FlatMap(
+        lambda batch: [example for example in batch if example.split == split])
     # one instance per training image: its sums, in RecordBatches as TFT reads data
     instances = (
         training
         | 'pixel sums' >> beam.Map(lambda example: example.pixel_sums)
         | 'batch' >> beam.BatchElements(max_batch_size=MAX_BATCH)
         | 'to record batches' >> beam.Map(_record_batch, config.arrow_schema))
-    with tft_beam.Context(temp_dir=FileSystems.join(self._output_dir, STAGING_DIR),
+    with tft_beam.Context(temp_dir=FileSystems.join(self._output_dir, TFT_FOLDER),
                           force_tf_compat_v1=False):
       transform_fn = ((instances, config)
                       | 'analyze pixels' >> tft_beam.AnalyzeDataset(

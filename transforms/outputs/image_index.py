@@ -24,7 +24,6 @@ import apache_beam as beam
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 
-from transforms.elements import examples_of
 from transforms.files.folders import escape_pattern
 from transforms.files.sorted_lines import WriteSortedLines
 from transforms.image.image_measures import ImageMeasures
@@ -62,26 +61,23 @@ def index_line(example) -> str:
 
 
 class WriteImageIndex(beam.PTransform):
-  """PCollection[ConvertedExample] -> writes ``<output_dir>/images.jsonl``; returns the path.
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> writes
+  ``<output_dir>/images.jsonl``; returns the path.
 
   One file (~250 bytes per image), lines sorted by file name so two runs' indexes compare
   with ``diff``; sorted by an external merge (``transforms.files.sorted_lines``), so no worker holds
-  every line. ``batched``: the input's elements are lists of ConvertedExample
-  (``elements.examples_of``).
+  every line.
   """
 
-  def __init__(self, output_dir: str, batched: bool = False):
+  def __init__(self, output_dir: str):
     super().__init__()
     self._output_dir = output_dir
-    self._batched = batched
 
-  def expand(self, examples):
+  def expand(self, batches):
     path = beam.io.filesystems.FileSystems.join(self._output_dir, contract.IMAGES_INDEX_FILE)
-    batched = self._batched
     return (
-        examples
-        | 'index lines' >> beam.FlatMap(
-            lambda element: [index_line(e) for e in examples_of(element, batched)])
+        batches
+        | 'index lines' >> beam.FlatMap(lambda batch: [index_line(e) for e in batch])
         | 'write images.jsonl' >> WriteSortedLines(path))
 
 
@@ -184,7 +180,8 @@ class _DiffFn(beam.CombineFn):
 
 
 class DiffAgainstPrevious(beam.PTransform):
-  """PCollection[ConvertedExample] -> a one-element PCollection: the diff with the previous run.
+  """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
+  one-element PCollection: the diff with the previous run.
 
   The element: ``{'previous_run': path, 'added': n, 'removed': n, 'changed': n,
   'unchanged': n, 'moved_split': n, 'relabeled': n, 'renamed': n,
@@ -205,11 +202,11 @@ class DiffAgainstPrevious(beam.PTransform):
     self._previous_index = previous_index
     self._previous_run = previous_run
 
-  def expand(self, examples):
-    now = examples | 'key this run by file' >> beam.Map(
-        lambda example: (example.relpath, json.loads(index_line(example))))
+  def expand(self, batches):
+    now = batches | 'key this run by file' >> beam.FlatMap(
+        lambda batch: [(example.relpath, json.loads(index_line(example))) for example in batch])
     before = (
-        examples.pipeline
+        batches.pipeline
         | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
         | 'key the previous run by file' >> beam.Map(keyed_by_file))
     previous_run = self._previous_run
