@@ -19,9 +19,9 @@ LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'Bundle
 
 IN_PROCESS_BELOW_FILES = 1000
 """A local input folder with fewer files than this runs in the launcher's process
-(``--direct_running_mode=in_memory``) unless a flag says otherwise: starting and stopping
-the worker processes costs about 2.5 s on 2 cores, more than a second core saves below about
-2,000 images there (docs/benchmarks.md, start-up)."""
+(``--direct_running_mode=in_memory``) unless a flag says otherwise: below that, starting and
+stopping the worker processes costs more than a second core saves (docs/benchmarks.md,
+"Start-up")."""
 
 
 MALLOC_ARENAS = 2
@@ -29,8 +29,7 @@ MALLOC_ARENAS = 2
 8 per core). The multi-process local runner's launcher receives every stage's output through
 gRPC threads, each of which gets an arena of its own; freed memory stays in the arena it was
 taken from, so the process tree's footprint grows with the threads, not with what it holds.
-Two arenas: the whole job on 100,000 64x64 photos peaks about 20% lower (1,053-1,155 MiB of
-PSS against 1,348-1,378, three runs each), at the same CPU (docs/benchmarks.md)."""
+Two arenas lower the whole job's peak at the same CPU (docs/benchmarks.md, "Second pass")."""
 
 _M_ARENA_MAX = -8  # glibc's malloc.h
 

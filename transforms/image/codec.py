@@ -52,8 +52,8 @@ DEFAULT_MAX_JPEG_SCANS = 100
 """``ImageSpec.max_jpeg_scans``' default. Of the 1,823 JPEGs in ``../shared/data`` (photos,
 scans, wallpapers and libjpeg-turbo's and Pillow's test files), 1,816 have 1 scan and the
 progressive ones 7 to 11 (libjpeg's standard progression has 10 for colour, 6 for gray): 100 is
-nine times the most found. A JPEG of 2,000 repeated scans of one real photo (enlarged to
-8000x6015) took Pillow 55 s to decode here, 27 ms a scan (docs/images.md)."""
+nine times the most found, and each scan is a pass of the decoder over the whole image, so a
+JPEG of thousands of scans takes minutes (docs/images.md has the figures)."""
 WHITE = (255, 255, 255)
 
 ORIGINAL_FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp'}
@@ -464,7 +464,7 @@ def _min_decoded_size(shape: Tuple[int, int], spec: ImageSpec) -> Tuple[int, int
   """The smallest (height, width) decode that still gives ``resize`` all the pixels it needs.
 
   (0, 0) means full size: DCT scaling is used only when both sides are at least twice
-  ``image_size`` (below that it costs more than it saves, as measured here).
+  ``image_size`` (below that it costs more than it saves: docs/benchmarks.md).
   """
   height, width = shape
   if spec.resize_mode == 'none' or min(height, width) < 2 * spec.image_size:

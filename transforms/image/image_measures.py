@@ -17,8 +17,8 @@ file again nor touches the full-size pixels twice::
 
 plus the source's upright width and height from its header. ``transforms.analysis.near_duplicates``
 groups the hashes and confirms them on ``pixels``, ``transforms.analysis.quality`` turns the rest
-into flags. Measured cost: about 0.06 ms per image, against about 2.1 ms for the conversion of a
-500x375 photo (docs/benchmarks.md).
+into flags. Their cost is a few percent of a conversion (docs/benchmarks.md, "Near
+duplicates and quality flags: the cost").
 """
 
 import base64
@@ -41,8 +41,8 @@ _C_LOG2_C = np.concatenate([[0.0], np.arange(1, _PIXELS + 1) * np.log2(np.arange
 _HASH_INPUT = 32  # pHash's DCT input side (img_hash resizes to 32x32 itself; given it, it keeps it)
 # One cv2.img_hash.PHash per thread, made on first use (not picklable). Not one per process: the
 # object keeps its working images between calls, and an SDK worker runs bundles in several
-# threads (on Flink, the two subtasks of the conversion in one worker): a shared one crashed a
-# worker at 1,000,000 images (SIGSEGV in cv2, bench/flink_scale.py).
+# threads (on Flink, the two subtasks of the conversion in one worker), and one shared between
+# threads crashes the worker (SIGSEGV in cv2).
 _PHASH = threading.local()
 
 PIXELS_LUMA_SIDE = 8

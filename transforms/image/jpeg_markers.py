@@ -84,8 +84,7 @@ _PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)
 def jpeg_scans(data: bytes) -> JpegScans:
   """Counts the scans of a JPEG's first image (up to its EOI) from its markers alone, walked
   as libjpeg reads them (``segments`` with ``resync``): nothing is decoded, and the
-  entropy-coded data is only searched for its next marker (0.05 ms for a 100 KB photo, 0.7 ms
-  for an 8.9 MB one, here).
+  entropy-coded data is only searched for its next marker.
 
   Each scan costs the decoder a pass over the whole image, so the count bounds a decode's work
   (``ImageSpec.max_jpeg_scans``). Returns ``JpegScans(0, False)`` for data that is not a JPEG.

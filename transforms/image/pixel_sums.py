@@ -20,9 +20,9 @@ a second time elsewhere)::
 
 The sums are OpenCV's ``sumElems`` of the pixels and of their squares (``uint16``: 255^2 fits),
 one pass each over a band of rows of at most ``_BAND_PIXELS`` pixels (one row at least) at a
-time, so that the squares take at most 8 MiB for any image up to a million pixels wide: about
-5 µs for a 64 x 64 RGB image, 50 µs for 256 x 256 (a 256-bin ``calcHist`` per channel took 21
-and 143 µs; docs/benchmarks.md, "The conversion step's own code"). They are exact:
+time, so that the squares take at most 8 MiB for any image up to a million pixels wide (a
+fraction of a 256-bin ``calcHist`` per channel: docs/benchmarks.md, "The conversion step's own
+code"). They are exact:
 ``sumElems`` adds 8- and 16-bit values in integers, block by block, and the block totals in
 float64, exact below 2^53, which a band's sum of squares per channel (255^2 per pixel, about
 6.8e10 for a band of 2^20 pixels) is far from; the bands' totals are added as Python ints.

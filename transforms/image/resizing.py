@@ -158,8 +158,8 @@ def apply_geometry(pixels: np.ndarray, geometry: Geometry, background=(255, 255,
       interpolation = cv2.INTER_AREA  # shrinking 2x or more: average every source pixel
     elif out_w * out_h < pixels.shape[0] * pixels.shape[1]:
       # Shrinking less than 2x (every JPEG after its DCT-domain downscale): bilinear's two taps
-      # still reach every source pixel, at a fifth of INTER_AREA's cost at non-integer factors
-      # (0.16 vs 0.75 ms for a 500x375 photo to 256 px; docs/benchmarks.md).
+      # still reach every source pixel, at a fraction of INTER_AREA's cost at non-integer
+      # factors (docs/benchmarks.md).
       interpolation = cv2.INTER_LINEAR
     else:
       interpolation = cv2.INTER_CUBIC

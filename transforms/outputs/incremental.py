@@ -42,8 +42,8 @@ in the manifest's ``incremental.rejected`` and in a log line, and counted
 or a shard cut short, leaves the rest of that shard unlocatable: every image whose record is
 not found verified in some shard is converted again (``no intact record``). The SHA-256 is the
 one the split's fingerprint needs anyway (``ConvertedExample.record_sha256``), so the check
-adds no hashing; the checksums cost about 4 us per 29 KB record (``google-crc32c``; under a
-tenth of the SHA-256: ``bench/reuse_check.py``).
+adds no hashing; the checksums (``google-crc32c``) cost under a tenth of the SHA-256
+(docs/benchmarks.md, "Verifying reused records").
 
 Class ids stay the same across nights (the previous ``labels.txt`` pins them), so a reused
 record, which holds its class id, equals what converting the file again writes: an
@@ -441,3 +441,4 @@ class CountConverted(beam.PTransform):
     return (images
             | 'count' >> beam.combiners.Count.Globally()
             | 'as counts' >> beam.Map(lambda n: NightCounts(reused=0, converted=n)))
+
