@@ -46,7 +46,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=wrong-import-position
 from imagerecords import contract  # pylint: disable=wrong-import-position
-from transforms.outputs.write import STAGING_DIR  # pylint: disable=wrong-import-position
+from transforms.files.working_folders import WRITER_FOLDER  # pylint: disable=wrong-import-position
 
 LIMIT_MIB = 2048  # the goal: peak RSS under 2 GiB at every size
 MAX_GROWTH = 0.25  # the goal: under 25% growth of the peak from the smallest to the largest size
@@ -109,8 +109,8 @@ def measure(files, root, times, image_size, num_shards, workdir, flags=()):
   for split, info in manifest['splits'].items():
     if len(info['shards']) != num_shards:
       raise RuntimeError(f'split {split}: {len(info["shards"])} shards, {num_shards} expected')
-  if (out / STAGING_DIR).exists():
-    raise RuntimeError(f'the writer left its staging files in {out / STAGING_DIR}')
+  if (out / WRITER_FOLDER).exists():
+    raise RuntimeError(f'the writer left its staging files in {out / WRITER_FOLDER}')
   output_bytes = sum(info['bytes'] for info in manifest['splits'].values())
   return {'images': images, 'output_mib': output_bytes / 2**20, 'wall_s': wall,
           'peak_pss_mib': peak_pss / 2**20, 'peak_rss_mib': peak_rss / 2**20}

@@ -20,12 +20,12 @@ from imagerecords import contract
 
 import pipeline
 from pipeline.options import STATS_TFT
-from transforms.analysis import dedup, quality, statistics_tft
+from transforms.analysis import dedup, quality
 from transforms.elements import METRICS_NAMESPACE, STAGE_DUPLICATE, STAGE_LIST, STAGE_MISSING
-from transforms.files import sorted_lines
+from transforms.files import working_folders
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.files.textfiles import read_text, replace_text, write_text
-from transforms.outputs import authorship, claim, write
+from transforms.outputs import authorship, claim
 from transforms.outputs.publish import PUBLICATION_MARKER
 
 _LOG = logging.getLogger('imagerecords')
@@ -35,8 +35,6 @@ class OutputNotEmpty(RuntimeError):
   """The output directory holds files and ``--overwrite`` was not given."""
 
 
-WORKING_FOLDERS = (write.STAGING_DIR, statistics_tft.STAGING_DIR, sorted_lines.STAGING_DIR)
-"""The folders a run works in inside its output directory, deleted when it ends."""
 
 
 def _files_directly_in(directory: str) -> List[str]:
@@ -61,7 +59,7 @@ def existing_outputs(output_dir: str) -> List[str]:
     if authorship.is_job_name(path.rsplit('/', 1)[-1]):
       found.append(path)
   # object stores list the objects below a folder's name, not the folder
-  for name in (*authorship.STATISTICS_DIRS, *WORKING_FOLDERS):
+  for name in (*authorship.STATISTICS_DIRS, *working_folders.WORKING_FOLDERS):
     path = FileSystems.join(output_dir, name)
     if not is_local(path):
       found.extend(files_under(path))
@@ -84,14 +82,15 @@ def entries_written(config) -> List[str]:
       *shards, *(name + contract.DALI_INDEX_SUFFIX for name in shards if config.dali_index),
       *(name for name in authorship.METADATA_FILES if name not in skipped),
       *(authorship.STATISTICS_DIRS if tft else ()),
-      *(name for name in WORKING_FOLDERS if tft or name != statistics_tft.STAGING_DIR),
+      *(name for name in working_folders.WORKING_FOLDERS
+        if tft or name != working_folders.TFT_FOLDER),
       *((PUBLICATION_MARKER,) if config.publish_dir else ())})
 
 
 def remove_working_folders(write_dir: str) -> None:
   """After a failed run: deletes its working folders in ``write_dir`` (staging records, shards
   not yet complete, sort runs, TFT's files), as far as it can; the manifest stays."""
-  for name in WORKING_FOLDERS:
+  for name in working_folders.WORKING_FOLDERS:
     path = FileSystems.join(write_dir, name)
     try:
       delete_tree(path)

@@ -126,9 +126,9 @@ def assert_nothing_a_reader_takes(out: pathlib.Path) -> None:
   like a shard is whole (``record_spans`` raises FramingError on a shard cut short)."""
   from imagerecords import contract  # pylint: disable=import-outside-toplevel
   from imagerecords.framing import record_spans  # pylint: disable=import-outside-toplevel
-  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
+  from transforms.files import working_folders  # pylint: disable=import-outside-toplevel
   assert not (out / contract.SUCCESS_FILE).exists()
-  assert not (out / write.STAGING_DIR).exists()
+  assert not (out / working_folders.WRITER_FOLDER).exists()
   for path in out.iterdir():
     if contract.parse_shard_file_name(path.name):
       with open(path, 'rb') as handle:

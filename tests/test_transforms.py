@@ -12,6 +12,7 @@ from pipeline import options as opts
 from tests.helpers import SAMPLES
 from transforms.batches import encode_entries
 from transforms.elements import FAILURES_TAG, LabeledImage, SourceFile
+from transforms.files.working_folders import SORTED_LINES_FOLDER
 from transforms.inputs.labels import AssignLabels, ClassNames
 from transforms.inputs.listing import ListImageFiles
 from transforms.inputs import splits
@@ -179,8 +180,8 @@ def test_write_lines_streams_blocks_and_writes_empty_files(tmp_path):
 
 
 def test_write_sorted_lines_merges_runs_in_rounds_and_cleans_up(tmp_path):
-  from transforms.files.sorted_lines import (STAGING_DIR,  # pylint: disable=import-outside-toplevel
-                                             WriteSortedLines)
+  from transforms.files.sorted_lines import (  # pylint: disable=import-outside-toplevel
+      WriteSortedLines)
   lines = [f'{{"file": "c{i % 7}/{(i * 7919) % 1000:04d} é.jpg"}}' for i in range(1000)]
   with _pipeline() as p:
     # 1,000 lines in runs of 30: 34 or more runs, merged 4 at a time: three rounds
@@ -189,7 +190,7 @@ def test_write_sorted_lines_merges_runs_in_rounds_and_cleans_up(tmp_path):
     assert_that(written, equal_to([str(tmp_path / 'index.jsonl')]))
   assert (tmp_path / 'index.jsonl').read_text('utf-8') == ''.join(
       line + '\n' for line in sorted(lines))
-  assert not (tmp_path / STAGING_DIR).exists()
+  assert not (tmp_path / SORTED_LINES_FOLDER).exists()
   with _pipeline() as p:
     _ = p | beam.Create([]) | WriteSortedLines(str(tmp_path / 'empty.jsonl'))
   assert (tmp_path / 'empty.jsonl').read_bytes() == b''
@@ -201,7 +202,7 @@ def test_a_merge_run_again_after_it_completed_keeps_its_file(tmp_path):
   from transforms.files import sorted_lines  # pylint: disable=import-outside-toplevel
   from transforms.files.textfiles import (read_text,  # pylint: disable=import-outside-toplevel
                                           write_lines)
-  staging = tmp_path / sorted_lines.STAGING_DIR / 'index.jsonl'
+  staging = tmp_path / SORTED_LINES_FOLDER / 'index.jsonl'
   staging.mkdir(parents=True)
   runs = []
   for number, lines in enumerate([['a', 'c'], ['b', 'd'], ['e']]):

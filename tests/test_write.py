@@ -20,14 +20,15 @@ from imagerecords.framing import frame_record, record_spans
 
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
 from transforms.inputs.splits import shuffle_key
-from transforms.outputs.write import STAGING_DIR, ShardRange, StagingFile, copy_shard, plan_shards
+from transforms.files.working_folders import WRITER_FOLDER
+from transforms.outputs.write import ShardRange, StagingFile, copy_shard, plan_shards
 
 
 def _shard_and_staging_names(out: pathlib.Path):
   """The names in ``out`` of shard files, their index files and the writer's staging folder:
   what the writer leaves there (other files are other steps' business)."""
   return {p.name for p in out.iterdir()
-          if p.name == STAGING_DIR or p.name.endswith(contract.DALI_INDEX_SUFFIX)
+          if p.name == WRITER_FOLDER or p.name.endswith(contract.DALI_INDEX_SUFFIX)
           or contract.parse_shard_file_name(p.name)}
 
 
@@ -303,7 +304,7 @@ def test_each_write_step_is_safe_to_run_again_after_it_completed(tmp_path):
   written again."""
   from transforms.outputs import write  # pylint: disable=import-outside-toplevel
   photos = sorted(SAMPLES.rglob('*.jpg'))[:6]
-  staging = tmp_path / write.STAGING_DIR / 'train'
+  staging = tmp_path / WRITER_FOLDER / 'train'
   staging.mkdir(parents=True)
   path = staging / 'records-a.tfrecord'
   records = [photo.read_bytes() for photo in photos]
@@ -317,7 +318,7 @@ def test_each_write_step_is_safe_to_run_again_after_it_completed(tmp_path):
            for plan in plans]
   written = [pathlib.Path(p).read_bytes() for p in paths]
   assert sum(len(list(record_spans(io.BytesIO(data)))) for data in written) == 6
-  shutil.rmtree(tmp_path / write.STAGING_DIR)  # the staging files are deleted once all is written
+  shutil.rmtree(tmp_path / WRITER_FOLDER)  # the staging files are deleted once all is written
   again = list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
   assert again == [(0, []), (1, [])]
   assert [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access

@@ -12,8 +12,8 @@ An external merge sort, on any filesystem Beam knows::
 
 Memory: ``run_lines`` lines per worker while a run fills, then one line and one read buffer
 per run merged at once. The lines a job meets in one list on one worker, then sorts, are held
-whole instead (on the local runner also by the runner, which passes the list on): 50,816
-lines of ``images.jsonl`` cost about 150 MiB at the end of a run that way (docs/benchmarks.md).
+whole instead (on the local runner also by the runner, which passes the list on), a cost that
+grows with the lines (docs/benchmarks.md, "Memory").
 """
 
 import heapq
@@ -29,9 +29,8 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms.files.folders import delete_tree, is_local
 from transforms.files.textfiles import write_lines
+from transforms.files.working_folders import SORTED_LINES_FOLDER
 
-STAGING_DIR = '.staging-sorted'
-"""The output directory's subfolder for the run files; deleted once the file is written."""
 
 
 def _read_lines(path: str) -> Iterator[str]:
@@ -107,7 +106,7 @@ class WriteSortedLines(beam.PTransform):
   """PCollection[str] (lines without newlines) -> a one-element PCollection: ``path``, after
   writing every line to it, sorted (Python's ``str`` order), one per line (UTF-8).
 
-  Run files go to ``STAGING_DIR/<name of path>`` beside ``path`` and are deleted when it is
+  Run files go to ``SORTED_LINES_FOLDER/<name of path>`` beside ``path`` and are deleted when it is
   written; no lines at all write an empty file.
 
   Args:
@@ -130,7 +129,7 @@ class WriteSortedLines(beam.PTransform):
     # one subfolder per file: the job writes several sorted files at once, and each merge
     # deletes its own runs' folder
     folder, name = FileSystems.split(self._path)
-    staging_dir = FileSystems.join(folder, STAGING_DIR, name)
+    staging_dir = FileSystems.join(folder, SORTED_LINES_FOLDER, name)
     return (
         lines
         | 'sorted runs' >> beam.ParDo(_WriteSortedRunsFn(staging_dir, self._run_lines,
@@ -142,7 +141,7 @@ class WriteSortedLines(beam.PTransform):
 
 def _merge_and_tidy(runs: List[str], path: str, staging_dir: str, fan_in: int,
                     keyed: bool = False) -> str:
-  """``merge_runs``, then removes ``STAGING_DIR`` itself once the last file's runs are gone
+  """``merge_runs``, then removes ``SORTED_LINES_FOLDER`` itself once the last file's runs are gone
   (locally; object stores have no empty folders). Another file's merge still running keeps
   it: the last one to finish removes it.
 

@@ -43,6 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 
 from transforms.files.folders import delete_paths, files_under, is_local
+from transforms.files import working_folders
 from transforms.files.textfiles import read_text, replace_text
 from transforms.outputs.claim import WORK_DIR  # the job's folder in an output folder
 
@@ -146,7 +147,7 @@ def is_job_name(name: str) -> bool:
   index, a metadata file, a ``--stats=tft`` folder, or a working folder (``.staging-*``)."""
   if name.endswith(contract.DALI_INDEX_SUFFIX):  # a shard's DALI index (--dali_index)
     name = name[:-len(contract.DALI_INDEX_SUFFIX)]
-  return (name in METADATA_FILES or name in STATISTICS_DIRS or name.startswith('.staging-')
+  return (name in METADATA_FILES or name in STATISTICS_DIRS or working_folders.is_working_folder(name)
           or contract.parse_shard_file_name(name) is not None)
 
 

@@ -2,8 +2,8 @@
 grow with the data, in an order fixed by the seed alone.
 
 Beam's ``WriteToTFRecord(num_shards=N)`` keys every record round-robin and groups them with a
-GroupByKey; the local runner holds everything that reaches a GroupByKey in memory (about 5x the
-output's size was measured: 600 MB of records needed 3 GB). Here the records never reach a
+GroupByKey; the local runner holds everything that reaches a GroupByKey in memory (several
+times the output's size: docs/benchmarks.md, "Memory"). Here the records never reach a
 GroupByKey; only small references do::
 
     PCollection[ConvertedExample]
@@ -46,8 +46,8 @@ records come from the previous shards in key order too, so a shard reads a few l
 sequentially (about ``buckets / N + 2`` per shard and source). Records that reach the writer in
 no particular order (a step that regroups them before it) cost one range, i.e. one seek, per
 record: cheap on local disk, but one ranged request per record on gs:// and s3://. Memory: the
-plan holds 24 bytes per record of the split and about 60 while it sorts (60 MB and about a
-second for a million records; ``bench/shard_plan.py``), plus about 110 bytes per ShardRange, the
+plan holds 24 bytes per record of the split and about 60 while it sorts
+(``bench/shard_plan.py``), plus about 110 bytes per ShardRange, the
 copy one record and at most 16 open staging files. The copy moves framed records
 (header, data, CRC) byte for byte, with no re-encoding, GZIP-compressing them on the way when
 asked. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``, a fixed number
@@ -56,7 +56,7 @@ file ``<shard file name>.idx`` written while the shard is written (see :func:`co
 
 The offsets and keys travel through a file beside each staging file, not through the runner:
 on Flink a million records' 24 MB would be one record of its sort, beyond what its sort buffers
-take (``Cannot write record to fresh sort buffer. Record too large``, measured at 1M images).
+take (``Cannot write record to fresh sort buffer. Record too large``).
 
 Every step is safe to run again after it completed (Flink restarts a failed region's tasks,
 and a step whose input was kept from before runs a second time): a shard that exists under its
@@ -97,15 +97,12 @@ from transforms.elements import METRICS_NAMESPACE
 from transforms.files import reads
 from transforms.files.folders import delete_tree, is_local
 from transforms.files.textfiles import write_text
+from transforms.files.working_folders import WRITER_FOLDER
 from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
 from transforms.outputs import claim as run_claim
 
-STAGING_DIR = '.staging-write'
-"""The output directory's subfolder for the staging files: never matched by a shard glob (the
-shard names are directly in the output directory), deleted once every shard is written."""
-
 _STAGING_PREFIX = 'records'
-_SHARDS_BEING_WRITTEN = '.shards'  # STAGING_DIR's folder of local shards until complete (a
+_SHARDS_BEING_WRITTEN = '.shards'  # WRITER_FOLDER's folder of local shards until complete (a
 # dot: no split can have the name)
 
 
@@ -181,8 +178,8 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   ranges, one whose records came in no order is up to one range per record.
 
   Memory: about 60 bytes per record while the order is computed (NumPy arrays of the keys,
-  offsets, file and record numbers and the sorting permutation), e.g. 57 MiB and about a second
-  for a split of a million records, then about 110 bytes per ShardRange (``bench/shard_plan.py``).
+  offsets, file and record numbers and the sorting permutation), then about 110 bytes per
+  ShardRange (``bench/shard_plan.py`` prints both for a million records).
 
   Args:
     files: every staging file of the split (``StagingFile``), in any order.
@@ -452,7 +449,7 @@ def _write_shard(element: Tuple[int, List[ShardRange]], output_dir: str, split: 
     return path
   # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
   beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
-  write_complete_shard(ranges, path, FileSystems.join(output_dir, STAGING_DIR), compressed,
+  write_complete_shard(ranges, path, FileSystems.join(output_dir, WRITER_FOLDER), compressed,
                        dali_index, claim)
   return path
 
@@ -509,7 +506,7 @@ class WriteSplits(beam.PTransform):
     sources = list(examples) if isinstance(examples, (tuple, list)) else [examples]
     splits = sorted(self._num_shards)
     index = {split: i for i, split in enumerate(splits)}
-    staging_dir = FileSystems.join(self._output_dir, STAGING_DIR)
+    staging_dir = FileSystems.join(self._output_dir, WRITER_FOLDER)
     located = {split: [] for split in splits}
     for number, source in enumerate(sources):
       name = '' if number == 0 else f'source {number}: '
