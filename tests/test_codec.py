@@ -582,3 +582,30 @@ def test_pure_python_parse_refuses_what_protobuf_refuses():
       tf.train.Example.FromString(serialized)  # protobuf refuses them too
     with pytest.raises(ValueError, match=reason):
       wire.parse_example(serialized)
+
+
+def test_example_pb2_has_tensorflows_wire_format():
+  """The generated messages (reader/imagerecords/example_pb2.py) hold TensorFlow's fields: the
+  same names, numbers, types, labels and packing, so the bytes are TensorFlow's; Features'
+  map is the repeated entries protobuf defines it to be on the wire (example.proto)."""
+  from imagerecords import example_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.example import example_pb2 as tf_example  # pylint: disable=C0415
+  from tensorflow.core.example import feature_pb2 as tf_feature  # pylint: disable=C0415
+
+  def fields(message):
+    return [(f.name, f.number, f.type, f.label, f.GetOptions().packed,
+             f.message_type and f.message_type.name) for f in message.fields]
+
+  ours = example_pb2.DESCRIPTOR.message_types_by_name
+  theirs = {**tf_feature.DESCRIPTOR.message_types_by_name,
+            **tf_example.DESCRIPTOR.message_types_by_name}
+  for name in ('BytesList', 'FloatList', 'Int64List', 'Feature', 'Example'):
+    assert fields(ours[name]) == fields(theirs[name]), name
+  assert [o.name for o in ours['Feature'].oneofs] == ['kind']
+  entry, map_entry = ours['Features'].fields[0], theirs['Features'].fields[0]
+  assert (entry.name, entry.number, entry.label) == (map_entry.name, map_entry.number,
+                                                      map_entry.label)
+  assert map_entry.message_type.GetOptions().map_entry
+  assert fields(entry.message_type) == fields(map_entry.message_type)
+  # an entry's key is written even when empty, as a map entry's always is
+  assert entry.message_type.fields_by_name['key'].has_presence
