@@ -28,7 +28,7 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 import cv2  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from imagerecords import contract, framing, wire  # pylint: disable=wrong-import-position
+from imagerecords import contract, framing, records  # pylint: disable=wrong-import-position
 
 SIZE = 224
 
@@ -39,7 +39,7 @@ def decoded_images(records_dir: pathlib.Path, split: str) -> np.ndarray:
   for shard in sorted(records_dir.glob(contract.shard_glob(split))):
     with shard.open('rb') as stream:
       for record in framing.read_records(stream):
-        encoded = wire.parse_example(record, keys=(contract.IMAGE_ENCODED,))
+        encoded = records.parse_example(record, keys=(contract.IMAGE_ENCODED,))
         image = cv2.imdecode(np.frombuffer(encoded[contract.IMAGE_ENCODED][0], np.uint8),
                              cv2.IMREAD_COLOR)
         height, width = image.shape[:2]

@@ -7,7 +7,8 @@ Meant for the GPU machine the device tool lends (an H200), whose Python has PyTo
 torchvision but no TensorFlow: the TensorFlow wheel (tensorflow-cpu 2.21, 274 MB) is four times
 what may travel there, so ``imagerecords.load`` (tf.data) cannot run on it. This script reads the
 same shards without TensorFlow (``imagerecords.framing`` for the TFRecord frames,
-``imagerecords.wire`` for the ``tf.train.Example``) and times one training step: torchvision's
+``imagerecords.records`` for the ``tf.train.Example``, which needs protobuf 6.31.1 or later
+there) and times one training step: torchvision's
 ResNet-50 (1,000 classes, random weights), SGD with momentum, bfloat16 autocast, channels-last,
 ``--batch_size`` images of ``--image_size`` px. The rows, each over ``--steps`` steps after
 ``--warmup``:
@@ -43,7 +44,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 import torch  # pylint: disable=wrong-import-position
 import torchvision  # pylint: disable=wrong-import-position
 
-from imagerecords import contract, framing, wire  # pylint: disable=wrong-import-position
+from imagerecords import contract, framing, records  # pylint: disable=wrong-import-position
 
 # ImageNet's per-channel statistics in [0, 255] (torchvision's and Keras's convention).
 MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -63,7 +64,8 @@ def read_split(records_dir: pathlib.Path, split: str):
   for shard in shards:
     with shard.open('rb') as stream:
       for record in framing.read_records(stream):
-        features = wire.parse_example(record, keys=(contract.IMAGE_ENCODED, contract.CLASS_LABEL))
+        features = records.parse_example(record,
+                                         keys=(contract.IMAGE_ENCODED, contract.CLASS_LABEL))
         examples.append((features[contract.IMAGE_ENCODED][0],
                          features.get(contract.CLASS_LABEL, [0])[0]))
   return examples

@@ -10,7 +10,7 @@ record of its shards, read into memory first (``--repeat`` passes, the best one 
 * ``read frames``: ``imagerecords.framing.read_frames`` over the shard's bytes, each length
   field checked against its checksum (what the copy's read does);
 * ``data checksum``: ``framing.data_checksum_ok`` (the masked CRC-32C of the data);
-* ``image/filename``: ``transforms.image.example.example_filename`` (which file the record is);
+* ``image/filename``: ``imagerecords.records.example_filename`` (which file the record is);
 * ``SHA-256``: ``hashlib.sha256`` of the record (compared with the previous ``images.jsonl``'s
   ``record_sha256``; the split's fingerprint needs this digest in any case).
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench.common import (format_table, image_files, machine, one_class_flags,  # noqa: E402
                           shared_data)
 from imagerecords import framing  # noqa: E402  # pylint: disable=wrong-import-position
-from transforms.image.example import \
+from imagerecords.records import \
     example_filename  # noqa: E402  # pylint: disable=wrong-import-position
 
 

@@ -148,11 +148,10 @@ def test_example_bytes_parse_with_tensorflow():
 
 
 def test_build_example_gives_the_bytes_of_serialize_example_every_time():
-  # build_example makes the entries that repeat from record to record once (a cache): a record
-  # made from the cache must be the record made from scratch, whatever came before
+  # the same features give the same bytes, whatever record came before
   # pylint: disable=import-outside-toplevel
   from imagerecords import contract
-  from transforms.image.example import serialize_example
+  from imagerecords.records import serialize_example
   spec = codec.ImageSpec(image_size=48)  # shorter side: not square
   images = [codec.convert(path.read_bytes(), spec) for path in sorted(SAMPLES.glob('*/*.jpg'))[:4]]
   assert any(image.height != image.width for image in images)
@@ -169,14 +168,14 @@ def test_build_example_gives_the_bytes_of_serialize_example_every_time():
         features.update({contract.MASK_ENCODED: mask, contract.MASK_FORMAT: b'png'})
       assert build_example(image, 'a/b c.jpg', 'ef' * 32, label, class_id,
                            mask=mask) == serialize_example(features)
-  # True and 1 are one dict key; a bool feature is written as the int it is, cached or not
+  # a bool feature is written as the int it is
   assert serialize_example({'x': True}) == serialize_example({'x': 1})
   with pytest.raises(ValueError, match='negative'):
     build_example(images[0], 'a.jpg', 'ef' * 32, 'ants', -1)
 
 
 def _tf_features(example) -> dict:
-  """tf.train.Example -> {key: list of values}, as imagerecords.wire.parse_example returns."""
+  """tf.train.Example -> {key: list of values}, as imagerecords.records.parse_example returns."""
   parsed = {}
   for key, feature in example.features.feature.items():
     kind = feature.WhichOneof('kind')
@@ -185,19 +184,18 @@ def _tf_features(example) -> dict:
 
 
 @pytest.mark.slow
-def test_pure_python_parse_reads_what_tensorflow_reads(sample_dataset):
+def test_records_parse_reads_what_tensorflow_reads(sample_dataset):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from imagerecords import framing, wire  # pylint: disable=import-outside-toplevel
-  from transforms.image.example import example_filename  # pylint: disable=import-outside-toplevel
+  from imagerecords import framing, records  # pylint: disable=import-outside-toplevel
   shard = sorted(pathlib.Path(sample_dataset).glob('train-*.tfrecord'))[0]
   with shard.open('rb') as stream:
-    records = list(framing.read_records(stream))
-  assert records
-  for record in records:  # the job's own records: real photos, labels, sha256, filenames
+    written = list(framing.read_records(stream))
+  assert written
+  for record in written:  # the job's own records: real photos, labels, sha256, filenames
     expected = _tf_features(tf.train.Example.FromString(record))
-    assert wire.parse_example(record) == expected
-    assert example_filename(record) == expected['image/filename'][0].decode()
-    assert wire.parse_example(record, keys=['image/class/label']) == {
+    assert records.parse_example(record) == expected
+    assert records.example_filename(record) == expected['image/filename'][0].decode()
+    assert records.parse_example(record, keys=['image/class/label']) == {
         'image/class/label': expected['image/class/label']}
   # What this job never writes but TensorFlow does: negative and unpacked ints, float lists
   # (float32 values), several values, an empty feature.
@@ -207,9 +205,9 @@ def test_pure_python_parse_reads_what_tensorflow_reads(sample_dataset):
       'many': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'a', b'', b'\xff' * 300])),
       'empty': tf.train.Feature()}))
   serialized = example.SerializeToString()
-  assert wire.parse_example(serialized) == _tf_features(example)
-  with pytest.raises(ValueError, match='not a tf.train.Example'):
-    wire.parse_example(records[0][:len(records[0]) // 2])
+  assert records.parse_example(serialized) == _tf_features(example)
+  with pytest.raises(records.RecordError, match='not a tf.train.Example'):
+    records.parse_example(written[0][:len(written[0]) // 2])
 
 
 # --- resize geometry (shared with segmentation masks) ------------------------------------------
@@ -565,20 +563,78 @@ def _example_of(feature: bytes) -> bytes:
   return _length_delimited(1, _length_delimited(1, entry))
 
 
-def test_pure_python_parse_refuses_what_protobuf_refuses():
-  """A packed float list whose bytes are not a multiple of 4, and a varint longer than 10
-  bytes: errors, where the values were silently cut or read (issue 25)."""
+def test_records_parse_refuses_what_tensorflow_refuses():
+  """A packed float list whose bytes are not a multiple of 4, a varint longer than 10 bytes, a
+  varint cut by its list's end, a key that is not UTF-8: the project's error (a ValueError),
+  not protobuf's DecodeError, and no values silently cut or read (issue 25)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from google.protobuf.message import DecodeError  # pylint: disable=import-outside-toplevel
-  from imagerecords import wire  # pylint: disable=import-outside-toplevel
+  from imagerecords import records  # pylint: disable=import-outside-toplevel
   sound = _example_of(_length_delimited(2, _length_delimited(1, struct.pack('<2f', 1.5, -2))))
-  assert wire.parse_example(sound) == {'f': [1.5, -2.0]}
+  assert records.parse_example(sound) == {'f': [1.5, -2.0]}
   ragged = _example_of(_length_delimited(2, _length_delimited(1, struct.pack('<2f', 1, 2)[:7])))
   long_varint = _example_of(_length_delimited(3, b'\x08' + b'\x80' * 10 + b'\x01'))
   crossing = _example_of(_length_delimited(3, _length_delimited(1, b'\x01\x80')))
-  for serialized, reason in ((ragged, 'not a multiple of 4'), (long_varint, 'longer than 10'),
-                             (crossing, 'runs past its field')):
+  not_utf8 = _length_delimited(1, _length_delimited(1, _length_delimited(1, b'\xff')))
+  for serialized in (ragged, long_varint, crossing, not_utf8):
     with pytest.raises(DecodeError):
-      tf.train.Example.FromString(serialized)  # protobuf refuses them too
-    with pytest.raises(ValueError, match=reason):
-      wire.parse_example(serialized)
+      tf.train.Example.FromString(serialized)  # TensorFlow's message refuses them too
+    for parse in (records.parse_example, records.example_filename,
+                  lambda data: records.add_features(data, {'x': 1})):
+      with pytest.raises(records.RecordError, match=re.escape(
+          f'not a tf.train.Example (protobuf cannot parse its {len(serialized)} bytes)')) as error:
+        parse(serialized)
+      assert isinstance(error.value, ValueError)
+      assert isinstance(error.value.__cause__, DecodeError)  # kept for the traceback
+
+
+def test_features_are_sorted_in_byte_order_a_prefix_first():
+  """Keys in UTF-8 byte order, a key before the keys it is a prefix of, as C++ sorts
+  TensorFlow's map (and as the records were written before protobuf wrote them): not the order
+  of the Python runtime's SerializeToString(deterministic=True) (protobuf 6.33: 'ab', then 'a')."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from imagerecords import example_pb2, records  # pylint: disable=import-outside-toplevel
+  values = {'b': 1, 'ab': 2, 'a': 3, 'é': 4, 'B': 5, 'a/b': 6, '': 7,
+            'image/embedding/shape': (3,), 'image/embedding': np.float32([1, 2, 3])}
+  serialized = records.serialize_example(values)
+  keys = [entry.key for entry in example_pb2.Example.FromString(serialized).features.feature]
+  assert keys == ['', 'B', 'a', 'a/b', 'ab', 'b', 'image/embedding', 'image/embedding/shape',
+                  'é']
+  assert keys == sorted(values, key=lambda key: key.encode('utf-8'))
+  assert records.parse_example(serialized) == _tf_features(tf.train.Example.FromString(
+      serialized))
+  shuffled = records.serialize_example(dict(reversed(values.items())))
+  assert shuffled == serialized
+  # an empty list still sets its kind, as TensorFlow's Feature(int64_list=Int64List()) does
+  empty = tf.train.Example(features=tf.train.Features(feature={
+      't': tf.train.Feature(int64_list=tf.train.Int64List()),
+      'u': tf.train.Feature(float_list=tf.train.FloatList())}))
+  assert records.serialize_example({'t': (), 'u': np.float32([])}) == empty.SerializeToString(
+      deterministic=True)
+
+
+def test_example_pb2_has_tensorflows_wire_format():
+  """The generated messages (reader/imagerecords/example_pb2.py) hold TensorFlow's fields: the
+  same names, numbers, types, labels and packing, so the bytes are TensorFlow's; Features'
+  map is the repeated entries protobuf defines it to be on the wire (example.proto)."""
+  from imagerecords import example_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.example import example_pb2 as tf_example  # pylint: disable=C0415
+  from tensorflow.core.example import feature_pb2 as tf_feature  # pylint: disable=C0415
+
+  def fields(message):
+    return [(f.name, f.number, f.type, f.label, f.GetOptions().packed,
+             f.message_type and f.message_type.name) for f in message.fields]
+
+  ours = example_pb2.DESCRIPTOR.message_types_by_name
+  theirs = {**tf_feature.DESCRIPTOR.message_types_by_name,
+            **tf_example.DESCRIPTOR.message_types_by_name}
+  for name in ('BytesList', 'FloatList', 'Int64List', 'Feature', 'Example'):
+    assert fields(ours[name]) == fields(theirs[name]), name
+  assert [o.name for o in ours['Feature'].oneofs] == ['kind']
+  entry, map_entry = ours['Features'].fields[0], theirs['Features'].fields[0]
+  assert (entry.name, entry.number, entry.label) == (map_entry.name, map_entry.number,
+                                                      map_entry.label)
+  assert map_entry.message_type.GetOptions().map_entry
+  assert fields(entry.message_type) == fields(map_entry.message_type)
+  # an entry's key is written even when empty, as a map entry's always is
+  assert entry.message_type.fields_by_name['key'].has_presence

@@ -200,7 +200,7 @@ def test_a_model_change_rebuilds_the_night_fully(tmp_path):
 
 def test_add_features_gives_the_bytes_of_one_serialization():
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from transforms.image.example import add_features, serialize_example  # pylint: disable=C0415
+  from imagerecords.records import add_features, serialize_example  # pylint: disable=C0415
   base = {'image/encoded': b'\xff\xd8' * 200, 'image/height': 300, 'image/filename': b'a.jpg'}
   embedding = np.linspace(-1, 1, 7, dtype=np.float32)
   added = {'image/embedding': embedding, 'image/embedding/shape': (7,)}

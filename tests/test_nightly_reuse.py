@@ -13,9 +13,9 @@ import struct
 
 import pytest
 from imagerecords import contract, framing
+from imagerecords.records import example_filename
 
 from tests.helpers import convert, manifest_of, shared_data
-from transforms.image.example import example_filename
 
 NIGHT_1, NIGHT_2 = '2026-12-01', '2026-12-02'
 FLAGS = ('--image_size=48', '--resize_mode=center_crop', '--splits=train=0.5,validation=0.5',

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from imagerecords import contract
-from imagerecords import wire
+from imagerecords import records
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -37,16 +37,14 @@ class Record:
 
 def parse_record(data: bytes) -> Record:
   """Parses a serialized ``tf.train.Example`` into a :class:`Record` (with
-  :func:`imagerecords.wire.parse_example`: no TensorFlow).
+  :func:`imagerecords.records.parse_example`: no TensorFlow).
 
   Raises:
-    ValueError: not a ``tf.train.Example``, or a required key is missing or of the wrong type
-      (the message names the key).
+    imagerecords.records.RecordError: not a ``tf.train.Example`` (a ValueError; the message
+      starts 'not a tf.train.Example').
+    ValueError: a required key is missing or of the wrong type (the message names the key).
   """
-  try:
-    feature = wire.parse_example(data, _RECORD_KEYS)
-  except ValueError as error:
-    raise ValueError(f'not a tf.train.Example ({error})') from None
+  feature = records.parse_example(data, _RECORD_KEYS)
 
   def get(key, kind, required=True):
     if key not in feature:

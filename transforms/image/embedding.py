@@ -48,10 +48,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from imagerecords import contract
+from imagerecords.records import add_features, serialize_example
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample
 from transforms.files.folders import is_local
-from transforms.image.example import add_features, serialize_example
 
 _LOG = logging.getLogger(__name__)
 

@@ -65,12 +65,12 @@ from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 from imagerecords.framing import (HEADER_BYTES, Frame, FramingError, data_checksum_ok,
                                   length_checksum_ok, read_frames)
+from imagerecords.records import example_filename
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
 from transforms.files import reads
 from transforms.files.folders import escape_pattern
 from transforms.files.reads import file_sha256
-from transforms.image.example import example_filename
 from transforms.image.image_measures import ImageMeasures
 from transforms.image.pixel_sums import PixelSums
 from transforms.outputs.image_index import keyed_by_file
