@@ -1,7 +1,8 @@
 """The contract between the imagerecords writer (the Beam job) and its readers.
 
 Defined once, here, in the reader distribution; the Beam job imports it. Changing anything in
-this module changes the on-disk format, so ``FORMAT_VERSION`` goes up with it.
+this module changes the on-disk format: ``FORMAT_VERSION`` goes up with it, unless the change
+is additive (``ADDITIVE_CHANGES``).
 
 An output directory looks like this::
 
@@ -26,7 +27,24 @@ import re
 import typing
 from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Tuple, Union
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version of the output format (records, file names, ``manifest.json``) this package
+writes and reads; each manifest says which version wrote it (``format_version``). A reader reads
+every version from 1 up to its own (an older manifest's missing keys take their defaults) and
+refuses a newer one (:class:`FormatVersionError`).
+
+It goes up with any change that a reader of the previous version would misread: a manifest key
+renamed, removed or given another type, default or meaning, a record feature decoded another
+way. A change such a reader can ignore, a new manifest key with a default (an older reader
+skips it; a newer reader of an older manifest takes the default), is additive: the version
+stays and the change is listed in ``ADDITIVE_CHANGES``. ``tests/test_manifest_schema.py`` holds
+the manifest's schema as of the last version and fails on any other change. The versions and
+what changed: ``docs/output.md``, "Format versions"."""
+
+ADDITIVE_CHANGES: Dict[int, Tuple[str, ...]] = {2: ()}
+"""Format version -> the manifest fields added to it after it was fixed, as ``'Class.field'``
+(a dataclass of this module), each with a default: readers of that version without them ignore
+them. Oldest first; a new version starts with none (its schema snapshot holds them all)."""
 
 # --- tf.train.Example feature keys ------------------------------------------------------------
 IMAGE_ENCODED = 'image/encoded'  # bytes: the encoded image (JPEG or PNG)
@@ -258,10 +276,10 @@ def _is_a(kind, value) -> bool:
 
 def _expected(kind) -> str:
   """What a value of ``kind`` is, in JSON's words: 'an integer', 'an array or null'..."""
-  if typing.get_origin(kind) is Union:
-    choices = [_expected(choice) for choice in typing.get_args(kind) if choice is not type(None)]
-    text = ', '.join(choices[:-1]) + (' or ' if len(choices) > 1 else '') + choices[-1]
-    return text + (' or null' if type(None) in typing.get_args(kind) else '')
+  if typing.get_origin(kind) is Union:  # None last: 'an array or null'
+    choices = sorted(typing.get_args(kind), key=lambda choice: choice is type(None))
+    names = [_expected(choice) for choice in choices]
+    return ', '.join(names[:-1]) + ' or ' + names[-1]
   if typing.get_origin(kind) is list:
     return 'an array'
   if typing.get_origin(kind) is dict or dataclasses.is_dataclass(kind):
@@ -429,8 +447,8 @@ class ShardEntry(_Section):
   from the written file's framing. bytes: its size on disk (None where the store gave none).
   sha256: the hex SHA-256 digest of the file's bytes as stored (of the compressed bytes for
   ``.tfrecord.gz``; ``sha256sum`` gives the same), read back once it is written, in the same
-  read that counts its records; None in manifests of jobs older than this key (an optional key
-  a reader may lack: the record format, and ``FORMAT_VERSION``, are unchanged). The reader
+  read that counts its records; None in manifests of format version 1 written before this
+  key. The reader
   checks ``bytes`` before it reads a shard, and ``sha256`` on request
   (``imagerecords.load(..., verify_shards=...)``).
   """
@@ -680,11 +698,13 @@ class Manifest(_Section):
 
   @classmethod
   def from_json(cls, data: Any, where: str = '') -> 'Manifest':
-    """Parses a ``manifest.json`` object (``json.load``), every value's type checked; keys
-    this version does not know are ignored and missing ones take their defaults (older
-    manifests have no ``task``: classification).
+    """Parses a ``manifest.json`` object (``json.load``) of format version 1 up to
+    ``FORMAT_VERSION``, every value's type checked; keys this version does not know are
+    ignored and missing ones take their defaults (older manifests have no ``task``:
+    classification).
 
     Raises:
+      FormatVersionError: its ``format_version`` is newer than ``FORMAT_VERSION`` (or below 1).
       ValueError: ``data`` is not a JSON object, or a value in it is not of its field's type
         (a split that is null, ``shards`` that are not objects), or a key without a default is
         missing (``tool``, ``image``, a split's counts); the message names the section and the
@@ -692,7 +712,22 @@ class Manifest(_Section):
     """
     if not isinstance(data, dict):
       raise ValueError(f'{MANIFEST_FILE} holds {_json_type(data)}, not a JSON object')
+    # the version first: a newer manifest's other keys may not be this version's at all
+    version = _parse(int, data.get('format_version', FORMAT_VERSION), 'format_version')
+    if version > FORMAT_VERSION:
+      raise FormatVersionError(
+          f'{MANIFEST_FILE}: format_version {version} is newer than this imagerecords reads '
+          f'(1 to {FORMAT_VERSION}): it was written by a newer imagerecords; upgrade the '
+          'imagerecords package (the reader) to read it')
+    if version < 1:
+      raise FormatVersionError(f'{MANIFEST_FILE}: format_version {version} is no version (the '
+                               'first is 1)')
     return _parse(cls, data, where)
+
+
+class FormatVersionError(ValueError):
+  """``manifest.json`` says a ``format_version`` this package cannot read: a newer one than
+  ``FORMAT_VERSION`` (the output of a newer imagerecords), or none at all (below 1)."""
 
 
 def _json_type(value) -> str:
