@@ -186,9 +186,12 @@ def test_a_model_change_rebuilds_the_night_fully(tmp_path):
   model = EmbeddingModel(EmbeddingSpec('m.keras'), 224, 3, (1280,), 'a' * 64)
   before = {'image_size': 256, 'embedding': model.settings()}
 
-  def plan(settings):
+  def plan(settings):  # the previous night's manifest: what a night reads of it, and its tool
     (tmp_path / 'manifest.json').write_text(json.dumps(
-        {'classes': [], 'splits': {}, 'incremental': {'settings': before}}))
+        {'tool': {'name': 'imagerecords', 'version': '0.1.0'},
+         'image': {'format': 'jpeg', 'channels': 3, 'image_size': 256,
+                   'resize_mode': 'shorter_side'},
+         'classes': [], 'splits': {}, 'incremental': {'settings': before}}))
     return nightly.plan_incremental(str(tmp_path), settings, (), False)
 
   assert plan(dict(before)).reuse
