@@ -58,7 +58,7 @@ def main(argv=None) -> int:
   tf.keras.utils.set_random_seed(args.seed)
   manifest = metadata.read_manifest(args.data_dir)
   section = manifest.embedding
-  if not section or len(section['shape']) != 1:
+  if section is None or len(section.shape) != 1:
     print(f'{args.data_dir} holds no pooled embeddings: convert with --embedding_model '
           '(and --embedding_pooling=avg)', file=sys.stderr)
     return 2
@@ -72,11 +72,11 @@ def main(argv=None) -> int:
   train = imagerecords.load_embeddings(args.data_dir, 'train', args.batch_size, training=True,
                                        seed=args.seed, drop_remainder=False)
   val = imagerecords.load_embeddings(args.data_dir, val_split, args.batch_size)
-  print(f'{args.data_dir}: {section["model"]} embeddings of {section["shape"][0]} floats, '
+  print(f'{args.data_dir}: {section.model} embeddings of {section.shape[0]} floats, '
         f'{len(classes)} classes, {imagerecords.num_examples(args.data_dir, "train")} train, '
         f'{imagerecords.num_examples(args.data_dir, val_split)} {val_split}; '
         f'chance is {1 / len(classes):.3f}')
-  head = build_head(train, section['shape'][0], len(classes))
+  head = build_head(train, section.shape[0], len(classes))
   head.compile(optimizer=tf.keras.optimizers.Adam(args.learning_rate),
                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                metrics=['accuracy'])

@@ -139,14 +139,15 @@ class JobConfig:
     compressed = options.compression == 'gzip'
     # the manifest's entries known at launch; the metadata step adds the results
     launch = contract.Manifest(
-        tool={'name': 'imagerecords', 'version': pipeline.__version__},
+        tool=contract.ToolInfo(name=contract.TOOL_NAME, version=pipeline.__version__),
         input_dir=input_dir,
         output_dir=layout.publish_dir if layout else output_dir,  # where readers find it
         options=opts.job_options(options),
-        image={'format': spec.image_format, 'channels': spec.channels,
-               'image_size': spec.image_size, 'resize_mode': spec.resize_mode,
-               **({'mask': {'format': MASK_FORMAT, 'void': contract.MASK_VOID,
-                            'layout': masks.layout}} if masks else {})},
+        image=contract.ImageSection(
+            format=spec.image_format, channels=spec.channels, image_size=spec.image_size,
+            resize_mode=spec.resize_mode,
+            mask=contract.ImageMask(format=MASK_FORMAT, void=contract.MASK_VOID,
+                                    layout=masks.layout) if masks else None),
         embedding=embedding.manifest_section() if embedding else None,
         split_source=('label_file' if file_splits else 'split_lists' if split_lists
                       else 'folders' if split_folders else 'hash'),

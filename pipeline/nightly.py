@@ -134,11 +134,12 @@ class IncrementalPlan(NamedTuple):
   previous_shards: Tuple[str, ...]
   settings: Dict[str, object]
 
-  def manifest_section(self) -> Dict[str, object]:
-    """The manifest's ``incremental`` section, less the counts the pipeline adds."""
-    return {'previous_run': self.previous_run, 'reused_from': (
-        self.previous_run if self.reuse else None), 'full_rebuild_reason': self.reason,
-            'settings': self.settings}
+  def manifest_section(self) -> contract.IncrementalSection:
+    """The manifest's ``incremental`` section, less the counts the pipeline adds
+    (``transforms.outputs.incremental.NightCounts.add_to``)."""
+    return contract.IncrementalSection(
+        previous_run=self.previous_run, reused_from=self.previous_run if self.reuse else None,
+        full_rebuild_reason=self.reason, settings=self.settings)
 
 
 def plan_incremental(previous_dir: Optional[str], settings: Dict[str, object],
@@ -168,7 +169,7 @@ def plan_incremental(previous_dir: Optional[str], settings: Dict[str, object],
   manifest = read_manifest(previous_dir)
   if manifest is None:
     return full(f'{previous_dir} has no {contract.MANIFEST_FILE}')
-  before = (manifest.incremental or {}).get('settings')
+  before = manifest.incremental and manifest.incremental.settings
   if before is None:
     return full(f'{previous_dir} was written by a version that did not record its settings')
   changed = [f'{name} {before.get(name)!r} -> {value!r}' for name, value in settings.items()

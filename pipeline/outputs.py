@@ -379,7 +379,7 @@ def summary(manifest: contract.Manifest, published: bool = True) -> str:
                + (f': see {contract.FAILURES_FILE}' if by_stage else ''))
   lines.extend(dedup.summary_lines(manifest.duplicates))  # duplicates and leakage
   lines.extend(quality.summary_lines(manifest.quality))  # flagged images
-  seconds = manifest.timings.get('wall_time_s', 0)
+  seconds = manifest.timings.wall_time_s
   # no class names: an unlabeled run (--label_source=none), a segmentation run without them
   noun = ('mask class', 'mask classes') if segmentation else ('class', 'classes')
   what = counted(manifest.num_examples, 'example') + (

@@ -271,10 +271,10 @@ def test_manifest_section_holds_counts_and_a_few_examples():
   for i, group in enumerate(groups):
     fn.add_input(halves[i % 2], group)
   section = fn.extract_output(fn.merge_accumulators(halves))
-  assert section['exact'] == {'num_groups': 13, 'num_files': 26, 'num_dropped': 0,
-                              'num_leaking_groups': 12, 'num_label_conflicts': 0}
-  assert section['near']['num_groups'] == section['near']['num_label_conflicts'] == 1
-  assert [_names(g) for g in section['examples']] == [
+  assert section.exact == contract.DuplicateCounts(
+      num_groups=13, num_files=26, num_dropped=0, num_leaking_groups=12, num_label_conflicts=0)
+  assert section.near.num_groups == section.near.num_label_conflicts == 1
+  assert [[f.file for f in g.files] for g in section.examples] == [
       ['train/c.jpg', 'train/d.jpg'], *[[f'train/{i:02}.jpg', f'val/{i:02}.jpg'] for i in range(4)]]
   lines = dedup.summary_lines(section)
   assert lines[:4] == ['  13 groups of byte-identical files (26 files): all written',
@@ -285,7 +285,7 @@ def test_manifest_section_holds_counts_and_a_few_examples():
   assert lines[-1] == '  every group (2 more leaking or conflicting shown there): duplicates.jsonl'
   assert max(len(line) for line in lines) <= 80
   empty = dedup.duplicates_section({})
-  assert dedup.summary_lines(empty) == [] and empty['examples'] == []
+  assert dedup.summary_lines(empty) == [] and empty.examples == []
 
 
 # Different pictures of the shared data whose perceptual hashes lie within the default distance

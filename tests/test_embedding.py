@@ -186,9 +186,12 @@ def test_a_model_change_rebuilds_the_night_fully(tmp_path):
   model = EmbeddingModel(EmbeddingSpec('m.keras'), 224, 3, (1280,), 'a' * 64)
   before = {'image_size': 256, 'embedding': model.settings()}
 
-  def plan(settings):
+  def plan(settings):  # the previous night's manifest: what a night reads of it, and its tool
     (tmp_path / 'manifest.json').write_text(json.dumps(
-        {'classes': [], 'splits': {}, 'incremental': {'settings': before}}))
+        {'tool': {'name': 'imagerecords', 'version': '0.1.0'},
+         'image': {'format': 'jpeg', 'channels': 3, 'image_size': 256,
+                   'resize_mode': 'shorter_side'},
+         'classes': [], 'splits': {}, 'incremental': {'settings': before}}))
     return nightly.plan_incremental(str(tmp_path), settings, (), False)
 
   assert plan(dict(before)).reuse
@@ -259,9 +262,16 @@ def test_a_savedmodel_folder_embeds_raw_pixel_records(tmp_path):
 
 def test_the_reader_names_an_output_without_embeddings():
   from imagerecords import contract, dataset  # pylint: disable=import-outside-toplevel
+  tool = contract.ToolInfo(name=contract.TOOL_NAME, version='0.1.0')
+  image = contract.ImageSection(format='jpeg', channels=3, image_size=32,
+                                resize_mode='center_crop')
   with pytest.raises(ValueError, match='converted without --embedding_model'):
-    dataset.embedding_feature(contract.Manifest(classes=[]), 'out/x')
-  assert dataset.embedding_feature(contract.Manifest(embedding={'shape': [3, 3, 8]}),
+    dataset.embedding_feature(contract.Manifest(tool=tool, image=image), 'out/x')
+  section = contract.EmbeddingSection(
+      model='tiny.keras', weights=None, fingerprint='0' * 64, pooling='none', shape=[3, 3, 8],
+      dtype='float32', input_size=32, preprocessing='auto', feature=contract.EMBEDDING,
+      shape_feature=contract.EMBEDDING_SHAPE)
+  assert dataset.embedding_feature(contract.Manifest(tool=tool, image=image, embedding=section),
                                    'out/x') == [3, 3, 8]
 
 

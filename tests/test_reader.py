@@ -486,17 +486,26 @@ def test_inspect_names_a_sound_shard_that_is_not_the_manifests(three_outputs, tm
 
 
 @pytest.mark.parametrize('splits, message', [
-    ({'train': None}, "split 'train' is null"),
-    ({'train': [1, 2]}, "split 'train' is an array"),
+    ({'train': None}, "splits['train'] is null, not an object"),
+    ({'train': [1, 2]}, "splits['train'] is an array, not an object"),
     ({'train': {'num_examples': 1, 'num_shards': 1, 'shards': None}},
-     "split 'train' has \"shards\" that are not a list of objects"),
+     "splits['train'].shards is null, not an array"),
     ({'train': {'num_examples': 1, 'num_shards': 1, 'shards': ['a']}},
-     "split 'train' has \"shards\" that are not a list of objects"),
-    ({'train': {'num_shards': 1}}, "split 'train' is incomplete"),
-    ([['train', 1]], '"splits" is an array'),
+     "splits['train'].shards[0] is a string (\"a\"), not an object"),
+    ({'train': {'num_shards': 1}}, "splits['train'] has no \"num_examples\""),
+    ({'train': {'num_examples': '1', 'num_shards': 1}},
+     "splits['train'].num_examples is a string (\"1\"), not an integer"),
+    ({'train': {'num_examples': True, 'num_shards': 1}},
+     "splits['train'].num_examples is a boolean (true), not an integer"),
+    ([['train', 1]], 'splits is an array, not an object'),
 ])
 def test_a_malformed_split_entry_is_a_value_error_naming_the_split(splits, message):
-  """Manifest.from_json keeps its promise: a null, an array or a split without its counts is a
-  ValueError that says which split (not an AttributeError from deep inside)."""
+  """Manifest.from_json keeps its promise: a null, an array, a split without its counts or a
+  count of another type is a ValueError that says which split and key (not an AttributeError
+  from deep inside)."""
   with pytest.raises(ValueError, match=re.escape(message)):
-    contract.Manifest.from_json({'format_version': 1, 'splits': splits})
+    contract.Manifest.from_json({'format_version': 1, 'tool': {'name': 'imagerecords',
+                                                               'version': '0.1.0'},
+                                 'image': {'format': 'jpeg', 'channels': 3, 'image_size': 32,
+                                           'resize_mode': 'shorter_side'},
+                                 'splits': splits})

@@ -183,9 +183,8 @@ def load(data_dir: str,
   dataset = _serialized_records(data_dir, manifest, split, training, shuffle_buffer, seed,
                                 input_context, repeat, verify_shards)
   labeled = bool(manifest.classes)
-  image_info = manifest.image
-  channels = int(image_info.get('channels', 3))
-  raw = image_info.get('format') == contract.RAW_FORMAT
+  channels = manifest.image.channels
+  raw = manifest.image.format == contract.RAW_FORMAT
   if drop_remainder is None:
     drop_remainder = training
   if input_context is not None:
@@ -285,11 +284,10 @@ def embedding_feature(manifest: contract.Manifest, data_dir: str) -> list:
   Raises:
     ValueError: the output holds no embeddings.
   """
-  section = manifest.embedding
-  if not section:
+  if manifest.embedding is None:
     raise ValueError(f'{data_dir} holds no embeddings: it was converted without '
                      '--embedding_model.')
-  return [int(d) for d in section[contract.EMBEDDING_SHAPE_KEY]]
+  return list(manifest.embedding.shape)
 
 
 def _serialized_records(data_dir: str, manifest: contract.Manifest, split: str, training: bool,

@@ -36,18 +36,18 @@ class MissingTransformError(FileNotFoundError):
   :func:`transform_dir`.)"""
 
 
-def _statistics(data_dir: str) -> dict:
+def _statistics(data_dir: str) -> contract.StatisticsSection:
   """The manifest's ``statistics``, with a pixel mean (MissingTransformError otherwise)."""
   statistics = metadata.read_manifest(data_dir).statistics
-  if not statistics:
+  if statistics is None:
     raise MissingTransformError(
         f'{data_dir!r} has no pixel statistics (no "statistics" in its manifest.json, no '
         f'{contract.TRANSFORM_FN_DIR!r}): it was converted with --stats=false (or by an '
         'imagerecords version without statistics), so it has no normalisation; convert it '
         'again with --stats=true, or read it without normalize=True.')
-  if statistics.get(contract.STATS_PIXEL_MEAN) is None:
+  if statistics.pixel_mean is None or statistics.pixel_std is None:
     raise MissingTransformError(
-        f'{data_dir!r}: the training split {statistics.get(contract.STATS_SPLIT)!r} has no '
+        f'{data_dir!r}: the training split {statistics.split!r} has no '
         'example, so there are no usable statistics; nothing to normalise with.')
   return statistics
 
@@ -101,8 +101,7 @@ def _apply(transform, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
 
 
 def _channels(data_dir: str) -> int:
-  image = metadata.read_manifest(data_dir).image
-  return int(image.get('channels', 3))
+  return metadata.read_manifest(data_dir).image.channels
 
 
 def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -119,8 +118,8 @@ def normalization(data_dir: str) -> Tuple[tf.Tensor, tf.Tensor]:
   statistics = _statistics(data_dir)
   path = _saved_transform(data_dir)
   if path is None:
-    return (tf.constant(statistics[contract.STATS_PIXEL_MEAN], tf.float32),
-            tf.constant(statistics[contract.STATS_PIXEL_STD], tf.float32))
+    return (tf.constant(statistics.pixel_mean, tf.float32),
+            tf.constant(statistics.pixel_std, tf.float32))
   mean, std, _ = saved_statistics(_load(path), _channels(data_dir))
   return mean, std
 
@@ -177,11 +176,11 @@ class PreprocessingLayer(tf.keras.layers.Layer):
     statistics = _statistics(data_dir)
     path = _saved_transform(data_dir)
     self._transform = _load(path) if path else None
-    self._mean = tf.constant(statistics[contract.STATS_PIXEL_MEAN], tf.float32)
-    self._std = tf.constant(statistics[contract.STATS_PIXEL_STD], tf.float32)
+    self._mean = tf.constant(statistics.pixel_mean, tf.float32)
+    self._std = tf.constant(statistics.pixel_std, tf.float32)
     image = metadata.read_manifest(data_dir).image
-    self.image_size = int(image['image_size'])
-    self.channels = int(image.get('channels', 3))
+    self.image_size = image.image_size
+    self.channels = image.channels
 
   def call(self, encoded):
     encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [-1])
@@ -231,16 +230,16 @@ def class_weights(data_dir: str) -> Dict[int, float]:
   """
   manifest = metadata.read_manifest(data_dir)
   statistics = manifest.statistics
-  if not statistics:
+  if statistics is None:
     raise ValueError(f'{data_dir!r} has no statistics in its manifest: it was converted with '
                      '--stats=false; convert it again with --stats=true.')
-  frequencies = statistics.get(contract.STATS_CLASS_FREQUENCIES) or {}
+  frequencies = statistics.class_frequencies
   names = manifest.classes
-  counts = {class_id: int(frequencies.get(name, 0)) for class_id, name in enumerate(names)}
+  counts = {class_id: frequencies.get(name, 0) for class_id, name in enumerate(names)}
   counts = {class_id: count for class_id, count in counts.items() if count > 0}
   if not counts:
     raise ValueError(f'{data_dir!r} is unlabeled or its training split '
-                     f'{statistics.get(contract.STATS_SPLIT)!r} has no labeled example: '
+                     f'{statistics.split!r} has no labeled example: '
                      'no class weights.')
   total = sum(counts.values())
   return {class_id: total / (len(counts) * count) for class_id, count in counts.items()}

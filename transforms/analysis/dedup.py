@@ -39,6 +39,7 @@ names differed.
 """
 
 import collections
+import dataclasses
 import json
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -108,8 +109,8 @@ class DuplicateGroup(NamedTuple):
     """True when the copies carry two or more class names (the same picture, two labels)."""
     return len({f.label for f in self.files if f.label is not None}) > 1
 
-  def to_dict(self) -> dict:
-    """The group as one line of duplicates.jsonl::
+  def entry(self) -> contract.DuplicateGroupEntry:
+    """The group as the contract writes it, in duplicates.jsonl and the manifest's examples::
 
         {"kind": "exact", "files": [{"file": "train/a.jpg", "split": "train", "label": "cat"},
          ...], "leaks_across_splits": false, "label_conflict": false, "sha256": "..."}
@@ -117,12 +118,16 @@ class DuplicateGroup(NamedTuple):
     (``sha256`` for exact groups only, ``similarity`` and ``hash_distance`` for near ones;
     ``kept`` when one file was written).
     """
-    entry = {'kind': self.kind, 'files': [f._asdict() for f in self.files],
-             'leaks_across_splits': self.leaks, 'label_conflict': self.label_conflict}
-    for name in ('sha256', 'kept', 'similarity', 'hash_distance'):
-      if getattr(self, name) is not None:
-        entry[name] = getattr(self, name)
-    return entry
+    return contract.DuplicateGroupEntry(
+        kind=self.kind,
+        files=[contract.DuplicateFileEntry(file=f.file, split=f.split, label=f.label)
+               for f in self.files],
+        leaks_across_splits=self.leaks, label_conflict=self.label_conflict, sha256=self.sha256,
+        kept=self.kept, similarity=self.similarity, hash_distance=self.hash_distance)
+
+  def to_dict(self) -> dict:
+    """:meth:`entry` as JSON values."""
+    return self.entry().to_json()
 
   def to_json(self) -> str:
     """``to_dict`` as one JSON line (keys sorted, so that lines sort by their files)."""
@@ -178,7 +183,12 @@ class _SectionFn(beam.CombineFn):
     return duplicates_section(counts, examples)
 
 
-def duplicates_section(counts, examples: Sequence[DuplicateGroup] = ()) -> dict:
+_COUNTS = tuple(field.name for field in dataclasses.fields(contract.DuplicateCounts))
+"""The counts of each kind (``num_groups``, ...), named by the contract."""
+
+
+def duplicates_section(counts, examples: Sequence[DuplicateGroup] = ()
+                       ) -> contract.DuplicatesSection:
   """The manifest's ``duplicates`` section: counts per kind, and a few groups to show::
 
       {"exact": {"num_groups": 20, "num_files": 40, "num_dropped": 0,
@@ -191,12 +201,11 @@ def duplicates_section(counts, examples: Sequence[DuplicateGroup] = ()) -> dict:
   (``--dedup=keep_first``, ``keep_first_near``). Every group is in duplicates.jsonl; the
   manifest stays small whatever the number of groups.
   """
-  names = ('num_groups', 'num_files', 'num_dropped', 'num_leaking_groups', 'num_label_conflicts')
-  section = {kind: {name: int(counts.get(f'{kind}.{name}', 0)) for name in names}
-             for kind in KINDS}
-  section['file'] = contract.DUPLICATES_FILE
-  section['examples'] = [group.to_dict() for group in sorted(examples, key=_priority)]
-  return section
+  exact, near = (contract.DuplicateCounts(**{
+      name: int(counts.get(f'{kind}.{name}', 0)) for name in _COUNTS}) for kind in KINDS)
+  return contract.DuplicatesSection(
+      exact=exact, near=near, file=contract.DUPLICATES_FILE,
+      examples=[group.entry() for group in sorted(examples, key=_priority)])
 
 
 def _groups(count: int) -> str:
@@ -220,43 +229,42 @@ def _fit(text: str, width: int) -> str:
   return text if len(text) <= width else '...' + text[-max(width - 3, 8):]
 
 
-def summary_lines(section: Optional[dict]) -> List[str]:
+def summary_lines(section: Optional[contract.DuplicatesSection]) -> List[str]:
   """Lines of the console summary for the manifest's ``duplicates`` section (none when there
   are no duplicates): the counts per kind, then the example groups with their splits and
   labels."""
-  if not section or not any(section.get(kind, {}).get('num_groups') for kind in KINDS):
+  kinds = ((EXACT, section.exact), (NEAR, section.near)) if section else ()
+  if not any(counts.num_groups for _, counts in kinds):
     return []
   lines = []
-  for kind in KINDS:
-    counts = section[kind]
-    if not counts['num_groups']:
+  for kind, counts in kinds:
+    if not counts.num_groups:
       continue
-    dropped = counts['num_dropped']
+    dropped = counts.num_dropped
     written = (f'one of each written, {dropped} dropped' if dropped else 'all written')
-    problems = [f'{_groups(counts["num_leaking_groups"])} across splits (LEAKAGE)'
-                if counts['num_leaking_groups'] else '',
-                f'{_groups(counts["num_label_conflicts"])} with two labels (LABEL CONFLICT)'
-                if counts['num_label_conflicts'] else '']
+    problems = [f'{_groups(counts.num_leaking_groups)} across splits (LEAKAGE)'
+                if counts.num_leaking_groups else '',
+                f'{_groups(counts.num_label_conflicts)} with two labels (LABEL CONFLICT)'
+                if counts.num_label_conflicts else '']
     problems = '; '.join(p for p in problems if p)
-    lines.append(f'  {_groups(counts["num_groups"])} of {_WHAT[kind]} ({counts["num_files"]} '
+    lines.append(f'  {_groups(counts.num_groups)} of {_WHAT[kind]} ({counts.num_files} '
                  f'files): {written}')
     if problems:
       lines.append(f'    {problems}')
-  shown = [group for group in section.get('examples', [])
-           if group['leaks_across_splits'] or group['label_conflict']]
+  shown = [group for group in section.examples
+           if group.leaks_across_splits or group.label_conflict]
   for group in shown[:SHOWN_GROUPS]:
-    alike = (f', similarity {group["similarity"]:.3f}'
-             if group.get('similarity') is not None else '')
-    kept = f', kept {_fit(group["kept"], 40)}' if group.get('kept') else ''
-    lines.append(f'    {group["kind"]} group of {len(group["files"])} files{alike}{kept}:')
-    for copy in group['files'][:SHOWN_PER_GROUP]:
-      where = f' ({copy["split"]}' + (f', {copy["label"]})' if copy['label'] is not None else ')')
-      lines.append(f'      {_fit(copy["file"], SUMMARY_WIDTH - 6 - len(where))}{where}')
-    if len(group['files']) > SHOWN_PER_GROUP:
-      lines.append(f'      ... and {len(group["files"]) - SHOWN_PER_GROUP} more')
+    alike = f', similarity {group.similarity:.3f}' if group.similarity is not None else ''
+    kept = f', kept {_fit(group.kept, 40)}' if group.kept else ''
+    lines.append(f'    {group.kind} group of {len(group.files)} files{alike}{kept}:')
+    for copy in group.files[:SHOWN_PER_GROUP]:
+      where = f' ({copy.split}' + (f', {copy.label})' if copy.label is not None else ')')
+      lines.append(f'      {_fit(copy.file, SUMMARY_WIDTH - 6 - len(where))}{where}')
+    if len(group.files) > SHOWN_PER_GROUP:
+      lines.append(f'      ... and {len(group.files) - SHOWN_PER_GROUP} more')
   more = (f' ({len(shown) - SHOWN_GROUPS} more leaking or conflicting shown there)'
           if len(shown) > SHOWN_GROUPS else '')
-  lines.append(f'  every group{more}: {section.get("file", contract.DUPLICATES_FILE)}')
+  lines.append(f'  every group{more}: {section.file}')
   return lines
 
 
@@ -382,9 +390,10 @@ class ExactGroups(beam.PTransform):
 
 
 class ReportDuplicates(beam.PTransform):
-  """PCollection[DuplicateGroup] (every kind) -> a one-element PCollection[dict], the manifest's
-  ``duplicates`` section (``duplicates_section``), and ``OUT/duplicates.jsonl`` written, one
-  group per line (``DuplicateGroup.to_dict``), lines sorted, by an external merge
+  """PCollection[DuplicateGroup] (every kind) -> a one-element
+  PCollection[contract.DuplicatesSection], the manifest's ``duplicates`` section
+  (``duplicates_section``), and ``OUT/duplicates.jsonl`` written, one group per line
+  (``DuplicateGroup.entry``, keys sorted), lines sorted, by an external merge
   (``transforms.files.sorted_lines``).
 
   The section is emitted once the file is written, so the manifest (and ``_SUCCESS``) comes

@@ -142,7 +142,7 @@ def _add_counts(counts) -> collections.Counter:
   return total
 
 
-def quality_section(counts) -> dict:
+def quality_section(counts) -> contract.QualitySection:
   """The manifest's ``quality`` section::
 
       {"num_measured": 398, "num_flagged": 3, "file": "quality.jsonl",
@@ -151,19 +151,19 @@ def quality_section(counts) -> dict:
   ``num_measured``: the examples whose pixels were measured (not ``--image_format=original``,
   segmentation, or records reused from the previous night).
   """
-  return {'num_measured': int(counts.get('num_measured', 0)),
-          'num_flagged': int(counts.get('num_flagged', 0)),
-          'file': contract.QUALITY_FILE,
-          'flags': {flag: int(counts.get(flag, 0)) for flag in FLAGS}}
+  return contract.QualitySection(
+      num_measured=int(counts.get('num_measured', 0)),
+      num_flagged=int(counts.get('num_flagged', 0)), file=contract.QUALITY_FILE,
+      flags={flag: int(counts.get(flag, 0)) for flag in FLAGS})
 
 
-def summary_lines(section: Optional[dict]) -> List[str]:
+def summary_lines(section: Optional[contract.QualitySection]) -> List[str]:
   """The console summary's line for the ``quality`` section (none when nothing is flagged)."""
-  if not section or not section.get('num_flagged'):
+  if not section or not section.num_flagged:
     return []
-  counts = ', '.join(f'{n} {flag}' for flag, n in section['flags'].items() if n)
-  return [f'  {section["num_flagged"]} of {section["num_measured"]} images flagged ({counts}): '
-          f'see {section.get("file", contract.QUALITY_FILE)}']
+  counts = ', '.join(f'{n} {flag}' for flag, n in section.flags.items() if n)
+  return [f'  {section.num_flagged} of {section.num_measured} images flagged ({counts}): '
+          f'see {section.file}']
 
 
 class ReportQuality(beam.PTransform):

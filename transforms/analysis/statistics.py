@@ -158,19 +158,16 @@ def mean_and_std(sums: PixelSums) -> Tuple[List[float], List[float]]:
   return mean, std
 
 
-def statistics_section(split: str, num_examples: int, sums: PixelSums) -> dict:
-  """The manifest's ``statistics`` (imagerecords.contract), without the class frequencies that
+def statistics_section(split: str, num_examples: int,
+                       sums: PixelSums) -> contract.StatisticsSection:
+  """The manifest's ``statistics``, without the class frequencies that
   ``transforms.outputs.metadata.WriteMetadata`` adds: ``pixel_mean``/``pixel_std`` are 3 (or 1)
   floats rounded to 6 decimals, None for an empty split; ``transform_fn`` None (none written)."""
   mean, std = mean_and_std(sums) if sums.num_pixels else (None, None)
-  return {
-      contract.STATS_SPLIT: split,
-      contract.STATS_NUM_EXAMPLES: num_examples,
-      contract.STATS_NUM_PIXELS: sums.num_pixels,
-      contract.STATS_PIXEL_MEAN: mean and [round(v, 6) for v in mean],
-      contract.STATS_PIXEL_STD: std and [round(v, 6) for v in std],
-      contract.STATS_TRANSFORM_FN: None,
-  }
+  return contract.StatisticsSection(
+      split=split, num_examples=num_examples, num_pixels=sums.num_pixels,
+      pixel_mean=mean and [round(v, 6) for v in mean],
+      pixel_std=std and [round(v, 6) for v in std], transform_fn=None)
 
 
 class TrainingStatistics(beam.PTransform):

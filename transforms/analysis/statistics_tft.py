@@ -160,9 +160,10 @@ def _record_batch(sums: Sequence[PixelSums], arrow_schema):
 
 
 def _statistics(unused_published, output_dir: str, split: str, num_examples: int,
-                channels: int) -> dict:
-  """The published transform's numbers -> the manifest's ``statistics`` (see contract);
-  ``pixel_mean`` and ``pixel_std`` are None for an empty training split."""
+                channels: int) -> contract.StatisticsSection:
+  """The published transform's numbers -> the manifest's ``statistics``, without the class
+  frequencies that ``transforms.outputs.metadata.WriteMetadata`` adds; ``pixel_mean`` and
+  ``pixel_std`` are None for an empty training split."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from imagerecords.transform import saved_statistics
@@ -174,14 +175,11 @@ def _statistics(unused_published, output_dir: str, split: str, num_examples: int
   transform = tf.saved_model.load(FileSystems.join(output_dir, contract.TRANSFORM_FN_DIR))
   mean, std, num_pixels = (t.numpy() for t in saved_statistics(transform, channels))
   empty = not num_examples  # the transform's are NaN (0 / 0)
-  return {
-      contract.STATS_SPLIT: split,
-      contract.STATS_NUM_EXAMPLES: num_examples,
-      contract.STATS_NUM_PIXELS: int(num_pixels),
-      contract.STATS_PIXEL_MEAN: None if empty else [round(float(v), 6) for v in mean],
-      contract.STATS_PIXEL_STD: None if empty else [round(float(v), 6) for v in std],
-      contract.STATS_TRANSFORM_FN: contract.TRANSFORM_FN_DIR,
-  }
+  return contract.StatisticsSection(
+      split=split, num_examples=num_examples, num_pixels=int(num_pixels),
+      pixel_mean=None if empty else [round(float(v), 6) for v in mean],
+      pixel_std=None if empty else [round(float(v), 6) for v in std],
+      transform_fn=contract.TRANSFORM_FN_DIR)
 
 
 class AnalyzeTrainingSplit(beam.PTransform):

@@ -109,14 +109,14 @@ class EmbeddingModel(NamedTuple):
   fingerprint: str
   raw: bool = False
 
-  def manifest_section(self) -> Dict[str, Any]:
+  def manifest_section(self) -> contract.EmbeddingSection:
     """The manifest's ``embedding`` section (``imagerecords.contract.Manifest.embedding``)."""
-    return {contract.EMBEDDING_SPEC: self.spec.model, 'weights': self.spec.weights,
-            'fingerprint': self.fingerprint, 'pooling': self.spec.pooling,
-            contract.EMBEDDING_SHAPE_KEY: list(self.shape), 'dtype': 'float32',
-            'input_size': self.input_size, 'preprocessing': self.spec.preprocessing,
-            'feature': contract.EMBEDDING,
-            'shape_feature': contract.EMBEDDING_SHAPE if self.stores_shape else None}
+    return contract.EmbeddingSection(
+        model=self.spec.model, weights=self.spec.weights, fingerprint=self.fingerprint,
+        pooling=self.spec.pooling, shape=list(self.shape), dtype='float32',
+        input_size=self.input_size, preprocessing=self.spec.preprocessing,
+        feature=contract.EMBEDDING,
+        shape_feature=contract.EMBEDDING_SHAPE if self.stores_shape else None)
 
   def settings(self) -> Dict[str, Any]:
     """What decides the stored embeddings, for the nightly mode's comparison: the model and

@@ -50,7 +50,7 @@ from transforms.outputs.claim import WORK_DIR  # the job's folder in an output f
 RECORD_FILE = 'output.json'
 """The record's name in ``WORK_DIR``."""
 
-WRITTEN_BY = 'imagerecords'
+WRITTEN_BY = contract.TOOL_NAME
 
 METADATA_FILES = (
     contract.SUCCESS_FILE, contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
@@ -122,17 +122,17 @@ def _manifest_entries(folder: str) -> FrozenSet[str]:
     return frozenset()
   try:
     manifest = contract.Manifest.from_json(json.loads(read_text(path)))
-    ours = isinstance(manifest.tool, dict) and manifest.tool.get('name') == WRITTEN_BY
-    shards = [shard.file for info in manifest.splits.values() for shard in info.shards]
-  except (ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError):
-    # a manifest.json of another shape (a user's own; Manifest.from_json checks little)
+  except (ValueError, UnicodeDecodeError):
+    # not JSON, or a manifest.json of another shape (a user's own: Manifest.from_json checks
+    # every key's type), or of a newer format version
     return frozenset()
-  if not ours:
+  if manifest.tool.name != WRITTEN_BY:
     return frozenset()
-  statistics = manifest.statistics if isinstance(manifest.statistics, dict) else {}
+  shards = [shard.file for info in manifest.splits.values() for shard in info.shards]
+  tft = manifest.statistics is not None and manifest.statistics.transform_fn
   return frozenset([*METADATA_FILES, *shards,
                     *(name + contract.DALI_INDEX_SUFFIX for name in shards),
-                    *(STATISTICS_DIRS if statistics.get(contract.STATS_TRANSFORM_FN) else ())])
+                    *(STATISTICS_DIRS if tft else ())])
 
 
 def proven_entries(folder: str) -> FrozenSet[str]:

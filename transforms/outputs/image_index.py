@@ -17,6 +17,7 @@ with the data like the rest of the job.
 """
 
 import collections
+import dataclasses
 import json
 from typing import Dict, List, Optional, Tuple
 
@@ -28,9 +29,11 @@ from transforms.files.folders import escape_pattern
 from transforms.files.sorted_lines import WriteSortedLines
 from transforms.image.image_measures import ImageMeasures
 
-# The diff's per-image verdicts, in the order the manifest lists them.
+# The diff's per-image verdicts: each is the name of its count in the manifest's diff
+# (contract.DiffSection, which fails to build with any other) and of its entries in by_class.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'
 MOVED_SPLIT, RELABELED, RENAMED = 'moved_split', 'relabeled', 'renamed'
+VERDICTS = (ADDED, REMOVED, CHANGED, UNCHANGED, MOVED_SPLIT, RELABELED, RENAMED)
 _UNPAIRED = 'unpaired'  # the tag of the files only one run has, paired again by their digest
 
 
@@ -151,7 +154,9 @@ def _renamed_verdicts(element):
 
 
 class _DiffFn(beam.CombineFn):
-  """(verdict, class name) -> {verdict: count, 'by_class': {class: {verdict: count}}}."""
+  """(verdict, class name) -> the manifest's diff (``contract.DiffSection``) less its
+  ``previous_run``: a count per verdict, and per class the counts of its verdicts but
+  ``unchanged``."""
 
   def create_accumulator(self):
     return collections.Counter()
@@ -166,27 +171,25 @@ class _DiffFn(beam.CombineFn):
       merged.update(accumulator)
     return merged
 
-  def extract_output(self, accumulator) -> Dict[str, object]:
+  def extract_output(self, accumulator) -> contract.DiffSection:
     totals = collections.Counter()
     by_class: Dict[str, Dict[str, int]] = collections.defaultdict(dict)
     for (verdict, label), count in accumulator.items():
       totals[verdict] += count
       if label is not None and verdict != UNCHANGED:
         by_class[str(label)][verdict] = count
-    diff = {verdict: totals.get(verdict, 0)
-            for verdict in (ADDED, REMOVED, CHANGED, UNCHANGED, MOVED_SPLIT, RELABELED, RENAMED)}
-    diff['by_class'] = {name: by_class[name] for name in sorted(by_class)}
-    return diff
+    return contract.DiffSection(
+        **{verdict: totals.get(verdict, 0) for verdict in VERDICTS},
+        by_class={name: by_class[name] for name in sorted(by_class)})
 
 
 class DiffAgainstPrevious(beam.PTransform):
   """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
-  one-element PCollection: the diff with the previous run.
+  one-element PCollection[contract.DiffSection]: the diff with the previous run
+  (``previous_run``).
 
-  The element: ``{'previous_run': path, 'added': n, 'removed': n, 'changed': n,
-  'unchanged': n, 'moved_split': n, 'relabeled': n, 'renamed': n,
-  'by_class': {class: {verdict: n}}}``. ``added``, ``removed``, ``changed`` and ``unchanged``
-  count files by path: ``changed``, those whose name stayed and whose bytes (SHA-256) did not.
+  Its counts: ``added``, ``removed``, ``changed`` and ``unchanged`` count files by path:
+  ``changed``, those whose name stayed and whose bytes (SHA-256) did not.
   ``renamed`` counts the photos among the removed and added files that are one file moved (the
   same SHA-256 under another path: a renamed file or class folder; :func:`pair_renamed`).
   ``moved_split`` and ``relabeled`` count the images whose split or class differs from the
@@ -222,4 +225,5 @@ class DiffAgainstPrevious(beam.PTransform):
         (compared.verdicts, renamed)
         | 'all verdicts' >> beam.Flatten()
         | 'count' >> beam.CombineGlobally(_DiffFn())
-        | 'name the previous run' >> beam.Map(lambda diff: {'previous_run': previous_run, **diff}))
+        | 'name the previous run' >> beam.Map(
+            lambda diff: dataclasses.replace(diff, previous_run=previous_run)))

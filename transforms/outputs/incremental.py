@@ -51,6 +51,7 @@ incremental night holds the same records as a full rebuild, byte for byte.
 """
 
 import collections
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -63,6 +64,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
+from imagerecords.contract import RejectedRecord  # a previous record not copied, and why
 from imagerecords.framing import (HEADER_BYTES, Frame, FramingError, data_checksum_ok,
                                   length_checksum_ok, read_frames)
 from imagerecords.records import example_filename
@@ -109,29 +111,6 @@ class ReuseEntry(NamedTuple):
   mask_classes: Optional[Tuple[int, ...]] = None
 
 
-class RejectedRecord(NamedTuple):
-  """A previous record a night did not copy, and why.
-
-  file: the image's relative path, as its record or the reuse entries name it; None where the
-    damage hides it (a record that does not parse, the unlocatable rest of a shard).
-  shard: the previous shard's path; None for an image found in no shard (``NO_INTACT_RECORD``).
-  record: the record's index in the shard (0-based, file order); None where unknown (no shard,
-    or a shard that cannot be read).
-  offset: the byte offset of its frame (of the decompressed stream for ``.tfrecord.gz``); None
-    where unknown (as ``record``, and where a gzip stream stops inflating).
-  reason: in words.
-  """
-  file: Optional[str]
-  shard: Optional[str]
-  record: Optional[int]
-  offset: Optional[int]
-  reason: str
-
-  def to_json(self) -> dict:
-    """The manifest's form: ``{"file", "shard", "record", "offset", "reason"}``."""
-    return self._asdict()
-
-
 class ShardCheck(NamedTuple):
   """What the copy of one previous shard found: ``copied``, the files whose record was verified
   and copied (file order); ``rejected``, the RejectedRecords of the shard."""
@@ -155,11 +134,11 @@ class NightCounts(NamedTuple):
   reconverted: int = 0
   rejected: Tuple[RejectedRecord, ...] = ()
 
-  def manifest_fields(self) -> dict:
-    """The keys this night adds to the manifest's ``incremental`` section."""
-    return {'reused': self.reused, 'converted': self.converted,
-            'reconverted': self.reconverted,
-            'rejected': [record.to_json() for record in self.rejected]}
+  def add_to(self, section: contract.IncrementalSection) -> contract.IncrementalSection:
+    """The manifest's ``incremental`` section ``section`` (the launch's plan) with this
+    night's counts."""
+    return dataclasses.replace(section, reused=self.reused, converted=self.converted,
+                               reconverted=self.reconverted, rejected=list(self.rejected))
 
   def reuse_error(self, reused_from: Optional[str]) -> Optional[str]:
     """Why the night fails, or None: the previous shards held more records of the files to
@@ -366,7 +345,8 @@ class _AccountFn(beam.DoFn):
   def process(self, unused_element, reuse: Dict[str, ReuseEntry], checks: List[ShardCheck]):
     copies = collections.Counter(file for check in checks for file in check.copied)
     named = {record.file for check in checks for record in check.rejected}
-    rejected = [record for check in sorted(checks) for record in check.rejected]
+    rejected = [record for check in sorted(checks, key=lambda check: check.shard)
+                for record in check.rejected]
     missing = sorted(set(reuse) - copies.keys())
     for relpath in missing:
       self._reconverted.inc()

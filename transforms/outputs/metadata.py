@@ -208,9 +208,11 @@ class _WriteMetadataFn(beam.DoFn):
 
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
               split_stats: Dict[str, dict], failures: FailureSummary,
-              duplicates: Optional[dict] = None, diff: Optional[dict] = None,
-              statistics: Optional[dict] = None, incremental: Optional[NightCounts] = None,
-              quality: Optional[dict] = None):
+              duplicates: Optional[contract.DuplicatesSection] = None,
+              diff: Optional[contract.DiffSection] = None,
+              statistics: Optional[contract.StatisticsSection] = None,
+              incremental: Optional[NightCounts] = None,
+              quality: Optional[contract.QualitySection] = None):
     settings = self._settings
     launch = settings.launch
     run_claim.check(self._claim)  # ClaimLost: another run owns the output now
@@ -232,7 +234,7 @@ class _WriteMetadataFn(beam.DoFn):
                                        path(contract.FAILURES_FILE), failures,
                                        settings.label_source)
              or classes_error or vanished_classes_error(settings.required_classes, splits)
-             or (incremental.reuse_error((launch.incremental or {}).get('reused_from'))
+             or (incremental.reuse_error(launch.incremental and launch.incremental.reused_from)
                  if incremental else None))
 
     # The manifest, built here and only here: the launch's entries and this run's results.
@@ -252,14 +254,13 @@ class _WriteMetadataFn(beam.DoFn):
         quality=quality,  # transforms.analysis.quality.quality_section
         diff=diff,  # transforms.outputs.image_index.DiffAgainstPrevious; None on a first run
         # --run_date: what the night reused of the previous run (transforms.outputs.incremental)
-        incremental=launch.incremental and {
-            **launch.incremental, **(incremental or NightCounts(0, 0)).manifest_fields()},
+        incremental=launch.incremental and (incremental or NightCounts(0, 0)).add_to(
+            launch.incremental),
         # transforms.analysis.statistics.TrainingStatistics (--stats) or statistics_tft's
         # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
-        statistics=statistics and {
-            **statistics, contract.STATS_CLASS_FREQUENCIES: dict(getattr(
-                splits.get(statistics[contract.STATS_SPLIT]), 'class_counts', {}))},
-        timings={'wall_time_s': round(time.time() - settings.start_time, 3)})
+        statistics=statistics and dataclasses.replace(statistics, class_frequencies=dict(
+            getattr(splits.get(statistics.split), 'class_counts', {}))),
+        timings=contract.Timings(wall_time_s=round(time.time() - settings.start_time, 3)))
     write_text(path(contract.MANIFEST_FILE),
                json.dumps(manifest.to_json(), indent=2, ensure_ascii=False))
     if error:
@@ -320,18 +321,21 @@ class WriteMetadata(beam.PTransform):
       (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and the one
       ``transforms.outputs.failures.FailureSummary`` of ``WriteFailures``, emitted once
       failures.jsonl is written).
-    duplicates: optional one-element PCollection of the manifest's ``duplicates`` section
-      (``transforms.analysis.dedup.ReportDuplicates``, emitted once duplicates.jsonl is written).
-    quality: optional one-element PCollection of the manifest's ``quality`` section
-      (``transforms.analysis.quality.ReportQuality``, emitted once quality.jsonl is written).
-    diff: optional one-element PCollection, the diff against the previous run
-      (``transforms.outputs.image_index.DiffAgainstPrevious``).
+    duplicates: optional one-element PCollection of the manifest's ``duplicates`` section,
+      a ``contract.DuplicatesSection`` (``transforms.analysis.dedup.ReportDuplicates``, emitted
+      once duplicates.jsonl is written).
+    quality: optional one-element PCollection of the manifest's ``quality`` section, a
+      ``contract.QualitySection`` (``transforms.analysis.quality.ReportQuality``, emitted once
+      quality.jsonl is written).
+    diff: optional one-element PCollection, the diff against the previous run, a
+      ``contract.DiffSection`` (``transforms.outputs.image_index.DiffAgainstPrevious``).
     written: optional PCollection of paths of other files the run writes (``images.jsonl``):
       the metadata, and ``_SUCCESS``, wait until it is complete (Beam's ``WaitOn``).
-    statistics: optional one-element PCollection, the manifest's ``statistics``
-      (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft``
-      ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted once ``transform_fn/`` is
-      written); the training split's class counts are added as ``class_frequencies``.
+    statistics: optional one-element PCollection, the manifest's ``statistics``, a
+      ``contract.StatisticsSection`` (``transforms.analysis.statistics.TrainingStatistics``, or
+      with ``--stats=tft`` ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted
+      once ``transform_fn/`` is written); the training split's class counts are added as
+      ``class_frequencies``.
     incremental: optional one-element PCollection of a dated night's
       ``transforms.outputs.incremental.NightCounts``, added to the launch's ``incremental``
       section (``pipeline.nightly.IncrementalPlan``).

@@ -55,8 +55,8 @@ def _tensor(shape, dtype: str) -> dict:
                      'encoding': 'none'}}
 
 
-def features(image_format: str, channels: int, num_classes: int,
-             segmentation: bool = False, embedding: Optional[dict] = None) -> dict:
+def features(image_format: str, channels: int, num_classes: int, segmentation: bool = False,
+             embedding: Optional[contract.EmbeddingSection] = None) -> dict:
   """``features.json``: a FeaturesDict of the record keys: class keys when ``num_classes``,
   mask keys with ``segmentation``, ``image/embedding`` (float32 of the manifest's embedding
   ``shape``, e.g. ``[1280]`` or ``[7, 7, 1280]``) and, stored whole, ``image/embedding/shape``
@@ -86,10 +86,9 @@ def features(image_format: str, channels: int, num_classes: int,
     feature_dict[contract.MASK_ENCODED] = _image(1, 'png')
     feature_dict[contract.MASK_FORMAT] = _TEXT
   if embedding:
-    shape = embedding[contract.EMBEDDING_SHAPE_KEY]
-    feature_dict[contract.EMBEDDING] = _tensor(shape, 'float32')
-    if embedding.get('shape_feature'):
-      feature_dict[contract.EMBEDDING_SHAPE] = _tensor([len(shape)], 'int64')
+    feature_dict[contract.EMBEDDING] = _tensor(embedding.shape, 'float32')
+    if embedding.shape_feature:
+      feature_dict[contract.EMBEDDING_SHAPE] = _tensor([len(embedding.shape)], 'int64')
   return {
       'pythonClassName': 'tensorflow_datasets.core.features.features_dict.FeaturesDict',
       'featuresDict': {'features': dict(sorted(feature_dict.items()))},
@@ -133,7 +132,7 @@ def metadata_files(manifest: contract.Manifest) -> Dict[str, str]:
       contract.TFDS_DATASET_INFO_FILE: dataset_info(
           'imagerecords', splits, labeled, description),
       contract.TFDS_FEATURES_FILE: features(
-          image['format'], image.get('channels', 3), len(class_names) if labeled else 0,
+          image.format, image.channels, len(class_names) if labeled else 0,
           segmentation, manifest.embedding),
   }
   texts = {name: json.dumps(value, indent=2, ensure_ascii=False)
