@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 import pipeline
 from pipeline import local_runner, nightly
@@ -138,15 +139,15 @@ class JobConfig:
     num_shards = opts.parse_num_shards(options.num_shards, splits)
     compressed = options.compression == 'gzip'
     # the manifest's entries known at launch; the metadata step adds the results
-    launch = contract.Manifest(
-        tool=contract.ToolInfo(name=contract.TOOL_NAME, version=pipeline.__version__),
+    launch = manifest_schema.Manifest(
+        tool=manifest_schema.ToolInfo(name=manifest_schema.TOOL_NAME, version=pipeline.__version__),
         input_dir=input_dir,
         output_dir=layout.publish_dir if layout else output_dir,  # where readers find it
         options=opts.job_options(options),
-        image=contract.ImageSection(
+        image=manifest_schema.ImageSection(
             format=spec.image_format, channels=spec.channels, image_size=spec.image_size,
             resize_mode=spec.resize_mode,
-            mask=contract.ImageMask(format=MASK_FORMAT, void=contract.MASK_VOID,
+            mask=manifest_schema.ImageMask(format=MASK_FORMAT, void=contract.MASK_VOID,
                                     layout=masks.layout) if masks else None),
         embedding=embedding.manifest_section() if embedding else None,
         split_source=('label_file' if file_splits else 'split_lists' if split_lists

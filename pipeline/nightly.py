@@ -26,6 +26,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 from pipeline.outputs import read_manifest
 from transforms.files.folders import escape_pattern, match
@@ -134,10 +135,10 @@ class IncrementalPlan(NamedTuple):
   previous_shards: Tuple[str, ...]
   settings: Dict[str, object]
 
-  def manifest_section(self) -> contract.IncrementalSection:
+  def manifest_section(self) -> manifest_schema.IncrementalSection:
     """The manifest's ``incremental`` section, less the counts the pipeline adds
     (``transforms.outputs.incremental.NightCounts.add_to``)."""
-    return contract.IncrementalSection(
+    return manifest_schema.IncrementalSection(
         previous_run=self.previous_run, reused_from=self.previous_run if self.reuse else None,
         full_rebuild_reason=self.reason, settings=self.settings)
 

@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import monitoring_infos
 from apache_beam.metrics.metric import MetricsFilter
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 import pipeline
 from pipeline.options import STATS_TFT
@@ -215,19 +216,19 @@ def check_apart(input_dir: str, output_dir: str, run_date: Optional[str] = None)
                      + '; move the input, or choose an output folder outside it')
 
 
-def read_manifest(output_dir: str) -> Optional[contract.Manifest]:
+def read_manifest(output_dir: str) -> Optional[manifest_schema.Manifest]:
   """The manifest.json of ``output_dir``, or None when there is none.
 
   Raises:
-    ValueError: it is not JSON, or not a manifest (``contract.Manifest.from_json``).
+    ValueError: it is not JSON, or not a manifest (``manifest_schema.Manifest.from_json``).
   """
   path = FileSystems.join(output_dir, contract.MANIFEST_FILE)
   if not FileSystems.exists(path):
     return None
-  return contract.Manifest.from_json(json.loads(read_text(path)))
+  return manifest_schema.Manifest.from_json(json.loads(read_text(path)))
 
 
-def write_manifest(output_dir: str, manifest: contract.Manifest) -> None:
+def write_manifest(output_dir: str, manifest: manifest_schema.Manifest) -> None:
   """Replaces ``output_dir``'s manifest.json; a reader never sees half of it (locally a
   temporary file renamed over it, on object stores one object write)."""
   replace_text(FileSystems.join(output_dir, contract.MANIFEST_FILE),
@@ -319,7 +320,8 @@ SUMMARY_WIDTH = dedup.SUMMARY_WIDTH
 """Columns the console's summary fits in (a terminal's default width), its duplicate lines too."""
 
 
-def summary_table(splits: Dict[str, contract.SplitEntry], classes: Sequence[str]) -> List[str]:
+def summary_table(splits: Dict[str, manifest_schema.SplitEntry],
+                  classes: Sequence[str]) -> List[str]:
   """The summary's table: a column per split (at most as many as fit in SUMMARY_WIDTH, the
   others named by their number), rows of examples, shards and the examples of each of
   ``classes`` (names cut to fit)."""
@@ -339,7 +341,7 @@ def summary_table(splits: Dict[str, contract.SplitEntry], classes: Sequence[str]
   return lines
 
 
-def mask_classes(manifest: contract.Manifest) -> List[str]:
+def mask_classes(manifest: manifest_schema.Manifest) -> List[str]:
   """The class names a segmentation run's masks hold, in any split, in class id order: those
   ``manifest.classes`` names first (in its order, which is the ids'), then ``class <id>`` by
   id (``contract.mask_class_name``)."""
@@ -350,7 +352,7 @@ def mask_classes(manifest: contract.Manifest) -> List[str]:
   return named + unnamed
 
 
-def summary(manifest: contract.Manifest, published: bool = True) -> str:
+def summary(manifest: manifest_schema.Manifest, published: bool = True) -> str:
   """A few lines for people: examples per split and class, failures, where the output is.
 
   The title says ``imagerecords wrote N examples ... to OUTPUT`` only for a complete manifest
@@ -560,7 +562,7 @@ def is_claim_lost(error: BaseException) -> bool:
   return isinstance(error, claim.ClaimLost) or 'ClaimLost' in str(error)
 
 
-def failure_reason(error: BaseException, manifest: Optional[contract.Manifest],
+def failure_reason(error: BaseException, manifest: Optional[manifest_schema.Manifest],
                    lost: Optional[str],
                    write_dir: str = '') -> str:
   """One line on why a run failed: the run's own verdict (the manifest's ``error``), a lost

@@ -10,7 +10,7 @@ import json
 import pathlib
 import shutil
 
-from imagerecords import contract, inspect, pictures
+from imagerecords import inspect, manifest_schema, pictures
 import pytest
 from PIL import Image, ImageEnhance
 
@@ -220,7 +220,7 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
           '      train/ants/original.jpg (train, ants)\n'
           '      val/bees/smaller.jpg (val, bees)\n') in summary
   assert (summary.count('LEAKAGE')
-          == outputs.summary(contract.Manifest.from_json(manifest)).count('LEAKAGE') == 2)
+          == outputs.summary(manifest_schema.Manifest.from_json(manifest)).count('LEAKAGE') == 2)
   assert manifest['splits']['val']['class_counts']['x'] == 1
   # the placeholder is flagged, the real photos are not
   flagged = [json.loads(line) for line in (out / 'quality.jsonl').read_text().splitlines()]
@@ -271,7 +271,7 @@ def test_manifest_section_holds_counts_and_a_few_examples():
   for i, group in enumerate(groups):
     fn.add_input(halves[i % 2], group)
   section = fn.extract_output(fn.merge_accumulators(halves))
-  assert section.exact == contract.DuplicateCounts(
+  assert section.exact == manifest_schema.DuplicateCounts(
       num_groups=13, num_files=26, num_dropped=0, num_leaking_groups=12, num_label_conflicts=0)
   assert section.near.num_groups == section.near.num_label_conflicts == 1
   assert [[f.file for f in g.files] for g in section.examples] == [

@@ -261,18 +261,19 @@ def test_a_savedmodel_folder_embeds_raw_pixel_records(tmp_path):
 
 
 def test_the_reader_names_an_output_without_embeddings():
-  from imagerecords import contract, dataset  # pylint: disable=import-outside-toplevel
-  tool = contract.ToolInfo(name=contract.TOOL_NAME, version='0.1.0')
-  image = contract.ImageSection(format='jpeg', channels=3, image_size=32,
+  # pylint: disable-next=import-outside-toplevel
+  from imagerecords import contract, dataset, manifest_schema
+  tool = manifest_schema.ToolInfo(name=manifest_schema.TOOL_NAME, version='0.1.0')
+  image = manifest_schema.ImageSection(format='jpeg', channels=3, image_size=32,
                                 resize_mode='center_crop')
   with pytest.raises(ValueError, match='converted without --embedding_model'):
-    dataset.embedding_feature(contract.Manifest(tool=tool, image=image), 'out/x')
-  section = contract.EmbeddingSection(
+    dataset.embedding_feature(manifest_schema.Manifest(tool=tool, image=image), 'out/x')
+  section = manifest_schema.EmbeddingSection(
       model='tiny.keras', weights=None, fingerprint='0' * 64, pooling='none', shape=[3, 3, 8],
       dtype='float32', input_size=32, preprocessing='auto', feature=contract.EMBEDDING,
       shape_feature=contract.EMBEDDING_SHAPE)
-  assert dataset.embedding_feature(contract.Manifest(tool=tool, image=image, embedding=section),
-                                   'out/x') == [3, 3, 8]
+  manifest = manifest_schema.Manifest(tool=tool, image=image, embedding=section)
+  assert dataset.embedding_feature(manifest, 'out/x') == [3, 3, 8]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """manifest.json keeps its promise to the readers of each format version (issue 25, item 4).
 
-``tests/manifest_schema.json`` holds the manifest's schema (``imagerecords.contract.schema()``:
-every dataclass of the manifest, its fields, their types and defaults) as of the current
+``tests/manifest_schema.json`` holds the manifest's schema
+(``imagerecords.manifest_schema.schema()``: every dataclass of the manifest, its fields, their types and defaults) as of the current
 ``FORMAT_VERSION``. A change to the manifest's dataclasses fails here until it is one of:
 
 * a new format version, for any change a reader of this version would misread (a key
@@ -26,6 +26,7 @@ import re
 import sys
 
 from imagerecords import contract
+from imagerecords import manifest_schema
 import pytest
 
 SNAPSHOT = pathlib.Path(__file__).resolve().parent / 'manifest_schema.json'
@@ -33,8 +34,8 @@ OUTPUT_DOC = pathlib.Path(__file__).resolve().parents[1] / 'docs' / 'output.md'
 
 
 def schema_changes(snapshot: dict, live: dict, additive) -> list:
-  """What keeps ``live`` (``contract.schema()``) from being ``snapshot`` plus the ``additive``
-  fields (``'Class.field'``): one line per problem, [] when there is none. A new dataclass is
+  """What keeps ``live`` (``manifest_schema.schema()``) from being ``snapshot`` plus the
+  ``additive`` fields (``'Class.field'``): one line per problem, [] when there is none. A new dataclass is
   allowed where an additive field holds it."""
   problems, added = [], {}
   for cls, fields in snapshot.items():
@@ -75,7 +76,7 @@ def test_the_schema_is_the_snapshot_of_its_format_version_plus_additive_fields()
       f'{snapshot["format_version"]}\'s schema: write the new version\'s '
       '(PYTHONPATH=.:reader python tests/test_manifest_schema.py)')
   additive = contract.ADDITIVE_CHANGES.get(contract.FORMAT_VERSION, ())
-  problems = schema_changes(snapshot['schema'], contract.schema(), additive)
+  problems = schema_changes(snapshot['schema'], manifest_schema.schema(), additive)
   assert not problems, (
       f'manifest.json changed since format version {contract.FORMAT_VERSION}:\n  '
       + '\n  '.join(problems)
@@ -187,11 +188,12 @@ FIRST_VERSION = {
 
 def test_to_json_gives_back_the_json_it_parsed_key_for_key():
   text = json.dumps(FULL, indent=2)
-  assert json.dumps(contract.Manifest.from_json(json.loads(text)).to_json(), indent=2) == text
+  parsed = manifest_schema.Manifest.from_json(json.loads(text))
+  assert json.dumps(parsed.to_json(), indent=2) == text
 
 
 def test_a_first_version_manifest_parses_with_the_defaults_of_what_it_lacks():
-  manifest = contract.Manifest.from_json(FIRST_VERSION)
+  manifest = manifest_schema.Manifest.from_json(FIRST_VERSION)
   assert manifest.task == contract.TASK_CLASSIFICATION and manifest.embedding is None
   assert manifest.splits['train'].shards[0].sha256 is None
   assert manifest.splits['train'].bytes == 0
@@ -201,14 +203,14 @@ def test_a_first_version_manifest_parses_with_the_defaults_of_what_it_lacks():
 def test_sections_of_older_shapes_keep_what_this_version_knows():
   """Sections of early versions: a flat ``duplicates`` (its counts of one kind then, and
   ``groups``), a ``diff`` before ``renamed``, an ``incremental`` before its verification."""
-  manifest = contract.Manifest.from_json({
+  manifest = manifest_schema.Manifest.from_json({
       **FIRST_VERSION,
       'duplicates': {'num_groups': 1, 'num_files': 2, 'num_dropped': 0, 'groups': []},
       'diff': {'previous_run': '/out', 'added': 2, 'removed': 0, 'changed': 0, 'unchanged': 4,
                'moved_split': 0, 'relabeled': 0, 'by_class': {'ants': {'added': 2}}},
       'incremental': {'previous_run': '/out', 'reused_from': '/out',
                       'full_rebuild_reason': None, 'reused': 4, 'converted': 2}})
-  assert manifest.duplicates == contract.DuplicatesSection()
+  assert manifest.duplicates == manifest_schema.DuplicatesSection()
   assert manifest.diff.renamed == 0 and manifest.diff.added == 2
   assert manifest.incremental.settings is None and manifest.incremental.rejected == []
 
@@ -218,7 +220,7 @@ def test_keys_this_version_does_not_know_are_ignored():
   data['lineage'] = {'parent': 'x'}
   data['statistics']['pixel_median'] = [1, 2, 3]
   data['splits']['train']['shards'][0]['crc32c'] = 'abc'
-  assert contract.Manifest.from_json(data) == contract.Manifest.from_json(FULL)
+  assert manifest_schema.Manifest.from_json(data) == manifest_schema.Manifest.from_json(FULL)
 
 
 @pytest.mark.parametrize('change, message', [
@@ -249,22 +251,22 @@ def test_a_value_of_another_type_is_a_value_error_naming_section_and_key(change,
   data = copy.deepcopy(FULL)
   change(data)
   with pytest.raises(ValueError, match=re.escape(f'manifest.json: {message}')):
-    contract.Manifest.from_json(data)
+    manifest_schema.Manifest.from_json(data)
 
 
 def test_older_format_versions_are_read_and_newer_ones_refused():
   for version in range(1, contract.FORMAT_VERSION + 1):
-    assert contract.Manifest.from_json({**FULL, 'format_version': version}).format_version == (
-        version)
+    parsed = manifest_schema.Manifest.from_json({**FULL, 'format_version': version})
+    assert parsed.format_version == version
   newer = contract.FORMAT_VERSION + 1
-  with pytest.raises(contract.FormatVersionError,
+  with pytest.raises(manifest_schema.FormatVersionError,
                      match=f'format_version {newer} is newer than this imagerecords reads '
                      f'\\(1 to {contract.FORMAT_VERSION}\\).*upgrade the imagerecords package'):
-    contract.Manifest.from_json({**FULL, 'format_version': newer, 'splits': 'another shape'})
-  with pytest.raises(contract.FormatVersionError, match='format_version 0 is no version'):
-    contract.Manifest.from_json({**FULL, 'format_version': 0})
+    manifest_schema.Manifest.from_json({**FULL, 'format_version': newer, 'splits': 'another shape'})
+  with pytest.raises(manifest_schema.FormatVersionError, match='format_version 0 is no version'):
+    manifest_schema.Manifest.from_json({**FULL, 'format_version': 0})
   with pytest.raises(ValueError, match='format_version is a string'):
-    contract.Manifest.from_json({**FULL, 'format_version': '2'})
+    manifest_schema.Manifest.from_json({**FULL, 'format_version': '2'})
 
 
 def main(argv) -> int:
@@ -279,7 +281,7 @@ def main(argv) -> int:
           file=sys.stderr)
     return 1
   SNAPSHOT.write_text(json.dumps({'format_version': contract.FORMAT_VERSION,
-                                  'schema': contract.schema()}, indent=1) + '\n')
+                                  'schema': manifest_schema.schema()}, indent=1) + '\n')
   print(f'wrote {SNAPSHOT} (format version {contract.FORMAT_VERSION})')
   return 0
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 import imagerecords
 from imagerecords import contract
+from imagerecords import manifest_schema
 from imagerecords import metadata
 from imagerecords import preprocessing
 from tests.helpers import convert, manifest_of, shared_data
@@ -504,7 +505,7 @@ def test_a_malformed_split_entry_is_a_value_error_naming_the_split(splits, messa
   count of another type is a ValueError that says which split and key (not an AttributeError
   from deep inside)."""
   with pytest.raises(ValueError, match=re.escape(message)):
-    contract.Manifest.from_json({'format_version': 1, 'tool': {'name': 'imagerecords',
+    manifest_schema.Manifest.from_json({'format_version': 1, 'tool': {'name': 'imagerecords',
                                                                'version': '0.1.0'},
                                  'image': {'format': 'jpeg', 'channels': 3, 'image_size': 32,
                                            'resize_mode': 'shorter_side'},

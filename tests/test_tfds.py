@@ -6,7 +6,8 @@ import dataclasses
 import json
 
 import pytest
-from imagerecords import contract
+from imagerecords import manifest_schema
+from imagerecords import manifest_schema
 
 from tests.helpers import SAMPLES, all_records, convert, manifest_of, shared_data
 
@@ -92,14 +93,14 @@ def test_raw_pixels_are_read_as_bytes_of_the_stored_shape(tmp_path):
 
 def test_gzip_shards_get_no_tfds_metadata():
   from transforms.outputs import tfds_metadata  # pylint: disable=import-outside-toplevel
-  manifest = contract.Manifest(
-      tool=contract.ToolInfo(name=contract.TOOL_NAME, version='0.1.0'), classes=['a'],
-      image=contract.ImageSection(format='jpeg', channels=3, image_size=16,
+  manifest = manifest_schema.Manifest(
+      tool=manifest_schema.ToolInfo(name=manifest_schema.TOOL_NAME, version='0.1.0'), classes=['a'],
+      image=manifest_schema.ImageSection(format='jpeg', channels=3, image_size=16,
                                   resize_mode='shorter_side'), input_dir='x',
-      splits={'train': contract.SplitEntry(num_examples=0, num_shards=0, compressed=True)})
+      splits={'train': manifest_schema.SplitEntry(num_examples=0, num_shards=0, compressed=True)})
   assert tfds_metadata.metadata_files(manifest) == {}
   manifest = dataclasses.replace(manifest, splits={
-      'train': contract.SplitEntry(num_examples=0, num_shards=0, compressed=False)})
+      'train': manifest_schema.SplitEntry(num_examples=0, num_shards=0, compressed=False)})
   files = tfds_metadata.metadata_files(manifest)
   assert json.loads(files['dataset_info.json'])['splits'][0]['filepathTemplate'] == (
       '{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}')

@@ -33,9 +33,10 @@ Preprocessing, per example (``S`` = ``image_size``):
 Every image is decoded to the manifest's ``image.channels`` (3, RGB: grayscale records become
 RGB; 1 for a ``--channels=1`` output: grayscale), JPEGs with libjpeg-turbo's accurate integer
 IDCT (``contract.JPEG_DCT_METHOD``: the pixels the writer's ``--stats`` describe, so that
-``normalize=True`` centres them; TensorFlow's default fast IDCT would not), ``raw`` records (``--image_format=raw``) are
-reshaped from their bytes with their shape keys, and pixels are scaled to [0, 1], or,
-with ``dtype=tf.uint8``, kept as 0-255 pixel values for the accelerator to scale.
+``normalize=True`` centres them; TensorFlow's default fast IDCT would not), ``raw`` records
+(``--image_format=raw``) are reshaped from their bytes with their shape keys, and pixels are
+scaled to [0, 1], or, with ``dtype=tf.uint8``, kept as 0-255 pixel values for the accelerator to
+scale.
 """
 
 import re
@@ -44,6 +45,7 @@ from typing import Optional, Union
 import tensorflow as tf
 
 from imagerecords import contract
+from imagerecords import manifest_schema
 from imagerecords import metadata
 from imagerecords import segmentation
 from imagerecords import transform
@@ -278,7 +280,7 @@ def load_embeddings(data_dir: str,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def embedding_feature(manifest: contract.Manifest, data_dir: str) -> list:
+def embedding_feature(manifest: manifest_schema.Manifest, data_dir: str) -> list:
   """The shape of one stored embedding (list of ints), from the manifest's ``embedding``.
 
   Raises:
@@ -290,8 +292,8 @@ def embedding_feature(manifest: contract.Manifest, data_dir: str) -> list:
   return list(manifest.embedding.shape)
 
 
-def _serialized_records(data_dir: str, manifest: contract.Manifest, split: str, training: bool,
-                        shuffle_buffer: int, seed: Optional[int],
+def _serialized_records(data_dir: str, manifest: manifest_schema.Manifest, split: str,
+                        training: bool, shuffle_buffer: int, seed: Optional[int],
                         input_context: Optional[tf.distribute.InputContext],
                         repeat: bool, verify_shards: Union[bool, str]) -> tf.data.Dataset:
   """The serialized records of ``split``, read, sharded, shuffled and repeated as :func:`load`

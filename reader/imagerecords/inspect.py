@@ -72,6 +72,7 @@ from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from imagerecords import contract
 from imagerecords import framing
+from imagerecords import manifest_schema
 from imagerecords.report import (Record, Report, SplitReport,  # pylint: disable=unused-import
                                  parse_record)  # parse_record: part of this module's API
 
@@ -249,7 +250,7 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
   manifest_path = _join(data_dir, contract.MANIFEST_FILE)
   try:
     with tf.io.gfile.GFile(manifest_path, 'r') as f:
-      manifest = contract.Manifest.from_json(json.load(f))
+      manifest = manifest_schema.Manifest.from_json(json.load(f))
   except (tf.errors.NotFoundError, ValueError) as e:  # JSONDecodeError is a ValueError
     raise NotAnOutputDirectory(f'{manifest_path}: cannot read the manifest ({e})') from None
   if not tf.io.gfile.exists(_join(data_dir, contract.SUCCESS_FILE)):
@@ -343,7 +344,7 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
                 duplicate_groups, flagged, images, manifest.input_dir)
 
 
-def _not_the_manifests(path: str, entry: contract.ShardEntry) -> List[str]:
+def _not_the_manifests(path: str, entry: manifest_schema.ShardEntry) -> List[str]:
   """One problem line if the shard at ``path``, whose records all check out, is still not the
   file the manifest lists (``entry``): its size, or its SHA-256 where the manifest records one,
   differs (another data set's shard, the same photos written with other labels); else []."""

@@ -30,6 +30,7 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import tensorflow as tf
 
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 
 class IncompleteDatasetError(FileNotFoundError):
@@ -81,7 +82,7 @@ def require_complete(data_dir: str) -> None:
         f'failed, or this is the wrong directory). Refusing to read it.')
 
 
-def read_manifest(data_dir: str) -> contract.Manifest:
+def read_manifest(data_dir: str) -> manifest_schema.Manifest:
   """The parsed ``manifest.json`` of a complete output directory.
 
   Raises:
@@ -95,7 +96,7 @@ def read_manifest(data_dir: str) -> contract.Manifest:
         f'{data_dir!r} has {contract.SUCCESS_FILE!r} but no {contract.MANIFEST_FILE!r}; '
         'it was not written by imagerecords, or was copied only in part.')
   with tf.io.gfile.GFile(path, 'r') as f:
-    return contract.Manifest.from_json(json.load(f))
+    return manifest_schema.Manifest.from_json(json.load(f))
 
 
 def split_names(data_dir: str) -> List[str]:
@@ -162,7 +163,7 @@ class Shard(NamedTuple):
   sha256: Optional[str] = None
 
 
-def split_shards(manifest: contract.Manifest, data_dir: str, split: str) -> List[Shard]:
+def split_shards(manifest: manifest_schema.Manifest, data_dir: str, split: str) -> List[Shard]:
   """The shards of ``split`` listed in ``manifest`` (from :func:`read_manifest`), sorted by path.
 
   Raises:
@@ -277,7 +278,8 @@ def latest_run(root: str) -> str:
   return run_dir
 
 
-def _split_info(manifest: contract.Manifest, data_dir: str, split: str) -> contract.SplitEntry:
+def _split_info(manifest: manifest_schema.Manifest, data_dir: str,
+                split: str) -> manifest_schema.SplitEntry:
   """The manifest entry of ``split``; a ValueError naming the available splits if absent."""
   splits = manifest.splits
   if split not in splits:

@@ -25,6 +25,7 @@ from typing import Dict, Tuple
 import tensorflow as tf
 
 from imagerecords import contract
+from imagerecords import manifest_schema
 from imagerecords import metadata
 from imagerecords.preprocessing import preprocess_image
 
@@ -36,7 +37,7 @@ class MissingTransformError(FileNotFoundError):
   :func:`transform_dir`.)"""
 
 
-def _statistics(data_dir: str) -> contract.StatisticsSection:
+def _statistics(data_dir: str) -> manifest_schema.StatisticsSection:
   """The manifest's ``statistics``, with a pixel mean (MissingTransformError otherwise)."""
   statistics = metadata.read_manifest(data_dir).statistics
   if statistics is None:

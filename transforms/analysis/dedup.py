@@ -46,6 +46,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 from transforms.files import reads
 from transforms.batches import BatchPerKeyFn, entries_in
@@ -109,7 +110,7 @@ class DuplicateGroup(NamedTuple):
     """True when the copies carry two or more class names (the same picture, two labels)."""
     return len({f.label for f in self.files if f.label is not None}) > 1
 
-  def entry(self) -> contract.DuplicateGroupEntry:
+  def entry(self) -> manifest_schema.DuplicateGroupEntry:
     """The group as the contract writes it, in duplicates.jsonl and the manifest's examples::
 
         {"kind": "exact", "files": [{"file": "train/a.jpg", "split": "train", "label": "cat"},
@@ -118,9 +119,9 @@ class DuplicateGroup(NamedTuple):
     (``sha256`` for exact groups only, ``similarity`` and ``hash_distance`` for near ones;
     ``kept`` when one file was written).
     """
-    return contract.DuplicateGroupEntry(
+    return manifest_schema.DuplicateGroupEntry(
         kind=self.kind,
-        files=[contract.DuplicateFileEntry(file=f.file, split=f.split, label=f.label)
+        files=[manifest_schema.DuplicateFileEntry(file=f.file, split=f.split, label=f.label)
                for f in self.files],
         leaks_across_splits=self.leaks, label_conflict=self.label_conflict, sha256=self.sha256,
         kept=self.kept, similarity=self.similarity, hash_distance=self.hash_distance)
@@ -183,12 +184,12 @@ class _SectionFn(beam.CombineFn):
     return duplicates_section(counts, examples)
 
 
-_COUNTS = tuple(field.name for field in dataclasses.fields(contract.DuplicateCounts))
+_COUNTS = tuple(field.name for field in dataclasses.fields(manifest_schema.DuplicateCounts))
 """The counts of each kind (``num_groups``, ...), named by the contract."""
 
 
 def duplicates_section(counts, examples: Sequence[DuplicateGroup] = ()
-                       ) -> contract.DuplicatesSection:
+                       ) -> manifest_schema.DuplicatesSection:
   """The manifest's ``duplicates`` section: counts per kind, and a few groups to show::
 
       {"exact": {"num_groups": 20, "num_files": 40, "num_dropped": 0,
@@ -201,9 +202,9 @@ def duplicates_section(counts, examples: Sequence[DuplicateGroup] = ()
   (``--dedup=keep_first``, ``keep_first_near``). Every group is in duplicates.jsonl; the
   manifest stays small whatever the number of groups.
   """
-  exact, near = (contract.DuplicateCounts(**{
+  exact, near = (manifest_schema.DuplicateCounts(**{
       name: int(counts.get(f'{kind}.{name}', 0)) for name in _COUNTS}) for kind in KINDS)
-  return contract.DuplicatesSection(
+  return manifest_schema.DuplicatesSection(
       exact=exact, near=near, file=contract.DUPLICATES_FILE,
       examples=[group.entry() for group in sorted(examples, key=_priority)])
 
@@ -229,7 +230,7 @@ def _fit(text: str, width: int) -> str:
   return text if len(text) <= width else '...' + text[-max(width - 3, 8):]
 
 
-def summary_lines(section: Optional[contract.DuplicatesSection]) -> List[str]:
+def summary_lines(section: Optional[manifest_schema.DuplicatesSection]) -> List[str]:
   """Lines of the console summary for the manifest's ``duplicates`` section (none when there
   are no duplicates): the counts per kind, then the example groups with their splits and
   labels."""
@@ -391,7 +392,7 @@ class ExactGroups(beam.PTransform):
 
 class ReportDuplicates(beam.PTransform):
   """PCollection[DuplicateGroup] (every kind) -> a one-element
-  PCollection[contract.DuplicatesSection], the manifest's ``duplicates`` section
+  PCollection[manifest_schema.DuplicatesSection], the manifest's ``duplicates`` section
   (``duplicates_section``), and ``OUT/duplicates.jsonl`` written, one group per line
   (``DuplicateGroup.entry``, keys sorted), lines sorted, by an external merge
   (``transforms.files.sorted_lines``).

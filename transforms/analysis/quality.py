@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 from transforms.files.sorted_lines import WriteSortedLines
 from transforms.image.image_measures import ImageMeasures
@@ -108,8 +109,9 @@ _COUNTS_TAG = 'counts'
 
 
 class _FlagFn(beam.DoFn):
-  """A list of ConvertedExample -> ImageQuality of each flagged image; on ``counts``, one Counter per
-  bundle (measured, flagged, per flag), so that counting costs no element per image."""
+  """A list of ConvertedExample -> ImageQuality of each flagged image; on ``counts``, one
+  Counter per bundle (measured, flagged, per flag), so that counting costs no element per
+  image."""
 
   def __init__(self, channels: int):
     self._channels = channels
@@ -142,7 +144,7 @@ def _add_counts(counts) -> collections.Counter:
   return total
 
 
-def quality_section(counts) -> contract.QualitySection:
+def quality_section(counts) -> manifest_schema.QualitySection:
   """The manifest's ``quality`` section::
 
       {"num_measured": 398, "num_flagged": 3, "file": "quality.jsonl",
@@ -151,13 +153,13 @@ def quality_section(counts) -> contract.QualitySection:
   ``num_measured``: the examples whose pixels were measured (not ``--image_format=original``,
   segmentation, or records reused from the previous night).
   """
-  return contract.QualitySection(
+  return manifest_schema.QualitySection(
       num_measured=int(counts.get('num_measured', 0)),
       num_flagged=int(counts.get('num_flagged', 0)), file=contract.QUALITY_FILE,
       flags={flag: int(counts.get(flag, 0)) for flag in FLAGS})
 
 
-def summary_lines(section: Optional[contract.QualitySection]) -> List[str]:
+def summary_lines(section: Optional[manifest_schema.QualitySection]) -> List[str]:
   """The console summary's line for the ``quality`` section (none when nothing is flagged)."""
   if not section or not section.num_flagged:
     return []
@@ -168,8 +170,9 @@ def summary_lines(section: Optional[contract.QualitySection]) -> List[str]:
 
 class ReportQuality(beam.PTransform):
   """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
-  one-element PCollection[dict], the manifest's ``quality`` section, emitted once ``OUT/quality.jsonl`` is written (flagged images only, one
-  line each, sorted by file, by an external merge: ``transforms.files.sorted_lines``).
+  one-element PCollection[manifest_schema.QualitySection], the manifest's ``quality`` section,
+  emitted once ``OUT/quality.jsonl`` is written (flagged images only, one line each, sorted by
+  file, by an external merge: ``transforms.files.sorted_lines``).
 
   ``channels``: of the stored images (``grayscale`` is raised for 3 only).
   """

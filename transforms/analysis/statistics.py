@@ -19,7 +19,7 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
-from imagerecords import contract
+from imagerecords import manifest_schema
 
 from transforms.image.pixel_sums import PixelSums
 
@@ -159,12 +159,12 @@ def mean_and_std(sums: PixelSums) -> Tuple[List[float], List[float]]:
 
 
 def statistics_section(split: str, num_examples: int,
-                       sums: PixelSums) -> contract.StatisticsSection:
+                       sums: PixelSums) -> manifest_schema.StatisticsSection:
   """The manifest's ``statistics``, without the class frequencies that
   ``transforms.outputs.metadata.WriteMetadata`` adds: ``pixel_mean``/``pixel_std`` are 3 (or 1)
   floats rounded to 6 decimals, None for an empty split; ``transform_fn`` None (none written)."""
   mean, std = mean_and_std(sums) if sums.num_pixels else (None, None)
-  return contract.StatisticsSection(
+  return manifest_schema.StatisticsSection(
       split=split, num_examples=num_examples, num_pixels=sums.num_pixels,
       pixel_mean=mean and [round(v, 6) for v in mean],
       pixel_std=std and [round(v, 6) for v in std], transform_fn=None)

@@ -31,8 +31,8 @@ pixel values and of their squares over all ``N`` pixels of the split, exact up t
 TensorFlow never decodes the images here: their pixels were decoded once, by the conversion
 step, from the bytes it had just encoded (decoding every image again inside TFT's analysis graph
 costs a second decode per image and grows each worker's memory with the images analysed;
-docs/benchmarks.md, "``--stats=tft``"). The analysis runs only what its analyzers need: TFT traces the
-``preprocessing_fn`` into a TensorFlow function that returns the analyzers' inputs, and
+docs/benchmarks.md, "``--stats=tft``"). The analysis runs only what its analyzers need: TFT
+traces the ``preprocessing_fn`` into a TensorFlow function that returns the analyzers' inputs, and
 TensorFlow prunes everything else -- the decode, crop and resize included -- because that image
 path holds no op with a side effect (``imagerecords.preprocessing`` crops without ``Assert`` ops for
 this reason; a function runs every such op whatever it returns). So the instances' image is an
@@ -67,6 +67,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 from transforms.files.folders import delete_tree
 from transforms.files.working_folders import TFT_FOLDER
@@ -160,7 +161,7 @@ def _record_batch(sums: Sequence[PixelSums], arrow_schema):
 
 
 def _statistics(unused_published, output_dir: str, split: str, num_examples: int,
-                channels: int) -> contract.StatisticsSection:
+                channels: int) -> manifest_schema.StatisticsSection:
   """The published transform's numbers -> the manifest's ``statistics``, without the class
   frequencies that ``transforms.outputs.metadata.WriteMetadata`` adds; ``pixel_mean`` and
   ``pixel_std`` are None for an empty training split."""
@@ -175,7 +176,7 @@ def _statistics(unused_published, output_dir: str, split: str, num_examples: int
   transform = tf.saved_model.load(FileSystems.join(output_dir, contract.TRANSFORM_FN_DIR))
   mean, std, num_pixels = (t.numpy() for t in saved_statistics(transform, channels))
   empty = not num_examples  # the transform's are NaN (0 / 0)
-  return contract.StatisticsSection(
+  return manifest_schema.StatisticsSection(
       split=split, num_examples=num_examples, num_pixels=int(num_pixels),
       pixel_mean=None if empty else [round(float(v), 6) for v in mean],
       pixel_std=None if empty else [round(float(v), 6) for v in std],

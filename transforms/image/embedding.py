@@ -48,6 +48,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from imagerecords import contract
+from imagerecords import manifest_schema
 from imagerecords.records import add_features, serialize_example
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample
@@ -109,9 +110,10 @@ class EmbeddingModel(NamedTuple):
   fingerprint: str
   raw: bool = False
 
-  def manifest_section(self) -> contract.EmbeddingSection:
-    """The manifest's ``embedding`` section (``imagerecords.contract.Manifest.embedding``)."""
-    return contract.EmbeddingSection(
+  def manifest_section(self) -> manifest_schema.EmbeddingSection:
+    """The manifest's ``embedding`` section
+    (``imagerecords.manifest_schema.Manifest.embedding``)."""
+    return manifest_schema.EmbeddingSection(
         model=self.spec.model, weights=self.spec.weights, fingerprint=self.fingerprint,
         pooling=self.spec.pooling, shape=list(self.shape), dtype='float32',
         input_size=self.input_size, preprocessing=self.spec.preprocessing,

@@ -41,6 +41,7 @@ from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequen
 
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 from transforms.files.folders import delete_paths, files_under, is_local
 from transforms.files import working_folders
@@ -50,7 +51,7 @@ from transforms.outputs.claim import WORK_DIR  # the job's folder in an output f
 RECORD_FILE = 'output.json'
 """The record's name in ``WORK_DIR``."""
 
-WRITTEN_BY = contract.TOOL_NAME
+WRITTEN_BY = manifest_schema.TOOL_NAME
 
 METADATA_FILES = (
     contract.SUCCESS_FILE, contract.LABELS_FILE, contract.MANIFEST_FILE, contract.FAILURES_FILE,
@@ -121,7 +122,7 @@ def _manifest_entries(folder: str) -> FrozenSet[str]:
   if not FileSystems.exists(path):
     return frozenset()
   try:
-    manifest = contract.Manifest.from_json(json.loads(read_text(path)))
+    manifest = manifest_schema.Manifest.from_json(json.loads(read_text(path)))
   except (ValueError, UnicodeDecodeError):
     # not JSON, or a manifest.json of another shape (a user's own: Manifest.from_json checks
     # every key's type), or of a newer format version
@@ -147,7 +148,8 @@ def is_job_name(name: str) -> bool:
   index, a metadata file, a ``--stats=tft`` folder, or a working folder (``.staging-*``)."""
   if name.endswith(contract.DALI_INDEX_SUFFIX):  # a shard's DALI index (--dali_index)
     name = name[:-len(contract.DALI_INDEX_SUFFIX)]
-  return (name in METADATA_FILES or name in STATISTICS_DIRS or working_folders.is_working_folder(name)
+  return (name in METADATA_FILES or name in STATISTICS_DIRS
+          or working_folders.is_working_folder(name)
           or contract.parse_shard_file_name(name) is not None)
 
 

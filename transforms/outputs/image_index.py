@@ -24,13 +24,14 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 from transforms.files.folders import escape_pattern
 from transforms.files.sorted_lines import WriteSortedLines
 from transforms.image.image_measures import ImageMeasures
 
 # The diff's per-image verdicts: each is the name of its count in the manifest's diff
-# (contract.DiffSection, which fails to build with any other) and of its entries in by_class.
+# (manifest_schema.DiffSection, which fails to build with any other) and of its entries in by_class.
 ADDED, REMOVED, CHANGED, UNCHANGED = 'added', 'removed', 'changed', 'unchanged'
 MOVED_SPLIT, RELABELED, RENAMED = 'moved_split', 'relabeled', 'renamed'
 VERDICTS = (ADDED, REMOVED, CHANGED, UNCHANGED, MOVED_SPLIT, RELABELED, RENAMED)
@@ -154,7 +155,7 @@ def _renamed_verdicts(element):
 
 
 class _DiffFn(beam.CombineFn):
-  """(verdict, class name) -> the manifest's diff (``contract.DiffSection``) less its
+  """(verdict, class name) -> the manifest's diff (``manifest_schema.DiffSection``) less its
   ``previous_run``: a count per verdict, and per class the counts of its verdicts but
   ``unchanged``."""
 
@@ -171,21 +172,21 @@ class _DiffFn(beam.CombineFn):
       merged.update(accumulator)
     return merged
 
-  def extract_output(self, accumulator) -> contract.DiffSection:
+  def extract_output(self, accumulator) -> manifest_schema.DiffSection:
     totals = collections.Counter()
     by_class: Dict[str, Dict[str, int]] = collections.defaultdict(dict)
     for (verdict, label), count in accumulator.items():
       totals[verdict] += count
       if label is not None and verdict != UNCHANGED:
         by_class[str(label)][verdict] = count
-    return contract.DiffSection(
+    return manifest_schema.DiffSection(
         **{verdict: totals.get(verdict, 0) for verdict in VERDICTS},
         by_class={name: by_class[name] for name in sorted(by_class)})
 
 
 class DiffAgainstPrevious(beam.PTransform):
   """PCollection[List[ConvertedExample]] (``transforms.batches.ExampleBatches``) -> a
-  one-element PCollection[contract.DiffSection]: the diff with the previous run
+  one-element PCollection[manifest_schema.DiffSection]: the diff with the previous run
   (``previous_run``).
 
   Its counts: ``added``, ``removed``, ``changed`` and ``unchanged`` count files by path:

@@ -64,7 +64,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
-from imagerecords.contract import RejectedRecord  # a previous record not copied, and why
+from imagerecords import manifest_schema
+from imagerecords.manifest_schema import RejectedRecord  # a previous record not copied, and why
 from imagerecords.framing import (HEADER_BYTES, Frame, FramingError, data_checksum_ok,
                                   length_checksum_ok, read_frames)
 from imagerecords.records import example_filename
@@ -134,7 +135,8 @@ class NightCounts(NamedTuple):
   reconverted: int = 0
   rejected: Tuple[RejectedRecord, ...] = ()
 
-  def add_to(self, section: contract.IncrementalSection) -> contract.IncrementalSection:
+  def add_to(self, section: manifest_schema.IncrementalSection
+             ) -> manifest_schema.IncrementalSection:
     """The manifest's ``incremental`` section ``section`` (the launch's plan) with this
     night's counts."""
     return dataclasses.replace(section, reused=self.reused, converted=self.converted,

@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
+from imagerecords import manifest_schema
 from imagerecords.framing import read_frames
 
 from transforms.files.folders import match_literal
@@ -66,7 +67,7 @@ class MetadataSettings:
     ``--label_source=none``).
   allow_single_class: ``--allow_single_class``: a run with labels may end with one class.
   """
-  launch: contract.Manifest
+  launch: manifest_schema.Manifest
   write_dir: str
   write_success: bool
   num_shards: Dict[str, int]
@@ -147,7 +148,7 @@ def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
 
 
 def class_count_error(label_source: Optional[str], allow_single_class: bool,
-                      splits: Dict[str, contract.SplitEntry], failures: FailureSummary,
+                      splits: Dict[str, manifest_schema.SplitEntry], failures: FailureSummary,
                       num_inputs: int) -> Optional[str]:
   """The reason a classification run fails on its classes, or None.
 
@@ -185,7 +186,7 @@ def class_count_error(label_source: Optional[str], allow_single_class: bool,
           'is meant')
 
 
-def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
+def vanished_classes_error(required, splits: Dict[str, manifest_schema.SplitEntry]):
   """The reason a run fails when a class it must keep (``--strict_labels``: every class of the
   label map) has no example left in any split, or None."""
   counts = collections.Counter()
@@ -199,7 +200,7 @@ def vanished_classes_error(required, splits: Dict[str, contract.SplitEntry]):
 
 
 class _WriteMetadataFn(beam.DoFn):
-  """None -> the metadata files, and the manifest (:class:`imagerecords.contract.Manifest`);
+  """None -> the metadata files, and the manifest (:class:`imagerecords.manifest_schema.Manifest`);
   see the module docstring."""
 
   def __init__(self, settings: MetadataSettings, claim: Optional[run_claim.ClaimToken]):
@@ -208,11 +209,11 @@ class _WriteMetadataFn(beam.DoFn):
 
   def process(self, unused_element, shard_paths: List[str], class_names: List[str],
               split_stats: Dict[str, dict], failures: FailureSummary,
-              duplicates: Optional[contract.DuplicatesSection] = None,
-              diff: Optional[contract.DiffSection] = None,
-              statistics: Optional[contract.StatisticsSection] = None,
+              duplicates: Optional[manifest_schema.DuplicatesSection] = None,
+              diff: Optional[manifest_schema.DiffSection] = None,
+              statistics: Optional[manifest_schema.StatisticsSection] = None,
               incremental: Optional[NightCounts] = None,
-              quality: Optional[contract.QualitySection] = None):
+              quality: Optional[manifest_schema.QualitySection] = None):
     settings = self._settings
     launch = settings.launch
     run_claim.check(self._claim)  # ClaimLost: another run owns the output now
@@ -260,7 +261,7 @@ class _WriteMetadataFn(beam.DoFn):
         # AnalyzeTrainingSplit (--stats=tft), with its split's class counts
         statistics=statistics and dataclasses.replace(statistics, class_frequencies=dict(
             getattr(splits.get(statistics.split), 'class_counts', {}))),
-        timings=contract.Timings(wall_time_s=round(time.time() - settings.start_time, 3)))
+        timings=manifest_schema.Timings(wall_time_s=round(time.time() - settings.start_time, 3)))
     write_text(path(contract.MANIFEST_FILE),
                json.dumps(manifest.to_json(), indent=2, ensure_ascii=False))
     if error:
@@ -273,7 +274,7 @@ class _WriteMetadataFn(beam.DoFn):
     yield manifest
 
   def _describe_splits(self, shard_paths, split_stats, class_names: List[str]
-                       ) -> Tuple[Dict[str, contract.SplitEntry], List[str]]:
+                       ) -> Tuple[Dict[str, manifest_schema.SplitEntry], List[str]]:
     """The manifest's ``splits`` section, and the integrity problems found. A segmentation
     split's class counts are the examples whose mask holds each class, by name
     (``contract.mask_class_name``: ``class <id>`` where ``class_names`` has none)."""
@@ -290,7 +291,7 @@ class _WriteMetadataFn(beam.DoFn):
     for split, num_shards in sorted(self._settings.num_shards.items()):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
                                       'fingerprint': None})
-      shards = [contract.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
+      shards = [manifest_schema.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
                                     num_examples=summaries[shard].num_records,
                                     bytes=sizes.get(shard), sha256=summaries[shard].sha256)
                 for shard in sorted(by_split.get(split, []))]
@@ -303,7 +304,7 @@ class _WriteMetadataFn(beam.DoFn):
       class_counts = stats['class_counts'] or {
           contract.mask_class_name(class_id, class_names): n
           for class_id, n in sorted(stats.get('mask_class_counts', {}).items())}
-      splits[split] = contract.SplitEntry(
+      splits[split] = manifest_schema.SplitEntry(
           num_examples=stats['num_examples'], num_shards=num_shards,
           compressed=self._settings.compressed, class_counts=class_counts,
           fingerprint=stats['fingerprint'], bytes=sum(shard.bytes or 0 for shard in shards),
@@ -313,7 +314,7 @@ class _WriteMetadataFn(beam.DoFn):
 
 class WriteMetadata(beam.PTransform):
   """PBegin -> a one-element PCollection holding the manifest written
-  (:class:`imagerecords.contract.Manifest`).
+  (:class:`imagerecords.manifest_schema.Manifest`).
 
   Args:
     settings: what is known at launch (:class:`MetadataSettings`).
@@ -322,18 +323,18 @@ class WriteMetadata(beam.PTransform):
       ``transforms.outputs.failures.FailureSummary`` of ``WriteFailures``, emitted once
       failures.jsonl is written).
     duplicates: optional one-element PCollection of the manifest's ``duplicates`` section,
-      a ``contract.DuplicatesSection`` (``transforms.analysis.dedup.ReportDuplicates``, emitted
-      once duplicates.jsonl is written).
+      a ``manifest_schema.DuplicatesSection`` (``transforms.analysis.dedup.ReportDuplicates``,
+      emitted once duplicates.jsonl is written).
     quality: optional one-element PCollection of the manifest's ``quality`` section, a
-      ``contract.QualitySection`` (``transforms.analysis.quality.ReportQuality``, emitted once
-      quality.jsonl is written).
+      ``manifest_schema.QualitySection`` (``transforms.analysis.quality.ReportQuality``, emitted
+      once quality.jsonl is written).
     diff: optional one-element PCollection, the diff against the previous run, a
-      ``contract.DiffSection`` (``transforms.outputs.image_index.DiffAgainstPrevious``).
+      ``manifest_schema.DiffSection`` (``transforms.outputs.image_index.DiffAgainstPrevious``).
     written: optional PCollection of paths of other files the run writes (``images.jsonl``):
       the metadata, and ``_SUCCESS``, wait until it is complete (Beam's ``WaitOn``).
     statistics: optional one-element PCollection, the manifest's ``statistics``, a
-      ``contract.StatisticsSection`` (``transforms.analysis.statistics.TrainingStatistics``, or
-      with ``--stats=tft`` ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted
+      ``manifest_schema.StatisticsSection``
+      (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft`` ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted
       once ``transform_fn/`` is written); the training split's class counts are added as
       ``class_frequencies``.
     incremental: optional one-element PCollection of a dated night's

@@ -30,6 +30,7 @@ import json
 from typing import Dict, List, Optional
 
 from imagerecords import contract
+from imagerecords import manifest_schema
 
 _SCALAR_INT64 = {
     'pythonClassName': 'tensorflow_datasets.core.features.scalar.Scalar',
@@ -56,7 +57,7 @@ def _tensor(shape, dtype: str) -> dict:
 
 
 def features(image_format: str, channels: int, num_classes: int, segmentation: bool = False,
-             embedding: Optional[contract.EmbeddingSection] = None) -> dict:
+             embedding: Optional[manifest_schema.EmbeddingSection] = None) -> dict:
   """``features.json``: a FeaturesDict of the record keys: class keys when ``num_classes``,
   mask keys with ``segmentation``, ``image/embedding`` (float32 of the manifest's embedding
   ``shape``, e.g. ``[1280]`` or ``[7, 7, 1280]``) and, stored whole, ``image/embedding/shape``
@@ -95,7 +96,7 @@ def features(image_format: str, channels: int, num_classes: int, segmentation: b
   }
 
 
-def dataset_info(name: str, splits: Dict[str, contract.SplitEntry], labeled: bool,
+def dataset_info(name: str, splits: Dict[str, manifest_schema.SplitEntry], labeled: bool,
                  description: str) -> dict:
   """``dataset_info.json`` for the manifest's ``splits`` section (shard lengths and bytes)."""
   info = {
@@ -116,7 +117,7 @@ def dataset_info(name: str, splits: Dict[str, contract.SplitEntry], labeled: boo
   return info
 
 
-def metadata_files(manifest: contract.Manifest) -> Dict[str, str]:
+def metadata_files(manifest: manifest_schema.Manifest) -> Dict[str, str]:
   """File name -> text of every TFDS metadata file for ``manifest`` (its ``classes``,
   ``image``, ``splits``, ``task``, ``embedding``, ``input_dir``); {} for GZIP shards."""
   splits = manifest.splits
