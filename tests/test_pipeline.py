@@ -173,10 +173,11 @@ def _working_folders(out: pathlib.Path) -> None:
 
 def test_a_dead_runs_working_folders_are_replaced_without_overwrite(tmp_path):
   from pipeline import outputs  # pylint: disable=import-outside-toplevel
+  from transforms.files import working_folders  # pylint: disable=import-outside-toplevel
   from transforms.outputs import authorship  # pylint: disable=import-outside-toplevel
   # the launch records what it writes before it writes anything; then it is killed: no
   # _SUCCESS, no manifest, so the next run replaces its leftovers without --overwrite
-  outputs.prepare_output_dir(str(tmp_path), False, outputs.WORKING_FOLDERS, 'dead')
+  outputs.prepare_output_dir(str(tmp_path), False, working_folders.WORKING_FOLDERS, 'dead')
   _working_folders(tmp_path)
   outputs.prepare_output_dir(str(tmp_path), overwrite=False)
   assert [p.name for p in tmp_path.iterdir()] == ['.imagerecords']
