@@ -21,10 +21,9 @@ _CODER = beam.coders.FastPrimitivesCoder()
 
 
 class BatchPerKeyFn(beam.DoFn):
-  """element -> (key, bytes of [entry, ...]): a bundle's
-  entries batched by their GroupByKey key, so that a bundle sends one element per key (and per
-  ``max_held`` entries) instead of one per image; after the GroupByKey, :func:`entries_in` of
-  a key's values gives its entries back.
+  """element -> (key, bytes of [entry, ...]): a bundle's entries batched by their GroupByKey
+  key, so that a bundle sends one element per key (and per ``max_held`` entries) instead of one
+  per image; after the GroupByKey, :func:`entries_in` of a key's values gives its entries back.
 
   Args:
     entries_of: element -> iterable of (key, entry); a module-level function or a picklable

@@ -382,9 +382,9 @@ class ExactGroups(beam.PTransform):
   carries a few hundred elements per bundle rather than one per image, and only
   (digest, path, split, label) tuples."""
 
-  def expand(self, examples):
+  def expand(self, batches):
     return (
-        examples
+        batches
         | 'batch by source sha256' >> beam.ParDo(BatchPerKeyFn(_digest_entries))
         | 'group by digest prefix' >> beam.GroupByKey()
         | 'groups of two or more' >> beam.FlatMap(_exact_groups_of_key))

@@ -178,8 +178,8 @@ PREFIX_BITS = 8
 """The GroupByKey key of a band is its index and the top ``PREFIX_BITS`` bits of its value
 (4 x 256 keys): each worker batches the images of a bundle by key before the shuffle, so a
 bundle sends at most 1,024 elements whatever its size (a key per band value would cost four
-shuffled elements per image), and the grouped step splits a
-key's images by their whole band value again."""
+shuffled elements per image), and the grouped step splits a key's images by their whole band
+value again."""
 
 _HASH_MASK = (1 << 64) - 1
 
@@ -395,10 +395,10 @@ class NearDuplicateGroups(beam.PTransform):
     self._keep_first = keep_first
     self._min_similarity = min_similarity
 
-  def expand(self, examples):
+  def expand(self, batches):
     keep_first = self._keep_first
     buckets = (
-        examples
+        batches
         # ((band, value prefix), [(band value, phash as int64, pixels, file)]) per bundle
         | 'batch hash bands' >> beam.ParDo(BatchPerKeyFn(_band_entries))
         | 'group by band' >> beam.GroupByKey()
