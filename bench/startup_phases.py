@@ -174,10 +174,15 @@ def _job_main(argv):
   _hook_bundles()
   _hook_workers()
   _hook_progress()
-  _event('run called')
-  status = job.run(argv)
-  _event('run returned', status=status)
-  sys.exit(status)
+  run = job.run
+
+  def timed_run():
+    _event('run called')
+    status = run(argv)
+    _event('run returned', status=status)
+    return status
+  job.run = timed_run
+  job.main()  # as ``python -m pipeline.run`` does
 
 
 def _worker_main():
