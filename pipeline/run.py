@@ -41,6 +41,7 @@ from apache_beam.runners.runner import PipelineState
 from pipeline import interrupt, local_runner, nightly, outputs, progress, usage, validation
 from pipeline import options as opts
 from pipeline.config import JobConfig
+from transforms import process_exit
 from transforms.analysis.dedup import KEEP_FIRST_NEAR, DropDuplicates, ExactGroups, ReportDuplicates
 from transforms.analysis.near_duplicates import (DropNearDuplicates, DroppedNear,
                                                  NearDuplicateGroups)
@@ -437,6 +438,7 @@ def launched_not_run(result, options: PipelineOptions) -> Optional[str]:
 
 def main() -> None:
   """Console-script entry point (``imagerecords-convert``)."""
+  process_exit.skip_final_collections()  # its user waits for the interpreter's exit
   sys.exit(run())
 
 

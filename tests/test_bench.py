@@ -36,6 +36,21 @@ def test_writer_startup_comparison_times_whole_commands_on_the_same_photos(tmp_p
 
 
 @pytest.mark.slow
+def test_startup_phases_bench_times_every_phase_of_one_run(tmp_path):
+  report_path = tmp_path / 'phases.json'
+  stdout = _run('startup_phases.py', f'--data={shared_data("hymenoptera")}', '--limit=4',
+                '--times=2', '--skip_samples', '--image_size=32', f'--json={report_path}', '--',
+                '--direct_running_mode=multi_processing')
+  [run] = json.loads(report_path.read_text())['runs']
+  phases = dict(run['phases'])
+  # every phase was seen, the workers' start too: the wrapped functions are still the job's
+  assert all(seconds is not None and seconds >= 0 for seconds in phases.values()), phases
+  assert phases['launch to first image'] < phases['whole run']
+  assert len(run['workers']) >= 1 and run['fused_stages'] > 10
+  assert 'graph built' in stdout and 'spawn -> first image s' in stdout
+
+
+@pytest.mark.slow
 def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
   data = shared_data('hymenoptera')
   report_path = tmp_path / 'writer.json'

@@ -7,7 +7,7 @@ import subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ('inputs', 'image', 'analysis', 'outputs')  # the data's way, in order
-SHARED = ('files', 'elements', 'batches', 'private_apis')
+SHARED = ('files', 'elements', 'batches', 'private_apis', 'process_exit')
 
 
 def _layout_block() -> str:

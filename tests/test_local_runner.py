@@ -44,3 +44,23 @@ def test_limit_malloc_arenas_leaves_a_set_environment_alone(monkeypatch):
   monkeypatch.setenv('MALLOC_ARENA_MAX', '3')
   assert local_runner.limit_malloc_arenas() is False
   assert os.environ['MALLOC_ARENA_MAX'] == '3'
+
+
+_EXIT_PROBE = '''
+import atexit, gc
+# registered first, so it runs last (atexit runs its handlers in reverse order)
+atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0, flush=True))
+from transforms import process_exit
+process_exit.skip_final_collections()
+process_exit.skip_final_collections()  # once per process, however often it is asked
+kept = [object() for _ in range(1000)]
+print('frozen before exit:', gc.get_freeze_count() > 0, flush=True)
+'''
+
+
+def test_a_process_that_skips_its_final_collections_freezes_its_objects_only_at_exit():
+  # The launcher (pipeline.run.main) and a local run's worker processes (the conversion's
+  # DoFn.setup) exit without the final full collections; nothing changes before the exit.
+  result = subprocess.run([sys.executable, '-c', _EXIT_PROBE], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=True)
+  assert result.stdout.splitlines() == ['frozen before exit: False', 'frozen at exit: True']

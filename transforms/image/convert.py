@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Optional
 
 import apache_beam as beam
 
+from transforms import process_exit
 from transforms.files import reads
 from transforms.image import codec, image_measures
 from transforms.image import masks
@@ -53,6 +54,8 @@ class _ConvertImageFn(beam.DoFn):
     self._class_names_seen = None
     self._progress = ProgressFile(self._progress_dir) if self._progress_dir else None
     self._total_reported = False
+    if self._progress_dir:  # a local run, whose launcher waits for this process to exit
+      process_exit.skip_final_collections()
 
   def start_bundle(self):
     self._total_reported = False  # the gauge, once per bundle: its value is the bundle's
