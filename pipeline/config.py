@@ -148,7 +148,7 @@ class JobConfig:
             format=spec.image_format, channels=spec.channels, image_size=spec.image_size,
             resize_mode=spec.resize_mode,
             mask=manifest_schema.ImageMask(format=MASK_FORMAT, void=contract.MASK_VOID,
-                                    layout=masks.layout) if masks else None),
+                                           layout=masks.layout) if masks else None),
         embedding=embedding.manifest_section() if embedding else None,
         split_source=('label_file' if file_splits else 'split_lists' if split_lists
                       else 'folders' if split_folders else 'hash'),

@@ -265,7 +265,7 @@ def test_the_reader_names_an_output_without_embeddings():
   from imagerecords import contract, dataset, manifest_schema
   tool = manifest_schema.ToolInfo(name=manifest_schema.TOOL_NAME, version='0.1.0')
   image = manifest_schema.ImageSection(format='jpeg', channels=3, image_size=32,
-                                resize_mode='center_crop')
+                                       resize_mode='center_crop')
   with pytest.raises(ValueError, match='converted without --embedding_model'):
     dataset.embedding_feature(manifest_schema.Manifest(tool=tool, image=image), 'out/x')
   section = manifest_schema.EmbeddingSection(

@@ -1,8 +1,9 @@
 """manifest.json keeps its promise to the readers of each format version (issue 25, item 4).
 
 ``tests/manifest_schema.json`` holds the manifest's schema
-(``imagerecords.manifest_schema.schema()``: every dataclass of the manifest, its fields, their types and defaults) as of the current
-``FORMAT_VERSION``. A change to the manifest's dataclasses fails here until it is one of:
+(``imagerecords.manifest_schema.schema()``: every dataclass of the manifest, its fields, their
+types and defaults) as of the current ``FORMAT_VERSION``. A change to the manifest's
+dataclasses fails here until it is one of:
 
 * a new format version, for any change a reader of this version would misread (a key
   renamed, removed, retyped, given another default or meaning): ``FORMAT_VERSION`` + 1 in
@@ -35,8 +36,8 @@ OUTPUT_DOC = pathlib.Path(__file__).resolve().parents[1] / 'docs' / 'output.md'
 
 def schema_changes(snapshot: dict, live: dict, additive) -> list:
   """What keeps ``live`` (``manifest_schema.schema()``) from being ``snapshot`` plus the
-  ``additive`` fields (``'Class.field'``): one line per problem, [] when there is none. A new dataclass is
-  allowed where an additive field holds it."""
+  ``additive`` fields (``'Class.field'``): one line per problem, [] when there is none. A new
+  dataclass is allowed where an additive field holds it."""
   problems, added = [], {}
   for cls, fields in snapshot.items():
     if cls not in live:

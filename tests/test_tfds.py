@@ -94,9 +94,10 @@ def test_raw_pixels_are_read_as_bytes_of_the_stored_shape(tmp_path):
 def test_gzip_shards_get_no_tfds_metadata():
   from transforms.outputs import tfds_metadata  # pylint: disable=import-outside-toplevel
   manifest = manifest_schema.Manifest(
-      tool=manifest_schema.ToolInfo(name=manifest_schema.TOOL_NAME, version='0.1.0'), classes=['a'],
+      tool=manifest_schema.ToolInfo(name=manifest_schema.TOOL_NAME, version='0.1.0'),
+      classes=['a'],
       image=manifest_schema.ImageSection(format='jpeg', channels=3, image_size=16,
-                                  resize_mode='shorter_side'), input_dir='x',
+                                         resize_mode='shorter_side'), input_dir='x',
       splits={'train': manifest_schema.SplitEntry(num_examples=0, num_shards=0, compressed=True)})
   assert tfds_metadata.metadata_files(manifest) == {}
   manifest = dataclasses.replace(manifest, splits={

@@ -65,9 +65,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 from imagerecords import manifest_schema
-from imagerecords.manifest_schema import RejectedRecord  # a previous record not copied, and why
 from imagerecords.framing import (HEADER_BYTES, Frame, FramingError, data_checksum_ok,
                                   length_checksum_ok, read_frames)
+from imagerecords.manifest_schema import RejectedRecord  # a previous record not copied, and why
 from imagerecords.records import example_filename
 
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
@@ -423,4 +423,3 @@ class CountConverted(beam.PTransform):
     return (images
             | 'count' >> beam.combiners.Count.Globally()
             | 'as counts' >> beam.Map(lambda n: NightCounts(reused=0, converted=n)))
-

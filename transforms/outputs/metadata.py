@@ -292,8 +292,8 @@ class _WriteMetadataFn(beam.DoFn):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
                                       'fingerprint': None})
       shards = [manifest_schema.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
-                                    num_examples=summaries[shard].num_records,
-                                    bytes=sizes.get(shard), sha256=summaries[shard].sha256)
+                                           num_examples=summaries[shard].num_records,
+                                           bytes=sizes.get(shard), sha256=summaries[shard].sha256)
                 for shard in sorted(by_split.get(split, []))]
       counted = sum(shard.num_examples for shard in shards)
       if len(shards) != num_shards:
@@ -334,8 +334,9 @@ class WriteMetadata(beam.PTransform):
       the metadata, and ``_SUCCESS``, wait until it is complete (Beam's ``WaitOn``).
     statistics: optional one-element PCollection, the manifest's ``statistics``, a
       ``manifest_schema.StatisticsSection``
-      (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft`` ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted
-      once ``transform_fn/`` is written); the training split's class counts are added as
+      (``transforms.analysis.statistics.TrainingStatistics``, or with ``--stats=tft``
+      ``transforms.analysis.statistics_tft.AnalyzeTrainingSplit``, emitted once
+      ``transform_fn/`` is written); the training split's class counts are added as
       ``class_frequencies``.
     incremental: optional one-element PCollection of a dated night's
       ``transforms.outputs.incremental.NightCounts``, added to the launch's ``incremental``
