@@ -7,11 +7,12 @@ import pytest
 
 from tests.helpers import REPO, SAMPLES
 
-# The modules whose tests run longest in all (pytest --durations: test_flink.py is about 8
-# minutes of one worker on a quiet 2-core machine, test_s3.py about 2), started first: each
-# file runs whole on one xdist worker (pytest.ini: --dist loadfile), so a long module handed
-# out last is the end of the run while the other worker waits. xdist's own order (most tests
-# first, --loadscope-reorder) handed test_flink.py out late, and it ended CI runs alone.
+# The modules whose tests run longest in all (pytest --durations: test_flink.py, 4 Flink jobs,
+# took 580 s of one worker at a load average of 8-11; test_s3.py about 2 minutes quiet),
+# started first: each file runs whole on one xdist worker (pytest.ini: --dist loadfile), so a
+# long module handed out last is the end of the run while the other worker waits. xdist's own
+# order (most tests first, --loadscope-reorder) handed test_flink.py out late, and it ended CI
+# runs alone.
 LONGEST_FIRST = ('test_flink.py', 'test_s3.py')
 
 
