@@ -50,12 +50,14 @@ record, which holds its class id, equals what converting the file again writes: 
 incremental night holds the same records as a full rebuild, byte for byte.
 """
 
+import array
 import collections
 import dataclasses
 import gzip
 import hashlib
 import io
 import logging
+import uuid
 import zlib
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -65,18 +67,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
 from imagerecords import contract
 from imagerecords import manifest_schema
-from imagerecords.framing import (HEADER_BYTES, Frame, FramingError, data_checksum_ok,
-                                  length_checksum_ok, read_frames)
+from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, Frame, FramingError,
+                                  data_checksum_ok, length_checksum_ok, read_frames)
 from imagerecords.manifest_schema import RejectedRecord  # a previous record not copied, and why
 from imagerecords.records import example_filename
 
+from transforms.batches import EXAMPLES_PER_BATCH
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
 from transforms.files import reads
 from transforms.files.folders import escape_pattern
 from transforms.files.reads import file_sha256
+from transforms.files.working_folders import WRITER_FOLDER
 from transforms.image.image_measures import ImageMeasures
 from transforms.image.pixel_sums import PixelSums
+from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
+from transforms.outputs import claim as run_claim
 from transforms.outputs.image_index import keyed_by_file
+from transforms.outputs.write import (KEYS_SUFFIX, STAGING_RECORDS_WRITTEN, StagingFile,
+                                      file_version, read_staging_keys, write_staging_keys)
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,7 +92,10 @@ REUSE_TAG = 'reuse'
 """The tag of the decision's output of (relpath, ReuseEntry)."""
 CHECKS_TAG = 'checks'
 """The tag of the copy's output of one ShardCheck per previous shard."""
+STAGED_TAG = 'staged'
+"""The tag of the copy's output of (split, keys file path): reused records, for the writer."""
 _COUNTS_TAG = 'counts'
+_REUSED_PREFIX = 'reused'  # the names of the copy's files in the writer's staging folder
 
 MAX_REJECTED_LISTED = 100
 """The most rejected records the manifest lists (``incremental.rejected``); the log names all."""
@@ -264,12 +275,26 @@ def shard_frames(path: str) -> Iterator[Frame]:
       raise problem
 
 
-def _verify(frame: Frame, reuse: Dict[str, ReuseEntry]
+def _verify(frame: Frame, reuse: Dict[str, ReuseEntry], by_digest: Dict[bytes, str]
             ) -> Tuple[Optional[str], Optional[ReuseEntry], Optional[str]]:
   """One previous record's verdict: (the file it names, None if it names none; that file's
   ReuseEntry, None if the night does not reuse it; why the record may not be copied, None if
-  it may, or if it is not to be copied anyway)."""
+  it may, or if it is not to be copied anyway).
+
+  ``by_digest`` maps each ReuseEntry's ``record_sha256`` to its file. A record whose frame
+  checksums hold and whose SHA-256 is a file's ``record_sha256`` is that file's record as the
+  previous night wrote it (its bytes, ``image/filename`` included, are those the digest was
+  taken of): the same verdict as reading its ``image/filename`` and comparing the digests,
+  without parsing the record. Only the others (records of files not reused, damaged ones) are
+  parsed, to name their file.
+  """
   intact = data_checksum_ok(frame)
+  digest = None
+  if intact:
+    digest = hashlib.sha256(memoryview(frame.body)[:-FOOTER_BYTES]).digest()
+    relpath = by_digest.get(digest)
+    if relpath is not None:
+      return relpath, reuse[relpath], None
   try:
     relpath = example_filename(frame.data)
   except ValueError as error:  # no file to name: damaged, or not this job's record
@@ -280,26 +305,115 @@ def _verify(frame: Frame, reuse: Dict[str, ReuseEntry]
     return relpath, entry, f'corrupt: the data fails its checksum (it names {relpath})'
   if entry is None:  # removed, changed or moved since: converted again, or gone
     return relpath, None, None
-  digest = hashlib.sha256(frame.data).digest()
-  if digest != entry.record_sha256:
-    return relpath, entry, (
-        f'the record differs from the one images.jsonl recorded (SHA-256 {digest.hex()[:16]}'
-        f'..., not {entry.record_sha256.hex()[:16]}...)')
-  return relpath, entry, None
+  return relpath, entry, (
+      f'the record differs from the one images.jsonl recorded (SHA-256 {digest.hex()[:16]}'
+      f'..., not {entry.record_sha256.hex()[:16]}...)')
+
+
+class _SplitStaging:
+  """The verified records of one previous shard that go to one split, handed to the writer as
+  one keys file in its staging folder (``transforms.outputs.write``, :data:`KEYS_SUFFIX`).
+
+  An uncompressed shard's records stay where they are: the keys file names the shard, with
+  each record's frame offset and frame number there and the shard's version (size and time:
+  the writer fails rather than copy from a shard rewritten since). A ``.gz`` shard, which has
+  no cheap seek, has its records written into one uncompressed staging file of their own, in
+  file order. Memory: 32 bytes per record (24 for a ``.gz`` shard).
+  """
+
+  def __init__(self, shard: str, folder: str, version: Optional[str],
+               claim: Optional[run_claim.ClaimToken]):
+    self._shard = shard
+    self._folder = folder
+    self._version = version  # None: the records are written into a staging file
+    self._claim = claim
+    self._offsets = array.array('q')
+    self._numbers = array.array('q')
+    self._keys = bytearray()
+    self._handle = None
+    self._path = None
+    self._position = 0
+
+  def add(self, frame: Frame, number: int, key: bytes) -> None:
+    """Adds the verified record ``frame``, frame ``number`` of the shard, of shuffle key
+    ``key``."""
+    self._keys += key
+    if self._version is not None:
+      self._offsets.append(frame.offset)
+      self._numbers.append(number)
+      return
+    if self._handle is None:
+      run_claim.check(self._claim)  # ClaimLost: another run owns the output now
+      self._path = FileSystems.join(
+          self._folder, f'{_REUSED_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
+      self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
+                                        compression_type=CompressionTypes.UNCOMPRESSED)
+    self._handle.write(frame.header)
+    self._handle.write(frame.body)
+    self._offsets.append(self._position)
+    self._position += HEADER_BYTES + len(frame.body)
+
+  def finish(self) -> str:
+    """Writes the keys file (closes the staging file first); returns the keys file's path."""
+    if self._version is None:
+      self._handle.close()
+      self._handle = None
+      beam.metrics.Metrics.counter(METRICS_NAMESPACE, STAGING_RECORDS_WRITTEN).inc(
+          len(self._offsets))
+      return write_staging_keys(StagingFile(self._path, self._offsets, bytes(self._keys)))
+    run_claim.check(self._claim)
+    return write_staging_keys(
+        StagingFile(self._shard, self._offsets, bytes(self._keys), self._numbers, self._version),
+        FileSystems.join(self._folder, f'{_REUSED_PREFIX}-{uuid.uuid4().hex}{KEYS_SUFFIX}'))
+
+  def close(self) -> None:
+    """Closes a staging file left open by an error (the staging folder goes with the run)."""
+    if self._handle is not None:
+      self._handle.close()
+      self._handle = None
 
 
 class _CopyRecordsFn(beam.DoFn):
-  """A previous shard's path -> ConvertedExample for each of its records to reuse that passes
-  verification (module docstring), and one ShardCheck on the ``checks`` output."""
+  """A previous shard's path -> lists of ConvertedExample without record bytes
+  (``serialized=b''``), up to ``EXAMPLES_PER_BATCH`` each, of its records to reuse that pass
+  verification (module docstring); (split, keys file path) on the ``staged`` output for each
+  split they are of (:class:`_SplitStaging`: the records themselves reach the final shards
+  through the writer, which copies them once); and one ShardCheck on the ``checks`` output.
 
-  def __init__(self):
+  No step sees a reused record on its own: the examples travel in lists, the records as one
+  keys file per shard and split.
+
+  Args:
+    staging_dir: the writer's staging folder (``<output_dir>/.staging-write``); the keys files
+      (and a ``.gz`` shard's staging file) go to its ``<split>/``.
+    shuffle_seed: ``--shuffle_seed`` (each record's key: ``shuffle_key(relpath, seed)``).
+    claim: the run's claim, checked before each file is created (None: no check).
+  """
+
+  def __init__(self, staging_dir: str, shuffle_seed: int = 0,
+               claim: Optional[run_claim.ClaimToken] = None):
+    self._staging_dir = staging_dir
+    self._shuffle_seed = shuffle_seed
+    self._claim = claim
     self._reused = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_reused')
     self._bytes = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'reused_record_bytes')
     self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
                                                   'previous_records_rejected')
+    self._seen = None
+    self._by_digest: Dict[bytes, str] = {}
+
+  def _digests(self, reuse: Dict[str, ReuseEntry]) -> Dict[bytes, str]:
+    """record_sha256 -> file, of ``reuse``; built once per side input."""
+    if reuse is not self._seen:
+      self._seen = reuse
+      self._by_digest = {entry.record_sha256: relpath for relpath, entry in reuse.items()}
+    return self._by_digest
 
   def process(self, shard: str, reuse: Dict[str, ReuseEntry]) -> Iterable:
-    copied, rejected = [], []
+    by_digest = self._digests(reuse)
+    copied, rejected, batch = [], [], []
+    staging: Dict[str, _SplitStaging] = {}
+    record_bytes = 0
 
     def reject(file, number, offset, reason):
       self._rejected.inc()
@@ -310,24 +424,49 @@ class _CopyRecordsFn(beam.DoFn):
                    f'; {file} is converted again' if file else '')
 
     number = 0  # frames read so far: the index of the next one
+    read = False
     try:
-      for number, frame in enumerate(shard_frames(shard), 1):
-        relpath, entry, problem = _verify(frame, reuse)
-        if problem is not None:
-          reject(relpath if entry else None, number - 1, frame.offset, problem)
-        elif entry is not None:
-          copied.append(relpath)
-          self._reused.inc()
-          self._bytes.inc(len(frame.data))
-          image = entry.image
-          yield ConvertedExample(image.split, image.label, relpath, frame.data,
-                                 entry.record_sha256, entry.source_sha256, entry.pixel_sums,
-                                 image.version, entry.measures, entry.mask_classes)
-    except FramingError as error:  # the rest of the shard cannot be located
-      reject(None, number, error.offset, f'{error.reason}; the images of this record and '
-             'those after it are converted again')
-    except reads.UnreadableFile as error:  # gone or denied: none of its records can be reused
-      reject(None, None, None, f'cannot read the shard: {error}')
+      try:
+        # an uncompressed shard is read in place by the writer: its version as verified (taken
+        # before the read: a shard rewritten while it is read fails the writer's check)
+        version = None if shard.endswith(contract.GZIP_SUFFIX) else file_version(shard)
+        for number, frame in enumerate(shard_frames(shard), 1):
+          relpath, entry, problem = _verify(frame, reuse, by_digest)
+          if problem is not None:
+            reject(relpath if entry else None, number - 1, frame.offset, problem)
+          elif entry is not None:
+            image = entry.image
+            if image.split not in staging:
+              staging[image.split] = _SplitStaging(
+                  shard, FileSystems.join(self._staging_dir, image.split), version, self._claim)
+            staging[image.split].add(frame, number - 1,
+                                     shuffle_key(relpath, self._shuffle_seed))
+            copied.append(relpath)
+            record_bytes += len(frame.body) - FOOTER_BYTES
+            batch.append(ConvertedExample(
+                image.split, image.label, relpath, b'', entry.record_sha256,
+                entry.source_sha256, entry.pixel_sums, image.version, entry.measures,
+                entry.mask_classes))
+            if len(batch) == EXAMPLES_PER_BATCH:
+              yield batch
+              batch = []
+      except FramingError as error:  # the rest of the shard cannot be located
+        reject(None, number, error.offset, f'{error.reason}; the images of this record and '
+               'those after it are converted again')
+      except (reads.UnreadableFile, FileNotFoundError) as error:  # gone (file_version) or
+        # denied: none of its records can be reused
+        reject(None, None, None, f'cannot read the shard: {error}')
+      read = True
+    finally:
+      if not read:  # an error on its way to the runner, which retries the shard afresh
+        for split_staging in staging.values():
+          split_staging.close()
+    if batch:
+      yield batch
+    for split in sorted(staging):
+      yield beam.pvalue.TaggedOutput(STAGED_TAG, (split, staging[split].finish()))
+    self._reused.inc(len(copied))
+    self._bytes.inc(record_bytes)
     yield beam.pvalue.TaggedOutput(CHECKS_TAG, ShardCheck(shard, tuple(copied), tuple(rejected)))
 
 
@@ -362,26 +501,39 @@ class _AccountFn(beam.DoFn):
 
 
 class ReusePreviousRecords(beam.PTransform):
-  """PCollection[LabeledImage] -> {'convert': PCollection[LabeledImage] (to go through the
-  codec: new and changed images, and those whose previous record failed verification),
-  'reused': PCollection[ConvertedExample] (copied from the previous run, verified), 'counts': a
-  one-element PCollection of NightCounts}.
+  """PCollection[LabeledImage] -> a dict of PCollections:
+
+  - ``convert``: LabeledImage, to go through the codec: new and changed images, and those whose
+    previous record failed verification;
+  - ``batches``: List[ConvertedExample] without record bytes (``serialized=b''``), up to
+    ``EXAMPLES_PER_BATCH`` per list, of the records reused (copied from the previous run,
+    verified): what the per-image analysis steps read (``transforms.batches.ExampleBatches``);
+  - ``staged``: (split, keys file path) of the same records, for the writer (``WriteSplits``'s
+    ``staged``): one per previous shard and split;
+  - ``counts``: one element, the NightCounts.
 
   Args:
     previous_index: the previous run's ``images.jsonl``.
     previous_shards: the paths of every shard of the previous run.
+    output_dir: this run's output folder (the writer's staging folder is under it).
     stats_split: the split whose examples carry pixel sums (``--stats``), or None.
     measured: examples carry their ``measures`` (``--image_checks``, decoded images): an
       unchanged file whose previous index entry has none is converted again.
+    shuffle_seed: ``--shuffle_seed``, as the writer takes it.
+    claim: the run's ``transforms.outputs.claim.ClaimToken`` (None: no check).
   """
 
-  def __init__(self, previous_index: str, previous_shards: Sequence[str],
-               stats_split: Optional[str] = None, measured: bool = False):
+  def __init__(self, previous_index: str, previous_shards: Sequence[str], output_dir: str,
+               stats_split: Optional[str] = None, measured: bool = False,
+               shuffle_seed: int = 0, claim: Optional[run_claim.ClaimToken] = None):
     super().__init__()
     self._measured = measured
     self._previous_index = previous_index
     self._previous_shards = list(previous_shards)
+    self._staging_dir = FileSystems.join(output_dir, WRITER_FOLDER)
     self._stats_split = stats_split
+    self._shuffle_seed = shuffle_seed
+    self._claim = claim
 
   def expand(self, images):
     p = images.pipeline
@@ -400,8 +552,9 @@ class ReusePreviousRecords(beam.PTransform):
         p
         | 'previous shards' >> beam.Create(self._previous_shards)
         | 'spread the shards' >> beam.Reshuffle()
-        | 'copy verified records' >> beam.ParDo(_CopyRecordsFn(), reuse=reuse).with_outputs(
-            CHECKS_TAG, main='reused'))
+        | 'copy verified records' >> beam.ParDo(
+            _CopyRecordsFn(self._staging_dir, self._shuffle_seed, self._claim), reuse=reuse
+        ).with_outputs(CHECKS_TAG, STAGED_TAG, main='batches'))
     accounted = (
         p
         | 'once' >> beam.Create([None])
@@ -413,7 +566,94 @@ class ReusePreviousRecords(beam.PTransform):
     converted = convert | 'count converted' >> beam.combiners.Count.Globally()
     counts = accounted[_COUNTS_TAG] | 'counts' >> beam.Map(
         lambda counts, n: counts._replace(converted=n), beam.pvalue.AsSingleton(converted))
-    return {'convert': convert, 'reused': copied.reused, 'counts': counts}
+    return {'convert': convert, 'batches': copied.batches, 'staged': copied[STAGED_TAG],
+            'counts': counts}
+
+
+class _DropFromListsFn(beam.DoFn):
+  """List[ConvertedExample] -> the list without the examples of the files among ``dropped``
+  (side input; nothing for a list left empty)."""
+
+  def __init__(self):
+    self._dropped_count = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+                                                       'near_duplicates_dropped')
+    self._seen = None
+    self._set = frozenset()
+
+  def process(self, batch: List[ConvertedExample], dropped: List[str]):
+    if dropped is not self._seen:  # one set per side input, not one per list
+      self._seen, self._set = dropped, frozenset(dropped)
+    kept = [example for example in batch if example.relpath not in self._set]
+    if len(kept) == len(batch):
+      yield batch
+      return
+    self._dropped_count.inc(len(batch) - len(kept))
+    if kept:
+      yield kept
+
+
+class _DropFromKeysFn(beam.DoFn):
+  """(split, keys file path) -> itself, or, when the keys file lists a record of a file among
+  ``dropped`` (side input), (split, path of a new keys file in the same folder) listing the
+  others (their frame numbers kept, so that the writer reads no record it left out). The old
+  keys file is left for the staging folder's deletion; a retry writes another new one."""
+
+  def __init__(self, shuffle_seed: int, claim: Optional[run_claim.ClaimToken] = None):
+    self._shuffle_seed = shuffle_seed
+    self._claim = claim
+    self._seen = None
+    self._keys = frozenset()
+
+  def process(self, staged: Tuple[str, str], dropped: List[str]):
+    if dropped is not self._seen:  # one set of keys per side input
+      self._seen = dropped
+      self._keys = frozenset(shuffle_key(relpath, self._shuffle_seed) for relpath in dropped)
+    split, keys_path = staged
+    if not self._keys:
+      yield staged
+      return
+    listed = read_staging_keys(keys_path)
+    size = SHUFFLE_KEY_BYTES
+    keep = [i for i in range(len(listed.offsets))
+            if listed.keys[i * size:(i + 1) * size] not in self._keys]
+    if len(keep) == len(listed.offsets):
+      yield staged
+      return
+    numbers = listed.numbers if listed.numbers is not None else range(len(listed.offsets))
+    run_claim.check(self._claim)  # ClaimLost: another run owns the output now
+    folder = FileSystems.split(keys_path)[0]
+    yield split, write_staging_keys(
+        StagingFile(listed.path, array.array('q', (listed.offsets[i] for i in keep)),
+                    b''.join(listed.keys[i * size:(i + 1) * size] for i in keep),
+                    array.array('q', (numbers[i] for i in keep)), listed.version),
+        FileSystems.join(folder, f'{_REUSED_PREFIX}-{uuid.uuid4().hex}{KEYS_SUFFIX}'))
+
+
+class DropReused(beam.PTransform):
+  """:class:`ReusePreviousRecords`' ``{'batches', 'staged'}`` -> the same, without the records
+  of the files named by ``dropped`` (PCollection[str] of relpaths, a side input:
+  ``--dedup=keep_first_near``'s files not kept): out of the lists and the keys files.
+
+  Args:
+    dropped: PCollection[str] of the relpaths not written.
+    shuffle_seed: ``--shuffle_seed`` (the keys files hold each record's shuffle key).
+    claim: the run's claim, checked before a keys file is written (None: no check).
+  """
+
+  def __init__(self, dropped, shuffle_seed: int = 0,
+               claim: Optional[run_claim.ClaimToken] = None):
+    super().__init__()
+    self._dropped = dropped
+    self._shuffle_seed = shuffle_seed
+    self._claim = claim
+
+  def expand(self, reused):
+    dropped = beam.pvalue.AsList(self._dropped)
+    lists = reused['batches'] | 'drop from the lists' >> beam.ParDo(
+        _DropFromListsFn(), dropped=dropped)
+    staged = reused['staged'] | 'drop from the keys files' >> beam.ParDo(
+        _DropFromKeysFn(self._shuffle_seed, self._claim), dropped=dropped)
+    return {'batches': lists, 'staged': staged}
 
 
 class CountConverted(beam.PTransform):

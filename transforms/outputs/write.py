@@ -327,6 +327,10 @@ def dali_index_path(shard_path: str) -> str:
   return shard_path + contract.DALI_INDEX_SUFFIX
 
 
+STAGING_RECORDS_WRITTEN = 'staging_records_written'
+"""The counter of records written into staging files (each is then copied once more, into its
+shard); a night's reused records from uncompressed shards are not among them."""
+
 _OPEN_STAGING_FILES = 16
 """The most staging files a shard's copy keeps open at once (least recently used closed first):
 the ranges of a shard come from few files at a time when the records reached the writer in
@@ -460,6 +464,7 @@ class _WriteStagingFileFn(beam.DoFn):
   def __init__(self, folder: str, claim: Optional[run_claim.ClaimToken] = None):
     self._folder = folder
     self._claim = claim
+    self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, STAGING_RECORDS_WRITTEN)
 
   def start_bundle(self):
     self._path = None
@@ -484,6 +489,7 @@ class _WriteStagingFileFn(beam.DoFn):
   def finish_bundle(self):
     if self._handle is not None:
       self._handle.close()
+      self._written.inc(len(self._offsets))
       yield GlobalWindows.windowed_value(
           write_staging_keys(StagingFile(self._path, self._offsets, bytes(self._keys))))
 
