@@ -147,9 +147,15 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
   index = batches | 'image index' >> WriteImageIndex(config.output_dir)
   diff = None
-  if config.previous_index:
+  if config.previous_index and reused is None:
     diff = batches | 'diff against the previous run' >> DiffAgainstPrevious(
         config.previous_index, config.previous_run)
+  elif config.previous_index:  # the reuse step paired the files: the converted ones are left
+    diff = (records[:1]
+            | 'converted examples in batches' >> ExampleBatches()
+            | 'diff against the previous run' >> DiffAgainstPrevious(
+                config.previous_index, config.previous_run,
+                previous_entries=reused['previous'], unchanged_batches=reused['batches']))
   statistics = None
   if config.stats == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
     statistics = batches | 'training statistics (tft)' >> AnalyzeTrainingSplit(
@@ -171,7 +177,8 @@ def _reuse_previous_night(images, config: JobConfig, stats_split):
   """PCollection[LabeledImage] -> (the images to convert, the previous run's records of the
   unchanged ones or None, the one-element night counts or None): see
   transforms.outputs.incremental. The records: a dict of ``batches`` (their examples in lists,
-  without record bytes) and ``staged`` (the writer's keys files of them)."""
+  without record bytes), ``staged`` (the writer's keys files of them) and ``previous`` (the
+  previous index entries of the files not reused, for the diff)."""
   plan = config.incremental
   if plan is None:  # not a dated run
     return images, None, None
@@ -181,7 +188,7 @@ def _reuse_previous_night(images, config: JobConfig, stats_split):
   night = images | 'reuse unchanged records' >> ReusePreviousRecords(
       plan.previous_index, plan.previous_shards, config.output_dir, stats_split,
       measured=measured, shuffle_seed=config.shuffle_seed, claim=config.claim)
-  reused = {name: night[name] for name in ('batches', 'staged')}
+  reused = {name: night[name] for name in ('batches', 'staged', 'previous')}
   return night['convert'], reused, night['counts']
 
 

@@ -375,3 +375,37 @@ def test_a_reused_record_dropped_as_a_near_duplicate_is_not_written(tmp_path):
   assert (section['reused'], section['converted']) == (16, 1)
   assert manifest_of(night)['metrics']['near_duplicates_dropped'] == 1
   assert _diff(night)['removed'] == 1 and _diff(night)['added'] == 1
+
+
+@pytest.mark.slow
+def test_a_relabelled_and_a_moved_image_are_converted_and_reported(tmp_path):
+  """A label file with a split column relabels one image and moves another to the other split,
+  under the same paths: both are converted again, and the diff (relabeled, moved_split) is a
+  full rebuild's, the reused images unchanged."""
+  labels = tmp_path / 'labels.csv'
+
+  def write_labels(images, relabel=(), move=()):
+    lines = ['filename,label,split']
+    for number, path in enumerate(sorted(images.rglob('*.jpg'))):
+      relpath = path.relative_to(images).as_posix()
+      label = path.parent.name
+      split = ('train', 'validation')[number % 2]
+      if relpath in relabel:
+        label = 'bees' if label == 'ants' else 'ants'
+      if relpath in move:
+        split = 'validation' if split == 'train' else 'train'
+      lines.append(f'{relpath},{label},{split}')
+    labels.write_text('\n'.join(lines) + '\n')
+
+  def change(images):
+    ants = sorted(p.relative_to(images).as_posix() for p in (images / 'ants').glob('*.jpg'))
+    write_labels(images, relabel={ants[1]}, move={ants[2]})
+
+  night, rebuilt = _two_nights(
+      tmp_path, ('--image_size=48', '--resize_mode=center_crop', '--num_shards=2',
+                 f'--label_source=file:{labels}'), change=change, first=write_labels)
+  _assert_same_as_rebuilt(night, rebuilt)
+  diff = _diff(night)
+  assert (diff['relabeled'], diff['moved_split'], diff['unchanged']) == (1, 1, 16)
+  section = manifest_of(night)['incremental']
+  assert (section['reused'], section['converted']) == (14, 2)

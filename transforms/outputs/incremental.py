@@ -90,6 +90,9 @@ _LOG = logging.getLogger(__name__)
 
 REUSE_TAG = 'reuse'
 """The tag of the decision's output of (relpath, ReuseEntry)."""
+PREVIOUS_TAG = 'previous'
+"""The tag of the outputs of (relpath, previous index entry) of the files whose record is not
+reused: what the diff compares this night's converted examples with."""
 CHECKS_TAG = 'checks'
 """The tag of the copy's output of one ShardCheck per previous shard."""
 STAGED_TAG = 'staged'
@@ -180,8 +183,9 @@ def _mask_classes(entry: dict) -> Optional[Tuple[int, ...]]:
 
 class _DecideFn(beam.DoFn):
   """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert, or
-  (relpath, ReuseEntry) on the ``reuse`` output. Files only in the previous index (removed
-  since) yield nothing."""
+  (relpath, ReuseEntry) on the ``reuse`` output; and the file's previous entries, unless it is
+  to be reused, as (relpath, index entry) on the ``previous`` output (for the diff: the file
+  was removed since, or is converted again)."""
 
   def __init__(self, stats_split: Optional[str], measured: bool = False):
     self._stats_split = stats_split
@@ -190,14 +194,19 @@ class _DecideFn(beam.DoFn):
 
   def process(self, element) -> Iterable:
     relpath, grouped = element
+    reused = False
     for image in grouped['now']:
       before = next(iter(grouped['before']), None)
       if before is not None and self._unchanged(image, before):
+        reused = True
         yield beam.pvalue.TaggedOutput(REUSE_TAG, (relpath, ReuseEntry(
             image, before['sha256'], bytes.fromhex(before['record_sha256']), _sums(before),
             _measures(before), _mask_classes(before))))
       else:
         yield image
+    if not reused:  # a reused file is unchanged, and counted so in bulk (DiffAgainstPrevious)
+      for before in grouped['before']:
+        yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (relpath, before))
 
   def _unchanged(self, image: LabeledImage, before: dict) -> bool:
     if (image.label != before.get('label') or image.split != before.get('split')
@@ -472,8 +481,10 @@ class _CopyRecordsFn(beam.DoFn):
 
 class _AccountFn(beam.DoFn):
   """None -> the LabeledImage of every file to reuse that no shard copied a verified record of
-  (converted again), and the night's NightCounts (less ``converted``) on the ``counts``
-  output.
+  (converted again), the file's previous entry on the ``previous`` output (what the diff
+  compares its conversion with: the fields it reads, as the previous index holds them, which
+  the reuse rule made equal to this night's), and the night's NightCounts (less
+  ``converted``) on the ``counts`` output.
 
   Side inputs: ``reuse`` (relpath -> ReuseEntry, every file to reuse), ``checks`` (every
   ShardCheck). One element: a set of the copied files' paths in memory (about 100 bytes per
@@ -494,7 +505,11 @@ class _AccountFn(beam.DoFn):
       if relpath not in named:  # its record was lost with a shard's unlocatable rest, or absent
         rejected.append(RejectedRecord(relpath, None, None, None, NO_INTACT_RECORD))
         _LOG.warning('%s: %s; it is converted again', relpath, NO_INTACT_RECORD)
-      yield reuse[relpath].image
+      entry = reuse[relpath]
+      yield entry.image
+      yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (relpath, {
+          'file': relpath, 'label': entry.image.label, 'sha256': entry.source_sha256,
+          'split': entry.image.split}))
     yield beam.pvalue.TaggedOutput(_COUNTS_TAG, NightCounts(
         reused=sum(copies.values()), converted=0, to_reuse=len(reuse),
         reconverted=len(missing), rejected=tuple(rejected[:MAX_REJECTED_LISTED])))
@@ -510,6 +525,9 @@ class ReusePreviousRecords(beam.PTransform):
     verified): what the per-image analysis steps read (``transforms.batches.ExampleBatches``);
   - ``staged``: (split, keys file path) of the same records, for the writer (``WriteSplits``'s
     ``staged``): one per previous shard and split;
+  - ``previous``: (relpath, previous index entry) of every file of the previous index whose
+    record is not reused (removed, changed, moved, relabelled, converted again): what
+    ``DiffAgainstPrevious`` compares this night's converted examples with;
   - ``counts``: one element, the NightCounts.
 
   Args:
@@ -546,7 +564,7 @@ class ReusePreviousRecords(beam.PTransform):
         {'now': now, 'before': before}
         | 'pair with the previous night' >> beam.CoGroupByKey()
         | 'unchanged?' >> beam.ParDo(_DecideFn(self._stats_split, self._measured)).with_outputs(
-            REUSE_TAG, main='convert'))
+            REUSE_TAG, PREVIOUS_TAG, main='convert'))
     reuse = beam.pvalue.AsDict(decided[REUSE_TAG])
     copied = (
         p
@@ -560,19 +578,22 @@ class ReusePreviousRecords(beam.PTransform):
         | 'once' >> beam.Create([None])
         | 'records not copied' >> beam.ParDo(
             _AccountFn(), reuse=reuse, checks=beam.pvalue.AsList(copied[CHECKS_TAG])
-        ).with_outputs(_COUNTS_TAG, main='again'))
+        ).with_outputs(_COUNTS_TAG, PREVIOUS_TAG, main='again'))
     convert = ((decided.convert, accounted.again)
                | 'new, changed and not verified' >> beam.Flatten())
     converted = convert | 'count converted' >> beam.combiners.Count.Globally()
     counts = accounted[_COUNTS_TAG] | 'counts' >> beam.Map(
         lambda counts, n: counts._replace(converted=n), beam.pvalue.AsSingleton(converted))
+    previous = ((decided[PREVIOUS_TAG], accounted[PREVIOUS_TAG])
+                | 'previous entries not reused' >> beam.Flatten())
     return {'convert': convert, 'batches': copied.batches, 'staged': copied[STAGED_TAG],
-            'counts': counts}
+            'previous': previous, 'counts': counts}
 
 
 class _DropFromListsFn(beam.DoFn):
   """List[ConvertedExample] -> the list without the examples of the files among ``dropped``
-  (side input; nothing for a list left empty)."""
+  (side input; nothing for a list left empty), and (relpath, the previous index entry's
+  fields the diff reads) of each one dropped on the ``previous`` output."""
 
   def __init__(self):
     self._dropped_count = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
@@ -588,6 +609,12 @@ class _DropFromListsFn(beam.DoFn):
       yield batch
       return
     self._dropped_count.inc(len(batch) - len(kept))
+    for example in batch:
+      if example.relpath in self._set:
+        # a reused record's label, split and source digest are its previous entry's
+        yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (example.relpath, {
+            'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
+            'split': example.split}))
     if kept:
       yield kept
 
@@ -630,9 +657,11 @@ class _DropFromKeysFn(beam.DoFn):
 
 
 class DropReused(beam.PTransform):
-  """:class:`ReusePreviousRecords`' ``{'batches', 'staged'}`` -> the same, without the records
-  of the files named by ``dropped`` (PCollection[str] of relpaths, a side input:
-  ``--dedup=keep_first_near``'s files not kept): out of the lists and the keys files.
+  """:class:`ReusePreviousRecords`' ``{'batches', 'staged', 'previous'}`` -> the same, without
+  the records of the files named by ``dropped`` (PCollection[str] of relpaths, a side input:
+  ``--dedup=keep_first_near``'s files not kept): out of the lists and the keys files, and each
+  one's previous entry added to ``previous`` (so the diff sees it as a file not written, as it
+  sees a converted example dropped).
 
   Args:
     dropped: PCollection[str] of the relpaths not written.
@@ -650,10 +679,12 @@ class DropReused(beam.PTransform):
   def expand(self, reused):
     dropped = beam.pvalue.AsList(self._dropped)
     lists = reused['batches'] | 'drop from the lists' >> beam.ParDo(
-        _DropFromListsFn(), dropped=dropped)
+        _DropFromListsFn(), dropped=dropped).with_outputs(PREVIOUS_TAG, main='kept')
     staged = reused['staged'] | 'drop from the keys files' >> beam.ParDo(
         _DropFromKeysFn(self._shuffle_seed, self._claim), dropped=dropped)
-    return {'batches': lists, 'staged': staged}
+    previous = ((reused['previous'], lists[PREVIOUS_TAG])
+                | 'and the dropped files' >> beam.Flatten())
+    return {'batches': lists.kept, 'staged': staged, 'previous': previous}
 
 
 class CountConverted(beam.PTransform):
