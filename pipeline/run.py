@@ -7,7 +7,8 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
     list files ─> label ─> split ─> [drop duplicates] ─> [reuse] ─> shuffle ─> decode/resize/encode
                     └─> class names (side input) ─────────┼─────────────────────┘      │
     converted examples <─── the previous run's records ───┴─── [embed: RunInference] ──┘
-      (--run_date: unchanged images keep their record, copied from the previous run's shards;
+      (--run_date: unchanged images keep their record, verified in the previous run's shards
+       and copied from there by the writer; their examples reach the steps below in lists;
        --embedding_model: a new record gets image/embedding, transforms.image.embedding)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split

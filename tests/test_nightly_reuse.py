@@ -245,59 +245,56 @@ def test_a_vanished_previous_shard_is_reported_not_fatal(tmp_path):
   from transforms.outputs import incremental  # pylint: disable=import-outside-toplevel
   gone = str(tmp_path / 'train-00000-of-00001.tfrecord')
   copy = incremental._CopyRecordsFn(str(tmp_path / 'staging'))  # pylint: disable=protected-access
-  out = list(copy.process(gone, reuse={}))
+  out = list(copy.process(gone, index=[]))
   assert len(out) == 1 and out[0].tag == incremental.CHECKS_TAG
   check = out[0].value
-  assert check.shard == gone and check.copied == ()
+  assert check.shard == gone and check.copied_files() == []
   assert len(check.rejected) == 1 and 'cannot read the shard' in check.rejected[0].reason
 
 
-def test_a_shard_s_reused_records_leave_the_copy_in_lists_and_one_keys_file(nights, tmp_path):
-  """The copy of an uncompressed previous shard hands on its reused examples in lists, without
-  their record bytes, and its records as one keys file in the writer's staging folder that
-  names the shard itself: no record is written anywhere, and no step sees one on its own."""
-  from transforms.outputs import incremental, write  # pylint: disable=import-outside-toplevel
+def test_a_shard_s_reused_records_leave_the_copy_as_one_keys_file(nights, tmp_path):
+  """The copy of an uncompressed previous shard hands on its verified records to reuse as one
+  keys file in the writer's staging folder that names the shard itself: no record is written
+  anywhere, and none is an element of its own. The files to reuse reach it packed; their
+  examples leave the reuse step in lists, without record bytes, less the files not copied."""
+  from transforms import batches  # pylint: disable=import-outside-toplevel
   from transforms.elements import LabeledImage  # pylint: disable=import-outside-toplevel
+  from transforms.inputs.splits import shuffle_key  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import incremental, write  # pylint: disable=import-outside-toplevel
   _, _, rebuilt, _ = nights
   shard = rebuilt / 'train-00000-of-00002.tfrecord'
   frames = _frames(shard)
   index = {entry['file']: entry for entry in map(
       json.loads, (rebuilt / 'images.jsonl').read_text().splitlines())}
   names = [example_filename(frame.data) for frame in frames]
-  reuse = {}
-  for name in names[1:]:  # every record of the shard but its first
-    entry = index[name]
-    reuse[name] = incremental.ReuseEntry(
-        LabeledImage(f'/in/{name}', name, entry['label'], entry['split'],
-                     version=entry.get('version')),
-        entry['sha256'], bytes.fromhex(entry['record_sha256']), None)
+  rows = [incremental.reuse_row(LabeledImage(
+      f'/in/{name}', name, index[name]['label'], index[name]['split'],
+      version=index[name].get('version')), index[name]) for name in names[1:]]
+  packed = [batches.encode_entries([(row[8], row[1], row[3]) for row in rows])]
   staging = tmp_path / 'out' / '.staging-write'
   copy = incremental._CopyRecordsFn  # pylint: disable=protected-access
-  lists, staged, checks = [], [], []
-  for output in copy(str(staging), shuffle_seed=7).process(str(shard), reuse=reuse):
-    tag = getattr(output, 'tag', None)
-    if tag == incremental.STAGED_TAG:
-      staged.append(output.value)
-    elif tag == incremental.CHECKS_TAG:
-      checks.append(output.value)
-    else:
-      lists.append(output)
-  assert [len(examples) for examples in lists] == [len(names) - 1]
-  examples = lists[0]
-  assert [example.relpath for example in examples] == names[1:]
-  assert {example.serialized for example in examples} == {b''}
-  assert [example.record_sha256 for example in examples] == [
-      hashlib.sha256(frame.data).digest() for frame in frames[1:]]
-  assert checks[0].copied == tuple(names[1:]) and checks[0].rejected == ()
-  (split, keys_path), = staged
+  outputs = list(copy(str(staging), shuffle_seed=7).process(str(shard), index=packed))
+  assert [output.tag for output in outputs] == [incremental.STAGED_TAG, incremental.CHECKS_TAG]
+  (split, keys_path), check = outputs[0].value, outputs[1].value
+  assert check.copied_files() == names[1:] and check.rejected == ()
   assert split == 'train'
   assert sorted(p.name for p in (staging / 'train').iterdir()) == [pathlib.Path(keys_path).name]
   listed = write.read_staging_keys(keys_path)
   assert listed.path == str(shard) and listed.version == write.file_version(str(shard))
   assert list(listed.numbers) == list(range(1, len(frames)))
   assert list(listed.offsets) == [frame.offset for frame in frames[1:]]
-  from transforms.inputs.splits import shuffle_key  # pylint: disable=import-outside-toplevel
   assert listed.keys == b''.join(shuffle_key(name, 7) for name in names[1:])
+  # the examples: one list per packed list of rows, less the files whose record was not copied
+  keep = incremental._KeepCopiedFn()  # pylint: disable=protected-access
+  outputs = list(keep.process(batches.encode_entries(rows), missing=[names[1]]))
+  again = [output.value for output in outputs if getattr(output, 'tag', None) == 'again']
+  assert again == [LabeledImage(f'/in/{names[1]}', names[1], index[names[1]]['label'], 'train',
+                                version=index[names[1]].get('version'))]
+  (examples,) = [output for output in outputs if isinstance(output, list)]
+  assert [example.relpath for example in examples] == names[2:]
+  assert {example.serialized for example in examples} == {b''}
+  assert [example.record_sha256 for example in examples] == [
+      hashlib.sha256(frame.data).digest() for frame in frames[2:]]
 
 
 def _with_comment(data: bytes, text: str) -> bytes:

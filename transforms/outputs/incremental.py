@@ -9,15 +9,39 @@ one only once it is verified::
     PCollection[LabeledImage] (this night's images, labelled and split)
       | key by file  ──┐
     previous images.jsonl ── key by file ──> CoGroupByKey ──> decide, per file:
-      ├─> convert: PCollection[LabeledImage]   new, changed, relabelled, moved, no sums
-      └─> reuse:   PCollection[(relpath, ReuseEntry)]   small: no image bytes
+      ├─> convert:  PCollection[LabeledImage]   new, changed, relabelled, moved, no sums
+      ├─> reuse:    (record_sha256, relpath, split) of each file to reuse, packed by the
+      │             20,000 into one bytes value: the side input of the copy and the account
+      ├─> rows:     each file to reuse as a plain tuple (reuse_row: this night's listing, the
+      │             previous entry's digests, sums, measures), packed by the 256
+      └─> previous: PCollection[(relpath, index entry)]   the previous entries of the files
+                    not reused (removed, changed, moved): the diff's (image_index), which
+                    therefore reads images.jsonl no second time
     previous shards (one element per shard file)
-      | read each shard front to back, keep the records whose image/filename is to be reused
-        (side input: the reuse entries, as a dict), verify each
-      ├─> PCollection[ConvertedExample]   the previous record's bytes, unchanged
+      | read each shard front to back, keep the records to reuse (found by their SHA-256),
+        verify each
+      ├─> staged:  PCollection[(split, keys file path)]   per shard and split, in the writer's
+      │            staging folder: the records' frame offsets, frame numbers and shuffle keys
+      │            in the previous shard itself, which the writer copies them from once, into
+      │            the new shards (a .gz shard: its verified records written into one
+      │            staging file, in bulk: there is no cheap seek into gzip)
       └─> PCollection[ShardCheck]         per shard: the files copied, the records rejected
-    once: the reuse entries no verified record was copied for (rejected, or not found)
-      -> PCollection[LabeledImage], converted again with the night's new and changed images
+    once: the files to reuse no verified record was copied for (rejected, or not found)
+      -> PCollection[str], a few relpaths; and the night's counts
+    rows, less those files (side input)
+      ├─> batches: PCollection[List[ConvertedExample]]   up to EXAMPLES_PER_BATCH per list,
+      │            without record bytes: to ExampleBatches, the analysis steps, the index
+      └─> those files' LabeledImages, converted again with the night's new and changed images
+          (and their previous entries to ``previous``: the diff counts them unchanged)
+
+No step sees a reused record, or its example, on its own: the copy step is the one per-record
+loop, and what the others pass on is one value per 256 files (or 20,000, or one keys file per
+shard and split). The side inputs hold packed bytes, not an object per file: Beam's state
+cache measures every object of a side input it holds (``objsize``), which cost more than the
+copy itself per reused image (docs/benchmarks.md, "Reused records in bulk"). Deleting the
+writer's staging folder deletes the keys files, never the shards they name; a previous shard
+found changed (size, time) when the writer reads it fails the night
+(``transforms.outputs.write.StagingFileChanged``) rather than copy records not verified.
 
 The rule for "unchanged", checked per file: the same relative path, the same ``version`` (the
 size in bytes and the modification time that the listing reports: ``os.stat`` locally, the
@@ -35,8 +59,10 @@ masked CRC-32C of the length field and of the data, as TFRecord defines them;
 ``imagerecords.framing``), and the SHA-256 of its bytes against the ``record_sha256`` the
 previous night's ``images.jsonl`` recorded for the file. The checksums catch a flipped byte in
 the shard; the digest catches a record whose frame was written afresh around other bytes (a
-repaired or re-framed shard, another data set's record under the same file name). A record that
-fails either is never copied: its image is converted again from its source, the record is named
+repaired or re-framed shard, another data set's record under the same file name). A record
+whose checksums hold and whose SHA-256 is some file's ``record_sha256`` is that file's record,
+byte for byte (its ``image/filename`` included), so only the records not found so (not reused,
+or damaged) are parsed, to name their file. A record that fails either check is never copied: its image is converted again from its source, the record is named
 in the manifest's ``incremental.rejected`` and in a log line, and counted
 (``previous_records_rejected``, ``images_reconverted``). A length field that fails its checksum,
 or a shard cut short, leaves the rest of that shard unlocatable: every image whose record is
@@ -72,8 +98,8 @@ from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, Frame, FramingErro
 from imagerecords.manifest_schema import RejectedRecord  # a previous record not copied, and why
 from imagerecords.records import example_filename
 
-from transforms.batches import EXAMPLES_PER_BATCH
-from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage
+from transforms.batches import EXAMPLES_PER_BATCH, BatchPerKeyFn, encode_entries, entries_in
+from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage, SourceFile
 from transforms.files import reads
 from transforms.files.folders import escape_pattern
 from transforms.files.reads import file_sha256
@@ -89,7 +115,12 @@ from transforms.outputs.write import (KEYS_SUFFIX, STAGING_RECORDS_WRITTEN, Stag
 _LOG = logging.getLogger(__name__)
 
 REUSE_TAG = 'reuse'
-"""The tag of the decision's output of (relpath, ReuseEntry)."""
+"""The tag of the decision's output of (record_sha256, relpath, split) of each file to reuse."""
+ROWS_TAG = 'rows'
+"""The tag of the decision's output of each file to reuse as a row (:func:`reuse_row`)."""
+AGAIN_TAG = 'again'
+"""The tag of the output of the LabeledImage of each file to reuse whose record was not
+copied: converted again."""
 PREVIOUS_TAG = 'previous'
 """The tag of the outputs of (relpath, previous index entry) of the files whose record is not
 reused: what the diff compares this night's converted examples with."""
@@ -109,29 +140,74 @@ NO_INTACT_RECORD = 'no intact record in the previous run\'s shards'
 _BATCH_BYTES = 64 << 20  # records read per attempt from an uncompressed shard
 
 
-class ReuseEntry(NamedTuple):
-  """An unchanged file, to be reused: this night's ``image`` (converted again if its previous
-  record fails verification) and what the previous index holds for it.
+def reuse_row(image: LabeledImage, before: dict) -> tuple:
+  """An unchanged file, to be reused, as one plain tuple of Python primitives (which Beam's
+  coder encodes without pickling, unlike a NamedTuple): this night's ``image``'s fields (its
+  ``mask`` as a plain tuple; the image is converted again if its previous record fails
+  verification), then what the previous index entry ``before`` holds for it: the source's
+  hex SHA-256, the raw 32-byte ``record_sha256`` (which the copied record's bytes must match),
+  the pixel sums ((sums, sums of squares, pixels) or None), the ImageMeasures fields
+  (``ConvertedExample.measures``) or None, and a segmentation record's mask class ids or
+  None. :func:`row_image` and :func:`row_example` read it."""
+  sums = before.get('pixel_sums')
+  return (image.path, image.relpath, image.label, image.split, image.source_sha256,
+          None if image.mask is None else tuple(image.mask), image.version,
+          before['sha256'], bytes.fromhex(before['record_sha256']),
+          None if sums is None else (tuple(sums[0]), tuple(sums[1]), sums[2]),
+          _measures(before), _mask_classes(before))
 
-  record_sha256: the raw 32-byte SHA-256 of the previous record (``images.jsonl``'s
-    ``record_sha256``), which the copied record's bytes must match.
-  measures: the ImageMeasures fields (``ConvertedExample.measures``), or None.
-  mask_classes: a segmentation record's mask class ids (``ConvertedExample.mask_classes``).
-  """
-  image: LabeledImage
-  source_sha256: str
-  record_sha256: bytes
-  pixel_sums: Optional[PixelSums]
-  measures: Optional[tuple] = None
-  mask_classes: Optional[Tuple[int, ...]] = None
+
+def row_image(row: tuple) -> LabeledImage:
+  """The LabeledImage of a :func:`reuse_row` (to convert it again)."""
+  mask = row[5]
+  return LabeledImage(*row[:5], None if mask is None else SourceFile(*mask), row[6])
+
+
+def row_example(row: tuple) -> ConvertedExample:
+  """The ConvertedExample of a :func:`reuse_row` without its record bytes (``serialized`` is
+  b''): the previous night's record's, as the previous index holds them."""
+  sums = row[9]
+  return ConvertedExample(row[3], row[2], row[1], b'', row[8], row[7],
+                          None if sums is None else PixelSums(*sums), row[6], row[10], row[11])
+
+
+def _previous_entry(relpath: str, label: Optional[str], split: str, sha256: str) -> dict:
+  """What the diff reads of a reused file's previous index entry; the reuse rule made its
+  label, split and source digest this night's."""
+  return {'file': relpath, 'label': label, 'sha256': sha256, 'split': split}
+
+
+def _unkeyed(entry) -> tuple:
+  """BatchPerKeyFn's entries of one element: the element itself, under one key."""
+  return ((None, entry),)
+
+
+class _ReuseIndex:
+  """The files to reuse, looked up by record digest and by path (built once per worker from
+  the side input of packed (record_sha256, relpath, split) entries: a few objects per 20,000
+  files, so that Beam's state cache, which measures every object of a side input it holds,
+  and its coder do not pay per file). Memory: two dicts, about 250 bytes per file."""
+
+  def __init__(self, chunks: Iterable[bytes]):
+    self.by_digest: Dict[bytes, str] = {}
+    self.files: Dict[str, Tuple[bytes, str]] = {}  # relpath -> (record_sha256, split)
+    for digest, relpath, split in entries_in(chunks):
+      self.by_digest[digest] = relpath
+      self.files[relpath] = (digest, split)
 
 
 class ShardCheck(NamedTuple):
   """What the copy of one previous shard found: ``copied``, the files whose record was verified
-  and copied (file order); ``rejected``, the RejectedRecords of the shard."""
+  and copied (file order), as one encoded list (``transforms.batches.encode_entries``: one
+  object per shard in the side input that reads it, not one per file); ``rejected``, the
+  RejectedRecords of the shard."""
   shard: str
-  copied: Tuple[str, ...]
+  copied: bytes
   rejected: Tuple[RejectedRecord, ...]
+
+  def copied_files(self) -> List[str]:
+    """The files of ``copied``."""
+    return list(entries_in([self.copied]))
 
 
 class NightCounts(NamedTuple):
@@ -166,11 +242,6 @@ class NightCounts(NamedTuple):
             'of them (a record held twice); rerun with --full_rebuild')
 
 
-def _sums(entry: dict) -> Optional[PixelSums]:
-  sums = entry.get('pixel_sums')
-  return None if sums is None else PixelSums(tuple(sums[0]), tuple(sums[1]), sums[2])
-
-
 def _measures(entry: dict) -> Optional[tuple]:
   measures = entry.get('measures')
   return None if measures is None else tuple(ImageMeasures.from_index(measures))
@@ -182,10 +253,11 @@ def _mask_classes(entry: dict) -> Optional[Tuple[int, ...]]:
 
 
 class _DecideFn(beam.DoFn):
-  """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert, or
-  (relpath, ReuseEntry) on the ``reuse`` output; and the file's previous entries, unless it is
-  to be reused, as (relpath, index entry) on the ``previous`` output (for the diff: the file
-  was removed since, or is converted again)."""
+  """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert; or,
+  for a file to reuse, (record_sha256, relpath, split) on the ``reuse`` output and its
+  :func:`reuse_row` on the ``rows`` output; and the file's previous entries, unless it is to
+  be reused, as (relpath, index entry) on the ``previous`` output (for the diff: the file was
+  removed since, or is converted again)."""
 
   def __init__(self, stats_split: Optional[str], measured: bool = False):
     self._stats_split = stats_split
@@ -199,9 +271,9 @@ class _DecideFn(beam.DoFn):
       before = next(iter(grouped['before']), None)
       if before is not None and self._unchanged(image, before):
         reused = True
-        yield beam.pvalue.TaggedOutput(REUSE_TAG, (relpath, ReuseEntry(
-            image, before['sha256'], bytes.fromhex(before['record_sha256']), _sums(before),
-            _measures(before), _mask_classes(before))))
+        row = reuse_row(image, before)
+        yield beam.pvalue.TaggedOutput(REUSE_TAG, (row[8], relpath, image.split))
+        yield beam.pvalue.TaggedOutput(ROWS_TAG, row)
       else:
         yield image
     if not reused:  # a reused file is unchanged, and counted so in bulk (DiffAgainstPrevious)
@@ -284,39 +356,38 @@ def shard_frames(path: str) -> Iterator[Frame]:
       raise problem
 
 
-def _verify(frame: Frame, reuse: Dict[str, ReuseEntry], by_digest: Dict[bytes, str]
-            ) -> Tuple[Optional[str], Optional[ReuseEntry], Optional[str]]:
-  """One previous record's verdict: (the file it names, None if it names none; that file's
-  ReuseEntry, None if the night does not reuse it; why the record may not be copied, None if
-  it may, or if it is not to be copied anyway).
+def _verify(frame: Frame, index: _ReuseIndex
+            ) -> Tuple[Optional[str], Optional[bytes], Optional[str]]:
+  """One previous record's verdict: (the file it names, None if it names none; the
+  ``record_sha256`` the previous index holds for that file if the night reuses it, else None;
+  why the record may not be copied, None if it may, or if it is not to be copied anyway).
 
-  ``by_digest`` maps each ReuseEntry's ``record_sha256`` to its file. A record whose frame
-  checksums hold and whose SHA-256 is a file's ``record_sha256`` is that file's record as the
-  previous night wrote it (its bytes, ``image/filename`` included, are those the digest was
-  taken of): the same verdict as reading its ``image/filename`` and comparing the digests,
-  without parsing the record. Only the others (records of files not reused, damaged ones) are
-  parsed, to name their file.
+  A record whose frame checksums hold and whose SHA-256 is a file's ``record_sha256`` is that
+  file's record as the previous night wrote it (its bytes, ``image/filename`` included, are
+  those the digest was taken of): the same verdict as reading its ``image/filename`` and
+  comparing the digests, without parsing the record. Only the others (records of files not
+  reused, damaged ones) are parsed, to name their file.
   """
   intact = data_checksum_ok(frame)
   digest = None
   if intact:
     digest = hashlib.sha256(memoryview(frame.body)[:-FOOTER_BYTES]).digest()
-    relpath = by_digest.get(digest)
+    relpath = index.by_digest.get(digest)
     if relpath is not None:
-      return relpath, reuse[relpath], None
+      return relpath, digest, None
   try:
     relpath = example_filename(frame.data)
   except ValueError as error:  # no file to name: damaged, or not this job's record
     return None, None, ('corrupt: the data fails its checksum' if not intact
                         else f'not a record of this job: {error}')
-  entry = reuse.get(relpath)
+  expected = index.files.get(relpath, (None,))[0]
   if not intact:  # the name read from a damaged record may be wrong: a clue, no more
-    return relpath, entry, f'corrupt: the data fails its checksum (it names {relpath})'
-  if entry is None:  # removed, changed or moved since: converted again, or gone
+    return relpath, expected, f'corrupt: the data fails its checksum (it names {relpath})'
+  if expected is None:  # removed, changed or moved since: converted again, or gone
     return relpath, None, None
-  return relpath, entry, (
+  return relpath, expected, (
       f'the record differs from the one images.jsonl recorded (SHA-256 {digest.hex()[:16]}'
-      f'..., not {entry.record_sha256.hex()[:16]}...)')
+      f'..., not {expected.hex()[:16]}...)')
 
 
 class _SplitStaging:
@@ -383,14 +454,13 @@ class _SplitStaging:
 
 
 class _CopyRecordsFn(beam.DoFn):
-  """A previous shard's path -> lists of ConvertedExample without record bytes
-  (``serialized=b''``), up to ``EXAMPLES_PER_BATCH`` each, of its records to reuse that pass
-  verification (module docstring); (split, keys file path) on the ``staged`` output for each
-  split they are of (:class:`_SplitStaging`: the records themselves reach the final shards
-  through the writer, which copies them once); and one ShardCheck on the ``checks`` output.
+  """A previous shard's path -> (split, keys file path) on the ``staged`` output for each split
+  its verified records to reuse (module docstring) are of (:class:`_SplitStaging`: the records
+  reach the final shards through the writer, which copies them once), and one ShardCheck on
+  the ``checks`` output. No record is its own element.
 
-  No step sees a reused record on its own: the examples travel in lists, the records as one
-  keys file per shard and split.
+  Side input ``index``: the packed (record_sha256, relpath, split) entries of every file to
+  reuse (:class:`_ReuseIndex`).
 
   Args:
     staging_dir: the writer's staging folder (``<output_dir>/.staging-write``); the keys files
@@ -409,18 +479,12 @@ class _CopyRecordsFn(beam.DoFn):
     self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
                                                   'previous_records_rejected')
     self._seen = None
-    self._by_digest: Dict[bytes, str] = {}
+    self._index = None
 
-  def _digests(self, reuse: Dict[str, ReuseEntry]) -> Dict[bytes, str]:
-    """record_sha256 -> file, of ``reuse``; built once per side input."""
-    if reuse is not self._seen:
-      self._seen = reuse
-      self._by_digest = {entry.record_sha256: relpath for relpath, entry in reuse.items()}
-    return self._by_digest
-
-  def process(self, shard: str, reuse: Dict[str, ReuseEntry]) -> Iterable:
-    by_digest = self._digests(reuse)
-    copied, rejected, batch = [], [], []
+  def process(self, shard: str, index: List[bytes]) -> Iterable:
+    if index is not self._seen:  # one lookup per side input, not one per shard
+      self._seen, self._index = index, _ReuseIndex(index)
+    copied, rejected = [], []
     staging: Dict[str, _SplitStaging] = {}
     record_bytes = 0
 
@@ -440,25 +504,17 @@ class _CopyRecordsFn(beam.DoFn):
         # before the read: a shard rewritten while it is read fails the writer's check)
         version = None if shard.endswith(contract.GZIP_SUFFIX) else file_version(shard)
         for number, frame in enumerate(shard_frames(shard), 1):
-          relpath, entry, problem = _verify(frame, reuse, by_digest)
+          relpath, expected, problem = _verify(frame, self._index)
           if problem is not None:
-            reject(relpath if entry else None, number - 1, frame.offset, problem)
-          elif entry is not None:
-            image = entry.image
-            if image.split not in staging:
-              staging[image.split] = _SplitStaging(
-                  shard, FileSystems.join(self._staging_dir, image.split), version, self._claim)
-            staging[image.split].add(frame, number - 1,
-                                     shuffle_key(relpath, self._shuffle_seed))
+            reject(relpath if expected else None, number - 1, frame.offset, problem)
+          elif expected is not None:
+            split = self._index.files[relpath][1]
+            if split not in staging:
+              staging[split] = _SplitStaging(
+                  shard, FileSystems.join(self._staging_dir, split), version, self._claim)
+            staging[split].add(frame, number - 1, shuffle_key(relpath, self._shuffle_seed))
             copied.append(relpath)
             record_bytes += len(frame.body) - FOOTER_BYTES
-            batch.append(ConvertedExample(
-                image.split, image.label, relpath, b'', entry.record_sha256,
-                entry.source_sha256, entry.pixel_sums, image.version, entry.measures,
-                entry.mask_classes))
-            if len(batch) == EXAMPLES_PER_BATCH:
-              yield batch
-              batch = []
       except FramingError as error:  # the rest of the shard cannot be located
         reject(None, number, error.offset, f'{error.reason}; the images of this record and '
                'those after it are converted again')
@@ -470,49 +526,73 @@ class _CopyRecordsFn(beam.DoFn):
       if not read:  # an error on its way to the runner, which retries the shard afresh
         for split_staging in staging.values():
           split_staging.close()
-    if batch:
-      yield batch
     for split in sorted(staging):
       yield beam.pvalue.TaggedOutput(STAGED_TAG, (split, staging[split].finish()))
     self._reused.inc(len(copied))
     self._bytes.inc(record_bytes)
-    yield beam.pvalue.TaggedOutput(CHECKS_TAG, ShardCheck(shard, tuple(copied), tuple(rejected)))
+    yield beam.pvalue.TaggedOutput(CHECKS_TAG, ShardCheck(shard, encode_entries(copied),
+                                                          tuple(rejected)))
 
 
 class _AccountFn(beam.DoFn):
-  """None -> the LabeledImage of every file to reuse that no shard copied a verified record of
-  (converted again), the file's previous entry on the ``previous`` output (what the diff
-  compares its conversion with: the fields it reads, as the previous index holds them, which
-  the reuse rule made equal to this night's), and the night's NightCounts (less
-  ``converted``) on the ``counts`` output.
+  """None -> the relpath of every file to reuse that no shard copied a verified record of (to
+  be converted again), and the night's NightCounts (less ``converted``) on the ``counts``
+  output.
 
-  Side inputs: ``reuse`` (relpath -> ReuseEntry, every file to reuse), ``checks`` (every
-  ShardCheck). One element: a set of the copied files' paths in memory (about 100 bytes per
-  reused image, beside the ``reuse`` dict the copy holds too).
+  Side inputs: ``index`` (the packed entries of every file to reuse, :class:`_ReuseIndex`),
+  ``checks`` (every ShardCheck). One element: the index and a count of the copied files'
+  paths in memory (about 350 bytes per reused image).
   """
 
   def __init__(self):
     self._reconverted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'images_reconverted')
 
-  def process(self, unused_element, reuse: Dict[str, ReuseEntry], checks: List[ShardCheck]):
-    copies = collections.Counter(file for check in checks for file in check.copied)
+  def process(self, unused_element, index: List[bytes], checks: List[ShardCheck]):
+    files = _ReuseIndex(index).files
+    copies = collections.Counter(file for check in checks for file in check.copied_files())
     named = {record.file for check in checks for record in check.rejected}
     rejected = [record for check in sorted(checks, key=lambda check: check.shard)
                 for record in check.rejected]
-    missing = sorted(set(reuse) - copies.keys())
+    missing = sorted(files.keys() - copies.keys())
     for relpath in missing:
       self._reconverted.inc()
       if relpath not in named:  # its record was lost with a shard's unlocatable rest, or absent
         rejected.append(RejectedRecord(relpath, None, None, None, NO_INTACT_RECORD))
         _LOG.warning('%s: %s; it is converted again', relpath, NO_INTACT_RECORD)
-      entry = reuse[relpath]
-      yield entry.image
-      yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (relpath, {
-          'file': relpath, 'label': entry.image.label, 'sha256': entry.source_sha256,
-          'split': entry.image.split}))
+      yield relpath
     yield beam.pvalue.TaggedOutput(_COUNTS_TAG, NightCounts(
-        reused=sum(copies.values()), converted=0, to_reuse=len(reuse),
+        reused=sum(copies.values()), converted=0, to_reuse=len(files),
         reconverted=len(missing), rejected=tuple(rejected[:MAX_REJECTED_LISTED])))
+
+
+class _KeepCopiedFn(beam.DoFn):
+  """A list of rows of files to reuse (:func:`reuse_row`, as ``encode_entries`` bytes) -> the
+  List[ConvertedExample] without record bytes of those whose record was copied (nothing for a
+  list left empty); the LabeledImage of each other one on the ``again`` output (converted
+  again) and its previous entry on the ``previous`` output (the diff counts it unchanged).
+
+  Side input ``missing``: the relpaths of the files no verified record was copied for (few:
+  the rejected ones).
+  """
+
+  def __init__(self):
+    self._seen = None
+    self._missing = frozenset()
+
+  def process(self, rows: bytes, missing: List[str]) -> Iterable:
+    if missing is not self._seen:  # one set per side input, not one per list
+      self._seen, self._missing = missing, frozenset(missing)
+    examples = []
+    for row in entries_in([rows]):
+      if row[1] in self._missing:
+        image = row_image(row)
+        yield beam.pvalue.TaggedOutput(AGAIN_TAG, image)
+        yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (image.relpath, _previous_entry(
+            image.relpath, image.label, image.split, row[7])))
+      else:
+        examples.append(row_example(row))
+    if examples:
+      yield examples
 
 
 class ReusePreviousRecords(beam.PTransform):
@@ -522,7 +602,8 @@ class ReusePreviousRecords(beam.PTransform):
     previous record failed verification;
   - ``batches``: List[ConvertedExample] without record bytes (``serialized=b''``), up to
     ``EXAMPLES_PER_BATCH`` per list, of the records reused (copied from the previous run,
-    verified): what the per-image analysis steps read (``transforms.batches.ExampleBatches``);
+    verified; their fields as the previous index holds them): what the per-image analysis
+    steps read (``transforms.batches.ExampleBatches``);
   - ``staged``: (split, keys file path) of the same records, for the writer (``WriteSplits``'s
     ``staged``): one per previous shard and split;
   - ``previous``: (relpath, previous index entry) of every file of the previous index whose
@@ -564,29 +645,43 @@ class ReusePreviousRecords(beam.PTransform):
         {'now': now, 'before': before}
         | 'pair with the previous night' >> beam.CoGroupByKey()
         | 'unchanged?' >> beam.ParDo(_DecideFn(self._stats_split, self._measured)).with_outputs(
-            REUSE_TAG, PREVIOUS_TAG, main='convert'))
-    reuse = beam.pvalue.AsDict(decided[REUSE_TAG])
+            REUSE_TAG, ROWS_TAG, PREVIOUS_TAG, main='convert'))
+    # the files to reuse, (record_sha256, relpath, split) packed by the 20,000 into one bytes
+    # value: the side input of the copy and of the account
+    index = beam.pvalue.AsList(
+        decided[REUSE_TAG]
+        | 'pack the files to reuse' >> beam.ParDo(BatchPerKeyFn(_unkeyed))
+        | 'their packs' >> beam.Values())
     copied = (
         p
         | 'previous shards' >> beam.Create(self._previous_shards)
         | 'spread the shards' >> beam.Reshuffle()
         | 'copy verified records' >> beam.ParDo(
-            _CopyRecordsFn(self._staging_dir, self._shuffle_seed, self._claim), reuse=reuse
-        ).with_outputs(CHECKS_TAG, STAGED_TAG, main='batches'))
+            _CopyRecordsFn(self._staging_dir, self._shuffle_seed, self._claim), index=index
+        ).with_outputs(CHECKS_TAG, STAGED_TAG))
     accounted = (
         p
         | 'once' >> beam.Create([None])
         | 'records not copied' >> beam.ParDo(
-            _AccountFn(), reuse=reuse, checks=beam.pvalue.AsList(copied[CHECKS_TAG])
-        ).with_outputs(_COUNTS_TAG, PREVIOUS_TAG, main='again'))
-    convert = ((decided.convert, accounted.again)
+            _AccountFn(), index=index, checks=beam.pvalue.AsList(copied[CHECKS_TAG])
+        ).with_outputs(_COUNTS_TAG, main='missing'))
+    # the reused files' examples, in lists, less those whose record was not copied
+    kept = (
+        decided[ROWS_TAG]
+        | 'lists of the files to reuse' >> beam.ParDo(
+            BatchPerKeyFn(_unkeyed, max_held=EXAMPLES_PER_BATCH))
+        | 'the lists' >> beam.Values()
+        | 'keep the copied' >> beam.ParDo(
+            _KeepCopiedFn(), missing=beam.pvalue.AsList(accounted.missing)).with_outputs(
+                AGAIN_TAG, PREVIOUS_TAG, main='batches'))
+    convert = ((decided.convert, kept[AGAIN_TAG])
                | 'new, changed and not verified' >> beam.Flatten())
     converted = convert | 'count converted' >> beam.combiners.Count.Globally()
     counts = accounted[_COUNTS_TAG] | 'counts' >> beam.Map(
         lambda counts, n: counts._replace(converted=n), beam.pvalue.AsSingleton(converted))
-    previous = ((decided[PREVIOUS_TAG], accounted[PREVIOUS_TAG])
+    previous = ((decided[PREVIOUS_TAG], kept[PREVIOUS_TAG])
                 | 'previous entries not reused' >> beam.Flatten())
-    return {'convert': convert, 'batches': copied.batches, 'staged': copied[STAGED_TAG],
+    return {'convert': convert, 'batches': kept.batches, 'staged': copied[STAGED_TAG],
             'previous': previous, 'counts': counts}
 
 
@@ -611,10 +706,8 @@ class _DropFromListsFn(beam.DoFn):
     self._dropped_count.inc(len(batch) - len(kept))
     for example in batch:
       if example.relpath in self._set:
-        # a reused record's label, split and source digest are its previous entry's
-        yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (example.relpath, {
-            'file': example.relpath, 'label': example.label, 'sha256': example.source_sha256,
-            'split': example.split}))
+        yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (example.relpath, _previous_entry(
+            example.relpath, example.label, example.split, example.source_sha256)))
     if kept:
       yield kept
 

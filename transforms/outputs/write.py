@@ -15,7 +15,12 @@ GroupByKey; only small references do::
       |                                      order, no GroupByKey over the records
       |                                      and beside it <file>.keys: its frame offsets
       |                                      and keys (24 bytes per record) -> its path
-      | <split>: all staging files           one list of paths (a few per worker)
+      |   + staged: (split, keys file path)  records framed elsewhere: a night's reused
+      |                                      records, listed per previous shard in a keys file
+      |                                      that names the shard (transforms.outputs.
+      |                                      incremental): never written into a staging file
+      | <split>: all staging files           one list of keys files' paths (a few per worker,
+      |                                      one per previous shard)
       | <split>: deal into N shards          read every .keys file, order every record on its
       |                                      key, cut N stretches
       |                                      -> (shard index, [ShardRange, ...]) per shard
@@ -33,7 +38,8 @@ shard holds, and in what order, therefore depends only on the split's set of pat
 record bytes, the seed and ``N``: the same input, options and ``--shuffle_seed`` give
 byte-identical shard files (and DALI index files) on any runner, with any number of workers
 or bundles, and a nightly run that copies most records from the previous night's shards
-(``transforms.outputs.incremental``) writes the files a full rebuild writes. Each shard is a uniform
+(``transforms.outputs.incremental``: it hands the writer those records where they are, in
+the previous shards) writes the files a full rebuild writes. Each shard is a uniform
 random sample of its split, in random order. (Two records of a split share a key only if their
 paths are equal, which cannot happen, or by a collision of 128 bits of SHA-256; such a tie would
 be broken by staging file name and offset, which follow the runner.)
@@ -42,8 +48,10 @@ The cost of that order is in the copy's reads, not in memory: the staging files 
 arrival order, and a shard's records are read range by range, a range being consecutive
 records of one staging file (:func:`plan_shards`). ``ShuffleOrder`` hands the records over
 in key-sorted runs (one per shuffle bucket, over a narrow stretch of keys), and a night's reused
-records come from the previous shards in key order too, so a shard reads a few long ranges,
-sequentially (about ``buckets / N + 2`` per shard and source). Records that reach the writer in
+records are read from the previous shards, which hold them in key order, so a shard reads a few
+long ranges, sequentially (about ``buckets / N + 2`` per shard and source; a previous shard's
+range also ends where a record it holds is not reused: records of consecutive frame numbers
+only make one range, :class:`StagingFile`). Records that reach the writer in
 no particular order (a step that regroups them before it) cost one range, i.e. one seek, per
 record: cheap on local disk, but one ranged request per record on gs:// and s3://. Memory: the
 plan holds 24 bytes per record of the split and about 60 while it sorts
