@@ -34,14 +34,15 @@ one only once it is verified::
       └─> those files' LabeledImages, converted again with the night's new and changed images
           (and their previous entries to ``previous``: the diff counts them unchanged)
 
-No step sees a reused record, or its example, on its own: the copy step is the one per-record
-loop, and what the others pass on is one value per 256 files (or 20,000, or one keys file per
-shard and split). The side inputs hold packed bytes, not an object per file: Beam's state
-cache measures every object of a side input it holds (``objsize``), which cost more than the
-copy itself per reused image (docs/benchmarks.md, "Reused records in bulk"). Deleting the
-writer's staging folder deletes the keys files, never the shards they name; a previous shard
-found changed (size, time) when the writer reads it fails the night
-(``transforms.outputs.write.StagingFileChanged``) rather than copy records not verified.
+After the decision (one element per file, as the listing is), no step sees a reused record,
+or its example, on its own: the copy step is the one per-record loop, and what the others pass
+on is one value per 256 files (or 20,000, or one keys file per shard and split). The side
+inputs hold packed bytes, not an object per file: Beam's state cache measures every object of
+a side input it holds (``objsize``), which cost more than the copy itself per reused image
+(docs/benchmarks.md, "Reused records in bulk"). Deleting the writer's staging folder deletes
+the keys files, never the shards they name; a previous shard found changed (size, time) when
+the writer reads it fails the night (``transforms.outputs.write.StagingFileChanged``) rather
+than copy records not verified.
 
 The rule for "unchanged", checked per file: the same relative path, the same ``version`` (the
 size in bytes and the modification time that the listing reports: ``os.stat`` locally, the
@@ -62,9 +63,10 @@ the shard; the digest catches a record whose frame was written afresh around oth
 repaired or re-framed shard, another data set's record under the same file name). A record
 whose checksums hold and whose SHA-256 is some file's ``record_sha256`` is that file's record,
 byte for byte (its ``image/filename`` included), so only the records not found so (not reused,
-or damaged) are parsed, to name their file. A record that fails either check is never copied: its image is converted again from its source, the record is named
-in the manifest's ``incremental.rejected`` and in a log line, and counted
-(``previous_records_rejected``, ``images_reconverted``). A length field that fails its checksum,
+or damaged) are parsed, to name their file. A record that fails either check is never
+copied: its image is converted again from its source, the record is named in the manifest's
+``incremental.rejected`` and in a log line, and counted (``previous_records_rejected``,
+``images_reconverted``). A length field that fails its checksum,
 or a shard cut short, leaves the rest of that shard unlocatable: every image whose record is
 not found verified in some shard is converted again (``no intact record``). The SHA-256 is the
 one the split's fingerprint needs anyway (``ConvertedExample.record_sha256``), so the check
@@ -91,6 +93,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadFromText
+from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
 from imagerecords import manifest_schema
 from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, Frame, FramingError,
@@ -98,7 +101,7 @@ from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, Frame, FramingErro
 from imagerecords.manifest_schema import RejectedRecord  # a previous record not copied, and why
 from imagerecords.records import example_filename
 
-from transforms.batches import EXAMPLES_PER_BATCH, BatchPerKeyFn, encode_entries, entries_in
+from transforms.batches import EXAMPLES_PER_BATCH, encode_entries, entries_in
 from transforms.elements import METRICS_NAMESPACE, ConvertedExample, LabeledImage, SourceFile
 from transforms.files import reads
 from transforms.files.folders import escape_pattern
@@ -139,6 +142,9 @@ NO_INTACT_RECORD = 'no intact record in the previous run\'s shards'
 
 _BATCH_BYTES = 64 << 20  # records read per attempt from an uncompressed shard
 
+INDEX_PACK = 20_000
+"""Files to reuse per packed value of the copy's side input (about 1.3 MB)."""
+
 
 def reuse_row(image: LabeledImage, before: dict) -> tuple:
   """An unchanged file, to be reused, as one plain tuple of Python primitives (which Beam's
@@ -175,11 +181,6 @@ def _previous_entry(relpath: str, label: Optional[str], split: str, sha256: str)
   """What the diff reads of a reused file's previous index entry; the reuse rule made its
   label, split and source digest this night's."""
   return {'file': relpath, 'label': label, 'sha256': sha256, 'split': split}
-
-
-def _unkeyed(entry) -> tuple:
-  """BatchPerKeyFn's entries of one element: the element itself, under one key."""
-  return ((None, entry),)
 
 
 class _ReuseIndex:
@@ -253,16 +254,22 @@ def _mask_classes(entry: dict) -> Optional[Tuple[int, ...]]:
 
 
 class _DecideFn(beam.DoFn):
-  """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert; or,
-  for a file to reuse, (record_sha256, relpath, split) on the ``reuse`` output and its
-  :func:`reuse_row` on the ``rows`` output; and the file's previous entries, unless it is to
-  be reused, as (relpath, index entry) on the ``previous`` output (for the diff: the file was
-  removed since, or is converted again)."""
+  """(relpath, {'now': [LabeledImage], 'before': [index entry]}) -> LabeledImage to convert;
+  the file's previous entries, unless it is to be reused, as (relpath, index entry) on the
+  ``previous`` output (for the diff: the file was removed since, or is converted again); and
+  the files to reuse, packed (``transforms.batches.encode_entries``): their (record_sha256,
+  relpath, split) by the ``INDEX_PACK`` on the ``reuse`` output, their :func:`reuse_row` s by
+  the ``EXAMPLES_PER_BATCH`` on the ``rows`` output (fewer at a bundle's end), so that no step
+  after this one takes a reused file as an element of its own."""
 
   def __init__(self, stats_split: Optional[str], measured: bool = False):
     self._stats_split = stats_split
     self._measured = measured
     self._hashed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'incremental_files_hashed')
+
+  def start_bundle(self):
+    self._index: List[tuple] = []
+    self._rows: List[tuple] = []
 
   def process(self, element) -> Iterable:
     relpath, grouped = element
@@ -272,13 +279,25 @@ class _DecideFn(beam.DoFn):
       if before is not None and self._unchanged(image, before):
         reused = True
         row = reuse_row(image, before)
-        yield beam.pvalue.TaggedOutput(REUSE_TAG, (row[8], relpath, image.split))
-        yield beam.pvalue.TaggedOutput(ROWS_TAG, row)
+        self._index.append((row[8], relpath, image.split))
+        self._rows.append(row)
+        if len(self._rows) == EXAMPLES_PER_BATCH:
+          yield beam.pvalue.TaggedOutput(ROWS_TAG, encode_entries(self._rows))
+          self._rows = []
+        if len(self._index) == INDEX_PACK:
+          yield beam.pvalue.TaggedOutput(REUSE_TAG, encode_entries(self._index))
+          self._index = []
       else:
         yield image
     if not reused:  # a reused file is unchanged, and counted so in bulk (DiffAgainstPrevious)
       for before in grouped['before']:
         yield beam.pvalue.TaggedOutput(PREVIOUS_TAG, (relpath, before))
+
+  def finish_bundle(self):
+    for tag, packed in ((ROWS_TAG, self._rows), (REUSE_TAG, self._index)):
+      if packed:
+        yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(encode_entries(packed)))
+    self._index, self._rows = [], []
 
   def _unchanged(self, image: LabeledImage, before: dict) -> bool:
     if (image.label != before.get('label') or image.split != before.get('split')
@@ -648,10 +667,7 @@ class ReusePreviousRecords(beam.PTransform):
             REUSE_TAG, ROWS_TAG, PREVIOUS_TAG, main='convert'))
     # the files to reuse, (record_sha256, relpath, split) packed by the 20,000 into one bytes
     # value: the side input of the copy and of the account
-    index = beam.pvalue.AsList(
-        decided[REUSE_TAG]
-        | 'pack the files to reuse' >> beam.ParDo(BatchPerKeyFn(_unkeyed))
-        | 'their packs' >> beam.Values())
+    index = beam.pvalue.AsList(decided[REUSE_TAG])
     copied = (
         p
         | 'previous shards' >> beam.Create(self._previous_shards)
@@ -668,9 +684,6 @@ class ReusePreviousRecords(beam.PTransform):
     # the reused files' examples, in lists, less those whose record was not copied
     kept = (
         decided[ROWS_TAG]
-        | 'lists of the files to reuse' >> beam.ParDo(
-            BatchPerKeyFn(_unkeyed, max_held=EXAMPLES_PER_BATCH))
-        | 'the lists' >> beam.Values()
         | 'keep the copied' >> beam.ParDo(
             _KeepCopiedFn(), missing=beam.pvalue.AsList(accounted.missing)).with_outputs(
                 AGAIN_TAG, PREVIOUS_TAG, main='batches'))
