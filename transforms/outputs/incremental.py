@@ -113,7 +113,8 @@ from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
 from transforms.outputs import claim as run_claim
 from transforms.outputs.image_index import keyed_by_file
 from transforms.outputs.write import (KEYS_SUFFIX, STAGING_RECORDS_WRITTEN, StagingFile,
-                                      file_version, read_staging_keys, write_staging_keys)
+                                      create_staging_file, file_version, read_staging_keys,
+                                      write_staging_keys)
 
 _LOG = logging.getLogger(__name__)
 
@@ -441,12 +442,8 @@ class _SplitStaging:
       self._offsets.append(frame.offset)
       self._numbers.append(number)
       return
-    if self._handle is None:
-      run_claim.check(self._claim)  # ClaimLost: another run owns the output now
-      self._path = FileSystems.join(
-          self._folder, f'{_REUSED_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
-      self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
-                                        compression_type=CompressionTypes.UNCOMPRESSED)
+    if self._handle is None:  # ClaimLost: another run owns the output now
+      self._path, self._handle = create_staging_file(self._folder, _REUSED_PREFIX, self._claim)
     self._handle.write(frame.header)
     self._handle.write(frame.body)
     self._offsets.append(self._position)

@@ -456,6 +456,21 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
   return written
 
 
+def create_staging_file(folder: str, prefix: str,
+                        claim: Optional[run_claim.ClaimToken] = None):
+  """A new, empty, uncompressed TFRecord file ``<folder>/<prefix>-<random hex>.tfrecord``,
+  created once the run's ``claim`` is checked: (its path, its open binary handle, which the
+  caller closes).
+
+  Raises:
+    ClaimLost: another run owns the output now; nothing is created.
+  """
+  run_claim.check(claim)
+  path = FileSystems.join(folder, f'{prefix}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
+  return path, FileSystems.create(path, mime_type='application/octet-stream',
+                                  compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 class _WriteStagingFileFn(beam.DoFn):
   """(key, serialized record) -> one staging file's keys file path per bundle, emitted when the
   bundle ends (a bundle with no record writes no file): the records are written in the order
@@ -483,12 +498,8 @@ class _WriteStagingFileFn(beam.DoFn):
 
   def process(self, element: Tuple[bytes, bytes]):
     key, record = element
-    if self._handle is None:
-      run_claim.check(self._claim)  # ClaimLost: another run owns the output now
-      self._path = FileSystems.join(
-          self._folder, f'{_STAGING_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
-      self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
-                                        compression_type=CompressionTypes.UNCOMPRESSED)
+    if self._handle is None:  # ClaimLost: another run owns the output now
+      self._path, self._handle = create_staging_file(self._folder, _STAGING_PREFIX, self._claim)
     self._handle.write(frame_record(record))
     self._offsets.append(self._position)
     self._keys += key
