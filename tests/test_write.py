@@ -159,7 +159,8 @@ def test_a_keys_file_names_records_of_a_file_elsewhere_skipping_the_rest(tmp_pat
 
 def test_a_previous_shard_that_changed_since_it_was_verified_fails_the_copy(tmp_path):
   from transforms.outputs import write  # pylint: disable=import-outside-toplevel
-  previous = tmp_path / 'train-00000-of-00001.tfrecord'
+  previous = tmp_path / 'run [1]?' / 'train-00000-of-00001.tfrecord'  # glob characters too
+  previous.parent.mkdir()
   _photo_records(previous, 3)
   version = write.file_version(str(previous))
   _photo_records(previous, 2)  # rewritten: another size

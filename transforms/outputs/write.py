@@ -104,7 +104,7 @@ from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, FramingError, fram
 
 from transforms.elements import METRICS_NAMESPACE
 from transforms.files import reads
-from transforms.files.folders import delete_tree, is_local
+from transforms.files.folders import delete_tree, escape_pattern, is_local
 from transforms.files.textfiles import write_text
 from transforms.files.working_folders import WRITER_FOLDER
 from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
@@ -177,7 +177,7 @@ def file_version(path: str) -> str:
   Raises:
     FileNotFoundError: no such file.
   """
-  found = FileSystems.match([path])[0].metadata_list
+  found = FileSystems.match([escape_pattern(path)])[0].metadata_list
   if not found:
     raise FileNotFoundError(path)
   return f'{found[0].size_in_bytes}:{found[0].last_updated_in_seconds!r}'
