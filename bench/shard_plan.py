@@ -28,8 +28,8 @@ import tracemalloc
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from transforms.inputs.splits import shuffle_key  # pylint: disable=wrong-import-position
-from transforms.outputs.write import (StagingFile,  # pylint: disable=wrong-import-position
-                                      plan_shards)
+from transforms.outputs.staging import StagingFile  # pylint: disable=wrong-import-position
+from transforms.outputs.write import plan_shards  # pylint: disable=wrong-import-position
 
 _FRAME_BYTES = 100_000  # a typical record's frame: only the offsets depend on it
 _RUN = 256  # ShuffleOrder's images per bucket

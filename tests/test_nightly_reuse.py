@@ -231,22 +231,22 @@ def test_a_damaged_gzip_shard_ends_in_a_framing_error(nights, tmp_path):
   """--compression=gzip: a shard whose gzip stream does not inflate whole is damage (the
   images of its records not yet verified are converted again), not an error that fails the
   night."""
-  from transforms.outputs import incremental  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import previous_records  # pylint: disable=import-outside-toplevel
   _, _, rebuilt, _ = nights
   packed = bytearray(gzip.compress((rebuilt / 'train-00000-of-00002.tfrecord').read_bytes()))
   packed[len(packed) // 2] ^= 0x10
   shard = tmp_path / 'train-00000-of-00001.tfrecord.gz'
   shard.write_bytes(bytes(packed))
   with pytest.raises(framing.FramingError, match='gzip'):  # inflated bytes fail gzip's CRC-32
-    list(incremental.shard_frames(str(shard)))
+    list(previous_records.shard_frames(str(shard)))
 
 
 def test_a_vanished_previous_shard_is_reported_not_fatal(tmp_path):
-  from transforms.outputs import incremental  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import previous_records  # pylint: disable=import-outside-toplevel
   gone = str(tmp_path / 'train-00000-of-00001.tfrecord')
-  copy = incremental._CopyRecordsFn(str(tmp_path / 'staging'))  # pylint: disable=protected-access
+  copy = previous_records.CopyRecordsFn(str(tmp_path / 'staging'))
   out = list(copy.process(gone, index=[]))
-  assert len(out) == 1 and out[0].tag == incremental.CHECKS_TAG
+  assert len(out) == 1 and out[0].tag == previous_records.CHECKS_TAG
   check = out[0].value
   assert check.shard == gone and check.copied_files() == []
   assert len(check.rejected) == 1 and 'cannot read the shard' in check.rejected[0].reason
@@ -260,7 +260,7 @@ def test_a_shard_s_reused_records_leave_the_copy_as_one_keys_file(nights, tmp_pa
   from transforms import batches  # pylint: disable=import-outside-toplevel
   from transforms.elements import LabeledImage  # pylint: disable=import-outside-toplevel
   from transforms.inputs.splits import shuffle_key  # pylint: disable=import-outside-toplevel
-  from transforms.outputs import incremental, write  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import incremental, previous_records, staging as staging_files  # pylint: disable=import-outside-toplevel
   _, _, rebuilt, _ = nights
   shard = rebuilt / 'train-00000-of-00002.tfrecord'
   frames = _frames(shard)
@@ -272,15 +272,16 @@ def test_a_shard_s_reused_records_leave_the_copy_as_one_keys_file(nights, tmp_pa
       version=index[name].get('version')), index[name]) for name in names[1:]]
   packed = [batches.encode_entries([(row[8], row[1], row[3]) for row in rows])]
   staging = tmp_path / 'out' / '.staging-write'
-  copy = incremental._CopyRecordsFn  # pylint: disable=protected-access
+  copy = previous_records.CopyRecordsFn
   outputs = list(copy(str(staging), shuffle_seed=7).process(str(shard), index=packed))
-  assert [output.tag for output in outputs] == [incremental.STAGED_TAG, incremental.CHECKS_TAG]
+  assert [output.tag for output in outputs] == [previous_records.STAGED_TAG,
+                                                previous_records.CHECKS_TAG]
   (split, keys_path), check = outputs[0].value, outputs[1].value
   assert check.copied_files() == names[1:] and check.rejected == ()
   assert split == 'train'
   assert sorted(p.name for p in (staging / 'train').iterdir()) == [pathlib.Path(keys_path).name]
-  listed = write.read_staging_keys(keys_path)
-  assert listed.path == str(shard) and listed.version == write.file_version(str(shard))
+  listed = staging_files.read_staging_keys(keys_path)
+  assert listed.path == str(shard) and listed.version == staging_files.file_version(str(shard))
   assert list(listed.numbers) == list(range(1, len(frames)))
   assert list(listed.offsets) == [frame.offset for frame in frames[1:]]
   assert listed.keys == b''.join(shuffle_key(name, 7) for name in names[1:])

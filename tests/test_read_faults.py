@@ -116,13 +116,13 @@ def test_the_previous_nights_shards_are_read_again_after_a_reset(photos, tmp_pat
 def test_a_previous_shard_is_read_once_across_retries_and_a_cut_one_is_refused(
     photos, tmp_path, monkeypatch):
   from imagerecords.framing import FramingError, read_records  # pylint: disable=import-outside-toplevel
-  from transforms.outputs import incremental  # pylint: disable=import-outside-toplevel
+  from transforms.outputs import previous_records  # pylint: disable=import-outside-toplevel
   assert convert(photos, tmp_path / 'out', *FLAGS) == 0
   shard = sorted((tmp_path / 'out').glob('train-*.tfrecord'))[0]
   with open(shard, 'rb') as handle:
     expected = list(read_records(handle))
   assert len(expected) > 3
-  monkeypatch.setattr(incremental, '_BATCH_BYTES', 1)  # one record per attempt's batch
+  monkeypatch.setattr(previous_records, '_BATCH_BYTES', 1)  # one record per attempt's batch
   monkeypatch.setattr(reads, 'FIRST_DELAY_S', 0.01)
   real_open, opens = FileSystems.open, []
 
@@ -134,8 +134,8 @@ def test_a_previous_shard_is_read_once_across_retries_and_a_cut_one_is_refused(
 
   monkeypatch.setattr(FileSystems, 'open', reset_on_the_third_open)
   # each record once, in order
-  assert [frame.data for frame in incremental.shard_frames(str(shard))] == expected
+  assert [frame.data for frame in previous_records.shard_frames(str(shard))] == expected
   cut = tmp_path / 'cut.tfrecord'
   cut.write_bytes(shard.read_bytes()[:-10])
   with pytest.raises(FramingError, match='truncated'):
-    list(incremental.shard_frames(str(cut)))
+    list(previous_records.shard_frames(str(cut)))

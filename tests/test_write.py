@@ -22,7 +22,9 @@ from imagerecords.framing import frame_record, record_spans
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
 from transforms.inputs.splits import shuffle_key
 from transforms.files.working_folders import WRITER_FOLDER
-from transforms.outputs.write import ShardRange, StagingFile, copy_shard, plan_shards
+from transforms.outputs import staging as staging_files
+from transforms.outputs.staging import StagingFile
+from transforms.outputs.write import ShardRange, copy_shard, plan_shards
 
 
 def _shard_and_staging_names(out: pathlib.Path):
@@ -131,7 +133,6 @@ def test_a_keys_file_names_records_of_a_file_elsewhere_skipping_the_rest(tmp_pat
   previous shard (frames 0, 1, 3, 4 and 6 of 7), with their frame numbers; the plan reads only
   consecutive frames as one range, and the shard holds exactly those records in key order.
   Deleting the staging folder leaves the shard alone."""
-  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
   previous = tmp_path / 'previous' / 'train-00000-of-00001.tfrecord'
   previous.parent.mkdir()
   records = _photo_records(previous, 7)
@@ -143,9 +144,9 @@ def test_a_keys_file_names_records_of_a_file_elsewhere_skipping_the_rest(tmp_pat
   staging = tmp_path / 'out' / WRITER_FOLDER / 'train'
   staged = StagingFile(str(previous), array.array('q', [offsets[i] for i in kept]),
                        b''.join(keys[i] for i in kept), array.array('q', kept),
-                       write.file_version(str(previous)))
-  keys_path = write.write_staging_keys(staged, str(staging / 'reused-a.keys'))
-  assert write.read_staging_keys(keys_path) == staged
+                       staging_files.file_version(str(previous)))
+  keys_path = staging_files.write_staging_keys(staged, str(staging / 'reused-a.keys'))
+  assert staging_files.read_staging_keys(keys_path) == staged
   (plan,) = plan_shards([staged], 1)
   assert [(run.offset, run.num_records) for run in plan] == [
       (offsets[0], 2), (offsets[3], 2), (offsets[6], 1)]
@@ -158,14 +159,13 @@ def test_a_keys_file_names_records_of_a_file_elsewhere_skipping_the_rest(tmp_pat
 
 
 def test_a_previous_shard_that_changed_since_it_was_verified_fails_the_copy(tmp_path):
-  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
   previous = tmp_path / 'run [1]?' / 'train-00000-of-00001.tfrecord'  # glob characters too
   previous.parent.mkdir()
   _photo_records(previous, 3)
-  version = write.file_version(str(previous))
+  version = staging_files.file_version(str(previous))
   _photo_records(previous, 2)  # rewritten: another size
   ranges = [ShardRange(str(previous), 0, 1, version)]
-  with pytest.raises(write.StagingFileChanged, match='changed after its records were verified'):
+  with pytest.raises(staging_files.StagingFileChanged, match='changed after its records were verified'):
     copy_shard(ranges, str(tmp_path / 'shard.tfrecord'))
 
 
@@ -369,9 +369,9 @@ def test_each_write_step_is_safe_to_run_again_after_it_completed(tmp_path):
   path.write_bytes(b''.join(frame_record(record) for record in records))
   offsets = array.array('q', itertools.accumulate([0] + [len(frame_record(r)) for r in records[:-1]]))
   keys = b''.join(shuffle_key(photo.name, 0) for photo in photos)
-  keys_path = write.write_staging_keys(StagingFile(str(path), offsets, keys))
+  keys_path = staging_files.write_staging_keys(StagingFile(str(path), offsets, keys))
   assert keys_path == f'{path}.keys'
-  assert write.read_staging_keys(keys_path) == StagingFile(str(path), offsets, keys)
+  assert staging_files.read_staging_keys(keys_path) == StagingFile(str(path), offsets, keys)
   plans = list(write._deal([keys_path], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
   paths = [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
            for plan in plans]

@@ -11,7 +11,7 @@ WORKING_FOLDER_PREFIX = '.staging-'
 an entry as the job's own)."""
 
 WRITER_FOLDER = WORKING_FOLDER_PREFIX + 'write'
-"""The writer's staging files and their ``.keys`` (``transforms.outputs.write``); deleted once
+"""The writer's staging files and their ``.keys`` (``transforms.outputs.staging``); deleted once
 every shard is written."""
 
 SORTED_LINES_FOLDER = WORKING_FOLDER_PREFIX + 'sorted'

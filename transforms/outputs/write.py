@@ -18,7 +18,8 @@ GroupByKey; only small references do::
       |   + staged: (split, keys file path)  records framed elsewhere: a night's reused
       |                                      records, listed per previous shard in a keys file
       |                                      that names the shard (transforms.outputs.
-      |                                      incremental): never written into a staging file
+      |                                      previous_records): never written into a staging
+      |                                      file
       | <split>: all staging files           one list of keys files' paths (a few per worker,
       |                                      one per previous shard)
       | <split>: deal into N shards          read every .keys file, order every record on its
@@ -62,9 +63,8 @@ asked. File names follow the contract: ``<split>-SSSSS-of-NNNNN.tfrecord[.gz]``,
 per split whatever the data's size. With ``dali_index``, each shard gets an NVIDIA DALI index
 file ``<shard file name>.idx`` written while the shard is written (see :func:`copy_shard`).
 
-The offsets and keys travel through a file beside each staging file, not through the runner:
-on Flink a million records' 24 MB would be one record of its sort, beyond what its sort buffers
-take (``Cannot write record to fresh sort buffer. Record too large``).
+The offsets and keys travel through a keys file beside each staging file, not through the
+runner (``transforms.outputs.staging`` owns that format).
 
 Every step is safe to run again after it completed (Flink restarts a failed region's tasks,
 and a step whose input was kept from before runs a second time): a shard that exists under its
@@ -88,9 +88,7 @@ s3:// alike.
 import array
 import collections
 import itertools
-import json
 import os
-import uuid
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -103,12 +101,14 @@ from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, FramingError, fram
                                   read_frames)
 
 from transforms.elements import METRICS_NAMESPACE
-from transforms.files import reads
-from transforms.files.folders import delete_tree, escape_pattern, is_local
+from transforms.files.folders import delete_tree, is_local
 from transforms.files.textfiles import write_text
 from transforms.files.working_folders import WRITER_FOLDER
 from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
 from transforms.outputs import claim as run_claim
+from transforms.outputs.staging import (STAGING_RECORDS_WRITTEN, StagingFile, StagingFileChanged,
+                                        create_staging_file, file_version, read_staging_keys,
+                                        write_staging_keys)
 
 _STAGING_PREFIX = 'records'
 _SHARDS_BEING_WRITTEN = '.shards'  # WRITER_FOLDER's folder of local shards until complete (a
@@ -128,134 +128,6 @@ class ShardRange(NamedTuple):
   offset: int
   num_records: int
   version: Optional[str] = None
-
-
-KEYS_SUFFIX = '.keys'
-"""What a keys file's name ends with. A keys file lists records of one data file (a staging
-file, or a previous run's shard): its record count ``N`` (8 bytes, little-endian), the length
-of a JSON header (4 bytes, little-endian), the header (UTF-8: ``{"data": path of the data file,
-"version": "SIZE:MTIME" of the data file, "numbers": true}``, each key optional), then the
-frame offsets (``N`` x ``int64``, little-endian), the keys (``N`` x :data:`SHUFFLE_KEY_BYTES`)
-and, with ``"numbers"``, each record's frame number in the data file (``N`` x ``int64``), all
-in file order. Without ``"data"`` the data file is the keys file's path less ``.keys``."""
-
-
-class StagingFile(NamedTuple):
-  """Records of one data file, as their writer saw them: where each one's frame starts, and its
-  key.
-
-  path: the uncompressed TFRecord file that holds the records: a staging file of the writer's,
-    or a previous run's shard (a night's reused records, ``transforms.outputs.incremental``).
-  offsets: ``array('q')``, the byte offset of every record's frame, in file order. keys: the
-    records' :func:`transforms.inputs.splits.shuffle_key` s (``SHUFFLE_KEY_BYTES`` = 16 bytes
-    each) concatenated in the same order. 24 bytes per record.
-  numbers: ``array('q')`` of each record's frame number in the file (0 for its first frame),
-    ascending, where the file holds other records between them (a previous shard's records
-    that are not reused); None when the records are every frame of the file (0, 1, 2, ...).
-    Only records of consecutive numbers are read as one range.
-  version: the file's ``'SIZE:MTIME'`` (``FileSystems`` metadata) when its records were
-    verified: a file found other when a shard reads it fails the write
-    (:class:`StagingFileChanged`). None: not checked (the writer's own staging files).
-  """
-  path: str
-  offsets: array.array
-  keys: bytes
-  numbers: Optional[array.array] = None
-  version: Optional[str] = None
-
-
-class StagingFileChanged(RuntimeError):
-  """A data file that a keys file names is not the one its records were verified in: a
-  previous run's shard replaced or rewritten while the night ran."""
-
-
-def file_version(path: str) -> str:
-  """``'SIZE:MTIME'`` of the file ``path`` (bytes; seconds since the epoch, as Beam's
-  ``FileMetadata`` gives them: ``os.stat`` locally, the object's update time on gs:// and
-  s3://).
-
-  Raises:
-    FileNotFoundError: no such file.
-  """
-  found = FileSystems.match([escape_pattern(path)])[0].metadata_list
-  if not found:
-    raise FileNotFoundError(path)
-  return f'{found[0].size_in_bytes}:{found[0].last_updated_in_seconds!r}'
-
-
-def keys_path_of(data_path: str) -> str:
-  """The keys file of the writer's own staging file ``data_path``: ``<data_path>.keys``."""
-  return data_path + KEYS_SUFFIX
-
-
-def write_staging_keys(staging: StagingFile, keys_path: Optional[str] = None) -> str:
-  """Writes ``staging``'s offsets, keys (and frame numbers) to ``keys_path`` (default
-  ``<its path>.keys``; any other name is recorded in the file, with ``staging.version``):
-  :data:`KEYS_SUFFIX` gives the format. Returns the keys file's path.
-
-  Raises:
-    ValueError: ``numbers`` not of one entry per offset.
-  """
-  keys_path = keys_path or keys_path_of(staging.path)
-  header = {}
-  if keys_path != keys_path_of(staging.path):
-    header['data'] = staging.path
-  if staging.version is not None:
-    header['version'] = staging.version
-  if staging.numbers is not None:
-    if len(staging.numbers) != len(staging.offsets):
-      raise ValueError(f'{staging.path}: {len(staging.numbers)} frame numbers for '
-                       f'{len(staging.offsets)} records')
-    header['numbers'] = True
-  text = json.dumps(header, ensure_ascii=False, sort_keys=True).encode('utf-8')
-  with FileSystems.create(keys_path, mime_type='application/octet-stream',
-                          compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-    handle.write(len(staging.offsets).to_bytes(8, 'little'))
-    handle.write(len(text).to_bytes(4, 'little'))
-    handle.write(text)
-    handle.write(np.asarray(staging.offsets, dtype='<i8').tobytes())
-    handle.write(staging.keys)
-    if staging.numbers is not None:
-      handle.write(np.asarray(staging.numbers, dtype='<i8').tobytes())
-  return keys_path
-
-
-def _int64s(data: bytes, count: int, at: int) -> array.array:
-  return array.array('q', np.frombuffer(data, '<i8', count, at).astype(np.int64).tobytes())
-
-
-def read_staging_keys(keys_path: str) -> StagingFile:
-  """The StagingFile that the keys file ``keys_path`` describes (:data:`KEYS_SUFFIX`).
-
-  Raises:
-    FileNotFoundError: the file cannot be read (the staging files are gone).
-    ReadFailed: it kept failing with transient errors (``transforms.files.reads``).
-    FramingError: the file is not as long as its count and header say.
-  """
-  try:  # transient errors are retried
-    data = reads.read_bytes(keys_path, CompressionTypes.UNCOMPRESSED)
-  except reads.UnreadableFile as error:
-    raise FileNotFoundError(f'{keys_path}: {error}') from None
-  if len(data) < 12:
-    raise FramingError(f'{keys_path}: {len(data)} bytes, too short for a keys file')
-  count = int.from_bytes(data[:8], 'little')
-  size = int.from_bytes(data[8:12], 'little')
-  try:
-    header = json.loads(data[12:12 + size].decode('utf-8'))
-  except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-    raise FramingError(f'{keys_path}: not a keys file ({error})') from None
-  at = 12 + size
-  numbered = bool(header.get('numbers'))
-  expected = at + count * (8 + SHUFFLE_KEY_BYTES + (8 if numbered else 0))
-  if len(data) != expected:
-    raise FramingError(f'{keys_path}: {len(data)} bytes, not the {expected} of the {count} '
-                       'records it counts')
-  offsets = _int64s(data, count, at)
-  keys_at = at + 8 * count
-  keys = data[keys_at:keys_at + SHUFFLE_KEY_BYTES * count]
-  numbers = (_int64s(data, count, keys_at + SHUFFLE_KEY_BYTES * count) if numbered else None)
-  path = header.get('data') or keys_path[:-len(KEYS_SUFFIX)]
-  return StagingFile(path, offsets, keys, numbers, header.get('version'))
 
 
 def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[ShardRange]]:
@@ -334,10 +206,6 @@ def dali_index_path(shard_path: str) -> str:
   """The DALI index file of a shard: ``<shard path>.idx``."""
   return shard_path + contract.DALI_INDEX_SUFFIX
 
-
-STAGING_RECORDS_WRITTEN = 'staging_records_written'
-"""The counter of records written into staging files (each is then copied once more, into its
-shard); a night's reused records from uncompressed shards are not among them."""
 
 _OPEN_STAGING_FILES = 16
 """The most staging files a shard's copy keeps open at once (least recently used closed first):
@@ -454,21 +322,6 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
       if index is not None:
         index.close()
   return written
-
-
-def create_staging_file(folder: str, prefix: str,
-                        claim: Optional[run_claim.ClaimToken] = None):
-  """A new, empty, uncompressed TFRecord file ``<folder>/<prefix>-<random hex>.tfrecord``,
-  created once the run's ``claim`` is checked: (its path, its open binary handle, which the
-  caller closes).
-
-  Raises:
-    ClaimLost: another run owns the output now; nothing is created.
-  """
-  run_claim.check(claim)
-  path = FileSystems.join(folder, f'{prefix}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
-  return path, FileSystems.create(path, mime_type='application/octet-stream',
-                                  compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 class _WriteStagingFileFn(beam.DoFn):
