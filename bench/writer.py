@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/writer.py [--data=../shared/data/hymenoptera] [--sizes=1,16]
         [--original_sizes=1,32] [--workers=2] [--image_size=256] [--limit=N] [--json=PATH]
+    .venv/bin/python bench/writer.py --same_work [--sizes=10,41] [--same_work_rounds=2] ...
 
 Every row converts the same real photos (the JPEGs of ``--data``; for size, the set repeated
 with distinct file names through symlinks in a temporary directory) to ``--image_size`` px,
@@ -14,6 +15,21 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
 * ``tight loop``: the job's own ``transforms.image.codec.convert(data, spec)`` (read the file,
   convert) over the largest size's files in a ``multiprocessing.Pool(WORKERS)``, no Beam: the
   limit of this machine.
+* ``same-work loop``: what the job's conversion step (``transforms.image.convert``'s
+  ``_ConvertImageFn.process``) does per image, with the job's own functions and settings (read
+  from the job's options with ``--job_flags``), in the same ``Pool(WORKERS)`` over the same
+  files, no Beam (not imported by the pool): read the file (``open``; the job reads through
+  Beam's ``FileSystems``); ``codec.convert_keeping_pixels`` (decode, resize, encode); for the
+  training split's images with ``--stats`` (the default), ``pixel_sums.stored_pixels`` (the
+  stored JPEG decoded as the reader decodes it) and ``pixel_sums.pixel_sums``; with
+  ``--image_checks`` (the default), ``image_measures.measure`` (perceptual hash, quality
+  measures); SHA-256 of the source; ``example.build_example`` (the record, by
+  ``imagerecords.records``) with the job's relative path, label and class id; SHA-256 of the
+  record. Splits, labels and class ids come from the job's own rules (``job_images``). Not in
+  it: the job's other steps (listing, shuffle, shard writing, the analysis of the examples) and
+  Beam's per-element work. Each split's fingerprint of its records and the pixels it summed are
+  computed afterwards, untimed: equal to the job's manifest, they show it built the job's very
+  records (``--same_work`` checks that).
 * ``codec, 1 core`` and ``libjpeg-turbo floor, 1 core``: ``codec.convert`` in one process, and
   the least work that gives the same output (simplejpeg decode, DCT-scaled as the codec does,
   OpenCV resize with the codec's interpolation, simplejpeg encode, nothing else), on the photos
@@ -29,10 +45,20 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
 * ``--image_format=original`` (with ``--stats=false``), when the job has that option, at
   ``--original_sizes``.
 
+Issue 26's target: (pipeline steady state - tight loop) / (same-work loop - tight loop), per
+image, at most 1.5: the job's cost of the work beyond decode, resize and encode against the
+plain loop's cost of the same work; by wall ms per image per core and by CPU ms per image.
+
+``--same_work`` runs only that comparison: the job at the two ``--sizes``, the same-work loop
+and the tight loop on the larger size's files, alternated in ``--same_work_rounds`` rounds (job
+small, same-work, tight, job large, tight, same-work), the ratios per round and their medians;
+and checks that the same-work loop's records are the job's (split fingerprints, pixels summed).
+
 See bench/common.py for the columns' definitions and docs/benchmarks.md for the latest figures.
 """
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -95,6 +121,155 @@ def row_tight_loop(files, workers, image_size):
   done = sum(size >= 0 for size, _ in results)
   return {'images': done, 'seconds': wall, 'cores': workers,
           'cpu_seconds': sum(cpu for _, cpu in results)}
+
+
+def job_setup(job_flags, image_size):
+  """What the job's conversion step does per image with ``job_flags`` (``--image_size`` from
+  ``image_size``), read by the job's own option parsing: (ImageSpec, the pixel sums on (``--stats``
+  of any kind), the measures on (``--image_checks``), ``--splits``, ``--label_source``)."""
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipeline import options as opts
+  options = PipelineOptions([*job_flags, f'--image_size={image_size}']).view_as(
+      opts.ConvertOptions)
+  return (opts.image_spec(options), options.stats != opts.STATS_OFF, options.image_checks,
+          options.splits, options.label_source)
+
+
+def job_images(files, root, splits_flag='auto', label_source='directory'):
+  """The job's view of each of ``files`` (under ``root``), by the job's own rules: (a list of
+  (path, relpath, label or None, class id or None, split, whether it is the training split,
+  whose images the job's ``--stats`` sums), the training split's name or None).
+
+  Split folders (``train/``, ``val/``, ...) at the top of ``root`` are the splits, else the
+  path's hash with ``--splits``' fractions; labels are the class folders (``--label_source``
+  ``directory``, the default) or none; class ids are the sorted class names' indices.
+  """
+  # pylint: disable=import-outside-toplevel
+  from pipeline import options as opts
+  from transforms.analysis.statistics import training_split
+  from transforms.inputs.labels import directory_label
+  from transforms.inputs.splits import hash_split, probe_split_folders
+  if label_source not in ('directory', 'none'):
+    raise ValueError(f'the same-work loop labels by folder or not at all, not {label_source!r}')
+  folders, fractions = opts.resolve_splits(splits_flag, probe_split_folders(str(root)))
+  views = []
+  for path in files:
+    relpath = pathlib.Path(path).relative_to(root).as_posix()
+    split = relpath.split('/', 1)[0] if folders else hash_split(relpath, fractions)
+    label = (directory_label(relpath, split if folders else None)
+             if label_source == 'directory' else None)
+    views.append((str(path), relpath, label, split))
+  training = training_split(list(folders) or [name for name, _ in fractions])
+  class_ids = {name: i for i, name in enumerate(sorted({v[2] for v in views} - {None}))}
+  return [(path, relpath, label, class_ids.get(label), split, split == training)
+          for path, relpath, label, split in views], training
+
+
+_POOL_WORK = None  # the same-work loop's (ImageSpec, pixel sums on, measures on), per worker
+
+
+def job_work(job_flags, image_size):
+  """:func:`job_setup`'s per-image settings as the same-work row takes them (JSON): the
+  ImageSpec's fields, the pixel sums on, the measures on."""
+  spec, stats, measure, _, _ = job_setup(job_flags, image_size)
+  return {'spec': dataclasses.asdict(spec), 'stats': stats, 'measure': measure}
+
+
+def _init_same_work(work):
+  global _POOL_WORK  # pylint: disable=global-statement
+  from transforms.image import codec  # pylint: disable=import-outside-toplevel
+  spec = dict(work['spec'], background=tuple(work['spec']['background']))  # JSON gave a list
+  _POOL_WORK = (codec.ImageSpec(**spec), work['stats'], work['measure'])
+
+
+def _same_work_file(image):
+  """Pool worker: the conversion step's work on one image, in the order
+  ``transforms.image.convert._ConvertImageFn.process`` does it, with its functions; ``image``
+  one of :func:`job_images`. (record bytes or -1 for a failed image, the record's SHA-256, the
+  pixels summed (0 without pixel sums), CPU seconds this process spent on it)."""
+  # pylint: disable=import-outside-toplevel
+  import hashlib
+  from transforms.image import codec, image_measures
+  from transforms.image.example import build_example
+  from transforms.image.pixel_sums import pixel_sums, stored_pixels
+  spec, stats, measure = _POOL_WORK
+  path, relpath, label, class_id, _, training = image
+  cpu = time.process_time()
+  with open(path, 'rb') as handle:  # the job: reads.read_bytes, through Beam's FileSystems
+    data = handle.read()
+  try:
+    converted = codec.convert_keeping_pixels(data, spec)  # decode, resize, encode
+  except codec.ImageError:
+    return -1, b'', 0, time.process_time() - cpu
+  sums = None
+  if stats and training:  # --stats: the stored image decoded as the reader decodes it, summed
+    sums = pixel_sums(stored_pixels(converted.encoded, spec.channels,
+                                    original=spec.image_format == 'original'))
+  if measure and converted.pixels is not None:  # --image_checks: pHash and quality measures
+    tuple(image_measures.measure(converted.pixels, converted.source_size))
+  source_sha256 = hashlib.sha256(data).hexdigest()  # the contract's image/key/sha256
+  serialized = build_example(converted.encoded, relpath, source_sha256, label, class_id)
+  digest = hashlib.sha256(serialized).digest()  # the record's, for the split's fingerprint
+  return (len(serialized), digest, sums.num_pixels if sums else 0,
+          time.process_time() - cpu)
+
+
+def row_same_work(images, workers, work):
+  """The same-work loop: the job's conversion step's per-image work over ``images`` (of
+  :func:`job_images`) in a Pool(workers), no Beam (not even imported: ``work`` is
+  :func:`job_work`'s, from the parent); pool start-up and warm-up excluded. The row's dict:
+  images, wall seconds, CPU seconds of the pool's workers (as the tight loop's), and, untimed,
+  the images whose pixels were summed, the pixels, the record bytes and each split's
+  fingerprint of its records.
+
+  What each image gets (:func:`_same_work_file`) is ``_ConvertImageFn.process``
+  (``transforms/image/convert.py``) at the job's settings, call for call, in its order:
+
+  * read the file's bytes (the job: ``reads.read_bytes``, through Beam's ``FileSystems`` and a
+    retry wrapper: that layer is the job's, not the work's, so the loop uses ``open``);
+  * ``codec.convert_keeping_pixels(data, spec)``: decode, resize, encode, keeping the pixels;
+  * with ``--stats`` (on by default), for the training split's images only (the job sums no
+    other split's): ``pixel_sums.pixel_sums(pixel_sums.stored_pixels(encoded, channels))``, the
+    stored JPEG decoded as TensorFlow decodes it and summed;
+  * with ``--image_checks`` (on by default): ``image_measures.measure(pixels, source_size)``,
+    the perceptual hash and quality measures of the stored pixels;
+  * ``hashlib.sha256`` of the source's bytes (the job's default ``--dedup=keep_all`` does not
+    hash before the conversion, so the step does);
+  * ``example.build_example(encoded, relpath, source_sha256, label, class_id)``: the
+    serialized ``tf.train.Example``, by ``imagerecords.records``;
+  * ``hashlib.sha256`` of the record (the split's fingerprint).
+
+  The functions are the job's own, the spec is the one the job's options give
+  (``pipeline.options.image_spec``), the relative paths, labels, class ids and splits follow
+  the job's rules: so the loop builds the job's very records (the fingerprints show it) with
+  the job's per-image work. What it leaves out is what is not per-image work of the step:
+  Beam's counters, progress file and side inputs, the element it yields, and the job's other
+  steps (listing, shuffle, writing the shards, analysing the examples).
+  """
+  import multiprocessing  # pylint: disable=import-outside-toplevel
+  images = [tuple(image) for image in images]  # JSON gave lists
+  with multiprocessing.get_context('fork').Pool(
+      workers, initializer=_init_same_work, initargs=(work,)) as pool:
+    pool.map(_same_work_file, images[:4 * workers], chunksize=1)  # warm-up: imports, caches
+    start = time.perf_counter()
+    results = pool.map(_same_work_file, images, chunksize=8)
+    wall = time.perf_counter() - start
+  # What the job's manifest would say of these records and sums (outside the timing): each
+  # split's fingerprint (transforms.analysis.statistics: the sum of the records' SHA-256 as
+  # integers, mod 2**256) and the training split's pixels summed. Equal to the job's, they show
+  # that the loop built the job's very records and summed the same images.
+  totals = {}
+  for image, (size, digest, _, _) in zip(images, results):
+    if size >= 0:
+      totals[image[4]] = totals.get(image[4], 0) + int.from_bytes(digest, 'big')
+  done = [result for result in results if result[0] >= 0]
+  return {'images': len(done), 'seconds': wall, 'cores': workers,
+          'cpu_seconds': sum(result[3] for result in results),
+          'pixel_sums': sum(1 for result in done if result[2]),
+          'num_pixels': sum(result[2] for result in done),
+          'record_bytes': sum(result[0] for result in done),
+          'fingerprints': {split: f'{total % 2**256:064x}' for split, total in totals.items()}}
 
 
 def _timed_loop(fn, items, min_seconds):
@@ -281,8 +456,8 @@ def row_dct(files, image_size, repeats):
   return {'files': results}
 
 
-ROWS = {'tight_loop': row_tight_loop, 'codec': row_codec, 'floor': row_floor,
-        'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
+ROWS = {'tight_loop': row_tight_loop, 'same_work': row_same_work, 'codec': row_codec,
+        'floor': row_floor, 'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
 
 
 # --- start-up: whole commands, side by side ------------------------------------------------------
@@ -381,6 +556,192 @@ def print_startup(section):
        'met' if ratio <= 1.5 else 'NOT met'),
       ('README command on the 48 samples, s (median)', samples, '< 6',
        'met' if samples < 6 else 'NOT met')]))
+
+
+# --- the job against a loop doing the same work (issue 26) --------------------------------------
+
+SAME_WORK_TARGET = 1.5
+"""Issue 26: the per-image work beyond decode, resize and encode may cost the job at most this
+many times what it costs the same-work loop."""
+
+SAME_WORK_ROW = "same-work loop (the conversion step's work, Pool)"
+TIGHT_ROW = 'tight loop (codec.convert, Pool)'
+
+
+def beyond_codec(job, tight, same):
+  """Issue 26's ratio: (job - tight loop) / (same-work loop - tight loop), from three costs per
+  image in one unit: what the job spends beyond decode, resize and encode over what the plain
+  loop spends on the same work. None when a cost is missing or the loop's extra is not positive
+  (the loops' difference drowned in the noise)."""
+  if job is None or tight is None or same is None or same <= tight:
+    return None
+  return (job - tight) / (same - tight)
+
+
+def at_most_verdict(value, target):
+  """'met' or 'NOT met' for ``value <= target``; 'not measured' for None."""
+  if value is None:
+    return 'not measured'
+  return 'met' if value <= target else 'NOT met'
+
+
+def _run_row(name, number, images, seconds, cpu, workers, peak, note=''):
+  """One timed run of the comparison, as a rate_table row (``number``: its round)."""
+  return {'row': f'round {number}: {name}', 'images': images, 'seconds': seconds,
+          'images_per_s': images / seconds, 'ms_per_image_per_core': 1000 * workers * seconds
+          / images, 'cpu_ms_per_image': 1000 * cpu / images, 'cores': workers,
+          'peak_rss_mib': peak, 'note': note}
+
+
+def _loop_costs(results, workers):
+  """(wall ms per image per core, CPU ms per image) of a loop's runs taken together."""
+  images = sum(r['images'] for r in results)
+  return (1000 * workers * sum(r['seconds'] for r in results) / images,
+          1000 * sum(r['cpu_seconds'] for r in results) / images)
+
+
+def _same_as_job(results, manifest):
+  """Whether each same-work run built the job's records and summed its pixels: every split's
+  fingerprint and the statistics' pixel count as the job's ``manifest`` (of the same files) has
+  them; a dict of the figures compared and ``same``."""
+  job = {'fingerprints': {name: split.get('fingerprint')
+                          for name, split in manifest['splits'].items()},
+         'num_pixels': (manifest.get('statistics') or {}).get('num_pixels', 0)}
+  loops = [{'fingerprints': r['fingerprints'], 'num_pixels': r['num_pixels']} for r in results]
+  return {'job': job, 'loops': loops, 'same': all(loop == job for loop in loops)}
+
+
+def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, rounds, work,
+                         rows_runner):
+  """The job at the two ``sizes`` against the same-work loop and the tight loop (both on the
+  larger size's files), in ``rounds`` rounds; in each the runs alternate (job at the smaller
+  size, same-work loop, tight loop, job at the larger size, tight loop, same-work loop), so that
+  each loop runs beside each of the job's runs and all meet the same load.
+
+  Per round: the job's steady-state cost per image (the slope between its two sizes: wall ms per
+  image per core, and CPU ms per image of the command and every process it started), the loops'
+  (their two runs together; CPU of the pool's workers), the ratio job / same-work loop and
+  issue 26's (job - tight loop) / (same-work loop - tight loop). Returns the report's
+  ``same_work`` section (every run, the rounds, the medians over the rounds)."""
+  small, large = sizes
+  base = {times: work / f'data_{times}x' for times in sizes}
+  links = {times: common.repeat_tree(photos, root, times, base[times]) for times in sizes}
+  _, _, _, splits_flag, label_source = job_setup(job_flags, image_size)
+  images, training = job_images(links[large], base[large], splits_flag, label_source)
+  loop_args = {'images': images, 'workers': workers, 'work': job_work(job_flags, image_size)}
+  runs, rounds_out = [], []
+  for number in range(1, rounds + 1):
+    job, loops = {}, {'same_work': [], 'tight_loop': []}
+    for step in ('job small', 'same_work', 'tight_loop', 'job large', 'tight_loop', 'same_work'):
+      if step.startswith('job'):
+        times = small if step == 'job small' else large
+        wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{times}x', workers,
+                                                image_size, job_flags)
+        job[times] = (written, wall, cpu)
+        if times == large:  # what the loops' outputs are checked against
+          manifest = json.loads((work / f'out_{times}x' / 'manifest.json').read_text())
+        runs.append(_run_row(f'job {times}x (end to end)', number, written, wall, cpu, workers,
+                             peak, 'whole command, start-up included'))
+        continue
+      if step == 'same_work':
+        result = rows_runner.run('same_work', loop_args)
+        name, note = SAME_WORK_ROW, f"{result['pixel_sums']} with pixel sums ({training})"
+      else:
+        result = rows_runner.run('tight_loop', {'files': [i[0] for i in images],
+                                                'workers': workers, 'image_size': image_size})
+        name, note = TIGHT_ROW, 'decode, resize, encode only'
+      loops[step].append(result)
+      runs.append(_run_row(name, number, result['images'], result['seconds'],
+                           result['cpu_seconds'], result['cores'], result['peak_rss_mib'], note))
+    (n1, t1, c1), (n2, t2, c2) = job[small], job[large]
+    figures = {'round': number, 'job_images': [n1, n2],
+               'loop_images': [r['images'] for r in loops['same_work']],
+               'pixel_sums': loops['same_work'][0]['pixel_sums'],
+               'same_as_job': _same_as_job(loops['same_work'], manifest)}
+    if n2 > n1 and t2 > t1:
+      figures['job_wall_ms'] = 1000 * workers * (t2 - t1) / (n2 - n1)
+      figures['job_cpu_ms'] = 1000 * (c2 - c1) / (n2 - n1)
+      figures['job_startup_s'] = t1 - n1 * (t2 - t1) / (n2 - n1)
+      # more cores busy along the slope than the machine has: the two runs met different loads,
+      # so the wall slope is no cost (as in pipeline_rows); the CPU slope still is
+      figures['job_wall_unreliable'] = (c2 - c1) / (t2 - t1) > 1.05 * os.cpu_count()
+    else:
+      figures.update(job_wall_ms=None, job_cpu_ms=None, job_startup_s=None,
+                     job_wall_unreliable=True)
+    figures['same_wall_ms'], figures['same_cpu_ms'] = _loop_costs(loops['same_work'], workers)
+    figures['tight_wall_ms'], figures['tight_cpu_ms'] = _loop_costs(loops['tight_loop'], workers)
+    for unit in ('wall', 'cpu'):
+      job_ms, same_ms = figures[f'job_{unit}_ms'], figures[f'same_{unit}_ms']
+      figures[f'job_over_same_{unit}'] = job_ms / same_ms if job_ms is not None else None
+      figures[f'beyond_codec_{unit}'] = beyond_codec(job_ms, figures[f'tight_{unit}_ms'], same_ms)
+    if figures['job_wall_unreliable']:
+      figures['beyond_codec_wall'] = figures['job_over_same_wall'] = None
+    rounds_out.append(figures)
+
+  def median(key):
+    values = [r[key] for r in rounds_out if r[key] is not None]
+    return statistics.median(values) if values else None
+
+  keys = ('job_wall_ms', 'job_cpu_ms', 'same_wall_ms', 'same_cpu_ms', 'tight_wall_ms',
+          'tight_cpu_ms', 'job_over_same_wall', 'job_over_same_cpu', 'beyond_codec_wall',
+          'beyond_codec_cpu', 'job_startup_s')
+  return {'photos': len(photos), 'sizes': list(sizes), 'workers': workers,
+          'image_size': image_size, 'job_flags': list(job_flags), 'rounds': rounds_out,
+          'loop_images': len(images), 'training_split': training,
+          'training_images': sum(1 for image in images if image[5]),
+          'runs': runs, 'median': {key: median(key) for key in keys},
+          'same_as_job': all(r['same_as_job']['same'] for r in rounds_out)}
+
+
+def print_same_work(section):
+  """The comparison's runs, its rounds, and the targets table rows (returned, for
+  ``common.finish_report``)."""
+  small, large = section['sizes']
+  print(f"{section['photos']} photos repeated {small}x and {large}x for the job; the loops on "
+        f"the {large}x files ({section['loop_images']}, {section['training_images']} of them in "
+        f"the training split '{section['training_split']}', whose images the job's --stats "
+        f"sums); {section['workers']} workers, {section['image_size']} px shorter side; job "
+        f"flags: {' '.join(section['job_flags']) or 'none (its defaults)'}; "
+        f"{len(section['rounds'])} rounds\n")
+  print(common.rate_table(section['runs'], extra=('note',)))
+  print()
+  print('Per round: the job\'s steady state (the slope between its two sizes) against the '
+        'loops\' two runs\n')
+  print(common.format_table(
+      ('round', 'job ms/img/core', 'same-work ms/img/core', 'tight ms/img/core', 'job / same',
+       '(job - tight) / (same - tight)', 'job CPU ms/img', 'same-work CPU ms/img',
+       'tight CPU ms/img', 'job / same, CPU', '(job - tight) / (same - tight), CPU'),
+      [(r['round'], r['job_wall_ms'], r['same_wall_ms'], r['tight_wall_ms'],
+        r['job_over_same_wall'] if not r['job_wall_unreliable'] else 'unreliable',
+        r['beyond_codec_wall'] if not r['job_wall_unreliable'] else 'unreliable',
+        r['job_cpu_ms'], r['same_cpu_ms'], r['tight_cpu_ms'], r['job_over_same_cpu'],
+        r['beyond_codec_cpu']) for r in section['rounds']]))
+  print()
+  job = section['rounds'][-1]['same_as_job']['job']
+  figures = (', '.join(f'{name} {value[:12]}...' for name, value in
+                       sorted(job['fingerprints'].items()))
+             + f"; {job['num_pixels']:,} pixels summed for the statistics")
+  if section['same_as_job']:
+    print(f"The same-work loop built the job's records byte for byte and summed the pixels of "
+          f"the same images (every run: the job's split fingerprints and pixel count for the "
+          f"{large}x files, {figures})\n")
+  else:
+    print(f"NOT the same work: a same-work run's split fingerprints or pixel count differ from "
+          f"the job's ({figures}; the JSON report has every run's)\n")
+  median = section['median']
+  rounds = len(section['rounds'])
+  return [
+      (f'job steady state / same-work loop, CPU ms per image (median of {rounds} rounds)',
+       median['job_over_same_cpu'], '-', 'for information'),
+      ('the same, by wall ms per image per core', median['job_over_same_wall'], '-',
+       'for information'),
+      (f'(job - tight loop) / (same-work loop - tight loop), CPU ms per image (median of '
+       f'{rounds} rounds)', median['beyond_codec_cpu'], f'<= {SAME_WORK_TARGET}',
+       at_most_verdict(median['beyond_codec_cpu'], SAME_WORK_TARGET)),
+      ('the same, by wall ms per image per core', median['beyond_codec_wall'],
+       f'<= {SAME_WORK_TARGET}', at_most_verdict(median['beyond_codec_wall'], SAME_WORK_TARGET)
+       if median['beyond_codec_wall'] is not None else 'unreliable (load changed): see CPU'),
+  ]
 
 
 # --- the benchmark ------------------------------------------------------------------------------
@@ -526,6 +887,13 @@ def main(argv=None):
                       help='--startup: also the job of this checkout (another version, e.g. '
                       'from `git worktree add`), with its defaults and with each '
                       '--startup_flags: a before/after.')
+  parser.add_argument('--same_work', action='store_true',
+                      help="Only the job against the same-work loop (issue 26): the job with its "
+                      'defaults (and --job_flags) at the two --sizes, the same-work loop and the '
+                      'tight loop on the larger size\'s files, alternated in --same_work_rounds '
+                      'rounds; (job - tight loop) / (same-work loop - tight loop) per image.')
+  parser.add_argument('--same_work_rounds', type=int, default=2,
+                      help='Rounds of --same_work (each: the job at both sizes, each loop twice).')
   common.add_row_flags(parser)
   args = parser.parse_args(argv)
   if args.startup:
@@ -549,6 +917,20 @@ def main(argv=None):
 
   root = pathlib.Path(args.data).resolve()
   photos = common.image_files(root, args.limit)
+  if args.same_work:
+    rows_runner = common.Rows(str(pathlib.Path(__file__).resolve()), ROWS, args.in_process)
+    with tempfile.TemporaryDirectory(prefix='bench_same_work_') as tmp:
+      report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
+                'machine_before': common.machine(), 'data': str(root)}
+      report['same_work'] = same_work_comparison(
+          photos, root, sizes, args.workers, args.image_size, shlex.split(args.job_flags),
+          args.same_work_rounds, pathlib.Path(tmp), rows_runner)
+      report['machine_after'] = common.machine()
+    common.print_machine(report)
+    print(f'data: {root}')
+    targets = print_same_work(report['same_work'])
+    common.finish_report(report, targets, args.json)
+    return
   report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
             'machine_before': common.machine(), 'data': str(root), 'photos': len(photos),
             'sizes': sizes, 'workers': args.workers, 'image_size': args.image_size}
@@ -569,8 +951,14 @@ def main(argv=None):
     rows += pipe_rows
     tight = rows_runner.run('tight_loop', {
         'files': largest, 'workers': args.workers, 'image_size': args.image_size})
-    rows.append(_rate_row('tight loop (codec.convert, Pool)', tight,
-                          f'{max(sizes)}x files; the limit'))
+    rows.append(_rate_row(TIGHT_ROW, tight, f'{max(sizes)}x files; the limit'))
+    _, _, _, splits_flag, label_source = job_setup(job_flags, args.image_size)
+    images, training = job_images(links[max(sizes)], base[max(sizes)], splits_flag,
+                                  label_source)
+    same = rows_runner.run('same_work', {'images': images, 'workers': args.workers,
+                                         'work': job_work(job_flags, args.image_size)})
+    rows.append(_rate_row(SAME_WORK_ROW, same, f"{max(sizes)}x files; "
+                          f"{same['pixel_sums']} with pixel sums ({training})"))
     typical = {'files': one, 'image_size': args.image_size, 'min_seconds': args.min_seconds,
                'max_side': MAX_TYPICAL_SIDE}
     codec_row = rows_runner.run('codec', typical)
@@ -628,12 +1016,18 @@ def main(argv=None):
 
   # --- ratios and targets -------------------------------------------------------------------------
   by = {row['row']: row for row in rows}
-  tight_rate = by['tight loop (codec.convert, Pool)']['images_per_s']
+  tight_rate = by[TIGHT_ROW]['images_per_s']
   tf_rate = by['tf.data converter']['images_per_s']
   # One core each: CPU time per image is the cost per core, whatever else shares the machine.
   codec_ms = by['codec.convert, 1 core']['cpu_ms_per_image']
   floor_ms = by['libjpeg-turbo floor, 1 core']['cpu_ms_per_image']
-  tight_cpu = by['tight loop (codec.convert, Pool)']['cpu_ms_per_image']
+  tight_cpu = by[TIGHT_ROW]['cpu_ms_per_image']
+  pipe_steady = by.get(f'{pipe_label}, steady state', {})
+  # issue 26: the job's cost beyond decode, resize and encode against the same-work loop's
+  pipe_wall = None if pipe_label in unreliable else pipe_steady.get('ms_per_image_per_core')
+  beyond_wall = beyond_codec(pipe_wall, by[TIGHT_ROW]['ms_per_image_per_core'],
+                             by[SAME_WORK_ROW]['ms_per_image_per_core'])
+  beyond_cpu = beyond_codec(pipe_cpu, tight_cpu, by[SAME_WORK_ROW]['cpu_ms_per_image'])
   tf_cpu = by['tf.data converter']['cpu_ms_per_image']
   good_dct = [d for d in dct if 'error' not in d]
   dct_ratio = (sum(d['full_ms'] for d in good_dct) / sum(d['dct_ms'] for d in good_dct)
@@ -653,6 +1047,11 @@ def main(argv=None):
       ('the same, by CPU time per image: tf.data / pipeline',
        tf_cpu / pipe_cpu if pipe_cpu else None, '>= 2',
        common.verdict(tf_cpu / pipe_cpu if pipe_cpu else None, 2.0)),
+      ('(pipeline - tight loop) / (same-work loop - tight loop), ms/img/core', beyond_wall,
+       f'<= {SAME_WORK_TARGET}', at_most_verdict(beyond_wall, SAME_WORK_TARGET)
+       if pipe_label not in unreliable else 'unreliable (load changed): see the CPU-time ratio'),
+      ('the same, by CPU time per image', beyond_cpu, f'<= {SAME_WORK_TARGET}',
+       at_most_verdict(beyond_cpu, SAME_WORK_TARGET)),
       ('DCT downscale speed-up on large JPEGs (full / DCT)', dct_ratio, '>= 2',
        common.verdict(dct_ratio, 2.0)),
       ('pipeline --stats=false steady state / tight loop',
