@@ -49,10 +49,14 @@ Issue 26's target: (pipeline steady state - tight loop) / (same-work loop - tigh
 image, at most 1.5: the job's cost of the work beyond decode, resize and encode against the
 plain loop's cost of the same work; by wall ms per image per core and by CPU ms per image.
 
-``--same_work`` runs only that comparison: the job at the two ``--sizes``, the same-work loop
-and the tight loop on the larger size's files, alternated in ``--same_work_rounds`` rounds (job
-small, same-work, tight, job large, tight, same-work), the ratios per round and their medians;
-and checks that the same-work loop's records are the job's (split fingerprints, pixels summed).
+``--same_work`` runs only that comparison: the job at the two ``--sizes``, and on the larger
+size's files the same-work loop, the tight loop and the ``DoFn loop`` (the job's conversion
+DoFn itself, ``_ConvertImageFn.process``, called in the same Pool: no runner, no other step),
+alternated in ``--same_work_rounds`` rounds (job small, same-work, DoFn, tight, job large,
+tight, DoFn, same-work); the ratios per round and their medians, where the job's time per image
+goes (the tight loop; the work beyond it; the DoFn's own code beyond the work; the runner and
+the other steps); and checks that the loops' records are the job's (split fingerprints, pixels
+summed).
 
 See bench/common.py for the columns' definitions and docs/benchmarks.md for the latest figures.
 """
@@ -247,13 +251,21 @@ def row_same_work(images, workers, work):
   Beam's counters, progress file and side inputs, the element it yields, and the job's other
   steps (listing, shuffle, writing the shards, analysing the examples).
   """
+  return _pool_row(_same_work_file, _init_same_work, (work,), images, workers)
+
+
+def _pool_row(fn, initializer, initargs, images, workers):
+  """``fn`` (a pool worker returning (record bytes or -1, record SHA-256, pixels summed, CPU
+  seconds)) over ``images`` (of :func:`job_images`) in a Pool(workers) made with
+  ``initializer(*initargs)``, as the tight loop runs; pool start-up and warm-up excluded. The
+  row's dict (see :func:`row_same_work`)."""
   import multiprocessing  # pylint: disable=import-outside-toplevel
   images = [tuple(image) for image in images]  # JSON gave lists
   with multiprocessing.get_context('fork').Pool(
-      workers, initializer=_init_same_work, initargs=(work,)) as pool:
-    pool.map(_same_work_file, images[:4 * workers], chunksize=1)  # warm-up: imports, caches
+      workers, initializer=initializer, initargs=initargs) as pool:
+    pool.map(fn, images[:4 * workers], chunksize=1)  # warm-up: imports, caches
     start = time.perf_counter()
-    results = pool.map(_same_work_file, images, chunksize=8)
+    results = pool.map(fn, images, chunksize=8)
     wall = time.perf_counter() - start
   # What the job's manifest would say of these records and sums (outside the timing): each
   # split's fingerprint (transforms.analysis.statistics: the sum of the records' SHA-256 as
@@ -270,6 +282,55 @@ def row_same_work(images, workers, work):
           'num_pixels': sum(result[2] for result in done),
           'record_bytes': sum(result[0] for result in done),
           'fingerprints': {split: f'{total % 2**256:064x}' for split, total in totals.items()}}
+
+
+_POOL_DOFN = None  # the DoFn loop's (_ConvertImageFn set up, class names, total), per worker
+
+
+def _init_dofn(work, training, class_names, total, progress_dir):
+  global _POOL_DOFN  # pylint: disable=global-statement
+  # pylint: disable=import-outside-toplevel
+  from transforms.image import codec
+  from transforms.image.convert import _ConvertImageFn
+  spec = codec.ImageSpec(**dict(work['spec'], background=tuple(work['spec']['background'])))
+  fn = _ConvertImageFn(spec, training if work['stats'] else None, work['measure'], progress_dir)
+  fn.setup()
+  fn.start_bundle()
+  _POOL_DOFN = (fn, class_names, total)
+
+
+def _dofn_file(image):
+  """Pool worker: the job's conversion DoFn on one image (``process``, as the runner calls it,
+  its outputs taken); the same tuple as :func:`_same_work_file`'s."""
+  from transforms.elements import LabeledImage  # pylint: disable=import-outside-toplevel
+  fn, class_names, total = _POOL_DOFN
+  path, relpath, label, _, split, _ = image
+  element = LabeledImage(path, relpath, label, split)  # what the shuffle hands the step
+  cpu = time.process_time()
+  outputs = list(fn.process(element, class_names, total))
+  cpu = time.process_time() - cpu
+  example = outputs[0]
+  if not hasattr(example, 'serialized'):  # a TaggedOutput: the image failed
+    return -1, b'', 0, cpu
+  return (len(example.serialized), example.record_sha256,
+          example.pixel_sums.num_pixels if example.pixel_sums else 0, cpu)
+
+
+def row_dofn_loop(images, workers, work, training, class_names):
+  """The DoFn loop: the job's conversion DoFn (``transforms.image.convert._ConvertImageFn``)
+  itself, set up as the job's local run sets it up (the training split summed with ``--stats``,
+  the measures with ``--image_checks``, a progress folder), its ``process`` called on each of
+  ``images`` (of :func:`job_images`) in a Pool(workers), as the same-work loop runs: no runner,
+  no other step. Against the same-work loop it is the DoFn's own code beyond the work (the read
+  through Beam's ``FileSystems``, counters, the progress file, the element it yields); against
+  the job, the runner and the job's other steps. The row's dict as :func:`row_same_work`'s."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  progress_dir = tempfile.mkdtemp(prefix='bench_dofn_progress_')
+  try:
+    return _pool_row(_dofn_file, _init_dofn,
+                     (work, training, class_names, len(images), progress_dir), images, workers)
+  finally:
+    shutil.rmtree(progress_dir, ignore_errors=True)
 
 
 def _timed_loop(fn, items, min_seconds):
@@ -456,8 +517,9 @@ def row_dct(files, image_size, repeats):
   return {'files': results}
 
 
-ROWS = {'tight_loop': row_tight_loop, 'same_work': row_same_work, 'codec': row_codec,
-        'floor': row_floor, 'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
+ROWS = {'tight_loop': row_tight_loop, 'same_work': row_same_work, 'dofn_loop': row_dofn_loop,
+        'codec': row_codec, 'floor': row_floor, 'pillow': row_pillow, 'tf_data': row_tf_data,
+        'dct': row_dct}
 
 
 # --- start-up: whole commands, side by side ------------------------------------------------------
@@ -566,6 +628,7 @@ many times what it costs the same-work loop."""
 
 SAME_WORK_ROW = "same-work loop (the conversion step's work, Pool)"
 TIGHT_ROW = 'tight loop (codec.convert, Pool)'
+DOFN_ROW = "DoFn loop (the job's conversion DoFn, Pool)"
 
 
 def beyond_codec(job, tight, same):
@@ -601,7 +664,7 @@ def _loop_costs(results, workers):
 
 
 def _same_as_job(results, manifest):
-  """Whether each same-work run built the job's records and summed its pixels: every split's
+  """Whether each loop run built the job's records and summed its pixels: every split's
   fingerprint and the statistics' pixel count as the job's ``manifest`` (of the same files) has
   them; a dict of the figures compared and ``same``."""
   job = {'fingerprints': {name: split.get('fingerprint')
@@ -611,16 +674,28 @@ def _same_as_job(results, manifest):
   return {'job': job, 'loops': loops, 'same': all(loop == job for loop in loops)}
 
 
+# the comparison's runners: key -> (row name, note)
+_LOOPS = {
+    'same_work': (SAME_WORK_ROW, 'the work beyond the codec as a plain loop does it'),
+    'dofn_loop': (DOFN_ROW, "the job's conversion DoFn, no runner"),
+    'tight_loop': (TIGHT_ROW, 'decode, resize, encode only'),
+}
+# one round: each loop runs once beside each of the job's two runs, in mirrored order
+_ROUND = ('job small', 'same_work', 'dofn_loop', 'tight_loop', 'job large', 'tight_loop',
+          'dofn_loop', 'same_work')
+_COSTS = ('job', 'dofn', 'same', 'tight')  # the four costs per image of a round, in each unit
+
+
 def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, rounds, work,
                          rows_runner):
-  """The job at the two ``sizes`` against the same-work loop and the tight loop (both on the
-  larger size's files), in ``rounds`` rounds; in each the runs alternate (job at the smaller
-  size, same-work loop, tight loop, job at the larger size, tight loop, same-work loop), so that
-  each loop runs beside each of the job's runs and all meet the same load.
+  """The job at the two ``sizes`` against three loops on the larger size's files, in ``rounds``
+  rounds; in each the runs alternate (``_ROUND``: job at the smaller size, same-work loop, DoFn
+  loop, tight loop, job at the larger size, the loops in reverse), so that each loop runs
+  beside each of the job's runs and all meet the same load.
 
-  Per round: the job's steady-state cost per image (the slope between its two sizes: wall ms per
-  image per core, and CPU ms per image of the command and every process it started), the loops'
-  (their two runs together; CPU of the pool's workers), the ratio job / same-work loop and
+  Per round: the job's steady-state cost per image (the slope between its two sizes: wall ms
+  per image per core, and CPU ms per image of the command and every process it started), each
+  loop's (its two runs together; CPU of the pool's workers), the ratio job / same-work loop and
   issue 26's (job - tight loop) / (same-work loop - tight loop). Returns the report's
   ``same_work`` section (every run, the rounds, the medians over the rounds)."""
   small, large = sizes
@@ -628,11 +703,19 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
   links = {times: common.repeat_tree(photos, root, times, base[times]) for times in sizes}
   _, _, _, splits_flag, label_source = job_setup(job_flags, image_size)
   images, training = job_images(links[large], base[large], splits_flag, label_source)
-  loop_args = {'images': images, 'workers': workers, 'work': job_work(job_flags, image_size)}
+  work_args = job_work(job_flags, image_size)
+  loop_args = {
+      'same_work': {'images': images, 'workers': workers, 'work': work_args},
+      'dofn_loop': {'images': images, 'workers': workers, 'work': work_args,
+                    'training': training,
+                    'class_names': sorted({image[2] for image in images} - {None})},
+      'tight_loop': {'files': [image[0] for image in images], 'workers': workers,
+                     'image_size': image_size},
+  }
   runs, rounds_out = [], []
   for number in range(1, rounds + 1):
-    job, loops = {}, {'same_work': [], 'tight_loop': []}
-    for step in ('job small', 'same_work', 'tight_loop', 'job large', 'tight_loop', 'same_work'):
+    job, loops = {}, {key: [] for key in _LOOPS}
+    for step in _ROUND:
       if step.startswith('job'):
         times = small if step == 'job small' else large
         wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{times}x', workers,
@@ -643,21 +726,18 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
         runs.append(_run_row(f'job {times}x (end to end)', number, written, wall, cpu, workers,
                              peak, 'whole command, start-up included'))
         continue
-      if step == 'same_work':
-        result = rows_runner.run('same_work', loop_args)
-        name, note = SAME_WORK_ROW, f"{result['pixel_sums']} with pixel sums ({training})"
-      else:
-        result = rows_runner.run('tight_loop', {'files': [i[0] for i in images],
-                                                'workers': workers, 'image_size': image_size})
-        name, note = TIGHT_ROW, 'decode, resize, encode only'
+      result = rows_runner.run(step, loop_args[step])
       loops[step].append(result)
+      name, note = _LOOPS[step]
+      if 'pixel_sums' in result:
+        note += f"; {result['pixel_sums']} with pixel sums ({training})"
       runs.append(_run_row(name, number, result['images'], result['seconds'],
                            result['cpu_seconds'], result['cores'], result['peak_rss_mib'], note))
     (n1, t1, c1), (n2, t2, c2) = job[small], job[large]
     figures = {'round': number, 'job_images': [n1, n2],
-               'loop_images': [r['images'] for r in loops['same_work']],
+               'loop_images': {key: [r['images'] for r in loops[key]] for key in _LOOPS},
                'pixel_sums': loops['same_work'][0]['pixel_sums'],
-               'same_as_job': _same_as_job(loops['same_work'], manifest)}
+               'same_as_job': _same_as_job(loops['same_work'] + loops['dofn_loop'], manifest)}
     if n2 > n1 and t2 > t1:
       figures['job_wall_ms'] = 1000 * workers * (t2 - t1) / (n2 - n1)
       figures['job_cpu_ms'] = 1000 * (c2 - c1) / (n2 - n1)
@@ -668,23 +748,23 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
     else:
       figures.update(job_wall_ms=None, job_cpu_ms=None, job_startup_s=None,
                      job_wall_unreliable=True)
-    figures['same_wall_ms'], figures['same_cpu_ms'] = _loop_costs(loops['same_work'], workers)
-    figures['tight_wall_ms'], figures['tight_cpu_ms'] = _loop_costs(loops['tight_loop'], workers)
+    for key, cost in (('same_work', 'same'), ('dofn_loop', 'dofn'), ('tight_loop', 'tight')):
+      figures[f'{cost}_wall_ms'], figures[f'{cost}_cpu_ms'] = _loop_costs(loops[key], workers)
+    if figures['job_wall_unreliable']:
+      figures['job_wall_ms'] = None
     for unit in ('wall', 'cpu'):
       job_ms, same_ms = figures[f'job_{unit}_ms'], figures[f'same_{unit}_ms']
       figures[f'job_over_same_{unit}'] = job_ms / same_ms if job_ms is not None else None
       figures[f'beyond_codec_{unit}'] = beyond_codec(job_ms, figures[f'tight_{unit}_ms'], same_ms)
-    if figures['job_wall_unreliable']:
-      figures['beyond_codec_wall'] = figures['job_over_same_wall'] = None
     rounds_out.append(figures)
 
   def median(key):
     values = [r[key] for r in rounds_out if r[key] is not None]
     return statistics.median(values) if values else None
 
-  keys = ('job_wall_ms', 'job_cpu_ms', 'same_wall_ms', 'same_cpu_ms', 'tight_wall_ms',
-          'tight_cpu_ms', 'job_over_same_wall', 'job_over_same_cpu', 'beyond_codec_wall',
-          'beyond_codec_cpu', 'job_startup_s')
+  keys = [f'{cost}_{unit}_ms' for unit in ('wall', 'cpu') for cost in _COSTS] + [
+      'job_over_same_wall', 'job_over_same_cpu', 'beyond_codec_wall', 'beyond_codec_cpu',
+      'job_startup_s']
   return {'photos': len(photos), 'sizes': list(sizes), 'workers': workers,
           'image_size': image_size, 'job_flags': list(job_flags), 'rounds': rounds_out,
           'loop_images': len(images), 'training_split': training,
@@ -694,8 +774,8 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
 
 
 def print_same_work(section):
-  """The comparison's runs, its rounds, and the targets table rows (returned, for
-  ``common.finish_report``)."""
+  """The comparison's runs, its rounds, where the job's time goes; returns the targets table's
+  rows (for ``common.finish_report``)."""
   small, large = section['sizes']
   print(f"{section['photos']} photos repeated {small}x and {large}x for the job; the loops on "
         f"the {large}x files ({section['loop_images']}, {section['training_images']} of them in "
@@ -705,31 +785,46 @@ def print_same_work(section):
         f"{len(section['rounds'])} rounds\n")
   print(common.rate_table(section['runs'], extra=('note',)))
   print()
-  print('Per round: the job\'s steady state (the slope between its two sizes) against the '
-        'loops\' two runs\n')
+  print("Per round: the job's steady state (the slope between its two sizes) and the loops "
+        "(their two runs together), per image\n")
   print(common.format_table(
-      ('round', 'job ms/img/core', 'same-work ms/img/core', 'tight ms/img/core', 'job / same',
-       '(job - tight) / (same - tight)', 'job CPU ms/img', 'same-work CPU ms/img',
-       'tight CPU ms/img', 'job / same, CPU', '(job - tight) / (same - tight), CPU'),
-      [(r['round'], r['job_wall_ms'], r['same_wall_ms'], r['tight_wall_ms'],
-        r['job_over_same_wall'] if not r['job_wall_unreliable'] else 'unreliable',
-        r['beyond_codec_wall'] if not r['job_wall_unreliable'] else 'unreliable',
-        r['job_cpu_ms'], r['same_cpu_ms'], r['tight_cpu_ms'], r['job_over_same_cpu'],
-        r['beyond_codec_cpu']) for r in section['rounds']]))
+      ('round', 'job ms/img/core', 'DoFn loop', 'same-work loop', 'tight loop', 'job CPU ms/img',
+       'DoFn loop', 'same-work loop', 'tight loop', 'job / same, wall', 'job / same, CPU',
+       '(job - tight) / (same - tight), wall', '(job - tight) / (same - tight), CPU'),
+      [(r['round'], r['job_wall_ms'] if not r['job_wall_unreliable'] else 'unreliable',
+        r['dofn_wall_ms'], r['same_wall_ms'], r['tight_wall_ms'], r['job_cpu_ms'],
+        r['dofn_cpu_ms'], r['same_cpu_ms'], r['tight_cpu_ms'], r['job_over_same_wall'],
+        r['job_over_same_cpu'], r['beyond_codec_wall'], r['beyond_codec_cpu'])
+       for r in section['rounds']]))
   print()
   job = section['rounds'][-1]['same_as_job']['job']
   figures = (', '.join(f'{name} {value[:12]}...' for name, value in
                        sorted(job['fingerprints'].items()))
              + f"; {job['num_pixels']:,} pixels summed for the statistics")
   if section['same_as_job']:
-    print(f"The same-work loop built the job's records byte for byte and summed the pixels of "
-          f"the same images (every run: the job's split fingerprints and pixel count for the "
-          f"{large}x files, {figures})\n")
+    print(f"The same-work loop and the DoFn loop built the job's records byte for byte and "
+          f"summed the pixels of the same images (every run: the job's split fingerprints and "
+          f"pixel count for the {large}x files, {figures})\n")
   else:
-    print(f"NOT the same work: a same-work run's split fingerprints or pixel count differ from "
-          f"the job's ({figures}; the JSON report has every run's)\n")
+    print(f"NOT the same work: a loop run's split fingerprints or pixel count differ from the "
+          f"job's ({figures}; the JSON report has every run's)\n")
   median = section['median']
   rounds = len(section['rounds'])
+  parts = []
+  for unit, label in (('cpu', 'CPU ms/img'), ('wall', 'ms/img/core')):
+    job_ms, dofn, same, tight = (median[f'{cost}_{unit}_ms'] for cost in _COSTS)
+    parts.append([tight, same - tight, dofn - same,
+                  job_ms - dofn if job_ms is not None else None, job_ms])
+  names = ('decode, resize, encode (tight loop)',
+           'the work beyond them, as a plain loop does it (same-work - tight)',
+           "the conversion DoFn's own code beyond that work (DoFn loop - same-work)",
+           "the runner and the job's other steps (job - DoFn loop)",
+           'the job, steady state')
+  print(f'Where the job\'s time per image goes (medians of the {rounds} rounds\' costs)\n')
+  print(common.format_table(('part', 'CPU ms/img', 'ms/img/core (wall)'),
+                            [(name, cpu, wall) for name, cpu, wall in
+                             zip(names, parts[0], parts[1])]))
+  print()
   return [
       (f'job steady state / same-work loop, CPU ms per image (median of {rounds} rounds)',
        median['job_over_same_cpu'], '-', 'for information'),
@@ -889,9 +984,10 @@ def main(argv=None):
                       '--startup_flags: a before/after.')
   parser.add_argument('--same_work', action='store_true',
                       help="Only the job against the same-work loop (issue 26): the job with its "
-                      'defaults (and --job_flags) at the two --sizes, the same-work loop and the '
-                      'tight loop on the larger size\'s files, alternated in --same_work_rounds '
-                      'rounds; (job - tight loop) / (same-work loop - tight loop) per image.')
+                      'defaults (and --job_flags) at the two --sizes; the same-work loop, the '
+                      'DoFn loop and the tight loop on the larger size\'s files; alternated in '
+                      '--same_work_rounds rounds; (job - tight loop) / (same-work loop - tight '
+                      'loop) per image.')
   parser.add_argument('--same_work_rounds', type=int, default=2,
                       help='Rounds of --same_work (each: the job at both sizes, each loop twice).')
   common.add_row_flags(parser)
