@@ -714,15 +714,14 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
   }
   runs, rounds_out = [], []
   for number in range(1, rounds + 1):
-    job, loops = {}, {key: [] for key in _LOOPS}
+    job, manifests, loops = {}, {}, {key: [] for key in _LOOPS}
     for step in _ROUND:
       if step.startswith('job'):
         times = small if step == 'job small' else large
         wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{times}x', workers,
                                                 image_size, job_flags)
         job[times] = (written, wall, cpu)
-        if times == large:  # what the loops' outputs are checked against
-          manifest = json.loads((work / f'out_{times}x' / 'manifest.json').read_text())
+        manifests[times] = json.loads((work / f'out_{times}x' / 'manifest.json').read_text())
         runs.append(_run_row(f'job {times}x (end to end)', number, written, wall, cpu, workers,
                              peak, 'whole command, start-up included'))
         continue
@@ -737,7 +736,8 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
     figures = {'round': number, 'job_images': [n1, n2],
                'loop_images': {key: [r['images'] for r in loops[key]] for key in _LOOPS},
                'pixel_sums': loops['same_work'][0]['pixel_sums'],
-               'same_as_job': _same_as_job(loops['same_work'] + loops['dofn_loop'], manifest)}
+               'same_as_job': _same_as_job(loops['same_work'] + loops['dofn_loop'],
+                                           manifests[large])}
     if n2 > n1 and t2 > t1:
       figures['job_wall_ms'] = 1000 * workers * (t2 - t1) / (n2 - n1)
       figures['job_cpu_ms'] = 1000 * (c2 - c1) / (n2 - n1)
@@ -756,6 +756,12 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
       job_ms, same_ms = figures[f'job_{unit}_ms'], figures[f'same_{unit}_ms']
       figures[f'job_over_same_{unit}'] = job_ms / same_ms if job_ms is not None else None
       figures[f'beyond_codec_{unit}'] = beyond_codec(job_ms, figures[f'tight_{unit}_ms'], same_ms)
+    # the job's steps along the slope: each top-level step's milliseconds (the manifest's
+    # step_msecs, elapsed time as Beam's state sampler attributes it) per extra image
+    small_steps, large_steps = (manifests[t].get('step_msecs') or {} for t in (small, large))
+    figures['step_ms'] = ({step: (large_steps.get(step, 0) - small_steps.get(step, 0)) / (n2 - n1)
+                           for step in set(small_steps) | set(large_steps)}
+                          if n2 > n1 and large_steps else {})
     rounds_out.append(figures)
 
   def median(key):
@@ -810,21 +816,46 @@ def print_same_work(section):
           f"job's ({figures}; the JSON report has every run's)\n")
   median = section['median']
   rounds = len(section['rounds'])
-  parts = []
-  for unit, label in (('cpu', 'CPU ms/img'), ('wall', 'ms/img/core')):
-    job_ms, dofn, same, tight = (median[f'{cost}_{unit}_ms'] for cost in _COSTS)
-    parts.append([tight, same - tight, dofn - same,
-                  job_ms - dofn if job_ms is not None else None, job_ms])
   names = ('decode, resize, encode (tight loop)',
            'the work beyond them, as a plain loop does it (same-work - tight)',
            "the conversion DoFn's own code beyond that work (DoFn loop - same-work)",
            "the runner and the job's other steps (job - DoFn loop)",
-           'the job, steady state')
-  print(f'Where the job\'s time per image goes (medians of the {rounds} rounds\' costs)\n')
-  print(common.format_table(('part', 'CPU ms/img', 'ms/img/core (wall)'),
-                            [(name, cpu, wall) for name, cpu, wall in
-                             zip(names, parts[0], parts[1])]))
+           'the job, steady state (the slope)')
+
+  def parts(r):
+    job = r['job_cpu_ms']
+    return (r['tight_cpu_ms'], r['same_cpu_ms'] - r['tight_cpu_ms'],
+            r['dofn_cpu_ms'] - r['same_cpu_ms'], None if job is None else job - r['dofn_cpu_ms'],
+            job)
+
+  by_round = [parts(r) for r in section['rounds']]
+
+  def middle(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+  print("Where the job's time per image goes: CPU ms per image, each round's costs taken apart "
+        '(the parts of a round add up to its job; their medians need not)\n')
+  print(common.format_table(
+      ('part', *(f'round {r["round"]}' for r in section['rounds']), 'median'),
+      [(name, *(p[i] for p in by_round), middle([p[i] for p in by_round]))
+       for i, name in enumerate(names)]))
   print()
+  steps = sorted({step for r in section['rounds'] for step in r['step_ms']},
+                 key=lambda step: -(middle([r['step_ms'].get(step, 0)
+                                            for r in section['rounds']]) or 0))
+  if steps:
+    rest = [r['job_cpu_ms'] - sum(r['step_ms'].values())
+            if r['job_cpu_ms'] is not None and r['step_ms'] else None for r in section['rounds']]
+    print("The job's steps along the slope: the manifest's step_msecs per extra image (elapsed "
+          'ms as Beam\'s state sampler attributes them, summed over the workers: CPU time only '
+          'when the cores were free)\n')
+    print(common.format_table(
+        ('step: ms per image', *(f'round {r["round"]}' for r in section['rounds']), 'median'),
+        [(step, *(r['step_ms'].get(step, 0.0) for r in section['rounds']),
+          middle([r['step_ms'].get(step, 0.0) for r in section['rounds']])) for step in steps]
+        + [('(the slope\'s CPU less the steps: the runner\'s own work)', *rest, middle(rest))]))
+    print()
   return [
       (f'job steady state / same-work loop, CPU ms per image (median of {rounds} rounds)',
        median['job_over_same_cpu'], '-', 'for information'),
