@@ -663,6 +663,13 @@ def _loop_costs(results, workers):
           1000 * sum(r['cpu_seconds'] for r in results) / images)
 
 
+def _progress(run):
+  """One line on stderr per finished run, as it ends: a long comparison's figures so far."""
+  print(f"{time.strftime('%H:%M:%S')} {run['row']}: {run['images']} images, "
+        f"{run['seconds']:.1f} s, {run['cpu_ms_per_image']:.3f} CPU ms/img, load "
+        f'{os.getloadavg()[0]:.1f}', file=sys.stderr, flush=True)
+
+
 def _same_as_job(results, manifest):
   """Whether each loop run built the job's records and summed its pixels: every split's
   fingerprint and the statistics' pixel count as the job's ``manifest`` (of the same files) has
@@ -724,6 +731,7 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
         manifests[times] = json.loads((work / f'out_{times}x' / 'manifest.json').read_text())
         runs.append(_run_row(f'job {times}x (end to end)', number, written, wall, cpu, workers,
                              peak, 'whole command, start-up included'))
+        _progress(runs[-1])
         continue
       result = rows_runner.run(step, loop_args[step])
       loops[step].append(result)
@@ -732,6 +740,7 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
         note += f"; {result['pixel_sums']} with pixel sums ({training})"
       runs.append(_run_row(name, number, result['images'], result['seconds'],
                            result['cpu_seconds'], result['cores'], result['peak_rss_mib'], note))
+      _progress(runs[-1])
     (n1, t1, c1), (n2, t2, c2) = job[small], job[large]
     figures = {'round': number, 'job_images': [n1, n2],
                'loop_images': {key: [r['images'] for r in loops[key]] for key in _LOOPS},
