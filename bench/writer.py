@@ -626,6 +626,10 @@ SAME_WORK_TARGET = 1.5
 """Issue 26: the per-image work beyond decode, resize and encode may cost the job at most this
 many times what it costs the same-work loop."""
 
+WALL_SHARE = 0.9
+"""A round's wall-time ratios count when each of its runs kept at least this share of its cores
+busy (CPU time over wall time and cores); on a shared machine often none does."""
+
 SAME_WORK_ROW = "same-work loop (the conversion step's work, Pool)"
 TIGHT_ROW = 'tight loop (codec.convert, Pool)'
 DOFN_ROW = "DoFn loop (the job's conversion DoFn, Pool)"
@@ -765,6 +769,15 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
       job_ms, same_ms = figures[f'job_{unit}_ms'], figures[f'same_{unit}_ms']
       figures[f'job_over_same_{unit}'] = job_ms / same_ms if job_ms is not None else None
       figures[f'beyond_codec_{unit}'] = beyond_codec(job_ms, figures[f'tight_{unit}_ms'], same_ms)
+    # Wall ms per image per core is a cost only for a run that had its cores: one that kept 1 of
+    # its 2 busy (other jobs held the rest) counts its images twice as dear, and the difference
+    # of differences above magnifies that. So the round's wall ratios count only when every run
+    # kept at least WALL_SHARE of its cores busy; the CPU ratios do not depend on it.
+    busy = [run['cpu_ms_per_image'] * run['images_per_s'] / 1000 / run['cores']
+            for run in runs if run['row'].startswith(f'round {number}:')]
+    figures['cores_busy_share'] = [min(busy), max(busy)]
+    if min(busy) < WALL_SHARE:
+      figures['job_over_same_wall'] = figures['beyond_codec_wall'] = None
     # the job's steps along the slope: each top-level step's milliseconds (the manifest's
     # step_msecs, elapsed time as Beam's state sampler attributes it) per extra image
     small_steps, large_steps = (manifests[t].get('step_msecs') or {} for t in (small, large))
@@ -802,14 +815,22 @@ def print_same_work(section):
   print()
   print("Per round: the job's steady state (the slope between its two sizes) and the loops "
         "(their two runs together), per image\n")
+  def wall(r, key):
+    if r['job_wall_unreliable']:
+      return 'unreliable (load changed)'
+    low = r['cores_busy_share'][0]
+    return r[key] if low >= WALL_SHARE else f'unreliable (a run had {low:.0%} of its cores)'
+
   print(common.format_table(
       ('round', 'job ms/img/core', 'DoFn loop', 'same-work loop', 'tight loop', 'job CPU ms/img',
-       'DoFn loop', 'same-work loop', 'tight loop', 'job / same, wall', 'job / same, CPU',
-       '(job - tight) / (same - tight), wall', '(job - tight) / (same - tight), CPU'),
+       'DoFn loop', 'same-work loop', 'tight loop', 'cores busy / cores', 'job / same, wall',
+       'job / same, CPU', '(job - tight) / (same - tight), wall',
+       '(job - tight) / (same - tight), CPU'),
       [(r['round'], r['job_wall_ms'] if not r['job_wall_unreliable'] else 'unreliable',
         r['dofn_wall_ms'], r['same_wall_ms'], r['tight_wall_ms'], r['job_cpu_ms'],
-        r['dofn_cpu_ms'], r['same_cpu_ms'], r['tight_cpu_ms'], r['job_over_same_wall'],
-        r['job_over_same_cpu'], r['beyond_codec_wall'], r['beyond_codec_cpu'])
+        r['dofn_cpu_ms'], r['same_cpu_ms'], r['tight_cpu_ms'],
+        '{:.2f}-{:.2f}'.format(*r['cores_busy_share']), wall(r, 'job_over_same_wall'),
+        r['job_over_same_cpu'], wall(r, 'beyond_codec_wall'), r['beyond_codec_cpu'])
        for r in section['rounds']]))
   print()
   job = section['rounds'][-1]['same_as_job']['job']
@@ -856,14 +877,20 @@ def print_same_work(section):
   if steps:
     rest = [r['job_cpu_ms'] - sum(r['step_ms'].values())
             if r['job_cpu_ms'] is not None and r['step_ms'] else None for r in section['rounds']]
+    medians = {step: middle([r['step_ms'].get(step, 0.0) for r in section['rounds']])
+               for step in steps}
+    total = sum(value for value in medians.values() if value > 0)
     print("The job's steps along the slope: the manifest's step_msecs per extra image (elapsed "
           'ms as Beam\'s state sampler attributes them, summed over the workers: CPU time only '
-          'when the cores were free)\n')
+          'when the cores were free; on shared cores the steps\' times include waiting for '
+          'one, and the last row, the runner\'s own work, turns negative)\n')
     print(common.format_table(
-        ('step: ms per image', *(f'round {r["round"]}' for r in section['rounds']), 'median'),
-        [(step, *(r['step_ms'].get(step, 0.0) for r in section['rounds']),
-          middle([r['step_ms'].get(step, 0.0) for r in section['rounds']])) for step in steps]
-        + [('(the slope\'s CPU less the steps: the runner\'s own work)', *rest, middle(rest))]))
+        ('step: ms per image', *(f'round {r["round"]}' for r in section['rounds']), 'median',
+         'share of the steps'),
+        [(step, *(r['step_ms'].get(step, 0.0) for r in section['rounds']), medians[step],
+          f'{100 * medians[step] / total:.1f}%' if total else '-') for step in steps]
+        + [('(the slope\'s CPU less the steps: the runner\'s own work)', *rest, middle(rest),
+            '-')]))
     print()
   return [
       (f'job steady state / same-work loop, CPU ms per image (median of {rounds} rounds)',
@@ -875,7 +902,8 @@ def print_same_work(section):
        at_most_verdict(median['beyond_codec_cpu'], SAME_WORK_TARGET)),
       ('the same, by wall ms per image per core', median['beyond_codec_wall'],
        f'<= {SAME_WORK_TARGET}', at_most_verdict(median['beyond_codec_wall'], SAME_WORK_TARGET)
-       if median['beyond_codec_wall'] is not None else 'unreliable (load changed): see CPU'),
+       if median['beyond_codec_wall'] is not None else
+       f'unreliable (no round whose runs all had {WALL_SHARE:.0%} of their cores): see CPU'),
   ]
 
 
@@ -1161,6 +1189,10 @@ def main(argv=None):
   pipe_steady = by.get(f'{pipe_label}, steady state', {})
   # issue 26: the job's cost beyond decode, resize and encode against the same-work loop's
   pipe_wall = None if pipe_label in unreliable else pipe_steady.get('ms_per_image_per_core')
+  # the wall figures are costs only where each row had its cores (see WALL_SHARE)
+  shares = [row['cpu_ms_per_image'] * row['images_per_s'] / 1000 / row['cores']
+            for row in (pipe_steady, by[TIGHT_ROW], by[SAME_WORK_ROW]) if row]
+  wall_share_low = min(shares) < WALL_SHARE
   beyond_wall = beyond_codec(pipe_wall, by[TIGHT_ROW]['ms_per_image_per_core'],
                              by[SAME_WORK_ROW]['ms_per_image_per_core'])
   beyond_cpu = beyond_codec(pipe_cpu, tight_cpu, by[SAME_WORK_ROW]['cpu_ms_per_image'])
@@ -1184,8 +1216,10 @@ def main(argv=None):
        tf_cpu / pipe_cpu if pipe_cpu else None, '>= 2',
        common.verdict(tf_cpu / pipe_cpu if pipe_cpu else None, 2.0)),
       ('(pipeline - tight loop) / (same-work loop - tight loop), ms/img/core', beyond_wall,
-       f'<= {SAME_WORK_TARGET}', at_most_verdict(beyond_wall, SAME_WORK_TARGET)
-       if pipe_label not in unreliable else 'unreliable (load changed): see the CPU-time ratio'),
+       f'<= {SAME_WORK_TARGET}',
+       'unreliable (load changed): see the CPU-time ratio' if pipe_label in unreliable else
+       f'unreliable (a row had {min(shares):.0%} of its cores): see the CPU-time ratio'
+       if wall_share_low else at_most_verdict(beyond_wall, SAME_WORK_TARGET)),
       ('the same, by CPU time per image', beyond_cpu, f'<= {SAME_WORK_TARGET}',
        at_most_verdict(beyond_cpu, SAME_WORK_TARGET)),
       ('DCT downscale speed-up on large JPEGs (full / DCT)', dct_ratio, '>= 2',
