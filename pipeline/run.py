@@ -7,7 +7,8 @@ The graph, top to bottom (every step is a PTransform from ``transforms/``)::
     list files ─> label ─> split ─> [drop duplicates] ─> [reuse] ─> shuffle ─> decode/resize/encode
                     └─> class names (side input) ─────────┼─────────────────────┘      │
     converted examples <─── the previous run's records ───┴─── [embed: RunInference] ──┘
-      (--run_date: unchanged images keep their record, copied from the previous run's shards;
+      (--run_date: unchanged images keep their record, verified in the previous run's shards
+       and copied from there by the writer; their examples reach the steps below in lists;
        --embedding_model: a new record gets image/embedding, transforms.image.embedding)
       ├─> write shards per split (fixed --num_shards)
       ├─> count + fingerprint per split
@@ -61,7 +62,7 @@ from transforms.outputs import claim
 from transforms.outputs.authorship import NotWrittenByThisJob
 from transforms.outputs.failures import WriteFailures
 from transforms.outputs.image_index import DiffAgainstPrevious, WriteImageIndex
-from transforms.outputs.incremental import CountConverted, ReusePreviousRecords
+from transforms.outputs.incremental import CountConverted, DropReused, ReusePreviousRecords
 from transforms.outputs.metadata import WriteMetadata
 from transforms.outputs.publish import PublishRun
 from transforms.outputs.write import WriteSplits
@@ -107,8 +108,9 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     new_examples = new_examples | 'embed images' >> AddEmbeddings(config.embedding)
   # the examples of every source: the writer takes each apart (the records are never
   # flattened); the per-image analysis steps read them all, in lists, without their records
-  records = (new_examples,) if reused is None else (new_examples, reused)
-  batches = records | 'examples in batches' >> ExampleBatches()
+  # (a night's reused records come in lists already, and to the writer as keys files)
+  records = (new_examples,)
+  batches = records | 'examples in batches' >> ExampleBatches(_reused_lists(reused))
 
   # groups of byte-identical files and of near-identical pictures (perceptual hashes)
   groups = [batches | 'exact duplicate groups' >> ExactGroups(), deduped['groups']]
@@ -122,10 +124,14 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     dropped = near_groups | 'near duplicates not written' >> DroppedNear()
     near_failures.append(dropped[FAILURES_TAG])
     records = records | 'drop near duplicates' >> DropNearDuplicates(dropped['files'])
-    batches = records | 'examples kept in batches' >> ExampleBatches()
+    if reused is not None:
+      reused = reused | 'drop reused near duplicates' >> DropReused(
+          dropped['files'], config.shuffle_seed, config.claim)
+    batches = records | 'examples kept in batches' >> ExampleBatches(_reused_lists(reused))
   shard_paths = records | 'write shards' >> WriteSplits(
       config.output_dir, config.num_shards, config.compressed,
-      dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed)
+      dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed,
+      staged=reused and reused['staged'])
   split_stats = batches | 'split statistics' >> SplitStatistics()
   failure_summary = (
       [listed[FAILURES_TAG], *label_failures, images[FAILURES_TAG], deduped[FAILURES_TAG],
@@ -142,9 +148,15 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
   # images.jsonl (file, sha256, split, label per example) and, on a later night, its diff
   index = batches | 'image index' >> WriteImageIndex(config.output_dir)
   diff = None
-  if config.previous_index:
+  if config.previous_index and reused is None:
     diff = batches | 'diff against the previous run' >> DiffAgainstPrevious(
         config.previous_index, config.previous_run)
+  elif config.previous_index:  # the reuse step paired the files: the converted ones are left
+    diff = (records[:1]
+            | 'converted examples in batches' >> ExampleBatches()
+            | 'diff against the previous run' >> DiffAgainstPrevious(
+                config.previous_index, config.previous_run,
+                previous_entries=reused['previous'], unchanged_batches=reused['batches']))
   statistics = None
   if config.stats == opts.STATS_TFT:  # the same numbers, and OUT/transform_fn/ (TFT)
     statistics = batches | 'training statistics (tft)' >> AnalyzeTrainingSplit(
@@ -165,7 +177,9 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
 def _reuse_previous_night(images, config: JobConfig, stats_split):
   """PCollection[LabeledImage] -> (the images to convert, the previous run's records of the
   unchanged ones or None, the one-element night counts or None): see
-  transforms.outputs.incremental."""
+  transforms.outputs.incremental. The records: a dict of ``batches`` (their examples in lists,
+  without record bytes), ``staged`` (the writer's keys files of them) and ``previous`` (the
+  previous index entries of the files not reused, for the diff)."""
   plan = config.incremental
   if plan is None:  # not a dated run
     return images, None, None
@@ -173,8 +187,15 @@ def _reuse_previous_night(images, config: JobConfig, stats_split):
     return images, None, images | 'count images to convert' >> CountConverted()
   measured = config.image_checks and config.spec.image_format != 'original'
   night = images | 'reuse unchanged records' >> ReusePreviousRecords(
-      plan.previous_index, plan.previous_shards, stats_split, measured=measured)
-  return night['convert'], night['reused'], night['counts']
+      plan.previous_index, plan.previous_shards, config.output_dir, stats_split,
+      measured=measured, shuffle_seed=config.shuffle_seed, claim=config.claim)
+  reused = {name: night[name] for name in ('batches', 'staged', 'previous')}
+  return night['convert'], reused, night['counts']
+
+
+def _reused_lists(reused) -> tuple:
+  """The already-batched sources of ExampleBatches: a night's reused examples, or none."""
+  return () if reused is None else (reused['batches'],)
 
 
 def _label_and_split(p: beam.Pipeline, files, config: JobConfig):

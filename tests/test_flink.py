@@ -7,6 +7,14 @@ Each conversion is compared with the same conversion on the local runner (``test
 ``output_digest``: the manifest less times and paths, each split's counts and fingerprint, the
 SHA-256 of ``images.jsonl``, ``labels.txt``, ``duplicates.jsonl`` and the other text files).
 
+The conversion that loses a TaskManager and the launcher stopped by SIGTERM run the job's
+Python code in the cluster's worker pool, as deployed (``EXTERNAL``). The night and the failed
+run, which test what Flink does with the job rather than the environment, run it in the
+launcher's process (``LOOPBACK``): the worker pool starts about 14 Python processes per job,
+each importing Beam, and the catdog conversion took 341 s and 190 s that way against 76 s and
+47.5 s with ``LOOPBACK``, in alternating runs on one cluster (2 cores, load average 14 and 7).
+Each Flink job is a minute or more of the suite, so no two tests run the same one.
+
 Needs the install step's ``.flink/`` and ``deploy/flink/job-server/target/lib`` (README.md):
 skipped without them, except in CI (``CI`` set), where their absence fails the module.
 """
@@ -49,11 +57,17 @@ def cluster(tmp_path_factory):
     yield started
 
 
-def _on_flink(cluster, input_dir, output_dir, *flags, during=None) -> subprocess.CompletedProcess:
+def _on_flink(cluster, input_dir, output_dir, *flags, during=None,
+              loopback: bool = False) -> subprocess.CompletedProcess:
   """``python -m pipeline.run`` submitted to ``cluster``; ``during(process)`` runs while the
-  launcher waits for the job. Fails the test when the launcher runs past JOB_TIMEOUT_S."""
+  launcher waits for the job. Fails the test when the launcher runs past JOB_TIMEOUT_S.
+
+  The job's Python code runs in the cluster's worker pool, as deployed, or with ``loopback``
+  in the launcher's process (``Cluster.flags``): a test of what Flink does with the job (its
+  shuffles, its restarts, the job's exit) takes a quarter of the time that way on this
+  machine (the module docstring)."""
   command = [sys.executable, '-m', 'pipeline.run', f'--input_dir={input_dir}',
-             f'--output_dir={output_dir}', *flags, *cluster.flags()]
+             f'--output_dir={output_dir}', *flags, *cluster.flags(loopback=loopback)]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'reader')]))
   with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, text=True) as launcher:
@@ -82,87 +96,6 @@ def _night(run_dir: pathlib.Path, input_dir) -> dict:
 def _succeeded(result: subprocess.CompletedProcess, cluster) -> None:
   assert result.returncode == 0, (
       f'exit {result.returncode}:\n{result.stderr[-5000:]}\n{_logs(cluster)}')
-
-
-# --- the same records as the local runner -------------------------------------------------------
-
-CATDOG_FLAGS = (r'--label_source=filename:^([a-z]+)\.\d+\.jpg$', '--image_size=48',
-                '--dedup=keep_first_near', '--stats', '--num_shards=2')
-
-
-@pytest.fixture(scope='module')
-def catdog(tmp_path_factory):
-  """About 60 photos of ../shared/data/catdog_filenames, in a folder of their own: the first 28
-  cats and dogs by name (byte-identical copies among them) and the three near-identical pairs
-  of the set."""
-  source = shared_data('catdog_filenames') / 'train'
-  folder = tmp_path_factory.mktemp('catdog') / 'train'
-  folder.mkdir()
-  near = {'cat.138.jpg', 'cat.86.jpg', 'dog.1021.jpg', 'dog.1070.jpg', 'dog.1076.jpg',
-          'dog.1098.jpg'}
-  for kind in ('cat', 'dog'):
-    for path in sorted(source.glob(f'{kind}.*.jpg'))[:28]:
-      shutil.copyfile(path, folder / path.name)
-  for name in near:
-    shutil.copyfile(source / name, folder / name)
-  return folder.parent
-
-
-@pytest.fixture(scope='module')
-def catdog_runs(cluster, catdog, tmp_path_factory):
-  """{'flink' | 'local': output folder} of the same conversion on both runners."""
-  out = tmp_path_factory.mktemp('catdog_out')
-  result = _on_flink(cluster, catdog, out / 'flink', *CATDOG_FLAGS)
-  _succeeded(result, cluster)
-  assert convert(catdog, out / 'local', *CATDOG_FLAGS) == 0
-  return {'flink': out / 'flink', 'local': out / 'local'}
-
-
-@pytest.mark.slow
-def test_flink_writes_the_local_runners_records_with_statistics_and_near_duplicates(catdog_runs,
-                                                                                    catdog):
-  flink, local = (output_digest(catdog_runs[name], str(catdog)) for name in ('flink', 'local'))
-  manifest = flink['manifest']
-  assert manifest['num_examples'] > 0 and manifest['status'] == 'complete'
-  assert manifest['duplicates']['near']['num_dropped'] > 0  # near duplicates found, dropped
-  assert manifest['statistics']['num_pixels'] > 0
-  assert flink == local
-
-
-# --- nightly, with masks -------------------------------------------------------------------------
-
-NIGHT_FLAGS = ('--masks=voc', '--num_shards=1', '--splits=train=0.5,validation=0.5', '--stats')
-
-
-@pytest.mark.slow
-def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(cluster, tmp_path):
-  """../shared/data/segmentation/voc_palette (3 photos and their palette masks): night 1, then
-  night 2 after one mask changed, on Flink: night 2 converts that image again, reuses the other
-  two from night 1's shards, publishes dt=night 2 and points LATEST at it. Each night holds
-  what the local runner writes for it (night 2 on the local runner starts from Flink's
-  night 1)."""
-  voc = tmp_path / 'voc'
-  shutil.copytree(shared_data('segmentation/voc_palette'), voc)
-  root, local_root = tmp_path / 'flink', tmp_path / 'local'
-  _succeeded(_on_flink(cluster, voc, root, '--run_date=2026-12-01', *NIGHT_FLAGS), cluster)
-  assert convert(voc, local_root / 'night1', '--run_date=2026-12-01', *NIGHT_FLAGS) == 0
-  night1 = output_digest(root / 'dt=2026-12-01', str(voc))
-  assert night1['manifest']['num_examples'] == 3
-  assert night1['manifest']['statistics']['num_pixels'] > 0
-  assert night1 == output_digest(local_root / 'night1' / 'dt=2026-12-01', str(voc))
-
-  shutil.copytree(root, local_root / 'night2')
-  mask = voc / 'SegmentationClass' / '2011_000006.png'
-  mask.write_bytes(mask.read_bytes() + b'\0')  # other bytes (after IEND), the same pixels
-  _succeeded(_on_flink(cluster, voc, root, '--run_date=2026-12-02', *NIGHT_FLAGS), cluster)
-  assert (root / 'LATEST').read_text().strip() == 'dt=2026-12-02'
-  assert (root / 'dt=2026-12-01' / '_SUCCESS').is_file()
-  night = manifest_of(root / 'dt=2026-12-02')['incremental']
-  assert night['reused_from'].endswith('dt=2026-12-01')
-  assert (night['reused'], night['converted']) == (2, 1)
-  assert convert(voc, local_root / 'night2', '--run_date=2026-12-02', *NIGHT_FLAGS) == 0
-  assert (_night(root / 'dt=2026-12-02', voc)
-          == _night(local_root / 'night2' / 'dt=2026-12-02', voc))
 
 
 # --- a TaskManager lost during the conversion ---------------------------------------------------
@@ -204,14 +137,43 @@ def _kill_the_converting_task_manager(cluster, launcher) -> str:
   pytest.fail('the job ended before its conversion step ran')
 
 
-@pytest.mark.slow
-def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record(
-    cluster, catdog, catdog_runs, tmp_path):
-  """SIGKILL to the TaskManager running the conversion step: Flink's fixed-delay restart
-  strategy runs the failed tasks again on the other TaskManager; the job completes with the
-  clean run's records."""
+# --- the same records as the local runner -------------------------------------------------------
+
+CATDOG_FLAGS = (r'--label_source=filename:^([a-z]+)\.\d+\.jpg$', '--image_size=48',
+                '--dedup=keep_first_near', '--stats', '--num_shards=2')
+
+
+@pytest.fixture(scope='module')
+def catdog(tmp_path_factory):
+  """About 60 photos of ../shared/data/catdog_filenames, in a folder of their own: the first 28
+  cats and dogs by name (byte-identical copies among them) and the three near-identical pairs
+  of the set."""
+  source = shared_data('catdog_filenames') / 'train'
+  folder = tmp_path_factory.mktemp('catdog') / 'train'
+  folder.mkdir()
+  near = {'cat.138.jpg', 'cat.86.jpg', 'dog.1021.jpg', 'dog.1070.jpg', 'dog.1076.jpg',
+          'dog.1098.jpg'}
+  for kind in ('cat', 'dog'):
+    for path in sorted(source.glob(f'{kind}.*.jpg'))[:28]:
+      shutil.copyfile(path, folder / path.name)
+  for name in near:
+    shutil.copyfile(source / name, folder / name)
+  return folder.parent
+
+
+@pytest.fixture(scope='module')
+def catdog_runs(cluster, catdog, tmp_path_factory):
+  """The same conversion on both runners: {'flink' | 'local': output folder, 'killed': the
+  TaskManager killed during Flink's run, 'exceptions': that job's exception history}.
+
+  Flink's run loses the TaskManager that runs its conversion step (SIGKILL, see
+  :func:`_kill_the_converting_task_manager`): Flink's fixed-delay restart strategy runs the
+  failed tasks again on the other TaskManager. One run shows both that Flink writes the local
+  runner's records and that a lost TaskManager loses and doubles none of them (each Flink job
+  costs a minute or more of the suite)."""
+  out = tmp_path_factory.mktemp('catdog_out')
   killed = []
-  result = _on_flink(cluster, catdog, tmp_path / 'flink', *CATDOG_FLAGS,
+  result = _on_flink(cluster, catdog, out / 'flink', *CATDOG_FLAGS,
                      during=lambda launcher: killed.append(
                          _kill_the_converting_task_manager(cluster, launcher)))
   try:
@@ -219,12 +181,69 @@ def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record
     jobs = cluster.rest('/jobs/overview')['jobs']
     newest = max(jobs, key=lambda job: job['start-time'])
     exceptions = cluster.rest(f'/jobs/{newest["jid"]}/exceptions')
-    # Flink saw the loss and restarted the tasks (the run did not merely finish before it)
-    assert exceptions.get('exceptionHistory', {}).get('entries'), exceptions
-    assert (output_digest(tmp_path / 'flink', str(catdog))
-            == output_digest(catdog_runs['flink'], str(catdog)))
   finally:
-    cluster.add_task_manager()  # the next test finds two TaskManagers again
+    cluster.add_task_manager()  # the next tests find two TaskManagers again
+  assert convert(catdog, out / 'local', *CATDOG_FLAGS) == 0
+  return {'flink': out / 'flink', 'local': out / 'local', 'killed': killed,
+          'exceptions': exceptions}
+
+
+@pytest.mark.slow
+def test_flink_writes_the_local_runners_records_with_statistics_and_near_duplicates(catdog_runs,
+                                                                                    catdog):
+  flink, local = (output_digest(catdog_runs[name], str(catdog)) for name in ('flink', 'local'))
+  manifest = flink['manifest']
+  assert manifest['num_examples'] > 0 and manifest['status'] == 'complete'
+  assert manifest['duplicates']['near']['num_dropped'] > 0  # near duplicates found, dropped
+  assert manifest['statistics']['num_pixels'] > 0
+  assert flink == local
+
+
+@pytest.mark.slow
+def test_a_task_manager_killed_during_the_conversion_loses_and_doubles_no_record(catdog_runs):
+  """The TaskManager running the conversion step was killed (SIGKILL) during Flink's run of
+  ``catdog_runs``; the job completed with the local runner's records
+  (test_flink_writes_the_local_runners_records_with_statistics_and_near_duplicates)."""
+  assert catdog_runs['killed'] and catdog_runs['killed'][0].startswith('taskmanager-')
+  exceptions = catdog_runs['exceptions']
+  # Flink saw the loss and restarted the tasks (the run did not merely finish before it)
+  assert exceptions.get('exceptionHistory', {}).get('entries'), exceptions
+
+
+# --- nightly, with masks -------------------------------------------------------------------------
+
+NIGHT_FLAGS = ('--masks=voc', '--num_shards=1', '--splits=train=0.5,validation=0.5', '--stats')
+
+
+@pytest.mark.slow
+def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(cluster, tmp_path):
+  """../shared/data/segmentation/voc_palette (3 photos and their palette masks): night 1 (on
+  the local runner), then night 2 after one mask changed, on Flink and on the local runner,
+  each from a copy of the same night 1: on Flink, night 2 converts that image and its mask
+  again, reuses the other two records from night 1's shards, publishes dt=night 2 and points
+  LATEST at it, and holds what the local runner's night 2 holds. (Night 1 runs on the local
+  runner alone: the whole conversion on Flink, masks aside, is catdog_runs', and each Flink
+  job costs a minute or more of the suite.)"""
+  voc = tmp_path / 'voc'
+  shutil.copytree(shared_data('segmentation/voc_palette'), voc)
+  root, local_root = tmp_path / 'flink', tmp_path / 'local'
+  assert convert(voc, root, '--run_date=2026-12-01', *NIGHT_FLAGS) == 0
+  assert manifest_of(root / 'dt=2026-12-01')['num_examples'] == 3
+  shutil.copytree(root, local_root)
+
+  mask = voc / 'SegmentationClass' / '2011_000006.png'
+  mask.write_bytes(mask.read_bytes() + b'\0')  # other bytes (after IEND), the same pixels
+  _succeeded(_on_flink(cluster, voc, root, '--run_date=2026-12-02', *NIGHT_FLAGS,
+                       loopback=True), cluster)
+  assert (root / 'LATEST').read_text().strip() == 'dt=2026-12-02'
+  assert (root / 'dt=2026-12-01' / '_SUCCESS').is_file()
+  manifest = manifest_of(root / 'dt=2026-12-02')
+  night = manifest['incremental']
+  assert night['reused_from'].endswith('dt=2026-12-01')
+  assert (night['reused'], night['converted']) == (2, 1)
+  assert manifest['statistics']['num_pixels'] > 0
+  assert convert(voc, local_root, '--run_date=2026-12-02', *NIGHT_FLAGS) == 0
+  assert _night(root / 'dt=2026-12-02', voc) == _night(local_root / 'dt=2026-12-02', voc)
 
 
 # --- a launcher stopped by SIGTERM --------------------------------------------------------------
@@ -287,7 +306,7 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
     shutil.copyfile(messy / name, images / name)
   out = tmp_path / 'out'
   result = _on_flink(cluster, images.parent, out, '--label_source=none', '--image_size=32',
-                     '--max_failure_fraction=0.1', '--stats=false')
+                     '--max_failure_fraction=0.1', '--stats=false', loopback=True)
   assert result.returncode == 1, result.stderr[-4000:]
   lines = result.stderr.strip().splitlines()
   assert 'Traceback' not in result.stderr, result.stderr[-4000:]
@@ -301,7 +320,7 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
 
 SHARED_SETTINGS = ('restart-strategy.type', 'restart-strategy.fixed-delay.attempts',
                    'restart-strategy.fixed-delay.delay', 'heartbeat.interval',
-                   'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers',
+                   'heartbeat.rpc-failure-threshold', 'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers',
                    'taskmanager.memory.task.off-heap.size', 'taskmanager.memory.managed.fraction',
                    'cluster.uncaught-exception-handling')
 

@@ -16,6 +16,7 @@ import sys
 import pytest
 import tensorflow as tf
 from imagerecords import contract
+from imagerecords import framing
 from imagerecords.framing import frame_record, record_spans
 
 from tests.helpers import REPO, SAMPLES, convert, manifest_of, read_records, shared_data
@@ -109,6 +110,63 @@ def test_plan_reads_a_sorted_run_in_one_range_per_shard():
   plans = plan_shards(files, 4)
   assert [[(run.path, run.num_records) for run in ranges] for ranges in plans] == [
       [('f1', 10)], [('f1', 10)], [('f0', 10)], [('f0', 10)]]
+
+
+def _photo_records(path: pathlib.Path, count: int) -> list:
+  """Writes ``count`` sample photos' bytes as the records of a TFRecord file at ``path``;
+  returns the records."""
+  records = [photo.read_bytes() for photo in sorted(SAMPLES.rglob('*.jpg'))[:count]]
+  path.write_bytes(b''.join(frame_record(record) for record in records))
+  return records
+
+
+def _records_of(path: pathlib.Path) -> list:
+  """The records of the uncompressed TFRecord file ``path``."""
+  with open(path, 'rb') as stream:
+    return list(framing.read_records(stream))
+
+
+def test_a_keys_file_names_records_of_a_file_elsewhere_skipping_the_rest(tmp_path):
+  """A night's reused records: a keys file in the staging folder lists some records of a
+  previous shard (frames 0, 1, 3, 4 and 6 of 7), with their frame numbers; the plan reads only
+  consecutive frames as one range, and the shard holds exactly those records in key order.
+  Deleting the staging folder leaves the shard alone."""
+  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
+  previous = tmp_path / 'previous' / 'train-00000-of-00001.tfrecord'
+  previous.parent.mkdir()
+  records = _photo_records(previous, 7)
+  with open(previous, 'rb') as stream:
+    offsets = [span.offset for span in record_spans(stream)]
+  kept = [0, 1, 3, 4, 6]
+  # keys in file order, as a previous shard holds its records: its keys ascend
+  keys = sorted(shuffle_key(f'photo{i}', 0) for i in range(7))
+  staging = tmp_path / 'out' / WRITER_FOLDER / 'train'
+  staged = StagingFile(str(previous), array.array('q', [offsets[i] for i in kept]),
+                       b''.join(keys[i] for i in kept), array.array('q', kept),
+                       write.file_version(str(previous)))
+  keys_path = write.write_staging_keys(staged, str(staging / 'reused-a.keys'))
+  assert write.read_staging_keys(keys_path) == staged
+  (plan,) = plan_shards([staged], 1)
+  assert [(run.offset, run.num_records) for run in plan] == [
+      (offsets[0], 2), (offsets[3], 2), (offsets[6], 1)]
+  assert {run.version for run in plan} == {staged.version}
+  shard = tmp_path / 'out' / 'train-00000-of-00001.tfrecord'
+  assert copy_shard(plan, str(shard)) == 5
+  assert _records_of(shard) == [records[i] for i in kept]
+  shutil.rmtree(tmp_path / 'out' / WRITER_FOLDER)
+  assert _records_of(previous) == records
+
+
+def test_a_previous_shard_that_changed_since_it_was_verified_fails_the_copy(tmp_path):
+  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
+  previous = tmp_path / 'run [1]?' / 'train-00000-of-00001.tfrecord'  # glob characters too
+  previous.parent.mkdir()
+  _photo_records(previous, 3)
+  version = write.file_version(str(previous))
+  _photo_records(previous, 2)  # rewritten: another size
+  ranges = [ShardRange(str(previous), 0, 1, version)]
+  with pytest.raises(write.StagingFileChanged, match='changed after its records were verified'):
+    copy_shard(ranges, str(tmp_path / 'shard.tfrecord'))
 
 
 def test_plan_refuses_keys_that_do_not_match_the_offsets():
@@ -311,19 +369,20 @@ def test_each_write_step_is_safe_to_run_again_after_it_completed(tmp_path):
   path.write_bytes(b''.join(frame_record(record) for record in records))
   offsets = array.array('q', itertools.accumulate([0] + [len(frame_record(r)) for r in records[:-1]]))
   keys = b''.join(shuffle_key(photo.name, 0) for photo in photos)
-  write.write_staging_keys(StagingFile(str(path), offsets, keys))
-  assert write.read_staging_keys(str(path)) == StagingFile(str(path), offsets, keys)
-  plans = list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
+  keys_path = write.write_staging_keys(StagingFile(str(path), offsets, keys))
+  assert keys_path == f'{path}.keys'
+  assert write.read_staging_keys(keys_path) == StagingFile(str(path), offsets, keys)
+  plans = list(write._deal([keys_path], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
   paths = [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
            for plan in plans]
   written = [pathlib.Path(p).read_bytes() for p in paths]
   assert sum(len(list(record_spans(io.BytesIO(data)))) for data in written) == 6
   shutil.rmtree(tmp_path / WRITER_FOLDER)  # the staging files are deleted once all is written
-  again = list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
+  again = list(write._deal([keys_path], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
   assert again == [(0, []), (1, [])]
   assert [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
           for plan in again] == paths
   assert [pathlib.Path(p).read_bytes() for p in paths] == written
   pathlib.Path(paths[1]).unlink()
   with pytest.raises(FileNotFoundError):
-    list(write._deal([str(path)], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
+    list(write._deal([keys_path], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access

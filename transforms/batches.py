@@ -12,7 +12,7 @@ bytes themselves, where a list of tuples of strings costs about three times its 
 """
 
 import collections
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
@@ -76,28 +76,44 @@ shuffle bucket)."""
 
 
 class ExampleBatches(beam.PTransform):
-  """A tuple of PCollection[ConvertedExample], one per source (the night's converted examples
-  and, on a night that reuses, the previous run's records) -> PCollection[List[ConvertedExample]]
-  of them all, in lists of ``EXAMPLES_PER_BATCH`` (fewer at a bundle's end): the input of the
-  per-image analysis steps (duplicates, counts, quality flags, the index, the statistics).
+  """A tuple of PCollection[ConvertedExample], one per source (the night's converted examples),
+  and the PCollection[List[ConvertedExample]] of sources that come in lists already
+  (``batched``: a night's reused records, ``transforms.outputs.incremental``, listed per
+  previous shard without their record bytes) -> PCollection[List[ConvertedExample]] of them all,
+  in lists of ``EXAMPLES_PER_BATCH`` (fewer at a bundle's or a previous shard's end): the input
+  of the per-image analysis steps (duplicates, counts, quality flags, the index, the
+  statistics).
 
   The steps after it then pay Beam's cost per element (an invocation of each fused step, its
   counters) once per list: measured against each step batching on its own, which costs one
   invocation per image and step (docs/benchmarks.md, "The graph as drawn").
 
-  One source is batched as it is. Several are flattened first with their record bytes
-  (``serialized``) emptied, which no analysis step reads: a Flatten makes the local runner
-  hold its whole output in memory between two stages, so the records themselves never pass
-  one; the writer (``transforms.outputs.write.WriteSplits``) takes each source apart.
+  One source and nothing ``batched`` is batched as it is. Otherwise the examples lose their
+  record bytes (``serialized``), which no analysis step reads, and their lists are flattened
+  with ``batched``: a Flatten makes the local runner hold its whole output in memory between
+  two stages, so the records themselves never pass one; the writer
+  (``transforms.outputs.write.WriteSplits``) takes each source apart.
+
+  Args:
+    batched: PCollections of List[ConvertedExample] without record bytes, flattened in as
+      they are.
   """
 
+  def __init__(self, batched: Sequence = ()):
+    super().__init__()
+    self._batched = tuple(batched)
+
   def expand(self, sources):
-    if len(sources) == 1:
-      examples = sources[0]
-    else:
-      examples = ([source | f'source {number}: drop the record bytes' >> beam.Map(
-          lambda example: example._replace(serialized=b''))
-                   for number, source in enumerate(sources)]
-                  | 'all sources' >> beam.Flatten())
-    return examples | 'batch' >> beam.BatchElements(
+    if len(sources) == 1 and not self._batched:
+      return sources[0] | 'batch' >> beam.BatchElements(
+          min_batch_size=EXAMPLES_PER_BATCH, max_batch_size=EXAMPLES_PER_BATCH)
+    examples = [source | f'source {number}: drop the record bytes' >> beam.Map(
+        lambda example: example._replace(serialized=b''))
+                for number, source in enumerate(sources)]
+    if len(examples) > 1:
+      examples = [examples | 'all sources' >> beam.Flatten()]
+    batches = examples[0] | 'batch' >> beam.BatchElements(
         min_batch_size=EXAMPLES_PER_BATCH, max_batch_size=EXAMPLES_PER_BATCH)
+    if not self._batched:
+      return batches
+    return (batches, *self._batched) | 'with the batched sources' >> beam.Flatten()

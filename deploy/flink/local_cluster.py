@@ -84,13 +84,22 @@ FLINK_SETTINGS = {
     # a TaskManager that dies (SIGKILL, lost machine) fails its tasks; Flink restarts them on
     # the TaskManagers left, 5 times at most, 2 s apart: a killed TaskManager cost 2 restarts
     # in tests/test_flink.py (a second task failed on it before its loss was noticed), and
-    # 5 x 2 s spans the heartbeat timeout below
+    # 5 x 2 s spans the time it takes to notice the loss (below)
     'restart-strategy.type': 'fixed-delay',
     'restart-strategy.fixed-delay.attempts': 5,
     'restart-strategy.fixed-delay.delay': '2 s',
-    # a killed TaskManager is noticed within 10 s rather than Flink's default 50 s
+    # A dead TaskManager refuses the heartbeat RPCs: 2 failed in a row (2 x 2 s) mark it lost.
+    # One that is alive but slow to answer (a busy machine, a long garbage collection) keeps
+    # its tasks for Flink's default 50 s: a 10 s timeout took live TaskManagers for lost 20
+    # times in one CI run on 2 cores, and each loss ran its tasks again.
     'heartbeat.interval': 2000,
-    'heartbeat.timeout': 10000,
+    'heartbeat.rpc-failure-threshold': 2,
+    'heartbeat.timeout': 50000,
+    # The JobManager's calls to a TaskManager (deploying a task, say) wait 60 s for the answer,
+    # not Flink's 10 s: on the 2-core test machine, loaded by the suite beside the cluster, a
+    # TaskManager took over 10 s to answer, and each call that timed out failed a task, until
+    # the restart strategy gave the job up (tests/test_flink.py, at a load average of 10).
+    'pekko.ask.timeout': '60 s',
 }
 # Java 17 needs these opens for Flink 1.19 (flink-dist's own config.yaml, env.java.opts.all).
 JAVA_OPENS = ' '.join(
@@ -150,14 +159,21 @@ class Cluster:
   def rest_url(self) -> str:
     return f'http://localhost:{self.rest_port}'
 
-  def flags(self) -> List[str]:
+  def flags(self, loopback: bool = False) -> List[str]:
     """``--runner=PortableRunner`` and the endpoints, as README.md and deploy/flink/README.md
     give them; ``--parallelism`` = one TaskManager's slots, so that a job survives the loss of
-    any other TaskManager."""
+    any other TaskManager.
+
+    The Python code runs in the worker pool's SDK workers (``EXTERNAL``, as deployed), or with
+    ``loopback`` in the launcher's own process (Beam's ``LOOPBACK`` environment): no worker
+    process is started for the job's tasks (about 14 per job of this project, each importing
+    Beam again), so a small job takes a fraction of the time, but the job dies with its
+    launcher. For tests of what Flink does with the job, not of the deployed environment."""
+    environment = (['--environment_type=LOOPBACK'] if loopback else
+                   ['--environment_type=EXTERNAL',
+                    f'--environment_config=localhost:{self.worker_pool_port}'])
     return ['--runner=PortableRunner', f'--job_endpoint=localhost:{self.job_port}',
-            f'--artifact_endpoint=localhost:{self.artifact_port}',
-            '--environment_type=EXTERNAL',
-            f'--environment_config=localhost:{self.worker_pool_port}',
+            f'--artifact_endpoint=localhost:{self.artifact_port}', *environment,
             f'--parallelism={self.slots_per_task_manager}', '--job_server_timeout=120']
 
   def rest(self, path: str):

@@ -8,6 +8,10 @@
       -> with a previous run's images.jsonl, keyed by file, co-grouped with this run's (and
          the files only one run has, keyed by their SHA-256, paired again: renamed photos):
          a one-element PCollection of the diff the manifest carries
+         (a night that reuses records: the reuse step, which pairs the previous index with the
+         night's files anyway, hands on the previous entries of the files it does not reuse,
+         and only those meet the night's converted examples here; each reused image counts
+         as unchanged, per list: transforms.outputs.incremental)
 
 A nightly job over a growing folder wants to know what changed since last night: images
 added, removed, or changed in content (same file name, other SHA-256), per class; and whether
@@ -197,22 +201,40 @@ class DiffAgainstPrevious(beam.PTransform):
   previous run's: a file of the same path, or a renamed photo (a class folder renamed changes
   the hash split of its photos and their class).
 
+  On a night that reuses records (``transforms.outputs.incremental``), the reuse step has read
+  the previous index and paired it with the night's files already: a reused record's file has
+  the same path, label, split and source SHA-256 as before, so it is ``unchanged``, with no
+  other verdict, and is counted so in bulk, per list (``unchanged_batches``); the pairing by
+  file then sees only the night's converted examples (the input) against the previous entries
+  of the files not reused (``previous_entries``). The counts are those of pairing every
+  example with the whole previous index.
+
   Args:
-    previous_index: the previous run's ``images.jsonl``.
+    previous_index: the previous run's ``images.jsonl``, read when ``previous_entries`` is None.
+    previous_run: the previous run's folder, named in the diff.
+    previous_entries: PCollection[(file, previous index entry)] to pair the input with, in place
+      of the whole previous index; None: read ``previous_index``.
+    unchanged_batches: PCollection[List[ConvertedExample]] of examples that count as unchanged
+      without being paired (a night's reused records); None: none.
   """
 
-  def __init__(self, previous_index: str, previous_run: Optional[str] = None):
+  def __init__(self, previous_index: str, previous_run: Optional[str] = None,
+               previous_entries=None, unchanged_batches=None):
     super().__init__()
     self._previous_index = previous_index
     self._previous_run = previous_run
+    self._previous_entries = previous_entries
+    self._unchanged_batches = unchanged_batches
 
   def expand(self, batches):
     now = batches | 'key this run by file' >> beam.FlatMap(
         lambda batch: [(example.relpath, json.loads(index_line(example))) for example in batch])
-    before = (
-        batches.pipeline
-        | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
-        | 'key the previous run by file' >> beam.Map(keyed_by_file))
+    before = self._previous_entries
+    if before is None:
+      before = (
+          batches.pipeline
+          | 'read the previous index' >> ReadFromText(escape_pattern(self._previous_index))
+          | 'key the previous run by file' >> beam.Map(keyed_by_file))
     previous_run = self._previous_run
     compared = (
         {'now': now, 'before': before}
@@ -222,9 +244,16 @@ class DiffAgainstPrevious(beam.PTransform):
         compared[_UNPAIRED]
         | 'pair the rest by digest' >> beam.GroupByKey()
         | 'compare renamed files' >> beam.FlatMap(_renamed_verdicts))
-    return (
+    diff = (
         (compared.verdicts, renamed)
         | 'all verdicts' >> beam.Flatten()
-        | 'count' >> beam.CombineGlobally(_DiffFn())
-        | 'name the previous run' >> beam.Map(
-            lambda diff: dataclasses.replace(diff, previous_run=previous_run)))
+        | 'count' >> beam.CombineGlobally(_DiffFn()))
+    if self._unchanged_batches is not None:
+      unchanged = (self._unchanged_batches
+                   | 'count unchanged' >> beam.Map(len)
+                   | 'all unchanged' >> beam.CombineGlobally(sum))
+      diff = diff | 'and the unchanged' >> beam.Map(
+          lambda diff, more: dataclasses.replace(diff, unchanged=diff.unchanged + more),
+          beam.pvalue.AsSingleton(unchanged))
+    return diff | 'name the previous run' >> beam.Map(
+        lambda diff: dataclasses.replace(diff, previous_run=previous_run))

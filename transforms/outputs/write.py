@@ -15,7 +15,12 @@ GroupByKey; only small references do::
       |                                      order, no GroupByKey over the records
       |                                      and beside it <file>.keys: its frame offsets
       |                                      and keys (24 bytes per record) -> its path
-      | <split>: all staging files           one list of paths (a few per worker)
+      |   + staged: (split, keys file path)  records framed elsewhere: a night's reused
+      |                                      records, listed per previous shard in a keys file
+      |                                      that names the shard (transforms.outputs.
+      |                                      incremental): never written into a staging file
+      | <split>: all staging files           one list of keys files' paths (a few per worker,
+      |                                      one per previous shard)
       | <split>: deal into N shards          read every .keys file, order every record on its
       |                                      key, cut N stretches
       |                                      -> (shard index, [ShardRange, ...]) per shard
@@ -33,7 +38,8 @@ shard holds, and in what order, therefore depends only on the split's set of pat
 record bytes, the seed and ``N``: the same input, options and ``--shuffle_seed`` give
 byte-identical shard files (and DALI index files) on any runner, with any number of workers
 or bundles, and a nightly run that copies most records from the previous night's shards
-(``transforms.outputs.incremental``) writes the files a full rebuild writes. Each shard is a uniform
+(``transforms.outputs.incremental``: it hands the writer those records where they are, in
+the previous shards) writes the files a full rebuild writes. Each shard is a uniform
 random sample of its split, in random order. (Two records of a split share a key only if their
 paths are equal, which cannot happen, or by a collision of 128 bits of SHA-256; such a tie would
 be broken by staging file name and offset, which follow the runner.)
@@ -42,8 +48,10 @@ The cost of that order is in the copy's reads, not in memory: the staging files 
 arrival order, and a shard's records are read range by range, a range being consecutive
 records of one staging file (:func:`plan_shards`). ``ShuffleOrder`` hands the records over
 in key-sorted runs (one per shuffle bucket, over a narrow stretch of keys), and a night's reused
-records come from the previous shards in key order too, so a shard reads a few long ranges,
-sequentially (about ``buckets / N + 2`` per shard and source). Records that reach the writer in
+records are read from the previous shards, which hold them in key order, so a shard reads a few
+long ranges, sequentially (about ``buckets / N + 2`` per shard and source; a previous shard's
+range also ends where a record it holds is not reused: records of consecutive frame numbers
+only make one range, :class:`StagingFile`). Records that reach the writer in
 no particular order (a step that regroups them before it) cost one range, i.e. one seek, per
 record: cheap on local disk, but one ranged request per record on gs:// and s3://. Memory: the
 plan holds 24 bytes per record of the split and about 60 while it sorts
@@ -80,6 +88,7 @@ s3:// alike.
 import array
 import collections
 import itertools
+import json
 import os
 import uuid
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -95,7 +104,7 @@ from imagerecords.framing import (FOOTER_BYTES, HEADER_BYTES, FramingError, fram
 
 from transforms.elements import METRICS_NAMESPACE
 from transforms.files import reads
-from transforms.files.folders import delete_tree, is_local
+from transforms.files.folders import delete_tree, escape_pattern, is_local
 from transforms.files.textfiles import write_text
 from transforms.files.working_folders import WRITER_FOLDER
 from transforms.inputs.splits import SHUFFLE_KEY_BYTES, shuffle_key
@@ -109,58 +118,144 @@ _SHARDS_BEING_WRITTEN = '.shards'  # WRITER_FOLDER's folder of local shards unti
 class ShardRange(NamedTuple):
   """A run of consecutive records of one staging file, copied into a final shard.
 
-  path: the staging file. offset: byte offset of the first record's frame in it.
-  num_records: how many records, in file order, from there.
+  path: the staging file (or, for a night's reused records, the previous run's shard that
+  holds them). offset: byte offset of the first record's frame in it. num_records: how many
+  records, in file order, from there. version: the file's ``'SIZE:MTIME'`` when its records
+  were verified (:class:`StagingFile`), checked before the file is read; None for the
+  writer's own staging files.
   """
   path: str
   offset: int
   num_records: int
+  version: Optional[str] = None
 
 
 KEYS_SUFFIX = '.keys'
-"""Beside each staging file: its record count (8 bytes, little-endian), the frame offsets
-(``int64``, little-endian) and the keys (:data:`SHUFFLE_KEY_BYTES` each), in file order."""
+"""What a keys file's name ends with. A keys file lists records of one data file (a staging
+file, or a previous run's shard): its record count ``N`` (8 bytes, little-endian), the length
+of a JSON header (4 bytes, little-endian), the header (UTF-8: ``{"data": path of the data file,
+"version": "SIZE:MTIME" of the data file, "numbers": true}``, each key optional), then the
+frame offsets (``N`` x ``int64``, little-endian), the keys (``N`` x :data:`SHUFFLE_KEY_BYTES`)
+and, with ``"numbers"``, each record's frame number in the data file (``N`` x ``int64``), all
+in file order. Without ``"data"`` the data file is the keys file's path less ``.keys``."""
 
 
 class StagingFile(NamedTuple):
-  """One staging file, as its writer saw it: where each record's frame starts, and its key.
+  """Records of one data file, as their writer saw them: where each one's frame starts, and its
+  key.
 
-  path: the uncompressed TFRecord file. offsets: ``array('q')``, the byte offset of every
-  record's frame, in file order. keys: the records' :func:`transforms.inputs.splits.shuffle_key` s
-  (``SHUFFLE_KEY_BYTES`` = 16 bytes each) concatenated in the same order. 24 bytes per record.
+  path: the uncompressed TFRecord file that holds the records: a staging file of the writer's,
+    or a previous run's shard (a night's reused records, ``transforms.outputs.incremental``).
+  offsets: ``array('q')``, the byte offset of every record's frame, in file order. keys: the
+    records' :func:`transforms.inputs.splits.shuffle_key` s (``SHUFFLE_KEY_BYTES`` = 16 bytes
+    each) concatenated in the same order. 24 bytes per record.
+  numbers: ``array('q')`` of each record's frame number in the file (0 for its first frame),
+    ascending, where the file holds other records between them (a previous shard's records
+    that are not reused); None when the records are every frame of the file (0, 1, 2, ...).
+    Only records of consecutive numbers are read as one range.
+  version: the file's ``'SIZE:MTIME'`` (``FileSystems`` metadata) when its records were
+    verified: a file found other when a shard reads it fails the write
+    (:class:`StagingFileChanged`). None: not checked (the writer's own staging files).
   """
   path: str
   offsets: array.array
   keys: bytes
+  numbers: Optional[array.array] = None
+  version: Optional[str] = None
 
 
-def write_staging_keys(staging: StagingFile) -> None:
-  """Writes ``staging``'s offsets and keys to ``<its path>.keys`` (:data:`KEYS_SUFFIX`)."""
-  with FileSystems.create(staging.path + KEYS_SUFFIX, mime_type='application/octet-stream',
+class StagingFileChanged(RuntimeError):
+  """A data file that a keys file names is not the one its records were verified in: a
+  previous run's shard replaced or rewritten while the night ran."""
+
+
+def file_version(path: str) -> str:
+  """``'SIZE:MTIME'`` of the file ``path`` (bytes; seconds since the epoch, as Beam's
+  ``FileMetadata`` gives them: ``os.stat`` locally, the object's update time on gs:// and
+  s3://).
+
+  Raises:
+    FileNotFoundError: no such file.
+  """
+  found = FileSystems.match([escape_pattern(path)])[0].metadata_list
+  if not found:
+    raise FileNotFoundError(path)
+  return f'{found[0].size_in_bytes}:{found[0].last_updated_in_seconds!r}'
+
+
+def keys_path_of(data_path: str) -> str:
+  """The keys file of the writer's own staging file ``data_path``: ``<data_path>.keys``."""
+  return data_path + KEYS_SUFFIX
+
+
+def write_staging_keys(staging: StagingFile, keys_path: Optional[str] = None) -> str:
+  """Writes ``staging``'s offsets, keys (and frame numbers) to ``keys_path`` (default
+  ``<its path>.keys``; any other name is recorded in the file, with ``staging.version``):
+  :data:`KEYS_SUFFIX` gives the format. Returns the keys file's path.
+
+  Raises:
+    ValueError: ``numbers`` not of one entry per offset.
+  """
+  keys_path = keys_path or keys_path_of(staging.path)
+  header = {}
+  if keys_path != keys_path_of(staging.path):
+    header['data'] = staging.path
+  if staging.version is not None:
+    header['version'] = staging.version
+  if staging.numbers is not None:
+    if len(staging.numbers) != len(staging.offsets):
+      raise ValueError(f'{staging.path}: {len(staging.numbers)} frame numbers for '
+                       f'{len(staging.offsets)} records')
+    header['numbers'] = True
+  text = json.dumps(header, ensure_ascii=False, sort_keys=True).encode('utf-8')
+  with FileSystems.create(keys_path, mime_type='application/octet-stream',
                           compression_type=CompressionTypes.UNCOMPRESSED) as handle:
     handle.write(len(staging.offsets).to_bytes(8, 'little'))
+    handle.write(len(text).to_bytes(4, 'little'))
+    handle.write(text)
     handle.write(np.asarray(staging.offsets, dtype='<i8').tobytes())
     handle.write(staging.keys)
+    if staging.numbers is not None:
+      handle.write(np.asarray(staging.numbers, dtype='<i8').tobytes())
+  return keys_path
 
 
-def read_staging_keys(path: str) -> StagingFile:
-  """The StagingFile of the staging file ``path``, from ``<path>.keys``.
+def _int64s(data: bytes, count: int, at: int) -> array.array:
+  return array.array('q', np.frombuffer(data, '<i8', count, at).astype(np.int64).tobytes())
+
+
+def read_staging_keys(keys_path: str) -> StagingFile:
+  """The StagingFile that the keys file ``keys_path`` describes (:data:`KEYS_SUFFIX`).
 
   Raises:
     FileNotFoundError: the file cannot be read (the staging files are gone).
     ReadFailed: it kept failing with transient errors (``transforms.files.reads``).
-    FramingError: the file is shorter than its count says.
+    FramingError: the file is not as long as its count and header say.
   """
-  keys_path = path + KEYS_SUFFIX
   try:  # transient errors are retried
     data = reads.read_bytes(keys_path, CompressionTypes.UNCOMPRESSED)
   except reads.UnreadableFile as error:
     raise FileNotFoundError(f'{keys_path}: {error}') from None
+  if len(data) < 12:
+    raise FramingError(f'{keys_path}: {len(data)} bytes, too short for a keys file')
   count = int.from_bytes(data[:8], 'little')
-  if len(data) != 8 + count * (8 + SHUFFLE_KEY_BYTES):
-    raise FramingError(f'{keys_path}: {len(data)} bytes, not the {count} records it counts')
-  offsets = array.array('q', np.frombuffer(data, '<i8', count, 8).astype(np.int64).tobytes())
-  return StagingFile(path, offsets, data[8 + 8 * count:])
+  size = int.from_bytes(data[8:12], 'little')
+  try:
+    header = json.loads(data[12:12 + size].decode('utf-8'))
+  except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    raise FramingError(f'{keys_path}: not a keys file ({error})') from None
+  at = 12 + size
+  numbered = bool(header.get('numbers'))
+  expected = at + count * (8 + SHUFFLE_KEY_BYTES + (8 if numbered else 0))
+  if len(data) != expected:
+    raise FramingError(f'{keys_path}: {len(data)} bytes, not the {expected} of the {count} '
+                       'records it counts')
+  offsets = _int64s(data, count, at)
+  keys_at = at + 8 * count
+  keys = data[keys_at:keys_at + SHUFFLE_KEY_BYTES * count]
+  numbers = (_int64s(data, count, keys_at + SHUFFLE_KEY_BYTES * count) if numbered else None)
+  path = header.get('data') or keys_path[:-len(KEYS_SUFFIX)]
+  return StagingFile(path, offsets, keys, numbers, header.get('version'))
 
 
 def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[ShardRange]]:
@@ -192,10 +287,13 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   Raises:
     ValueError: a StagingFile whose keys do not hold one 16-byte key per offset.
   """
-  files = sorted(files)  # by path: only equal keys depend on it
+  files = sorted(files, key=lambda file: file.path)  # only equal keys depend on the order
   for file in files:
     if len(file.keys) != len(file.offsets) * SHUFFLE_KEY_BYTES:
       raise ValueError(f'{file.path}: {len(file.keys)} bytes of keys for '
+                       f'{len(file.offsets)} records')
+    if file.numbers is not None and len(file.numbers) != len(file.offsets):
+      raise ValueError(f'{file.path}: {len(file.numbers)} frame numbers for '
                        f'{len(file.offsets)} records')
   counts = np.array([len(file.offsets) for file in files], dtype=np.int64)
   total = int(counts.sum())
@@ -207,8 +305,11 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   offsets = np.concatenate([np.frombuffer(file.offsets, dtype=np.int64) for file in files
                             if len(file.offsets)])
   file_number = np.repeat(np.arange(len(files), dtype=np.int32), counts)
-  record_number = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
-                                                               counts)
+  # each record's frame number in its file: where records of the file are left out between
+  # two listed ones (a previous shard's records not reused), the numbers jump
+  record_number = np.concatenate([
+      np.arange(len(file.offsets), dtype=np.int64) if file.numbers is None
+      else np.frombuffer(file.numbers, dtype=np.int64) for file in files if len(file.offsets)])
   # lexsort: the last key is the primary one
   order = np.lexsort((record_number, file_number, keys[1::2], keys[0::2]))
   del keys
@@ -223,10 +324,9 @@ def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[Shar
   start_at = np.flatnonzero(starts)
   lengths = np.diff(np.append(start_at, total)).tolist()
   shard_of = np.searchsorted(np.array(bounds[1:]), start_at, side='right').tolist()
-  paths = [file.path for file in files]
   for shard, number, offset, length in zip(shard_of, file_number[start_at].tolist(),
                                            offsets[start_at].tolist(), lengths):
-    plans[shard].append(ShardRange(paths[number], offset, length))
+    plans[shard].append(ShardRange(files[number].path, offset, length, files[number].version))
   return plans
 
 
@@ -234,6 +334,10 @@ def dali_index_path(shard_path: str) -> str:
   """The DALI index file of a shard: ``<shard path>.idx``."""
   return shard_path + contract.DALI_INDEX_SUFFIX
 
+
+STAGING_RECORDS_WRITTEN = 'staging_records_written'
+"""The counter of records written into staging files (each is then copied once more, into its
+shard); a night's reused records from uncompressed shards are not among them."""
 
 _OPEN_STAGING_FILES = 16
 """The most staging files a shard's copy keeps open at once (least recently used closed first):
@@ -255,12 +359,20 @@ class _StagingReader:
 
     Raises:
       FramingError: the file holds fewer records from ``run.offset`` than the run says.
+      StagingFileChanged: the file's version is not ``run.version`` (checked when the file is
+        opened).
+      FileNotFoundError: a file with a ``run.version`` is gone.
     """
     entry = self._open.pop(run.path, None)
     if entry is None:
       if len(self._open) >= self._max_open:
         _, (oldest, _) = self._open.popitem(last=False)
         oldest.close()
+      if run.version is not None and file_version(run.path) != run.version:
+        raise StagingFileChanged(
+            f'{run.path} changed after its records were verified (it was {run.version}, it is '
+            f'{file_version(run.path)}): a previous run\'s shard rewritten while the night '
+            'ran; run the night again')
       entry = [FileSystems.open(run.path, compression_type=CompressionTypes.UNCOMPRESSED),
                None]
     self._open[run.path] = entry
@@ -306,6 +418,8 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
 
   Raises:
     FramingError: a staging file holds fewer records than the plan says.
+    StagingFileChanged, FileNotFoundError: a file a range names with a ``version`` (a previous
+      run's shard) changed or is gone since its records were verified.
     ValueError: ``dali_index`` with ``compressed`` (DALI needs offsets in uncompressed files).
   """
   if dali_index and compressed:
@@ -342,12 +456,27 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
   return written
 
 
+def create_staging_file(folder: str, prefix: str,
+                        claim: Optional[run_claim.ClaimToken] = None):
+  """A new, empty, uncompressed TFRecord file ``<folder>/<prefix>-<random hex>.tfrecord``,
+  created once the run's ``claim`` is checked: (its path, its open binary handle, which the
+  caller closes).
+
+  Raises:
+    ClaimLost: another run owns the output now; nothing is created.
+  """
+  run_claim.check(claim)
+  path = FileSystems.join(folder, f'{prefix}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
+  return path, FileSystems.create(path, mime_type='application/octet-stream',
+                                  compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 class _WriteStagingFileFn(beam.DoFn):
-  """(key, serialized record) -> one staging file's path per bundle, emitted when the bundle
-  ends (a bundle with no record writes no file): the records are written in the order they
-  come, as one uncompressed TFRecord file, and each one's frame offset and key is kept and
-  written beside it (:func:`write_staging_keys`: 24 bytes per record), so that nothing needs
-  to read the records to plan the shards.
+  """(key, serialized record) -> one staging file's keys file path per bundle, emitted when the
+  bundle ends (a bundle with no record writes no file): the records are written in the order
+  they come, as one uncompressed TFRecord file, and each one's frame offset and key is kept
+  and written beside it (:func:`write_staging_keys`: 24 bytes per record), so that nothing
+  needs to read the records to plan the shards.
 
   A retried bundle writes a new file (a fresh name); the failed attempt's file is never
   referenced and goes with the staging folder. The run's ``claim`` is checked before each file
@@ -358,6 +487,7 @@ class _WriteStagingFileFn(beam.DoFn):
   def __init__(self, folder: str, claim: Optional[run_claim.ClaimToken] = None):
     self._folder = folder
     self._claim = claim
+    self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, STAGING_RECORDS_WRITTEN)
 
   def start_bundle(self):
     self._path = None
@@ -368,12 +498,8 @@ class _WriteStagingFileFn(beam.DoFn):
 
   def process(self, element: Tuple[bytes, bytes]):
     key, record = element
-    if self._handle is None:
-      run_claim.check(self._claim)  # ClaimLost: another run owns the output now
-      self._path = FileSystems.join(
-          self._folder, f'{_STAGING_PREFIX}-{uuid.uuid4().hex}{contract.SHARD_SUFFIX}')
-      self._handle = FileSystems.create(self._path, mime_type='application/octet-stream',
-                                        compression_type=CompressionTypes.UNCOMPRESSED)
+    if self._handle is None:  # ClaimLost: another run owns the output now
+      self._path, self._handle = create_staging_file(self._folder, _STAGING_PREFIX, self._claim)
     self._handle.write(frame_record(record))
     self._offsets.append(self._position)
     self._keys += key
@@ -382,8 +508,9 @@ class _WriteStagingFileFn(beam.DoFn):
   def finish_bundle(self):
     if self._handle is not None:
       self._handle.close()
-      write_staging_keys(StagingFile(self._path, self._offsets, bytes(self._keys)))
-      yield GlobalWindows.windowed_value(self._path)
+      self._written.inc(len(self._offsets))
+      yield GlobalWindows.windowed_value(
+          write_staging_keys(StagingFile(self._path, self._offsets, bytes(self._keys))))
 
 
 def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
@@ -421,14 +548,14 @@ def _shard_path(output_dir: str, split: str, shard: int, num_shards: int,
                                                                compressed))
 
 
-def _deal(staging_paths: List[str], num_shards: int, output_dir: str, split: str,
+def _deal(keys_paths: List[str], num_shards: int, output_dir: str, split: str,
           compressed: bool) -> Iterator[Tuple[int, List[ShardRange]]]:
-  """The staging files' paths -> (shard index, [ShardRange]) of each of the split's shards
-  (:func:`plan_shards`); when the staging files are gone and every shard exists (this step run
-  again after the shards were written and the staging deleted), (shard index, []) each, which
-  :func:`_write_shard` finds written."""
+  """The paths of the split's keys files -> (shard index, [ShardRange]) of each of the split's
+  shards (:func:`plan_shards`); when the keys files are gone and every shard exists (this step
+  run again after the shards were written and the staging deleted), (shard index, []) each,
+  which :func:`_write_shard` finds written."""
   try:
-    files = [read_staging_keys(path) for path in sorted(staging_paths)]
+    files = [read_staging_keys(path) for path in sorted(keys_paths)]
   except FileNotFoundError:
     if not all(FileSystems.exists(_shard_path(output_dir, split, shard, num_shards, compressed))
                for shard in range(num_shards)):
@@ -470,6 +597,13 @@ class WriteSplits(beam.PTransform):
   when it has fewer examples than shards (no example at all: every shard is empty). The paths
   come out only after the staging files are deleted.
 
+  Records already framed elsewhere (a night's reused records, in the previous run's shards)
+  come in as ``staged``: PCollection[Tuple[str, str]] of (split, path of a keys file in
+  ``<output_dir>/.staging-write/<split>/``, :func:`write_staging_keys`), which is dealt with
+  the split's own staging files; their records are copied from the file the keys file names,
+  once, into the final shards. Deleting the staging folder deletes the keys files, never the
+  files they name.
+
   Args:
     output_dir: the directory the shards go to.
     num_shards: split name -> number of shards (every split the data can have).
@@ -481,13 +615,15 @@ class WriteSplits(beam.PTransform):
       example's ``relpath``): the same examples, seed and shard counts give byte-identical
       shard files, whatever order the examples come in and however many sources hold them.
 
+    staged: PCollection[(split, keys file path)] of records staged elsewhere (above), or None.
+
   Raises:
     ValueError: ``dali_index`` with ``compressed``.
   """
 
   def __init__(self, output_dir: str, num_shards: Dict[str, int], compressed: bool = False,
                dali_index: bool = False, claim: Optional[run_claim.ClaimToken] = None,
-               shuffle_seed: int = 0):
+               shuffle_seed: int = 0, staged=None):
     super().__init__()
     if dali_index and compressed:
       raise ValueError('--dali_index needs uncompressed shards (DALI reads records at byte '
@@ -498,6 +634,7 @@ class WriteSplits(beam.PTransform):
     self._dali_index = dali_index
     self._claim = claim
     self._shuffle_seed = shuffle_seed
+    self._staged = staged
 
   def expand(self, examples):
     # Several sources (the converted examples and a night's reused ones) are written to
@@ -519,17 +656,23 @@ class WriteSplits(beam.PTransform):
             | f'{name}{split}: keyed records' >> beam.Map(
                 lambda example, seed: (shuffle_key(example.relpath, seed), example.serialized),
                 self._shuffle_seed)
-            # One file per bundle, no GroupByKey over the records: -> StagingFile
+            # One file per bundle, no GroupByKey over the records: -> its keys file's path
             | f'{name}{split}: write staging files' >> beam.ParDo(
                 _WriteStagingFileFn(FileSystems.join(staging_dir, split), self._claim)))
+    if self._staged is not None:  # (split, keys file path) -> the path, in its split's list
+      by_split = self._staged | 'staged elsewhere: partition by split' >> beam.Partition(
+          lambda staged, _: index[staged[0]], len(splits))
+      for split, pcoll in zip(splits, by_split):
+        located[split].append(pcoll | f'staged elsewhere: {split}: keys files' >> beam.Map(
+            lambda staged: staged[1]))
     written = []
     for split in splits:
       num_shards = self._num_shards[split]
-      staging_files = located[split][0] if len(sources) == 1 else (
+      staging_files = located[split][0] if len(located[split]) == 1 else (
           located[split] | f'{split}: staging files of every source' >> beam.Flatten())
       written.append(
           staging_files
-          # -> one list of every staging file's path (always one element, [] when none)
+          # -> one list of every keys file's path (always one element, [] when none)
           | f'{split}: all staging files' >> beam.combiners.ToList()
           # -> (shard index, [ShardRange, ...]) for each of the split's shards, in key order
           | f'{split}: deal into {num_shards} shards' >> beam.FlatMap(
