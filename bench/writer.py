@@ -15,21 +15,9 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
 * ``tight loop``: the job's own ``transforms.image.codec.convert(data, spec)`` (read the file,
   convert) over the largest size's files in a ``multiprocessing.Pool(WORKERS)``, no Beam: the
   limit of this machine.
-* ``same-work loop``: what the job's conversion step (``transforms.image.convert``'s
-  ``_ConvertImageFn.process``) does per image, with the job's own functions and settings (read
-  from the job's options with ``--job_flags``), in the same ``Pool(WORKERS)`` over the same
-  files, no Beam (not imported by the pool): read the file (``open``; the job reads through
-  Beam's ``FileSystems``); ``codec.convert_keeping_pixels`` (decode, resize, encode); for the
-  training split's images with ``--stats`` (the default), ``pixel_sums.stored_pixels`` (the
-  stored JPEG decoded as the reader decodes it) and ``pixel_sums.pixel_sums``; with
-  ``--image_checks`` (the default), ``image_measures.measure`` (perceptual hash, quality
-  measures); SHA-256 of the source; ``example.build_example`` (the record, by
-  ``imagerecords.records``) with the job's relative path, label and class id; SHA-256 of the
-  record. Splits, labels and class ids come from the job's own rules (``job_images``). Not in
-  it: the job's other steps (listing, shuffle, shard writing, the analysis of the examples) and
-  Beam's per-element work. Each split's fingerprint of its records and the pixels it summed are
-  computed afterwards, untimed: equal to the job's manifest, they show it built the job's very
-  records (``--same_work`` checks that).
+* ``same-work loop``: what the job's conversion step does per image (decode, resize, encode, the
+  pixel sums, the measures, the digests, the record), with the job's own functions and settings
+  (``--job_flags`` included), in the same Pool over the same files, no Beam (bench/same_work.py).
 * ``codec, 1 core`` and ``libjpeg-turbo floor, 1 core``: ``codec.convert`` in one process, and
   the least work that gives the same output (simplejpeg decode, DCT-scaled as the codec does,
   OpenCV resize with the codec's interpolation, simplejpeg encode, nothing else), on the photos
@@ -46,23 +34,14 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
   ``--original_sizes``.
 
 Issue 26's target: (pipeline steady state - tight loop) / (same-work loop - tight loop), per
-image, at most 1.5: the job's cost of the work beyond decode, resize and encode against the
-plain loop's cost of the same work; by wall ms per image per core and by CPU ms per image.
-
-``--same_work`` runs only that comparison: the job at the two ``--sizes``, and on the larger
-size's files the same-work loop, the tight loop and the ``DoFn loop`` (the job's conversion
-DoFn itself, ``_ConvertImageFn.process``, called in the same Pool: no runner, no other step),
-alternated in ``--same_work_rounds`` rounds (job small, same-work, DoFn, tight, job large,
-tight, DoFn, same-work); the ratios per round and their medians, where the job's time per image
-goes (the tight loop; the work beyond it; the DoFn's own code beyond the work; the runner and
-the other steps); and checks that the loops' records are the job's (split fingerprints, pixels
-summed).
+image, at most 1.5, by wall ms per image per core and by CPU ms per image. ``--same_work`` runs
+only that comparison, in alternated rounds, with the job's conversion DoFn as a third loop: see
+bench/same_work.py.
 
 See bench/common.py for the columns' definitions and docs/benchmarks.md for the latest figures.
 """
 
 import argparse
-import dataclasses
 import io
 import json
 import os
@@ -76,6 +55,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=wrong-import-position
+import same_work  # pylint: disable=wrong-import-position
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -89,248 +69,6 @@ def _spec(image_size):
   from transforms.image import codec  # pylint: disable=import-outside-toplevel
   return codec.ImageSpec(image_size=image_size, resize_mode='shorter_side',
                          image_format='jpeg', jpeg_quality=QUALITY)
-
-
-def _convert_file(path):
-  """Pool worker: read the file and run the job's codec on it; (output bytes or -1 for a failed
-  image, CPU seconds this process spent on it)."""
-  from transforms.image import codec  # pylint: disable=import-outside-toplevel
-  cpu = time.process_time()
-  with open(path, 'rb') as handle:
-    data = handle.read()
-  try:
-    size = len(codec.convert(data, _POOL_SPEC).data)
-  except codec.ImageError:
-    size = -1
-  return size, time.process_time() - cpu
-
-
-_POOL_SPEC = None
-
-
-def _init_pool(image_size):
-  global _POOL_SPEC  # pylint: disable=global-statement
-  _POOL_SPEC = _spec(image_size)
-
-
-def row_tight_loop(files, workers, image_size):
-  """codec.convert over ``files`` in a Pool(workers); pool start-up and warm-up excluded."""
-  import multiprocessing  # pylint: disable=import-outside-toplevel
-  with multiprocessing.get_context('fork').Pool(
-      workers, initializer=_init_pool, initargs=(image_size,)) as pool:
-    pool.map(_convert_file, files[:4 * workers], chunksize=1)  # warm-up: imports, caches
-    start = time.perf_counter()
-    results = pool.map(_convert_file, files, chunksize=8)
-    wall = time.perf_counter() - start
-  done = sum(size >= 0 for size, _ in results)
-  return {'images': done, 'seconds': wall, 'cores': workers,
-          'cpu_seconds': sum(cpu for _, cpu in results)}
-
-
-def job_setup(job_flags, image_size):
-  """What the job's conversion step does per image with ``job_flags`` (``--image_size`` from
-  ``image_size``), read by the job's own option parsing: (ImageSpec, the pixel sums on (``--stats``
-  of any kind), the measures on (``--image_checks``), ``--splits``, ``--label_source``)."""
-  # pylint: disable=import-outside-toplevel
-  from apache_beam.options.pipeline_options import PipelineOptions
-  from pipeline import options as opts
-  options = PipelineOptions([*job_flags, f'--image_size={image_size}']).view_as(
-      opts.ConvertOptions)
-  return (opts.image_spec(options), options.stats != opts.STATS_OFF, options.image_checks,
-          options.splits, options.label_source)
-
-
-def job_images(files, root, splits_flag='auto', label_source='directory'):
-  """The job's view of each of ``files`` (under ``root``), by the job's own rules: (a list of
-  (path, relpath, label or None, class id or None, split, whether it is the training split,
-  whose images the job's ``--stats`` sums), the training split's name or None).
-
-  Split folders (``train/``, ``val/``, ...) at the top of ``root`` are the splits, else the
-  path's hash with ``--splits``' fractions; labels are the class folders (``--label_source``
-  ``directory``, the default) or none; class ids are the sorted class names' indices.
-  """
-  # pylint: disable=import-outside-toplevel
-  from pipeline import options as opts
-  from transforms.analysis.statistics import training_split
-  from transforms.inputs.labels import directory_label
-  from transforms.inputs.splits import hash_split, probe_split_folders
-  if label_source not in ('directory', 'none'):
-    raise ValueError(f'the same-work loop labels by folder or not at all, not {label_source!r}')
-  folders, fractions = opts.resolve_splits(splits_flag, probe_split_folders(str(root)))
-  views = []
-  for path in files:
-    relpath = pathlib.Path(path).relative_to(root).as_posix()
-    split = relpath.split('/', 1)[0] if folders else hash_split(relpath, fractions)
-    label = (directory_label(relpath, split if folders else None)
-             if label_source == 'directory' else None)
-    views.append((str(path), relpath, label, split))
-  training = training_split(list(folders) or [name for name, _ in fractions])
-  class_ids = {name: i for i, name in enumerate(sorted({v[2] for v in views} - {None}))}
-  return [(path, relpath, label, class_ids.get(label), split, split == training)
-          for path, relpath, label, split in views], training
-
-
-_POOL_WORK = None  # the same-work loop's (ImageSpec, pixel sums on, measures on), per worker
-
-
-def job_work(job_flags, image_size):
-  """:func:`job_setup`'s per-image settings as the same-work row takes them (JSON): the
-  ImageSpec's fields, the pixel sums on, the measures on."""
-  spec, stats, measure, _, _ = job_setup(job_flags, image_size)
-  return {'spec': dataclasses.asdict(spec), 'stats': stats, 'measure': measure}
-
-
-def _init_same_work(work):
-  global _POOL_WORK  # pylint: disable=global-statement
-  from transforms.image import codec  # pylint: disable=import-outside-toplevel
-  spec = dict(work['spec'], background=tuple(work['spec']['background']))  # JSON gave a list
-  _POOL_WORK = (codec.ImageSpec(**spec), work['stats'], work['measure'])
-
-
-def _same_work_file(image):
-  """Pool worker: the conversion step's work on one image, in the order
-  ``transforms.image.convert._ConvertImageFn.process`` does it, with its functions; ``image``
-  one of :func:`job_images`. (record bytes or -1 for a failed image, the record's SHA-256, the
-  pixels summed (0 without pixel sums), CPU seconds this process spent on it)."""
-  # pylint: disable=import-outside-toplevel
-  import hashlib
-  from transforms.image import codec, image_measures
-  from transforms.image.example import build_example
-  from transforms.image.pixel_sums import pixel_sums, stored_pixels
-  spec, stats, measure = _POOL_WORK
-  path, relpath, label, class_id, _, training = image
-  cpu = time.process_time()
-  with open(path, 'rb') as handle:  # the job: reads.read_bytes, through Beam's FileSystems
-    data = handle.read()
-  try:
-    converted = codec.convert_keeping_pixels(data, spec)  # decode, resize, encode
-  except codec.ImageError:
-    return -1, b'', 0, time.process_time() - cpu
-  sums = None
-  if stats and training:  # --stats: the stored image decoded as the reader decodes it, summed
-    sums = pixel_sums(stored_pixels(converted.encoded, spec.channels,
-                                    original=spec.image_format == 'original'))
-  if measure and converted.pixels is not None:  # --image_checks: pHash and quality measures
-    tuple(image_measures.measure(converted.pixels, converted.source_size))
-  source_sha256 = hashlib.sha256(data).hexdigest()  # the contract's image/key/sha256
-  serialized = build_example(converted.encoded, relpath, source_sha256, label, class_id)
-  digest = hashlib.sha256(serialized).digest()  # the record's, for the split's fingerprint
-  return (len(serialized), digest, sums.num_pixels if sums else 0,
-          time.process_time() - cpu)
-
-
-def row_same_work(images, workers, work):
-  """The same-work loop: the job's conversion step's per-image work over ``images`` (of
-  :func:`job_images`) in a Pool(workers), no Beam (not even imported: ``work`` is
-  :func:`job_work`'s, from the parent); pool start-up and warm-up excluded. The row's dict:
-  images, wall seconds, CPU seconds of the pool's workers (as the tight loop's), and, untimed,
-  the images whose pixels were summed, the pixels, the record bytes and each split's
-  fingerprint of its records.
-
-  What each image gets (:func:`_same_work_file`) is ``_ConvertImageFn.process``
-  (``transforms/image/convert.py``) at the job's settings, call for call, in its order:
-
-  * read the file's bytes (the job: ``reads.read_bytes``, through Beam's ``FileSystems`` and a
-    retry wrapper: that layer is the job's, not the work's, so the loop uses ``open``);
-  * ``codec.convert_keeping_pixels(data, spec)``: decode, resize, encode, keeping the pixels;
-  * with ``--stats`` (on by default), for the training split's images only (the job sums no
-    other split's): ``pixel_sums.pixel_sums(pixel_sums.stored_pixels(encoded, channels))``, the
-    stored JPEG decoded as TensorFlow decodes it and summed;
-  * with ``--image_checks`` (on by default): ``image_measures.measure(pixels, source_size)``,
-    the perceptual hash and quality measures of the stored pixels;
-  * ``hashlib.sha256`` of the source's bytes (the job's default ``--dedup=keep_all`` does not
-    hash before the conversion, so the step does);
-  * ``example.build_example(encoded, relpath, source_sha256, label, class_id)``: the
-    serialized ``tf.train.Example``, by ``imagerecords.records``;
-  * ``hashlib.sha256`` of the record (the split's fingerprint).
-
-  The functions are the job's own, the spec is the one the job's options give
-  (``pipeline.options.image_spec``), the relative paths, labels, class ids and splits follow
-  the job's rules: so the loop builds the job's very records (the fingerprints show it) with
-  the job's per-image work. What it leaves out is what is not per-image work of the step:
-  Beam's counters, progress file and side inputs, the element it yields, and the job's other
-  steps (listing, shuffle, writing the shards, analysing the examples).
-  """
-  return _pool_row(_same_work_file, _init_same_work, (work,), images, workers)
-
-
-def _pool_row(fn, initializer, initargs, images, workers):
-  """``fn`` (a pool worker returning (record bytes or -1, record SHA-256, pixels summed, CPU
-  seconds)) over ``images`` (of :func:`job_images`) in a Pool(workers) made with
-  ``initializer(*initargs)``, as the tight loop runs; pool start-up and warm-up excluded. The
-  row's dict (see :func:`row_same_work`)."""
-  import multiprocessing  # pylint: disable=import-outside-toplevel
-  images = [tuple(image) for image in images]  # JSON gave lists
-  with multiprocessing.get_context('fork').Pool(
-      workers, initializer=initializer, initargs=initargs) as pool:
-    pool.map(fn, images[:4 * workers], chunksize=1)  # warm-up: imports, caches
-    start = time.perf_counter()
-    results = pool.map(fn, images, chunksize=8)
-    wall = time.perf_counter() - start
-  # What the job's manifest would say of these records and sums (outside the timing): each
-  # split's fingerprint (transforms.analysis.statistics: the sum of the records' SHA-256 as
-  # integers, mod 2**256) and the training split's pixels summed. Equal to the job's, they show
-  # that the loop built the job's very records and summed the same images.
-  totals = {}
-  for image, (size, digest, _, _) in zip(images, results):
-    if size >= 0:
-      totals[image[4]] = totals.get(image[4], 0) + int.from_bytes(digest, 'big')
-  done = [result for result in results if result[0] >= 0]
-  return {'images': len(done), 'seconds': wall, 'cores': workers,
-          'cpu_seconds': sum(result[3] for result in results),
-          'pixel_sums': sum(1 for result in done if result[2]),
-          'num_pixels': sum(result[2] for result in done),
-          'record_bytes': sum(result[0] for result in done),
-          'fingerprints': {split: f'{total % 2**256:064x}' for split, total in totals.items()}}
-
-
-_POOL_DOFN = None  # the DoFn loop's (_ConvertImageFn set up, class names, total), per worker
-
-
-def _init_dofn(work, training, class_names, total, progress_dir):
-  global _POOL_DOFN  # pylint: disable=global-statement
-  # pylint: disable=import-outside-toplevel
-  from transforms.image import codec
-  from transforms.image.convert import _ConvertImageFn
-  spec = codec.ImageSpec(**dict(work['spec'], background=tuple(work['spec']['background'])))
-  fn = _ConvertImageFn(spec, training if work['stats'] else None, work['measure'], progress_dir)
-  fn.setup()
-  fn.start_bundle()
-  _POOL_DOFN = (fn, class_names, total)
-
-
-def _dofn_file(image):
-  """Pool worker: the job's conversion DoFn on one image (``process``, as the runner calls it,
-  its outputs taken); the same tuple as :func:`_same_work_file`'s."""
-  from transforms.elements import LabeledImage  # pylint: disable=import-outside-toplevel
-  fn, class_names, total = _POOL_DOFN
-  path, relpath, label, _, split, _ = image
-  element = LabeledImage(path, relpath, label, split)  # what the shuffle hands the step
-  cpu = time.process_time()
-  outputs = list(fn.process(element, class_names, total))
-  cpu = time.process_time() - cpu
-  example = outputs[0]
-  if not hasattr(example, 'serialized'):  # a TaggedOutput: the image failed
-    return -1, b'', 0, cpu
-  return (len(example.serialized), example.record_sha256,
-          example.pixel_sums.num_pixels if example.pixel_sums else 0, cpu)
-
-
-def row_dofn_loop(images, workers, work, training, class_names):
-  """The DoFn loop: the job's conversion DoFn (``transforms.image.convert._ConvertImageFn``)
-  itself, set up as the job's local run sets it up (the training split summed with ``--stats``,
-  the measures with ``--image_checks``, a progress folder), its ``process`` called on each of
-  ``images`` (of :func:`job_images`) in a Pool(workers), as the same-work loop runs: no runner,
-  no other step. Against the same-work loop it is the DoFn's own code beyond the work (the read
-  through Beam's ``FileSystems``, counters, the progress file, the element it yields); against
-  the job, the runner and the job's other steps. The row's dict as :func:`row_same_work`'s."""
-  import shutil  # pylint: disable=import-outside-toplevel
-  progress_dir = tempfile.mkdtemp(prefix='bench_dofn_progress_')
-  try:
-    return _pool_row(_dofn_file, _init_dofn,
-                     (work, training, class_names, len(images), progress_dir), images, workers)
-  finally:
-    shutil.rmtree(progress_dir, ignore_errors=True)
 
 
 def _timed_loop(fn, items, min_seconds):
@@ -517,9 +255,8 @@ def row_dct(files, image_size, repeats):
   return {'files': results}
 
 
-ROWS = {'tight_loop': row_tight_loop, 'same_work': row_same_work, 'dofn_loop': row_dofn_loop,
-        'codec': row_codec, 'floor': row_floor, 'pillow': row_pillow, 'tf_data': row_tf_data,
-        'dct': row_dct}
+ROWS = {**same_work.ROWS, 'codec': row_codec, 'floor': row_floor, 'pillow': row_pillow,
+        'tf_data': row_tf_data, 'dct': row_dct}
 
 
 # --- start-up: whole commands, side by side ------------------------------------------------------
@@ -620,293 +357,6 @@ def print_startup(section):
        'met' if samples < 6 else 'NOT met')]))
 
 
-# --- the job against a loop doing the same work (issue 26) --------------------------------------
-
-SAME_WORK_TARGET = 1.5
-"""Issue 26: the per-image work beyond decode, resize and encode may cost the job at most this
-many times what it costs the same-work loop."""
-
-WALL_SHARE = 0.9
-"""A round's wall-time ratios count when each of its runs kept at least this share of its cores
-busy (CPU time over wall time and cores); on a shared machine often none does."""
-
-SAME_WORK_ROW = "same-work loop (the conversion step's work, Pool)"
-TIGHT_ROW = 'tight loop (codec.convert, Pool)'
-DOFN_ROW = "DoFn loop (the job's conversion DoFn, Pool)"
-
-
-def beyond_codec(job, tight, same):
-  """Issue 26's ratio: (job - tight loop) / (same-work loop - tight loop), from three costs per
-  image in one unit: what the job spends beyond decode, resize and encode over what the plain
-  loop spends on the same work. None when a cost is missing or the loop's extra is not positive
-  (the loops' difference drowned in the noise)."""
-  if job is None or tight is None or same is None or same <= tight:
-    return None
-  return (job - tight) / (same - tight)
-
-
-def at_most_verdict(value, target):
-  """'met' or 'NOT met' for ``value <= target``; 'not measured' for None."""
-  if value is None:
-    return 'not measured'
-  return 'met' if value <= target else 'NOT met'
-
-
-def _run_row(name, number, images, seconds, cpu, workers, peak, note=''):
-  """One timed run of the comparison, as a rate_table row (``number``: its round)."""
-  return {'row': f'round {number}: {name}', 'images': images, 'seconds': seconds,
-          'images_per_s': images / seconds, 'ms_per_image_per_core': 1000 * workers * seconds
-          / images, 'cpu_ms_per_image': 1000 * cpu / images, 'cores': workers,
-          'peak_rss_mib': peak, 'note': note}
-
-
-def _loop_costs(results, workers):
-  """(wall ms per image per core, CPU ms per image) of a loop's runs taken together."""
-  images = sum(r['images'] for r in results)
-  return (1000 * workers * sum(r['seconds'] for r in results) / images,
-          1000 * sum(r['cpu_seconds'] for r in results) / images)
-
-
-def _progress(run):
-  """One line on stderr per finished run, as it ends: a long comparison's figures so far."""
-  print(f"{time.strftime('%H:%M:%S')} {run['row']}: {run['images']} images, "
-        f"{run['seconds']:.1f} s, {run['cpu_ms_per_image']:.3f} CPU ms/img, load "
-        f'{os.getloadavg()[0]:.1f}', file=sys.stderr, flush=True)
-
-
-def _same_as_job(results, manifest):
-  """Whether each loop run built the job's records and summed its pixels: every split's
-  fingerprint and the statistics' pixel count as the job's ``manifest`` (of the same files) has
-  them; a dict of the figures compared and ``same``."""
-  job = {'fingerprints': {name: split.get('fingerprint')
-                          for name, split in manifest['splits'].items()},
-         'num_pixels': (manifest.get('statistics') or {}).get('num_pixels', 0)}
-  loops = [{'fingerprints': r['fingerprints'], 'num_pixels': r['num_pixels']} for r in results]
-  return {'job': job, 'loops': loops, 'same': all(loop == job for loop in loops)}
-
-
-# the comparison's runners: key -> (row name, note)
-_LOOPS = {
-    'same_work': (SAME_WORK_ROW, 'the work beyond the codec as a plain loop does it'),
-    'dofn_loop': (DOFN_ROW, "the job's conversion DoFn, no runner"),
-    'tight_loop': (TIGHT_ROW, 'decode, resize, encode only'),
-}
-# one round: each loop runs once beside each of the job's two runs, in mirrored order
-_ROUND = ('job small', 'same_work', 'dofn_loop', 'tight_loop', 'job large', 'tight_loop',
-          'dofn_loop', 'same_work')
-_COSTS = ('job', 'dofn', 'same', 'tight')  # the four costs per image of a round, in each unit
-
-
-def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, rounds, work,
-                         rows_runner):
-  """The job at the two ``sizes`` against three loops on the larger size's files, in ``rounds``
-  rounds; in each the runs alternate (``_ROUND``: job at the smaller size, same-work loop, DoFn
-  loop, tight loop, job at the larger size, the loops in reverse), so that each loop runs
-  beside each of the job's runs and all meet the same load.
-
-  Per round: the job's steady-state cost per image (the slope between its two sizes: wall ms
-  per image per core, and CPU ms per image of the command and every process it started), each
-  loop's (its two runs together; CPU of the pool's workers), the ratio job / same-work loop and
-  issue 26's (job - tight loop) / (same-work loop - tight loop). Returns the report's
-  ``same_work`` section (every run, the rounds, the medians over the rounds)."""
-  small, large = sizes
-  base = {times: work / f'data_{times}x' for times in sizes}
-  links = {times: common.repeat_tree(photos, root, times, base[times]) for times in sizes}
-  _, _, _, splits_flag, label_source = job_setup(job_flags, image_size)
-  images, training = job_images(links[large], base[large], splits_flag, label_source)
-  work_args = job_work(job_flags, image_size)
-  loop_args = {
-      'same_work': {'images': images, 'workers': workers, 'work': work_args},
-      'dofn_loop': {'images': images, 'workers': workers, 'work': work_args,
-                    'training': training,
-                    'class_names': sorted({image[2] for image in images} - {None})},
-      'tight_loop': {'files': [image[0] for image in images], 'workers': workers,
-                     'image_size': image_size},
-  }
-  runs, rounds_out = [], []
-  for number in range(1, rounds + 1):
-    job, manifests, loops = {}, {}, {key: [] for key in _LOOPS}
-    for step in _ROUND:
-      if step.startswith('job'):
-        times = small if step == 'job small' else large
-        wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{times}x', workers,
-                                                image_size, job_flags)
-        job[times] = (written, wall, cpu)
-        manifests[times] = json.loads((work / f'out_{times}x' / 'manifest.json').read_text())
-        runs.append(_run_row(f'job {times}x (end to end)', number, written, wall, cpu, workers,
-                             peak, 'whole command, start-up included'))
-        _progress(runs[-1])
-        continue
-      result = rows_runner.run(step, loop_args[step])
-      loops[step].append(result)
-      name, note = _LOOPS[step]
-      if 'pixel_sums' in result:
-        note += f"; {result['pixel_sums']} with pixel sums ({training})"
-      runs.append(_run_row(name, number, result['images'], result['seconds'],
-                           result['cpu_seconds'], result['cores'], result['peak_rss_mib'], note))
-      _progress(runs[-1])
-    (n1, t1, c1), (n2, t2, c2) = job[small], job[large]
-    figures = {'round': number, 'job_images': [n1, n2],
-               'loop_images': {key: [r['images'] for r in loops[key]] for key in _LOOPS},
-               'pixel_sums': loops['same_work'][0]['pixel_sums'],
-               'same_as_job': _same_as_job(loops['same_work'] + loops['dofn_loop'],
-                                           manifests[large])}
-    if n2 > n1 and t2 > t1:
-      figures['job_wall_ms'] = 1000 * workers * (t2 - t1) / (n2 - n1)
-      figures['job_cpu_ms'] = 1000 * (c2 - c1) / (n2 - n1)
-      figures['job_startup_s'] = t1 - n1 * (t2 - t1) / (n2 - n1)
-      # more cores busy along the slope than the machine has: the two runs met different loads,
-      # so the wall slope is no cost (as in pipeline_rows); the CPU slope still is
-      figures['job_wall_unreliable'] = (c2 - c1) / (t2 - t1) > 1.05 * os.cpu_count()
-    else:
-      figures.update(job_wall_ms=None, job_cpu_ms=None, job_startup_s=None,
-                     job_wall_unreliable=True)
-    for key, cost in (('same_work', 'same'), ('dofn_loop', 'dofn'), ('tight_loop', 'tight')):
-      figures[f'{cost}_wall_ms'], figures[f'{cost}_cpu_ms'] = _loop_costs(loops[key], workers)
-    if figures['job_wall_unreliable']:
-      figures['job_wall_ms'] = None
-    for unit in ('wall', 'cpu'):
-      job_ms, same_ms = figures[f'job_{unit}_ms'], figures[f'same_{unit}_ms']
-      figures[f'job_over_same_{unit}'] = job_ms / same_ms if job_ms is not None else None
-      figures[f'beyond_codec_{unit}'] = beyond_codec(job_ms, figures[f'tight_{unit}_ms'], same_ms)
-    # Wall ms per image per core is a cost only for a run that had its cores: one that kept 1 of
-    # its 2 busy (other jobs held the rest) counts its images twice as dear, and the difference
-    # of differences above magnifies that. So the round's wall ratios count only when every run
-    # kept at least WALL_SHARE of its cores busy; the CPU ratios do not depend on it.
-    busy = [run['cpu_ms_per_image'] * run['images_per_s'] / 1000 / run['cores']
-            for run in runs if run['row'].startswith(f'round {number}:')]
-    figures['cores_busy_share'] = [min(busy), max(busy)]
-    if min(busy) < WALL_SHARE:
-      figures['job_over_same_wall'] = figures['beyond_codec_wall'] = None
-    # the job's steps along the slope: each top-level step's milliseconds (the manifest's
-    # step_msecs, elapsed time as Beam's state sampler attributes it) per extra image
-    small_steps, large_steps = (manifests[t].get('step_msecs') or {} for t in (small, large))
-    figures['step_ms'] = ({step: (large_steps.get(step, 0) - small_steps.get(step, 0)) / (n2 - n1)
-                           for step in set(small_steps) | set(large_steps)}
-                          if n2 > n1 and large_steps else {})
-    rounds_out.append(figures)
-
-  def median(key):
-    values = [r[key] for r in rounds_out if r[key] is not None]
-    return statistics.median(values) if values else None
-
-  keys = [f'{cost}_{unit}_ms' for unit in ('wall', 'cpu') for cost in _COSTS] + [
-      'job_over_same_wall', 'job_over_same_cpu', 'beyond_codec_wall', 'beyond_codec_cpu',
-      'job_startup_s']
-  return {'photos': len(photos), 'sizes': list(sizes), 'workers': workers,
-          'image_size': image_size, 'job_flags': list(job_flags), 'rounds': rounds_out,
-          'loop_images': len(images), 'training_split': training,
-          'training_images': sum(1 for image in images if image[5]),
-          'runs': runs, 'median': {key: median(key) for key in keys},
-          'same_as_job': all(r['same_as_job']['same'] for r in rounds_out)}
-
-
-def print_same_work(section):
-  """The comparison's runs, its rounds, where the job's time goes; returns the targets table's
-  rows (for ``common.finish_report``)."""
-  small, large = section['sizes']
-  print(f"{section['photos']} photos repeated {small}x and {large}x for the job; the loops on "
-        f"the {large}x files ({section['loop_images']}, {section['training_images']} of them in "
-        f"the training split '{section['training_split']}', whose images the job's --stats "
-        f"sums); {section['workers']} workers, {section['image_size']} px shorter side; job "
-        f"flags: {' '.join(section['job_flags']) or 'none (its defaults)'}; "
-        f"{len(section['rounds'])} rounds\n")
-  print(common.rate_table(section['runs'], extra=('note',)))
-  print()
-  print("Per round: the job's steady state (the slope between its two sizes) and the loops "
-        "(their two runs together), per image\n")
-  def wall(r, key):
-    if r['job_wall_unreliable']:
-      return 'unreliable (load changed)'
-    low = r['cores_busy_share'][0]
-    return r[key] if low >= WALL_SHARE else f'unreliable (a run had {low:.0%} of its cores)'
-
-  print(common.format_table(
-      ('round', 'job ms/img/core', 'DoFn loop', 'same-work loop', 'tight loop', 'job CPU ms/img',
-       'DoFn loop', 'same-work loop', 'tight loop', 'cores busy / cores', 'job / same, wall',
-       'job / same, CPU', '(job - tight) / (same - tight), wall',
-       '(job - tight) / (same - tight), CPU'),
-      [(r['round'], r['job_wall_ms'] if not r['job_wall_unreliable'] else 'unreliable',
-        r['dofn_wall_ms'], r['same_wall_ms'], r['tight_wall_ms'], r['job_cpu_ms'],
-        r['dofn_cpu_ms'], r['same_cpu_ms'], r['tight_cpu_ms'],
-        '{:.2f}-{:.2f}'.format(*r['cores_busy_share']), wall(r, 'job_over_same_wall'),
-        r['job_over_same_cpu'], wall(r, 'beyond_codec_wall'), r['beyond_codec_cpu'])
-       for r in section['rounds']]))
-  print()
-  job = section['rounds'][-1]['same_as_job']['job']
-  figures = (', '.join(f'{name} {value[:12]}...' for name, value in
-                       sorted(job['fingerprints'].items()))
-             + f"; {job['num_pixels']:,} pixels summed for the statistics")
-  if section['same_as_job']:
-    print(f"The same-work loop and the DoFn loop built the job's records byte for byte and "
-          f"summed the pixels of the same images (every run: the job's split fingerprints and "
-          f"pixel count for the {large}x files, {figures})\n")
-  else:
-    print(f"NOT the same work: a loop run's split fingerprints or pixel count differ from the "
-          f"job's ({figures}; the JSON report has every run's)\n")
-  median = section['median']
-  rounds = len(section['rounds'])
-  names = ('decode, resize, encode (tight loop)',
-           'the work beyond them, as a plain loop does it (same-work - tight)',
-           "the conversion DoFn's own code beyond that work (DoFn loop - same-work)",
-           "the runner and the job's other steps (job - DoFn loop)",
-           'the job, steady state (the slope)')
-
-  def parts(r):
-    job = r['job_cpu_ms']
-    return (r['tight_cpu_ms'], r['same_cpu_ms'] - r['tight_cpu_ms'],
-            r['dofn_cpu_ms'] - r['same_cpu_ms'], None if job is None else job - r['dofn_cpu_ms'],
-            job)
-
-  by_round = [parts(r) for r in section['rounds']]
-
-  def middle(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-  print("Where the job's time per image goes: CPU ms per image, each round's costs taken apart "
-        '(the parts of a round add up to its job; their medians need not)\n')
-  print(common.format_table(
-      ('part', *(f'round {r["round"]}' for r in section['rounds']), 'median'),
-      [(name, *(p[i] for p in by_round), middle([p[i] for p in by_round]))
-       for i, name in enumerate(names)]))
-  print()
-  steps = sorted({step for r in section['rounds'] for step in r['step_ms']},
-                 key=lambda step: -(middle([r['step_ms'].get(step, 0)
-                                            for r in section['rounds']]) or 0))
-  if steps:
-    rest = [r['job_cpu_ms'] - sum(r['step_ms'].values())
-            if r['job_cpu_ms'] is not None and r['step_ms'] else None for r in section['rounds']]
-    medians = {step: middle([r['step_ms'].get(step, 0.0) for r in section['rounds']])
-               for step in steps}
-    total = sum(value for value in medians.values() if value > 0)
-    print("The job's steps along the slope: the manifest's step_msecs per extra image (elapsed "
-          'ms as Beam\'s state sampler attributes them, summed over the workers: CPU time only '
-          'when the cores were free; on shared cores the steps\' times include waiting for '
-          'one, and the last row, the runner\'s own work, turns negative)\n')
-    print(common.format_table(
-        ('step: ms per image', *(f'round {r["round"]}' for r in section['rounds']), 'median',
-         'share of the steps'),
-        [(step, *(r['step_ms'].get(step, 0.0) for r in section['rounds']), medians[step],
-          f'{100 * medians[step] / total:.1f}%' if total else '-') for step in steps]
-        + [('(the slope\'s CPU less the steps: the runner\'s own work)', *rest, middle(rest),
-            '-')]))
-    print()
-  return [
-      (f'job steady state / same-work loop, CPU ms per image (median of {rounds} rounds)',
-       median['job_over_same_cpu'], '-', 'for information'),
-      ('the same, by wall ms per image per core', median['job_over_same_wall'], '-',
-       'for information'),
-      (f'(job - tight loop) / (same-work loop - tight loop), CPU ms per image (median of '
-       f'{rounds} rounds)', median['beyond_codec_cpu'], f'<= {SAME_WORK_TARGET}',
-       at_most_verdict(median['beyond_codec_cpu'], SAME_WORK_TARGET)),
-      ('the same, by wall ms per image per core', median['beyond_codec_wall'],
-       f'<= {SAME_WORK_TARGET}', at_most_verdict(median['beyond_codec_wall'], SAME_WORK_TARGET)
-       if median['beyond_codec_wall'] is not None else
-       f'unreliable (no round whose runs all had {WALL_SHARE:.0%} of their cores): see CPU'),
-  ]
-
-
 # --- the benchmark ------------------------------------------------------------------------------
 
 def job_accepts(flag: str) -> bool:
@@ -947,24 +397,6 @@ def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_f
   return wall, peak / 2**20, written, cpu
 
 
-def _rate_row(name, result, note=''):
-  rate = result['images'] / result['seconds']
-  return {'row': name, 'images': result['images'], 'seconds': result['seconds'],
-          'images_per_s': rate, 'ms_per_image_per_core': 1000 * result['cores'] / rate,
-          'cpu_ms_per_image': 1000 * result['cpu_seconds'] / result['images'],
-          'cores': result['cores'], 'peak_rss_mib': result.get('peak_rss_mib'), 'note': note}
-
-
-def _steady_state(points):
-  """(rate images/s, start-up s, CPU ms per extra image) from the smallest and largest
-  (images, seconds, CPU seconds) points: the slope and the intercept of the line through them."""
-  (n1, t1, c1), (n2, t2, c2) = min(points), max(points)
-  if n2 <= n1 or t2 <= t1:
-    return None, None, None
-  rate = (n2 - n1) / (t2 - t1)
-  return rate, t1 - n1 / rate, 1000 * (c2 - c1) / (n2 - n1)
-
-
 unreliable = set()  # labels of pipeline rows whose wall slope is not a rate (see pipeline_rows)
 
 
@@ -976,14 +408,11 @@ def pipeline_rows(label, base, sizes, work, workers, image_size, flags):
     wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{label}_{times}x',
                                             workers, image_size, flags)
     points.append((written, wall, cpu))
-    rows.append({'row': f'{label} {times}x (end to end)', 'images': written, 'seconds': wall,
-                 'images_per_s': written / wall, 'ms_per_image_per_core': 1000 * workers * wall
-                 / written, 'cpu_ms_per_image': 1000 * cpu / written, 'cores': workers,
-                 'peak_rss_mib': peak, 'note': 'whole command, start-up included'})
-  rate, startup, cpu_ms = _steady_state(points)
-  if rate and cpu_ms * rate / 1000 > 1.05 * os.cpu_count():
-    # More cores busy than the machine has: the two runs met different loads from other jobs
-    # (the smaller one slowed more), so the wall slope is not a rate. The CPU slope still is.
+    rows.append(common.rate_row(f'{label} {times}x (end to end)', {
+        'images': written, 'seconds': wall, 'cpu_seconds': cpu, 'cores': workers,
+        'peak_rss_mib': peak}, 'whole command, start-up included'))
+  rate, startup, cpu_ms, load_changed = common.steady_state(points)
+  if rate and load_changed:  # the wall slope is not a rate; the CPU slope still is
     note = 'wall slope UNRELIABLE: the load changed between the two sizes; see CPU ms/img'
     unreliable.add(label)
   elif rate:
@@ -1086,13 +515,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix='bench_same_work_') as tmp:
       report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
                 'machine_before': common.machine(), 'data': str(root)}
-      report['same_work'] = same_work_comparison(
+      report['same_work'] = same_work.same_work_comparison(
           photos, root, sizes, args.workers, args.image_size, shlex.split(args.job_flags),
-          args.same_work_rounds, pathlib.Path(tmp), rows_runner)
+          args.same_work_rounds, pathlib.Path(tmp), rows_runner, run_pipeline)
       report['machine_after'] = common.machine()
     common.print_machine(report)
     print(f'data: {root}')
-    targets = print_same_work(report['same_work'])
+    targets = same_work.print_same_work(report['same_work'])
     common.finish_report(report, targets, args.json)
     return
   report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
@@ -1113,33 +542,32 @@ def main(argv=None):
     pipe_rows, _, startup, pipe_cpu = pipeline_rows(
         pipe_label, base, sizes, work, args.workers, args.image_size, job_flags)
     rows += pipe_rows
-    tight = rows_runner.run('tight_loop', {
-        'files': largest, 'workers': args.workers, 'image_size': args.image_size})
-    rows.append(_rate_row(TIGHT_ROW, tight, f'{max(sizes)}x files; the limit'))
-    _, _, _, splits_flag, label_source = job_setup(job_flags, args.image_size)
-    images, training = job_images(links[max(sizes)], base[max(sizes)], splits_flag,
-                                  label_source)
+    images, training, loop_work = same_work.loop_inputs(
+        job_flags, args.image_size, links[max(sizes)], base[max(sizes)])
+    tight = rows_runner.run('tight_loop', {'files': largest, 'workers': args.workers,
+                                           'work': loop_work})
+    rows.append(common.rate_row(same_work.TIGHT_ROW, tight, f'{max(sizes)}x files; the limit'))
     same = rows_runner.run('same_work', {'images': images, 'workers': args.workers,
-                                         'work': job_work(job_flags, args.image_size)})
-    rows.append(_rate_row(SAME_WORK_ROW, same, f"{max(sizes)}x files; "
-                          f"{same['pixel_sums']} with pixel sums ({training})"))
+                                         'work': loop_work})
+    rows.append(common.rate_row(same_work.SAME_WORK_ROW, same, f"{max(sizes)}x files; "
+                                f"{same['pixel_sums']} with pixel sums ({training})"))
     typical = {'files': one, 'image_size': args.image_size, 'min_seconds': args.min_seconds,
                'max_side': MAX_TYPICAL_SIDE}
     codec_row = rows_runner.run('codec', typical)
-    rows.append(_rate_row('codec.convert, 1 core', codec_row,
-                          f'photos up to {MAX_TYPICAL_SIDE} px, bytes in memory'))
+    rows.append(common.rate_row('codec.convert, 1 core', codec_row,
+                                f'photos up to {MAX_TYPICAL_SIDE} px, bytes in memory'))
     floor = rows_runner.run('floor', typical)
-    rows.append(_rate_row('libjpeg-turbo floor, 1 core', floor,
-                          'the same photos: decode + resize + encode only'))
+    rows.append(common.rate_row('libjpeg-turbo floor, 1 core', floor,
+                                'the same photos: decode + resize + encode only'))
     # One glob per folder, as users list their files.
     patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links[max(sizes)]})
     tf_row = rows_runner.run('tf_data', {
         'patterns': patterns, 'output': str(work / 'tf_data.tfrecord'),
         'image_size': args.image_size})
-    rows.append(_rate_row('tf.data converter', tf_row, f'{max(sizes)}x files, all cores'))
+    rows.append(common.rate_row('tf.data converter', tf_row, f'{max(sizes)}x files, all cores'))
     pillow = rows_runner.run('pillow', {'files': one, 'image_size': args.image_size,
                                         'min_seconds': args.min_seconds})
-    rows.append(_rate_row('Pillow loop, 1 core', pillow, 'files from disk'))
+    rows.append(common.rate_row('Pillow loop, 1 core', pillow, 'files from disk'))
 
     if (not args.skip_variants and '--stats=false' not in job_flags
         and job_accepts('--stats=false')):
@@ -1180,22 +608,24 @@ def main(argv=None):
 
   # --- ratios and targets -------------------------------------------------------------------------
   by = {row['row']: row for row in rows}
-  tight_rate = by[TIGHT_ROW]['images_per_s']
+  tight_row, same_row = by[same_work.TIGHT_ROW], by[same_work.SAME_WORK_ROW]
+  tight_rate = tight_row['images_per_s']
   tf_rate = by['tf.data converter']['images_per_s']
   # One core each: CPU time per image is the cost per core, whatever else shares the machine.
   codec_ms = by['codec.convert, 1 core']['cpu_ms_per_image']
   floor_ms = by['libjpeg-turbo floor, 1 core']['cpu_ms_per_image']
-  tight_cpu = by[TIGHT_ROW]['cpu_ms_per_image']
+  tight_cpu = tight_row['cpu_ms_per_image']
   pipe_steady = by.get(f'{pipe_label}, steady state', {})
   # issue 26: the job's cost beyond decode, resize and encode against the same-work loop's
   pipe_wall = None if pipe_label in unreliable else pipe_steady.get('ms_per_image_per_core')
-  # the wall figures are costs only where each row had its cores (see WALL_SHARE)
+  # the wall figures are costs only where each row had its cores (see same_work.WALL_SHARE)
   shares = [row['cpu_ms_per_image'] * row['images_per_s'] / 1000 / row['cores']
-            for row in (pipe_steady, by[TIGHT_ROW], by[SAME_WORK_ROW]) if row]
-  wall_share_low = min(shares) < WALL_SHARE
-  beyond_wall = beyond_codec(pipe_wall, by[TIGHT_ROW]['ms_per_image_per_core'],
-                             by[SAME_WORK_ROW]['ms_per_image_per_core'])
-  beyond_cpu = beyond_codec(pipe_cpu, tight_cpu, by[SAME_WORK_ROW]['cpu_ms_per_image'])
+            for row in (pipe_steady, tight_row, same_row) if row]
+  wall_share_low = min(shares) < same_work.WALL_SHARE
+  beyond_wall = same_work.beyond_codec(pipe_wall, tight_row['ms_per_image_per_core'],
+                                       same_row['ms_per_image_per_core'])
+  beyond_cpu = same_work.beyond_codec(pipe_cpu, tight_cpu, same_row['cpu_ms_per_image'])
+  beyond_target = same_work.SAME_WORK_TARGET
   tf_cpu = by['tf.data converter']['cpu_ms_per_image']
   good_dct = [d for d in dct if 'error' not in d]
   dct_ratio = (sum(d['full_ms'] for d in good_dct) / sum(d['dct_ms'] for d in good_dct)
@@ -1216,12 +646,12 @@ def main(argv=None):
        tf_cpu / pipe_cpu if pipe_cpu else None, '>= 2',
        common.verdict(tf_cpu / pipe_cpu if pipe_cpu else None, 2.0)),
       ('(pipeline - tight loop) / (same-work loop - tight loop), ms/img/core', beyond_wall,
-       f'<= {SAME_WORK_TARGET}',
+       f'<= {beyond_target}',
        'unreliable (load changed): see the CPU-time ratio' if pipe_label in unreliable else
        f'unreliable (a row had {min(shares):.0%} of its cores): see the CPU-time ratio'
-       if wall_share_low else at_most_verdict(beyond_wall, SAME_WORK_TARGET)),
-      ('the same, by CPU time per image', beyond_cpu, f'<= {SAME_WORK_TARGET}',
-       at_most_verdict(beyond_cpu, SAME_WORK_TARGET)),
+       if wall_share_low else same_work.at_most_verdict(beyond_wall, beyond_target)),
+      ('the same, by CPU time per image', beyond_cpu, f'<= {beyond_target}',
+       same_work.at_most_verdict(beyond_cpu, beyond_target)),
       ('DCT downscale speed-up on large JPEGs (full / DCT)', dct_ratio, '>= 2',
        common.verdict(dct_ratio, 2.0)),
       ('pipeline --stats=false steady state / tight loop',
