@@ -23,8 +23,8 @@ from the job's options, ``--job_flags`` included):
 
 Issue 26's target: (job steady state - tight loop) / (same-work loop - tight loop), per image, at
 most 1.5: the job's cost of the work beyond decode, resize and encode against the plain loop's
-cost of the same work; by CPU ms per image, and by wall ms per image per core where every run
-had its cores.
+cost of the same work; by CPU ms per image, and by wall ms per image per core where the job's
+slope and every loop run had their cores (:data:`WALL_SHARE`).
 
 ``--same_work`` runs only that comparison (:func:`same_work_comparison`): the job at the two
 ``--sizes``, and on the larger size's files the three loops, alternated in ``--same_work_rounds``
@@ -51,8 +51,9 @@ SAME_WORK_TARGET = 1.5
 many times what it costs the same-work loop."""
 
 WALL_SHARE = 0.9
-"""A round's wall-time ratios count when each of its runs kept at least this share of its cores
-busy (CPU time over wall time and cores); on a shared machine often none does."""
+"""A round's wall-time ratios count when the job's slope and each loop run kept at least this
+share of their cores busy (CPU time over wall time and cores); on a shared machine often none
+does."""
 
 TIGHT_ROW = 'tight loop (codec.convert, Pool)'
 SAME_WORK_ROW = "same-work loop (the conversion step's work, Pool)"
@@ -357,11 +358,10 @@ _COSTS = {'job': None, 'dofn': 'dofn_loop', 'same': 'same_work', 'tight': 'tight
 """The four costs per image of a round (and the loop each comes from), in each unit."""
 
 
-def _round_figures(number, job, loops, manifests, workers, runs):
-  """One round's figures from the job's (images, wall s, CPU s) at each size (``job``, smaller
-  size first), each loop's runs (``loops``), the job's manifests and the round's rows
-  (``runs``): the job's steady-state cost per image, each loop's, the ratios, the cores busy,
-  the job's steps along the slope."""
+def _round_figures(number, job, loops, manifests, workers):
+  """One round's figures from the job's (images, wall s, CPU s) at each size (``job``), each
+  loop's runs (``loops``) and the job's manifests: the job's steady-state cost per image, each
+  loop's, the ratios, the cores busy, the job's steps along the slope."""
   (small, (n1, _, _)), (large, (n2, _, _)) = sorted(job.items())
   rate, startup, cpu_ms, load_changed = common.steady_state(list(job.values()))
   figures = {'round': number, 'job_images': [n1, n2],
@@ -385,9 +385,13 @@ def _round_figures(number, job, loops, manifests, workers, runs):
     figures[f'beyond_codec_{unit}'] = beyond_codec(job_ms, figures[f'tight_{unit}_ms'], same_ms)
   # Wall ms per image per core is a cost only for a run that had its cores: one that kept 1 of
   # its 2 busy (other jobs held the rest) counts its images twice as dear, and the difference of
-  # differences above magnifies that. So the round's wall ratios count only when every run kept
-  # at least WALL_SHARE of its cores busy; the CPU ratios do not depend on it.
-  busy = [run['cpu_ms_per_image'] * run['images_per_s'] / 1000 / run['cores'] for run in runs]
+  # differences above magnifies that. So the round's wall ratios count only when the job's
+  # slope and every loop run kept at least WALL_SHARE of their cores busy; the CPU ratios do
+  # not depend on it. The job's share is its slope's, as its cost is: each of its whole
+  # commands also holds the start-up, on one core, which no load is to blame for.
+  busy = [r['cpu_seconds'] / r['seconds'] / r['cores'] for key in _LOOPS for r in loops[key]]
+  if rate:
+    busy.append(cpu_ms * rate / 1000 / workers)
   figures['cores_busy_share'] = [min(busy), max(busy)]
   if min(busy) < WALL_SHARE:
     figures['job_over_same_wall'] = figures['beyond_codec_wall'] = None
@@ -426,7 +430,7 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
   }
   runs, rounds_out = [], []
   for number in range(1, rounds + 1):
-    job, manifests, loops, round_runs = {}, {}, {key: [] for key in _LOOPS}, []
+    job, manifests, loops = {}, {}, {key: [] for key in _LOOPS}
     for step in _ROUND:
       if step.startswith('job'):
         times = small if step == 'job small' else large
@@ -434,7 +438,7 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
         wall, peak, written, cpu = run_job(base[times], output, workers, image_size, job_flags)
         job[times] = (written, wall, cpu)
         manifests[times] = json.loads((output / 'manifest.json').read_text())
-        round_runs.append(common.rate_row(
+        runs.append(common.rate_row(
             f'round {number}: job {times}x (end to end)',
             {'images': written, 'seconds': wall, 'cpu_seconds': cpu, 'cores': workers,
              'peak_rss_mib': peak}, 'whole command, start-up included'))
@@ -444,10 +448,9 @@ def same_work_comparison(photos, root, sizes, workers, image_size, job_flags, ro
         name, note = _LOOPS[step]
         if 'pixel_sums' in result:
           note += f"; {result['pixel_sums']} with pixel sums ({training})"
-        round_runs.append(common.rate_row(f'round {number}: {name}', result, note))
-      _progress(round_runs[-1])
-    rounds_out.append(_round_figures(number, job, loops, manifests, workers, round_runs))
-    runs += round_runs
+        runs.append(common.rate_row(f'round {number}: {name}', result, note))
+      _progress(runs[-1])
+    rounds_out.append(_round_figures(number, job, loops, manifests, workers))
 
   keys = [f'{cost}_{unit}_ms' for unit in ('wall', 'cpu') for cost in _COSTS] + [
       'job_over_same_wall', 'job_over_same_cpu', 'beyond_codec_wall', 'beyond_codec_cpu',
@@ -479,11 +482,12 @@ def print_same_work(section):
     if r['job_wall_unreliable']:
       return 'unreliable (load changed)'
     low = r['cores_busy_share'][0]
-    return r[key] if low >= WALL_SHARE else f'unreliable (a run had {low:.0%} of its cores)'
+    return r[key] if low >= WALL_SHARE else f'unreliable ({low:.0%} of the cores)'
 
   print(common.format_table(
       ('round', 'job ms/img/core', 'DoFn loop', 'same-work loop', 'tight loop', 'job CPU ms/img',
-       'DoFn loop', 'same-work loop', 'tight loop', 'cores busy / cores', 'job / same, wall',
+       'DoFn loop', 'same-work loop', 'tight loop', 'cores busy / cores (job: its slope)',
+       'job / same, wall',
        'job / same, CPU', '(job - tight) / (same - tight), wall',
        '(job - tight) / (same - tight), CPU'),
       [(r['round'], r['job_wall_ms'] if not r['job_wall_unreliable'] else 'unreliable',
@@ -558,6 +562,6 @@ def print_same_work(section):
       ('the same, by wall ms per image per core', median['beyond_codec_wall'],
        f'<= {SAME_WORK_TARGET}', at_most_verdict(median['beyond_codec_wall'], SAME_WORK_TARGET)
        if median['beyond_codec_wall'] is not None else
-       f'unreliable (no round whose runs all had {WALL_SHARE:.0%} of their cores): see CPU'),
+       f'unreliable (no round with {WALL_SHARE:.0%} of the cores throughout): see CPU'),
   ]
 
