@@ -13,8 +13,8 @@ from the job's options, ``--job_flags`` included):
   this machine.
 * ``same-work loop``: what the job's conversion step (``_ConvertImageFn.process`` of
   ``transforms/image/convert.py``) does per image, with the job's own functions, as a plain loop
-  (:func:`row_same_work` lists the calls). Splits, labels and class ids follow the job's own
-  rules (:func:`job_images`). Not in it: Beam's per-element work and the job's other steps
+  (:func:`row_same_work` lists the calls). Splits, labels and class ids are the job's own steps'
+  (:func:`job_images`). Not in it: Beam's per-element work and the job's other steps
   (listing, shuffle, shard writing, the analysis of the examples). Each split's fingerprint of
   its records and the pixels summed are computed afterwards, untimed: equal to the job's
   manifest, they show it built the job's very records.
@@ -76,33 +76,40 @@ def job_setup(job_flags, image_size):
 
 
 def job_images(files, root, splits_flag='auto', label_source='directory'):
-  """The job's view of each of ``files`` (under ``root``), by the job's own rules: (a list of
-  (path, relpath, label or None, class id or None, split, whether it is the training split,
-  whose images the job's ``--stats`` sums), the training split's name or None).
-
-  Split folders (``train/``, ``val/``, ...) at the top of ``root`` are the splits, else the
-  path's hash with ``--splits``' fractions; labels are the class folders (``--label_source``
-  ``directory``, the default) or none; class ids are the sorted class names' indices.
+  """The job's view of each of ``files`` (under ``root``), given by the job's own label and
+  split steps (``transforms.inputs``' ``_AssignLabel`` and ``_AssignSplit``, with ``--splits``
+  resolved against ``root``'s split folders as the job resolves it): (a list of (path, relpath,
+  label or None, class id or None, split, whether it is the training split, whose images the
+  job's ``--stats`` sums), the training split's name or None). Class ids are the sorted class
+  names' indices, as the job numbers them without ``--label_map``. Raises ValueError for a file
+  the job would report as a failure (no label, outside the split folders), and for a label
+  file (``--label_source=file:``), which these steps do not read.
   """
   # pylint: disable=import-outside-toplevel
   from pipeline import options as opts
   from transforms.analysis.statistics import training_split
-  from transforms.inputs.labels import directory_label
-  from transforms.inputs.splits import hash_split, probe_split_folders
-  if label_source not in ('directory', 'none'):
-    raise ValueError(f'the same-work loop labels by folder or not at all, not {label_source!r}')
+  from transforms.elements import SourceFile
+  from transforms.inputs.labels import _AssignLabel
+  from transforms.inputs.splits import _AssignSplit, probe_split_folders
+  if label_source.startswith('file:'):
+    raise ValueError('the same-work loop takes labels from folders or file names, not from '
+                     f'a label file ({label_source})')
   folders, fractions = opts.resolve_splits(splits_flag, probe_split_folders(str(root)))
+  assign_label, assign_split = _AssignLabel(label_source, folders), _AssignSplit(folders,
+                                                                                fractions)
+  assign_label.setup()
   views = []
   for path in files:
-    relpath = pathlib.Path(path).relative_to(root).as_posix()
-    split = relpath.split('/', 1)[0] if folders else hash_split(relpath, fractions)
-    label = (directory_label(relpath, split if folders else None)
-             if label_source == 'directory' else None)
-    views.append((str(path), relpath, label, split))
+    source = SourceFile(str(path), pathlib.Path(path).relative_to(root).as_posix())
+    [labeled] = assign_label.process(source)
+    [image] = assign_split.process(labeled) if isinstance(labeled, tuple) else [labeled]
+    if not hasattr(image, 'split'):  # a TaggedOutput: the job would report this file
+      raise ValueError(f'{source.relpath}: {image.value.reason}')
+    views.append(image)
   training = training_split(list(folders) or [name for name, _ in fractions])
-  class_ids = {name: i for i, name in enumerate(sorted({v[2] for v in views} - {None}))}
-  return [(path, relpath, label, class_ids.get(label), split, split == training)
-          for path, relpath, label, split in views], training
+  class_ids = {name: i for i, name in enumerate(sorted({v.label for v in views} - {None}))}
+  return [(v.path, v.relpath, v.label, class_ids.get(v.label), v.split, v.split == training)
+          for v in views], training
 
 
 def loop_inputs(job_flags, image_size, files, root):

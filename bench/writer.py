@@ -13,11 +13,11 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
   ``--sizes``. From the two sizes: the steady-state rate (the slope: extra images over extra
   seconds) and the start-up (the intercept: the time extrapolated to zero images).
 * ``tight loop``: the job's own ``transforms.image.codec.convert(data, spec)`` (read the file,
-  convert) over the largest size's files in a ``multiprocessing.Pool(WORKERS)``, no Beam: the
-  limit of this machine.
+  convert; the job's spec, ``--job_flags`` included) over the largest size's files in a
+  ``multiprocessing.Pool(WORKERS)``, no Beam: the limit of this machine.
 * ``same-work loop``: what the job's conversion step does per image (decode, resize, encode, the
-  pixel sums, the measures, the digests, the record), with the job's own functions and settings
-  (``--job_flags`` included), in the same Pool over the same files, no Beam (bench/same_work.py).
+  pixel sums, the measures, the digests, the record), with the job's own functions and settings,
+  in the same Pool over the same files, no Beam. Both loops are bench/same_work.py's.
 * ``codec, 1 core`` and ``libjpeg-turbo floor, 1 core``: ``codec.convert`` in one process, and
   the least work that gives the same output (simplejpeg decode, DCT-scaled as the codec does,
   OpenCV resize with the codec's interpolation, simplejpeg encode, nothing else), on the photos
