@@ -249,6 +249,31 @@ def print_machine(report: dict) -> None:
         f"{report['machine_after']['load_average']}")
 
 
+def rate_row(name: str, result: dict, note: str = '') -> dict:
+  """A row of :func:`rate_table` from a measured ``result`` (images, seconds, cpu_seconds,
+  cores, and peak_rss_mib when known)."""
+  rate = result['images'] / result['seconds']
+  return {'row': name, 'images': result['images'], 'seconds': result['seconds'],
+          'images_per_s': rate, 'ms_per_image_per_core': 1000 * result['cores'] / rate,
+          'cpu_ms_per_image': 1000 * result['cpu_seconds'] / result['images'],
+          'cores': result['cores'], 'peak_rss_mib': result.get('peak_rss_mib'), 'note': note}
+
+
+def steady_state(points: Sequence[Tuple[int, float, float]]
+                 ) -> Tuple[Optional[float], Optional[float], Optional[float], bool]:
+  """The line through the smallest and largest of a job's (images, wall seconds, CPU seconds)
+  ``points``: (its rate, images/s (the slope); its start-up, s (the intercept); CPU ms per extra
+  image; whether the load changed between the two runs), the first three None when the points
+  give no slope. The load changed when the slope keeps more cores busy than the machine has
+  (the smaller run slowed more): its wall rate is then no rate, its CPU slope still a cost."""
+  (n1, t1, c1), (n2, t2, c2) = min(points), max(points)
+  if n2 <= n1 or t2 <= t1:
+    return None, None, None, False
+  rate = (n2 - n1) / (t2 - t1)
+  return (rate, t1 - n1 / rate, 1000 * (c2 - c1) / (n2 - n1),
+          (c2 - c1) / (t2 - t1) > 1.05 * os.cpu_count())
+
+
 def rate_table(rows: Sequence[dict], extra: Sequence[str] = ()) -> str:
   """The table of measured rows (RATE_COLUMNS, then the ``extra`` keys of each row);
   'cores busy' is CPU time over wall time, how much of the machine a row really had."""

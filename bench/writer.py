@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/writer.py [--data=../shared/data/hymenoptera] [--sizes=1,16]
         [--original_sizes=1,32] [--workers=2] [--image_size=256] [--limit=N] [--json=PATH]
+    .venv/bin/python bench/writer.py --same_work [--sizes=10,41] [--same_work_rounds=2] ...
 
 Every row converts the same real photos (the JPEGs of ``--data``; for size, the set repeated
 with distinct file names through symlinks in a temporary directory) to ``--image_size`` px,
@@ -12,8 +13,11 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
   ``--sizes``. From the two sizes: the steady-state rate (the slope: extra images over extra
   seconds) and the start-up (the intercept: the time extrapolated to zero images).
 * ``tight loop``: the job's own ``transforms.image.codec.convert(data, spec)`` (read the file,
-  convert) over the largest size's files in a ``multiprocessing.Pool(WORKERS)``, no Beam: the
-  limit of this machine.
+  convert; the job's spec, ``--job_flags`` included) over the largest size's files in a
+  ``multiprocessing.Pool(WORKERS)``, no Beam: the limit of this machine.
+* ``same-work loop``: what the job's conversion step does per image (decode, resize, encode, the
+  pixel sums, the measures, the digests, the record), with the job's own functions and settings,
+  in the same Pool over the same files, no Beam. Both loops are bench/same_work.py's.
 * ``codec, 1 core`` and ``libjpeg-turbo floor, 1 core``: ``codec.convert`` in one process, and
   the least work that gives the same output (simplejpeg decode, DCT-scaled as the codec does,
   OpenCV resize with the codec's interpolation, simplejpeg encode, nothing else), on the photos
@@ -28,6 +32,11 @@ shorter side (the job's default ``--resize_mode=shorter_side``), JPEG quality 90
   (when it has that option), at the same sizes.
 * ``--image_format=original`` (with ``--stats=false``), when the job has that option, at
   ``--original_sizes``.
+
+Issue 26's target: (pipeline steady state - tight loop) / (same-work loop - tight loop), per
+image, at most 1.5, by wall ms per image per core and by CPU ms per image. ``--same_work`` runs
+only that comparison, in alternated rounds, with the job's conversion DoFn as a third loop: see
+bench/same_work.py.
 
 See bench/common.py for the columns' definitions and docs/benchmarks.md for the latest figures.
 """
@@ -46,6 +55,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=wrong-import-position
+import same_work  # pylint: disable=wrong-import-position
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -59,42 +69,6 @@ def _spec(image_size):
   from transforms.image import codec  # pylint: disable=import-outside-toplevel
   return codec.ImageSpec(image_size=image_size, resize_mode='shorter_side',
                          image_format='jpeg', jpeg_quality=QUALITY)
-
-
-def _convert_file(path):
-  """Pool worker: read the file and run the job's codec on it; (output bytes or -1 for a failed
-  image, CPU seconds this process spent on it)."""
-  from transforms.image import codec  # pylint: disable=import-outside-toplevel
-  cpu = time.process_time()
-  with open(path, 'rb') as handle:
-    data = handle.read()
-  try:
-    size = len(codec.convert(data, _POOL_SPEC).data)
-  except codec.ImageError:
-    size = -1
-  return size, time.process_time() - cpu
-
-
-_POOL_SPEC = None
-
-
-def _init_pool(image_size):
-  global _POOL_SPEC  # pylint: disable=global-statement
-  _POOL_SPEC = _spec(image_size)
-
-
-def row_tight_loop(files, workers, image_size):
-  """codec.convert over ``files`` in a Pool(workers); pool start-up and warm-up excluded."""
-  import multiprocessing  # pylint: disable=import-outside-toplevel
-  with multiprocessing.get_context('fork').Pool(
-      workers, initializer=_init_pool, initargs=(image_size,)) as pool:
-    pool.map(_convert_file, files[:4 * workers], chunksize=1)  # warm-up: imports, caches
-    start = time.perf_counter()
-    results = pool.map(_convert_file, files, chunksize=8)
-    wall = time.perf_counter() - start
-  done = sum(size >= 0 for size, _ in results)
-  return {'images': done, 'seconds': wall, 'cores': workers,
-          'cpu_seconds': sum(cpu for _, cpu in results)}
 
 
 def _timed_loop(fn, items, min_seconds):
@@ -281,8 +255,8 @@ def row_dct(files, image_size, repeats):
   return {'files': results}
 
 
-ROWS = {'tight_loop': row_tight_loop, 'codec': row_codec, 'floor': row_floor,
-        'pillow': row_pillow, 'tf_data': row_tf_data, 'dct': row_dct}
+ROWS = {**same_work.ROWS, 'codec': row_codec, 'floor': row_floor, 'pillow': row_pillow,
+        'tf_data': row_tf_data, 'dct': row_dct}
 
 
 # --- start-up: whole commands, side by side ------------------------------------------------------
@@ -423,24 +397,6 @@ def run_pipeline(input_dir, output_dir, workers, image_size, flags=(), workers_f
   return wall, peak / 2**20, written, cpu
 
 
-def _rate_row(name, result, note=''):
-  rate = result['images'] / result['seconds']
-  return {'row': name, 'images': result['images'], 'seconds': result['seconds'],
-          'images_per_s': rate, 'ms_per_image_per_core': 1000 * result['cores'] / rate,
-          'cpu_ms_per_image': 1000 * result['cpu_seconds'] / result['images'],
-          'cores': result['cores'], 'peak_rss_mib': result.get('peak_rss_mib'), 'note': note}
-
-
-def _steady_state(points):
-  """(rate images/s, start-up s, CPU ms per extra image) from the smallest and largest
-  (images, seconds, CPU seconds) points: the slope and the intercept of the line through them."""
-  (n1, t1, c1), (n2, t2, c2) = min(points), max(points)
-  if n2 <= n1 or t2 <= t1:
-    return None, None, None
-  rate = (n2 - n1) / (t2 - t1)
-  return rate, t1 - n1 / rate, 1000 * (c2 - c1) / (n2 - n1)
-
-
 unreliable = set()  # labels of pipeline rows whose wall slope is not a rate (see pipeline_rows)
 
 
@@ -452,14 +408,11 @@ def pipeline_rows(label, base, sizes, work, workers, image_size, flags):
     wall, peak, written, cpu = run_pipeline(base[times], work / f'out_{label}_{times}x',
                                             workers, image_size, flags)
     points.append((written, wall, cpu))
-    rows.append({'row': f'{label} {times}x (end to end)', 'images': written, 'seconds': wall,
-                 'images_per_s': written / wall, 'ms_per_image_per_core': 1000 * workers * wall
-                 / written, 'cpu_ms_per_image': 1000 * cpu / written, 'cores': workers,
-                 'peak_rss_mib': peak, 'note': 'whole command, start-up included'})
-  rate, startup, cpu_ms = _steady_state(points)
-  if rate and cpu_ms * rate / 1000 > 1.05 * os.cpu_count():
-    # More cores busy than the machine has: the two runs met different loads from other jobs
-    # (the smaller one slowed more), so the wall slope is not a rate. The CPU slope still is.
+    rows.append(common.rate_row(f'{label} {times}x (end to end)', {
+        'images': written, 'seconds': wall, 'cpu_seconds': cpu, 'cores': workers,
+        'peak_rss_mib': peak}, 'whole command, start-up included'))
+  rate, startup, cpu_ms, load_changed = common.steady_state(points)
+  if rate and load_changed:  # the wall slope is not a rate; the CPU slope still is
     note = 'wall slope UNRELIABLE: the load changed between the two sizes; see CPU ms/img'
     unreliable.add(label)
   elif rate:
@@ -526,6 +479,14 @@ def main(argv=None):
                       help='--startup: also the job of this checkout (another version, e.g. '
                       'from `git worktree add`), with its defaults and with each '
                       '--startup_flags: a before/after.')
+  parser.add_argument('--same_work', action='store_true',
+                      help="Only the job against the same-work loop (issue 26): the job with its "
+                      'defaults (and --job_flags) at the two --sizes; the same-work loop, the '
+                      'DoFn loop and the tight loop on the larger size\'s files; alternated in '
+                      '--same_work_rounds rounds; (job - tight loop) / (same-work loop - tight '
+                      'loop) per image.')
+  parser.add_argument('--same_work_rounds', type=int, default=2,
+                      help='Rounds of --same_work (each: the job at both sizes, each loop twice).')
   common.add_row_flags(parser)
   args = parser.parse_args(argv)
   if args.startup:
@@ -549,6 +510,20 @@ def main(argv=None):
 
   root = pathlib.Path(args.data).resolve()
   photos = common.image_files(root, args.limit)
+  if args.same_work:
+    rows_runner = common.Rows(str(pathlib.Path(__file__).resolve()), ROWS, args.in_process)
+    with tempfile.TemporaryDirectory(prefix='bench_same_work_') as tmp:
+      report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
+                'machine_before': common.machine(), 'data': str(root)}
+      report['same_work'] = same_work.same_work_comparison(
+          photos, root, sizes, args.workers, args.image_size, shlex.split(args.job_flags),
+          args.same_work_rounds, pathlib.Path(tmp), rows_runner, run_pipeline)
+      report['machine_after'] = common.machine()
+    common.print_machine(report)
+    print(f'data: {root}')
+    targets = same_work.print_same_work(report['same_work'])
+    common.finish_report(report, targets, args.json)
+    return
   report = {'command': ' '.join(['bench/writer.py', *(argv or sys.argv[1:])]),
             'machine_before': common.machine(), 'data': str(root), 'photos': len(photos),
             'sizes': sizes, 'workers': args.workers, 'image_size': args.image_size}
@@ -567,27 +542,32 @@ def main(argv=None):
     pipe_rows, _, startup, pipe_cpu = pipeline_rows(
         pipe_label, base, sizes, work, args.workers, args.image_size, job_flags)
     rows += pipe_rows
-    tight = rows_runner.run('tight_loop', {
-        'files': largest, 'workers': args.workers, 'image_size': args.image_size})
-    rows.append(_rate_row('tight loop (codec.convert, Pool)', tight,
-                          f'{max(sizes)}x files; the limit'))
+    images, training, loop_work = same_work.loop_inputs(
+        job_flags, args.image_size, links[max(sizes)], base[max(sizes)])
+    tight = rows_runner.run('tight_loop', {'files': largest, 'workers': args.workers,
+                                           'work': loop_work})
+    rows.append(common.rate_row(same_work.TIGHT_ROW, tight, f'{max(sizes)}x files; the limit'))
+    same = rows_runner.run('same_work', {'images': images, 'workers': args.workers,
+                                         'work': loop_work})
+    rows.append(common.rate_row(same_work.SAME_WORK_ROW, same, f"{max(sizes)}x files; "
+                                f"{same['pixel_sums']} with pixel sums ({training})"))
     typical = {'files': one, 'image_size': args.image_size, 'min_seconds': args.min_seconds,
                'max_side': MAX_TYPICAL_SIDE}
     codec_row = rows_runner.run('codec', typical)
-    rows.append(_rate_row('codec.convert, 1 core', codec_row,
-                          f'photos up to {MAX_TYPICAL_SIDE} px, bytes in memory'))
+    rows.append(common.rate_row('codec.convert, 1 core', codec_row,
+                                f'photos up to {MAX_TYPICAL_SIDE} px, bytes in memory'))
     floor = rows_runner.run('floor', typical)
-    rows.append(_rate_row('libjpeg-turbo floor, 1 core', floor,
-                          'the same photos: decode + resize + encode only'))
+    rows.append(common.rate_row('libjpeg-turbo floor, 1 core', floor,
+                                'the same photos: decode + resize + encode only'))
     # One glob per folder, as users list their files.
     patterns = sorted({str(p.parent / ('*' + p.suffix)) for p in links[max(sizes)]})
     tf_row = rows_runner.run('tf_data', {
         'patterns': patterns, 'output': str(work / 'tf_data.tfrecord'),
         'image_size': args.image_size})
-    rows.append(_rate_row('tf.data converter', tf_row, f'{max(sizes)}x files, all cores'))
+    rows.append(common.rate_row('tf.data converter', tf_row, f'{max(sizes)}x files, all cores'))
     pillow = rows_runner.run('pillow', {'files': one, 'image_size': args.image_size,
                                         'min_seconds': args.min_seconds})
-    rows.append(_rate_row('Pillow loop, 1 core', pillow, 'files from disk'))
+    rows.append(common.rate_row('Pillow loop, 1 core', pillow, 'files from disk'))
 
     if (not args.skip_variants and '--stats=false' not in job_flags
         and job_accepts('--stats=false')):
@@ -628,12 +608,24 @@ def main(argv=None):
 
   # --- ratios and targets -------------------------------------------------------------------------
   by = {row['row']: row for row in rows}
-  tight_rate = by['tight loop (codec.convert, Pool)']['images_per_s']
+  tight_row, same_row = by[same_work.TIGHT_ROW], by[same_work.SAME_WORK_ROW]
+  tight_rate = tight_row['images_per_s']
   tf_rate = by['tf.data converter']['images_per_s']
   # One core each: CPU time per image is the cost per core, whatever else shares the machine.
   codec_ms = by['codec.convert, 1 core']['cpu_ms_per_image']
   floor_ms = by['libjpeg-turbo floor, 1 core']['cpu_ms_per_image']
-  tight_cpu = by['tight loop (codec.convert, Pool)']['cpu_ms_per_image']
+  tight_cpu = tight_row['cpu_ms_per_image']
+  pipe_steady = by.get(f'{pipe_label}, steady state', {})
+  # issue 26: the job's cost beyond decode, resize and encode against the same-work loop's
+  pipe_wall = None if pipe_label in unreliable else pipe_steady.get('ms_per_image_per_core')
+  # the wall figures are costs only where each row had its cores (see same_work.WALL_SHARE)
+  shares = [row['cpu_ms_per_image'] * row['images_per_s'] / 1000 / row['cores']
+            for row in (pipe_steady, tight_row, same_row) if row]
+  wall_share_low = min(shares) < same_work.WALL_SHARE
+  beyond_wall = same_work.beyond_codec(pipe_wall, tight_row['ms_per_image_per_core'],
+                                       same_row['ms_per_image_per_core'])
+  beyond_cpu = same_work.beyond_codec(pipe_cpu, tight_cpu, same_row['cpu_ms_per_image'])
+  beyond_target = same_work.SAME_WORK_TARGET
   tf_cpu = by['tf.data converter']['cpu_ms_per_image']
   good_dct = [d for d in dct if 'error' not in d]
   dct_ratio = (sum(d['full_ms'] for d in good_dct) / sum(d['dct_ms'] for d in good_dct)
@@ -653,6 +645,13 @@ def main(argv=None):
       ('the same, by CPU time per image: tf.data / pipeline',
        tf_cpu / pipe_cpu if pipe_cpu else None, '>= 2',
        common.verdict(tf_cpu / pipe_cpu if pipe_cpu else None, 2.0)),
+      ('(pipeline - tight loop) / (same-work loop - tight loop), ms/img/core', beyond_wall,
+       f'<= {beyond_target}',
+       'unreliable (load changed): see the CPU-time ratio' if pipe_label in unreliable else
+       f'unreliable (a row had {min(shares):.0%} of its cores): see the CPU-time ratio'
+       if wall_share_low else same_work.at_most_verdict(beyond_wall, beyond_target)),
+      ('the same, by CPU time per image', beyond_cpu, f'<= {beyond_target}',
+       same_work.at_most_verdict(beyond_cpu, beyond_target)),
       ('DCT downscale speed-up on large JPEGs (full / DCT)', dct_ratio, '>= 2',
        common.verdict(dct_ratio, 2.0)),
       ('pipeline --stats=false steady state / tight loop',

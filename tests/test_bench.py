@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, SAMPLES, shared_data
+from tests.helpers import REPO, SAMPLES, copy_photos, shared_data
 
 
 def _run(script, *args):
@@ -63,6 +63,10 @@ def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
   assert rows['pipeline --stats=false 1x (end to end)']['images'] == 8
   assert rows['pipeline --stats=false 2x (end to end)']['images'] == 16
   assert rows['tight loop (codec.convert, Pool)']['images'] == 16
+  # the conversion step's work on the same 16 files; --stats=false: no pixel sums
+  same = rows["same-work loop (the conversion step's work, Pool)"]
+  assert same['images'] == 16 and same['cpu_ms_per_image'] > 0
+  assert same['note'].startswith('2x files; 0 with pixel sums'), same['note']
   assert rows['tf.data converter']['images'] == 16
   assert rows['Pillow loop, 1 core']['images'] >= 8
   # The codec rows take the photos up to 640 px of the 8 (one of them is larger).
@@ -74,8 +78,40 @@ def test_writer_bench_runs_every_row_on_the_same_photos(tmp_path):
   timed = [d for d in report['dct'] if 'error' not in d]
   assert timed and all(d['dct_ms'] > 0 and d['full_ms'] > 0 for d in timed)
   assert all(min(d['width'], d['height']) >= 512 for d in timed)
-  assert len(report['targets']) == 12
+  assert len(report['targets']) == 14
+  assert '(pipeline - tight loop) / (same-work loop - tight loop)' in stdout
   assert '| target | measured | wanted | verdict |' in stdout
+
+
+@pytest.mark.slow
+def test_writer_same_work_loop_does_the_jobs_work_on_the_same_photos(tmp_path):
+  # 8 sample photos in class folders, no split folders: the job splits them by path hash. The
+  # job in one process (its records are the same on every runner: the fingerprints show it)
+  photos = copy_photos(tmp_path / 'photos', per_folder=4)
+  report_path = tmp_path / 'same_work.json'
+  stdout = _run('writer.py', '--same_work', f'--data={photos}', '--sizes=1,2',
+                '--same_work_rounds=1', '--image_size=64', '--in_process',
+                '--job_flags=--direct_running_mode=in_memory', f'--json={report_path}')
+  section = json.loads(report_path.read_text())['same_work']
+  runs = {run['row'] for run in section['runs']}
+  # the job at each size; each loop (same-work, DoFn, tight) twice in the round
+  assert len(section['runs']) == 8 and len(runs) == 5
+  for run in section['runs']:
+    # the job wrote every photo at each size; each loop converted the 2x set's 16 files
+    expected = 8 if run['row'] == 'round 1: job 1x (end to end)' else 16
+    assert run['images'] == expected and run['cpu_ms_per_image'] > 0, run['row']
+  [figures] = section['rounds']
+  # both loops built the job's very records (every split's fingerprint) and summed the pixels
+  # of the training split's images only, as the job's --stats does
+  assert figures['same_as_job']['same'] and section['same_as_job']
+  assert set(figures['same_as_job']['job']['fingerprints']) == {'train', 'validation'}
+  assert 0 < figures['pixel_sums'] == section['training_images'] < 16
+  assert figures['same_cpu_ms'] > 0 and figures['dofn_cpu_ms'] > 0 and figures['tight_cpu_ms'] > 0
+  assert "The same-work loop and the DoFn loop built the job's records byte for byte" in stdout
+  assert '| (job - tight loop) / (same-work loop - tight loop), CPU ms per image' in stdout
+  verdicts = [line.rsplit('|', 2)[1].strip() for line in stdout.splitlines()
+              if line.startswith('| (job - tight loop) / (same-work loop - tight loop)')]
+  assert len(verdicts) == 1 and verdicts[0] in ('met', 'NOT met', 'not measured'), verdicts
 
 
 @pytest.mark.slow
