@@ -7,12 +7,14 @@ Each conversion is compared with the same conversion on the local runner (``test
 ``output_digest``: the manifest less times and paths, each split's counts and fingerprint, the
 SHA-256 of ``images.jsonl``, ``labels.txt``, ``duplicates.jsonl`` and the other text files).
 
-The conversion that loses a TaskManager and the launcher stopped by SIGTERM run the job's
-Python code in the cluster's worker pool, as deployed (``EXTERNAL``). The night and the failed
-run, which test what Flink does with the job rather than the environment, run it in the
-launcher's process (``LOOPBACK``): the worker pool starts about 14 Python processes per job,
-each importing Beam, and the catdog conversion took 341 s and 190 s that way against 76 s and
-47.5 s with ``LOOPBACK``, in alternating runs on one cluster (2 cores, load average 14 and 7).
+The launcher stopped by SIGTERM runs the job's Python code in the cluster's worker pool, as
+deployed (``EXTERNAL``): the job runs on without its launcher there, to its claim check. The
+conversion that loses a TaskManager, the night and the failed run, which test what Flink does
+with the job rather than the environment, run it in the launcher's process (``LOOPBACK``): the
+worker pool starts about 14 Python processes per job, each importing Beam, and the catdog
+conversion took 341 s and 190 s that way against 76 s and 47.5 s with ``LOOPBACK``, in
+alternating runs on one cluster (2 cores, load average 14 and 7); in the suite the module took
+690 s with that conversion in the pool (375 s of it), beside the S3 module, which it slowed.
 Each Flink job is a minute or more of the suite, so no two tests run the same one.
 
 Needs the install step's ``.flink/`` and ``deploy/flink/job-server/target/lib`` (README.md):
@@ -109,13 +111,12 @@ def _kill_the_converting_task_manager(cluster, launcher) -> str:
 
   Flink starts a step of the batch job when the steps before it have finished, and on six dozen
   small photos the conversion takes a second or two: a poll of the REST API could miss it. So
-  the SDK workers (the worker pool's process group) run in slices of SLICE_S between polls and
-  are stopped (SIGSTOP) while the REST API is asked: no step can end unseen."""
-  pool = cluster.service('worker-pool').pid
+  the job's Python code (in the launcher: ``LOOPBACK``) runs in slices of SLICE_S between polls
+  and is stopped (SIGSTOP) while the REST API is asked: no step can end unseen."""
   deadline = time.monotonic() + JOB_TIMEOUT_S
   try:
     while time.monotonic() < deadline and launcher.poll() is None:
-      os.killpg(pool, signal.SIGSTOP)
+      launcher.send_signal(signal.SIGSTOP)
       try:
         for job in cluster.rest('/jobs/overview')['jobs']:
           if job['state'] != 'RUNNING':
@@ -130,10 +131,11 @@ def _kill_the_converting_task_manager(cluster, launcher) -> str:
                 return subtask['taskmanager-id']
       except (urllib.error.URLError, OSError):
         pass  # the JobManager busy for a moment: ask again
-      os.killpg(pool, signal.SIGCONT)
+      launcher.send_signal(signal.SIGCONT)
       time.sleep(SLICE_S)
   finally:
-    os.killpg(pool, signal.SIGCONT)
+    if launcher.poll() is None:
+      launcher.send_signal(signal.SIGCONT)
   pytest.fail('the job ended before its conversion step ran')
 
 
@@ -173,7 +175,7 @@ def catdog_runs(cluster, catdog, tmp_path_factory):
   costs a minute or more of the suite)."""
   out = tmp_path_factory.mktemp('catdog_out')
   killed = []
-  result = _on_flink(cluster, catdog, out / 'flink', *CATDOG_FLAGS,
+  result = _on_flink(cluster, catdog, out / 'flink', *CATDOG_FLAGS, loopback=True,
                      during=lambda launcher: killed.append(
                          _kill_the_converting_task_manager(cluster, launcher)))
   try:

@@ -99,6 +99,7 @@ def test_the_run_is_published_in_the_bucket(converted, s3):
   assert manifest['metrics']['images_read'] == len(UPLOADED)
 
 
+@pytest.mark.slow
 def test_every_image_of_the_bucket_is_read_back_with_the_reader(converted):
   import imagerecords  # pylint: disable=import-outside-toplevel
   _, local = converted
@@ -132,9 +133,12 @@ def _run_through_proxy(s3, tmp_path, output: str, rules) -> subprocess.Completed
     env = dict(os.environ, AWS_ENDPOINT_URL_S3=f'http://127.0.0.1:{port}',
                AWS_ACCESS_KEY_ID='testing', AWS_SECRET_ACCESS_KEY='testing',
                AWS_DEFAULT_REGION='us-east-1', AWS_MAX_ATTEMPTS='2')
+    # in one process: the retries are the reads' own, on any runner; the runner's worker
+    # processes and their credentials are the converted fixture's (the default, multi-process)
     command = [sys.executable, '-m', 'pipeline.run', '--input_dir=s3://photos/hymenoptera',
                f'--output_dir={output}', '--run_date=2026-11-21', '--image_size=64',
-               '--resize_mode=center_crop', '--num_shards=2', '--stats=false']
+               '--resize_mode=center_crop', '--num_shards=2', '--stats=false',
+               '--direct_running_mode=in_memory']
     result = subprocess.run(command, capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
                             check=False, env=env)
   finally:
