@@ -190,9 +190,11 @@ def test_convert_step_bench_times_both_checkouts_pass_by_pass(tmp_path):
 
 @pytest.mark.slow
 def test_reuse_check_bench_times_every_check_on_real_records():
-  stdout = _run('reuse_check.py', '--limit=8', '--repeat=1', '--image_size=64')
+  stdout = _run('reuse_check.py', '--limit=8', '--repeat=1', '--image_size=64',
+                '--side_input_copies=2')
   assert 'records of hymenoptera at 64 px' in stdout
-  for step in ('read frames, length checksums', 'data checksum', 'image/filename', 'SHA-256'):
+  for step in ('read frames, length checksums', 'data checksum', 'image/filename', 'SHA-256',
+               'ReuseEntry per file (before)', 'packed entries (now)'):
     assert f'| {step} |' in stdout, step
 
 
