@@ -290,6 +290,10 @@ def _write_config(directory: pathlib.Path, rpc_port: int, rest_port: int) -> Non
       'taskmanager.host': 'localhost',
       'rest.address': 'localhost', 'rest.bind-address': 'localhost', 'rest.port': rest_port,
       'io.tmp.dirs': str(directory / 'tmp'), 'web.tmpdir': str(directory / 'tmp'),
+      # the REST API's job details at most 0.1 s old (Flink caches them for 3 s by default): a
+      # step that runs for a second on this machine is seen running (tests/test_flink.py
+      # polls for it, to kill its TaskManager)
+      'web.refresh-interval': 100,
   }
   (directory / 'tmp').mkdir(exist_ok=True)
   # config.yaml (Flink 1.19's standard YAML): a flat map of keys, each value a YAML scalar
