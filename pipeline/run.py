@@ -152,7 +152,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     diff = batches | 'diff against the previous run' >> DiffAgainstPrevious(
         config.previous_index, config.previous_run)
   elif config.previous_index:  # the reuse step paired the files: the converted ones are left
-    diff = (records[:1]
+    diff = (records
             | 'converted examples in batches' >> ExampleBatches()
             | 'diff against the previous run' >> DiffAgainstPrevious(
                 config.previous_index, config.previous_run,
