@@ -96,14 +96,17 @@ def interruption_behind(error: BaseException) -> Optional[Interrupted]:
   return Interrupted(_received[0]) if _received else None
 
 
-def cancel_submitted(pipeline) -> None:
+def cancel_submitted(pipeline, flink=None) -> None:
   """Asks the runner to cancel the job of ``pipeline`` (a ``beam.Pipeline`` or None) when it
   runs elsewhere and the launcher was waiting for it (Flink through Beam's job server,
   Dataflow): Beam sets ``Pipeline.result`` once the job is submitted, before waiting. Beam's
-  Flink job server may leave a job already running on the cluster to run on; such a job fails
-  at its next claim check (``transforms.outputs.claim.check``: this launcher released the
+  Flink job server does not pass the cancel on: ``flink`` (a ``pipeline.flink_job.FlinkJob``,
+  with ``--flink_rest_address``) cancels the job on the cluster itself. Without it, a job left running
+  fails at its next claim check (``transforms.outputs.claim.check``: this launcher released the
   claim) and publishes nothing. Local runners return no result before the run ends: nothing
   to do."""
+  if flink is not None:
+    flink.cancel('the launcher was interrupted')
   result = getattr(pipeline, 'result', None)
   if result is None or PipelineState.is_terminal(result.state):
     return

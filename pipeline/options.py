@@ -138,6 +138,14 @@ class ConvertOptions(PipelineOptions):
         'over (a run that died). A claim of a process that is gone from this host is taken '
         f'over at once. Default {claim.DEFAULT_LEASE_S:g} s.')
     parser.add_argument(
+        '--flink_rest_address', default=None,
+        help='HOST:PORT of the Flink cluster\'s REST API as this launcher reaches it (with '
+        '--runner=PortableRunner; FlinkRunner uses its --flink_master). The launcher then '
+        'cancels its job on the cluster when it is stopped (SIGINT, SIGTERM; Beam\'s job '
+        'server does not pass a cancel on) and as soon as the job fails on the run\'s own '
+        'verdict (e.g. over --max_failure_fraction), which Flink\'s restart strategy would '
+        'otherwise run again. Default: none.')
+    parser.add_argument(
         '--verbose', action='store_true', default=False,
         help='Show every log line on the console, tracebacks included (by default they go to '
         'the log file a failed run names in its last line).')
@@ -472,9 +480,15 @@ def conversion_settings(options: ConvertOptions, embedding_model=None) -> Dict[s
   return settings
 
 
+# Where the job runs, not what it writes (as Beam's runner flags): kept out of the manifest, so
+# that the same conversion on Flink and on the local runner writes the same manifest.
+RUNNER_OPTIONS = ('flink_rest_address',)
+
+
 def job_options(options: ConvertOptions) -> Dict[str, object]:
-  """This job's own options (not Beam's) and their values, for the manifest."""
+  """This job's own options (not Beam's, nor ``RUNNER_OPTIONS``) and their values, for the
+  manifest."""
   values = options.get_all_options()
   return {action.dest: values.get(action.dest)
           for action in private_apis.parser_actions(_parser())
-          if action.dest != 'help'}
+          if action.dest != 'help' and action.dest not in RUNNER_OPTIONS}

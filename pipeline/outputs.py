@@ -27,9 +27,14 @@ from transforms.files import working_folders
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.files.textfiles import read_text, replace_text, write_text
 from transforms.outputs import authorship, claim
+from transforms.outputs.metadata import RunFailed
 from transforms.outputs.publish import PUBLICATION_MARKER
 
 _LOG = logging.getLogger('imagerecords')
+# The failures a run ends on by its own design: its verdict (too many failed inputs, ...) and
+# another run's claim on the output. Any retry fails the same way. A worker's exception reaches
+# the launcher (and Flink's exception history) as text, so they are told apart by name.
+FAILURES_BY_DESIGN = (claim.ClaimLost.__name__, RunFailed.__name__)
 
 
 class OutputNotEmpty(RuntimeError):
@@ -415,7 +420,7 @@ class _WorkerLogFilter(logging.Filter):
       record.msg, record.args = 'worker: %s', (match['message'],)
       return True
     # A run that fails on its own verdict (RunFailed) is reported by the launcher in one line.
-    return record.levelno >= logging.ERROR and 'RunFailed' not in text
+    return record.levelno >= logging.ERROR and RunFailed.__name__ not in text
 
 
 _OUR_LOGGERS = ('imagerecords', 'pipeline', 'transforms')
@@ -584,7 +589,7 @@ def failure_reason(error: BaseException, manifest: Optional[manifest_schema.Mani
     texts.append(f'{type(chain).__name__}: {chain}')
     chain = chain.__cause__ or chain.__context__
   text = '\n'.join(texts)
-  for kind in ('ClaimLost', 'RunFailed'):
+  for kind in FAILURES_BY_DESIGN:
     found = re.search(kind + r': (.+)', text)
     if found:
       return found.group(1).strip()

@@ -39,7 +39,8 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   StandardOptions)
 from apache_beam.runners.runner import PipelineState
 
-from pipeline import interrupt, local_runner, nightly, outputs, progress, usage, validation
+from pipeline import (flink_job, interrupt, local_runner, nightly, outputs, progress, usage,
+                      validation)
 from pipeline import options as opts
 from pipeline.config import JobConfig
 from transforms import process_exit
@@ -373,21 +374,23 @@ def _run_prepared(options: PipelineOptions, convert_options: opts.ConvertOptions
   """The run, its output claimed and prepared: runs the pipeline, reports. Raises
   interrupt.Interrupted on SIGINT or SIGTERM."""
   failure, p = None, None
+  # --flink_rest_address: the job is watched and cancelled on the cluster (pipeline.flink_job)
+  flink = flink_job.FlinkJob.of(options, config.run_id)
   try:
     with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
-        progress_dir):
+        progress_dir), flink_job.watched(flink):
       config = dataclasses.replace(config, progress_dir=progress_dir)
       with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
   except interrupt.Interrupted:
-    interrupt.cancel_submitted(p)
+    interrupt.cancel_submitted(p, flink)
     raise
   except Exception as error:  # pylint: disable=broad-except
     # The boundary of the whole run: any error of any step ends here, to be reported in one
     # line (its traceback goes to the log file) and cleaned up after.
     interruption = interrupt.interruption_behind(error)
     if interruption:
-      interrupt.cancel_submitted(p)
+      interrupt.cancel_submitted(p, flink)
       raise interruption from error
     failure = error
   launched = None if failure is not None else launched_not_run(p.result, options)

@@ -8,7 +8,7 @@ Each conversion is compared with the same conversion on the local runner (``test
 SHA-256 of ``images.jsonl``, ``labels.txt``, ``duplicates.jsonl`` and the other text files).
 
 The launcher stopped by SIGTERM runs the job's Python code in the cluster's worker pool, as
-deployed (``EXTERNAL``): the job runs on without its launcher there, to its claim check. The
+deployed (``EXTERNAL``): the launcher cancels it there through Flink's REST API. The
 conversion that loses a TaskManager, the night and the failed run, which test what Flink does
 with the job rather than the environment, run it in the launcher's process (``LOOPBACK``): the
 worker pool starts about 14 Python processes per job, each importing Beam, and the catdog
@@ -29,12 +29,17 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from deploy.flink import local_cluster
+from pipeline import flink_job
 from tests.golden import output_digest
+from transforms.outputs import claim as run_claim
+from transforms.outputs.metadata import RunFailed
 from tests.helpers import (REPO, SAMPLES, assert_nothing_a_reader_takes, convert, manifest_of,
                            shared_data)
 
@@ -253,9 +258,9 @@ def test_a_nightly_pair_with_masks_on_flink_writes_the_local_runners_nights(clus
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_cancels_the_flink_job_and_publishes_nothing(
     cluster, catdog, tmp_path):
-  """A scheduler stops the launcher while Flink runs the job: the launcher asks the runner to
-  cancel the job, says so in one line and exits 143; the job ends without publishing (cancelled,
-  or failed at its claim check: its launcher released the claim)."""
+  """A scheduler stops the launcher while Flink runs the job: the launcher cancels the job (on
+  the cluster, through Flink's REST API: Beam's job server does not pass a cancel on), says so
+  in one line and exits 143; the job ends cancelled, without publishing."""
   before = {job['jid'] for job in cluster.rest('/jobs/overview')['jobs']}
   ours = []
 
@@ -276,19 +281,9 @@ def test_sigterm_to_the_launcher_cancels_the_flink_job_and_publishes_nothing(
   assert result.returncode == 143, result.stderr[-4000:]
   lines = result.stderr.strip().splitlines()
   assert 'interrupted (SIGTERM); nothing published' in lines[-1], lines[-3:]
-  assert any('cancelled the submitted job' in line for line in lines), lines[-5:]
-  # Beam's Flink job server passes the cancel on, or the job runs to its claim check, where the
-  # released claim fails it: either way it ends and publishes nothing
-  deadline = time.monotonic() + JOB_TIMEOUT_S
-  while cluster.rest(f'/jobs/{ours[0]}')['state'] in ('RUNNING', 'CANCELLING', 'FAILING',
-                                                     'RESTARTING', 'CREATED'):
-    assert time.monotonic() < deadline, 'the job ran on'
-    time.sleep(0.5)
-  state = cluster.rest(f'/jobs/{ours[0]}')['state']
-  assert state in ('CANCELED', 'FAILED'), state
-  if state == 'FAILED':
-    exceptions = json.dumps(cluster.rest(f'/jobs/{ours[0]}/exceptions'))
-    assert 'released its claim' in exceptions, exceptions[-3000:]
+  assert any(f'cancelled Flink job {ours[0]}' in line and 'interrupted' in line
+             for line in lines), lines[-5:]
+  assert _final_state(cluster, ours[0]) == 'CANCELED'
   assert not (out / '_SUCCESS').exists()
 
 
@@ -298,7 +293,9 @@ def test_sigterm_to_the_launcher_cancels_the_flink_job_and_publishes_nothing(
 def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publishes_nothing(
     cluster, tmp_path):
   """8 photos and 2 files that do not decode (../shared/data/messy), --max_failure_fraction=0.1:
-  2 of 10 failed."""
+  2 of 10 failed. The verdict is the same on every attempt: the launcher cancels the job after
+  its first failure instead of waiting for Flink's restart strategy to run it 5 more times."""
+  before = {job['jid'] for job in cluster.rest('/jobs/overview')['jobs']}
   images = tmp_path / 'images' / 'photos'
   images.mkdir(parents=True)
   for path in sorted((SAMPLES / 'ants').glob('*.jpg'))[:8]:
@@ -316,6 +313,23 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
   assert 'more than --max_failure_fraction=0.1' in lines[-1], lines[-1]
   assert manifest_of(out)['status'] == 'failed'
   assert_nothing_a_reader_takes(out)
+  (job,) = [job['jid'] for job in cluster.rest('/jobs/overview')['jobs']
+            if job['jid'] not in before]
+  assert _final_state(cluster, job) == 'CANCELED'
+  history = cluster.rest(f'/jobs/{job}/exceptions')['exceptionHistory']['entries']
+  attempts = [entry for entry in history if 'RunFailed' in entry['stacktrace']]
+  # the first attempt's failure, and at most one more that ran while the launcher looked
+  assert 1 <= len(attempts) <= 2, [entry['exceptionName'] for entry in history]
+
+
+def _final_state(cluster, job_id: str) -> str:
+  """The job's state once Flink is done with it (it may still be cancelling)."""
+  deadline = time.monotonic() + JOB_TIMEOUT_S
+  while (state := cluster.rest(f'/jobs/{job_id}')['state']) not in ('CANCELED', 'FAILED',
+                                                                    'FINISHED'):
+    assert time.monotonic() < deadline, f'the job ran on ({state})'
+    time.sleep(0.5)
+  return state
 
 
 # --- what is tested is what is deployed ---------------------------------------------------------
@@ -325,6 +339,33 @@ SHARED_SETTINGS = ('restart-strategy.type', 'restart-strategy.fixed-delay.attemp
                    'heartbeat.rpc-failure-threshold', 'heartbeat.timeout', 'taskmanager.network.sort-shuffle.min-buffers',
                    'taskmanager.memory.task.off-heap.size', 'taskmanager.memory.managed.fraction',
                    'cluster.uncaught-exception-handling')
+
+
+def test_the_launcher_finds_the_clusters_rest_api_and_a_verdict_by_its_exception():
+  """pipeline.flink_job: the REST address of a Flink or portable run only,
+  and a failure by design told by its exception's line, not by a source line naming it."""
+  def url(*flags):
+    return flink_job.rest_url(PipelineOptions(list(flags)))
+
+  assert url('--runner=PortableRunner', '--flink_rest_address=localhost:8081') == (
+      'http://localhost:8081')
+  # the job server's cluster, which it may name otherwise than the launcher
+  assert url('--runner=PortableRunner', '--flink_master=flink-jobmanager:8081') is None
+  assert url('--runner=FlinkRunner', '--flink_master=https://flink:8081/') == 'https://flink:8081'
+  assert url('--runner=FlinkRunner') is None  # Beam's [auto]: no address known
+  assert url('--runner=DataflowRunner', '--flink_rest_address=localhost:8081') is None
+
+  def traceback_of(error):
+    try:
+      run_claim.check(None)  # ClaimLost: the comment of a frame's source line
+      raise error
+    except (RuntimeError, OSError):
+      return traceback.format_exc()
+
+  by_design = flink_job._BY_DESIGN  # pylint: disable=protected-access
+  assert by_design.search(traceback_of(RunFailed('2 of 10 image inputs failed')))[1] == (
+      'RunFailed')
+  assert by_design.search(traceback_of(OSError('Connection reset by peer'))) is None
 
 
 def test_compose_and_kubernetes_run_the_tested_flink_with_its_settings():

@@ -56,6 +56,7 @@ REGEXES: Dict[str, str] = {
     'embedding_model': rf'^({_URL}|keras\.applications:[A-Za-z_][A-Za-z0-9_]*)$',
     'embedding_weights': f'^{_URL}$',
     'stats': r'^(true|false|tft)$',
+    'flink_rest_address': r'^(https?://)?[A-Za-z0-9][-.A-Za-z0-9]*:[0-9]{1,5}/?$',
 }
 _SWITCH = '^(true|false)$'
 _INT = '^-?[0-9]+$'
@@ -90,6 +91,7 @@ LABELS: Dict[str, str] = {
     'follow_external_symlinks': 'Follow links that leave the input folder',
     'max_file_bytes': 'Largest input file accepted (bytes)',
     'claim_lease_seconds': 'Lease of the run\'s claim on its output (seconds)',
+    'flink_rest_address': 'Flink REST API (host:port; Flink runs only)',
     'verbose': 'Every log line on the console',
 }
 

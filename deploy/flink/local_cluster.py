@@ -161,8 +161,9 @@ class Cluster:
 
   def flags(self, loopback: bool = False) -> List[str]:
     """``--runner=PortableRunner`` and the endpoints, as README.md and deploy/flink/README.md
-    give them; ``--parallelism`` = one TaskManager's slots, so that a job survives the loss of
-    any other TaskManager.
+    give them (``--flink_rest_address``: the REST API, through which the launcher watches and
+    cancels its job, ``pipeline.flink_job``); ``--parallelism`` = one TaskManager's slots, so
+    that a job survives the loss of any other TaskManager.
 
     The Python code runs in the worker pool's SDK workers (``EXTERNAL``, as deployed), or with
     ``loopback`` in the launcher's own process (Beam's ``LOOPBACK`` environment): no worker
@@ -173,7 +174,8 @@ class Cluster:
                    ['--environment_type=EXTERNAL',
                     f'--environment_config=localhost:{self.worker_pool_port}'])
     return ['--runner=PortableRunner', f'--job_endpoint=localhost:{self.job_port}',
-            f'--artifact_endpoint=localhost:{self.artifact_port}', *environment,
+            f'--artifact_endpoint=localhost:{self.artifact_port}',
+            f'--flink_rest_address=localhost:{self.rest_port}', *environment,
             f'--parallelism={self.slots_per_task_manager}', '--job_server_timeout=120']
 
   def rest(self, path: str):
