@@ -101,9 +101,9 @@ def cancel_submitted(pipeline, flink=None) -> None:
   runs elsewhere and the launcher was waiting for it (Flink through Beam's job server,
   Dataflow): Beam sets ``Pipeline.result`` once the job is submitted, before waiting. Beam's
   Flink job server does not pass the cancel on: ``flink`` (a ``pipeline.flink_job.FlinkJob``,
-  with ``--flink_rest_address``) cancels the job on the cluster itself. Without it, a job left running
-  fails at its next claim check (``transforms.outputs.claim.check``: this launcher released the
-  claim) and publishes nothing. Local runners return no result before the run ends: nothing
+  with ``--flink_rest_address``) cancels the job on the cluster itself. Without it, a job left
+  running fails at its next claim check (``transforms.outputs.claim.check``: this launcher
+  released the claim) and publishes nothing. Local runners return no result before the run ends: nothing
   to do."""
   if flink is not None:
     flink.cancel('the launcher was interrupted')

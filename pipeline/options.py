@@ -138,7 +138,7 @@ class ConvertOptions(PipelineOptions):
         'over (a run that died). A claim of a process that is gone from this host is taken '
         f'over at once. Default {claim.DEFAULT_LEASE_S:g} s.')
     parser.add_argument(
-        '--flink_rest_address', default=None,
+        '--flink_rest_address', default=None, metavar='HOST:PORT',
         help='HOST:PORT of the Flink cluster\'s REST API as this launcher reaches it (with '
         '--runner=PortableRunner; FlinkRunner uses its --flink_master). The launcher then '
         'cancels its job on the cluster when it is stopped (SIGINT, SIGTERM; Beam\'s job '

@@ -20,6 +20,7 @@ HELP_GROUPS = (
     ('analysis', ('stats', 'image_checks', 'dedup', 'near_duplicate_distance')),
     ('embeddings', ('embedding_model', 'embedding_weights', 'embedding_pooling',
                     'embedding_preprocessing', 'embedding_image_size', 'embedding_batch_size')),
+    ('runner', ('flink_rest_address',)),
 )
 """The groups of ``--help``, in the order a user meets the choices; every option of
 ConvertOptions is in one (tests/test_first_hour.py checks)."""
