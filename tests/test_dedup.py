@@ -231,7 +231,7 @@ def test_leakage_and_label_conflicts_are_reported(tmp_path, capsys):
   assert f'1 of {manifest["num_examples"]} images flagged' in summary
   # inspect draws the near group (its records) and the placeholder's flags
   report = inspect.inspect(str(out), verify=False, samples=4)
-  assert [_names(g) for g in report.duplicate_groups] == [
+  assert [[f.file for f in g.files] for g in report.duplicate_groups] == [
       ['train/ants/original.jpg', 'val/bees/smaller.jpg']]
   assert {'train/ants/original.jpg', 'val/bees/smaller.jpg',
           'train/ants/imageNotFound.gif'} <= set(report.images)

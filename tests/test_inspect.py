@@ -338,3 +338,33 @@ def test_record_spans_of_a_gzip_shard_decompress_it_once(dataset, tmp_path):
   assert spans == _spans(shard) and spans
   assert Counting.read_bytes <= packed.stat().st_size, (Counting.read_bytes,
                                                         packed.stat().st_size)
+
+
+def test_a_duplicates_line_not_of_the_contract_is_a_problem_named_by_its_line(
+    dataset, tmp_path, capsys):
+  """duplicates.jsonl is read as the contract's groups (manifest_schema.DuplicateGroupEntry):
+  sound groups are drawn; a line that is not one, or not JSON, fails the check, naming its line
+  (and the key)."""
+  indexed = [json.loads(line) for line in
+             (dataset / contract.IMAGES_INDEX_FILE).read_text().splitlines()[:2]]
+  group = {'kind': 'near', 'leaks_across_splits': False, 'label_conflict': False,
+           'files': [{key: entry[key] for key in ('file', 'split', 'label')}
+                     for entry in indexed]}
+  path = dataset / contract.DUPLICATES_FILE
+  path.write_text(json.dumps(group) + '\n')
+  report = inspect_lib.inspect(str(dataset), verify=False, samples=2)
+  assert [[entry.file for entry in g.files] for g in report.duplicate_groups] == [
+      [entry['file'] for entry in indexed]]
+  assert not report.problems
+
+  del group['files'][1]['split']
+  path.write_text(path.read_text() + json.dumps(group) + '\n')
+  status, lines = _run(dataset, tmp_path, capsys, '--no-verify')
+  assert status == 1
+  assert [line for line in lines if line.startswith(contract.DUPLICATES_FILE)] == [
+      'duplicates.jsonl: line 2.files[1] has no "split"']
+  path.write_text('{"kind": "near", "files": [\n')
+  status, lines = _run(dataset, tmp_path, capsys, '--no-verify')
+  assert status == 1
+  assert [line for line in lines if line.startswith(contract.DUPLICATES_FILE)] == [
+      'duplicates.jsonl: line 1 is not JSON: Expecting value at column 28']

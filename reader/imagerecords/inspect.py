@@ -215,20 +215,45 @@ MAX_GROUPS_DRAWN = 12
 
 
 def _read_jsonl(path: str) -> List[dict]:
-  """The JSON objects of a .jsonl file; [] when there is none (an output of an older version)."""
+  """The JSON objects of a .jsonl file; [] when there is none (an output of an older version).
+
+  Raises:
+    ValueError: a line that is not JSON, naming the file and the line.
+  """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if not tf.io.gfile.exists(path):
     return []
+  entries = []
   with tf.io.gfile.GFile(path, 'r') as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          entries.append(json.loads(line.strip()))
+        except json.JSONDecodeError as error:
+          raise ValueError(f'{os.path.basename(path)}: line {number} is not JSON: {error.msg} '
+                           f'at column {error.colno}') from None
+  return entries
 
 
-def _groups_to_draw(groups: List[dict]) -> List[dict]:
+def _read_duplicate_groups(path: str) -> List[manifest_schema.DuplicateGroupEntry]:
+  """The groups of ``duplicates.jsonl`` at ``path``, in its order; [] when there is none.
+
+  Raises:
+    ValueError: a line that is not JSON, or not a group of the output contract (its message
+      names the line and the key).
+  """
+  return [manifest_schema.DuplicateGroupEntry.from_json(group, f'line {number}',
+                                                        file=contract.DUPLICATES_FILE)
+          for number, group in enumerate(_read_jsonl(path), 1)]
+
+
+def _groups_to_draw(groups: List[manifest_schema.DuplicateGroupEntry]
+                    ) -> List[manifest_schema.DuplicateGroupEntry]:
   """The near-duplicate groups to draw: label conflicts first, then leaks, then the rest, by
   first file; at most ``MAX_GROUPS_DRAWN``."""
-  near = [g for g in groups if g.get('kind') == 'near']
-  near.sort(key=lambda g: (not g.get('label_conflict'), not g.get('leaks_across_splits'),
-                           g['files'][0]['file']))
+  near = [group for group in groups if group.kind == 'near']
+  near.sort(key=lambda group: (not group.label_conflict, not group.leaks_across_splits,
+                               group.files[0].file))
   return near[:MAX_GROUPS_DRAWN]
 
 
@@ -278,9 +303,14 @@ def inspect(data_dir: str, verify: bool = True, samples: int = 32) -> Report:
     if contract.parse_shard_file_name(name) and name not in listed:
       problems.append(f'{name}: a shard file the manifest does not list (left by another run?)')
 
-  duplicate_groups = _groups_to_draw(_read_jsonl(_join(data_dir, contract.DUPLICATES_FILE)))
-  flagged = _read_jsonl(_join(data_dir, contract.QUALITY_FILE))
-  wanted = {f['file'] for group in duplicate_groups for f in group['files']}
+  duplicate_groups, flagged = [], []
+  try:
+    duplicate_groups = _groups_to_draw(
+        _read_duplicate_groups(_join(data_dir, contract.DUPLICATES_FILE)))
+    flagged = _read_jsonl(_join(data_dir, contract.QUALITY_FILE))
+  except ValueError as error:  # a line not JSON, or a group not of the contract: a problem
+    problems.append(str(error))  # of this output, named by file and line; no picture of it
+  wanted = {entry.file for group in duplicate_groups for entry in group.files}
   per_flag = collections.Counter()
   for entry in flagged:
     if any(per_flag[flag] < samples for flag in entry['flags']):

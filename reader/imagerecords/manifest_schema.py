@@ -44,21 +44,23 @@ class _Section:
     return data
 
   @classmethod
-  def from_json(cls, data: Any, where: str = ''):
+  def from_json(cls, data: Any, where: str = '', file: str = MANIFEST_FILE):
     """Parses ``data``, a JSON object, into this dataclass: keys it does not know are ignored,
     missing ones take their field's default.
 
     Args:
       data: the parsed JSON (``json.load``).
-      where: the object's path in the manifest, for error messages (``splits['train']``);
-        '' names it by its class.
+      where: the object's path in ``file``, for error messages (``splits['train']``); ''
+        names it by its class.
+      file: the file the object comes from, named first in error messages (a line of
+        ``duplicates.jsonl`` is a ``DuplicateGroupEntry``).
 
     Raises:
       ValueError: ``data`` or a value in it is not of its field's JSON type, or a key without a
         default is missing; the message names the key by its path, e.g. ``manifest.json:
         statistics.pixel_mean[2] is a string ("x"), not a number``.
     """
-    return _parse(cls, data, where or cls.__name__)
+    return _parse(cls, data, where or cls.__name__, file)
 
 
 def _to_json(value):
@@ -119,32 +121,34 @@ def _expected(kind) -> str:
           type(None): 'null'}.get(kind, 'any JSON value')
 
 
-def _parse(kind, value, where: str):
+def _parse(kind, value, where: str, file: str = MANIFEST_FILE):
   """``value`` (parsed JSON) checked against ``kind`` (a field's type) and, for a dataclass of
-  this schema, made one; ``where``: its path. Raises ValueError (``_Section.from_json``)."""
+  this schema, made one; ``where``: its path in ``file``. Raises ValueError
+  (``_Section.from_json``)."""
   if not _is_a(kind, value):
     found = _json_type(value)
     if value is not None and not isinstance(value, (dict, list)):
       found += f' ({json.dumps(value, ensure_ascii=False)[:40]})'
-    raise ValueError(f'{MANIFEST_FILE}: {where} is {found}, not {_expected(kind)}')
+    raise ValueError(f'{file}: {where} is {found}, not {_expected(kind)}')
   origin = typing.get_origin(kind)
   if origin is Union:  # the first choice that fits: None, or the one JSON type of the value
     choice = next(choice for choice in typing.get_args(kind) if _is_a(choice, value))
-    return _parse(choice, value, where)
+    return _parse(choice, value, where, file)
   if origin is list:
     (item,) = typing.get_args(kind)
-    return [_parse(item, entry, f'{where}[{index}]') for index, entry in enumerate(value)]
+    return [_parse(item, entry, f'{where}[{index}]', file) for index, entry in enumerate(value)]
   if origin is dict:
     _, item = typing.get_args(kind)
-    return {key: _parse(item, entry, f'{where}[{key!r}]') for key, entry in value.items()}
+    return {key: _parse(item, entry, f'{where}[{key!r}]', file)
+            for key, entry in value.items()}
   if dataclasses.is_dataclass(kind):
     fields = {}
     for field, field_kind in _field_types(kind):
       path = f'{where}.{field.name}' if where else field.name
       if field.name in value:
-        fields[field.name] = _parse(field_kind, value[field.name], path)
+        fields[field.name] = _parse(field_kind, value[field.name], path, file)
       elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-        raise ValueError(f'{MANIFEST_FILE}: {where or "the manifest"} has no "{field.name}"')
+        raise ValueError(f'{file}: {where or "the manifest"} has no "{field.name}"')
     return kind(**fields)
   return value  # a scalar of its type, or any JSON value (JsonValue)
 

@@ -271,7 +271,7 @@ def duplicates_sheet(report: Report, thumb: int = 96) -> Optional[Image.Image]:
   caption_font, title_font = _font(max(11, thumb // 7)), _font(16)
   line_h = (caption_font.size if hasattr(caption_font, 'size') else 10) + 6
   pad, title_h = 6, 30
-  columns = min(_COLUMNS, max(len(g['files']) for g in groups))
+  columns = min(_COLUMNS, max(len(group.files) for group in groups))
   row_h = line_h * 2 + thumb + pad
   width = max(columns * (thumb + pad) + pad, 320)
   sheet = Image.new('RGB', (width, title_h + len(groups) * row_h + pad), 'white')
@@ -280,18 +280,18 @@ def duplicates_sheet(report: Report, thumb: int = 96) -> Optional[Image.Image]:
                                 title_font, width - 2 * pad), fill='black', font=title_font)
   for row, group in enumerate(groups):
     y = title_h + row * row_h
-    problems = [text for key, text in (('label_conflict', 'LABEL CONFLICT'),
-                                       ('leaks_across_splits', 'LEAKS ACROSS SPLITS'))
-                if group.get(key)]
-    files = group['files']
-    header = (', '.join(problems + [' = '.join(os.path.basename(f['file']) for f in files)])
-              + (f'; kept {group["kept"]}' if group.get('kept') else ''))
+    problems = [text for wrong, text in ((group.label_conflict, 'LABEL CONFLICT'),
+                                         (group.leaks_across_splits, 'LEAKS ACROSS SPLITS'))
+                if wrong]
+    files = group.files
+    header = (', '.join(problems + [' = '.join(os.path.basename(f.file) for f in files)])
+              + (f'; kept {group.kept}' if group.kept else ''))
     draw.text((pad, y), _fit_text(draw, header, caption_font, width - 2 * pad),
               fill='#cc0000' if problems else 'black', font=caption_font)
     for column, entry in enumerate(files[:columns]):
       x = pad + column * (thumb + pad)
-      image, note = _file_image(report, entry['file'], thumb)
-      caption = f'{entry["split"]} · {entry.get("label") or os.path.basename(entry["file"])}{note}'
+      image, note = _file_image(report, entry.file, thumb)
+      caption = f'{entry.split} · {entry.label or os.path.basename(entry.file)}{note}'
       draw.text((x, y + line_h), _fit_text(draw, caption, caption_font, thumb), fill='black',
                 font=caption_font)
       top = y + 2 * line_h

@@ -11,6 +11,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from imagerecords import contract
 from imagerecords import records
+from imagerecords.manifest_schema import DuplicateGroupEntry
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -101,9 +102,9 @@ class Report:
   problems: List[str]
   verified: bool
   segmentation: bool = False
-  # duplicates.jsonl's groups worth drawing (label conflicts, then leaks, first) and
-  # quality.jsonl's flagged images, as their JSON objects; the records of their files
-  duplicate_groups: List[dict] = dataclasses.field(default_factory=list)
+  # duplicates.jsonl's groups worth drawing (label conflicts, then leaks, first),
+  # quality.jsonl's flagged images (as their JSON objects), and the records of their files
+  duplicate_groups: List[DuplicateGroupEntry] = dataclasses.field(default_factory=list)
   flagged: List[dict] = dataclasses.field(default_factory=list)
   images: Dict[str, Record] = dataclasses.field(default_factory=dict)
   input_dir: Optional[str] = None
