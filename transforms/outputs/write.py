@@ -236,11 +236,12 @@ class _StagingReader:
       if len(self._open) >= self._max_open:
         _, (oldest, _) = self._open.popitem(last=False)
         oldest.close()
-      if run.version is not None and file_version(run.path) != run.version:
+      version = run.version and file_version(run.path)
+      if version != run.version:
         raise StagingFileChanged(
             f'{run.path} changed after its records were verified (it was {run.version}, it is '
-            f'{file_version(run.path)}): a previous run\'s shard rewritten while the night '
-            'ran; run the night again')
+            f'{version}): a previous run\'s shard rewritten while the night ran; run the night '
+            'again')
       entry = [FileSystems.open(run.path, compression_type=CompressionTypes.UNCOMPRESSED),
                None]
     self._open[run.path] = entry
