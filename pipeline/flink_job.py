@@ -12,12 +12,14 @@ When the launcher of a ``PortableRunner`` or ``FlinkRunner`` run knows the clust
 address (``--flink_rest_address``, or a ``FlinkRunner``'s ``--flink_master``: :func:`rest_url`),
 it:
 
-- names the job ``imagerecords-<run id>`` (Beam's ``--job_name``; one given must name no other
-  job running on the cluster), so as to find it among the cluster's jobs (``GET /jobs/overview``);
+- names the job ``imagerecords-<run id>`` (Beam's ``--job_name``; one given must name no
+  other job running on the cluster), so as to find it among the cluster's jobs
+  (``GET /jobs/overview``);
 - watches it while it waits (:meth:`FlinkJob.watching`, every ``POLL_S``): once the job's
   exception history (``GET /jobs/<id>/exceptions``) holds a failure by design
-  (``pipeline.outputs.FAILURES_BY_DESIGN``), it cancels the job (``PATCH /jobs/<id>?mode=cancel``)
-  and the run ends on that verdict, in one line, after one attempt;
+  (``transforms.outputs.metadata.FAILURES_BY_DESIGN``), it cancels the job
+  (``PATCH /jobs/<id>?mode=cancel``) and the run ends on that verdict, in one line, after one
+  attempt;
 - cancels it when SIGINT or SIGTERM stops the launcher (:meth:`FlinkJob.cancel`).
 
 A failure that is bad luck (a TaskManager lost, a worker killed) is left to Flink's restart
@@ -39,7 +41,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleClou
                                                   PipelineOptions, StandardOptions)
 
 from pipeline.options import ConvertOptions
-from pipeline.outputs import FAILURES_BY_DESIGN
+from transforms.outputs.metadata import FAILURES_BY_DESIGN
 
 _LOG = logging.getLogger('imagerecords')
 RUNNERS = ('PortableRunner', 'FlinkRunner')

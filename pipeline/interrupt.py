@@ -103,8 +103,8 @@ def cancel_submitted(pipeline, flink=None) -> None:
   Flink job server does not pass the cancel on: ``flink`` (a ``pipeline.flink_job.FlinkJob``,
   with ``--flink_rest_address``) cancels the job on the cluster itself. Without it, a job left
   running fails at its next claim check (``transforms.outputs.claim.check``: this launcher
-  released the claim) and publishes nothing. Local runners return no result before the run ends: nothing
-  to do."""
+  released the claim) and publishes nothing. Local runners return no result before the run
+  ends: nothing to do."""
   if flink is not None:
     flink.cancel('the launcher was interrupted')
   result = getattr(pipeline, 'result', None)

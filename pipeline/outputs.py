@@ -27,14 +27,10 @@ from transforms.files import working_folders
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.files.textfiles import read_text, replace_text, write_text
 from transforms.outputs import authorship, claim
-from transforms.outputs.metadata import RunFailed
+from transforms.outputs.metadata import FAILURES_BY_DESIGN, RunFailed
 from transforms.outputs.publish import PUBLICATION_MARKER
 
 _LOG = logging.getLogger('imagerecords')
-# The failures a run ends on by its own design: its verdict (too many failed inputs, ...) and
-# another run's claim on the output. Any retry fails the same way. A worker's exception reaches
-# the launcher (and Flink's exception history) as text, so they are told apart by name.
-FAILURES_BY_DESIGN = (claim.ClaimLost.__name__, RunFailed.__name__)
 
 
 class OutputNotEmpty(RuntimeError):

@@ -47,6 +47,12 @@ class RunFailed(RuntimeError):
   """The run's output must not be published; the message is the one-line reason."""
 
 
+# The failures a run ends on by its own design: its verdict (RunFailed) and another run's claim
+# on the output. Any retry fails the same way. A worker's exception reaches the launcher (and
+# Flink's exception history) as text, so they are told apart by name.
+FAILURES_BY_DESIGN = (run_claim.ClaimLost.__name__, RunFailed.__name__)
+
+
 @dataclasses.dataclass(frozen=True)
 class MetadataSettings:
   """What the metadata step knows at launch (``pipeline.config.JobConfig.from_options`` builds
