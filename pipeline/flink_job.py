@@ -84,7 +84,6 @@ class FlinkJob:
   def __init__(self, url: str, name: str):
     self.url = url
     self.name = name
-    self.cancelled_for: Optional[str] = None
     self._stop = threading.Event()
 
   @classmethod
@@ -138,7 +137,6 @@ class FlinkJob:
     except (OSError, ValueError) as error:
       _LOG.warning('could not cancel Flink job %s (%s): %s', job_id, self.name, error)
       return False
-    self.cancelled_for = why
     _LOG.info('cancelled Flink job %s (%s): %s', job_id, self.name, why)
     return True
 
