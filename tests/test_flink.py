@@ -317,8 +317,9 @@ def test_a_run_over_the_failure_fraction_on_flink_exits_1_in_one_line_and_publis
   assert _final_state(cluster, job) == 'CANCELED'
   history = cluster.rest(f'/jobs/{job}/exceptions')['exceptionHistory']['entries']
   attempts = [entry for entry in history if 'RunFailed' in entry['stacktrace']]
-  # the first attempt's failure, and at most one more that ran while the launcher looked
-  assert 1 <= len(attempts) <= 2, [entry['exceptionName'] for entry in history]
+  # cancelled before the restart strategy's 6 attempts ran out (1 on a quiet machine: the watch
+  # polls every 0.5 s, a restart waits 2 s; more when the REST API answers slowly under load)
+  assert 1 <= len(attempts) < 6, [entry['exceptionName'] for entry in history]
 
 
 def _final_state(cluster, job_id: str) -> str:
