@@ -51,15 +51,24 @@ def _records(out: pathlib.Path) -> dict:
 
 # --- 1. folder names are paths, not patterns --------------------------------------------------
 
+@pytest.fixture(scope='module')
+def earlier_run(tmp_path_factory) -> pathlib.Path:
+  """A complete run of the samples with FLAGS, converted once for the module."""
+  out = tmp_path_factory.mktemp('earlier') / 'out'
+  assert convert(SAMPLES, out, *FLAGS) == 0
+  return out
+
+
 @pytest.mark.parametrize('name,sibling', [
     ('out[1]', 'out1'),  # a bracket: one character of a set
     ('out*', 'out-b'),  # a star: anything
     ('ou?', 'oux'),  # a question mark: one character
 ])
 @pytest.mark.slow
-def test_overwrite_deletes_only_inside_the_named_output(tmp_path, name, sibling):
-  # the sibling holds a complete earlier run, which the name as a pattern would match
-  assert convert(SAMPLES, tmp_path / sibling, *FLAGS) == 0
+def test_overwrite_deletes_only_inside_the_named_output(tmp_path, earlier_run, name, sibling):
+  # the sibling holds a complete earlier run (a copy of one), which the name as a pattern
+  # would match
+  shutil.copytree(earlier_run, tmp_path / sibling)
   before = _digests(tmp_path / sibling)
   out = tmp_path / name
   assert convert(SAMPLES, out, *FLAGS) == 0
