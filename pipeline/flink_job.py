@@ -33,7 +33,6 @@ import json
 import logging
 import re
 import threading
-import urllib.error
 import urllib.request
 from typing import Iterator, List, Optional
 
