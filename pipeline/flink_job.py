@@ -17,7 +17,7 @@ it:
   (``GET /jobs/overview``);
 - watches it while it waits (:meth:`FlinkJob.watching`, every ``POLL_S``): once the job's
   exception history (``GET /jobs/<id>/exceptions``) holds a failure by design
-  (``transforms.outputs.metadata.FAILURES_BY_DESIGN``), it cancels the job
+  (``transforms.outputs.metadata.FAILURE_BY_DESIGN_LINE``), it cancels the job
   (``PATCH /jobs/<id>?mode=cancel``) and the run ends on that verdict, in one line, after one
   attempt;
 - cancels it when SIGINT or SIGTERM stops the launcher (:meth:`FlinkJob.cancel`).
@@ -31,7 +31,6 @@ claim check (``transforms.outputs.claim``), after Flink's restarts.
 import contextlib
 import json
 import logging
-import re
 import threading
 import urllib.request
 from typing import Iterator, List, Optional
@@ -40,7 +39,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleClou
                                                   PipelineOptions, StandardOptions)
 
 from pipeline.options import ConvertOptions
-from transforms.outputs.metadata import FAILURES_BY_DESIGN
+from transforms.outputs.metadata import FAILURE_BY_DESIGN_LINE
 
 _LOG = logging.getLogger('imagerecords')
 RUNNERS = ('PortableRunner', 'FlinkRunner')
@@ -48,9 +47,6 @@ POLL_S = 0.5  # Flink's restart delay here is 2 s (deploy/flink): one poll fits 
 REST_TIMEOUT_S = 5
 # Flink's job states after which nothing runs again (JobStatus.isGloballyTerminalState)
 TERMINAL_STATES = ('FINISHED', 'CANCELED', 'FAILED')
-# the exception's own line of a Python traceback, ``transforms.outputs.metadata.RunFailed: ...``
-# (not a source line that merely names one in a comment)
-_BY_DESIGN = re.compile(r'^\s*(?:[\w.]+\.)?(' + '|'.join(FAILURES_BY_DESIGN) + r'): ', re.M)
 
 
 def rest_url(options: PipelineOptions) -> Optional[str]:
@@ -124,7 +120,7 @@ class FlinkJob:
       return []
     entries = history.get('exceptionHistory', {}).get('entries', [])
     texts = [entry.get('stacktrace', '') for entry in entries]
-    return [found[1] for found in map(_BY_DESIGN.search, texts) if found]
+    return [found[1] for found in map(FAILURE_BY_DESIGN_LINE.search, texts) if found]
 
   def cancel(self, why: str) -> bool:
     """Cancels the job (if it still runs); True when Flink took the cancel. ``why`` is logged."""

@@ -27,7 +27,7 @@ from transforms.files import working_folders
 from transforms.files.folders import delete_tree, escape_pattern, files_under, is_local, match
 from transforms.files.textfiles import read_text, replace_text, write_text
 from transforms.outputs import authorship, claim
-from transforms.outputs.metadata import FAILURES_BY_DESIGN, RunFailed
+from transforms.outputs.metadata import FAILURE_BY_DESIGN_LINE, FAILURES_BY_DESIGN, RunFailed
 from transforms.outputs.publish import PUBLICATION_MARKER
 
 _LOG = logging.getLogger('imagerecords')
@@ -560,7 +560,8 @@ def is_kept(log_path: str) -> bool:
 
 def is_claim_lost(error: BaseException) -> bool:
   """True when ``error`` is (or, from a worker, wraps) a ``ClaimLost``."""
-  return isinstance(error, claim.ClaimLost) or 'ClaimLost' in str(error)
+  return isinstance(error, claim.ClaimLost) or any(
+      found[1] == claim.ClaimLost.__name__ for found in FAILURE_BY_DESIGN_LINE.finditer(str(error)))
 
 
 def failure_reason(error: BaseException, manifest: Optional[manifest_schema.Manifest],
@@ -585,10 +586,12 @@ def failure_reason(error: BaseException, manifest: Optional[manifest_schema.Mani
     texts.append(f'{type(chain).__name__}: {chain}')
     chain = chain.__cause__ or chain.__context__
   text = '\n'.join(texts)
-  for kind in FAILURES_BY_DESIGN:
-    found = re.search(kind + r': (.+)', text)
-    if found:
-      return found.group(1).strip()
+  # each failure by design's first message, by name (reversed: the first one stays)
+  messages = {kind: message.strip() for kind, message
+              in reversed(FAILURE_BY_DESIGN_LINE.findall(text)) if message.strip()}
+  reason = next((messages[kind] for kind in FAILURES_BY_DESIGN if kind in messages), None)
+  if reason:
+    return reason
   if 'No space left on device' in text or '[Errno 28]' in text:
     where = re.search(r"No space left on device: '([^']+)'", text)
     where = where.group(1) if where else write_dir

@@ -40,7 +40,7 @@ from pipeline import flink_job
 from tests.golden import output_digest
 from tests.helpers import (REPO, SAMPLES, assert_nothing_a_reader_takes, convert, manifest_of,
                            shared_data)
-from transforms.outputs.metadata import RunFailed
+from transforms.outputs.metadata import FAILURE_BY_DESIGN_LINE, RunFailed
 
 JOB_TIMEOUT_S = 420
 
@@ -361,7 +361,7 @@ def test_the_launcher_finds_the_clusters_rest_api_and_a_verdict_by_its_exception
     except (RuntimeError, OSError):
       return traceback.format_exc()
 
-  by_design = flink_job._BY_DESIGN  # pylint: disable=protected-access
+  by_design = FAILURE_BY_DESIGN_LINE
   assert by_design.search(traceback_of(RunFailed('2 of 10 image inputs failed')))[1] == (
       'RunFailed')
   bad_luck = traceback_of(OSError('Connection reset by peer'))

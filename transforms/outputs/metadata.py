@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import posixpath
+import re
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -51,6 +52,10 @@ class RunFailed(RuntimeError):
 # on the output. Any retry fails the same way. A worker's exception reaches the launcher (and
 # Flink's exception history) as text, so they are told apart by name.
 FAILURES_BY_DESIGN = (run_claim.ClaimLost.__name__, RunFailed.__name__)
+# The line of such a failure in a traceback's text (``transforms.outputs.metadata.RunFailed:
+# <why>``), not a source line that merely names one in a comment: group 1 its name, 2 its message.
+FAILURE_BY_DESIGN_LINE = re.compile(
+    r'^\s*(?:[\w.]+\.)?(' + '|'.join(FAILURES_BY_DESIGN) + r'): (.*)$', re.M)
 
 
 @dataclasses.dataclass(frozen=True)
