@@ -155,12 +155,3 @@ class FlinkJob:
       self._stop.set()
       thread.join(REST_TIMEOUT_S * 3)
 
-
-@contextlib.contextmanager
-def watched(job: Optional[FlinkJob]) -> Iterator[Optional[FlinkJob]]:
-  """``job.watching()``, or nothing for None (not a Flink run, or no REST address)."""
-  if job is None:
-    yield None
-    return
-  with job.watching():
-    yield job

@@ -378,7 +378,7 @@ def _run_prepared(options: PipelineOptions, convert_options: opts.ConvertOptions
   flink = flink_job.FlinkJob.of(options, config.run_id)
   try:
     with outputs.worker_output_to_log(log_path, convert_options.verbose), _progress(options) as (
-        progress_dir), flink_job.watched(flink):
+        progress_dir), flink.watching() if flink else contextlib.nullcontext():
       config = dataclasses.replace(config, progress_dir=progress_dir)
       with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
