@@ -187,17 +187,6 @@ class Cluster:
   def service(self, name: str) -> Service:
     return next(s for s in self.services if s.name == name)
 
-  def add_task_manager(self) -> Service:
-    """Starts one more TaskManager and waits until the JobManager counts its slots."""
-    names = [s.name for s in self.services if s.name.startswith('taskmanager-')]
-    name = f'taskmanager-{max(int(n.rsplit("-", 1)[1]) for n in names) + 1}'
-    alive = sum(1 for s in self.services if s.name.startswith('taskmanager-') and _alive(s.pid))
-    service = _start_task_manager(pathlib.Path(self.directory), name)
-    self.services.append(service)
-    _save(self)
-    _wait_for_slots(self, alive + 1)
-    return service
-
 
 def _alive(pid: int) -> bool:
   try:
