@@ -217,3 +217,21 @@ def test_near_duplicates_bench_prints_the_precision_recall_table(tmp_path):
       'darker'}
   assert '**' in stdout and 'hash alone' in stdout and 'defaults, every pair' in stdout
   assert 'luma 8x8, chroma 4x4 (the job)' in stdout
+
+
+@pytest.mark.slow
+def test_worker_profile_bench_puts_the_workers_samples_to_the_jobs_parts(tmp_path):
+  # the 48 samples once, with worker processes (below 1,000 files the job converts in its own)
+  report_path = tmp_path / 'workers.json'
+  stdout = _run('worker_profile.py', f'--data={SAMPLES}', '--times=1', '--rate=100',
+                '--top=8', f'--json={report_path}', '--',
+                '--direct_running_mode=multi_processing')
+  report = json.loads(report_path.read_text())
+  assert report['images'] == 48 and report['cpu_s'] > 0
+  assert report['samples']['worker'] > 0 and report['samples']['launcher'] > 0
+  # the workers decoded, resized and encoded the photos: the codec is one of their parts
+  codec = report['parts']['codec: decode, resize, encode']  # codec.py and resizing.py
+  assert codec['samples'] > 0 and codec['ms_per_image'] > 0
+  assert sum(part['samples'] for part in report['parts'].values()) == report['samples']['worker']
+  assert "| part of the SDK workers' CPU | samples | share | CPU ms per image (est.) |" in stdout
+  assert '| innermost function (workers) | samples | share |' in stdout
