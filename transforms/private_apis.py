@@ -79,8 +79,9 @@ def share_s3_clients() -> None:
   Beam 2.77's ``S3FileSystem`` makes an ``S3IO`` for each call, and each ``S3IO`` a new boto3
   session and client (``boto3_client.Client.__init__``): about 76 ms of CPU per call on this
   machine, against under 1 ms for Beam's wrapper around a client reused, so each image read
-  from ``s3://`` cost more than its conversion. Idempotent; a no-op without boto3. Called when ``transforms.files``
-  is imported, so that the launcher and every worker process that touches a file has it.
+  from ``s3://`` cost more than its conversion. Idempotent; a no-op without boto3. Called when
+  ``transforms.files`` is imported, so that the launcher and every worker process that touches
+  a file has it.
   """
   try:
     from apache_beam.io.aws.clients.s3 import boto3_client  # pylint: disable=import-outside-toplevel
