@@ -7,8 +7,8 @@ Runs ``python -m pipeline.run`` on ``--data`` repeated ``--times`` times (distin
 symlinks) with the local runner's defaults (multi-process: the launcher runs Beam's runner,
 its SDK worker processes run the steps) under ``py-spy record --subprocesses`` (a sampling
 profiler: it reads the stacks of the running threads ``--rate`` times a second from outside, so
-it measures the C code and the threads that ``cProfile`` misses or slows, and waits on locks
-and sockets are not counted). Each sample of an SDK worker is put to a part of the job:
+it measures the C code and the threads that ``cProfile`` misses or slows; threads waiting are
+left out, mostly). Each sample of an SDK worker is put to a part of the job:
 
 - the innermost frame in this project's code names it (``transforms/image/codec.py`` and
   ``resizing.py``: decode, resize, encode, what the benchmarks' tight loop does; otherwise that
@@ -18,10 +18,15 @@ and sockets are not counted). Each sample of an SDK worker is put to a part of t
 - a sample with no frame of this project is Beam's (its module: the worker's data plane,
   coders, bundle set-up), gRPC's or another library's.
 
-It prints, for the workers, the ``--top`` parts with their samples, share and CPU ms per image
-(samples / rate / images; the rest summed in one row), then the ``--top`` innermost functions; and the launcher's share of all samples (its
-imports, graph, Beam's runner loop). Where bench/profile_pipeline.py (cProfile, one process)
-says what the job's functions cost, this says what a multi-process run spends around them.
+The job runs twice: alone, for its CPU time (user + system of the launcher and every worker),
+then under py-spy, for the shares. py-spy's own CPU would count in the second run's, and it
+takes a thread waiting in C code for a running one now and then, so the samples give shares,
+not seconds. It prints, for the workers, the ``--top`` parts with their samples, their share of
+the workers' samples and their CPU ms per image (the first run's CPU per image times the
+part's share of all samples; the other parts summed in one row), then the ``--top`` innermost
+functions, and the launcher's share of all samples (its imports, graph, Beam's runner loop).
+Where bench/profile_pipeline.py (cProfile, one process) says what the job's functions cost,
+this says what a multi-process run spends around them.
 
 Needs py-spy (pinned in requirements.txt) and the permission to read other processes' memory
 (``ptrace``: root in a container, or ``kernel.yama.ptrace_scope=0``); py-spy names what is
@@ -143,7 +148,8 @@ def main(argv=None):
     rows.append([f'the other {len(parts) - args.top} parts', rest, f'{rest / workers:.1%}',
                  f'{ms_per_image(rest):.3f}'])
   report: Dict = {
-      'machine_before': before, 'machine_after': common.machine(), 'images': images, 'rate': args.rate, 'wall_s': wall,
+      'machine_before': before, 'machine_after': common.machine(), 'images': images,
+      'rate': args.rate, 'wall_s': wall,
       'cpu_s': cpu_s, 'samples': dict(kinds),
       'parts': {part: {'samples': n, 'ms_per_image': ms_per_image(n)}
                 for part, n in parts.most_common()},
