@@ -13,7 +13,8 @@ name is free) and ``LATEST`` (``transforms.outputs.publish``: move it only forwa
   unconditional;
 * ``gs://``: an upload with ``ifGenerationMatch=<generation read>`` (0 for no object) through
   the google-cloud-storage client of Beam's GCS filesystem (Beam's ``FileSystems`` exposes no
-  precondition). Not exercised by the tests (no GCS emulator here).
+  precondition). The tests' GCS server (gcp-storage-emulator, ``tests/test_gcs.py``) keeps no
+  generations and ignores preconditions, so this path is not exercised by them.
 
 Local disk has no version to compare; its callers lock instead (``fcntl.flock``, see
 ``transforms.outputs.publish.point_latest``, or create with a hard link, see ``claim``).
