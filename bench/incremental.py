@@ -16,6 +16,9 @@ machine is shared: other jobs only add to either). Both use the job's defaults o
 add``) runs night 2 too, both ways, interleaved with this checkout's in every round (this
 checkout first in odd rounds, the baseline first in even ones), so that both meet the same
 load: a before/after in one run. Its processes get ``PYTHONPATH=CHECKOUT:CHECKOUT/reader``.
+``--night_flags=FLAGS`` adds a variant of this checkout whose night 2 (both ways) gets FLAGS
+too, interleaved the same way: e.g. ``--direct_running_mode=in_memory``, the launcher's own
+process against the multi-process runner.
 
 Printed, per checkout: each night's wall and CPU seconds; the end-to-end ratio incremental /
 full; the slope ratio (seconds per image between the two sizes, so start-up and other fixed
@@ -35,7 +38,7 @@ import shutil
 import struct
 import sys
 import tempfile
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -104,11 +107,12 @@ def _night(images, root, date, *flags, checkout: Optional[str] = None) -> dict:
           'step_msecs': manifest.get('step_msecs') or {}}
 
 
-def measure(size: int, work: pathlib.Path, checkouts: Dict[str, Optional[str]],
-            rounds: int) -> dict:
+def measure(size: int, work: pathlib.Path,
+            checkouts: Dict[str, Tuple[Optional[str], Tuple[str, ...]]], rounds: int) -> dict:
   """Night 1 of ``size`` photos, the changes, then each checkout's night 2 both ways
   ``rounds`` times, interleaved; returns {checkout name: {mode: the fastest night}} and the
-  changes."""
+  changes. ``checkouts``: name -> (the checkout's path, None for this one; the night's extra
+  job flags)."""
   images, first = work / 'images', work / 'night1'
   paths = make_photos(images, size)
   _night(images, first, D1)
@@ -122,8 +126,9 @@ def measure(size: int, work: pathlib.Path, checkouts: Dict[str, Optional[str]],
         root = work / f'{name}_{mode}'
         shutil.rmtree(root, ignore_errors=True)
         shutil.copytree(first, root)
+        path, flags = checkouts[name]
         row = _night(images, root, D2, *(['--full_rebuild'] if mode == 'full' else []),
-                     checkout=checkouts[name])
+                     *flags, checkout=path)
         shutil.rmtree(root)
         every.setdefault(name, {}).setdefault(mode, []).append(
             {key: row[key] for key in ('seconds', 'cpu_seconds')})
@@ -186,16 +191,22 @@ def main(argv=None) -> None:
   parser.add_argument('--baseline', default=None,
                       help='Another checkout whose job runs night 2 too, interleaved with this '
                       "checkout's: a before/after in one run.")
+  parser.add_argument('--night_flags', default=None,
+                      help="Job flags (space-separated) of a variant of this checkout's night "
+                      "2, run interleaved with it: e.g. '--direct_running_mode=in_memory'.")
   parser.add_argument('--rounds', type=int, default=2,
                       help='Night 2 runs per checkout and mode; the fastest is kept.')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
   sizes = [int(s) for s in args.sizes.split(',')]
-  checkouts = {'this': None}
+  checkouts = {'this': (None, ())}
   if args.baseline:
-    checkouts['baseline'] = str(pathlib.Path(args.baseline).resolve())
+    checkouts['baseline'] = (str(pathlib.Path(args.baseline).resolve()), ())
+  if args.night_flags:
+    checkouts[f'this {args.night_flags}'] = (None, tuple(args.night_flags.split()))
   report = {'machine_before': machine(), 'command': ' '.join(sys.argv),
-            'checkouts': {name: path or str(REPO) for name, path in checkouts.items()}}
+            'checkouts': {name: ' '.join([path or str(REPO), *flags])
+                          for name, (path, flags) in checkouts.items()}}
   results = []
   for size in sizes:
     with tempfile.TemporaryDirectory() as work:
