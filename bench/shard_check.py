@@ -3,10 +3,12 @@
     .venv/bin/python bench/shard_check.py [--records=DIR] [--gigabytes=2] [--shards=16]
                                           [--many=1024]
 
-The job reads each shard back once after writing it, to count its records and digest its bytes
-(``transforms.outputs.metadata.summarize_shard``: the manifest's ``num_examples`` and
-``sha256``); it used to read the record headers only (``imagerecords.framing.record_spans``,
-seeking over the data). The reader checks the shards before it reads them
+The job counts each shard's records and digests its bytes while it writes it
+(``transforms.outputs.write.copy_shard``: the manifest's ``num_examples`` and ``sha256``); it
+used to read each shard back once written (``transforms.outputs.write.summarize_shard``, which
+now serves only a shard an earlier attempt wrote), and before that to read the record headers
+only (``imagerecords.framing.record_spans``, seeking over the data): both are timed here as the
+job's former costs. The reader checks the shards before it reads them
 (``imagerecords.metadata.check_shards``): ``verify_shards=True`` one ``stat`` per shard,
 ``'sha256'`` a digest of every byte.
 
@@ -35,7 +37,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'reader'))
 from bench.common import REPO, shared_data  # pylint: disable=wrong-import-position
 from imagerecords import contract  # pylint: disable=wrong-import-position
 from imagerecords.framing import record_spans  # pylint: disable=wrong-import-position
-from transforms.outputs.metadata import summarize_shard  # pylint: disable=wrong-import-position
+from transforms.outputs.write import summarize_shard  # pylint: disable=wrong-import-position
 
 
 def _best(function, repeat: int) -> float:
@@ -121,10 +123,10 @@ def main(argv=None) -> int:
           f'({total / records / 1024:.1f} KiB each) from {source}')
 
     seconds = _best(lambda: [_headers_only(p) for p in shard_paths], 2)
-    print(f'job, count by headers (before):  {seconds:7.3f} s  {gib / seconds:6.2f} GiB/s')
+    print(f'job, count by headers (earlier): {seconds:7.3f} s  {gib / seconds:6.2f} GiB/s')
     seconds = _best(lambda: [summarize_shard(p) for p in shard_paths], 2)
-    print(f'job, count + sha256, one read:   {seconds:7.3f} s  {gib / seconds:6.2f} GiB/s '
-          '(one thread)')
+    print(f'job, read back: count + sha256:  {seconds:7.3f} s  {gib / seconds:6.2f} GiB/s '
+          '(one thread; before the digest while writing)')
 
     shards = metadata.split_shards(metadata.read_manifest(str(big)), str(big), 'train')
     seconds = _best(lambda: metadata.check_shards(shards, True), 5)

@@ -129,7 +129,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
       reused = reused | 'drop reused near duplicates' >> DropReused(
           dropped['files'], config.shuffle_seed, config.claim)
     batches = records | 'examples kept in batches' >> ExampleBatches(_reused_lists(reused))
-  shard_paths = records | 'write shards' >> WriteSplits(
+  shards = records | 'write shards' >> WriteSplits(
       config.output_dir, config.num_shards, config.compressed,
       dali_index=config.dali_index, claim=config.claim, shuffle_seed=config.shuffle_seed,
       staged=reused and reused['staged'])
@@ -166,7 +166,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig) -> None:
     statistics = batches | 'training statistics' >> TrainingStatistics(
         stats_split, spec.channels)
   manifest = p | 'write metadata' >> WriteMetadata(
-      config.metadata, shard_paths, class_names, split_stats, failure_summary, duplicates,
+      config.metadata, shards, class_names, split_stats, failure_summary, duplicates,
       diff=diff, written=index, statistics=statistics, incremental=night_counts,
       quality=quality, claim=config.claim)
   if config.publish_dir:  # --run_date: staging -> OUTPUT/dt=DATE, _SUCCESS, LATEST

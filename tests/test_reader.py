@@ -348,13 +348,13 @@ def test_the_manifest_records_each_shards_size_and_sha256(three_outputs):
 
 
 def test_a_gzip_shard_is_counted_and_digested_as_stored(three_outputs, tmp_path):
-  from transforms.outputs.metadata import summarize_shard  # pylint: disable=C0415
+  from transforms.outputs.write import summarize_shard  # pylint: disable=C0415
   entry = _entry(three_outputs['ours'], 'train', 0)
   compressed = gzip.compress((three_outputs['ours'] / entry['file']).read_bytes())
   path = tmp_path / (entry['file'] + contract.GZIP_SUFFIX)
   path.write_bytes(compressed)
-  assert summarize_shard(str(path)) == (entry['num_examples'],
-                                        hashlib.sha256(compressed).hexdigest())
+  assert summarize_shard(str(path)) == (str(path), entry['num_examples'],
+                                        hashlib.sha256(compressed).hexdigest(), len(compressed))
 
 
 def test_a_shard_of_another_data_set_is_refused_naming_it(three_outputs, tmp_path):

@@ -152,7 +152,7 @@ def test_a_keys_file_names_records_of_a_file_elsewhere_skipping_the_rest(tmp_pat
       (offsets[0], 2), (offsets[3], 2), (offsets[6], 1)]
   assert {run.version for run in plan} == {staged.version}
   shard = tmp_path / 'out' / 'train-00000-of-00001.tfrecord'
-  assert copy_shard(plan, str(shard)) == 5
+  assert copy_shard(plan, str(shard)).num_records == 5
   assert _records_of(shard) == [records[i] for i in kept]
   shutil.rmtree(tmp_path / 'out' / WRITER_FOLDER)
   assert _records_of(previous) == records
@@ -167,6 +167,28 @@ def test_a_previous_shard_that_changed_since_it_was_verified_fails_the_copy(tmp_
   ranges = [ShardRange(str(previous), 0, 1, version)]
   with pytest.raises(staging_files.StagingFileChanged, match='changed after its records were verified'):
     copy_shard(ranges, str(tmp_path / 'shard.tfrecord'))
+
+
+@pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'gzip'])
+def test_the_summary_taken_while_writing_is_what_reading_the_shard_back_gives(
+    tmp_path, compressed):
+  """copy_shard counts the records and digests the bytes as stored (after GZIP) while it
+  writes; the manifest takes them from there, so they must equal a read-back of the file: a
+  shard of real photo records, and an empty one."""
+  from transforms.outputs.write import summarize_shard  # pylint: disable=import-outside-toplevel
+  staging = tmp_path / 'records.tfrecord'
+  _photo_records(staging, 7)
+  with open(staging, 'rb') as stream:
+    offsets = [span.offset for span in record_spans(stream)]
+  suffix = '.tfrecord' + (contract.GZIP_SUFFIX if compressed else '')
+  for name, ranges, count in (
+      ('full', [ShardRange(str(staging), offsets[5], 2), ShardRange(str(staging), 0, 4)], 6),
+      ('empty', [], 0)):
+    shard = tmp_path / (name + suffix)
+    summary = copy_shard(ranges, str(shard), compressed=compressed)
+    stored = shard.read_bytes()
+    assert summary == (str(shard), count, hashlib.sha256(stored).hexdigest(), len(stored))
+    assert summarize_shard(str(shard)) == summary
 
 
 def test_plan_refuses_keys_that_do_not_match_the_offsets():
@@ -335,7 +357,7 @@ def test_copy_reads_ranges_in_plan_order_and_gzip_shards_are_reproducible(tmp_pa
             ShardRange(str(staging), offsets[3], 1)]
   digests = set()
   for name in ('a.tfrecord.gz', 'b.tfrecord.gz'):
-    assert copy_shard(ranges, str(tmp_path / name), compressed=True) == 6
+    assert copy_shard(ranges, str(tmp_path / name), compressed=True).num_records == 6
     digests.add(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
     written = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / name), 'GZIP')]
     assert written == [photos[i].read_bytes() for i in (4, 5, 0, 1, 2, 3)]
@@ -373,15 +395,17 @@ def test_each_write_step_is_safe_to_run_again_after_it_completed(tmp_path):
   assert keys_path == f'{path}.keys'
   assert staging_files.read_staging_keys(keys_path) == StagingFile(str(path), offsets, keys)
   plans = list(write._deal([keys_path], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
-  paths = [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
-           for plan in plans]
+  summaries = [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
+               for plan in plans]
+  paths = [summary.path for summary in summaries]
   written = [pathlib.Path(p).read_bytes() for p in paths]
   assert sum(len(list(record_spans(io.BytesIO(data)))) for data in written) == 6
   shutil.rmtree(tmp_path / WRITER_FOLDER)  # the staging files are deleted once all is written
   again = list(write._deal([keys_path], 2, str(tmp_path), 'train', False))  # pylint: disable=protected-access
   assert again == [(0, []), (1, [])]
+  # not written again: read back, the same summaries as the writer's
   assert [write._write_shard(plan, str(tmp_path), 'train', 2, False, False, None)  # pylint: disable=protected-access
-          for plan in again] == paths
+          for plan in again] == summaries
   assert [pathlib.Path(p).read_bytes() for p in paths] == written
   pathlib.Path(paths[1]).unlink()
   with pytest.raises(FileNotFoundError):

@@ -1,12 +1,12 @@
 """Write labels.txt, manifest.json and, last, _SUCCESS (failures.jsonl is written before:
 ``transforms.outputs.failures``).
 
-One DoFn on one element, run after every shard is written (it takes the written shard paths as
-a side input, so no runner can start it earlier). It reads each shard back once, counting its
-records from the TFRecord framing (the writer deals records to shards itself, so the counts per
-shard are read back, not guessed) and digesting its bytes (SHA-256, the manifest's per-shard
-``sha256`` that the reader can check), checks the counts against the examples converted, and
-decides whether the run succeeded:
+One DoFn on one element, run after every shard is written (it takes the written shards'
+summaries as a side input, so no runner can start it earlier). The writer counted each shard's
+records and digested its bytes as it wrote them (``transforms.outputs.write.ShardSummary``: the
+manifest's per-shard ``num_examples``, ``bytes`` and ``sha256``, which the reader can check), so
+this step reads no shard; it checks the counts against the examples converted, and decides
+whether the run succeeded:
 
 * more failed inputs than ``max_failure_fraction`` of all image inputs, no image at all,
   shards whose records do not add up, or a classification run that ends with fewer than two
@@ -17,31 +17,26 @@ decides whether the run succeeded:
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import datetime
-import gzip
-import hashlib
 import json
 import posixpath
 import re
 import time
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords import manifest_schema
-from imagerecords.framing import read_frames
 
-from transforms.files.folders import match_literal
 from transforms.files.textfiles import write_text
 from transforms.outputs import claim as run_claim
 from transforms.outputs import tfds_metadata
 from transforms.outputs.failures import (FailureSummary, common_failure_reasons,
                                          failure_fraction_error, summarize)
 from transforms.outputs.incremental import NightCounts
+from transforms.outputs.write import ShardSummary
 
 
 class RunFailed(RuntimeError):
@@ -88,54 +83,6 @@ class MetadataSettings:
   start_time: float = 0.0
   label_source: Optional[str] = None
   allow_single_class: bool = False
-
-
-_READ_BYTES = 1 << 20
-_SUMMARY_THREADS = 8
-"""Shards read back at once by the metadata step: the reads wait on the disk or the object
-store and SHA-256 releases the GIL, so threads overlap them (gs:// and s3:// most)."""
-
-
-class ShardSummary(NamedTuple):
-  """What the manifest says of one written shard: ``num_records`` counted from its framing, and
-  ``sha256``, the hex SHA-256 of its bytes as stored (compressed, for ``.gz``)."""
-  num_records: int
-  sha256: str
-
-
-class _Digesting:
-  """A read-only, unseekable view of a binary stream that adds every byte read to a SHA-256."""
-
-  def __init__(self, stream):
-    self._stream = stream
-    self.digest = hashlib.sha256()
-
-  def read(self, size: int = -1) -> bytes:
-    data = self._stream.read(size)
-    self.digest.update(data)
-    return data
-
-  def readable(self) -> bool:
-    return True
-
-  def seekable(self) -> bool:
-    return False
-
-
-def summarize_shard(path: str) -> ShardSummary:
-  """Counts the records of one TFRecord shard (``.gz`` ones decompressed) and digests its
-  stored bytes, in one front-to-back read of the file (no seek: one stream on gs:// and s3://).
-
-  Raises:
-    FramingError: the shard is cut short.
-  """
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-    stored = _Digesting(raw)
-    stream = gzip.GzipFile(fileobj=stored) if path.endswith(contract.GZIP_SUFFIX) else stored
-    count = sum(1 for _ in read_frames(stream))
-    while stored.read(_READ_BYTES):  # what the framing left unread (a gzip trailer)
-      pass
-  return ShardSummary(count, stored.digest.hexdigest())
 
 
 def _label_source_hint(label_source: str, only_class: Optional[str]) -> str:
@@ -218,7 +165,7 @@ class _WriteMetadataFn(beam.DoFn):
     self._settings = settings
     self._claim = claim
 
-  def process(self, unused_element, shard_paths: List[str], class_names: List[str],
+  def process(self, unused_element, shards: List[ShardSummary], class_names: List[str],
               split_stats: Dict[str, dict], failures: FailureSummary,
               duplicates: Optional[manifest_schema.DuplicatesSection] = None,
               diff: Optional[manifest_schema.DiffSection] = None,
@@ -234,7 +181,7 @@ class _WriteMetadataFn(beam.DoFn):
 
     write_text(path(contract.LABELS_FILE), ''.join(f'{name}\n' for name in class_names))
 
-    splits, problems = self._describe_splits(shard_paths, split_stats, class_names)
+    splits, problems = self._describe_splits(shards, split_stats, class_names)
     num_skipped, num_failed = failures.num_skipped, failures.num_failed
     num_examples = sum(split.num_examples for split in splits.values())
     num_inputs = num_examples + num_failed
@@ -284,31 +231,26 @@ class _WriteMetadataFn(beam.DoFn):
       write_text(path(contract.SUCCESS_FILE), '')
     yield manifest
 
-  def _describe_splits(self, shard_paths, split_stats, class_names: List[str]
+  def _describe_splits(self, shards: List[ShardSummary], split_stats, class_names: List[str]
                        ) -> Tuple[Dict[str, manifest_schema.SplitEntry], List[str]]:
     """The manifest's ``splits`` section, and the integrity problems found. A segmentation
     split's class counts are the examples whose mask holds each class, by name
     (``contract.mask_class_name``: ``class <id>`` where ``class_names`` has none)."""
     by_split = collections.defaultdict(list)
-    for shard in shard_paths:
-      name = contract.parse_shard_file_name(posixpath.basename(shard.replace('\\', '/')))
+    for shard in shards:
+      name = contract.parse_shard_file_name(posixpath.basename(shard.path.replace('\\', '/')))
       if name is not None:
         by_split[name.split].append(shard)
-    sizes = {path: getattr(match_literal(path), 'size_in_bytes', None) for path in shard_paths}
-    shards_written = [shard for paths in by_split.values() for shard in paths]
-    with concurrent.futures.ThreadPoolExecutor(_SUMMARY_THREADS) as pool:
-      summaries = dict(zip(shards_written, pool.map(summarize_shard, shards_written)))
     splits, problems = {}, []
     for split, num_shards in sorted(self._settings.num_shards.items()):
       stats = split_stats.get(split, {'num_examples': 0, 'class_counts': {},
                                       'fingerprint': None})
-      shards = [manifest_schema.ShardEntry(file=posixpath.basename(shard.replace('\\', '/')),
-                                           num_examples=summaries[shard].num_records,
-                                           bytes=sizes.get(shard), sha256=summaries[shard].sha256)
-                for shard in sorted(by_split.get(split, []))]
-      counted = sum(shard.num_examples for shard in shards)
-      if len(shards) != num_shards:
-        problems.append(f'split {split}: {len(shards)} shards written, {num_shards} expected')
+      entries = [manifest_schema.ShardEntry(
+          file=posixpath.basename(shard.path.replace('\\', '/')), num_examples=shard.num_records,
+          bytes=shard.bytes, sha256=shard.sha256) for shard in sorted(by_split.get(split, []))]
+      counted = sum(entry.num_examples for entry in entries)
+      if len(entries) != num_shards:
+        problems.append(f'split {split}: {len(entries)} shards written, {num_shards} expected')
       if counted != stats['num_examples']:
         problems.append(f'split {split}: {counted} records in the shards, '
                         f'{stats["num_examples"]} examples converted')
@@ -318,8 +260,8 @@ class _WriteMetadataFn(beam.DoFn):
       splits[split] = manifest_schema.SplitEntry(
           num_examples=stats['num_examples'], num_shards=num_shards,
           compressed=self._settings.compressed, class_counts=class_counts,
-          fingerprint=stats['fingerprint'], bytes=sum(shard.bytes or 0 for shard in shards),
-          shards=shards)
+          fingerprint=stats['fingerprint'], bytes=sum(entry.bytes or 0 for entry in entries),
+          shards=entries)
     return splits, problems
 
 
@@ -329,10 +271,10 @@ class WriteMetadata(beam.PTransform):
 
   Args:
     settings: what is known at launch (:class:`MetadataSettings`).
-    shard_paths, class_names, split_stats, failures: PCollections used as side inputs
-      (``WriteSplits``, ``ClassNames``, ``SplitStatistics`` outputs and the one
-      ``transforms.outputs.failures.FailureSummary`` of ``WriteFailures``, emitted once
-      failures.jsonl is written).
+    shards, class_names, split_stats, failures: PCollections used as side inputs
+      (``WriteSplits``' ShardSummary of each shard, ``ClassNames``, ``SplitStatistics``
+      outputs and the one ``transforms.outputs.failures.FailureSummary`` of
+      ``WriteFailures``, emitted once failures.jsonl is written).
     duplicates: optional one-element PCollection of the manifest's ``duplicates`` section,
       a ``manifest_schema.DuplicatesSection`` (``transforms.analysis.dedup.ReportDuplicates``,
       emitted once duplicates.jsonl is written).
@@ -356,20 +298,20 @@ class WriteMetadata(beam.PTransform):
       before ``_SUCCESS`` (None: no check).
   """
 
-  def __init__(self, settings: MetadataSettings, shard_paths, class_names, split_stats,
+  def __init__(self, settings: MetadataSettings, shards, class_names, split_stats,
                failures, duplicates=None, diff=None, written=None, statistics=None,
                incremental=None, quality=None, claim: Optional[run_claim.ClaimToken] = None):
     super().__init__()
     self._settings = settings
     self._claim = claim
-    self._sides = (shard_paths, class_names, split_stats, failures)
+    self._sides = (shards, class_names, split_stats, failures)
     self._optional = {'duplicates': duplicates, 'diff': diff, 'quality': quality,
                       'incremental': incremental}
     self._written = written
     self._statistics = statistics
 
   def expand(self, pbegin):
-    shard_paths, class_names, split_stats, failures = self._sides
+    shards, class_names, split_stats, failures = self._sides
     extra = {name: beam.pvalue.AsSingleton(side)
              for name, side in self._optional.items() if side is not None}
     if self._statistics is not None:
@@ -379,7 +321,7 @@ class WriteMetadata(beam.PTransform):
       once = once | 'after the other files' >> beam.transforms.util.WaitOn(self._written)
     return once | 'write labels, failures, manifest, _SUCCESS' >> beam.ParDo(
         _WriteMetadataFn(self._settings, self._claim),
-        shard_paths=beam.pvalue.AsList(shard_paths),
+        shards=beam.pvalue.AsList(shards),
         class_names=beam.pvalue.AsSingleton(class_names, default_value=[]),
         split_stats=beam.pvalue.AsSingleton(split_stats, default_value={}),
         failures=beam.pvalue.AsSingleton(failures, default_value=summarize(())), **extra)

@@ -27,9 +27,11 @@ GroupByKey; only small references do::
       |                                      -> (shard index, [ShardRange, ...]) per shard
       | <split>: spread shards over workers  Reshuffle of the N references
       | <split>: write shards                copy the framed records into each shard, in key
-      |                                      order; it takes its final name once complete
+      |                                      order, counting them and digesting the bytes as
+      |                                      they are stored; it takes its final name once
+      |                                      complete
       -> all splits | delete staging files   after every shard is written
-      -> PCollection[str]: the final shard paths
+      -> PCollection[ShardSummary]: each final shard's path, record count, SHA-256 and size
 
 The order: every record's key is :func:`transforms.inputs.splits.shuffle_key`, 16 bytes of the
 SHA-256 of the seed and its path relative to the input root (as TFDS orders its examples on a hash
@@ -81,19 +83,28 @@ The staging files are written by this module rather than Beam's ``WriteToTFRecor
 finalization matches and deletes files by glob patterns built from the output path: with a
 ``[``, ``*`` or ``?`` in ``--output_dir`` it would select another folder's files.
 
+What the manifest says of each shard (its record count, size and SHA-256: :class:`ShardSummary`)
+is taken while the shard is written, from the bytes handed to the filesystem (after GZIP
+compression, for ``.gz`` shards), so no step reads the output back: the metadata step used to
+read every shard front to back on one worker, a download of the whole output on gs:// and s3://
+(docs/benchmarks.md, "Shard digests while writing"). Only a shard found already written (a step
+run again) is read back for its summary (:func:`summarize_shard`).
+
 Every file operation goes through Beam's ``FileSystems``, so this works on local disk, gs:// and
 s3:// alike.
 """
 
 import array
 import collections
+import gzip
+import hashlib
 import itertools
 import os
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressedFile, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 from imagerecords import contract
@@ -128,6 +139,93 @@ class ShardRange(NamedTuple):
   offset: int
   num_records: int
   version: Optional[str] = None
+
+
+class ShardSummary(NamedTuple):
+  """What the manifest says of one written shard (``imagerecords.manifest_schema.ShardEntry``).
+
+  path: the shard's final path. num_records: its records. sha256: the hex SHA-256 of its bytes
+  as stored (the GZIP stream, for ``.gz``), which the reader's ``verify_shards='sha256'``
+  checks. bytes: its size as stored, in bytes.
+  """
+  path: str
+  num_records: int
+  sha256: str
+  bytes: int
+
+
+class _DigestingWriter:
+  """A write-only binary stream that passes every byte on to ``stream`` and adds it to a
+  SHA-256 and a byte count: what a shard's bytes are as stored. Beam's ``CompressedFile``
+  writes its GZIP stream into it as it does into a file (``mode``, ``tell``)."""
+
+  mode = 'wb'
+
+  def __init__(self, stream):
+    self._stream = stream
+    self.digest = hashlib.sha256()
+    self.size = 0
+
+  def write(self, data: bytes) -> int:
+    self.digest.update(data)
+    self.size += len(data)
+    return self._stream.write(data)
+
+  def tell(self) -> int:
+    return self.size
+
+  def flush(self):
+    self._stream.flush()
+
+  def close(self):
+    self._stream.close()
+
+  @property
+  def closed(self) -> bool:
+    return self._stream.closed
+
+
+class _DigestingReader:
+  """A read-only, unseekable view of a binary stream that adds every byte read to a SHA-256 and
+  a byte count."""
+
+  def __init__(self, stream):
+    self._stream = stream
+    self.digest = hashlib.sha256()
+    self.size = 0
+
+  def read(self, size: int = -1) -> bytes:
+    data = self._stream.read(size)
+    self.digest.update(data)
+    self.size += len(data)
+    return data
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return False
+
+
+_READ_BYTES = 1 << 20
+
+
+def summarize_shard(path: str) -> ShardSummary:
+  """Reads a written TFRecord shard back (``.gz`` ones decompressed) for its summary: its
+  records counted from the framing, its stored bytes digested and counted, in one front-to-back
+  read (no seek: one stream on gs:// and s3://). The writer takes the same summary while it
+  writes (:func:`copy_shard`); this serves a shard an earlier attempt of the step wrote.
+
+  Raises:
+    FramingError: the shard is cut short.
+  """
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+    stored = _DigestingReader(raw)
+    stream = gzip.GzipFile(fileobj=stored) if path.endswith(contract.GZIP_SUFFIX) else stored
+    count = sum(1 for _ in read_frames(stream))
+    while stored.read(_READ_BYTES):  # what the framing left unread (a gzip trailer)
+      pass
+  return ShardSummary(path, count, stored.digest.hexdigest(), stored.size)
 
 
 def plan_shards(files: Sequence[StagingFile], num_shards: int) -> List[List[ShardRange]]:
@@ -270,20 +368,23 @@ class _StagingReader:
 
 
 def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool = False,
-               dali_index: bool = False) -> int:
-  """Writes the framed records of ``ranges``, in order, into the shard file ``shard_path``.
+               dali_index: bool = False) -> ShardSummary:
+  """Writes the framed records of ``ranges``, in order, into the shard file ``shard_path``, and
+  returns its summary (records, SHA-256 and size of the bytes as stored), taken as it is written.
 
   Frames are copied byte for byte (12-byte header, data, 4-byte data CRC), one at a time, so
   memory holds one record (and the read buffers of at most 16 open staging files). A range
   that starts where the previous range of its staging file stopped is read on without a seek.
-  With ``dali_index`` (uncompressed shards only), also writes
+  A ``compressed`` shard is GZIP-compressed by Beam's ``CompressedFile``, as
+  ``FileSystems.create`` would, and digested after compression. With ``dali_index``
+  (uncompressed shards only), also writes
   ``<shard_path>.idx`` while copying: one ``"<offset> <size>\\n"`` line per record, the byte
   offset of the record's frame in the shard and the frame's whole length (header + data + CRC):
   the format of NVIDIA DALI's ``tools/tfrecord2idx``, which ``fn.readers.tfrecord(index_path=)``
   reads.
 
   Returns:
-    The number of records written.
+    The shard's :class:`ShardSummary`, its ``path`` ``shard_path``.
 
   Raises:
     FramingError: a staging file holds fewer records than the plan says.
@@ -298,31 +399,33 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
     write_text(shard_path, '')
     if dali_index:
       write_text(dali_index_path(shard_path), '')
-    return 0
-  compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
+    return ShardSummary(shard_path, 0, hashlib.sha256().hexdigest(), 0)
   index = None
   position = written = 0
   reader = _StagingReader()
-  with FileSystems.create(shard_path, mime_type='application/octet-stream',
-                          compression_type=compression) as out:
+  stored = _DigestingWriter(FileSystems.create(
+      shard_path, mime_type='application/octet-stream',
+      compression_type=CompressionTypes.UNCOMPRESSED))
+  out = CompressedFile(stored, CompressionTypes.GZIP) if compressed else stored
+  try:
     if dali_index:
       index = FileSystems.create(dali_index_path(shard_path), mime_type='text/plain',
                                  compression_type=CompressionTypes.UNCOMPRESSED)
-    try:
-      for run in ranges:
-        for frame in reader.frames(run):
-          out.write(frame.header)
-          out.write(frame.body)
-          size = HEADER_BYTES + len(frame.body)
-          if index is not None:
-            index.write(f'{position} {size}\n'.encode('ascii'))
-          position += size
-          written += 1
-    finally:
-      reader.close()
-      if index is not None:
-        index.close()
-  return written
+    for run in ranges:
+      for frame in reader.frames(run):
+        out.write(frame.header)
+        out.write(frame.body)
+        size = HEADER_BYTES + len(frame.body)
+        if index is not None:
+          index.write(f'{position} {size}\n'.encode('ascii'))
+        position += size
+        written += 1
+  finally:
+    reader.close()
+    if index is not None:
+      index.close()
+    out.close()
+  return ShardSummary(shard_path, written, stored.digest.hexdigest(), stored.size)
 
 
 class _WriteStagingFileFn(beam.DoFn):
@@ -369,14 +472,14 @@ class _WriteStagingFileFn(beam.DoFn):
 
 def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_dir: str,
                          compressed: bool = False, dali_index: bool = False,
-                         claim: Optional[run_claim.ClaimToken] = None) -> int:
+                         claim: Optional[run_claim.ClaimToken] = None) -> ShardSummary:
   """:func:`copy_shard` so that ``shard_path`` (and its DALI index) appears only complete.
 
   Locally the shard is written into ``staging_dir/.shards/`` and renamed into place (the
   index first, so a complete shard never lacks it), once the run's ``claim`` is checked; on
   object stores, where an object appears only once its upload completes, it is written in
   place. The claim is checked before anything is written, and again before the rename.
-  Returns the number of records.
+  Returns the shard's summary (:func:`copy_shard`), its ``path`` ``shard_path``.
 
   Raises:
     ClaimLost: another run took the output over; nothing is written or renamed into it.
@@ -388,12 +491,12 @@ def write_complete_shard(ranges: Sequence[ShardRange], shard_path: str, staging_
   name = os.path.basename(shard_path)
   partial = os.path.join(staging_dir, _SHARDS_BEING_WRITTEN, name)
   os.makedirs(os.path.dirname(partial), exist_ok=True)
-  written = copy_shard(ranges, partial, compressed, dali_index)
+  summary = copy_shard(ranges, partial, compressed, dali_index)
   run_claim.check(claim)
   if dali_index:
     os.replace(dali_index_path(partial), dali_index_path(shard_path))
   os.replace(partial, shard_path)
-  return written
+  return summary._replace(path=shard_path)
 
 
 def _shard_path(output_dir: str, split: str, shard: int, num_shards: int,
@@ -421,35 +524,35 @@ def _deal(keys_paths: List[str], num_shards: int, output_dir: str, split: str,
 
 def _write_shard(element: Tuple[int, List[ShardRange]], output_dir: str, split: str,
                  num_shards: int, compressed: bool, dali_index: bool,
-                 claim: Optional[run_claim.ClaimToken]) -> str:
-  """(shard index, [ShardRange]) -> the final shard's path, after writing it; a shard that
-  exists under its final name is complete (it appears only so), and is not written again."""
+                 claim: Optional[run_claim.ClaimToken]) -> ShardSummary:
+  """(shard index, [ShardRange]) -> the final shard's summary, after writing it; a shard that
+  exists under its final name is complete (it appears only so): it is not written again, but
+  read back for its summary."""
   shard, ranges = element
   path = _shard_path(output_dir, split, shard, num_shards, compressed)
   if FileSystems.exists(path):  # an earlier attempt of this step wrote it
-    return path
+    return summarize_shard(path)
   # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
   beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
-  write_complete_shard(ranges, path, FileSystems.join(output_dir, WRITER_FOLDER), compressed,
-                       dali_index, claim)
-  return path
+  return write_complete_shard(ranges, path, FileSystems.join(output_dir, WRITER_FOLDER),
+                              compressed, dali_index, claim)
 
 
-def _delete_staging(shard_paths: List[str], staging_dir: str):
+def _delete_staging(shards: List[ShardSummary], staging_dir: str):
   """Deletes every file under the staging folder, then the folder itself where the filesystem
-  has folders (local disk; object stores have none), and passes the shard paths on, so no step
-  downstream runs before the staging files are gone."""
+  has folders (local disk; object stores have none), and passes the shards' summaries on (in
+  path order), so no step downstream runs before the staging files are gone."""
   delete_tree(staging_dir)
-  yield from sorted(shard_paths)
+  yield from sorted(shards)
 
 
 class WriteSplits(beam.PTransform):
-  """PCollection[ConvertedExample] (or a tuple of them) -> PCollection[str] of written shard
-  paths.
+  """PCollection[ConvertedExample] (or a tuple of them) -> PCollection[ShardSummary], one per
+  written shard (its path, records, SHA-256 and size as stored).
 
   Every split of ``num_shards`` gets exactly its number of shard files, empty ones included
-  when it has fewer examples than shards (no example at all: every shard is empty). The paths
-  come out only after the staging files are deleted.
+  when it has fewer examples than shards (no example at all: every shard is empty). The
+  summaries come out only after the staging files are deleted.
 
   Records already framed elsewhere (a night's reused records, in the previous run's shards)
   come in as ``staged``: PCollection[Tuple[str, str]] of (split, path of a keys file in
@@ -540,4 +643,4 @@ class WriteSplits(beam.PTransform):
         | 'all shard paths' >> beam.Flatten()
         | 'every shard written' >> beam.combiners.ToList()
         | 'delete staging files' >> beam.FlatMap(
-            _delete_staging, staging_dir).with_output_types(str))
+            _delete_staging, staging_dir).with_output_types(ShardSummary))
