@@ -1,18 +1,22 @@
 """What a run on Beam's local runner sets for its own processes before the pipeline starts:
 the runner and its mode (one worker per usable core, or the launcher's own process for a small
-folder) and glibc's malloc arenas. Only what the user did not set is set.
+folder, or for a night that converts little) and glibc's malloc arenas. Only what the user did
+not set is set.
 """
 
 import ctypes
 import ctypes.util
+import json
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
 
 from pipeline.options import ConvertOptions
+from transforms.files import reads
 from transforms.files.folders import count_local_files
+from transforms.inputs.listing import local_versions
 
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
 """The runners that run the pipeline on this machine, in this process or its children."""
@@ -22,6 +26,12 @@ IN_PROCESS_BELOW_FILES = 1000
 (``--direct_running_mode=in_memory``) unless a flag says otherwise: below that, starting and
 stopping the worker processes costs more than a second core saves (docs/benchmarks.md,
 "Start-up")."""
+
+REUSED_PER_CONVERTED = 20
+"""How many images a night reuses weigh as much, in choosing the runner's mode, as one it
+converts: what a second worker process saves on a reused image against a converted one, on 2
+cores (0.083 against 1.68 ms of wall time, docs/benchmarks.md, "One process for a night that
+converts little")."""
 
 
 MALLOC_ARENAS = 2
@@ -85,6 +95,61 @@ def apply_local_runner_defaults(options: PipelineOptions,
       and not any(arg.startswith('--direct_num_workers') for arg in argv)):
     direct.direct_num_workers = usable_cores()
   return small
+
+
+def _mode_is_the_users(argv: Sequence[str]) -> bool:
+  """Whether a flag of ``argv`` sets the local runner's mode or its worker count."""
+  return any(arg.startswith(('--direct_running_mode', '--direct_num_workers')) for arg in argv)
+
+
+class NightWork(NamedTuple):
+  """A night's work as estimated at launch: ``to_convert`` files whose path or version
+  (``'SIZE:MTIME'``) the previous night's ``images.jsonl`` does not hold (new, changed, and
+  files that are not images), ``to_reuse`` the others."""
+  to_convert: int
+  to_reuse: int
+
+
+def choose_night_mode(options: PipelineOptions, argv: Sequence[str], input_dir: str,
+                      follow_external_symlinks: bool, previous_index: str
+                      ) -> Optional[NightWork]:
+  """Runs an incremental night in this process (``--direct_running_mode=in_memory``) when it
+  converts little: when its estimated work, the files to convert plus the files to reuse
+  weighed by :data:`REUSED_PER_CONVERTED`, is below :data:`IN_PROCESS_BELOW_FILES` (the
+  threshold of a first run, where all files are converted). Returns that estimate when it
+  chose this process; None when it left the mode as it was: not the local runner, a mode or
+  worker count set by a flag, a run already in this process, an input that is not local or
+  holds too many files to walk for it (:func:`transforms.inputs.listing.local_versions` stops
+  at ``IN_PROCESS_BELOW_FILES * REUSED_PER_CONVERTED`` files), or too much work.
+
+  The estimate walks the local input once and reads the previous run's ``images.jsonl``
+  (``previous_index``), in the launcher, before the graph is built; the pipeline's own listing
+  and comparison decide what is reused. An estimate that is off costs time, never output: a
+  file the estimate counts as reused is still converted if the night finds it changed. An
+  ``images.jsonl`` that cannot be read or parsed here leaves the mode as it is (the night's
+  own reading of it reports why).
+  """
+  if (options.view_as(StandardOptions).runner not in LOCAL_RUNNERS or _mode_is_the_users(argv)
+      or runs_in_process(options)):
+    return None
+  versions = local_versions(input_dir, follow_external_symlinks,
+                            IN_PROCESS_BELOW_FILES * REUSED_PER_CONVERTED)
+  if versions is None:
+    return None
+  try:
+    previous = [json.loads(line) for line in
+                reads.read_bytes(previous_index).decode('utf-8').splitlines()]
+    reused = sum(1 for entry in previous if entry.get('version') is not None
+                 and versions.get(entry['file']) == entry['version'])
+  except (reads.UnreadableFile, reads.ReadFailed, ValueError, KeyError, TypeError):
+    # The mode is a matter of speed: an index that cannot be read or parsed here leaves it as
+    # it is, and the night's own reading of it reports the problem.
+    return None
+  work = NightWork(len(versions) - reused, reused)
+  if work.to_convert + work.to_reuse / REUSED_PER_CONVERTED >= IN_PROCESS_BELOW_FILES:
+    return None
+  options.view_as(DirectOptions).direct_running_mode = 'in_memory'
+  return work
 
 
 def usable_cores() -> int:

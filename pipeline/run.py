@@ -298,7 +298,8 @@ def _claim_and_run(options: PipelineOptions, convert_options: opts.ConvertOption
   status = 1
   try:
     try:
-      status = _run_claimed(options, convert_options, held, log_path, output_root, small_input)
+      status = _run_claimed(options, convert_options, argv, held, log_path, output_root,
+                            small_input)
     finally:  # a launch that stopped before writing anything leaves no claim file either
       held.release(forget=status == 2)
   except interrupt.Interrupted:  # from the heartbeat (or a signal, which goes on)
@@ -324,12 +325,17 @@ def _progress(options: PipelineOptions) -> Iterator[Optional[str]]:
 
 
 def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
-                 held: claim.Claim, log_path: str, output_root: str,
+                 argv: List[str], held: claim.Claim, log_path: str, output_root: str,
                  small_input: Optional[int] = None) -> int:
   """The run, its output claimed: prepares the output, runs the pipeline, reports.
   ``small_input``: the file count of an input small enough to convert in this process."""
+  night = None
   try:
     config = JobConfig.from_options(convert_options, held.token)
+    if config.incremental and config.incremental.reuse:  # a night that may convert little
+      night = local_runner.choose_night_mode(options, argv, config.input_dir,
+                                             config.follow_external_symlinks,
+                                             config.incremental.previous_index)
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
     outputs.prepare_output_dir(config.output_dir, convert_options.overwrite,
                                outputs.entries_written(config), config.run_id)
@@ -347,6 +353,10 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
     _LOG.info('%d files in the input folder: converting in this process (no worker processes '
               'below %d files; --direct_running_mode=multi_processing starts them)', small_input,
               local_runner.IN_PROCESS_BELOW_FILES)
+  if night is not None:
+    _LOG.info('about %d files to convert and %d to reuse from the previous night: converting '
+              'in this process (--direct_running_mode=multi_processing starts worker '
+              'processes)', night.to_convert, night.to_reuse)
   try:
     return _run_prepared(options, convert_options, config, held, log_path, output_root)
   except interrupt.Interrupted as interruption:

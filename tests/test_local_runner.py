@@ -1,13 +1,16 @@
-"""What a local run sets for its own processes (``pipeline.local_runner.apply_local_runner_defaults``):
-glibc's malloc arenas, for the launcher and the SDK worker processes it starts."""
+"""What a local run sets for its own processes (``pipeline.local_runner``): glibc's malloc
+arenas, for the launcher and the SDK worker processes it starts; the launcher's own process for
+a night that converts little."""
 
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, convert, manifest_of, shared_data
 
 _PROBE = '''
 import os, sys
@@ -64,3 +67,72 @@ def test_a_process_that_skips_its_final_collections_freezes_its_objects_only_at_
   result = subprocess.run([sys.executable, '-c', _EXIT_PROBE], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=True)
   assert result.stdout.splitlines() == ['frozen before exit: False', 'frozen at exit: True']
+
+
+def _photos(count):
+  """``count`` real photos, hymenoptera's ants and bees, half each, bees last."""
+  train = shared_data('hymenoptera') / 'train'
+  return [*sorted(train.glob('ants/*.jpg'))[:count // 2],
+          *sorted(train.glob('bees/*.jpg'))[:count - count // 2]]
+
+
+def _copy_under(root, photos):
+  """Copies each photo to ``root/<its class folder>/<its name>``."""
+  for photo in photos:
+    target = root / photo.parent.name / photo.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(photo, target)
+
+
+def test_local_versions_are_the_listings_size_and_time_by_relpath(tmp_path):
+  from transforms.inputs.listing import local_versions  # pylint: disable=import-outside-toplevel
+  _copy_under(tmp_path / 'in', _photos(6))
+  (tmp_path / 'in' / '.hidden').mkdir()
+  (tmp_path / 'in' / '.hidden' / 'x.jpg').write_bytes(b'not walked')
+  (tmp_path / 'in' / 'ants' / 'loop').symlink_to(tmp_path / 'in')  # a loop: reported, not walked
+  versions = local_versions(str(tmp_path / 'in'), False, 100)
+  expected = {}
+  for path in (tmp_path / 'in').glob('[!.]*/*.jpg'):
+    info = path.stat()
+    expected[path.relative_to(tmp_path / 'in').as_posix()] = f'{info.st_size}:{info.st_mtime!r}'
+  assert versions == expected and len(versions) == 6
+  assert local_versions(str(tmp_path / 'in'), False, 5) is None  # more files than the limit
+  assert local_versions('gs://bucket/photos', False, 100) is None
+
+
+def test_a_night_that_converts_little_runs_in_the_launchers_process(tmp_path, monkeypatch,
+                                                                   caplog):
+  """A night whose work (files to convert, plus reused files weighed 1/20) is below the
+  in-process threshold runs in the launcher's process; one with more work, or a flag that sets
+  the mode, keeps the worker processes. The threshold is lowered to 10 files, so that a folder
+  of 50 real photos is "large" and its night (2 new, 48 reused: 2 + 48/20 = 4.4) "small"."""
+  from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions  # pylint: disable=import-outside-toplevel
+  from pipeline import local_runner  # pylint: disable=import-outside-toplevel
+  images, root = tmp_path / 'images', tmp_path / 'out'
+  photos = _photos(50)
+  _copy_under(images, photos[:48])
+  flags = ('--image_size=32', '--num_shards=1')
+  assert convert(images, root, '--run_date=2026-12-01', *flags) == 0  # in this process
+  _copy_under(images, photos[48:])  # new tonight
+  monkeypatch.setattr(local_runner, 'IN_PROCESS_BELOW_FILES', 10)
+  index = str(root / 'dt=2026-12-01' / 'images.jsonl')
+
+  def mode(*argv):
+    options = PipelineOptions(list(argv))
+    local_runner.apply_local_runner_defaults(options, list(argv))
+    work = local_runner.choose_night_mode(options, list(argv), str(images), False, index)
+    return work, options.view_as(DirectOptions).direct_running_mode
+
+  assert mode() == ((2, 48), 'in_memory')
+  assert mode('--direct_running_mode=multi_processing') == (None, 'multi_processing')
+  assert mode('--direct_num_workers=2') == (None, 'multi_processing')
+  monkeypatch.setattr(local_runner, 'REUSED_PER_CONVERTED', 4)  # 2 + 48/4 = 14: too much
+  assert mode() == (None, 'multi_processing')
+  monkeypatch.setattr(local_runner, 'REUSED_PER_CONVERTED', 20)
+  # the whole night, with the job's own choice: in this process, 48 records reused
+  with caplog.at_level(logging.INFO, logger='imagerecords'):
+    assert convert(images, root, '--run_date=2026-12-02', *flags, in_memory=False) == 0
+  assert ('about 2 files to convert and 48 to reuse from the previous night: converting in '
+          'this process') in caplog.text
+  night = manifest_of(root / 'dt=2026-12-02')
+  assert (night['num_examples'], night['incremental']['reused']) == (50, 48)

@@ -37,7 +37,7 @@ import errno
 import os
 import posixpath
 import stat
-from typing import FrozenSet, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -45,7 +45,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.elements import (FAILURES_TAG, METRICS_NAMESPACE, STAGE_LIST, Failure,
-                                 SourceFile)
+                                 SourceFile, source_version)
 from transforms.files.folders import escape_pattern, is_local
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.webp', '.tif',
@@ -221,6 +221,36 @@ class _LocalTree:
       item = self.entry(folder, entry)
       if item is not None:
         yield item
+
+
+def local_versions(root: str, follow_external_symlinks: bool,
+                   limit: int) -> Optional[Dict[str, str]]:
+  """relpath -> ``elements.source_version`` (``'SIZE:MTIME'``) of every file below the local
+  folder ``root``, walked by the listing's own rules (:class:`_LocalTree`: links, loops, hidden
+  entries), with no extension filter; None when ``root`` is not local or holds more than
+  ``limit`` files (the walk stops there).
+
+  The one walk of the input in the launching process, bounded: the local runner compares it
+  with the previous night's ``images.jsonl`` to estimate what a night converts before it picks
+  its mode (``pipeline.local_runner.choose_night_mode``). Folders that cannot be read and
+  entries that are not listed are left out (the listing reports them, in the pipeline).
+  """
+  if not is_local(root):
+    return None
+  tree = _LocalTree(root, follow_external_symlinks)
+  start = tree.start('')
+  if not isinstance(start, _Folder):
+    return {}
+  versions, todo = {}, [start]
+  while todo:
+    for entry in tree.scan(todo.pop()):
+      if isinstance(entry, _Folder):
+        todo.append(entry)
+      elif isinstance(entry, SourceFile) and entry.size_in_bytes is not None:
+        if len(versions) == limit:
+          return None
+        versions[entry.relpath] = source_version(entry)
+  return versions
 
 
 TOP_ENTRIES_PER_ITEM = 1_000
