@@ -68,7 +68,8 @@ def _source(records, work: pathlib.Path) -> pathlib.Path:
 
 def _output(work: pathlib.Path, name: str, shard_bytes, manifest: dict) -> pathlib.Path:
   """An output directory ``work/name`` holding one split of the given shards (file name ->
-  bytes to write, or a path to copy), its manifest made by the job's own read-back."""
+  bytes to write, or a path to copy), its manifest made by the job's own read-back of a shard
+  (``summarize_shard``, which gives what the writer takes while writing)."""
   out = work / name
   out.mkdir()
   entries = []

@@ -8,7 +8,7 @@ import ctypes
 import ctypes.util
 import json
 import os
-from typing import NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
@@ -17,6 +17,9 @@ from pipeline.options import ConvertOptions
 from transforms.files import reads
 from transforms.files.folders import count_local_files
 from transforms.inputs.listing import local_versions
+
+if TYPE_CHECKING:  # pipeline.config imports this module
+  from pipeline.config import JobConfig
 
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
 """The runners that run the pipeline on this machine, in this process or its children."""
@@ -62,6 +65,11 @@ def limit_malloc_arenas() -> bool:
   return True
 
 
+def _set_by_flag(argv: Sequence[str], *flags: str) -> bool:
+  """Whether ``argv`` sets one of ``flags`` (``--flag=value`` or ``--flag value``)."""
+  return any(arg.startswith(flags) for arg in argv)
+
+
 def apply_local_runner_defaults(options: PipelineOptions,
                                 argv: Sequence[str]) -> Optional[int]:
   """Runs on every core by default: FnApiRunner in multi-process mode, one worker per usable
@@ -83,23 +91,18 @@ def apply_local_runner_defaults(options: PipelineOptions,
   limit_malloc_arenas()
   direct = options.view_as(DirectOptions)
   small = None
-  if not any(arg.startswith('--direct_running_mode') for arg in argv):
+  if not _set_by_flag(argv, '--direct_running_mode'):
     input_dir = options.view_as(ConvertOptions).input_dir
     count = count_local_files(input_dir, IN_PROCESS_BELOW_FILES) if (
-        input_dir and not any(arg.startswith('--direct_num_workers') for arg in argv)) else None
+        input_dir and not _set_by_flag(argv, '--direct_num_workers')) else None
     if count is not None and count < IN_PROCESS_BELOW_FILES:
       direct.direct_running_mode, small = 'in_memory', count
     else:
       direct.direct_running_mode = 'multi_processing'
   if (direct.direct_running_mode != 'in_memory'
-      and not any(arg.startswith('--direct_num_workers') for arg in argv)):
+      and not _set_by_flag(argv, '--direct_num_workers')):
     direct.direct_num_workers = usable_cores()
   return small
-
-
-def _mode_is_the_users(argv: Sequence[str]) -> bool:
-  """Whether a flag of ``argv`` sets the local runner's mode or its worker count."""
-  return any(arg.startswith(('--direct_running_mode', '--direct_num_workers')) for arg in argv)
 
 
 class NightWork(NamedTuple):
@@ -110,45 +113,54 @@ class NightWork(NamedTuple):
   to_reuse: int
 
 
-def choose_night_mode(options: PipelineOptions, argv: Sequence[str], input_dir: str,
-                      follow_external_symlinks: bool, previous_index: str
+def choose_night_mode(options: PipelineOptions, argv: Sequence[str], config: 'JobConfig'
                       ) -> Optional[NightWork]:
-  """Runs an incremental night in this process (``--direct_running_mode=in_memory``) when it
-  converts little: when its estimated work, the files to convert plus the files to reuse
-  weighed by :data:`REUSED_PER_CONVERTED`, is below :data:`IN_PROCESS_BELOW_FILES` (the
-  threshold of a first run, where all files are converted). Returns that estimate when it
-  chose this process; None when it left the mode as it was: not the local runner, a mode or
-  worker count set by a flag, a run already in this process, an input that is not local or
-  holds too many files to walk for it (:func:`transforms.inputs.listing.local_versions` stops
-  at ``IN_PROCESS_BELOW_FILES * REUSED_PER_CONVERTED`` files), or too much work.
+  """Runs an incremental night in this process (``--direct_running_mode=in_memory``, one
+  worker, as a small first run) when it converts little: when its estimated work, the files to
+  convert plus the files to reuse weighed by :data:`REUSED_PER_CONVERTED`, is below
+  :data:`IN_PROCESS_BELOW_FILES` (the threshold of a first run, where all files are
+  converted). Returns that estimate when it chose this process; None when it left the mode as
+  it was: not the local runner, a mode or worker count set by a flag, a run already in this
+  process, not a night that reuses (``config.incremental``), a night with ``--masks`` or
+  ``--embedding_model`` (the embedding model was loaded for the mode chosen before), an input
+  that is not local or holds too many files to walk for it
+  (:func:`transforms.inputs.listing.local_versions` stops after ``IN_PROCESS_BELOW_FILES *
+  REUSED_PER_CONVERTED`` files), or too much work.
 
-  The estimate walks the local input once and reads the previous run's ``images.jsonl``
-  (``previous_index``), in the launcher, before the graph is built; the pipeline's own listing
-  and comparison decide what is reused. An estimate that is off costs time, never output: a
-  file the estimate counts as reused is still converted if the night finds it changed. An
-  ``images.jsonl`` that cannot be read or parsed here leaves the mode as it is (the night's
-  own reading of it reports why).
+  The estimate walks the local input once, by the listing's rules (``config``'s extensions,
+  label file, links and size limit), and reads the previous run's ``images.jsonl``, in the
+  launcher, before the graph is built; the pipeline's own listing and comparison decide what is
+  reused. A file counts as reused when its path and ``'SIZE:MTIME'`` are the previous entry's
+  (the other reasons to convert a file again, a new label or split, are not estimated). An
+  estimate that is off costs time, never output. A walk or an ``images.jsonl`` that fails here
+  leaves the mode as it is (the pipeline's own listing and reading report why).
   """
-  if (options.view_as(StandardOptions).runner not in LOCAL_RUNNERS or _mode_is_the_users(argv)
-      or runs_in_process(options)):
-    return None
-  versions = local_versions(input_dir, follow_external_symlinks,
-                            IN_PROCESS_BELOW_FILES * REUSED_PER_CONVERTED)
-  if versions is None:
+  plan = config.incremental
+  if (options.view_as(StandardOptions).runner not in LOCAL_RUNNERS
+      or _set_by_flag(argv, '--direct_running_mode', '--direct_num_workers')
+      or runs_in_process(options) or not (plan and plan.reuse) or config.masks
+      or config.embedding):
     return None
   try:
+    versions = local_versions(
+        config.input_dir, IN_PROCESS_BELOW_FILES * REUSED_PER_CONVERTED, config.extensions,
+        [config.label_file] if config.label_file else [], config.follow_external_symlinks,
+        config.max_file_bytes)
+    if versions is None:
+      return None
     previous = [json.loads(line) for line in
-                reads.read_bytes(previous_index).decode('utf-8').splitlines()]
+                reads.read_bytes(plan.previous_index).decode('utf-8').splitlines()]
     reused = sum(1 for entry in previous if entry.get('version') is not None
                  and versions.get(entry['file']) == entry['version'])
-  except (reads.UnreadableFile, reads.ReadFailed, ValueError, KeyError, TypeError):
-    # The mode is a matter of speed: an index that cannot be read or parsed here leaves it as
-    # it is, and the night's own reading of it reports the problem.
+  except (OSError, reads.ReadFailed, ValueError, KeyError, TypeError, AttributeError):
+    # The mode is a matter of speed: a folder or an index that cannot be read or parsed here
+    # leaves it as it is, and the pipeline's own listing and reading report the problem.
     return None
   work = NightWork(len(versions) - reused, reused)
   if work.to_convert + work.to_reuse / REUSED_PER_CONVERTED >= IN_PROCESS_BELOW_FILES:
     return None
-  options.view_as(DirectOptions).direct_running_mode = 'in_memory'
+  direct = options.view_as(DirectOptions)
+  direct.direct_running_mode, direct.direct_num_workers = 'in_memory', 1
   return work
 
 

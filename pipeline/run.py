@@ -332,10 +332,7 @@ def _run_claimed(options: PipelineOptions, convert_options: opts.ConvertOptions,
   night = None
   try:
     config = JobConfig.from_options(convert_options, held.token)
-    if config.incremental and config.incremental.reuse:  # a night that may convert little
-      night = local_runner.choose_night_mode(options, argv, config.input_dir,
-                                             config.follow_external_symlinks,
-                                             config.incremental.previous_index)
+    night = local_runner.choose_night_mode(options, argv, config)  # converts little?
     claim.check(held.token)  # still ours after the look-ups (a stalled launch may have lost it)
     outputs.prepare_output_dir(config.output_dir, convert_options.overwrite,
                                outputs.entries_written(config), config.run_id)

@@ -38,8 +38,8 @@ HELP_EPILOG = """\
 runner (Beam's own options, passed through to Beam):
   --runner=DataflowRunner|FlinkRunner|PortableRunner, --project, --region, --temp_location,
   --job_endpoint, --environment_type, --direct_num_workers, ... Locally the default is Beam's
-  FnApiRunner, one worker process per core (below 1,000 files: in this process). All of
-  them: python -m pipeline.run --help_beam
+  FnApiRunner, one worker process per core (below 1,000 files, or a --run_date night that
+  converts little: in this process). All of them: python -m pipeline.run --help_beam
 """
 
 

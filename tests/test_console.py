@@ -117,8 +117,8 @@ def test_a_small_input_runs_in_one_process_and_reports_beam_metrics(photos, tmp_
   metrics = manifest['metrics']
   assert metrics['images_to_convert'] == metrics['images_converted'] == 6
   # the runner's time per top-level step (which steps show time on six photos, and which the
-  # most, is the state sampler's 200 ms luck: the metadata step's read-back of the shards showed
-  # more than the conversion in one CI run)
+  # most, is the state sampler's 200 ms luck: a step other than the conversion showed the most
+  # in one CI run)
   steps = manifest['step_msecs']
   assert steps and not any('/' in step for step in steps), steps
   assert all(ms > 0 for ms in steps.values()), steps

@@ -85,29 +85,38 @@ def _copy_under(root, photos):
 
 
 def test_local_versions_are_the_listings_size_and_time_by_relpath(tmp_path):
+  """The launcher's bounded walk takes what the listing takes: image files by its extensions,
+  not hidden ones, not the label file, not a looping link; each with the listing's
+  'SIZE:MTIME'."""
   from transforms.inputs.listing import local_versions  # pylint: disable=import-outside-toplevel
-  _copy_under(tmp_path / 'in', _photos(6))
-  (tmp_path / 'in' / '.hidden').mkdir()
-  (tmp_path / 'in' / '.hidden' / 'x.jpg').write_bytes(b'not walked')
-  (tmp_path / 'in' / 'ants' / 'loop').symlink_to(tmp_path / 'in')  # a loop: reported, not walked
-  versions = local_versions(str(tmp_path / 'in'), False, 100)
+  root = tmp_path / 'in'
+  _copy_under(root, _photos(6))
+  (root / '.hidden').mkdir()
+  (root / '.hidden' / 'x.jpg').write_bytes(b'not walked')
+  (root / 'ants' / 'loop').symlink_to(root)  # a loop: reported by the listing, not walked
+  (root / 'notes.txt').write_text('not an image\n')
+  (root / 'labels.jpg').write_text('a label file named like an image\n')
   expected = {}
-  for path in (tmp_path / 'in').glob('[!.]*/*.jpg'):
+  for path in root.glob('[!.]*/*.jpg'):
     info = path.stat()
-    expected[path.relative_to(tmp_path / 'in').as_posix()] = f'{info.st_size}:{info.st_mtime!r}'
+    expected[path.relative_to(root).as_posix()] = f'{info.st_size}:{info.st_mtime!r}'
+  versions = local_versions(str(root), 100, exclude=[str(root / 'labels.jpg')])
   assert versions == expected and len(versions) == 6
-  assert local_versions(str(tmp_path / 'in'), False, 5) is None  # more files than the limit
-  assert local_versions('gs://bucket/photos', False, 100) is None
+  assert local_versions(str(root), 7) is None  # 8 files walked (the dot-folder is not): over
+  assert local_versions('gs://bucket/photos', 100) is None
 
 
 def test_a_night_that_converts_little_runs_in_the_launchers_process(tmp_path, monkeypatch,
                                                                    caplog):
   """A night whose work (files to convert, plus reused files weighed 1/20) is below the
-  in-process threshold runs in the launcher's process; one with more work, or a flag that sets
-  the mode, keeps the worker processes. The threshold is lowered to 10 files, so that a folder
-  of 50 real photos is "large" and its night (2 new, 48 reused: 2 + 48/20 = 4.4) "small"."""
+  in-process threshold runs in the launcher's process, with one worker; one with more work, or
+  a flag that sets the mode, keeps the worker processes. The threshold is lowered to 10 files,
+  so that a folder of 50 real photos is "large" and its night (2 new, 48 reused: 2 + 48/20 =
+  4.4) "small"."""
   from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions  # pylint: disable=import-outside-toplevel
   from pipeline import local_runner  # pylint: disable=import-outside-toplevel
+  from pipeline.config import JobConfig  # pylint: disable=import-outside-toplevel
+  from pipeline.options import ConvertOptions  # pylint: disable=import-outside-toplevel
   images, root = tmp_path / 'images', tmp_path / 'out'
   photos = _photos(50)
   _copy_under(images, photos[:48])
@@ -115,19 +124,24 @@ def test_a_night_that_converts_little_runs_in_the_launchers_process(tmp_path, mo
   assert convert(images, root, '--run_date=2026-12-01', *flags) == 0  # in this process
   _copy_under(images, photos[48:])  # new tonight
   monkeypatch.setattr(local_runner, 'IN_PROCESS_BELOW_FILES', 10)
-  index = str(root / 'dt=2026-12-01' / 'images.jsonl')
 
-  def mode(*argv):
-    options = PipelineOptions(list(argv))
-    local_runner.apply_local_runner_defaults(options, list(argv))
-    work = local_runner.choose_night_mode(options, list(argv), str(images), False, index)
-    return work, options.view_as(DirectOptions).direct_running_mode
+  def mode(*extra):
+    argv = [f'--input_dir={images}', f'--output_dir={root}', '--run_date=2026-12-02', *flags,
+            *extra]
+    options = PipelineOptions(argv)
+    local_runner.apply_local_runner_defaults(options, argv)
+    config = JobConfig.from_options(options.view_as(ConvertOptions))
+    work = local_runner.choose_night_mode(options, argv, config)
+    direct = options.view_as(DirectOptions)
+    return work, direct.direct_running_mode, direct.direct_num_workers
 
-  assert mode() == ((2, 48), 'in_memory')
-  assert mode('--direct_running_mode=multi_processing') == (None, 'multi_processing')
-  assert mode('--direct_num_workers=2') == (None, 'multi_processing')
+  assert mode() == ((2, 48), 'in_memory', 1)
+  cores = local_runner.usable_cores()
+  assert mode('--direct_running_mode=multi_processing') == (None, 'multi_processing', cores)
+  assert mode('--direct_num_workers=2') == (None, 'multi_processing', 2)
+  assert mode('--full_rebuild')[:2] == (None, 'multi_processing')
   monkeypatch.setattr(local_runner, 'REUSED_PER_CONVERTED', 4)  # 2 + 48/4 = 14: too much
-  assert mode() == (None, 'multi_processing')
+  assert mode()[:2] == (None, 'multi_processing')
   monkeypatch.setattr(local_runner, 'REUSED_PER_CONVERTED', 20)
   # the whole night, with the job's own choice: in this process, 48 records reused
   with caplog.at_level(logging.INFO, logger='imagerecords'):

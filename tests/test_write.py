@@ -15,6 +15,8 @@ import sys
 
 import pytest
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from imagerecords import contract
 from imagerecords import framing
 from imagerecords.framing import frame_record, record_spans
@@ -189,6 +191,40 @@ def test_the_summary_taken_while_writing_is_what_reading_the_shard_back_gives(
     stored = shard.read_bytes()
     assert summary == (str(shard), count, hashlib.sha256(stored).hexdigest(), len(stored))
     assert summarize_shard(str(shard)) == summary
+    if compressed:  # the bytes Beam's own GZIP writer gives the same frames
+      with open(staging, 'rb') as stream:
+        frames = {frame.offset: frame.header + frame.body for frame in framing.read_frames(stream)}
+      ordered = sorted(frames)
+      with FileSystems.create(str(tmp_path / 'beam.gz'),
+                              compression_type=CompressionTypes.GZIP) as beam_writer:
+        for run in ranges:
+          first = ordered.index(run.offset)
+          for offset in ordered[first:first + run.num_records]:
+            beam_writer.write(frames[offset])
+      assert (tmp_path / 'beam.gz').read_bytes() == stored
+
+
+def test_a_shard_cut_short_is_not_taken_for_written_and_is_written_again(tmp_path):
+  """A copy that fails part-way leaves nothing under the shard's final name (locally it was
+  being written in the writer's folder); a shard under its final name that holds fewer records
+  than its plan (an upload s3:// completed on an error) is written again when the step runs
+  again, not taken for complete."""
+  from transforms.outputs import write  # pylint: disable=import-outside-toplevel
+  staging = tmp_path / WRITER_FOLDER / 'train' / 'records-a.tfrecord'
+  staging.parent.mkdir(parents=True)
+  records = _photo_records(staging, 5)
+  final = tmp_path / 'train-00000-of-00001.tfrecord'
+  with pytest.raises(framing.FramingError, match='5 records from byte 0, where the plan says 6'):
+    write.write_complete_shard([ShardRange(str(staging), 0, 6)], str(final),
+                               str(tmp_path / WRITER_FOLDER))
+  assert not final.exists()
+  final.write_bytes(b''.join(frame_record(record) for record in records[:2]))  # cut short
+  summary = write._write_shard((0, [ShardRange(str(staging), 0, 5)]), str(tmp_path), 'train',  # pylint: disable=protected-access
+                               1, False, False, None)
+  assert summary.num_records == 5 and _records_of(final) == records
+  final.write_bytes(final.read_bytes()[:-10])  # cut inside a record: no framing to count
+  assert write._write_shard((0, [ShardRange(str(staging), 0, 5)]), str(tmp_path), 'train',  # pylint: disable=protected-access
+                            1, False, False, None) == summary
 
 
 def test_plan_refuses_keys_that_do_not_match_the_offsets():

@@ -278,12 +278,12 @@ class EmbeddingSection(_Section):
 class ShardEntry(_Section):
   """One shard of a split, as ``manifest.json`` lists it.
 
-  file: the shard's base name (:func:`shard_file_name`). num_examples: its records, counted
-  from the written file's framing. bytes: its size on disk (None where the store gave none).
-  sha256: the hex SHA-256 digest of the file's bytes as stored (of the compressed bytes for
-  ``.tfrecord.gz``; ``sha256sum`` gives the same), read back once it is written, in the same
-  read that counts its records; None in manifests of format version 1 written before this
-  key. The reader
+  file: the shard's base name (:func:`shard_file_name`). num_examples: its records. bytes:
+  its size as stored (None in manifests whose store gave none). sha256: the hex SHA-256 digest
+  of the file's bytes as stored (of the compressed bytes for ``.tfrecord.gz``; ``sha256sum``
+  gives the same); None in manifests of format version 1 written before this key. The job
+  counts the records and takes the size and digest from the bytes it writes, as it writes them
+  (until 2026-12-07 it read each shard back once written). The reader
   checks ``bytes`` before it reads a shard, and ``sha256`` on request
   (``imagerecords.load(..., verify_shards=...)``).
   """

@@ -1,7 +1,8 @@
 """List the image files under an input root, inside the pipeline.
 
-Listing runs on the workers and never in the launching process: a bucket of millions of files
-is not listed on a laptop. Every entry the listing meets is either listed or reported (a
+Listing runs on the workers, not in the launching process: a bucket of millions of files is
+not listed on a laptop (the one walk in the launcher, :func:`local_versions`, is of a local
+folder and stops at a bound). Every entry the listing meets is either listed or reported (a
 ``Failure`` at stage ``list`` with the reason); nothing vanishes without a word::
 
     input_dir/
@@ -223,17 +224,20 @@ class _LocalTree:
         yield item
 
 
-def local_versions(root: str, follow_external_symlinks: bool,
-                   limit: int) -> Optional[Dict[str, str]]:
-  """relpath -> ``elements.source_version`` (``'SIZE:MTIME'``) of every file below the local
-  folder ``root``, walked by the listing's own rules (:class:`_LocalTree`: links, loops, hidden
-  entries), with no extension filter; None when ``root`` is not local or holds more than
-  ``limit`` files (the walk stops there).
+def local_versions(root: str, limit: int, extensions: Tuple[str, ...] = IMAGE_EXTENSIONS,
+                   exclude: Iterable[str] = (), follow_external_symlinks: bool = False,
+                   max_file_bytes: Optional[int] = DEFAULT_MAX_FILE_BYTES
+                   ) -> Optional[Dict[str, str]]:
+  """relpath -> ``elements.source_version`` (``'SIZE:MTIME'``) of every image file the listing
+  would list below the local folder ``root``: walked by its rules (:class:`_LocalTree`: links,
+  loops, hidden entries) and classified by them (:func:`classify`, with the arguments
+  ``ListImageFiles`` takes); None when ``root`` is not local or the walk meets more than
+  ``limit`` files (it stops there).
 
   The one walk of the input in the launching process, bounded: the local runner compares it
   with the previous night's ``images.jsonl`` to estimate what a night converts before it picks
-  its mode (``pipeline.local_runner.choose_night_mode``). Folders that cannot be read and
-  entries that are not listed are left out (the listing reports them, in the pipeline).
+  its mode (``pipeline.local_runner.choose_night_mode``). Folders that cannot be read and files
+  the listing does not take are left out (the listing reports them, in the pipeline).
   """
   if not is_local(root):
     return None
@@ -241,14 +245,20 @@ def local_versions(root: str, follow_external_symlinks: bool,
   start = tree.start('')
   if not isinstance(start, _Folder):
     return {}
-  versions, todo = {}, [start]
+  extensions = tuple(e.lower() for e in extensions)
+  exclude = frozenset(exclude)
+  versions, todo, walked = {}, [start], 0
   while todo:
     for entry in tree.scan(todo.pop()):
       if isinstance(entry, _Folder):
         todo.append(entry)
-      elif isinstance(entry, SourceFile) and entry.size_in_bytes is not None:
-        if len(versions) == limit:
-          return None
+        continue
+      if not isinstance(entry, SourceFile):
+        continue
+      walked += 1
+      if walked > limit:
+        return None
+      if isinstance(classify(entry, extensions, exclude, max_file_bytes), SourceFile):
         versions[entry.relpath] = source_version(entry)
   return versions
 
@@ -331,31 +341,40 @@ class _ClassifyListedFile(beam.DoFn):
     if isinstance(source, Failure):
       yield beam.pvalue.TaggedOutput(FAILURES_TAG, source)
       return
-    relpath = source.relpath
-    if is_hidden(relpath) or source.path in self._exclude:
+    verdict = classify(source, self._extensions, self._exclude, self._max_file_bytes)
+    if verdict is None:
       self._hidden.inc()
       return
     self._listed.inc()
-    extension = posixpath.splitext(relpath)[1].lower()
-    if not _is_utf8(relpath):
-      yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
-          printable_name(source.path), printable_name(relpath), STAGE_LIST,
-          'skipped: the file name is not valid UTF-8; rename the file'))
+    if isinstance(verdict, Failure):
+      yield beam.pvalue.TaggedOutput(FAILURES_TAG, verdict)
       return
-    if extension not in self._extensions:
-      shown = extension or '(no extension)'
-      yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
-          source.path, relpath, STAGE_LIST,
-          f'skipped: {shown} is not an image file extension (--extensions)'))
-      return
-    size = source.size_in_bytes
-    if self._max_file_bytes is not None and size is not None and size > self._max_file_bytes:
-      yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
-          source.path, relpath, STAGE_LIST,
-          f'skipped: {size:,} bytes, more than --max_file_bytes={self._max_file_bytes:,}; '
-          'not read'))
-      return
-    yield source
+    yield verdict
+
+
+def classify(source: SourceFile, extensions: Tuple[str, ...], exclude: FrozenSet[str],
+             max_file_bytes: Optional[int]) -> Union[None, SourceFile, Failure]:
+  """What the listing makes of a file the walk found: None for a hidden file or one of
+  ``exclude`` (the label file: ignored); a Failure at stage ``list`` for a name that is not
+  UTF-8, an extension not in ``extensions`` (lower case, with '.') or a size above
+  ``max_file_bytes``; else ``source`` itself, an image file to convert."""
+  relpath = source.relpath
+  if is_hidden(relpath) or source.path in exclude:
+    return None
+  extension = posixpath.splitext(relpath)[1].lower()
+  if not _is_utf8(relpath):
+    return Failure(printable_name(source.path), printable_name(relpath), STAGE_LIST,
+                   'skipped: the file name is not valid UTF-8; rename the file')
+  if extension not in extensions:
+    shown = extension or '(no extension)'
+    return Failure(source.path, relpath, STAGE_LIST,
+                   f'skipped: {shown} is not an image file extension (--extensions)')
+  size = source.size_in_bytes
+  if max_file_bytes is not None and size is not None and size > max_file_bytes:
+    return Failure(source.path, relpath, STAGE_LIST,
+                   f'skipped: {size:,} bytes, more than --max_file_bytes={max_file_bytes:,}; '
+                   'not read')
+  return source
 
 
 class ListImageFiles(beam.PTransform):

@@ -260,7 +260,7 @@ class _WriteMetadataFn(beam.DoFn):
       splits[split] = manifest_schema.SplitEntry(
           num_examples=stats['num_examples'], num_shards=num_shards,
           compressed=self._settings.compressed, class_counts=class_counts,
-          fingerprint=stats['fingerprint'], bytes=sum(entry.bytes or 0 for entry in entries),
+          fingerprint=stats['fingerprint'], bytes=sum(entry.bytes for entry in entries),
           shards=entries)
     return splits, problems
 

@@ -70,14 +70,17 @@ runner (``transforms.outputs.staging`` owns that format).
 
 Every step is safe to run again after it completed (Flink restarts a failed region's tasks,
 and a step whose input was kept from before runs a second time): a shard that exists under its
-final name is complete, so writing it is skipped; planning after the staging files were
-deleted is skipped when every shard of the split exists.
+final name with the records its plan counts is complete, so writing it is skipped (it is read
+back for its summary); planning after the staging files were deleted is skipped when every
+shard of the split exists.
 
-A shard never exists half-written under its final name: locally it is written as
+A shard does not exist half-written under its final name: locally it is written as
 ``OUT/.staging-write/.shards/<name>`` and renamed into place when complete (one ``rename`` on the
 same filesystem); on object stores an object appears only when its upload completes, so it is
-written under its final name directly. A run that dies (a full disk, say) leaves only staging
-files, which no reader takes for shards.
+written under its final name directly, and an error cancels the upload where Beam's writer can
+(gs://). Beam's s3:// writer completes an upload even on an error: the step run again finds that
+shard short of its plan and writes it again. A run that dies (a full disk, say) leaves only
+staging files, which no reader takes for shards.
 
 The staging files are written by this module rather than Beam's ``WriteToTFRecord``, whose
 finalization matches and deletes files by glob patterns built from the output path: with a
@@ -96,6 +99,7 @@ s3:// alike.
 
 import array
 import collections
+import contextlib
 import gzip
 import hashlib
 import itertools
@@ -165,6 +169,7 @@ class _DigestingWriter:
     self._stream = stream
     self.digest = hashlib.sha256()
     self.size = 0
+    self.closed = False
 
   def write(self, data: bytes) -> int:
     self.digest.update(data)
@@ -178,11 +183,8 @@ class _DigestingWriter:
     self._stream.flush()
 
   def close(self):
-    self._stream.close()
-
-  @property
-  def closed(self) -> bool:
-    return self._stream.closed
+    """Closes this view only: the stream itself is its opener's to close (or to abort)."""
+    self.closed = True
 
 
 class _DigestingReader:
@@ -376,9 +378,11 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
   memory holds one record (and the read buffers of at most 16 open staging files). A range
   that starts where the previous range of its staging file stopped is read on without a seek.
   A ``compressed`` shard is GZIP-compressed by Beam's ``CompressedFile``, as
-  ``FileSystems.create`` would, and digested after compression. With ``dali_index``
-  (uncompressed shards only), also writes
-  ``<shard_path>.idx`` while copying: one ``"<offset> <size>\\n"`` line per record, the byte
+  ``FileSystems.create`` would, and digested after compression. On an error each stream is
+  left through its own context manager: a gs:// upload is cancelled, a local file is left in
+  ``write_complete_shard``'s folder (s3:// completes its upload: see :func:`_write_shard`).
+  With ``dali_index`` (uncompressed shards only), also writes ``<shard_path>.idx`` while
+  copying: one ``"<offset> <size>\\n"`` line per record, the byte
   offset of the record's frame in the shard and the frame's whole length (header + data + CRC):
   the format of NVIDIA DALI's ``tools/tfrecord2idx``, which ``fn.readers.tfrecord(index_path=)``
   reads.
@@ -400,17 +404,25 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
     if dali_index:
       write_text(dali_index_path(shard_path), '')
     return ShardSummary(shard_path, 0, hashlib.sha256().hexdigest(), 0)
-  index = None
   position = written = 0
-  reader = _StagingReader()
-  stored = _DigestingWriter(FileSystems.create(
-      shard_path, mime_type='application/octet-stream',
-      compression_type=CompressionTypes.UNCOMPRESSED))
-  out = CompressedFile(stored, CompressionTypes.GZIP) if compressed else stored
-  try:
+  mime_type = 'application/octet-stream'
+  if compressed:
+    mime_type = CompressionTypes.mime_type(CompressionTypes.GZIP, mime_type)
+  # Each stream is left through its own context manager, which on an error aborts instead of
+  # completing: an object store's upload is cancelled (no partial shard under its final name),
+  # a local file is closed where it lies (in the writer's folder, never renamed into place).
+  with contextlib.ExitStack() as streams:
+    stored = _DigestingWriter(streams.enter_context(FileSystems.create(
+        shard_path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED)))
+    index = None
     if dali_index:
-      index = FileSystems.create(dali_index_path(shard_path), mime_type='text/plain',
-                                 compression_type=CompressionTypes.UNCOMPRESSED)
+      index = streams.enter_context(FileSystems.create(
+          dali_index_path(shard_path), mime_type='text/plain',
+          compression_type=CompressionTypes.UNCOMPRESSED))
+    reader = _StagingReader()
+    streams.callback(reader.close)
+    # Beam's own GZIP writer, as FileSystems.create(compression_type=GZIP) uses: the same bytes
+    out = CompressedFile(stored, CompressionTypes.GZIP) if compressed else stored
     for run in ranges:
       for frame in reader.frames(run):
         out.write(frame.header)
@@ -420,11 +432,7 @@ def copy_shard(ranges: Sequence[ShardRange], shard_path: str, compressed: bool =
           index.write(f'{position} {size}\n'.encode('ascii'))
         position += size
         written += 1
-  finally:
-    reader.close()
-    if index is not None:
-      index.close()
-    out.close()
+    out.close()  # the GZIP stream's end; the shard's own stream closes with the ExitStack
   return ShardSummary(shard_path, written, stored.digest.hexdigest(), stored.size)
 
 
@@ -525,13 +533,22 @@ def _deal(keys_paths: List[str], num_shards: int, output_dir: str, split: str,
 def _write_shard(element: Tuple[int, List[ShardRange]], output_dir: str, split: str,
                  num_shards: int, compressed: bool, dali_index: bool,
                  claim: Optional[run_claim.ClaimToken]) -> ShardSummary:
-  """(shard index, [ShardRange]) -> the final shard's summary, after writing it; a shard that
-  exists under its final name is complete (it appears only so): it is not written again, but
-  read back for its summary."""
+  """(shard index, [ShardRange]) -> the final shard's summary, after writing it. A shard that
+  exists under its final name was written by an earlier attempt of this step: it is read back
+  for its summary, and kept when it holds the planned number of records (or when there is no
+  plan to compare with: the staging files are gone once every shard was written); otherwise
+  (an upload cut short that the object store completed) it is written again."""
   shard, ranges = element
   path = _shard_path(output_dir, split, shard, num_shards, compressed)
-  if FileSystems.exists(path):  # an earlier attempt of this step wrote it
-    return summarize_shard(path)
+  if FileSystems.exists(path):  # an earlier attempt of this step wrote it, or began to
+    planned = sum(run.num_records for run in ranges)
+    try:
+      summary = summarize_shard(path)
+    except FramingError:  # cut short: an upload that completed on an error (s3://)
+      summary = None
+    if summary is not None and (not ranges or summary.num_records == planned):
+      return summary
+    # not the planned records: written again, from the staging files, which are still there
   # reads of the staging files: 1 per range of consecutive records (seeks: at most that)
   beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'staging_ranges_read').inc(len(ranges))
   return write_complete_shard(ranges, path, FileSystems.join(output_dir, WRITER_FOLDER),
@@ -640,7 +657,7 @@ class WriteSplits(beam.PTransform):
               compressed=self._compressed, dali_index=self._dali_index, claim=self._claim))
     return (
         written
-        | 'all shard paths' >> beam.Flatten()
+        | 'all shard summaries' >> beam.Flatten()
         | 'every shard written' >> beam.combiners.ToList()
         | 'delete staging files' >> beam.FlatMap(
             _delete_staging, staging_dir).with_output_types(ShardSummary))
