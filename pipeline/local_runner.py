@@ -8,7 +8,7 @@ import ctypes
 import ctypes.util
 import json
 import os
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
@@ -17,9 +17,6 @@ from pipeline.options import ConvertOptions
 from transforms.files import reads
 from transforms.files.folders import count_local_files
 from transforms.inputs.listing import local_versions
-
-if TYPE_CHECKING:  # pipeline.config imports this module
-  from pipeline.config import JobConfig
 
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
 """The runners that run the pipeline on this machine, in this process or its children."""
@@ -113,7 +110,7 @@ class NightWork(NamedTuple):
   to_reuse: int
 
 
-def choose_night_mode(options: PipelineOptions, argv: Sequence[str], config: 'JobConfig'
+def choose_night_mode(options: PipelineOptions, argv: Sequence[str], config
                       ) -> Optional[NightWork]:
   """Runs an incremental night in this process (``--direct_running_mode=in_memory``, one
   worker, as a small first run) when it converts little: when its estimated work, the files to
@@ -126,6 +123,8 @@ def choose_night_mode(options: PipelineOptions, argv: Sequence[str], config: 'Jo
   that is not local or holds too many files to walk for it
   (:func:`transforms.inputs.listing.local_versions` stops after ``IN_PROCESS_BELOW_FILES *
   REUSED_PER_CONVERTED`` files), or too much work.
+
+  ``config``: the run's ``pipeline.config.JobConfig`` (which imports this module).
 
   The estimate walks the local input once, by the listing's rules (``config``'s extensions,
   label file, links and size limit), and reads the previous run's ``images.jsonl``, in the
