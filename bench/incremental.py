@@ -28,6 +28,12 @@ times the manifest holds (``step_msecs``: each top-level step's milliseconds ove
 worker) at both sizes and their slope in microseconds per image: what an added image still
 costs, step by step. Targets of issue 11 (and 26): slope ratio at most 0.10; reuse rate at
 least 10x the conversion rate.
+
+The local runner picks each night's mode from its work (``pipeline.local_runner``: a night
+that converts little runs in one process), so the smallest and the largest size may run in
+different modes, and their slope is then no per-image cost: ``--night_flags=
+--direct_running_mode=multi_processing`` adds a variant held to the worker processes at every
+size.
 """
 
 import argparse
