@@ -208,6 +208,17 @@ class _LocalTree:
       folder = step
     return folder
 
+  def walk(self, folder: _Folder) -> Iterator[Union[SourceFile, Failure]]:
+    """Every file and problem below ``folder``, folder by folder (each folder's entries by
+    name, the last folder found walked first)."""
+    todo = [folder]
+    while todo:
+      for entry in self.scan(todo.pop()):
+        if isinstance(entry, _Folder):
+          todo.append(entry)
+        else:
+          yield entry
+
   def scan(self, folder: _Folder) -> Iterator[Union[SourceFile, Failure, _Folder]]:
     """The entries of one folder, by name; a folder that cannot be listed is one Failure."""
     try:
@@ -247,19 +258,15 @@ def local_versions(root: str, limit: int, extensions: Tuple[str, ...] = IMAGE_EX
     return {}
   extensions = tuple(e.lower() for e in extensions)
   exclude = frozenset(exclude)
-  versions, todo, walked = {}, [start], 0
-  while todo:
-    for entry in tree.scan(todo.pop()):
-      if isinstance(entry, _Folder):
-        todo.append(entry)
-        continue
-      if not isinstance(entry, SourceFile):
-        continue
-      walked += 1
-      if walked > limit:
-        return None
-      if isinstance(classify(entry, extensions, exclude, max_file_bytes), SourceFile):
-        versions[entry.relpath] = source_version(entry)
+  versions, walked = {}, 0
+  for entry in tree.walk(start):
+    if not isinstance(entry, SourceFile):
+      continue
+    walked += 1
+    if walked > limit:
+      return None
+    if isinstance(classify(entry, extensions, exclude, max_file_bytes), SourceFile):
+      versions[entry.relpath] = source_version(entry)
   return versions
 
 
@@ -309,13 +316,7 @@ class _WalkFolderFn(beam.DoFn):
     if not isinstance(item, _Folder):
       yield from item
       return
-    todo = [item]
-    while todo:
-      for entry in self._tree.scan(todo.pop()):
-        if isinstance(entry, _Folder):
-          todo.append(entry)
-        else:
-          yield entry
+    yield from self._tree.walk(item)
 
 
 def _source_file(metadata: FileMetadata, root: str) -> SourceFile:
