@@ -6,7 +6,6 @@ not set is set.
 
 import ctypes
 import ctypes.util
-import json
 import os
 from typing import NamedTuple, Optional, Sequence
 
@@ -17,6 +16,7 @@ from pipeline.options import ConvertOptions
 from transforms.files import reads
 from transforms.files.folders import count_local_files
 from transforms.inputs.listing import local_versions
+from transforms.outputs.image_index import keyed_by_file
 
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner')
 """The runners that run the pipeline on this machine, in this process or its children."""
@@ -147,10 +147,10 @@ def choose_night_mode(options: PipelineOptions, argv: Sequence[str], config
         config.max_file_bytes)
     if versions is None:
       return None
-    previous = [json.loads(line) for line in
-                reads.read_bytes(plan.previous_index).decode('utf-8').splitlines()]
-    reused = sum(1 for entry in previous if entry.get('version') is not None
-                 and versions.get(entry['file']) == entry['version'])
+    previous = map(keyed_by_file,
+                   reads.read_bytes(plan.previous_index).decode('utf-8').splitlines())
+    reused = sum(1 for relpath, entry in previous if entry.get('version') is not None
+                 and versions.get(relpath) == entry['version'])
   except (OSError, reads.ReadFailed, ValueError, KeyError, TypeError, AttributeError):
     # The mode is a matter of speed: a folder or an index that cannot be read or parsed here
     # leaves it as it is, and the pipeline's own listing and reading report the problem.
